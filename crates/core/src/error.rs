@@ -1,0 +1,148 @@
+//! Errors of the domain and of the ports.
+//!
+//! One enum per boundary: [`DomainError`] is what the aggregate itself refuses, [`StoreError`]
+//! is the journey store's contract (it wraps domain refusals so that a caller matches one enum),
+//! and [`InvalidInput`] is a value that fails validation at the edge.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::ids::{JourneyId, SegmentId};
+use crate::journey::JourneyVersion;
+
+/// A value that failed validation: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidInput {
+    /// The field or value that was rejected, e.g. `segment status`.
+    pub field: String,
+    /// What is wrong with it, phrased for the caller.
+    pub reason: String,
+}
+
+impl InvalidInput {
+    /// Builds an error for `field` with a human-readable `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a status change targets, for error messages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// The journey's own status.
+    Journey,
+    /// One segment's status.
+    Segment(SegmentId),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Journey => f.write_str("journey"),
+            Self::Segment(id) => write!(f, "segment {id}"),
+        }
+    }
+}
+
+/// A change the journey aggregate refuses. Nothing is written when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DomainError {
+    /// The journey has no segment with this id.
+    #[error("journey {journey} has no segment {segment}")]
+    SegmentNotFound {
+        /// The journey that was searched.
+        journey: JourneyId,
+        /// The segment that is missing.
+        segment: SegmentId,
+    },
+    /// The transition table does not allow `from -> to`.
+    #[error("{target} cannot change from {from} to {to}")]
+    InvalidTransition {
+        /// What was being changed.
+        target: Target,
+        /// The current status.
+        from: &'static str,
+        /// The requested status.
+        to: &'static str,
+    },
+}
+
+/// The journey store's error contract. Every store method documents which variants it returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No journey with this id exists.
+    #[error("journey {0} not found")]
+    JourneyNotFound(JourneyId),
+    /// The domain refused the change (missing segment, invalid transition).
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// The request itself is malformed (bad id, bad status, invalid journey fields).
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// `create` was asked to create a journey that already exists; it was left untouched.
+    #[error("journey {0} already exists")]
+    AlreadyExists(JourneyId),
+    /// The caller's expected version (HTTP `If-Match`) is not the stored one.
+    #[error("journey is at version {actual}, not the expected {expected}")]
+    VersionMismatch {
+        /// The version the caller based its change on.
+        expected: JourneyVersion,
+        /// The version currently stored.
+        actual: JourneyVersion,
+    },
+    /// The change kept colliding with concurrent writers and the strategy gave up; nothing was
+    /// written. Retrying later is safe.
+    #[error("gave up after {attempts} attempts because of concurrent updates")]
+    Conflict {
+        /// How many attempts were made before giving up.
+        attempts: u32,
+    },
+    /// A lock holder's write was refused because a newer fencing token has been minted for the
+    /// journey since its own: its lock expired and someone else took over. Nothing was written.
+    #[error("fencing token {token} is stale; token {newest} has been issued since")]
+    StaleFencingToken {
+        /// The refused token.
+        token: u64,
+        /// The newest token minted for the journey.
+        newest: u64,
+    },
+    /// The stored data could not be decoded: a bug or a foreign writer, never bad user input.
+    #[error("stored data for {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The Redis key holding the bad value.
+        key: String,
+        /// What failed to decode.
+        reason: String,
+    },
+    /// The backing store could not be reached or timed out. For a write, the outcome may be
+    /// unknown (a timed-out command may still have been applied); retrying the same status change
+    /// is harmless because setting a status twice is a no-op.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// A short description for logs and problem responses.
+        message: String,
+        /// The underlying cause, kept for the log's cause chain.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// An [`StoreError::Unavailable`] with a cause.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The journey aggregate: a booking with its flight segments.
+//!
+//! All status changes go through [`Journey::apply`], which checks the transition table, mutates
+//! the aggregate and bumps its [`JourneyVersion`] by exactly one. A change to the status something
+//! already has is a no-op: nothing changes and the version stays.
+//!
+//! The JSON shape is the original service's (camelCase, `journeys.json`); the version is added as
+//! `version` once the journey has changed at least once, so the sample data round-trips unchanged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{DomainError, InvalidInput, Target};
+use crate::ids::{JourneyId, SegmentId};
+use crate::money::Money;
+use crate::status::{JourneyStatus, SegmentStatus, Status, Transition};
+
+/// How many changes have been applied to a journey since it was created. Grows by exactly one
+/// with every applied change; a journey as created is at version 0.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct JourneyVersion(u64);
+
+impl JourneyVersion {
+    /// The version of a journey nobody has changed yet.
+    pub const INITIAL: Self = Self(0);
+
+    /// Wraps a raw version number.
+    pub const fn new(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The version after one more change.
+    #[must_use]
+    pub const fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+
+    /// Whether this is [`JourneyVersion::INITIAL`].
+    pub fn is_initial(&self) -> bool {
+        *self == Self::INITIAL
+    }
+}
+
+impl fmt::Display for JourneyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// One flight of a journey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub segment_id: SegmentId,
+    pub origin: String,
+    pub destination: String,
+    pub departure_time: DateTime<Utc>,
+    pub arrival_time: DateTime<Utc>,
+    pub flight_number: String,
+    pub carrier: String,
+    pub status: SegmentStatus,
+    pub price: Money,
+}
+
+/// A passenger's booking: the aggregate root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Journey {
+    pub id: JourneyId,
+    pub passenger_name: String,
+    pub passenger_email: String,
+    pub booking_date: DateTime<Utc>,
+    pub status: JourneyStatus,
+    pub total_price: Money,
+    /// Redis' cjson encodes an empty list as `{}`; accepting that keeps a journey without
+    /// segments readable after the `lua` strategy rewrote it.
+    #[serde(deserialize_with = "list_or_empty_object")]
+    pub segments: Vec<Segment>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "JourneyVersion::is_initial")]
+    pub version: JourneyVersion,
+}
+
+/// A requested status change: the command both update paths share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusChange {
+    /// Set one segment's status.
+    Segment {
+        segment_id: SegmentId,
+        status: SegmentStatus,
+    },
+    /// Set the journey's own status.
+    Journey { status: JourneyStatus },
+}
+
+impl StatusChange {
+    /// The requested status, by name.
+    pub fn target_status(&self) -> &'static str {
+        match self {
+            Self::Segment { status, .. } => status.as_str(),
+            Self::Journey { status } => status.as_str(),
+        }
+    }
+
+    /// The statuses from which the target may be reached, by name: what the in-Redis strategies
+    /// pass to their scripts so that the transition table lives in one place.
+    pub fn allowed_predecessors(&self) -> Vec<&'static str> {
+        match self {
+            Self::Segment { status, .. } => status.predecessors().map(Status::as_str).collect(),
+            Self::Journey { status } => status.predecessors().map(Status::as_str).collect(),
+        }
+    }
+
+    /// What is being changed.
+    pub fn target(&self) -> Target {
+        match self {
+            Self::Segment { segment_id, .. } => Target::Segment(segment_id.clone()),
+            Self::Journey { .. } => Target::Journey,
+        }
+    }
+
+    /// Builds the refusal for a change from `from` (a status name read from storage).
+    pub fn invalid_from(&self, from: &str) -> DomainError {
+        fn canonical<S: Status>(raw: &str) -> &'static str {
+            S::parse(raw).map_or("an unknown status", Status::as_str)
+        }
+        let from = match self {
+            Self::Segment { .. } => canonical::<SegmentStatus>(from),
+            Self::Journey { .. } => canonical::<JourneyStatus>(from),
+        };
+        DomainError::InvalidTransition {
+            target: self.target(),
+            from,
+            to: self.target_status(),
+        }
+    }
+}
+
+/// What [`Journey::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The status changed; the journey is now at `version`.
+    Changed { version: JourneyVersion },
+    /// The status already was the target: nothing changed.
+    Unchanged,
+}
+
+impl Journey {
+    /// Applies a status change: checks the transition table, sets the status and bumps the
+    /// version. On error the journey is left exactly as it was.
+    ///
+    /// # Errors
+    /// [`DomainError::SegmentNotFound`] when the segment does not exist;
+    /// [`DomainError::InvalidTransition`] when the table forbids the change.
+    pub fn apply(&mut self, change: &StatusChange) -> Result<Applied, DomainError> {
+        let transition = match change {
+            StatusChange::Segment { segment_id, status } => {
+                let segment = self
+                    .segments
+                    .iter_mut()
+                    .find(|s| &s.segment_id == segment_id)
+                    .ok_or_else(|| DomainError::SegmentNotFound {
+                        journey: self.id.clone(),
+                        segment: segment_id.clone(),
+                    })?;
+                set_status(&mut segment.status, *status, change)?
+            }
+            StatusChange::Journey { status } => set_status(&mut self.status, *status, change)?,
+        };
+        Ok(match transition {
+            Transition::NoOp => Applied::Unchanged,
+            Transition::Change => {
+                self.version = self.version.next();
+                Applied::Changed {
+                    version: self.version,
+                }
+            }
+        })
+    }
+
+    /// The segment with this id, if any.
+    pub fn segment(&self, id: &SegmentId) -> Option<&Segment> {
+        self.segments.iter().find(|s| &s.segment_id == id)
+    }
+
+    /// Checks the invariants a journey must hold to be created.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming the first field that is wrong.
+    pub fn validate_new(&self) -> Result<(), InvalidInput> {
+        require_text("passengerName", &self.passenger_name, 200)?;
+        require_text("passengerEmail", &self.passenger_email, 254)?;
+        if !self.passenger_email.contains('@') {
+            return Err(InvalidInput::new(
+                "passengerEmail",
+                "is not an email address",
+            ));
+        }
+        if !self.version.is_initial() {
+            return Err(InvalidInput::new("version", "is assigned by the service"));
+        }
+        if self.segments.len() > MAX_SEGMENTS {
+            return Err(InvalidInput::new(
+                "segments",
+                format!("at most {MAX_SEGMENTS} segments per journey"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for s in &self.segments {
+            if !seen.insert(&s.segment_id) {
+                return Err(InvalidInput::new(
+                    "segments",
+                    format!("segment id {} appears twice", s.segment_id),
+                ));
+            }
+            require_text("origin", &s.origin, 16)?;
+            require_text("destination", &s.destination, 16)?;
+            require_text("flightNumber", &s.flight_number, 16)?;
+            require_text("carrier", &s.carrier, 100)?;
+            if s.arrival_time < s.departure_time {
+                return Err(InvalidInput::new(
+                    "arrivalTime",
+                    format!("segment {} arrives before it departs", s.segment_id),
+                ));
+            }
+        }
+        if self.metadata.len() > 64 {
+            return Err(InvalidInput::new("metadata", "at most 64 entries"));
+        }
+        Ok(())
+    }
+}
+
+/// Most segments one journey may have.
+pub const MAX_SEGMENTS: usize = 1000;
+
+fn set_status<S: Status>(
+    current: &mut S,
+    to: S,
+    change: &StatusChange,
+) -> Result<Transition, DomainError> {
+    let transition = current
+        .transition_to(to)
+        .map_err(|()| change.invalid_from(current.as_str()))?;
+    *current = to;
+    Ok(transition)
+}
+
+fn require_text(field: &str, value: &str, max: usize) -> Result<(), InvalidInput> {
+    if value.trim().is_empty() {
+        Err(InvalidInput::new(field, "must not be empty"))
+    } else if value.chars().count() > max {
+        Err(InvalidInput::new(
+            field,
+            format!("must be at most {max} characters"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn list_or_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Segment>, D::Error> {
+    // A visitor rather than an untagged enum: untagged buffering would turn exact numbers into
+    // floats-in-disguise under serde_json's arbitrary_precision.
+    struct Segments;
+    impl<'de> serde::de::Visitor<'de> for Segments {
+        type Value = Vec<Segment>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of segments")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(segment) = seq.next_element()? {
+                out.push(segment);
+            }
+            Ok(out)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            match map.next_key::<serde::de::IgnoredAny>()? {
+                None => Ok(Vec::new()),
+                Some(_) => Err(serde::de::Error::custom("segments must be a list")),
+            }
+        }
+    }
+    d.deserialize_any(Segments)
+}
+
+/// The sample-data file format: `{"journeys": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyFile {
+    pub journeys: Vec<Journey>,
+}

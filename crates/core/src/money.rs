@@ -1,0 +1,138 @@
+//! Exact money.
+//!
+//! Prices are decimals with at most two decimal places (whole cents) and fewer than twelve
+//! integer digits. The bound is deliberate: fourteen significant digits is what Redis' cjson keeps
+//! when a Lua script re-encodes a number, so every valid price survives the `lua` strategy
+//! exactly. Prices always serialize with two decimals (`850.50`, `1250.00`), as a JSON number.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::InvalidInput;
+
+/// A non-negative amount with whole cents, below 10^12.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Money(Decimal);
+
+/// Amounts must stay below this; see the module docs for why.
+const LIMIT: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0); // 10^12
+
+impl Money {
+    /// Validates a decimal amount.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] when the amount is negative, has fractions of a cent, or is 10^12 or more.
+    pub fn new(amount: Decimal) -> Result<Self, InvalidInput> {
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(InvalidInput::new("price", format!("{amount} is negative")));
+        }
+        if amount.normalize().scale() > 2 {
+            return Err(InvalidInput::new(
+                "price",
+                format!("{amount} has fractions of a cent"),
+            ));
+        }
+        if amount >= LIMIT {
+            return Err(InvalidInput::new(
+                "price",
+                format!("{amount} is not below 10^12"),
+            ));
+        }
+        let mut cents = amount.normalize();
+        cents.rescale(2);
+        Ok(Self(cents))
+    }
+
+    /// An amount from a whole number of cents.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] when `cents` is negative or the amount is 10^12 or more.
+    pub fn from_cents(cents: i64) -> Result<Self, InvalidInput> {
+        Self::new(Decimal::new(cents, 2))
+    }
+
+    /// The amount in integer cents, exactly.
+    pub fn cents(self) -> i64 {
+        // Two decimals and below 10^12 by construction: the mantissa is the cent count and fits.
+        i64::try_from(self.0.mantissa()).unwrap_or(i64::MAX)
+    }
+
+    /// The amount as a decimal.
+    pub fn amount(self) -> Decimal {
+        self.0
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        rust_decimal::serde::arbitrary_precision::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A JSON number only (not a string), read from its exact text.
+        let number = serde_json::Number::deserialize(d)?;
+        let text = number.as_str();
+        let amount = text
+            .parse::<Decimal>()
+            .or_else(|_| Decimal::from_scientific(text))
+            .map_err(|e| serde::de::Error::custom(format!("price {text}: {e}")))?;
+        Self::new(amount).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("850.50", "850.50", 85050)]
+    #[case("850.5", "850.50", 85050)]
+    #[case("1250", "1250.00", 125000)]
+    #[case("0.1", "0.10", 10)]
+    #[case("1234567.89", "1234567.89", 123456789)]
+    #[case("1.5e2", "150.00", 15000)]
+    fn serializes_with_two_decimals(#[case] json: &str, #[case] out: &str, #[case] cents: i64) {
+        let money: Money = serde_json::from_str(json).expect("valid price");
+        assert_eq!(serde_json::to_string(&money).expect("serialize"), out);
+        assert_eq!(money.cents(), cents);
+    }
+
+    #[rstest]
+    #[case("-1.00")]
+    #[case("0.001")]
+    #[case("1000000000000")]
+    #[case("\"12\"")]
+    fn rejects_invalid_amounts(#[case] json: &str) {
+        assert!(
+            serde_json::from_str::<Money>(json).is_err(),
+            "{json} accepted"
+        );
+    }
+
+    #[test]
+    fn limit_is_ten_to_the_twelfth() {
+        assert_eq!(LIMIT, Decimal::from(1_000_000_000_000_i64));
+    }
+
+    proptest! {
+        #[test]
+        fn cents_round_trip(cents in 0i64..100_000_000_000_000) {
+            let money = Money::from_cents(cents).expect("in range");
+            prop_assert_eq!(money.cents(), cents);
+            let back: Money = serde_json::from_str(&serde_json::to_string(&money).expect("ser")).expect("de");
+            prop_assert_eq!(back, money);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The ports: what the service needs from the outside world, and the contract each must keep.
+//!
+//! Adapters live in `flyrtech-infrastructure`. Futures are `Send` so that a store can be used
+//! from any Tokio task or Axum handler.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{InvalidInput, StoreError};
+use crate::ids::{JourneyId, SegmentId};
+use crate::journey::{Journey, JourneyVersion, StatusChange};
+use crate::status::{JourneyStatus, SegmentStatus};
+
+/// What an acknowledged update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateOutcome {
+    /// The journey's version after the update (unchanged for a no-op).
+    pub version: JourneyVersion,
+    /// False when the status already was the target and nothing was written.
+    pub changed: bool,
+    /// How many tries the strategy needed (1 when nothing collided).
+    pub attempts: u32,
+    /// Time spent waiting for a lock, for strategies that take one.
+    pub lock_wait: Duration,
+}
+
+/// Stores journeys and applies status changes without losing concurrent ones (except the
+/// deliberately unsafe control strategies, which document that they do).
+pub trait JourneyStore: Send + Sync {
+    /// Reads one journey.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::JourneyNotFound`] when no journey has this id,
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached, and
+    /// [`StoreError::Corrupt`] when the stored value cannot be decoded.
+    fn get(&self, id: &JourneyId) -> impl Future<Output = Result<Journey, StoreError>> + Send;
+
+    /// Lists the ids of all journeys, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    fn list_ids(&self) -> impl Future<Output = Result<Vec<JourneyId>, StoreError>> + Send;
+
+    /// Creates a journey. Never overwrites: an existing journey is left exactly as it is.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::AlreadyExists`] when a journey with this id exists,
+    /// [`StoreError::InvalidInput`] when the journey fails [`Journey::validate_new`], and
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    fn create(&self, journey: &Journey) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies one status change, atomically with respect to every other change to the journey.
+    /// With `expected = Some(v)` the change is applied only if the stored version is `v`.
+    ///
+    /// # Errors
+    /// MUST return [`StoreError::JourneyNotFound`] when the journey does not exist;
+    /// [`StoreError::Rejected`] with `SegmentNotFound` or `InvalidTransition` when the domain
+    /// refuses the change; [`StoreError::VersionMismatch`] when `expected` is stale;
+    /// [`StoreError::Conflict`] when the strategy gave up under contention; and
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached. On every error
+    /// nothing is written, except that after `Unavailable` a write may or may not have landed.
+    fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send;
+
+    /// Sets one segment's status: [`JourneyStore::update`] with a segment change.
+    ///
+    /// # Errors
+    /// As [`JourneyStore::update`].
+    fn update_segment_status(
+        &self,
+        id: &JourneyId,
+        segment_id: &SegmentId,
+        status: SegmentStatus,
+        expected: Option<JourneyVersion>,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send {
+        let change = StatusChange::Segment {
+            segment_id: segment_id.clone(),
+            status,
+        };
+        async move { self.update(id, &change, expected).await }
+    }
+
+    /// Sets the journey's own status: [`JourneyStore::update`] with a journey change.
+    ///
+    /// # Errors
+    /// As [`JourneyStore::update`].
+    fn update_journey_status(
+        &self,
+        id: &JourneyId,
+        status: JourneyStatus,
+        expected: Option<JourneyVersion>,
+    ) -> impl Future<Output = Result<UpdateOutcome, StoreError>> + Send {
+        let change = StatusChange::Journey { status };
+        async move { self.update(id, &change, expected).await }
+    }
+}
+
+/// A key of the general-purpose cache: 1 to 512 bytes of printable text without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 512;
+
+    /// Validates a cache key.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] when the key is empty, too long, or contains whitespace or control
+    /// characters.
+    pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
+        let raw = raw.into();
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(InvalidInput::new(
+                "cache key",
+                format!("must be 1 to {} bytes long", Self::MAX_LEN),
+            ));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidInput::new(
+                "cache key",
+                "must not contain whitespace or control characters",
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The key as the caller wrote it (before any namespacing by the adapter).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The original service's general-purpose cache. Adapters keep its keys in a namespace of their
+/// own, so that no cache call can reach journey data.
+pub trait CacheService: Send + Sync {
+    /// Reads a value; `None` when absent or expired.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    fn get(
+        &self,
+        key: &CacheKey,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Stores a value, replacing any previous one, expiring after `ttl` when given.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::Unavailable`] when the
+    /// backing store cannot be reached.
+    fn set(
+        &self,
+        key: &CacheKey,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a value; true when there was one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    fn remove(&self, key: &CacheKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether a value is present.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    fn exists(&self, key: &CacheKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

@@ -1,0 +1,292 @@
+//! Connections to Redis, standalone or cluster, behind one handle.
+//!
+//! [`Redis`] holds two kinds of connection, because the strategies need both:
+//! - a shared, multiplexed connection for single commands and scripts (cheap, reconnects by
+//!   itself), which every task may use at once;
+//! - a pool of dedicated connections for WATCH/MULTI/EXEC. WATCH state belongs to a connection,
+//!   so on a shared one another task's EXEC or UNWATCH would silently cancel ours (redis-rs
+//!   issue #565). A pooled connection serves one transaction at a time.
+//!
+//! Whether the URL points at a cluster is asked of the server (`INFO cluster`), so one
+//! `--redis-url` serves both. Every connection counts its round trips, which the lab reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::{Runtime, cluster as pool_cluster};
+use flyrtech_core::StoreError;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+use crate::error::{RedisResultExt, from_redis};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port`, or several comma-separated seed URLs of a cluster.
+    pub url: String,
+    /// How long one command may take before it fails as unavailable.
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// Dedicated connections for transactions.
+    pub pool_size: usize,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the defaults below.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            response_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(500),
+            pool_size: 64,
+        }
+    }
+
+    fn seeds(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+enum Shared {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+#[derive(Clone)]
+enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(pool_cluster::Pool),
+}
+
+/// A handle on one Redis deployment. Cheap to clone; clones share connections and counters.
+#[derive(Clone)]
+pub struct Redis {
+    shared: Shared,
+    pool: Pool,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("cluster", &self.is_cluster())
+            .field("round_trips", &self.round_trips())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects, finding out whether the URL names a cluster.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] for a malformed URL; [`StoreError::Unavailable`] when no
+    /// seed answers.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let seeds = settings.seeds();
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout));
+        let cluster = detect_cluster(&seeds, &conn_config).await?;
+        let (shared, pool) = if cluster {
+            let client = ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .build()
+                .map_err(invalid_url)?;
+            let shared = client.get_async_connection().await.store_err()?;
+            let manager = pool_cluster::Manager::new(seeds, false).map_err(invalid_url)?;
+            let pool = pool_cluster::Pool::builder(manager)
+                .max_size(settings.pool_size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(settings.response_timeout))
+                .create_timeout(Some(settings.connect_timeout))
+                .build()
+                .map_err(|e| StoreError::unavailable("cannot build the connection pool", e))?;
+            (Shared::Cluster(shared), Pool::Cluster(pool))
+        } else {
+            let url = seeds.first().cloned().unwrap_or_default();
+            let client = redis::Client::open(url.as_str()).map_err(invalid_url)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            let shared = ConnectionManager::new_with_config(client, manager_config)
+                .await
+                .store_err()?;
+            let manager = deadpool_redis::Manager::new_with_config(url.as_str(), conn_config)
+                .map_err(invalid_url)?;
+            let pool = deadpool_redis::Pool::builder(manager)
+                .max_size(settings.pool_size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(settings.response_timeout))
+                .create_timeout(Some(settings.connect_timeout))
+                .build()
+                .map_err(|e| StoreError::unavailable("cannot build the connection pool", e))?;
+            (Shared::Single(shared), Pool::Single(pool))
+        };
+        Ok(Self {
+            shared,
+            pool,
+            round_trips: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Whether this handle talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared, Shared::Cluster(_))
+    }
+
+    /// The shared multiplexed connection: for anything but WATCH.
+    pub fn shared(&self) -> Conn {
+        let inner = match &self.shared {
+            Shared::Single(c) => Inner::Single(c.clone()),
+            Shared::Cluster(c) => Inner::Cluster(c.clone()),
+        };
+        Conn {
+            inner,
+            round_trips: Arc::clone(&self.round_trips),
+        }
+    }
+
+    /// A dedicated connection from the pool, for one WATCH/MULTI/EXEC transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no connection can be had in time.
+    pub async fn dedicated(&self) -> Result<Conn, StoreError> {
+        let inner = match &self.pool {
+            Pool::Single(p) => Inner::PooledSingle(p.get().await.map_err(pool_error)?),
+            Pool::Cluster(p) => Inner::PooledCluster(p.get().await.map_err(pool_error)?),
+        };
+        Ok(Conn {
+            inner,
+            round_trips: Arc::clone(&self.round_trips),
+        })
+    }
+
+    /// Round trips made by every connection of this handle so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Whether Redis answers `PING` now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.shared())
+            .await
+            .store_err()
+            .map(drop)
+    }
+}
+
+async fn detect_cluster(
+    seeds: &[String],
+    config: &AsyncConnectionConfig,
+) -> Result<bool, StoreError> {
+    if seeds.is_empty() {
+        return Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+            "redis url",
+            "is empty",
+        )));
+    }
+    let mut last = None;
+    for seed in seeds {
+        let client = redis::Client::open(seed.as_str()).map_err(invalid_url)?;
+        match client
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+        {
+            Ok(mut conn) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("cluster")
+                    .query_async(&mut conn)
+                    .await
+                    .store_err()?;
+                return Ok(info.contains("cluster_enabled:1"));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || StoreError::unavailable("no Redis seed answered", "no seeds"),
+        from_redis,
+    ))
+}
+
+fn invalid_url(err: redis::RedisError) -> StoreError {
+    StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+        "redis url",
+        err.to_string(),
+    ))
+}
+
+fn pool_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreError {
+    StoreError::unavailable("no Redis connection available", err)
+}
+
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    PooledSingle(deadpool_redis::Connection),
+    PooledCluster(pool_cluster::Connection),
+}
+
+/// One connection of a [`Redis`] handle, shared or dedicated, counting its round trips.
+pub struct Conn {
+    inner: Inner,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+macro_rules! each_inner {
+    ($self:ident, $c:ident => $body:expr) => {
+        match &mut $self.inner {
+            Inner::Single($c) => $body,
+            Inner::Cluster($c) => $body,
+            Inner::PooledSingle($c) => $body,
+            Inner::PooledCluster($c) => $body,
+        }
+    };
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        each_inner!(self, c => c.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        each_inner!(self, c => c.req_packed_commands(pipeline, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+            Inner::PooledSingle(c) => c.get_db(),
+            Inner::PooledCluster(c) => c.get_db(),
+        }
+    }
+}

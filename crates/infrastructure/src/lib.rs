@@ -1,0 +1,33 @@
+//! Redis adapters for the journey service: the journey store with its interchangeable
+//! concurrency strategies, the cache, and a launcher for private Redis servers.
+//!
+//! # Layout
+//! - [`connection`]: the [`Redis`] handle — shared multiplexed connection plus a pool of
+//!   dedicated connections for WATCH, standalone or cluster, counting round trips.
+//! - [`keys`]: every key name, with the journey's hash tag where atomicity needs it.
+//! - `document`: the one-JSON-document layout shared by all strategies but `hash`.
+//! - [`strategy`]: one module per strategy (`naive`, `local_lock`, `optimistic`, `redlock`,
+//!   `lua`, `hash`) and [`RedisJourneyStore`], which forwards to the configured one.
+//! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
+//! - [`cache`]: the namespaced general-purpose cache.
+//! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
+//! - [`retry`]: bounded exponential backoff with full jitter.
+
+pub mod cache;
+pub mod connection;
+mod document;
+mod error;
+pub mod keys;
+pub mod local_redis;
+pub mod retry;
+mod script_reply;
+pub mod strategy;
+
+pub use cache::RedisCache;
+pub use connection::{Redis, RedisSettings};
+pub use local_redis::{LaunchError, LocalRedis, RedisProcess};
+pub use retry::RetryPolicy;
+pub use strategy::{
+    FencingToken, LockGuard, LockSettings, RedisJourneyStore, SeedReport, StoreConfig, Strategy,
+    UnknownStrategy,
+};

@@ -1,0 +1,63 @@
+//! The reply protocol shared by the in-Redis update scripts (`lua` and `hash`).
+//!
+//! A script answers `{outcome, ...}`; this module turns that into the store's result, so both
+//! strategies report errors exactly as the Rust domain would.
+
+use flyrtech_core::{
+    DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
+};
+
+use crate::error::corrupt;
+
+/// Arguments every update script takes after its keys: target status, expected version
+/// (empty for none), then the allowed predecessor statuses from the Rust transition table.
+pub(crate) fn change_args(change: &StatusChange, expected: Option<JourneyVersion>) -> Vec<String> {
+    let mut args = vec![
+        change.target_status().to_owned(),
+        expected.map(|v| v.to_string()).unwrap_or_default(),
+    ];
+    args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
+    args
+}
+
+/// Interprets `{outcome, detail}` from an update script.
+pub(crate) fn interpret(
+    key: &str,
+    id: &JourneyId,
+    change: &StatusChange,
+    expected: Option<JourneyVersion>,
+    reply: &[String],
+) -> Result<UpdateOutcome, StoreError> {
+    let version = |raw: Option<&String>| -> Result<JourneyVersion, StoreError> {
+        raw.and_then(|v| v.parse().ok())
+            .map(JourneyVersion::new)
+            .ok_or_else(|| corrupt(key, format!("script reply {reply:?}")))
+    };
+    let outcome = |version, changed| UpdateOutcome {
+        version,
+        changed,
+        attempts: 1,
+        lock_wait: std::time::Duration::ZERO,
+    };
+    match reply.first().map(String::as_str) {
+        Some("changed") => Ok(outcome(version(reply.get(1))?, true)),
+        Some("unchanged") => Ok(outcome(version(reply.get(1))?, false)),
+        Some("not_found") => Err(StoreError::JourneyNotFound(id.clone())),
+        Some("segment_not_found") => match change {
+            StatusChange::Segment { segment_id, .. } => Err(DomainError::SegmentNotFound {
+                journey: id.clone(),
+                segment: segment_id.clone(),
+            }
+            .into()),
+            _ => Err(corrupt(key, "journey status field missing")),
+        },
+        Some("version_mismatch") => Err(StoreError::VersionMismatch {
+            expected: expected.unwrap_or_default(),
+            actual: version(reply.get(1))?,
+        }),
+        Some("invalid_transition") => Err(change
+            .invalid_from(reply.get(1).map_or("", String::as_str))
+            .into()),
+        _ => Err(corrupt(key, format!("unexpected script reply {reply:?}"))),
+    }
+}

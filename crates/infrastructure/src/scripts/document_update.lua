@@ -1,0 +1,41 @@
+-- lua strategy: the whole read-modify-write of a journey document, atomically inside Redis.
+-- KEYS[1] journey document
+-- ARGV[1] segment id ('' to change the journey's own status)
+-- ARGV[2] target status, ARGV[3] expected version ('' for none)
+-- ARGV[4..] statuses the target may be reached from (from the Rust transition table)
+-- Replies {outcome, detail}: changed/unchanged + version, not_found, segment_not_found,
+-- version_mismatch + version, invalid_transition + current status.
+-- Every check runs before the only write (a script that fails after writing keeps its writes).
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'not_found'} end
+local doc = cjson.decode(raw)
+local version = tonumber(doc.version) or 0
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
+  return {'version_mismatch', tostring(version)}
+end
+local holder = doc
+if ARGV[1] ~= '' then
+  holder = nil
+  for _, segment in ipairs(doc.segments) do
+    if segment.segmentId == ARGV[1] then holder = segment break end
+  end
+  if not holder then return {'segment_not_found'} end
+end
+local current = holder.status
+if current == ARGV[2] then return {'unchanged', tostring(version)} end
+local allowed = false
+for i = 4, #ARGV do
+  if ARGV[i] == current then allowed = true break end
+end
+if not allowed then return {'invalid_transition', tostring(current)} end
+holder.status = ARGV[2]
+version = version + 1
+doc.version = version
+local out = cjson.encode(doc)
+-- cjson writes an empty list as {}; restore it. Only the top-level "segments" key can match:
+-- inside a JSON string a quote is always escaped, and no other object has that key.
+if next(doc.segments) == nil then
+  out = string.gsub(out, '"segments":{}', '"segments":[]', 1)
+end
+redis.call('SET', KEYS[1], out)
+return {'changed', tostring(version)}

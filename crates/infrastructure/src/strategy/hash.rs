@@ -1,0 +1,203 @@
+//! `hash`: the journey is a Redis hash with one field per segment status, so a status change
+//! touches one field instead of rewriting the document.
+//!
+//! Layout of `journey:{ID}:hash` (documented in `docs/hash-layout.md`):
+//!
+//! | field | value |
+//! |---|---|
+//! | `version` | the journey version, an integer |
+//! | `status` | the journey status |
+//! | `header` | JSON of the other journey fields (passenger, dates, price, metadata) |
+//! | `segments` | JSON list of the segment ids, in order |
+//! | `segment:<id>` | JSON of the segment's fields except its status |
+//! | `segment:<id>:status` | the segment's status |
+//!
+//! The race it closes: the update script (`scripts/hash_update.lua`) reads the one status, checks
+//! the transition (allowed predecessors passed from Rust), sets it and increments `version`, all
+//! atomically; writers of different segments no longer share a read-modify-write at all.
+//! A missing segment answers "segment not found" and creates nothing. Reads are one HGETALL, a
+//! consistent snapshot, assembled into a journey in Rust.
+//!
+//! Cost: one round trip and O(1) server work per update, whatever the journey's size. The
+//! processing delay is spent before the call. The layout differs from the document strategies':
+//! switching a deployment to or from `hash` needs a migration (see ANALYSIS.md).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flyrtech_core::{
+    Journey, JourneyId, JourneyVersion, SegmentId, StatusChange, StoreError, UpdateOutcome,
+};
+use redis::{AsyncCommands, Script};
+use serde_json::{Map, Value};
+
+use super::process;
+use crate::connection::Redis;
+use crate::document;
+use crate::error::{RedisResultExt, corrupt};
+use crate::keys;
+use crate::script_reply::{change_args, interpret};
+
+const VERSION: &str = "version";
+const STATUS: &str = "status";
+const HEADER: &str = "header";
+const SEGMENTS: &str = "segments";
+
+fn segment_field(id: &SegmentId) -> String {
+    format!("segment:{id}")
+}
+
+fn segment_status_field(id: &SegmentId) -> String {
+    format!("segment:{id}:status")
+}
+
+/// Per-segment hash fields.
+#[derive(Debug)]
+pub struct Hash {
+    redis: Redis,
+    delay: Duration,
+    update_script: Script,
+    create_script: Script,
+}
+
+impl Hash {
+    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
+        Self {
+            redis,
+            delay,
+            update_script: Script::new(include_str!("../scripts/hash_update.lua")),
+            create_script: Script::new(include_str!("../scripts/hash_create.lua")),
+        }
+    }
+
+    /// The update script's source, for the lab's redis-benchmark ceiling.
+    pub fn script_source() -> &'static str {
+        include_str!("../scripts/hash_update.lua")
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        process(self.delay).await;
+        let key = keys::journey_hash(id);
+        let field = match change {
+            StatusChange::Segment { segment_id, .. } => segment_status_field(segment_id),
+            _ => STATUS.to_owned(),
+        };
+        let mut invocation = self.update_script.key(&key);
+        invocation.arg(field).arg(change_args(change, expected));
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        interpret(&key, id, change, expected, &reply)
+    }
+
+    pub(crate) async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
+        journey.validate_new()?;
+        let key = keys::journey_hash(&journey.id);
+        let mut invocation = self.create_script.key(&key);
+        for (field, value) in to_fields(journey)? {
+            invocation.arg(field).arg(value);
+        }
+        let mut conn = self.redis.shared();
+        let created: i64 = invocation.invoke_async(&mut conn).await.store_err()?;
+        document::add_to_index(&mut conn, &journey.id).await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(journey.id.clone()))
+        }
+    }
+
+    pub(crate) async fn read(&self, id: &JourneyId) -> Result<Journey, StoreError> {
+        let key = keys::journey_hash(id);
+        let fields: HashMap<String, String> =
+            self.redis.shared().hgetall(&key).await.store_err()?;
+        if fields.is_empty() {
+            return Err(StoreError::JourneyNotFound(id.clone()));
+        }
+        from_fields(&key, id, &fields)
+    }
+}
+
+/// Splits a journey into hash fields.
+fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
+    let key = keys::journey_hash(&journey.id);
+    let bad = |e: serde_json::Error| corrupt(&key, e);
+    let Value::Object(mut header) = serde_json::to_value(journey).map_err(bad)? else {
+        return Err(corrupt(&key, "a journey must serialize to an object"));
+    };
+    header.remove(STATUS);
+    header.remove(SEGMENTS);
+    header.remove(VERSION);
+    let ids: Vec<&SegmentId> = journey.segments.iter().map(|s| &s.segment_id).collect();
+    let mut fields = vec![
+        (VERSION.to_owned(), journey.version.to_string()),
+        (STATUS.to_owned(), journey.status.to_string()),
+        (HEADER.to_owned(), Value::Object(header).to_string()),
+        (
+            SEGMENTS.to_owned(),
+            serde_json::to_string(&ids).map_err(bad)?,
+        ),
+    ];
+    for segment in &journey.segments {
+        let Value::Object(mut data) = serde_json::to_value(segment).map_err(bad)? else {
+            return Err(corrupt(&key, "a segment must serialize to an object"));
+        };
+        data.remove(STATUS);
+        fields.push((
+            segment_field(&segment.segment_id),
+            Value::Object(data).to_string(),
+        ));
+        fields.push((
+            segment_status_field(&segment.segment_id),
+            segment.status.to_string(),
+        ));
+    }
+    Ok(fields)
+}
+
+/// Reassembles a journey from a consistent HGETALL snapshot.
+fn from_fields(
+    key: &str,
+    id: &JourneyId,
+    fields: &HashMap<String, String>,
+) -> Result<Journey, StoreError> {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| corrupt(key, format!("missing field {name}")))
+    };
+    let object = |name: &str| -> Result<Map<String, Value>, StoreError> {
+        match serde_json::from_str(field(name)?).map_err(|e| corrupt(key, e))? {
+            Value::Object(map) => Ok(map),
+            _ => Err(corrupt(key, format!("field {name} is not an object"))),
+        }
+    };
+    let mut journey = object(HEADER)?;
+    journey.insert(STATUS.into(), Value::String(field(STATUS)?.clone()));
+    let version: u64 = field(VERSION)?.parse().map_err(|e| corrupt(key, e))?;
+    journey.insert(VERSION.into(), Value::from(version));
+    let ids: Vec<SegmentId> =
+        serde_json::from_str(field(SEGMENTS)?).map_err(|e| corrupt(key, e))?;
+    let mut segments = Vec::with_capacity(ids.len());
+    for sid in &ids {
+        let mut segment = object(&segment_field(sid))?;
+        segment.insert(
+            STATUS.into(),
+            Value::String(field(&segment_status_field(sid))?.clone()),
+        );
+        segments.push(Value::Object(segment));
+    }
+    journey.insert(SEGMENTS.into(), Value::Array(segments));
+    let journey: Journey =
+        serde_json::from_value(Value::Object(journey)).map_err(|e| corrupt(key, e))?;
+    if &journey.id != id {
+        return Err(corrupt(key, format!("holds journey {}", journey.id)));
+    }
+    Ok(journey)
+}

@@ -1,0 +1,74 @@
+//! `lua`: the whole read-modify-write of the journey document runs inside Redis as one script
+//! (`scripts/document_update.lua`).
+//!
+//! The race it closes: a script runs atomically — no other command executes between its GET and
+//! its SET — so no change can be overwritten by one based on an older read.
+//!
+//! One source of truth: the script does not hold a transition table. Rust passes the statuses
+//! the target may be reached from ([`StatusChange::allowed_predecessors`]), so the script and
+//! the Rust domain cannot disagree. Checks all happen before the only write.
+//!
+//! cjson traps, handled: an empty `segments` list is re-encoded as `{}` (restored to `[]` by
+//! the script, and accepted by the Rust decoder anyway); numbers keep 14 significant digits,
+//! which is why prices are bounded ([`flyrtech_core::Money`]); key order is not kept (JSON
+//! objects are unordered). The round trip is property-tested.
+//!
+//! Cost: one round trip (EVALSHA; the script is loaded once and reloaded on NOSCRIPT by
+//! `Script::invoke_async`), but the server decodes and re-encodes the whole document while
+//! every other client waits: server CPU grows with document size. The processing delay is spent
+//! before the call, since the decision is made inside Redis.
+
+use std::time::Duration;
+
+use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
+use redis::Script;
+
+use super::process;
+use crate::connection::Redis;
+use crate::error::RedisResultExt;
+use crate::keys;
+use crate::script_reply::{change_args, interpret};
+
+/// The read-modify-write as one Lua script.
+#[derive(Debug)]
+pub struct Lua {
+    redis: Redis,
+    delay: Duration,
+    script: Script,
+}
+
+impl Lua {
+    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
+        Self {
+            redis,
+            delay,
+            script: Script::new(include_str!("../scripts/document_update.lua")),
+        }
+    }
+
+    /// The script's source, for the lab's redis-benchmark ceiling.
+    pub fn script_source() -> &'static str {
+        include_str!("../scripts/document_update.lua")
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        process(self.delay).await;
+        let key = keys::journey_document(id);
+        let segment = match change {
+            StatusChange::Segment { segment_id, .. } => segment_id.as_str(),
+            _ => "",
+        };
+        let mut invocation = self.script.key(&key);
+        invocation.arg(segment).arg(change_args(change, expected));
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        interpret(&key, id, change, expected, &reply)
+    }
+}

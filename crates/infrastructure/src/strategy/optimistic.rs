@@ -1,0 +1,94 @@
+//! `optimistic`: WATCH the journey, read it, apply the change in Rust, write it in MULTI/EXEC;
+//! retry when EXEC reports that the journey changed in between.
+//!
+//! The race it closes: any write to `journey:{ID}` between our WATCH and our EXEC makes EXEC
+//! answer nil, so a write based on a stale read never lands. We then re-read and re-apply, so
+//! every acknowledged change was applied to the state it read.
+//!
+//! The traps it avoids (see `REDIS-NOTES.md`):
+//! - WATCH is per connection: each attempt uses a dedicated pooled connection, never the shared
+//!   multiplexed one, and starts with UNWATCH in case a cancelled request left a WATCH behind.
+//! - A nil EXEC decodes as success into `()`: the reply is decoded into an `Option`.
+//! - Unbounded retry: attempts and time are bounded ([`RetryPolicy`]); the give-up is a typed
+//!   [`StoreError::Conflict`], and nothing was written.
+//! - No rollback: validation happens before MULTI; the transaction holds a single SET.
+//!
+//! Cost: two round trips per attempt (`UNWATCH+WATCH+GET` pipelined, `MULTI+SET+EXEC`). All
+//! writers of one journey conflict with each other (WATCH is per key), so a hot journey with a
+//! long processing window pays roughly one full window per writer ahead of it.
+
+use std::time::Duration;
+
+use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
+
+use super::{modify, outcome, process};
+use crate::connection::Redis;
+use crate::document;
+use crate::error::RedisResultExt;
+use crate::keys;
+use crate::retry::{Attempts, RetryPolicy};
+
+/// WATCH/MULTI/EXEC with bounded, jittered retries.
+#[derive(Debug)]
+pub struct Optimistic {
+    redis: Redis,
+    delay: Duration,
+    retry: RetryPolicy,
+}
+
+impl Optimistic {
+    pub(crate) fn new(redis: Redis, delay: Duration, retry: RetryPolicy) -> Self {
+        Self {
+            redis,
+            delay,
+            retry,
+        }
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let key = keys::journey_document(id);
+        let mut attempts = Attempts::new(self.retry);
+        loop {
+            let mut conn = self.redis.dedicated().await?;
+            let (raw,): (Option<String>,) = redis::pipe()
+                .cmd("UNWATCH")
+                .ignore()
+                .cmd("WATCH")
+                .arg(&key)
+                .ignore()
+                .get(&key)
+                .query_async(&mut conn)
+                .await
+                .store_err()?;
+            let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
+            let mut journey = document::decode(id, &raw)?;
+            let applied = modify(&mut journey, change, expected)?;
+            process(self.delay).await;
+            if let Applied::Unchanged = applied {
+                // Nothing to write; the WATCH is cleared by the next user of the connection.
+                return Ok(UpdateOutcome {
+                    attempts: attempts.made(),
+                    ..outcome(&journey, applied)
+                });
+            }
+            let committed: Option<(String,)> = redis::pipe()
+                .atomic()
+                .set(&key, document::encode(&journey)?)
+                .query_async(&mut conn)
+                .await
+                .store_err()?;
+            if committed.is_some() {
+                return Ok(UpdateOutcome {
+                    attempts: attempts.made(),
+                    ..outcome(&journey, applied)
+                });
+            }
+            attempts.backoff().await?;
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! `redlock`: a Redlock-style lock per journey, plus fencing tokens checked by the store.
+//!
+//! The race it closes: only the holder of the journey's lock reads and writes the journey, so
+//! writers are serialised. A lock alone is not enough (Kleppmann, 2016): a holder that pauses
+//! past its TTL (GC, scheduler, network) writes after the next holder. So every acquisition
+//! mints a fencing token with `INCR journey:{ID}:fence` — in the journey's own slot, pipelined
+//! with the read — and the write is a script that refuses the token unless it is still the
+//! newest one minted. Refusing every token older than the newest *minted* (not merely the newest
+//! *written*) matters: the new holder mints before it reads, so once it has minted, no older
+//! holder can slip a write in between its read and its write.
+//!
+//! With fencing, the lock is what keeps writers from wasting work; correctness rests on the
+//! token check. A refused write returns [`StoreError::StaleFencingToken`] from the step API and
+//! is retried (lock, read, write again) by [`Redlock::update`].
+//!
+//! The lock (the Redis docs' "Distributed locks"): `SET key token NX PX ttl` on N independent
+//! masters at once, each with a short timeout; acquired with a quorum of N/2+1 while the time
+//! left, `ttl - elapsed - drift`, is positive; otherwise released everywhere and retried after a
+//! jittered delay. Release and extension are compare-token scripts. With no lock URLs the
+//! store's own Redis (or cluster) is the single lock node.
+//!
+//! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write, the release on
+//! every master: at least four round trips, and the lock is held through the processing window.
+//! Failure modes: fewer than a quorum of masters reachable gives [`StoreError::Unavailable`]
+//! (nothing written); contention beyond the retry budget gives [`StoreError::Conflict`].
+
+use std::time::{Duration, Instant};
+
+use flyrtech_core::{
+    Applied, Journey, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
+};
+use futures::future::join_all;
+use rand::Rng;
+use redis::Script;
+
+use super::{modify, process};
+use crate::connection::{Redis, RedisSettings};
+use crate::document;
+use crate::error::{RedisResultExt, corrupt};
+use crate::keys;
+use crate::retry::{Attempts, RetryPolicy};
+
+/// Redlock knobs.
+#[derive(Debug, Clone)]
+pub struct LockSettings {
+    /// Independent lock masters; empty means the store's own Redis is the single lock node.
+    pub urls: Vec<String>,
+    /// Lock lifetime.
+    pub ttl: Duration,
+    /// How long one master may take to answer before it counts as failed.
+    pub node_timeout: Duration,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            ttl: Duration::from_secs(2),
+            node_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A token that grows with every lock acquisition on a journey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FencingToken(pub u64);
+
+/// Proof of holding a journey's lock on a quorum of masters, until `valid_until`.
+#[derive(Debug)]
+pub struct LockGuard {
+    key: String,
+    token: String,
+    /// When the lock may no longer be relied on.
+    pub valid_until: Instant,
+    /// How long acquisition waited, retries included.
+    pub waited: Duration,
+}
+
+/// The Redlock writer.
+#[derive(Debug)]
+pub struct Redlock {
+    store: Redis,
+    nodes: Vec<Redis>,
+    settings: LockSettings,
+    delay: Duration,
+    retry: RetryPolicy,
+    release_script: Script,
+    extend_script: Script,
+    write_script: Script,
+}
+
+impl Redlock {
+    pub(crate) async fn connect(
+        store: Redis,
+        delay: Duration,
+        retry: RetryPolicy,
+        settings: &LockSettings,
+    ) -> Result<Self, StoreError> {
+        let mut nodes = Vec::with_capacity(settings.urls.len().max(1));
+        for url in &settings.urls {
+            let node = RedisSettings {
+                response_timeout: settings.node_timeout,
+                connect_timeout: settings.node_timeout.max(Duration::from_millis(100)),
+                pool_size: 1,
+                ..RedisSettings::new(url.clone())
+            };
+            nodes.push(Redis::connect(&node).await?);
+        }
+        if nodes.is_empty() {
+            nodes.push(store.clone());
+        }
+        Ok(Self {
+            store,
+            nodes,
+            settings: settings.clone(),
+            delay,
+            retry,
+            release_script: Script::new(include_str!("../scripts/lock_release.lua")),
+            extend_script: Script::new(include_str!("../scripts/lock_extend.lua")),
+            write_script: Script::new(include_str!("../scripts/fenced_write.lua")),
+        })
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Acquires the journey's lock on a quorum of masters, retrying within the retry budget.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when fewer than a quorum of masters answered on the last
+    /// attempt; [`StoreError::Conflict`] when the lock stayed held by others.
+    pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
+        self.acquire_within(id, &mut Attempts::new(self.retry))
+            .await
+    }
+
+    async fn acquire_within(
+        &self,
+        id: &JourneyId,
+        attempts: &mut Attempts,
+    ) -> Result<LockGuard, StoreError> {
+        let key = keys::journey_lock(id);
+        let ttl_ms = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
+        let began = Instant::now();
+        loop {
+            let token = format!("{:032x}", rand::rng().random::<u128>());
+            let started = Instant::now();
+            let replies = join_all(self.nodes.iter().map(|node| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(&token).arg("NX").arg("PX").arg(ttl_ms);
+                let mut conn = node.shared();
+                async move {
+                    tokio::time::timeout(
+                        self.settings.node_timeout,
+                        cmd.query_async::<Option<String>>(&mut conn),
+                    )
+                    .await
+                }
+            }))
+            .await;
+            let won = replies
+                .iter()
+                .filter(|r| matches!(r, Ok(Ok(Some(_)))))
+                .count();
+            let reachable = replies.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+            // Clock drift allowance, as in the Redlock description: 1% of the TTL plus 2 ms.
+            let drift = self.settings.ttl / 100 + Duration::from_millis(2);
+            let validity = self.settings.ttl.saturating_sub(started.elapsed() + drift);
+            if won >= self.quorum() && !validity.is_zero() {
+                return Ok(LockGuard {
+                    key,
+                    token,
+                    valid_until: started + validity,
+                    waited: began.elapsed(),
+                });
+            }
+            self.release_token(&key, &token).await;
+            match attempts.backoff().await {
+                Ok(()) => {}
+                Err(conflict) if reachable >= self.quorum() => return Err(conflict),
+                Err(_) => {
+                    return Err(StoreError::unavailable(
+                        format!(
+                            "only {reachable} of {} lock masters answered; {} needed",
+                            self.nodes.len(),
+                            self.quorum()
+                        ),
+                        "Redlock quorum unreachable",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Releases the lock on every master (best effort: an unreachable master's copy expires).
+    pub async fn release(&self, guard: LockGuard) {
+        self.release_token(&guard.key, &guard.token).await;
+    }
+
+    async fn release_token(&self, key: &str, token: &str) {
+        join_all(self.nodes.iter().map(|node| {
+            let mut conn = node.shared();
+            async move {
+                let mut invocation = self.release_script.key(key);
+                invocation.arg(token);
+                let released = tokio::time::timeout(
+                    self.settings.node_timeout,
+                    invocation.invoke_async::<i64>(&mut conn),
+                )
+                .await;
+                if !matches!(released, Ok(Ok(_))) {
+                    tracing::debug!(key, "lock release did not reach a master; it will expire");
+                }
+            }
+        }))
+        .await;
+    }
+
+    /// Extends a held lock to a fresh TTL on a quorum of masters.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when fewer than a quorum still held our token (the lock was
+    /// lost).
+    pub async fn extend(&self, guard: &mut LockGuard) -> Result<(), StoreError> {
+        let ttl_ms = u64::try_from(self.settings.ttl.as_millis()).unwrap_or(u64::MAX);
+        let started = Instant::now();
+        let replies = join_all(self.nodes.iter().map(|node| {
+            let mut conn = node.shared();
+            let mut invocation = self.extend_script.key(&guard.key);
+            invocation.arg(&guard.token).arg(ttl_ms);
+            async move {
+                tokio::time::timeout(
+                    self.settings.node_timeout,
+                    invocation.invoke_async::<i64>(&mut conn),
+                )
+                .await
+            }
+        }))
+        .await;
+        let extended = replies.iter().filter(|r| matches!(r, Ok(Ok(1)))).count();
+        if extended >= self.quorum() {
+            guard.valid_until = started + self.settings.ttl.saturating_sub(started.elapsed());
+            Ok(())
+        } else {
+            Err(StoreError::Conflict { attempts: 1 })
+        }
+    }
+
+    /// Mints a fencing token and reads the journey, in one round trip. Call while holding the
+    /// lock; the mint happens before the read.
+    ///
+    /// # Errors
+    /// [`StoreError::JourneyNotFound`], [`StoreError::Unavailable`], [`StoreError::Corrupt`].
+    pub async fn read_fenced(&self, id: &JourneyId) -> Result<(FencingToken, Journey), StoreError> {
+        let (token, raw): (u64, Option<String>) = redis::pipe()
+            .incr(keys::journey_fence(id), 1)
+            .get(keys::journey_document(id))
+            .query_async(&mut self.store.shared())
+            .await
+            .store_err()?;
+        let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
+        Ok((FencingToken(token), document::decode(id, &raw)?))
+    }
+
+    /// Writes the journey if `token` is still the newest minted for it.
+    ///
+    /// # Errors
+    /// [`StoreError::StaleFencingToken`] when a newer token exists (nothing written);
+    /// [`StoreError::Unavailable`].
+    pub async fn write_fenced(
+        &self,
+        token: FencingToken,
+        journey: &Journey,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.write_script.key(keys::journey_document(&journey.id));
+        invocation
+            .key(keys::journey_fence(&journey.id))
+            .arg(token.0)
+            .arg(document::encode(journey)?);
+        let (written, newest): (i64, u64) = invocation
+            .invoke_async(&mut self.store.shared())
+            .await
+            .store_err()?;
+        match written {
+            1 => Ok(()),
+            0 => Err(StoreError::StaleFencingToken {
+                token: token.0,
+                newest,
+            }),
+            _ => Err(corrupt(
+                &keys::journey_document(&journey.id),
+                "fenced write reply",
+            )),
+        }
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut attempts = Attempts::new(self.retry);
+        let mut lock_wait = Duration::ZERO;
+        loop {
+            let guard = self.acquire_within(id, &mut attempts).await?;
+            lock_wait += guard.waited;
+            let result = self.locked_update(id, change, expected).await;
+            self.release(guard).await;
+            match result {
+                Ok((version, changed)) => {
+                    return Ok(UpdateOutcome {
+                        version,
+                        changed,
+                        attempts: attempts.made(),
+                        lock_wait,
+                    });
+                }
+                // Our lock expired while we worked and a newer holder exists: start over.
+                Err(StoreError::StaleFencingToken { .. }) => attempts.backoff().await?,
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    async fn locked_update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<(JourneyVersion, bool), StoreError> {
+        let (token, mut journey) = self.read_fenced(id).await?;
+        let applied = modify(&mut journey, change, expected)?;
+        process(self.delay).await;
+        if let Applied::Changed { .. } = applied {
+            self.write_fenced(token, &journey).await?;
+        }
+        Ok((journey.version, matches!(applied, Applied::Changed { .. })))
+    }
+}

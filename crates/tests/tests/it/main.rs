@@ -1,0 +1,24 @@
+//! The integration suite: one test binary, one module per concern, every behaviour test
+//! parameterised over every strategy (and over single server and cluster where that applies).
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+use rstest_reuse::{self, template};
+
+/// Every strategy, once. Adding a strategy is one line here, and every test that applies this
+/// template runs against it.
+#[template]
+#[rstest::rstest]
+#[case::naive(flyrtech_infrastructure::Strategy::Naive)]
+#[case::local_lock(flyrtech_infrastructure::Strategy::LocalLock)]
+#[case::optimistic(flyrtech_infrastructure::Strategy::Optimistic)]
+#[case::redlock(flyrtech_infrastructure::Strategy::Redlock)]
+#[case::lua(flyrtech_infrastructure::Strategy::Lua)]
+#[case::hash(flyrtech_infrastructure::Strategy::Hash)]
+fn every_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {}
+
+mod cache;
+mod contract;
+mod domain;
+mod incident;
+mod properties;
+mod redlock;
