@@ -1,0 +1,119 @@
+//! `flyrtech`: the command line. Parses, wires, and reports errors with their cause chain.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use flyrtech_api::config::{CommonArgs, Settings};
+use flyrtech_api::deployment::Deployment;
+use flyrtech_api::lab::{self, Params, Scenario};
+use flyrtech_infrastructure::Strategy;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flyrtech",
+    version,
+    about = "The FlyrTech Journey Service and its concurrency lab"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run strategies side by side on the same Redis and count lost updates.
+    Compare {
+        /// Comma-separated strategy names, or `all`.
+        #[arg(long, default_value = "all")]
+        strategies: String,
+        /// Scenario name (incident).
+        #[arg(long, default_value = "incident")]
+        scenario: String,
+        /// Concurrent writers (one per segment in the incident).
+        #[arg(long, default_value_t = 20)]
+        writers: usize,
+        /// Service instances the writers are spread over, each with its own connections and,
+        /// for local-lock, its own lock table.
+        #[arg(long, default_value_t = 2)]
+        instances: usize,
+        /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
+        #[arg(long)]
+        cluster: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let settings = Settings::resolve(&cli.common)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
+    runtime.block_on(run(cli.command, settings))
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Compare {
+            strategies,
+            scenario,
+            writers,
+            instances,
+            cluster,
+        } => {
+            let strategies = parse_strategies(&strategies)?;
+            let scenario: Scenario = scenario.parse().map_err(anyhow::Error::msg)?;
+            if writers == 0 {
+                bail!("--writers must be at least 1");
+            }
+            // The incident's default delay is the original test's 10 ms unless configured.
+            let processing_delay =
+                if settings.processing_delay.is_zero() && scenario == Scenario::Incident {
+                    std::time::Duration::from_millis(10)
+                } else {
+                    settings.processing_delay
+                };
+            let deployment = Deployment::resolve(settings.redis_url.as_deref(), cluster)?;
+            let params = Params {
+                writers,
+                instances,
+                processing_delay,
+            };
+            let mut runs = Vec::new();
+            for strategy in strategies {
+                let report = lab::run(&deployment.url, strategy, scenario, params)
+                    .await
+                    .with_context(|| format!("running {} with {strategy}", scenario.name()))?;
+                runs.push(report);
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", lab::report::table(&runs));
+                for r in &runs {
+                    println!(
+                        "{}: {} of {} updates applied, {} lost",
+                        r.strategy,
+                        r.acknowledged - r.lost,
+                        r.attempted,
+                        r.lost
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_strategies(list: &str) -> anyhow::Result<Vec<Strategy>> {
+    if list.trim() == "all" {
+        return Ok(Strategy::ALL.to_vec());
+    }
+    list.split(',')
+        .map(|s| s.parse::<Strategy>().map_err(anyhow::Error::from))
+        .collect()
+}
