@@ -13,7 +13,7 @@ use flyrtech_tests::{TestRedis, Topology, journey, segment_id, store, store_dela
 use rstest_reuse::apply;
 use tokio::sync::Barrier;
 
-use crate::every_strategy;
+use crate::{every_correct_strategy, every_strategy};
 
 #[apply(every_strategy)]
 #[tokio::test]
@@ -156,15 +156,12 @@ async fn the_store_contract(
     assert_eq!(store.list_ids().await.unwrap(), vec![id]);
 }
 
-#[apply(every_strategy)]
+#[apply(every_correct_strategy)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn segment_and_journey_updates_race_without_losses(
     #[case] strategy: Strategy,
     #[values(Topology::Single, Topology::Cluster)] topology: Topology,
 ) {
-    if !strategy.is_correct_across_instances() && strategy != Strategy::LocalLock {
-        return; // naive has no guarantee to check here; its losses are proven in `incident`.
-    }
     const SEGMENT_WRITERS: usize = 10;
     const JOURNEY_WRITERS: usize = 5;
     let redis = TestRedis::start(topology);

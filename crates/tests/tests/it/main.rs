@@ -16,6 +16,17 @@ use rstest_reuse::{self, template};
 #[case::hash(flyrtech_infrastructure::Strategy::Hash)]
 fn every_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {}
 
+/// Every strategy that loses no update within one service instance (all but `naive`).
+/// Tests over several instances also skip `local-lock` (see `Strategy::is_correct_across_instances`).
+#[template]
+#[rstest::rstest]
+#[case::local_lock(flyrtech_infrastructure::Strategy::LocalLock)]
+#[case::optimistic(flyrtech_infrastructure::Strategy::Optimistic)]
+#[case::redlock(flyrtech_infrastructure::Strategy::Redlock)]
+#[case::lua(flyrtech_infrastructure::Strategy::Lua)]
+#[case::hash(flyrtech_infrastructure::Strategy::Hash)]
+fn every_correct_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {}
+
 mod cache;
 mod contract;
 mod domain;

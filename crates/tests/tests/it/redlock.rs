@@ -1,1 +1,251 @@
+//! Redlock over independent masters, and the fencing that makes it safe.
 
+use std::time::Duration;
+
+use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange, StoreError};
+use flyrtech_infrastructure::{LocalRedis, LockSettings, RetryPolicy, StoreConfig, Strategy};
+use flyrtech_tests::{TestRedis, journey, segment_id, store_with, unique_id};
+
+fn masters(n: usize) -> Vec<LocalRedis> {
+    LocalRedis::independent_masters(n).unwrap_or_else(|e| panic!("cannot start lock masters: {e}"))
+}
+
+fn config(lock_masters: &[LocalRedis], ttl: Duration, retry: RetryPolicy) -> StoreConfig {
+    StoreConfig {
+        retry,
+        lock: LockSettings {
+            urls: lock_masters.iter().map(LocalRedis::url).collect(),
+            ttl,
+            ..LockSettings::default()
+        },
+        ..StoreConfig::new(Strategy::Redlock)
+    }
+}
+
+fn short_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 5,
+        deadline: Duration::from_millis(500),
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn five_masters_tolerate_two_failures_and_refuse_cleanly_at_three() {
+    let redis = TestRedis::single();
+    let mut lock_masters = masters(5);
+    let store = store_with(
+        &redis.connect().await,
+        config(&lock_masters, Duration::from_secs(2), short_retry()),
+    )
+    .await;
+    let id = unique_id("RL");
+    store.create(&journey(&id, 3)).await.unwrap();
+
+    for m in &mut lock_masters[..2] {
+        m.nodes_mut()[0].stop();
+    }
+    let o = store
+        .update_segment_status(&id, &segment_id(0), SegmentStatus::Departed, None)
+        .await
+        .unwrap();
+    assert!(o.changed, "3 of 5 masters are a quorum");
+
+    lock_masters[2].nodes_mut()[0].stop();
+    let before = store.get(&id).await.unwrap();
+    let err = store
+        .update_segment_status(&id, &segment_id(1), SegmentStatus::Departed, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert_eq!(
+        store.get(&id).await.unwrap(),
+        before,
+        "nothing may be written without a quorum"
+    );
+}
+
+#[tokio::test]
+async fn the_lock_excludes_a_second_holder_until_released() {
+    let redis = TestRedis::single();
+    let lock_masters = masters(3);
+    let store = store_with(
+        &redis.connect().await,
+        config(&lock_masters, Duration::from_secs(10), short_retry()),
+    )
+    .await;
+    let lock = store.redlock().unwrap();
+    let id = unique_id("RL");
+    let first = lock.acquire(&id).await.unwrap();
+    assert!(matches!(
+        lock.acquire(&id).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    lock.release(first).await;
+    let second = lock.acquire(&id).await.unwrap();
+    lock.release(second).await;
+}
+
+#[tokio::test]
+async fn extend_needs_our_token_and_release_never_frees_another_holders_lock() {
+    let redis = TestRedis::single();
+    let lock_masters = masters(3);
+    let store = store_with(
+        &redis.connect().await,
+        config(&lock_masters, Duration::from_secs(10), short_retry()),
+    )
+    .await;
+    let lock = store.redlock().unwrap();
+    let id = unique_id("RL");
+    let mut guard = lock.acquire(&id).await.unwrap();
+    lock.extend(&mut guard).await.unwrap();
+
+    // The lock vanishes on every master (as on expiry): extending must now fail.
+    let lock_key = flyrtech_infrastructure::keys::journey_lock(&id);
+    assert_eq!(count_on_masters(&lock_masters, "DEL", &lock_key).await, 3);
+    assert!(matches!(
+        lock.extend(&mut guard).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // Another holder takes it; our stale release must not free their lock.
+    let other = lock.acquire(&id).await.unwrap();
+    lock.release(guard).await;
+    assert_eq!(
+        count_on_masters(&lock_masters, "EXISTS", &lock_key).await,
+        3
+    );
+    assert!(matches!(
+        lock.acquire(&id).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    lock.release(other).await;
+    assert_eq!(
+        count_on_masters(&lock_masters, "EXISTS", &lock_key).await,
+        0
+    );
+}
+
+/// Runs `command key` on every master and sums the integer replies.
+async fn count_on_masters(lock_masters: &[LocalRedis], command: &str, key: &str) -> i64 {
+    let mut total = 0;
+    for m in lock_masters {
+        let mut conn = redis::Client::open(m.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        total += redis::cmd(command)
+            .arg(key)
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap();
+    }
+    total
+}
+
+/// A holder pauses past its TTL; a second writer takes the lock and writes; the first wakes up
+/// and writes. Without fencing the second writer's update would be lost. With fencing the first
+/// write is refused and the second survives.
+#[tokio::test]
+async fn a_holder_that_pauses_past_its_ttl_is_refused_by_fencing() {
+    let redis = TestRedis::single();
+    let lock_masters = masters(3);
+    let ttl = Duration::from_millis(150);
+    let retry = RetryPolicy {
+        deadline: Duration::from_secs(5),
+        ..RetryPolicy::default()
+    };
+    let store = store_with(&redis.connect().await, config(&lock_masters, ttl, retry)).await;
+    let lock = store.redlock().unwrap();
+    let id = unique_id("FENCE");
+    store.create(&journey(&id, 2)).await.unwrap();
+
+    // Holder A: lock, mint, read, modify... and pause.
+    let guard_a = lock.acquire(&id).await.unwrap();
+    let (token_a, mut state_a) = lock.read_fenced(&id).await.unwrap();
+    state_a
+        .apply(&StatusChange::Segment {
+            segment_id: segment_id(0),
+            status: SegmentStatus::Departed,
+        })
+        .unwrap();
+
+    // A's lock expires on every master (poll with a bound, no guessed sleep).
+    let lock_key = flyrtech_infrastructure::keys::journey_lock(&id);
+    let mut expired = false;
+    for _ in 0..500 {
+        if count_on_masters(&lock_masters, "EXISTS", &lock_key).await == 0 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(expired, "A's lock never expired");
+
+    // Writer B takes the lock and writes: acknowledged.
+    let b = store
+        .update_segment_status(&id, &segment_id(1), SegmentStatus::Departed, None)
+        .await
+        .unwrap();
+    assert!(b.changed);
+
+    // A wakes up and writes with its old token: refused, nothing written.
+    let err = lock.write_fenced(token_a, &state_a).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::StaleFencingToken { token, newest } if newest > token),
+        "{err}"
+    );
+    lock.release(guard_a).await;
+    let state = store.get(&id).await.unwrap();
+    assert_eq!(
+        state.segments[1].status,
+        SegmentStatus::Departed,
+        "B's acknowledged update survived"
+    );
+    assert_eq!(
+        state.segments[0].status,
+        SegmentStatus::Scheduled,
+        "A's stale write was refused"
+    );
+}
+
+/// The reason fencing compares with the newest token *minted*: B has minted and read, but not
+/// yet written, when A (paused, expired) tries to write. A must be refused, or B's write would
+/// then overwrite A's acknowledged change.
+#[tokio::test]
+async fn a_stale_holder_is_refused_even_before_the_new_holder_writes() {
+    let redis = TestRedis::single();
+    let lock_masters = masters(1);
+    let store = store_with(
+        &redis.connect().await,
+        config(&lock_masters, Duration::from_secs(5), short_retry()),
+    )
+    .await;
+    let lock = store.redlock().unwrap();
+    let id = unique_id("FENCE");
+    store.create(&journey(&id, 2)).await.unwrap();
+    let (token_a, mut state_a) = lock.read_fenced(&id).await.unwrap();
+    let (token_b, mut state_b) = lock.read_fenced(&id).await.unwrap();
+    assert!(token_b > token_a);
+    state_a
+        .apply(&StatusChange::Segment {
+            segment_id: segment_id(0),
+            status: SegmentStatus::Departed,
+        })
+        .unwrap();
+    state_b
+        .apply(&StatusChange::Segment {
+            segment_id: segment_id(1),
+            status: SegmentStatus::Departed,
+        })
+        .unwrap();
+    assert!(matches!(
+        lock.write_fenced(token_a, &state_a).await,
+        Err(StoreError::StaleFencingToken { .. })
+    ));
+    lock.write_fenced(token_b, &state_b).await.unwrap();
+    let state = store.get(&id).await.unwrap();
+    assert_eq!(state.segments[0].status, SegmentStatus::Scheduled);
+    assert_eq!(state.segments[1].status, SegmentStatus::Departed);
+}
