@@ -21,6 +21,9 @@ pub struct CommonArgs {
     /// private redis-server is started and stopped on exit.
     #[arg(long, env = "FLYRTECH_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// Concurrency strategy: naive, local-lock, optimistic, redlock, lua or hash.
+    #[arg(long, env = "FLYRTECH_STRATEGY", global = true)]
+    pub strategy: Option<String>,
     /// Simulated work between reading a journey and writing it back, in milliseconds.
     #[arg(long, env = "FLYRTECH_PROCESSING_DELAY_MS", global = true)]
     pub processing_delay_ms: Option<u64>,
@@ -85,6 +88,8 @@ pub struct Settings {
     /// `None`: start a private redis-server.
     pub redis_url: Option<String>,
     pub processing_delay: Duration,
+    /// The configured strategy, if any layer names one.
+    pub strategy: Option<Strategy>,
     pub file: std::sync::Arc<FileConfig>,
 }
 
@@ -105,21 +110,78 @@ impl Settings {
             .processing_delay_ms
             .or(file.processing_delay_ms)
             .unwrap_or(0);
+        let strategy = args
+            .strategy
+            .as_deref()
+            .or(file.strategy.as_deref())
+            .map(str::parse)
+            .transpose()?;
         Ok(Self {
             redis_url,
             processing_delay: Duration::from_millis(delay_ms),
+            strategy,
             file: std::sync::Arc::new(file),
         })
     }
+}
 
-    /// The strategy: the flag/env value, else the file's, else `default`.
-    ///
-    /// # Errors
-    /// [`ConfigError::Strategy`] naming the valid strategies.
-    pub fn strategy(&self, flag: Option<&str>, default: Strategy) -> Result<Strategy, ConfigError> {
-        match flag.or(self.file.strategy.as_deref()) {
-            Some(name) => Ok(name.parse()?),
-            None => Ok(default),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>, strategy: Option<&str>, delay: Option<u64>) -> CommonArgs {
+        CommonArgs {
+            config,
+            redis_url: None,
+            strategy: strategy.map(str::to_owned),
+            processing_delay_ms: delay,
         }
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_apply_without_any_layer() {
+        let s = Settings::resolve(&args(None, None, None)).expect("defaults");
+        assert_eq!((s.strategy, s.processing_delay), (None, Duration::ZERO));
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_and_env_leave_open() {
+        let f = file("strategy = \"lua\"\nprocessing_delay_ms = 7\n");
+        let s = Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
+        assert_eq!(
+            (s.strategy, s.processing_delay),
+            (Some(Strategy::Lua), Duration::from_millis(7))
+        );
+    }
+
+    #[test]
+    fn flags_and_env_override_the_file() {
+        let f = file("strategy = \"lua\"\nprocessing_delay_ms = 7\n");
+        let s = Settings::resolve(&args(Some(f.path().to_owned()), Some("hash"), Some(3)))
+            .expect("flags");
+        assert_eq!(
+            (s.strategy, s.processing_delay),
+            (Some(Strategy::Hash), Duration::from_millis(3))
+        );
+    }
+
+    #[test]
+    fn bad_files_and_names_are_clear_errors() {
+        let typo = file("stratgy = \"lua\"\n");
+        let err = Settings::resolve(&args(Some(typo.path().to_owned()), None, None))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("stratgy"), "{err}");
+        let err = Settings::resolve(&args(None, Some("fast"), None)).expect_err("unknown strategy");
+        assert!(
+            err.to_string()
+                .contains("valid strategies: naive, local-lock"),
+            "{err}"
+        );
     }
 }

@@ -25,9 +25,10 @@ struct Cli {
 enum Command {
     /// Run strategies side by side on the same Redis and count lost updates.
     Compare {
-        /// Comma-separated strategy names, or `all`.
-        #[arg(long, default_value = "all")]
-        strategies: String,
+        /// Comma-separated strategy names, or `all` (the default, unless --strategy,
+        /// FLYRTECH_STRATEGY or the config file names one).
+        #[arg(long)]
+        strategies: Option<String>,
         /// Scenario name (incident).
         #[arg(long, default_value = "incident")]
         scenario: String,
@@ -66,7 +67,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             instances,
             cluster,
         } => {
-            let strategies = parse_strategies(&strategies)?;
+            let strategies = match (strategies, settings.strategy) {
+                (Some(list), _) => parse_strategies(&list)?,
+                (None, Some(configured)) => vec![configured],
+                (None, None) => Strategy::ALL.to_vec(),
+            };
             let scenario: Scenario = scenario.parse().map_err(anyhow::Error::msg)?;
             if writers == 0 {
                 bail!("--writers must be at least 1");
