@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange, StoreError};
-use flyrtech_infrastructure::{LocalRedis, LockSettings, RetryPolicy, StoreConfig, Strategy};
+use flyrtech_infrastructure::{
+    LocalRedis, LockSettings, RedisJourneyStore, RetryPolicy, StoreConfig, Strategy,
+};
 use flyrtech_tests::{TestRedis, journey, segment_id, store_with, unique_id};
 
 fn masters(n: usize) -> Vec<LocalRedis> {
@@ -22,6 +24,18 @@ fn config(lock_masters: &[LocalRedis], ttl: Duration, retry: RetryPolicy) -> Sto
     }
 }
 
+/// A store on its own server, locking on `n` independent masters.
+async fn redlock_store(
+    n: usize,
+    ttl: Duration,
+    retry: RetryPolicy,
+) -> (TestRedis, Vec<LocalRedis>, RedisJourneyStore) {
+    let redis = TestRedis::single();
+    let lock_masters = masters(n);
+    let store = store_with(&redis.connect().await, config(&lock_masters, ttl, retry)).await;
+    (redis, lock_masters, store)
+}
+
 fn short_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 5,
@@ -32,13 +46,8 @@ fn short_retry() -> RetryPolicy {
 
 #[tokio::test]
 async fn five_masters_tolerate_two_failures_and_refuse_cleanly_at_three() {
-    let redis = TestRedis::single();
-    let mut lock_masters = masters(5);
-    let store = store_with(
-        &redis.connect().await,
-        config(&lock_masters, Duration::from_secs(2), short_retry()),
-    )
-    .await;
+    let (_redis, mut lock_masters, store) =
+        redlock_store(5, Duration::from_secs(2), short_retry()).await;
     let id = unique_id("RL");
     store.create(&journey(&id, 3)).await.unwrap();
 
@@ -67,13 +76,8 @@ async fn five_masters_tolerate_two_failures_and_refuse_cleanly_at_three() {
 
 #[tokio::test]
 async fn the_lock_excludes_a_second_holder_until_released() {
-    let redis = TestRedis::single();
-    let lock_masters = masters(3);
-    let store = store_with(
-        &redis.connect().await,
-        config(&lock_masters, Duration::from_secs(10), short_retry()),
-    )
-    .await;
+    let (_redis, _lock_masters, store) =
+        redlock_store(3, Duration::from_secs(10), short_retry()).await;
     let lock = store.redlock().unwrap();
     let id = unique_id("RL");
     let first = lock.acquire(&id).await.unwrap();
@@ -88,13 +92,8 @@ async fn the_lock_excludes_a_second_holder_until_released() {
 
 #[tokio::test]
 async fn extend_needs_our_token_and_release_never_frees_another_holders_lock() {
-    let redis = TestRedis::single();
-    let lock_masters = masters(3);
-    let store = store_with(
-        &redis.connect().await,
-        config(&lock_masters, Duration::from_secs(10), short_retry()),
-    )
-    .await;
+    let (_redis, lock_masters, store) =
+        redlock_store(3, Duration::from_secs(10), short_retry()).await;
     let lock = store.redlock().unwrap();
     let id = unique_id("RL");
     let mut guard = lock.acquire(&id).await.unwrap();
@@ -149,14 +148,8 @@ async fn count_on_masters(lock_masters: &[LocalRedis], command: &str, key: &str)
 /// write is refused and the second survives.
 #[tokio::test]
 async fn a_holder_that_pauses_past_its_ttl_is_refused_by_fencing() {
-    let redis = TestRedis::single();
-    let lock_masters = masters(3);
     let ttl = Duration::from_millis(150);
-    let retry = RetryPolicy {
-        deadline: Duration::from_secs(5),
-        ..RetryPolicy::default()
-    };
-    let store = store_with(&redis.connect().await, config(&lock_masters, ttl, retry)).await;
+    let (_redis, lock_masters, store) = redlock_store(3, ttl, RetryPolicy::default()).await;
     let lock = store.redlock().unwrap();
     let id = unique_id("FENCE");
     store.create(&journey(&id, 2)).await.unwrap();
@@ -215,13 +208,8 @@ async fn a_holder_that_pauses_past_its_ttl_is_refused_by_fencing() {
 /// then overwrite A's acknowledged change.
 #[tokio::test]
 async fn a_stale_holder_is_refused_even_before_the_new_holder_writes() {
-    let redis = TestRedis::single();
-    let lock_masters = masters(1);
-    let store = store_with(
-        &redis.connect().await,
-        config(&lock_masters, Duration::from_secs(5), short_retry()),
-    )
-    .await;
+    let (_redis, _lock_masters, store) =
+        redlock_store(1, Duration::from_secs(5), short_retry()).await;
     let lock = store.redlock().unwrap();
     let id = unique_id("FENCE");
     store.create(&journey(&id, 2)).await.unwrap();
