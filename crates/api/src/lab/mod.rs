@@ -198,7 +198,9 @@ fn lab_journey(id: &JourneyId, segments: usize) -> Result<Journey, StoreError> {
         booking_date: departure - chrono::Duration::days(14),
         status: JourneyStatus::Confirmed,
         total_price: Money::from_cents(
-            10_000 * i64::try_from(segments).unwrap_or(i64::MAX / 20_000),
+            i64::try_from(segments)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(10_000),
         )?,
         segments: (0..segments)
             .map(|i| {
