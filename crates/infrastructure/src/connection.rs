@@ -105,6 +105,9 @@ impl Redis {
                 .build()
                 .map_err(invalid_url)?;
             let shared = client.get_async_connection().await.store_err()?;
+            // deadpool-redis 0.23's cluster manager builds its own client, so its connections use
+            // redis-rs' default timeouts and its recycle sends no UNWATCH; `optimistic` sends
+            // UNWATCH itself at the start of every transaction for that reason.
             let manager = pool_cluster::Manager::new(seeds, false).map_err(invalid_url)?;
             let pool = pool_cluster::Pool::builder(manager)
                 .max_size(settings.pool_size)
