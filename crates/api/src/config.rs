@@ -36,8 +36,6 @@ pub struct FileConfig {
     pub redis_url: Option<String>,
     pub strategy: Option<String>,
     pub processing_delay_ms: Option<u64>,
-    pub listen: Option<String>,
-    pub seed_file: Option<PathBuf>,
 }
 
 /// Why the configuration is unusable.
@@ -90,7 +88,6 @@ pub struct Settings {
     pub processing_delay: Duration,
     /// The configured strategy, if any layer names one.
     pub strategy: Option<Strategy>,
-    pub file: std::sync::Arc<FileConfig>,
 }
 
 impl Settings {
@@ -120,7 +117,6 @@ impl Settings {
             redis_url,
             processing_delay: Duration::from_millis(delay_ms),
             strategy,
-            file: std::sync::Arc::new(file),
         })
     }
 }

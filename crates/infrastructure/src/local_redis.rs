@@ -175,11 +175,6 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Whether the process is running.
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Kills the server, as a crash or an outage would. Its data is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -209,7 +204,6 @@ impl Drop for RedisProcess {
 #[derive(Debug)]
 pub struct LocalRedis {
     nodes: Vec<RedisProcess>,
-    cluster: bool,
 }
 
 impl LocalRedis {
@@ -220,7 +214,6 @@ impl LocalRedis {
     pub fn standalone() -> Result<Self, LaunchError> {
         Ok(Self {
             nodes: vec![RedisProcess::start(false)?],
-            cluster: false,
         })
     }
 
@@ -242,10 +235,7 @@ impl LocalRedis {
         let nodes = (0..masters.max(3))
             .map(|_| RedisProcess::start(true))
             .collect::<Result<Vec<_>, _>>()?;
-        let this = Self {
-            nodes,
-            cluster: true,
-        };
+        let this = Self { nodes };
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(this.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
@@ -289,11 +279,6 @@ impl LocalRedis {
         }
     }
 
-    /// Whether this is a cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.cluster
-    }
-
     /// The URL to give `--redis-url`: one server's URL, or every cluster node's, comma-separated.
     pub fn url(&self) -> String {
         self.nodes
@@ -306,11 +291,6 @@ impl LocalRedis {
     /// The processes, to stop or restart one in a test.
     pub fn nodes_mut(&mut self) -> &mut [RedisProcess] {
         &mut self.nodes
-    }
-
-    /// The processes.
-    pub fn nodes(&self) -> &[RedisProcess] {
-        &self.nodes
     }
 
     /// Every node's log tail, labelled by port.

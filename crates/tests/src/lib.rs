@@ -5,7 +5,7 @@
 //! - [`TestRedis`]: a private standalone server or 3-master cluster, killed on drop; every
 //!   failure message carries the server log.
 //! - [`store`] / [`store_with`]: a journey store for a strategy on a given Redis.
-//! - [`journey`], [`sample_journeys`], [`unique_id`]: fixtures.
+//! - [`journey`], [`sample_journeys_json`], [`unique_id`]: fixtures.
 //! - [`STRATEGIES`]: every strategy, for rstest's `#[values]`.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use flyrtech_core::{
-    Journey, JourneyFile, JourneyId, JourneyStatus, JourneyVersion, Money, Segment, SegmentId,
-    SegmentStatus,
+    Journey, JourneyId, JourneyStatus, JourneyVersion, Money, Segment, SegmentId, SegmentStatus,
 };
 use flyrtech_infrastructure::{
     LocalRedis, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
@@ -61,18 +60,9 @@ impl TestRedis {
         self.local.url()
     }
 
-    /// The underlying processes (to stop or restart a node).
-    pub fn local_mut(&mut self) -> &mut LocalRedis {
-        &mut self.local
-    }
-
     /// A fresh connection handle, retrying the first connect briefly.
     pub async fn connect(&self) -> Redis {
-        self.connect_with(RedisSettings::new(self.url())).await
-    }
-
-    /// A fresh connection handle with custom settings.
-    pub async fn connect_with(&self, settings: RedisSettings) -> Redis {
+        let settings = RedisSettings::new(self.url());
         let mut last = None;
         for _ in 0..50 {
             match Redis::connect(&settings).await {
@@ -165,11 +155,4 @@ pub fn journey(id: &JourneyId, segments: usize) -> Journey {
 /// The sample data shipped in `data/journeys.json`.
 pub fn sample_journeys_json() -> &'static str {
     include_str!("../../../data/journeys.json")
-}
-
-/// The sample journeys.
-pub fn sample_journeys() -> Vec<Journey> {
-    serde_json::from_str::<JourneyFile>(sample_journeys_json())
-        .unwrap()
-        .journeys
 }

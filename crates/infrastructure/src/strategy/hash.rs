@@ -70,11 +70,6 @@ impl Hash {
         }
     }
 
-    /// The update script's source, for the lab's redis-benchmark ceiling.
-    pub fn script_source() -> &'static str {
-        include_str!("../scripts/hash_update.lua")
-    }
-
     pub(crate) async fn update(
         &self,
         id: &JourneyId,

@@ -46,11 +46,6 @@ impl Lua {
         }
     }
 
-    /// The script's source, for the lab's redis-benchmark ceiling.
-    pub fn script_source() -> &'static str {
-        include_str!("../scripts/document_update.lua")
-    }
-
     pub(crate) async fn update(
         &self,
         id: &JourneyId,
