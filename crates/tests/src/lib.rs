@@ -12,10 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use flyrtech_core::{
-    Journey, JourneyId, JourneyStatus, JourneyVersion, Money, Segment, SegmentId, SegmentStatus,
-};
+use flyrtech_core::{Journey, JourneyId, SegmentId};
 use flyrtech_infrastructure::{
     LocalRedis, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
 };
@@ -120,36 +117,12 @@ pub fn unique_id(prefix: &str) -> JourneyId {
 
 /// The segment id of segment `i` of a fixture journey.
 pub fn segment_id(i: usize) -> SegmentId {
-    SegmentId::parse(format!("SEG-{i:03}")).unwrap()
+    flyrtech_api::lab::synthetic_segment_id(i).unwrap()
 }
 
-/// A confirmed journey with `segments` scheduled segments, `SEG-000`, `SEG-001`, ...
+/// A confirmed journey with `segments` scheduled segments, the lab's synthetic journey.
 pub fn journey(id: &JourneyId, segments: usize) -> Journey {
-    let departure = Utc.with_ymd_and_hms(2025, 12, 15, 8, 0, 0).unwrap();
-    let price = Money::from_cents(42_525).unwrap();
-    Journey {
-        id: id.clone(),
-        passenger_name: "John Smith".into(),
-        passenger_email: "john.smith@email.com".into(),
-        booking_date: Utc.with_ymd_and_hms(2025, 12, 1, 10, 30, 0).unwrap(),
-        status: JourneyStatus::Confirmed,
-        total_price: Money::from_cents(42_525 * i64::try_from(segments).unwrap()).unwrap(),
-        segments: (0..segments)
-            .map(|i| Segment {
-                segment_id: segment_id(i),
-                origin: "MAD".into(),
-                destination: "BCN".into(),
-                departure_time: departure,
-                arrival_time: departure + chrono::Duration::minutes(90),
-                flight_number: format!("IB{:04}", 3000 + i),
-                carrier: "Iberia".into(),
-                status: SegmentStatus::Scheduled,
-                price,
-            })
-            .collect(),
-        metadata: [("bookingChannel".to_owned(), "Web".to_owned())].into(),
-        version: JourneyVersion::INITIAL,
-    }
+    flyrtech_api::lab::synthetic_journey(id, segments).unwrap()
 }
 
 /// The sample data shipped in `data/journeys.json`.

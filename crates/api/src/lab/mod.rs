@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flyrtech_core::{
-    Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, Money, Segment, SegmentId,
-    SegmentStatus, StoreError,
+    InvalidInput, Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, Money, Segment,
+    SegmentId, SegmentStatus, StoreError,
 };
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 use tokio::sync::Barrier;
@@ -122,7 +122,7 @@ async fn incident(url: &str, strategy: Strategy, params: Params) -> Result<RunRe
     let id = lab_journey_id(strategy)?;
     instances[0]
         .1
-        .create(&lab_journey(&id, params.writers)?)
+        .create(&synthetic_journey(&id, params.writers)?)
         .await?;
     let barrier = Arc::new(Barrier::new(params.writers));
     let started = Instant::now();
@@ -132,7 +132,7 @@ async fn incident(url: &str, strategy: Strategy, params: Params) -> Result<RunRe
             let (barrier, id) = (Arc::clone(&barrier), id.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                let segment = segment_id(i)?;
+                let segment = synthetic_segment_id(i)?;
                 store
                     .update_segment_status(&id, &segment, SegmentStatus::Departed, None)
                     .await
@@ -176,8 +176,12 @@ async fn incident(url: &str, strategy: Strategy, params: Params) -> Result<RunRe
     })
 }
 
-fn segment_id(i: usize) -> Result<SegmentId, StoreError> {
-    Ok(SegmentId::parse(format!("SEG-{i:04}"))?)
+/// The id of segment `i` of a [`synthetic_journey`]: `SEG-0000`, `SEG-0001`, ...
+///
+/// # Errors
+/// Never for realistic `i`; [`InvalidInput`] past the id length limit.
+pub fn synthetic_segment_id(i: usize) -> Result<SegmentId, InvalidInput> {
+    SegmentId::parse(format!("SEG-{i:04}"))
 }
 
 fn lab_journey_id(strategy: Strategy) -> Result<JourneyId, StoreError> {
@@ -187,8 +191,11 @@ fn lab_journey_id(strategy: Strategy) -> Result<JourneyId, StoreError> {
     Ok(JourneyId::parse(format!("LAB-{strategy}-{nanos}"))?)
 }
 
-/// A confirmed journey with `segments` scheduled segments.
-fn lab_journey(id: &JourneyId, segments: usize) -> Result<Journey, StoreError> {
+/// A confirmed journey with `segments` scheduled segments, used by the lab and the test suite.
+///
+/// # Errors
+/// [`InvalidInput`] when `segments` is so large that the total price exceeds [`Money`]'s bound.
+pub fn synthetic_journey(id: &JourneyId, segments: usize) -> Result<Journey, InvalidInput> {
     let departure = chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_437);
     let price = Money::from_cents(10_000)?;
     Ok(Journey {
@@ -205,7 +212,7 @@ fn lab_journey(id: &JourneyId, segments: usize) -> Result<Journey, StoreError> {
         segments: (0..segments)
             .map(|i| {
                 Ok(Segment {
-                    segment_id: segment_id(i)?,
+                    segment_id: synthetic_segment_id(i)?,
                     origin: "MAD".into(),
                     destination: "BCN".into(),
                     departure_time: departure,
@@ -216,7 +223,7 @@ fn lab_journey(id: &JourneyId, segments: usize) -> Result<Journey, StoreError> {
                     price,
                 })
             })
-            .collect::<Result<_, StoreError>>()?,
+            .collect::<Result<_, InvalidInput>>()?,
         metadata: Default::default(),
         version: JourneyVersion::INITIAL,
     })
