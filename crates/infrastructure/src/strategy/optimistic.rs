@@ -69,12 +69,13 @@ impl Optimistic {
             let mut journey = document::decode(id, &raw)?;
             let applied = modify(&mut journey, change, expected)?;
             process(self.delay).await;
+            let done = UpdateOutcome {
+                attempts: attempts.made(),
+                ..outcome(&journey, applied)
+            };
             if let Applied::Unchanged = applied {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
-                return Ok(UpdateOutcome {
-                    attempts: attempts.made(),
-                    ..outcome(&journey, applied)
-                });
+                return Ok(done);
             }
             let committed: Option<(String,)> = redis::pipe()
                 .atomic()
@@ -83,10 +84,7 @@ impl Optimistic {
                 .await
                 .store_err()?;
             if committed.is_some() {
-                return Ok(UpdateOutcome {
-                    attempts: attempts.made(),
-                    ..outcome(&journey, applied)
-                });
+                return Ok(done);
             }
             attempts.backoff().await?;
         }
