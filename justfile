@@ -8,9 +8,9 @@ test:
 compare *ARGS:
     cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident {{ARGS}}
 
-# Run the HTTP API. Not built yet: `flyrtech serve` arrives with issue 4.
-serve:
-    @echo "flyrtech serve is not built yet (issue 4); see 'cargo run -p flyrtech-api -- --help'" && exit 1
+# Run the HTTP API on 127.0.0.1:5000 (private redis-server unless FLYRTECH_REDIS_URL is set), e.g. `just serve --strategy hash`.
+serve *ARGS:
+    cargo run --release -p flyrtech-api -- serve {{ARGS}}
 
 # The full comparison (extended by the lab issue).
 bench:

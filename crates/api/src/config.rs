@@ -4,10 +4,12 @@
 //! Clap reads each flag's environment variable itself (a variable counts as given), so the
 //! merge below only has to put the file underneath: `flag_or_env.or(file).unwrap_or(default)`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use flyrtech_core::{Journey, JourneyFile};
 use flyrtech_infrastructure::Strategy;
 use serde::Deserialize;
 
@@ -27,15 +29,45 @@ pub struct CommonArgs {
     /// Simulated work between reading a journey and writing it back, in milliseconds.
     #[arg(long, env = "FLYRTECH_PROCESSING_DELAY_MS", global = true)]
     pub processing_delay_ms: Option<u64>,
+    /// Independent Redis masters for the redlock strategy's lock, comma-separated. Default: the
+    /// journey Redis itself is the one lock node.
+    #[arg(long, env = "FLYRTECH_LOCK_URLS", global = true, value_delimiter = ',')]
+    pub lock_urls: Option<Vec<String>>,
+}
+
+/// Options of `flyrtech serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:5000, the original's port].
+    #[arg(long, env = "FLYRTECH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// A JSON file of journeys (`{"journeys": [...]}`) created at start-up when they do not
+    /// exist; existing journeys are never overwritten [default: the sample journeys of
+    /// data/journeys.json, built into the binary].
+    #[arg(long, env = "FLYRTECH_SEED_FILE")]
+    pub seed_file: Option<PathBuf>,
+    /// Create no journeys at start-up.
+    #[arg(long, conflicts_with = "seed_file")]
+    pub no_seed: bool,
+    /// Longest a request may take before it is answered 503 [default: 10000].
+    #[arg(long, env = "FLYRTECH_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// The file layer: every key optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub redis_url: Option<String>,
     pub strategy: Option<String>,
     pub processing_delay_ms: Option<u64>,
+    pub lock_urls: Option<Vec<String>>,
+    pub listen: Option<SocketAddr>,
+    pub seed_file: Option<PathBuf>,
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -58,6 +90,20 @@ pub enum ConfigError {
     /// A strategy name is not known.
     #[error(transparent)]
     Strategy(#[from] flyrtech_infrastructure::UnknownStrategy),
+    /// The seed file could not be read.
+    #[error("cannot read seed file {path}: {source}")]
+    SeedRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The seed file is not `{"journeys": [...]}` with valid journeys.
+    #[error("invalid seed file {path}: {source}")]
+    SeedParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl FileConfig {
@@ -88,6 +134,10 @@ pub struct Settings {
     pub processing_delay: Duration,
     /// The configured strategy, if any layer names one.
     pub strategy: Option<Strategy>,
+    /// Redlock masters; empty: the journey Redis.
+    pub lock_urls: Vec<String>,
+    /// The file layer, for subcommand settings merged later ([`ServeSettings`]).
+    pub file: FileConfig,
 }
 
 impl Settings {
@@ -113,11 +163,94 @@ impl Settings {
             .or(file.strategy.as_deref())
             .map(str::parse)
             .transpose()?;
+        let lock_urls = args
+            .lock_urls
+            .clone()
+            .or_else(|| file.lock_urls.clone())
+            .unwrap_or_default();
         Ok(Self {
             redis_url,
             processing_delay: Duration::from_millis(delay_ms),
             strategy,
+            lock_urls,
+            file,
         })
+    }
+}
+
+/// The journeys seeded at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seed {
+    /// None.
+    Nothing,
+    /// The sample journeys built into the binary (data/journeys.json).
+    Sample,
+    /// A file of the same shape.
+    File(PathBuf),
+}
+
+/// The sample data of the original service.
+const SAMPLE_JOURNEYS: &str = include_str!("../../../data/journeys.json");
+
+impl Seed {
+    /// Reads the journeys.
+    ///
+    /// # Errors
+    /// [`ConfigError::SeedRead`] or [`ConfigError::SeedParse`].
+    pub fn load(&self) -> Result<Vec<Journey>, ConfigError> {
+        let (path, text) = match self {
+            Self::Nothing => return Ok(Vec::new()),
+            Self::Sample => (
+                PathBuf::from("data/journeys.json"),
+                SAMPLE_JOURNEYS.to_owned(),
+            ),
+            Self::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::SeedRead {
+                        path: path.clone(),
+                        source,
+                    })?;
+                (path.clone(), text)
+            }
+        };
+        serde_json::from_str::<JourneyFile>(&text)
+            .map(|f| f.journeys)
+            .map_err(|source| ConfigError::SeedParse { path, source })
+    }
+}
+
+/// `serve`'s own settings, merged like the common ones.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub seed: Seed,
+    pub request_timeout: Duration,
+}
+
+impl ServeSettings {
+    /// The original's address.
+    pub const DEFAULT_LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5000);
+
+    /// Merges `serve`'s flags (and their variables) over the file layer.
+    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Self {
+        let seed = if args.no_seed {
+            Seed::Nothing
+        } else {
+            args.seed_file
+                .clone()
+                .or_else(|| file.seed_file.clone())
+                .map_or(Seed::Sample, Seed::File)
+        };
+        Self {
+            listen: args.listen.or(file.listen).unwrap_or(Self::DEFAULT_LISTEN),
+            seed,
+            request_timeout: Duration::from_millis(
+                args.request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
+        }
     }
 }
 
@@ -131,6 +264,7 @@ mod tests {
             redis_url: None,
             strategy: strategy.map(str::to_owned),
             processing_delay_ms: delay,
+            lock_urls: None,
         }
     }
 
@@ -179,5 +313,35 @@ mod tests {
                 .contains("valid strategies: naive, local-lock"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn serve_settings_layer_and_the_sample_seed_parses() {
+        let f = file("listen = \"127.0.0.1:6000\"\nrequest_timeout_ms = 250\n");
+        let settings =
+            Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
+        let serve_args = ServeArgs {
+            listen: None,
+            seed_file: None,
+            no_seed: false,
+            request_timeout_ms: None,
+            cluster: false,
+        };
+        let serve = ServeSettings::resolve(&serve_args, &settings.file);
+        assert_eq!(serve.listen.port(), 6000);
+        assert_eq!(serve.request_timeout, Duration::from_millis(250));
+        assert_eq!(serve.seed, Seed::Sample);
+        let sample = serve.seed.load().expect("the built-in sample parses");
+        assert!(sample.iter().any(|j| j.id.as_str() == "JRN-001"));
+        let no_seed = ServeArgs {
+            no_seed: true,
+            ..serve_args
+        };
+        assert_eq!(
+            ServeSettings::resolve(&no_seed, &settings.file).seed,
+            Seed::Nothing
+        );
+        let missing = Seed::File(PathBuf::from("/nonexistent/journeys.json"));
+        assert!(matches!(missing.load(), Err(ConfigError::SeedRead { .. })));
     }
 }

@@ -1,11 +1,13 @@
 //! The `flyrtech` binary's library half (FlyrTech.Api): configuration, where Redis comes from,
-//! and the lab. `main.rs` only parses the command line and wires these together.
+//! the HTTP API and the lab. `main.rs` only parses the command line and wires these together.
 //!
 //! # Layout
 //! - [`config`]: the layered configuration (defaults < file < `FLYRTECH_*` env < flags).
 //! - [`deployment`]: the configured Redis, or a private redis-server.
+//! - [`http`]: `flyrtech serve`, the HTTP API.
 //! - [`lab`]: `flyrtech compare`, strategies side by side, with lost updates counted.
 
 pub mod config;
 pub mod deployment;
+pub mod http;
 pub mod lab;

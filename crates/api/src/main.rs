@@ -2,10 +2,11 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use flyrtech_api::config::{CommonArgs, Settings};
+use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
 use flyrtech_api::deployment::Deployment;
+use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::{self, Params, Scenario};
-use flyrtech_infrastructure::Strategy;
+use flyrtech_infrastructure::{LockSettings, StoreConfig, Strategy};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the journey HTTP API with one strategy (--strategy; default lua).
+    Serve(ServeArgs),
     /// Run strategies side by side on the same Redis and count lost updates.
     Compare {
         /// Comma-separated strategy names, or `all` (the default, unless --strategy,
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let settings = Settings::resolve(&cli.common)?;
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
+        Command::Serve(args) => serve(&args, settings).await,
         Command::Compare {
             strategies,
             scenario,
@@ -121,4 +126,62 @@ fn parse_strategies(list: &str) -> anyhow::Result<Vec<Strategy>> {
     list.split(',')
         .map(|s| s.parse::<Strategy>().map_err(anyhow::Error::from))
         .collect()
+}
+
+/// The strategy `serve` uses when none is configured: atomic, fast, and it keeps the original's
+/// document layout (docs/strategies.md).
+const DEFAULT_SERVE_STRATEGY: Strategy = Strategy::Lua;
+
+async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
+    let serve = ServeSettings::resolve(args, &settings.file);
+    let seed = serve.seed.load()?;
+    let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
+    let mut store = StoreConfig::new(strategy);
+    store.processing_delay = settings.processing_delay;
+    store.lock = LockSettings {
+        urls: settings.lock_urls,
+        ..LockSettings::default()
+    };
+    let mut config = ServeConfig::new(serve.listen, &deployment.url, store);
+    config.seed = seed;
+    config.request_timeout = serve.request_timeout;
+    let app = Application::build(config).await?;
+    let seeded = app.seeded();
+    tracing::info!(
+        created = seeded.created,
+        kept = seeded.kept,
+        "seeded journeys (existing journeys are never overwritten)"
+    );
+    app.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
 }

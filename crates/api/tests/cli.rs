@@ -2,7 +2,8 @@
 //! for a missing redis-server and for bad configuration.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 fn flyrtech() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flyrtech"));
@@ -12,6 +13,10 @@ fn flyrtech() -> Command {
         "FLYRTECH_STRATEGY",
         "FLYRTECH_CONFIG",
         "FLYRTECH_PROCESSING_DELAY_MS",
+        "FLYRTECH_LISTEN",
+        "FLYRTECH_SEED_FILE",
+        "FLYRTECH_LOCK_URLS",
+        "FLYRTECH_REQUEST_TIMEOUT_MS",
     ] {
         cmd.env_remove(var);
     }
@@ -98,5 +103,75 @@ fn an_unknown_strategy_lists_the_valid_ones() {
     assert!(
         stderr.contains("valid strategies: naive, local-lock, optimistic, redlock, lua, hash"),
         "{stderr}"
+    );
+}
+
+/// `flyrtech serve` as an operator runs it: a private redis-server, the sample journeys, the
+/// chosen strategy, and on SIGTERM a graceful stop that also stops the private server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_until_sigterm_and_cleans_up() {
+    let mut child = flyrtech()
+        .args(["serve", "--listen", "127.0.0.1:0", "--strategy", "hash"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    // Read the log until the server says where it listens (bounded by the lines it prints).
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening:\n{log}"
+        );
+        log.push_str(&line);
+        if line.contains("serving the journey API") {
+            let addr = line.split("addr=").nth(1).unwrap();
+            break addr.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let redis_url = log
+        .split("url=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ready: serde_json::Value = client
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["strategy"], "hash");
+    let ids: serde_json::Value = client
+        .get(format!("http://{addr}/api/journeys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids["count"], 3, "the sample journeys are seeded: {ids}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    log.push_str(&rest);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("all in-flight requests finished"), "{log}");
+    // The private redis-server went with it.
+    let port = redis_url.rsplit(':').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "the private redis-server on {port} is still running"
     );
 }

@@ -135,6 +135,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A stable, low-cardinality name for the error, for metrics labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::JourneyNotFound(_) => "not_found",
+            Self::Rejected(DomainError::SegmentNotFound { .. }) => "segment_not_found",
+            Self::Rejected(DomainError::InvalidTransition { .. }) => "invalid_transition",
+            Self::InvalidInput(_) => "invalid_input",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::VersionMismatch { .. } => "version_mismatch",
+            Self::Conflict { .. } => "conflict",
+            Self::StaleFencingToken { .. } => "stale_fencing_token",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
     /// An [`StoreError::Unavailable`] with a cause.
     pub fn unavailable(
         message: impl Into<String>,

@@ -23,6 +23,7 @@ use crate::status::{JourneyStatus, SegmentStatus, Status, Transition};
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct JourneyVersion(u64);
 
@@ -60,6 +61,7 @@ impl fmt::Display for JourneyVersion {
 
 /// One flight of a journey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Segment {
     pub segment_id: SegmentId,
@@ -75,6 +77,7 @@ pub struct Segment {
 
 /// A passenger's booking: the aggregate root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Journey {
     pub id: JourneyId,

@@ -14,6 +14,11 @@ use crate::error::InvalidInput;
 
 /// A non-negative amount with whole cents, below 10^12.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = f64, example = 850.50)
+)]
 pub struct Money(Decimal);
 
 /// Amounts must stay below this; see the module docs for why.

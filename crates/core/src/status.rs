@@ -99,6 +99,7 @@ macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident, $kind:literal, [$($variant:ident),+ $(,)?]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[non_exhaustive]
         pub enum $name { $(#[allow(missing_docs)] $variant),+ }
 

@@ -8,15 +8,16 @@ use redis::RedisError;
 /// `Unavailable`; a server-side error reply is also reported as `Unavailable`, with the reply in
 /// the message, because nothing a caller sends can cause one.
 pub(crate) fn from_redis(err: RedisError) -> StoreError {
-    let message = if err.is_timeout() {
-        "Redis did not answer in time"
+    let (kind, message) = if err.is_timeout() {
+        ("timeout", "Redis did not answer in time")
     } else if err.is_connection_refusal() || err.is_connection_dropped() || err.is_io_error() {
-        "Redis connection failed"
+        ("connection", "Redis connection failed")
     } else if err.is_cluster_error() {
-        "Redis Cluster is reconfiguring"
+        ("cluster", "Redis Cluster is reconfiguring")
     } else {
-        "Redis returned an error"
+        ("reply", "Redis returned an error")
     };
+    crate::telemetry::redis_error(kind);
     StoreError::unavailable(message, err)
 }
 

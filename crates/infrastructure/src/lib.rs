@@ -12,6 +12,7 @@
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
 //! - [`retry`]: bounded exponential backoff with full jitter.
+//! - `telemetry`: the metrics the store records (names and labels in its module docs).
 
 pub mod cache;
 pub mod connection;
@@ -22,6 +23,7 @@ pub mod local_redis;
 pub mod retry;
 mod script_reply;
 pub mod strategy;
+mod telemetry;
 
 pub use cache::RedisCache;
 pub use connection::{Redis, RedisSettings};

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use flyrtech_core::StoreError;
-use rand::Rng;
+use rand::RngExt;
 
 /// How hard a strategy tries before giving up with [`StoreError::Conflict`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,17 @@
 //!   failure message carries the server log.
 //! - [`store`] / [`store_with`]: a journey store for a strategy on a given Redis.
 //! - [`journey`], [`sample_journeys_json`], [`unique_id`]: fixtures.
-//! - [`STRATEGIES`]: every strategy, for rstest's `#[values]`.
+//! - [`TestServer`]: `flyrtech serve` in-process on a free port, stopped gracefully on
+//!   [`TestServer::stop`] and at drop.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use flyrtech_api::config::Seed;
+use flyrtech_api::http::{Application, ServeConfig};
 
 use flyrtech_core::{Journey, JourneyId, SegmentId};
 use flyrtech_infrastructure::{
@@ -75,6 +81,18 @@ impl TestRedis {
         );
     }
 
+    /// Kills the (first) server, as an outage would. Its data is gone.
+    pub fn stop(&mut self) {
+        self.local.nodes_mut()[0].stop();
+    }
+
+    /// Starts the (first) server again on the same port, empty.
+    pub fn restart(&mut self) {
+        if let Err(e) = self.local.nodes_mut()[0].restart() {
+            panic!("cannot restart the test Redis: {e}");
+        }
+    }
+
     /// The servers' logs, for assertion messages.
     pub fn logs(&self) -> String {
         self.local.log_tail()
@@ -128,4 +146,106 @@ pub fn journey(id: &JourneyId, segments: usize) -> Journey {
 /// The sample data shipped in `data/journeys.json`.
 pub fn sample_journeys_json() -> &'static str {
     include_str!("../../../data/journeys.json")
+}
+
+/// A `serve` configuration for tests: port 0, the sample journeys seeded.
+pub fn serve_config(redis_url: &str, store: StoreConfig) -> ServeConfig {
+    let mut config = ServeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), redis_url, store);
+    config.seed = Seed::Sample.load().unwrap();
+    config
+}
+
+/// The HTTP API running in-process on a free loopback port.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// What seeding did at start-up.
+    pub seeded: flyrtech_infrastructure::SeedReport,
+    in_flight: Arc<AtomicUsize>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Serves `strategy` on `redis_url` with the sample journeys.
+    pub async fn start(redis_url: &str, strategy: Strategy) -> Self {
+        Self::start_with(serve_config(redis_url, StoreConfig::new(strategy))).await
+    }
+
+    /// Serves with a custom configuration.
+    pub async fn start_with(config: ServeConfig) -> Self {
+        let app = Application::build(config).await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (seeded, in_flight) = (app.seeded(), app.in_flight());
+        let task = tokio::spawn(app.run(async move {
+            // A dropped sender also means stop.
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            seeded,
+            in_flight,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Requests being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Asks the server to stop and returns a handle that resolves when it has finished every
+    /// request in flight.
+    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) {
+        self.begin_stop().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// An HTTP client for the tests: loopback only, generous timeout so a hang fails loudly.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Polls `check` every 20 ms until it returns true, for at most `limit`; panics with `what`.
+pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -79,6 +79,11 @@ impl Strategy {
         }
     }
 
+    /// Whether the strategy serializes writers with a lock (and so reports lock wait).
+    pub fn takes_lock(self) -> bool {
+        matches!(self, Self::LocalLock | Self::Redlock)
+    }
+
     /// Whether the strategy loses no acknowledged update however many service instances run.
     pub fn is_correct_across_instances(self) -> bool {
         !matches!(self, Self::Naive | Self::LocalLock)
@@ -264,14 +269,16 @@ impl JourneyStore for RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        match &self.writer {
+        let result = match &self.writer {
             Writer::Naive(w) => w.update(id, change, expected).await,
             Writer::LocalLock(w) => w.update(id, change, expected).await,
             Writer::Optimistic(w) => w.update(id, change, expected).await,
             Writer::Redlock(w) => w.update(id, change, expected).await,
             Writer::Lua(w) => w.update(id, change, expected).await,
             Writer::Hash(w) => w.update(id, change, expected).await,
-        }
+        };
+        crate::telemetry::update(self.strategy, &result);
+        result
     }
 }
 

@@ -30,7 +30,7 @@ use flyrtech_core::{
     Applied, Journey, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
 };
 use futures::future::join_all;
-use rand::Rng;
+use rand::RngExt;
 use redis::Script;
 
 use super::{modify, process};

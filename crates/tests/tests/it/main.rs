@@ -30,6 +30,7 @@ fn every_correct_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {
 mod cache;
 mod contract;
 mod domain;
+mod http;
 mod incident;
 mod properties;
 mod redlock;

@@ -1,0 +1,274 @@
+//! The journey endpoints: the original's four plus `POST /api/journeys`.
+//!
+//! Handlers only translate: HTTP in, one store call, HTTP out. Every write goes through
+//! [`JourneyStore::update`] of the configured strategy, with the client's `If-Match` passed down
+//! as the expected version so the check happens inside the strategy's atomic step.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flyrtech_core::{
+    Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, SegmentId, SegmentStatus,
+    Status, StatusChange,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::etag::{IfMatch, etag, none_match};
+use super::problem::{ApiError, Problem};
+
+/// `GET /api/journeys`: the original's shape.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JourneyIds {
+    /// Every journey id, sorted.
+    pub journey_ids: Vec<JourneyId>,
+    /// How many there are.
+    pub count: usize,
+}
+
+/// The body of both status updates.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StatusRequest {
+    /// The new status, case-insensitive (`Departed`, `departed`).
+    #[schema(example = "Departed")]
+    pub status: String,
+}
+
+/// What a status update did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusUpdated {
+    /// A sentence for humans.
+    pub message: String,
+    /// The journey.
+    pub journey_id: JourneyId,
+    /// The segment, for a segment update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<SegmentId>,
+    /// The status now stored.
+    pub status: String,
+    /// The journey's version after the update (also the response's `ETag`).
+    pub version: JourneyVersion,
+    /// False when the status already was the requested one and nothing was written.
+    pub changed: bool,
+    /// How many tries the strategy needed.
+    pub attempts: u32,
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Lists the ids of all journeys.
+#[utoipa::path(get, path = "/api/journeys", tag = "journeys",
+    responses(
+        (status = 200, body = JourneyIds),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable"),
+    ))]
+pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiError> {
+    let journey_ids = app.store.list_ids().await?;
+    Ok(Json(JourneyIds {
+        count: journey_ids.len(),
+        journey_ids,
+    }))
+}
+
+/// Reads one journey; `ETag` is its version, and `If-None-Match` answers 304.
+#[utoipa::path(get, path = "/api/journeys/{id}", tag = "journeys",
+    params(("id" = String, Path, description = "Journey id, e.g. JRN-001")),
+    responses(
+        (status = 200, body = Journey, headers(("ETag" = String, description = "The journey version, quoted"))),
+        (status = 304, description = "Unchanged since the If-None-Match version"),
+        (status = 404, body = Problem, content_type = PROBLEM),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "Malformed id"),
+        (status = 503, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn get(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(raw) = path?;
+    let id = JourneyId::parse(raw)?;
+    let journey = app.store.get(&id).await?;
+    let tag = etag(journey.version);
+    if none_match(&headers, journey.version) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    Ok(([(header::ETAG, tag)], Json(journey)).into_response())
+}
+
+/// Creates a journey from the same JSON shape `GET` returns. Never overwrites.
+#[utoipa::path(post, path = "/api/journeys", tag = "journeys",
+    request_body = Journey,
+    responses(
+        (status = 201, body = Journey, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "The journey exists"),
+        (status = 413, body = Problem, content_type = PROBLEM),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields"),
+        (status = 503, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn create(
+    State(app): State<AppState>,
+    payload: Result<Json<Journey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(journey) = payload?;
+    app.store.create(&journey).await?;
+    tracing::info!(journey = %journey.id, strategy = %app.store.strategy(), "journey created");
+    let location = HeaderValue::try_from(format!("/api/journeys/{}", journey.id))
+        .expect("journey ids are URL- and header-safe by construction");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, location),
+            (header::ETAG, etag(journey.version)),
+        ],
+        Json(journey),
+    )
+        .into_response())
+}
+
+/// Sets one segment's status.
+#[utoipa::path(put, path = "/api/journeys/{id}/segments/{segmentId}/status", tag = "journeys",
+    params(
+        ("id" = String, Path, description = "Journey id"),
+        ("segmentId" = String, Path, description = "Segment id"),
+        ("If-Match" = Option<String>, Header, description = "Apply only at this version (the ETag of a GET)"),
+    ),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, body = StatusUpdated, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey or segment"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "Transition not allowed, or too many concurrent updates"),
+        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match is stale"),
+        (status = 413, body = Problem, content_type = PROBLEM),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "Unknown status"),
+        (status = 503, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn update_segment(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    payload: Result<Json<StatusRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path((journey, segment)) = path?;
+    let id = JourneyId::parse(journey)?;
+    let segment_id = SegmentId::parse(segment)?;
+    let Json(body) = payload?;
+    let status = SegmentStatus::parse(&body.status)?;
+    apply(
+        &app,
+        &id,
+        StatusChange::Segment { segment_id, status },
+        &headers,
+    )
+    .await
+}
+
+/// Sets the journey's own status.
+#[utoipa::path(put, path = "/api/journeys/{id}/status", tag = "journeys",
+    params(
+        ("id" = String, Path, description = "Journey id"),
+        ("If-Match" = Option<String>, Header, description = "Apply only at this version"),
+    ),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, body = StatusUpdated, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 404, body = Problem, content_type = PROBLEM),
+        (status = 409, body = Problem, content_type = PROBLEM),
+        (status = 412, body = Problem, content_type = PROBLEM),
+        (status = 413, body = Problem, content_type = PROBLEM),
+        (status = 422, body = Problem, content_type = PROBLEM),
+        (status = 503, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn update_journey(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    payload: Result<Json<StatusRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(journey) = path?;
+    let id = JourneyId::parse(journey)?;
+    let Json(body) = payload?;
+    let status = JourneyStatus::parse(&body.status)?;
+    apply(&app, &id, StatusChange::Journey { status }, &headers).await
+}
+
+/// Runs one status change through the store and answers with what it did.
+async fn apply(
+    app: &AppState,
+    id: &JourneyId,
+    change: StatusChange,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let strategy = app.store.strategy();
+    let expected = expected_version(app, id, headers).await?;
+    let target = change.target();
+    let outcome = match app.store.update(id, &change, expected).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        journey = %id, %target, %strategy,
+        status = change.target_status(),
+        attempts = outcome.attempts,
+        version = %outcome.version,
+        changed = outcome.changed,
+        "status updated"
+    );
+    let status = change.target_status();
+    let (what, segment_id) = match change {
+        StatusChange::Segment { segment_id, .. } => ("Segment", Some(segment_id)),
+        _ => ("Journey", None),
+    };
+    let message = if outcome.changed {
+        format!("{what} status updated successfully")
+    } else {
+        format!("{what} status already was {status}; nothing changed")
+    };
+    Ok((
+        [(header::ETAG, etag(outcome.version))],
+        Json(StatusUpdated {
+            message,
+            journey_id: id.clone(),
+            segment_id,
+            status: status.to_owned(),
+            version: outcome.version,
+            changed: outcome.changed,
+            attempts: outcome.attempts,
+        }),
+    )
+        .into_response())
+}
+
+/// The version the strategy must find, from `If-Match`. One tag is checked by the strategy
+/// itself, atomically with the write; a list is first resolved against the current version.
+async fn expected_version(
+    app: &AppState,
+    id: &JourneyId,
+    headers: &HeaderMap,
+) -> Result<Option<JourneyVersion>, ApiError> {
+    match IfMatch::from_headers(headers)? {
+        IfMatch::Absent | IfMatch::Any => Ok(None),
+        IfMatch::Versions(list) if list.len() == 1 => Ok(list.first().copied()),
+        condition => {
+            let current = app.store.get(id).await?.version;
+            if condition.matches(current) {
+                Ok(Some(current))
+            } else {
+                Err(ApiError::precondition_failed(
+                    format!("journey {id} is at version {current}, which If-Match does not name"),
+                    Some(current),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `flyrtech serve`: the HTTP API (FlyrTech.Api), with the strategy chosen at start-up.
+//!
+//! [`Application::build`] connects to Redis, builds the store for the configured strategy,
+//! seeds the sample journeys without overwriting any, and binds the listener; [`Application::run`]
+//! serves until the shutdown future resolves, then stops accepting and finishes the requests in
+//! flight. Building and running are separate so tests bind port 0 and read the address.
+//!
+//! # What protects an acknowledged write
+//! Every update goes through the configured strategy's atomic step; `If-Match` is checked inside
+//! that step. A request that fails is answered with a problem (see [`problem`]) and changed
+//! nothing, except 503, which says Redis could not confirm the write: retrying the same status
+//! change is safe because it is idempotent.
+//!
+//! # Layout
+//! - [`journeys`], [`cache`], [`ops`]: the handlers.
+//! - [`problem`]: the one mapping from errors to `application/problem+json`.
+//! - [`etag`]: versions as entity tags, `If-Match`, `If-None-Match`.
+//! - [`openapi`]: the OpenAPI document behind `/swagger-ui`.
+
+pub mod cache;
+pub mod etag;
+pub mod journeys;
+pub mod openapi;
+pub mod ops;
+pub mod problem;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flyrtech_core::{Journey, StoreError};
+use flyrtech_infrastructure::{
+    Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use self::problem::ApiError;
+
+/// Everything `serve` needs, already merged from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The Redis deployment (one URL, or comma-separated cluster seeds).
+    pub redis_url: String,
+    /// The strategy and its knobs.
+    pub store: StoreConfig,
+    /// Journeys created at start-up when they do not exist yet.
+    pub seed: Vec<Journey>,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl ServeConfig {
+    /// Defaults: 10 s request timeout, 1 MiB body limit, no seed.
+    pub fn new(listen: SocketAddr, redis_url: impl Into<String>, store: StoreConfig) -> Self {
+        Self {
+            listen,
+            redis_url: redis_url.into(),
+            store,
+            seed: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            body_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Redis could not be reached, or the strategy could not be set up.
+    #[error("cannot set up the journey store on {url}")]
+    Store {
+        /// The configured URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// Seeding the sample journeys failed.
+    #[error("cannot seed the journeys")]
+    Seed(#[source] StoreError),
+    /// The listen address is unusable.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The state every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Inner {
+    /// The journey store, writing with the configured strategy.
+    pub store: RedisJourneyStore,
+    /// The namespaced cache.
+    pub cache: RedisCache,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    request_timeout: Duration,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Inner {
+    fn health(&self, status: &'static str) -> ops::Health {
+        ops::Health {
+            status,
+            strategy: self.store.strategy().name(),
+            redis: if self.store.redis().is_cluster() {
+                "cluster"
+            } else {
+                "standalone"
+            },
+        }
+    }
+}
+
+/// A built server, bound and ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    seeded: SeedReport,
+}
+
+impl Application {
+    /// Connects, seeds and binds.
+    ///
+    /// # Errors
+    /// [`ServeError`] naming the step that failed.
+    pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
+        let store_err = |source| ServeError::Store {
+            url: config.redis_url.clone(),
+            source,
+        };
+        let redis = Redis::connect(&RedisSettings::new(&config.redis_url))
+            .await
+            .map_err(store_err)?;
+        let store = RedisJourneyStore::new(redis.clone(), &config.store)
+            .await
+            .map_err(store_err)?;
+        let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
+        let state = AppState(Arc::new(Inner {
+            store,
+            cache: RedisCache::new(redis),
+            metrics: prometheus(),
+            request_timeout: config.request_timeout,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }));
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self {
+            router: router(state.clone(), config.body_limit),
+            listener,
+            state,
+            seeded,
+        })
+    }
+
+    /// The bound address (the real port when port 0 was asked for).
+    ///
+    /// # Errors
+    /// When the socket cannot report its address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// What seeding did at start-up.
+    pub fn seeded(&self) -> SeedReport {
+        self.seeded
+    }
+
+    /// Requests being handled right now; shared with the running server.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.state.in_flight)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and waits for the
+    /// requests in flight to finish.
+    ///
+    /// # Errors
+    /// An I/O error of the listener.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            strategy = %self.state.store.strategy(),
+            cluster = self.state.store.redis().is_cluster(),
+            "serving the journey API (Swagger UI at /swagger-ui)"
+        );
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        tracing::info!("all in-flight requests finished; stopped");
+        Ok(())
+    }
+}
+
+/// The routes and the middleware around them.
+fn router(state: AppState, body_limit: usize) -> Router {
+    let api = Router::new()
+        .route("/api/journeys", get(journeys::list).post(journeys::create))
+        .route("/api/journeys/{id}", get(journeys::get))
+        .route(
+            "/api/journeys/{id}/segments/{segmentId}/status",
+            axum::routing::put(journeys::update_segment),
+        )
+        .route(
+            "/api/journeys/{id}/status",
+            axum::routing::put(journeys::update_journey),
+        )
+        .route("/api/cache/demo", get(cache::demo))
+        .route(
+            "/api/cache/{key}",
+            get(cache::get).post(cache::set).delete(cache::remove),
+        )
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state.clone());
+    Router::new()
+        .merge(
+            SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi::ApiDoc::openapi()),
+        )
+        .merge(api)
+        .layer(middleware::from_fn_with_state(state, observe))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Answers 503 with `Retry-After` when a request outlives the configured timeout, so a client
+/// never hangs on a slow Redis. The store's own command timeout (1 s) normally answers first.
+async fn deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(app.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timed_out(app.request_timeout).into_response(),
+    }
+}
+
+/// Counts requests in flight and records `http_requests_total` and
+/// `http_request_duration_seconds` by method, route template and status.
+async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    app.in_flight.fetch_add(1, Ordering::SeqCst);
+    let response = next.run(request).await;
+    app.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The process-wide Prometheus recorder, installed on first use. Every [`Application`] in the
+/// process (tests run several) reports into it.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("journey_update_attempts".to_owned()),
+                    &[
+                        1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, 89.0, 144.0, 200.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets(&[
+                        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        2.5, 5.0, 10.0,
+                    ])
+                })
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "metric buckets rejected; using summaries");
+                    PrometheusBuilder::new()
+                })
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}

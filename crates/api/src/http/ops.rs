@@ -1,0 +1,49 @@
+//! Operations endpoints: liveness, readiness, and Prometheus metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::problem::{ApiError, Problem};
+
+/// Liveness and readiness answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `up` or `ready`.
+    pub status: &'static str,
+    /// The strategy this instance writes with.
+    pub strategy: &'static str,
+    /// `standalone` or `cluster`.
+    pub redis: &'static str,
+}
+
+/// The process is up (it does not ask Redis).
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> Json<Health> {
+    Json(app.health("up"))
+}
+
+/// Redis answers: the instance can serve requests.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    app.store.redis().ping().await?;
+    Ok(Json(app.health("ready")))
+}
+
+/// Prometheus text format: the store's metrics (see `flyrtech_infrastructure::telemetry`) and
+/// the HTTP ones.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    app.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}

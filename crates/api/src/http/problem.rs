@@ -1,0 +1,249 @@
+//! Every error the API returns, as RFC 9457 `application/problem+json`.
+//!
+//! One mapping from the store's typed errors to HTTP lives here, so every endpoint answers the
+//! same failure with the same status, `type` and headers. A problem is only ever returned before
+//! anything was written, or (503) when Redis could not confirm a write; see
+//! [`StoreError::Unavailable`].
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flyrtech_core::{InvalidInput, JourneyVersion, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Seconds a client should wait before retrying after a 503 or a conflict.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/invalid-transition`
+    /// (documented in docs/api.md).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, for a human.
+    pub detail: String,
+    /// For 412: the journey's current version, so the client can re-read and retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<JourneyVersion>,
+}
+
+/// An error on its way to becoming a problem response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    retry_after: bool,
+    current_version: Option<JourneyVersion>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: String) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail,
+            retry_after: false,
+            current_version: None,
+        }
+    }
+
+    fn retry_later(mut self) -> Self {
+        self.retry_after = true;
+        self
+    }
+
+    /// 404 for anything that is not there (a cache key, a route).
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            detail.into(),
+        )
+    }
+
+    /// 412: the `If-Match` precondition failed.
+    pub fn precondition_failed(detail: impl Into<String>, current: Option<JourneyVersion>) -> Self {
+        let mut e = Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "The journey changed since you read it",
+            detail.into(),
+        );
+        e.current_version = current;
+        e
+    }
+
+    /// 400: the request is malformed at the HTTP level (a header that cannot be parsed).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed request",
+            detail.into(),
+        )
+    }
+
+    /// 503 when the request ran out of time; the client may retry.
+    pub fn timed_out(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "The request took too long",
+            format!("the request did not finish within {} ms", limit.as_millis()),
+        )
+        .retry_later()
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem body.
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("/problems/{}", self.slug),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            current_version: self.current_version,
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+            e.to_string(),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let detail = e.to_string();
+        match e {
+            StoreError::JourneyNotFound(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                "journey-not-found",
+                "Journey not found",
+                detail,
+            ),
+            StoreError::Rejected(flyrtech_core::DomainError::SegmentNotFound { .. }) => Self::new(
+                StatusCode::NOT_FOUND,
+                "segment-not-found",
+                "Segment not found",
+                detail,
+            ),
+            StoreError::Rejected(_) => Self::new(
+                StatusCode::CONFLICT,
+                "invalid-transition",
+                "The status cannot change that way",
+                detail,
+            ),
+            StoreError::InvalidInput(e) => e.into(),
+            StoreError::AlreadyExists(_) => Self::new(
+                StatusCode::CONFLICT,
+                "already-exists",
+                "Journey already exists",
+                detail,
+            ),
+            StoreError::VersionMismatch { actual, .. } => {
+                Self::precondition_failed(detail, Some(actual))
+            }
+            StoreError::Conflict { .. } | StoreError::StaleFencingToken { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "concurrent-update",
+                "Too many concurrent updates",
+                detail,
+            )
+            .retry_later(),
+            StoreError::Corrupt { .. } => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt-data",
+                "Stored data is corrupt",
+                detail,
+            ),
+            // Unavailable, and anything a newer core adds.
+            _ => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Redis is unavailable",
+                detail,
+            )
+            .retry_later(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let detail = rejection.body_text();
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                detail,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid input",
+                detail,
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Send application/json",
+                detail,
+            ),
+            _ => Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                "Malformed request body",
+                detail,
+            ),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match serde_json::to_vec(&self.problem()) {
+            Ok(body) => body,
+            // Serializing a struct of strings and numbers cannot fail; keep a body regardless.
+            Err(_) => self.detail.clone().into_bytes(),
+        };
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,44 @@
+//! What the store reports to the `metrics` facade. Recording is free when no recorder is
+//! installed (the lab, the tests); `flyrtech serve` installs a Prometheus recorder and exposes
+//! these on `GET /metrics`.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `journey_updates_total` | counter | `strategy`, `outcome` | every update: `applied`, `unchanged`, or the error kind ([`StoreError::kind`]) |
+//! | `journey_update_attempts` | histogram | `strategy` | tries per update, including the one that succeeded or gave up |
+//! | `journey_update_conflicts_total` | counter | `strategy` | tries lost to a concurrent writer (WATCH abort, lock held, fencing refusal) |
+//! | `journey_lock_wait_seconds` | histogram | `strategy` | time spent acquiring the lock (`redlock`, `local-lock`) |
+//! | `redis_errors_total` | counter | `kind` | Redis calls that failed: `timeout`, `connection`, `cluster`, `reply` |
+
+use flyrtech_core::{StoreError, UpdateOutcome};
+use metrics::{counter, histogram};
+
+use crate::Strategy;
+
+/// Records one finished update.
+pub(crate) fn update(strategy: Strategy, result: &Result<UpdateOutcome, StoreError>) {
+    let name = strategy.name();
+    let (outcome, attempts, conflicts) = match result {
+        Ok(o) => {
+            if !o.lock_wait.is_zero() || strategy.takes_lock() {
+                histogram!("journey_lock_wait_seconds", "strategy" => name)
+                    .record(o.lock_wait.as_secs_f64());
+            }
+            let outcome = if o.changed { "applied" } else { "unchanged" };
+            (outcome, o.attempts, o.attempts.saturating_sub(1))
+        }
+        Err(StoreError::Conflict { attempts }) => ("conflict", *attempts, *attempts),
+        Err(e) => (e.kind(), 1, 0),
+    };
+    counter!("journey_updates_total", "strategy" => name, "outcome" => outcome).increment(1);
+    histogram!("journey_update_attempts", "strategy" => name).record(f64::from(attempts));
+    if conflicts > 0 {
+        counter!("journey_update_conflicts_total", "strategy" => name)
+            .increment(u64::from(conflicts));
+    }
+}
+
+/// Records one failed Redis call.
+pub(crate) fn redis_error(kind: &'static str) {
+    counter!("redis_errors_total", "kind" => kind).increment(1);
+}
