@@ -12,9 +12,10 @@ compare *ARGS:
 serve *ARGS:
     cargo run --release -p flyrtech-api -- serve {{ARGS}}
 
-# The full comparison (extended by the lab issue).
+# The full comparison: every strategy, every scenario; writes docs/results/ (JSON with the command and machine, charts, terminal output).
 bench:
-    cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- compare --strategies all --scenario all --json docs/results/lab.json --chart docs/results/scaling.svg | tee docs/results/summary.txt
 
 fmt:
     cargo fmt --all

@@ -131,7 +131,8 @@ impl FileConfig {
 pub struct Settings {
     /// `None`: start a private redis-server.
     pub redis_url: Option<String>,
-    pub processing_delay: Duration,
+    /// `None` when no layer sets it: serve uses 0, each lab scenario its own default.
+    pub processing_delay: Option<Duration>,
     /// The configured strategy, if any layer names one.
     pub strategy: Option<Strategy>,
     /// Redlock masters; empty: the journey Redis.
@@ -153,10 +154,7 @@ impl Settings {
             .or_else(|| file.redis_url.clone())
             .or_else(|| std::env::var("REDIS_URL").ok())
             .filter(|u| !u.trim().is_empty());
-        let delay_ms = args
-            .processing_delay_ms
-            .or(file.processing_delay_ms)
-            .unwrap_or(0);
+        let delay_ms = args.processing_delay_ms.or(file.processing_delay_ms);
         let strategy = args
             .strategy
             .as_deref()
@@ -170,7 +168,7 @@ impl Settings {
             .unwrap_or_default();
         Ok(Self {
             redis_url,
-            processing_delay: Duration::from_millis(delay_ms),
+            processing_delay: delay_ms.map(Duration::from_millis),
             strategy,
             lock_urls,
             file,
@@ -277,7 +275,7 @@ mod tests {
     #[test]
     fn defaults_apply_without_any_layer() {
         let s = Settings::resolve(&args(None, None, None)).expect("defaults");
-        assert_eq!((s.strategy, s.processing_delay), (None, Duration::ZERO));
+        assert_eq!((s.strategy, s.processing_delay), (None, None));
     }
 
     #[test]
@@ -286,7 +284,7 @@ mod tests {
         let s = Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
         assert_eq!(
             (s.strategy, s.processing_delay),
-            (Some(Strategy::Lua), Duration::from_millis(7))
+            (Some(Strategy::Lua), Some(Duration::from_millis(7)))
         );
     }
 
@@ -297,7 +295,7 @@ mod tests {
             .expect("flags");
         assert_eq!(
             (s.strategy, s.processing_delay),
-            (Some(Strategy::Hash), Duration::from_millis(3))
+            (Some(Strategy::Hash), Some(Duration::from_millis(3)))
         );
     }
 

@@ -1,11 +1,15 @@
 //! `flyrtech`: the command line. Parses, wires, and reports errors with their cause chain.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
 use flyrtech_api::deployment::Deployment;
 use flyrtech_api::http::{Application, ServeConfig};
-use flyrtech_api::lab::{self, Params, Scenario};
+use flyrtech_api::lab::report::{self, LabReport, Machine};
+use flyrtech_api::lab::{self, Comparison, Knobs, Scenario, chart};
 use flyrtech_infrastructure::{LockSettings, StoreConfig, Strategy};
 use tracing_subscriber::EnvFilter;
 
@@ -26,26 +30,56 @@ struct Cli {
 enum Command {
     /// Run the journey HTTP API with one strategy (--strategy; default lua).
     Serve(ServeArgs),
-    /// Run strategies side by side on the same Redis and count lost updates.
-    Compare {
-        /// Comma-separated strategy names, or `all` (the default, unless --strategy,
-        /// FLYRTECH_STRATEGY or the config file names one).
-        #[arg(long)]
-        strategies: Option<String>,
-        /// Scenario name (incident).
-        #[arg(long, default_value = "incident")]
-        scenario: String,
-        /// Concurrent writers (one per segment in the incident).
-        #[arg(long, default_value_t = 20)]
-        writers: usize,
-        /// Service instances the writers are spread over, each with its own connections and,
-        /// for local-lock, its own lock table.
-        #[arg(long, default_value_t = 2)]
-        instances: usize,
-        /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
-        #[arg(long)]
-        cluster: bool,
-    },
+    /// Run strategies side by side on the same Redis: lost updates, throughput, latency,
+    /// retries, and each strategy's Redis ceiling (docs/lab.md).
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Comma-separated strategy names, or `all` (the default, unless --strategy,
+    /// FLYRTECH_STRATEGY or the config file names one).
+    #[arg(long)]
+    strategies: Option<String>,
+    /// Comma-separated scenarios (incident, hot-journey, spread, mixed, same-segment,
+    /// scaling) or `all`.
+    #[arg(long, default_value = "incident")]
+    scenario: String,
+    /// Concurrent writers [default: per scenario].
+    #[arg(long)]
+    writers: Option<usize>,
+    /// Service instances the writers are spread over, each with its own connections and, for
+    /// local-lock, its own lock table [default: 2].
+    #[arg(long)]
+    instances: Option<usize>,
+    /// Journeys created per run [default: per scenario].
+    #[arg(long)]
+    journeys: Option<usize>,
+    /// Segments per journey [default: per scenario].
+    #[arg(long)]
+    segments: Option<usize>,
+    /// Updates sent per run [default: per scenario].
+    #[arg(long, conflicts_with = "duration_secs")]
+    updates: Option<usize>,
+    /// Run each measurement for this many seconds instead of a number of updates.
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// Seed of the writers' random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here (schema: docs/lab.md).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the scaling charts here, as .svg and .png.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Drive running `flyrtech serve` instances (comma-separated base URLs) instead of the
+    /// library; their strategy is the one they were started with.
+    #[arg(long, value_delimiter = ',')]
+    http: Vec<String>,
+    /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,58 +99,95 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(&args, settings).await,
-        Command::Compare {
-            strategies,
-            scenario,
-            writers,
-            instances,
-            cluster,
-        } => {
-            let strategies = match (strategies, settings.strategy) {
-                (Some(list), _) => parse_strategies(&list)?,
-                (None, Some(configured)) => vec![configured],
-                (None, None) => Strategy::ALL.to_vec(),
-            };
-            let scenario: Scenario = scenario.parse().map_err(anyhow::Error::msg)?;
-            if writers == 0 {
-                bail!("--writers must be at least 1");
-            }
-            // The incident's default delay is the original test's 10 ms unless configured.
-            let processing_delay =
-                if settings.processing_delay.is_zero() && scenario == Scenario::Incident {
-                    std::time::Duration::from_millis(10)
-                } else {
-                    settings.processing_delay
-                };
-            let deployment = Deployment::resolve(settings.redis_url.as_deref(), cluster)?;
-            let params = Params {
-                writers,
-                instances,
-                processing_delay,
-            };
-            let mut runs = Vec::new();
-            for strategy in strategies {
-                let report = lab::run(&deployment.url, strategy, scenario, params)
-                    .await
-                    .with_context(|| format!("running {} with {strategy}", scenario.name()))?;
-                runs.push(report);
-            }
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", lab::report::table(&runs));
-                for r in &runs {
-                    println!(
-                        "{}: {} of {} updates applied, {} lost",
-                        r.strategy,
-                        r.acknowledged - r.lost,
-                        r.attempted,
-                        r.lost
-                    );
-                }
-            }
-            Ok(())
+        Command::Compare(args) => compare(args, settings).await,
+    }
+}
+
+async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
+    let strategies = match (&args.strategies, settings.strategy) {
+        (Some(list), _) => parse_strategies(list)?,
+        (None, Some(configured)) => vec![configured],
+        (None, None) => Strategy::ALL.to_vec(),
+    };
+    let scenarios = parse_scenarios(&args.scenario)?;
+    for (name, value) in [
+        ("--writers", args.writers),
+        ("--instances", args.instances),
+        ("--journeys", args.journeys),
+        ("--segments", args.segments),
+        ("--updates", args.updates),
+    ] {
+        if value == Some(0) {
+            bail!("{name} must be at least 1");
         }
     }
+    let duration = match args.duration_secs {
+        Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        Some(_) => bail!("--duration-secs must be a positive number"),
+        None => None,
+    };
+    let comparison = Comparison {
+        strategies,
+        scenarios,
+        knobs: Knobs {
+            writers: args.writers,
+            instances: args.instances,
+            journeys: args.journeys,
+            segments: args.segments,
+            updates: args.updates,
+            duration,
+            processing_delay: settings.processing_delay,
+            seed: args.seed,
+        },
+        http: args.http.clone(),
+    };
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let runs = lab::compare(&deployment.url, &comparison).await?;
+    let targets = report::targets(&runs);
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", report::table(&runs));
+        for r in &runs {
+            println!("{}", r.summary_line());
+        }
+        println!("{}", report::targets_table(&targets));
+    }
+    if let Some(path) = &args.json {
+        let deployment_kind = if !args.http.is_empty() {
+            "http"
+        } else if args.cluster || deployment.url.contains(',') {
+            "cluster"
+        } else {
+            "standalone"
+        };
+        LabReport {
+            schema_version: report::SCHEMA_VERSION,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started_at,
+            machine: Machine::detect(lab::redis_version(&deployment.url).await),
+            deployment: deployment_kind.to_owned(),
+            runs: runs.clone(),
+            targets,
+        }
+        .write(path)?;
+        tracing::info!(path = %path.display(), "wrote the JSON report");
+    }
+    if let Some(path) = &args.chart {
+        for written in chart::write(&runs, path)? {
+            tracing::info!(path = %written.display(), "wrote a chart");
+        }
+    }
+    Ok(())
+}
+
+fn parse_scenarios(list: &str) -> anyhow::Result<Vec<Scenario>> {
+    if list.trim() == "all" {
+        return Ok(Scenario::ALL.to_vec());
+    }
+    list.split(',')
+        .map(|s| s.parse::<Scenario>().map_err(anyhow::Error::from))
+        .collect()
 }
 
 fn parse_strategies(list: &str) -> anyhow::Result<Vec<Strategy>> {
@@ -138,7 +209,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
     let mut store = StoreConfig::new(strategy);
-    store.processing_delay = settings.processing_delay;
+    store.processing_delay = settings.processing_delay.unwrap_or_default();
     store.lock = LockSettings {
         urls: settings.lock_urls,
         ..LockSettings::default()

@@ -43,13 +43,16 @@ fn compare_starts_its_own_redis_and_reports_the_incident() {
         stderr.contains("started a private redis-server"),
         "{stderr}"
     );
-    let naive = stdout.lines().find(|l| l.starts_with("naive:")).unwrap();
+    let naive = stdout
+        .lines()
+        .find(|l| l.starts_with("naive (incident):"))
+        .unwrap();
     assert!(
         !naive.ends_with(" 0 lost"),
         "the control lost nothing: {naive}"
     );
     assert!(
-        stdout.contains("hash: 20 of 20 updates applied, 0 lost"),
+        stdout.contains("hash (incident): 20 of 20 updates acknowledged (20 changes), 0 lost"),
         "{stdout}"
     );
 }
@@ -68,10 +71,10 @@ fn the_configured_strategy_is_the_one_compared() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("lua: 4 of 4 updates applied, 0 lost"),
+        stdout.contains("lua (incident): 4 of 4 updates acknowledged (4 changes), 0 lost"),
         "{stdout}"
     );
-    assert!(!stdout.contains("naive:"), "{stdout}");
+    assert!(!stdout.contains("naive ("), "{stdout}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub use cache::RedisCache;
 pub use connection::{Redis, RedisSettings};
 pub use local_redis::{LaunchError, LocalRedis, RedisProcess};
 pub use retry::RetryPolicy;
+pub use script_reply::ScriptCall;
 pub use strategy::{
     FencingToken, LockGuard, LockSettings, RedisJourneyStore, SeedReport, StoreConfig, Strategy,
     UnknownStrategy,

@@ -7,17 +7,47 @@ use flyrtech_core::{
     DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
 };
 
+use redis::Script;
+
 use crate::error::corrupt;
 
-/// Arguments every update script takes after its keys: target status, expected version
-/// (empty for none), then the allowed predecessor statuses from the Rust transition table.
-pub(crate) fn change_args(change: &StatusChange, expected: Option<JourneyVersion>) -> Vec<String> {
-    let mut args = vec![
-        change.target_status().to_owned(),
-        expected.map(|v| v.to_string()).unwrap_or_default(),
-    ];
-    args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
-    args
+/// One invocation of an update script: what `EVALSHA` is sent with. The lab replays it with
+/// redis-benchmark to measure the script's own ceiling on the same server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptCall {
+    /// The script's SHA1, as `EVALSHA` takes it.
+    pub sha: String,
+    /// The script source, for `SCRIPT LOAD`.
+    pub source: &'static str,
+    /// The one key.
+    pub key: String,
+    /// The arguments: what to change (segment id or hash field), target status, expected
+    /// version (empty for none), then the allowed predecessor statuses from the Rust
+    /// transition table.
+    pub args: Vec<String>,
+}
+
+impl ScriptCall {
+    pub(crate) fn new(
+        (script, source): (&Script, &'static str),
+        key: String,
+        what: String,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Self {
+        let mut args = vec![
+            what,
+            change.target_status().to_owned(),
+            expected.map(|v| v.to_string()).unwrap_or_default(),
+        ];
+        args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
+        Self {
+            sha: script.get_hash().to_owned(),
+            source,
+            key,
+            args,
+        }
+    }
 }
 
 /// Interprets `{outcome, detail}` from an update script.

@@ -1,179 +1,292 @@
-//! The lab: runs strategies side by side on the same Redis and measures what each one loses.
+//! The lab: runs strategies side by side on the same Redis and measures what each one loses
+//! and what it costs.
 //!
-//! A run creates a fresh journey per strategy (ids prefixed `LAB-`, so a shared Redis is never
-//! disturbed), releases its writers together with a barrier, then reads the final state and
-//! counts every acknowledged change that is missing from it: a lost update.
+//! A run creates fresh journeys (ids `LAB-<scenario>-<strategy>-<nonce>-<n>`, so a shared Redis
+//! is never disturbed), releases its writers together behind a barrier, records every
+//! acknowledged write with the version the store reported, then reads the final state and
+//! checks it against every acknowledged write ([`verify`]): an acknowledged change missing from
+//! the state is a lost update.
+//!
+//! # Layout
+//! - this module: scenarios, their parameters, and [`run`].
+//! - [`driver`]: where updates go: the library (one store per simulated service instance) or
+//!   running `flyrtech serve` instances over HTTP.
+//! - [`workload`]: the writers, the operations they send, and the measurements (HDR histogram).
+//! - [`verify`]: lost updates and last-writer checks against the final state.
+//! - [`ceiling`]: redis-benchmark on the same server, same concurrency, same commands.
+//! - [`report`]: the terminal table, the JSON report (schema in docs/lab.md), the targets.
+//! - [`chart`]: throughput and p99 against writers and document size, SVG and PNG.
 
+pub mod ceiling;
+pub mod chart;
+pub mod driver;
 pub mod report;
+pub mod verify;
+pub mod workload;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flyrtech_core::{
-    InvalidInput, Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, Money, Segment,
-    SegmentId, SegmentStatus, StoreError,
+    InvalidInput, Journey, JourneyId, JourneyStatus, JourneyVersion, Money, Segment, SegmentId,
+    SegmentStatus, StoreError,
 };
-use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
-use tokio::sync::Barrier;
+use serde::Serialize;
+
+pub use driver::Driver;
+pub use report::RunReport;
 
 /// A named workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Scenario {
-    /// The original test: one journey, one writer per segment, all at once, with processing.
+    /// The original test: one journey with 20 segments, 20 writers each setting its own
+    /// segment, 10 ms of processing.
     Incident,
+    /// One journey, many writers, no processing delay: pure contention.
+    HotJourney,
+    /// Many journeys (10,000), uniform writers: throughput without contention.
+    Spread,
+    /// Segment and journey status updates interleaved on 100 journeys.
+    Mixed,
+    /// Many writers on one segment: conflicts, retries, last-writer semantics.
+    SameSegment,
+    /// Sweeps over writers (1 to 256) and document size (2, 20, 200 segments).
+    Scaling,
 }
 
 impl Scenario {
-    /// Every scenario.
-    pub const ALL: [Self; 1] = [Self::Incident];
+    /// Every scenario, in the order `all` runs them.
+    pub const ALL: [Self; 6] = [
+        Self::Incident,
+        Self::HotJourney,
+        Self::Spread,
+        Self::Mixed,
+        Self::SameSegment,
+        Self::Scaling,
+    ];
 
-    /// The name used on the command line.
+    /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::Incident => "incident",
+            Self::HotJourney => "hot-journey",
+            Self::Spread => "spread",
+            Self::Mixed => "mixed",
+            Self::SameSegment => "same-segment",
+            Self::Scaling => "scaling",
+        }
+    }
+
+    /// The runs this scenario consists of, with `knobs` overriding the defaults.
+    pub fn plan(self, knobs: &Knobs) -> Vec<Params> {
+        // A throughput measurement runs for a fixed time (`timed`), long enough for the fastest
+        // strategy; --updates or --duration-secs override.
+        let base =
+            |writers, journeys, segments, updates, timed: Option<u64>, delay_ms, pattern| Params {
+                writers: knobs.writers.unwrap_or(writers),
+                instances: knobs.instances.unwrap_or(2),
+                journeys: knobs.journeys.unwrap_or(journeys),
+                segments: knobs.segments.unwrap_or(segments),
+                updates: knobs.updates.unwrap_or(updates),
+                duration: knobs.duration.or_else(|| {
+                    timed
+                        .filter(|_| knobs.updates.is_none())
+                        .map(Duration::from_secs)
+                }),
+                processing_delay: knobs
+                    .processing_delay
+                    .unwrap_or(Duration::from_millis(delay_ms)),
+                pattern,
+                seed: knobs.seed,
+            };
+        match self {
+            Self::Incident => {
+                let mut p = base(20, 1, 20, 20, None, 10, Pattern::OwnSegment);
+                // One writer per segment, one update each, whatever was overridden.
+                p.segments = knobs.segments.unwrap_or(p.writers);
+                p.updates = p.segments;
+                p.journeys = 1;
+                p.duration = None;
+                vec![p]
+            }
+            Self::HotJourney => vec![base(32, 1, 20, 2_000, None, 0, Pattern::Random)],
+            Self::Spread => vec![base(50, 10_000, 20, 20_000, Some(3), 0, Pattern::Random)],
+            Self::Mixed => vec![base(32, 100, 20, 5_000, None, 0, Pattern::Mixed)],
+            Self::SameSegment => vec![base(32, 1, 20, 2_000, None, 0, Pattern::SameSegment)],
+            Self::Scaling => {
+                let point = |writers, segments| Params {
+                    writers,
+                    segments,
+                    ..base(writers, 1_000, segments, 5_000, Some(1), 0, Pattern::Random)
+                };
+                let mut plan: Vec<Params> = SCALING_WRITERS
+                    .iter()
+                    .map(|&w| point(w, SCALING_FIXED_SEGMENTS))
+                    .collect();
+                plan.extend(
+                    SCALING_SEGMENTS
+                        .iter()
+                        .map(|&s| point(SCALING_FIXED_WRITERS, s)),
+                );
+                plan
+            }
         }
     }
 }
 
+/// Writers swept by `scaling` (at [`SCALING_FIXED_SEGMENTS`] segments).
+pub const SCALING_WRITERS: [usize; 5] = [1, 4, 16, 64, 256];
+/// Document sizes swept by `scaling` (at [`SCALING_FIXED_WRITERS`] writers).
+pub const SCALING_SEGMENTS: [usize; 3] = [2, 20, 200];
+/// Segments per journey while writers are swept.
+pub const SCALING_FIXED_SEGMENTS: usize = 20;
+/// Writers while document size is swept: the 50.
+pub const SCALING_FIXED_WRITERS: usize = 50;
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A scenario name that is not one of [`Scenario::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown scenario {0:?}; valid scenarios: incident, hot-journey, spread, mixed, same-segment, scaling, all"
+)]
+pub struct UnknownScenario(pub String);
+
 impl std::str::FromStr for Scenario {
-    type Err = String;
+    type Err = UnknownScenario;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
-            .find(|sc| sc.name() == s)
-            .ok_or_else(|| {
-                let valid: Vec<_> = Self::ALL.iter().map(|sc| sc.name()).collect();
-                format!(
-                    "unknown scenario {s:?}; valid scenarios: {}",
-                    valid.join(", ")
-                )
-            })
+            .find(|sc| sc.name() == s.trim())
+            .ok_or_else(|| UnknownScenario(s.to_owned()))
     }
 }
 
-/// Knobs of one run.
-#[derive(Debug, Clone, Copy)]
+/// Which operations writers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    /// Update `k` sets segment `k` of the one journey to Departed (the incident).
+    OwnSegment,
+    /// A random journey, a random segment, Scheduled or Delayed at random.
+    Random,
+    /// As `Random`, but one update in ten sets the journey's own status (InProgress or
+    /// Completed at random; the transition table refuses some, which count as rejected).
+    Mixed,
+    /// Segment 0 of journey 0, Scheduled or Delayed at random.
+    SameSegment,
+}
+
+/// Command-line overrides of a scenario's defaults; `None` keeps the default.
+#[derive(Debug, Clone, Default)]
+pub struct Knobs {
+    pub writers: Option<usize>,
+    pub instances: Option<usize>,
+    pub journeys: Option<usize>,
+    pub segments: Option<usize>,
+    pub updates: Option<usize>,
+    pub duration: Option<Duration>,
+    pub processing_delay: Option<Duration>,
+    pub seed: u64,
+}
+
+/// The parameters of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Params {
     /// Concurrent writers.
     pub writers: usize,
-    /// Service instances the writers are spread over, each with its own connections.
+    /// Service instances the writers are spread over (writer `i` uses instance `i % n`), each
+    /// with its own connections and, for local-lock, its own lock table.
     pub instances: usize,
+    /// Journeys created for the run.
+    pub journeys: usize,
+    /// Segments per journey.
+    pub segments: usize,
+    /// Updates sent in all (ignored when `duration` is set).
+    pub updates: usize,
+    /// Run for this long instead of a number of updates.
+    #[serde(rename = "duration_ms", serialize_with = "report::millis_opt")]
+    pub duration: Option<Duration>,
     /// Processing between read and write.
+    #[serde(rename = "processing_delay_ms", serialize_with = "report::millis")]
     pub processing_delay: Duration,
+    /// Which operations are sent.
+    pub pattern: Pattern,
+    /// Seed of the writers' random choices.
+    pub seed: u64,
 }
 
-/// What one strategy did in one run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub strategy: Strategy,
-    pub scenario: Scenario,
-    pub params: Params,
-    /// Updates sent.
-    pub attempted: usize,
-    /// Updates the store acknowledged as applied.
-    pub acknowledged: usize,
-    /// Updates the store refused or failed, by error message.
-    pub rejected: usize,
-    /// Acknowledged updates missing from the final state.
-    pub lost: usize,
-    pub elapsed: Duration,
-    /// Tries summed over all updates (1 per update when nothing collided).
-    pub attempts: u64,
-    /// Redis round trips summed over all instances.
-    pub round_trips: u64,
+/// Why a lab run could not complete (lost updates are a result, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The store failed outside the measured updates (connect, create, final read).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A running server could not be reached or answered unexpectedly.
+    #[error("{url}: {message}")]
+    Http {
+        /// The request URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// redis-benchmark ran but its output could not be used.
+    #[error("redis-benchmark: {0}")]
+    Benchmark(String),
+    /// A report or chart could not be written.
+    #[error("cannot write {path}: {message}")]
+    Output {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// A writer task panicked or was cancelled.
+    #[error("a writer task failed: {0}")]
+    Task(String),
+    /// Invalid parameters.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
 }
 
-/// Runs `scenario` for `strategy` against the Redis at `url`.
+/// Runs one parameter set of `scenario` through `driver` and verifies the result.
 ///
 /// # Errors
-/// [`StoreError`] when Redis cannot be reached or the scenario's journey cannot be created.
+/// [`LabError`] when the run cannot be set up, executed or read back.
 pub async fn run(
-    url: &str,
-    strategy: Strategy,
+    driver: &std::sync::Arc<Driver>,
     scenario: Scenario,
     params: Params,
-) -> Result<RunReport, StoreError> {
-    match scenario {
-        Scenario::Incident => incident(url, strategy, params).await,
+) -> Result<RunReport, LabError> {
+    if params.writers == 0 || params.journeys == 0 || params.segments == 0 {
+        return Err(InvalidInput::new(
+            "lab parameters",
+            "writers, journeys and segments must each be at least 1",
+        )
+        .into());
     }
-}
-
-async fn instances(
-    url: &str,
-    strategy: Strategy,
-    params: Params,
-) -> Result<Vec<(Redis, Arc<RedisJourneyStore>)>, StoreError> {
-    let config = StoreConfig {
-        processing_delay: params.processing_delay,
-        ..StoreConfig::new(strategy)
-    };
-    let mut out = Vec::with_capacity(params.instances);
-    for _ in 0..params.instances.max(1) {
-        let redis = Redis::connect(&RedisSettings::new(url)).await?;
-        let store = RedisJourneyStore::new(redis.clone(), &config).await?;
-        out.push((redis, Arc::new(store)));
-    }
-    Ok(out)
-}
-
-async fn incident(url: &str, strategy: Strategy, params: Params) -> Result<RunReport, StoreError> {
-    let instances = instances(url, strategy, params).await?;
-    let id = lab_journey_id(strategy)?;
-    instances[0]
-        .1
-        .create(&synthetic_journey(&id, params.writers)?)
-        .await?;
-    let barrier = Arc::new(Barrier::new(params.writers));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..params.writers)
-        .map(|i| {
-            let store = Arc::clone(&instances[i % instances.len()].1);
-            let (barrier, id) = (Arc::clone(&barrier), id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let segment = synthetic_segment_id(i)?;
-                store
-                    .update_segment_status(&id, &segment, SegmentStatus::Departed, None)
-                    .await
-            })
-        })
-        .collect();
-    let (mut acknowledged, mut rejected, mut attempts) = (0, 0, 0);
-    for task in tasks {
-        match task.await {
-            Ok(Ok(outcome)) => {
-                acknowledged += usize::from(outcome.changed);
-                attempts += u64::from(outcome.attempts);
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%strategy, %error, "update failed");
-                rejected += 1;
-            }
-            Err(join) => return Err(StoreError::unavailable("a writer task failed", join)),
-        }
-    }
-    let elapsed = started.elapsed();
-    let state = instances[0].1.get(&id).await?;
-    let lost = acknowledged.saturating_sub(
-        state
-            .segments
-            .iter()
-            .filter(|s| s.status == SegmentStatus::Departed)
-            .count(),
-    );
-    Ok(RunReport {
-        strategy,
-        scenario: Scenario::Incident,
+    let ids = workload::create_journeys(driver, scenario, &params).await?;
+    let before = driver.round_trips();
+    let outcome = workload::execute(driver, &ids, &params).await?;
+    let round_trips = driver.round_trips().saturating_sub(before);
+    let check = verify::check(driver, &ids, &outcome.acks).await?;
+    let seconds = outcome.elapsed.as_secs_f64();
+    let ceiling_requests = (outcome.acks.len() as f64 / seconds.max(1e-3) * 2.0) as usize;
+    let ceiling = ceiling::measure(driver, scenario, &params, &ids, ceiling_requests).await;
+    Ok(RunReport::new(
+        driver.strategy_name(),
+        scenario,
         params,
-        attempted: params.writers,
-        acknowledged,
-        rejected,
-        lost,
-        elapsed,
-        attempts,
-        round_trips: instances.iter().map(|(r, _)| r.round_trips()).sum(),
-    })
+        &outcome,
+        check,
+        driver.measures_round_trips().then_some(round_trips),
+        ceiling,
+    ))
 }
 
 /// The id of segment `i` of a [`synthetic_journey`]: `SEG-0000`, `SEG-0001`, ...
@@ -182,13 +295,6 @@ async fn incident(url: &str, strategy: Strategy, params: Params) -> Result<RunRe
 /// Never for realistic `i`; [`InvalidInput`] past the id length limit.
 pub fn synthetic_segment_id(i: usize) -> Result<SegmentId, InvalidInput> {
     SegmentId::parse(format!("SEG-{i:04}"))
-}
-
-fn lab_journey_id(strategy: Strategy) -> Result<JourneyId, StoreError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    Ok(JourneyId::parse(format!("LAB-{strategy}-{nanos}"))?)
 }
 
 /// A confirmed journey with `segments` scheduled segments, used by the lab and the test suite.
@@ -227,4 +333,71 @@ pub fn synthetic_journey(id: &JourneyId, segments: usize) -> Result<Journey, Inv
         metadata: Default::default(),
         version: JourneyVersion::INITIAL,
     })
+}
+
+/// What `flyrtech compare` runs.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// In-process strategies (ignored with `http`).
+    pub strategies: Vec<flyrtech_infrastructure::Strategy>,
+    /// Scenarios, each expanded by [`Scenario::plan`].
+    pub scenarios: Vec<Scenario>,
+    /// Overrides of the scenarios' defaults.
+    pub knobs: Knobs,
+    /// Base URLs of running servers to drive instead of the library.
+    pub http: Vec<String>,
+}
+
+/// Runs every scenario's plan for every strategy (or once over HTTP), in that order, on the
+/// Redis at `url`.
+///
+/// # Errors
+/// The first run that cannot complete.
+pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport>, LabError> {
+    let http = if comparison.http.is_empty() {
+        None
+    } else {
+        Some(std::sync::Arc::new(
+            Driver::http(comparison.http.clone()).await?,
+        ))
+    };
+    let mut reports = Vec::new();
+    for &scenario in &comparison.scenarios {
+        for params in scenario.plan(&comparison.knobs) {
+            if let Some(driver) = &http {
+                reports.push(run(driver, scenario, params).await?);
+                continue;
+            }
+            for &strategy in &comparison.strategies {
+                let config = flyrtech_infrastructure::StoreConfig {
+                    processing_delay: params.processing_delay,
+                    ..flyrtech_infrastructure::StoreConfig::new(strategy)
+                };
+                let driver =
+                    std::sync::Arc::new(Driver::library(url, &config, params.instances).await?);
+                tracing::info!(
+                    %scenario, %strategy, writers = params.writers, segments = params.segments,
+                    journeys = params.journeys, "running"
+                );
+                reports.push(run(&driver, scenario, params).await?);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// The server's `redis_version`, for the report.
+pub async fn redis_version(url: &str) -> Option<String> {
+    let redis =
+        flyrtech_infrastructure::Redis::connect(&flyrtech_infrastructure::RedisSettings::new(url))
+            .await
+            .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut redis.shared())
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_owned())
 }

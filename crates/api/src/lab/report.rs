@@ -1,8 +1,128 @@
-//! The lab's terminal table.
+//! What a run reports: one [`RunReport`] per strategy and parameter set, rendered as a terminal
+//! table and as the JSON report whose schema docs/lab.md documents, plus the issue's targets
+//! checked against the measurements.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::{Serialize, Serializer};
 
-use super::RunReport;
+use super::ceiling::Ceiling;
+use super::verify::Check;
+use super::workload::Outcome;
+use super::{LabError, Params, SCALING_FIXED_WRITERS, Scenario};
+
+/// Bump when a field changes meaning or disappears (adding fields keeps the version).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// What one strategy did with one parameter set.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub strategy: String,
+    pub scenario: Scenario,
+    pub params: Params,
+    /// Updates sent.
+    pub attempted: usize,
+    /// Updates the store acknowledged (changes and no-ops).
+    pub acknowledged: usize,
+    /// Acknowledged updates that changed something.
+    pub changed: usize,
+    /// Updates refused or failed.
+    pub rejected: usize,
+    /// Refusals and failures by kind (`invalid_transition`, `conflict`, `unavailable`, ...).
+    pub errors: BTreeMap<String, usize>,
+    /// Acknowledged changes missing from the final state (see `verify`).
+    pub lost: usize,
+    /// Targets whose final status is not the last acknowledged write's.
+    pub stale_targets: usize,
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// Acknowledged updates per second.
+    pub throughput: f64,
+    /// Latency of every update sent, in microseconds.
+    pub latency_us: Latency,
+    pub attempts_per_update: f64,
+    pub conflicts_per_update: f64,
+    /// Mean lock wait per acknowledged update.
+    pub lock_wait_ms_mean: f64,
+    /// Redis round trips per update sent (in-process runs only).
+    pub round_trips_per_update: Option<f64>,
+    /// The same server's ceiling for this strategy's commands, when measured.
+    pub ceiling: Option<Ceiling>,
+    /// `throughput / ceiling.updates_per_second`.
+    pub fraction_of_ceiling: Option<f64>,
+}
+
+impl RunReport {
+    /// Assembles the report of one run.
+    pub fn new(
+        strategy: String,
+        scenario: Scenario,
+        params: Params,
+        outcome: &Outcome,
+        check: Check,
+        round_trips: Option<u64>,
+        ceiling: Option<Ceiling>,
+    ) -> Self {
+        let sent = outcome.attempted.max(1) as f64;
+        let acknowledged = outcome.acks.len();
+        let seconds = outcome.elapsed.as_secs_f64().max(f64::EPSILON);
+        let throughput = acknowledged as f64 / seconds;
+        let h = &outcome.latency;
+        Self {
+            strategy,
+            scenario,
+            params,
+            attempted: outcome.attempted,
+            acknowledged,
+            changed: check.changed,
+            rejected: outcome.errors.values().sum(),
+            errors: outcome.errors.clone(),
+            lost: check.lost,
+            stale_targets: check.stale_targets,
+            elapsed: outcome.elapsed,
+            throughput,
+            latency_us: Latency {
+                p50: h.value_at_quantile(0.50),
+                p95: h.value_at_quantile(0.95),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+                mean: h.mean(),
+            },
+            attempts_per_update: outcome.attempts as f64 / sent,
+            conflicts_per_update: outcome.conflicts as f64 / sent,
+            lock_wait_ms_mean: outcome.lock_wait.as_secs_f64() * 1000.0
+                / acknowledged.max(1) as f64,
+            round_trips_per_update: round_trips.map(|r| r as f64 / sent),
+            fraction_of_ceiling: ceiling.as_ref().map(|c| throughput / c.updates_per_second),
+            ceiling,
+        }
+    }
+
+    /// `naive (incident): 20 of 20 updates acknowledged (20 changes), 19 lost`.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{} ({}): {} of {} updates acknowledged ({} changes), {} lost",
+            self.strategy,
+            self.scenario,
+            self.acknowledged,
+            self.attempted,
+            self.changed,
+            self.lost
+        )
+    }
+}
 
 /// Renders one row per run.
 pub fn table(runs: &[RunReport]) -> String {
@@ -10,29 +130,231 @@ pub fn table(runs: &[RunReport]) -> String {
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
         "strategy",
         "scenario",
-        "instances",
-        "attempted",
-        "acknowledged",
+        "writers",
+        "segs",
+        "sent",
+        "acked",
         "rejected",
         "lost",
-        "elapsed ms",
-        "attempts/update",
-        "round trips/update",
+        "stale",
+        "updates/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "attempts",
+        "lock wait ms",
+        "RTT/update",
+        "of ceiling",
     ]);
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
     for r in runs {
-        let per = |x: u64| format!("{:.2}", x as f64 / r.attempted.max(1) as f64);
         table.add_row([
-            r.strategy.to_string(),
+            r.strategy.clone(),
             r.scenario.name().to_owned(),
-            r.params.instances.to_string(),
+            r.params.writers.to_string(),
+            r.params.segments.to_string(),
             r.attempted.to_string(),
             r.acknowledged.to_string(),
             r.rejected.to_string(),
             r.lost.to_string(),
-            r.elapsed.as_millis().to_string(),
-            per(r.attempts),
-            per(r.round_trips),
+            r.stale_targets.to_string(),
+            format!("{:.0}", r.throughput),
+            ms(r.latency_us.p50),
+            ms(r.latency_us.p99),
+            ms(r.latency_us.max),
+            format!("{:.2}", r.attempts_per_update),
+            format!("{:.2}", r.lock_wait_ms_mean),
+            r.round_trips_per_update
+                .map_or_else(|| "-".into(), |x| format!("{x:.1}")),
+            r.fraction_of_ceiling
+                .map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0)),
         ]);
     }
     table.to_string()
+}
+
+/// One of the issue's targets, checked against this run's measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    /// The measured value, when this run measured it.
+    pub measured: Option<f64>,
+    /// The threshold it is compared with.
+    pub threshold: f64,
+    /// `None` when not measured in this run.
+    pub met: Option<bool>,
+}
+
+/// Checks the targets of the lab issue against `runs`.
+pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
+    let find = |strategy: &str, scenario: Scenario, pick: &dyn Fn(&Params) -> bool| {
+        runs.iter()
+            .find(|r| r.strategy == strategy && r.scenario == scenario && pick(&r.params))
+    };
+    let mut out = Vec::new();
+    for strategy in ["lua", "hash"] {
+        let measured = find(strategy, Scenario::Spread, &|p| {
+            p.writers == SCALING_FIXED_WRITERS
+        })
+        .and_then(|r| r.fraction_of_ceiling);
+        out.push(at_least(
+            format!(
+                "{strategy}: throughput / redis-benchmark ceiling of its script, spread, 50 writers"
+            ),
+            measured,
+            0.8,
+        ));
+    }
+    let hash_at = |segments| {
+        find("hash", Scenario::Scaling, &|p| {
+            p.segments == segments && p.writers == SCALING_FIXED_WRITERS
+        })
+        .map(|r| r.throughput)
+    };
+    out.push(at_least(
+        "hash: throughput at 200 segments / at 2 segments (scaling, 50 writers)".into(),
+        hash_at(200).zip(hash_at(2)).map(|(big, small)| big / small),
+        0.9,
+    ));
+    for strategy in ["optimistic", "redlock"] {
+        let measured = find(strategy, Scenario::Incident, &|_| true).map(|r| {
+            let serial = r.params.updates as f64 * r.params.processing_delay.as_secs_f64();
+            r.elapsed.as_secs_f64() / serial.max(f64::EPSILON)
+        });
+        out.push(TargetCheck {
+            target: format!("{strategy}: incident elapsed / serial bound (writers x delay)"),
+            met: measured.map(|m| m <= 1.5),
+            measured,
+            threshold: 1.5,
+        });
+    }
+    let correct: Vec<&RunReport> = runs
+        .iter()
+        .filter(|r| {
+            r.strategy
+                .parse::<flyrtech_infrastructure::Strategy>()
+                .is_ok_and(|s| s.is_correct_across_instances())
+        })
+        .collect();
+    let lost = (!correct.is_empty()).then(|| {
+        correct
+            .iter()
+            .map(|r| (r.lost + r.stale_targets) as f64)
+            .sum()
+    });
+    out.push(TargetCheck {
+        target: "lost updates + stale targets, every correct strategy, every scenario run".into(),
+        met: lost.map(|l: f64| l == 0.0),
+        measured: lost,
+        threshold: 0.0,
+    });
+    out
+}
+
+fn at_least(target: String, measured: Option<f64>, threshold: f64) -> TargetCheck {
+    TargetCheck {
+        target,
+        met: measured.map(|m| m >= threshold),
+        measured,
+        threshold,
+    }
+}
+
+/// Renders the targets.
+pub fn targets_table(targets: &[TargetCheck]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["target", "threshold", "measured", "met"]);
+    for t in targets {
+        table.add_row([
+            t.target.clone(),
+            format!("{}", t.threshold),
+            t.measured
+                .map_or_else(|| "not run".into(), |m| format!("{m:.3}")),
+            match t.met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".into(),
+            },
+        ]);
+    }
+    table.to_string()
+}
+
+/// The machine a report was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub os: &'static str,
+    pub arch: &'static str,
+    pub cpus: usize,
+    pub cpu_model: Option<String>,
+    pub redis_version: Option<String>,
+    pub redis_benchmark: bool,
+}
+
+impl Machine {
+    /// Reads what this process can see.
+    pub fn detect(redis_version: Option<String>) -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|m| m.trim().to_owned())
+            });
+        Self {
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            cpu_model,
+            redis_version,
+            redis_benchmark: super::ceiling::available(),
+        }
+    }
+}
+
+/// The JSON report (schema: docs/lab.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct LabReport {
+    pub schema_version: u32,
+    /// The command line that produced it.
+    pub command: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub machine: Machine,
+    /// `standalone`, `cluster`, or `http`.
+    pub deployment: String,
+    pub runs: Vec<RunReport>,
+    pub targets: Vec<TargetCheck>,
+}
+
+impl LabReport {
+    /// Writes the report as pretty JSON.
+    ///
+    /// # Errors
+    /// [`LabError::Output`] when the file cannot be written.
+    pub fn write(&self, path: &std::path::Path) -> Result<(), LabError> {
+        let output = |message: String| LabError::Output {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| output(e.to_string()))?;
+        }
+        let json = serde_json::to_string_pretty(self).map_err(|e| output(e.to_string()))?;
+        std::fs::write(path, json + "\n").map_err(|e| output(e.to_string()))
+    }
+}
+
+pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+pub(crate) fn millis_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
 }

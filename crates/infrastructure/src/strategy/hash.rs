@@ -36,12 +36,14 @@ use crate::connection::Redis;
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
-use crate::script_reply::{change_args, interpret};
+use crate::script_reply::{ScriptCall, interpret};
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
 const HEADER: &str = "header";
 const SEGMENTS: &str = "segments";
+
+const UPDATE_SOURCE: &str = include_str!("../scripts/hash_update.lua");
 
 fn segment_field(id: &SegmentId) -> String {
     format!("segment:{id}")
@@ -65,7 +67,7 @@ impl Hash {
         Self {
             redis,
             delay,
-            update_script: Script::new(include_str!("../scripts/hash_update.lua")),
+            update_script: Script::new(UPDATE_SOURCE),
             create_script: Script::new(include_str!("../scripts/hash_create.lua")),
         }
     }
@@ -77,18 +79,34 @@ impl Hash {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         process(self.delay).await;
-        let key = keys::journey_hash(id);
-        let field = match change {
-            StatusChange::Segment { segment_id, .. } => segment_status_field(segment_id),
-            _ => STATUS.to_owned(),
-        };
-        let mut invocation = self.update_script.key(&key);
-        invocation.arg(field).arg(change_args(change, expected));
+        let call = self.call(id, change, expected);
+        let mut invocation = self.update_script.key(&call.key);
+        invocation.arg(&call.args);
         let reply: Vec<String> = invocation
             .invoke_async(&mut self.redis.shared())
             .await
             .store_err()?;
-        interpret(&key, id, change, expected, &reply)
+        interpret(&call.key, id, change, expected, &reply)
+    }
+
+    /// The exact script call an update sends.
+    pub(crate) fn call(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> ScriptCall {
+        let field = match change {
+            StatusChange::Segment { segment_id, .. } => segment_status_field(segment_id),
+            _ => STATUS.to_owned(),
+        };
+        ScriptCall::new(
+            (&self.update_script, UPDATE_SOURCE),
+            keys::journey_hash(id),
+            field,
+            change,
+            expected,
+        )
     }
 
     pub(crate) async fn create(&self, journey: &Journey) -> Result<(), StoreError> {

@@ -27,7 +27,9 @@ use super::process;
 use crate::connection::Redis;
 use crate::error::RedisResultExt;
 use crate::keys;
-use crate::script_reply::{change_args, interpret};
+use crate::script_reply::{ScriptCall, interpret};
+
+const SOURCE: &str = include_str!("../scripts/document_update.lua");
 
 /// The read-modify-write as one Lua script.
 #[derive(Debug)]
@@ -42,7 +44,7 @@ impl Lua {
         Self {
             redis,
             delay,
-            script: Script::new(include_str!("../scripts/document_update.lua")),
+            script: Script::new(SOURCE),
         }
     }
 
@@ -53,17 +55,33 @@ impl Lua {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         process(self.delay).await;
-        let key = keys::journey_document(id);
-        let segment = match change {
-            StatusChange::Segment { segment_id, .. } => segment_id.as_str(),
-            _ => "",
-        };
-        let mut invocation = self.script.key(&key);
-        invocation.arg(segment).arg(change_args(change, expected));
+        let call = self.call(id, change, expected);
+        let mut invocation = self.script.key(&call.key);
+        invocation.arg(&call.args);
         let reply: Vec<String> = invocation
             .invoke_async(&mut self.redis.shared())
             .await
             .store_err()?;
-        interpret(&key, id, change, expected, &reply)
+        interpret(&call.key, id, change, expected, &reply)
+    }
+
+    /// The exact script call an update sends.
+    pub(crate) fn call(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> ScriptCall {
+        let segment = match change {
+            StatusChange::Segment { segment_id, .. } => segment_id.to_string(),
+            _ => String::new(),
+        };
+        ScriptCall::new(
+            (&self.script, SOURCE),
+            keys::journey_document(id),
+            segment,
+            change,
+            expected,
+        )
     }
 }

@@ -35,6 +35,7 @@ use flyrtech_core::{
 use crate::connection::Redis;
 use crate::document;
 use crate::retry::RetryPolicy;
+use crate::script_reply::ScriptCall;
 
 pub use redlock::{FencingToken, LockGuard, LockSettings};
 
@@ -223,6 +224,16 @@ impl RedisJourneyStore {
     pub fn redlock(&self) -> Option<&redlock::Redlock> {
         match &self.writer {
             Writer::Redlock(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The exact script call an update of `id` sends, for the strategies that update with one
+    /// script (`lua`, `hash`); `None` for the others. The lab replays it with redis-benchmark.
+    pub fn script_call(&self, id: &JourneyId, change: &StatusChange) -> Option<ScriptCall> {
+        match &self.writer {
+            Writer::Lua(w) => Some(w.call(id, change, None)),
+            Writer::Hash(w) => Some(w.call(id, change, None)),
             _ => None,
         }
     }

@@ -32,5 +32,6 @@ mod contract;
 mod domain;
 mod http;
 mod incident;
+mod lab;
 mod properties;
 mod redlock;

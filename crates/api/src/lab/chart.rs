@@ -1,0 +1,188 @@
+//! Charts of the scaling sweep: throughput and p99 latency against writers and against document
+//! size, one line per strategy, written as SVG and PNG with a font compiled into the binary
+//! (no system fonts or libraries needed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::report::RunReport;
+use super::{LabError, SCALING_FIXED_SEGMENTS, SCALING_FIXED_WRITERS, Scenario};
+
+/// DejaVu Sans (its license sits next to it in `assets/`).
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const SIZE: (u32, u32) = (1400, 1000);
+
+/// One panel: a title, axis names, and points per strategy.
+struct Panel {
+    title: &'static str,
+    x: &'static str,
+    y: &'static str,
+    series: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+/// Writes `path` with the extension replaced by `.svg` and by `.png`; returns both paths.
+///
+/// # Errors
+/// [`LabError::Output`] when there are no scaling runs to draw or a file cannot be written.
+pub fn write(runs: &[RunReport], path: &Path) -> Result<Vec<PathBuf>, LabError> {
+    let output = |message: String| LabError::Output {
+        path: path.display().to_string(),
+        message,
+    };
+    let panels = panels(runs);
+    if panels.iter().all(|p| p.series.is_empty()) {
+        return Err(output(
+            "charts need the scaling scenario (--scenario scaling or all)".into(),
+        ));
+    }
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| output("the embedded font is invalid".into()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| output(e.to_string()))?;
+    }
+    let svg = path.with_extension("svg");
+    let png = path.with_extension("png");
+    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), &panels).map_err(output)?;
+    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), &panels).map_err(output)?;
+    Ok(vec![svg, png])
+}
+
+fn panels(runs: &[RunReport]) -> Vec<Panel> {
+    let scaling: Vec<&RunReport> = runs
+        .iter()
+        .filter(|r| r.scenario == Scenario::Scaling)
+        .collect();
+    let series = |filter: &dyn Fn(&RunReport) -> bool,
+                  x: &dyn Fn(&RunReport) -> f64,
+                  y: &dyn Fn(&RunReport) -> f64| {
+        let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in scaling.iter().filter(|r| filter(r)) {
+            out.entry(r.strategy.clone())
+                .or_default()
+                .push((x(r), y(r).max(1e-3)));
+        }
+        for points in out.values_mut() {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        out
+    };
+    let by_writers = |r: &RunReport| r.params.segments == SCALING_FIXED_SEGMENTS;
+    let by_size = |r: &RunReport| r.params.writers == SCALING_FIXED_WRITERS;
+    let writers = |r: &RunReport| r.params.writers as f64;
+    let segments = |r: &RunReport| r.params.segments as f64;
+    let throughput = |r: &RunReport| r.throughput;
+    let p99 = |r: &RunReport| r.latency_us.p99 as f64 / 1000.0;
+    vec![
+        Panel {
+            title: "Throughput vs writers (20 segments)",
+            x: "writers",
+            y: "acknowledged updates/s",
+            series: series(&by_writers, &writers, &throughput),
+        },
+        Panel {
+            title: "p99 latency vs writers (20 segments)",
+            x: "writers",
+            y: "p99 ms",
+            series: series(&by_writers, &writers, &p99),
+        },
+        Panel {
+            title: "Throughput vs document size (50 writers)",
+            x: "segments per journey",
+            y: "acknowledged updates/s",
+            series: series(&by_size, &segments, &throughput),
+        },
+        Panel {
+            title: "p99 latency vs document size (50 writers)",
+            x: "segments per journey",
+            y: "p99 ms",
+            series: series(&by_size, &segments, &p99),
+        },
+    ]
+}
+
+/// `120000` → `120k`, `2.5` → `2.5`.
+fn compact(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn color(strategy: &str) -> RGBColor {
+    match strategy {
+        "naive" => RGBColor(214, 39, 40),
+        "local-lock" => RGBColor(255, 127, 14),
+        "optimistic" => RGBColor(31, 119, 180),
+        "redlock" => RGBColor(148, 103, 189),
+        "lua" => RGBColor(44, 160, 44),
+        "hash" => RGBColor(23, 190, 207),
+        _ => RGBColor(90, 90, 90),
+    }
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    for (area, panel) in root.split_evenly((2, 2)).iter().zip(panels) {
+        let points = panel.series.values().flatten();
+        let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::MAX, 0.0f64);
+        for &(x, y) in points {
+            x_max = x_max.max(x);
+            y_min = y_min.min(y);
+            y_max = y_max.max(y);
+        }
+        if y_min > y_max {
+            (y_min, y_max) = (1.0, 10.0);
+        }
+        let mut chart = ChartBuilder::on(area)
+            .caption(panel.title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(75)
+            .build_cartesian_2d(
+                (0.8f64..x_max * 1.25).log_scale(),
+                (y_min / 1.5..y_max * 1.5).log_scale(),
+            )
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(panel.x)
+            .y_desc(panel.y)
+            .x_labels(6)
+            .y_labels(6)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| compact(*v))
+            .light_line_style(WHITE.mix(0.0))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for (strategy, points) in &panel.series {
+            let c = color(strategy);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(strategy.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}

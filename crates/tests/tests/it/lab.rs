@@ -1,0 +1,301 @@
+//! The lab itself: every scenario against every strategy, with small parameters, on a real
+//! Redis; the verification catching the control strategies' losses; the HTTP mode; the
+//! redis-benchmark ceiling; and the JSON report and charts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flyrtech_api::lab::report::{self, LabReport, Machine};
+use flyrtech_api::lab::{self, Comparison, Driver, Knobs, Scenario, chart};
+use flyrtech_infrastructure::{StoreConfig, Strategy};
+use flyrtech_tests::{S, TestRedis, TestServer};
+use rstest::rstest;
+use rstest_reuse::apply;
+
+use crate::every_strategy;
+
+fn small() -> Knobs {
+    Knobs {
+        writers: Some(8),
+        journeys: Some(5),
+        segments: Some(4),
+        updates: Some(200),
+        seed: 7,
+        ..Knobs::default()
+    }
+}
+
+async fn run(
+    redis: &TestRedis,
+    strategy: Strategy,
+    scenario: Scenario,
+    knobs: &Knobs,
+) -> Vec<lab::RunReport> {
+    let comparison = Comparison {
+        strategies: vec![strategy],
+        scenarios: vec![scenario],
+        knobs: knobs.clone(),
+        http: Vec::new(),
+    };
+    lab::compare(&redis.url(), &comparison).await.unwrap()
+}
+
+/// Every scenario but the sweep, for every strategy: the counts add up, and the strategies that
+/// are correct across instances lose nothing (two instances by default).
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_is_measured_and_verified(strategy: Strategy) {
+    let redis = TestRedis::single();
+    for scenario in [
+        Scenario::Incident,
+        Scenario::HotJourney,
+        Scenario::Spread,
+        Scenario::Mixed,
+        Scenario::SameSegment,
+    ] {
+        for r in run(&redis, strategy, scenario, &small()).await {
+            assert_eq!(r.acknowledged + r.rejected, r.attempted, "{r:?}");
+            assert!(r.changed <= r.acknowledged);
+            assert!(r.latency_us.p50 <= r.latency_us.p99 && r.latency_us.p99 <= r.latency_us.max);
+            assert!(
+                r.round_trips_per_update.is_some_and(|rt| rt >= 1.0),
+                "{r:?}"
+            );
+            if strategy.is_correct_across_instances() {
+                assert_eq!(
+                    (r.lost, r.stale_targets),
+                    (0, 0),
+                    "{strategy} {scenario}: {r:?}"
+                );
+            }
+            if scenario == Scenario::Mixed {
+                // Completed from Confirmed is refused by the transition table: rejections are
+                // counted by kind, not hidden.
+                assert!(
+                    r.errors.keys().all(|k| k == "invalid_transition"),
+                    "{:?}",
+                    r.errors
+                );
+            } else {
+                assert_eq!(r.rejected, 0, "{strategy} {scenario}: {:?}", r.errors);
+            }
+        }
+    }
+}
+
+/// The verification sees the incident: the original strategy loses updates, and so does the
+/// in-process lock across two instances; every correct strategy loses none.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_scenario_shows_the_incident(strategy: Strategy) {
+    let redis = TestRedis::single();
+    let [r] = run(&redis, strategy, Scenario::Incident, &Knobs::default())
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!((r.attempted, r.acknowledged, r.changed), (20, 20, 20));
+    if strategy.is_correct_across_instances() {
+        assert_eq!(r.lost, 0);
+    } else {
+        assert!(r.lost > 0, "{strategy} was expected to lose updates");
+        assert!(r.stale_targets > 0);
+    }
+    assert!(r.summary_line().ends_with(&format!("{} lost", r.lost)));
+}
+
+/// The lab drives running servers over HTTP as it drives the library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_mode_drives_running_servers() {
+    let redis = TestRedis::single();
+    let servers = [
+        TestServer::start(&redis.url(), S::Hash).await,
+        TestServer::start(&redis.url(), S::Hash).await,
+    ];
+    let comparison = Comparison {
+        strategies: Vec::new(),
+        scenarios: vec![Scenario::HotJourney],
+        knobs: small(),
+        http: servers.iter().map(|s| s.base.clone()).collect(),
+    };
+    let [r] = lab::compare(&redis.url(), &comparison)
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(r.strategy, "hash (http)");
+    assert_eq!(
+        (r.attempted, r.acknowledged, r.lost, r.stale_targets),
+        (200, 200, 0, 0)
+    );
+    assert!(r.round_trips_per_update.is_none());
+}
+
+/// With redis-benchmark installed (CI installs it), script strategies get the ceiling of their
+/// own script on the run's documents, and document strategies the ceiling of their commands.
+#[rstest]
+#[case::lua(S::Lua, "EVALSHA")]
+#[case::hash(S::Hash, "EVALSHA")]
+#[case::optimistic(S::Optimistic, "GET")]
+#[case::redlock(S::Redlock, "INCR")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_replays_each_strategys_commands(
+    #[case] strategy: Strategy,
+    #[case] command: &str,
+) {
+    assert!(
+        lab::ceiling::available(),
+        "redis-benchmark is not installed"
+    );
+    let redis = TestRedis::single();
+    let [r] = run(&redis, strategy, Scenario::Spread, &small())
+        .await
+        .try_into()
+        .unwrap();
+    let ceiling = r
+        .ceiling
+        .expect("a ceiling for a standalone run without delay");
+    assert!(ceiling.updates_per_second > 0.0);
+    assert!(
+        ceiling
+            .commands
+            .iter()
+            .any(|c| c.command.starts_with(command)),
+        "{ceiling:?}"
+    );
+    assert!(r.fraction_of_ceiling.is_some_and(|f| f > 0.0));
+    // The scratch keys are gone: only journeys, their index and strategy keys remain.
+    let mut conn = redis.connect().await.shared();
+    let scratch: Vec<String> = redis::cmd("KEYS")
+        .arg("lab:ceiling:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(scratch.is_empty(), "{scratch:?}");
+}
+
+/// A run with processing delay has no ceiling (redis-benchmark cannot model the delay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ceiling_with_a_processing_delay() {
+    let redis = TestRedis::single();
+    let knobs = Knobs {
+        processing_delay: Some(Duration::from_millis(1)),
+        ..small()
+    };
+    let [r] = run(&redis, S::Lua, Scenario::Spread, &knobs)
+        .await
+        .try_into()
+        .unwrap();
+    assert!(r.ceiling.is_none());
+}
+
+/// The JSON report has the documented shape and the charts are written as SVG and PNG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_and_charts_are_written() {
+    let redis = TestRedis::single();
+    let knobs = Knobs {
+        updates: Some(100),
+        journeys: Some(10),
+        ..Knobs::default()
+    };
+    let mut runs = Vec::new();
+    for strategy in [S::Lua, S::Hash] {
+        runs.extend(run(&redis, strategy, Scenario::Scaling, &knobs).await);
+    }
+    assert_eq!(
+        runs.len(),
+        2 * 8,
+        "5 writer counts + 3 document sizes, per strategy"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let written = chart::write(&runs, &dir.path().join("scaling.svg")).unwrap();
+    let svg = std::fs::read_to_string(&written[0]).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("Throughput vs writers"),
+        "{svg:.200}"
+    );
+    let png = std::fs::read(&written[1]).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    let targets = report::targets(&runs);
+    let path = dir.path().join("nested/lab.json");
+    LabReport {
+        schema_version: report::SCHEMA_VERSION,
+        command: "test".into(),
+        started_at: "2026-11-21T00:00:00Z".into(),
+        machine: Machine::detect(lab::redis_version(&redis.url()).await),
+        deployment: "standalone".into(),
+        runs,
+        targets,
+    }
+    .write(&path)
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert!(json["machine"]["redis_version"].as_str().is_some());
+    let run = &json["runs"][0];
+    for field in [
+        "strategy",
+        "scenario",
+        "params",
+        "attempted",
+        "acknowledged",
+        "changed",
+        "rejected",
+        "errors",
+        "lost",
+        "stale_targets",
+        "elapsed_ms",
+        "throughput",
+        "latency_us",
+        "attempts_per_update",
+        "conflicts_per_update",
+        "lock_wait_ms_mean",
+        "round_trips_per_update",
+        "ceiling",
+        "fraction_of_ceiling",
+    ] {
+        assert!(run.get(field).is_some(), "{field} missing from {run}");
+    }
+    assert_eq!(run["params"]["pattern"], "random");
+    let hash_ratio = json["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["target"]
+                .as_str()
+                .unwrap()
+                .starts_with("hash: throughput at 200")
+        })
+        .unwrap();
+    assert!(hash_ratio["measured"].as_f64().is_some(), "{hash_ratio}");
+}
+
+/// Charts without a sweep are a clear error, not an empty picture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_need_the_sweep() {
+    let redis = TestRedis::single();
+    let runs = run(&redis, S::Lua, Scenario::Incident, &Knobs::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = chart::write(&runs, &dir.path().join("c.svg")).unwrap_err();
+    assert!(err.to_string().contains("scaling"), "{err}");
+}
+
+/// Library runs count Redis round trips from one driver per run; a driver can be reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_runs_a_plan() {
+    let redis = TestRedis::single();
+    let driver = Arc::new(
+        Driver::library(&redis.url(), &StoreConfig::new(S::Hash), 2)
+            .await
+            .unwrap(),
+    );
+    for params in Scenario::SameSegment.plan(&small()) {
+        let r = lab::run(&driver, Scenario::SameSegment, params)
+            .await
+            .unwrap();
+        assert_eq!((r.lost, r.stale_targets), (0, 0));
+        assert!(r.conflicts_per_update == 0.0, "hash never retries");
+    }
+}
