@@ -42,7 +42,7 @@ struct CompareArgs {
     #[arg(long)]
     strategies: Option<String>,
     /// Comma-separated scenarios (incident, hot-journey, spread, mixed, same-segment,
-    /// scaling) or `all`.
+    /// scaling, collision) or `all`.
     #[arg(long, default_value = "incident")]
     scenario: String,
     /// Concurrent writers [default: per scenario].
@@ -67,6 +67,14 @@ struct CompareArgs {
     /// Seed of the writers' random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Writers start at uniform random offsets within this many milliseconds (the arrival
+    /// process of the collision model) [default: 100 for collision, else all at once].
+    #[arg(long)]
+    arrival_window_ms: Option<u64>,
+    /// Repeat each measurement this many times on fresh journeys and sum the results
+    /// [default: 20 for collision, else 1].
+    #[arg(long)]
+    repeats: Option<usize>,
     /// Write the JSON report here (schema: docs/lab.md).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -116,6 +124,7 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
         ("--journeys", args.journeys),
         ("--segments", args.segments),
         ("--updates", args.updates),
+        ("--repeats", args.repeats),
     ] {
         if value == Some(0) {
             bail!("{name} must be at least 1");
@@ -138,12 +147,18 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
             duration,
             processing_delay: settings.processing_delay,
             seed: args.seed,
+            arrival_window: args.arrival_window_ms.map(Duration::from_millis),
+            repeats: args.repeats,
         },
         http: args.http.clone(),
     };
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
     let started_at = chrono::Utc::now().to_rfc3339();
-    let runs = lab::compare(&deployment.url, &comparison).await?;
+    // Ctrl-c or SIGTERM ends the comparison cleanly, so the private redis-server is stopped.
+    let runs = tokio::select! {
+        runs = lab::compare(&deployment.url, &comparison) => runs?,
+        () = shutdown_signal() => bail!("interrupted"),
+    };
     let targets = report::targets(&runs);
     #[allow(clippy::print_stdout)]
     {

@@ -53,17 +53,22 @@ pub enum Scenario {
     SameSegment,
     /// Sweeps over writers (1 to 256) and document size (2, 20, 200 segments).
     Scaling,
+    /// The probability model of ANALYSIS.md measured: N writers arriving at random over a
+    /// 100 ms period, each with a read-to-write window w, repeated; reports the model's
+    /// prediction next to the measured loss.
+    Collision,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Incident,
         Self::HotJourney,
         Self::Spread,
         Self::Mixed,
         Self::SameSegment,
         Self::Scaling,
+        Self::Collision,
     ];
 
     /// The name used on the command line and in reports.
@@ -75,6 +80,7 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::SameSegment => "same-segment",
             Self::Scaling => "scaling",
+            Self::Collision => "collision",
         }
     }
 
@@ -99,6 +105,8 @@ impl Scenario {
                     .unwrap_or(Duration::from_millis(delay_ms)),
                 pattern,
                 seed: knobs.seed,
+                arrival_window: knobs.arrival_window,
+                repeats: knobs.repeats.unwrap_or(1).max(1),
             };
         match self {
             Self::Incident => {
@@ -131,8 +139,60 @@ impl Scenario {
                 );
                 plan
             }
+            Self::Collision => {
+                let mut plan = Vec::new();
+                let writers = knobs
+                    .writers
+                    .map_or(COLLISION_WRITERS.to_vec(), |w| vec![w]);
+                let windows = knobs.processing_delay.map_or_else(
+                    || COLLISION_WINDOWS_MS.map(Duration::from_millis).to_vec(),
+                    |d| vec![d],
+                );
+                for &n in &writers {
+                    for &window in &windows {
+                        let mut p = base(n, 1, n, n, None, 0, Pattern::OwnSegment);
+                        p.writers = n;
+                        p.segments = n;
+                        p.updates = n;
+                        p.journeys = 1;
+                        p.duration = None;
+                        p.processing_delay = window;
+                        p.instances = knobs.instances.unwrap_or(1);
+                        p.arrival_window = Some(knobs.arrival_window.unwrap_or(COLLISION_PERIOD));
+                        p.repeats = knobs.repeats.unwrap_or(COLLISION_REPEATS).max(1);
+                        plan.push(p);
+                    }
+                }
+                plan
+            }
         }
     }
+}
+
+/// Writers of the `collision` grid.
+pub const COLLISION_WRITERS: [usize; 5] = [2, 5, 10, 20, 50];
+/// Read-to-write windows (processing delays) of the `collision` grid, in milliseconds.
+pub const COLLISION_WINDOWS_MS: [u64; 3] = [1, 5, 10];
+/// The period over which `collision` writers arrive, uniformly at random.
+pub const COLLISION_PERIOD: Duration = Duration::from_millis(100);
+/// Repetitions of each `collision` point.
+pub const COLLISION_REPEATS: usize = 20;
+
+/// The model of ANALYSIS.md section 2: the probability that a given update is lost when `n`
+/// updates of one journey start at independent uniform times in a period `t`, each writing its
+/// read-modify-write result a window `w` after its read. Update U (read at `s`) is overwritten
+/// exactly when another update reads inside `(s, s + w)`, so
+/// `P = 1/t * integral over s of [1 - (1 - min(w, t - s)/t)^(n-1)] ds`, which is, with
+/// `q = 1 - w/t`: `((t - w)(1 - q^(n-1)) + w - (t/n)(1 - q^n)) / t`.
+pub fn model_loss_probability(n: usize, w: Duration, t: Duration) -> f64 {
+    let (t, w) = (t.as_secs_f64(), w.as_secs_f64().min(t.as_secs_f64()));
+    if n < 2 || t <= 0.0 {
+        return 0.0;
+    }
+    let n_f = n as f64;
+    let exponent = i32::try_from(n).unwrap_or(i32::MAX);
+    let q = 1.0 - w / t;
+    ((t - w) * (1.0 - q.powi(exponent - 1)) + w - (t / n_f) * (1.0 - q.powi(exponent))) / t
 }
 
 /// Writers swept by `scaling` (at [`SCALING_FIXED_SEGMENTS`] segments).
@@ -153,7 +213,7 @@ impl std::fmt::Display for Scenario {
 /// A scenario name that is not one of [`Scenario::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scenario {0:?}; valid scenarios: incident, hot-journey, spread, mixed, same-segment, scaling, all"
+    "unknown scenario {0:?}; valid scenarios: incident, hot-journey, spread, mixed, same-segment, scaling, collision, all"
 )]
 pub struct UnknownScenario(pub String);
 
@@ -193,6 +253,10 @@ pub struct Knobs {
     pub duration: Option<Duration>,
     pub processing_delay: Option<Duration>,
     pub seed: u64,
+    /// Writers start at uniform random offsets within this period after the barrier.
+    pub arrival_window: Option<Duration>,
+    /// Repetitions of each measurement (fresh journeys each time; results are summed).
+    pub repeats: Option<usize>,
 }
 
 /// The parameters of one run.
@@ -219,6 +283,12 @@ pub struct Params {
     pub pattern: Pattern,
     /// Seed of the writers' random choices.
     pub seed: u64,
+    /// Writers start at uniform random offsets within this period (the arrival process of
+    /// the collision model); `None`: all at the barrier.
+    #[serde(rename = "arrival_window_ms", serialize_with = "report::millis_opt")]
+    pub arrival_window: Option<Duration>,
+    /// Repetitions summed into this report.
+    pub repeats: usize,
 }
 
 /// Why a lab run could not complete (lost updates are a result, not an error).
@@ -270,11 +340,28 @@ pub async fn run(
         )
         .into());
     }
-    let ids = workload::create_journeys(driver, scenario, &params).await?;
+    let mut total: Option<(workload::Outcome, verify::Check, workload::Journeys)> = None;
     let before = driver.round_trips();
-    let outcome = workload::execute(driver, &ids, &params).await?;
+    for repeat in 0..params.repeats.max(1) {
+        let ids = workload::create_journeys(driver, scenario, &params).await?;
+        let seeded = Params {
+            seed: params.seed.wrapping_add(repeat as u64),
+            ..params
+        };
+        let outcome = workload::execute(driver, &ids, &seeded).await?;
+        let check = verify::check(driver, &ids, &outcome.acks).await?;
+        total = Some(match total {
+            None => (outcome, check, ids),
+            Some((mut sum, sum_check, _)) => {
+                sum.merge(outcome)?;
+                (sum, sum_check + check, ids)
+            }
+        });
+    }
     let round_trips = driver.round_trips().saturating_sub(before);
-    let check = verify::check(driver, &ids, &outcome.acks).await?;
+    let Some((outcome, check, ids)) = total else {
+        return Err(LabError::Task("no repetition ran".into()));
+    };
     let seconds = outcome.elapsed.as_secs_f64();
     let ceiling_requests = (outcome.acks.len() as f64 / seconds.max(1e-3) * 2.0) as usize;
     let ceiling = ceiling::measure(driver, scenario, &params, &ids, ceiling_requests).await;
@@ -400,4 +487,56 @@ pub async fn redis_version(url: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .map(|v| v.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn the_collision_model_has_the_right_limits() {
+        let p = |n, w_ms| model_loss_probability(n, Duration::from_millis(w_ms), T);
+        // Nobody to collide with, or no window: nothing is lost.
+        assert!(p(1, 10).abs() < 1e-12);
+        assert!(p(20, 0).abs() < 1e-12);
+        // Two writers whose windows span the whole period: the first reader is always
+        // overwritten, the second never: exactly one half.
+        assert!((p(2, 100) - 0.5).abs() < 1e-12);
+        // Small windows: about (n - 1) w / t.
+        assert!((p(2, 1) - 0.01).abs() < 1e-3);
+        // More writers or a longer window never make a loss less likely; many writers make it
+        // almost certain.
+        assert!(p(10, 5) < p(20, 5) && p(20, 5) < p(20, 10));
+        assert!(p(1000, 10) > 0.99);
+    }
+
+    #[test]
+    fn the_collision_model_matches_a_direct_simulation() {
+        // Independent check: simulate the stated assumptions (uniform arrivals in [0, T),
+        // fixed window) with a deterministic generator and count overwritten updates.
+        let (n, w) = (10usize, 0.05f64);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut lost, trials) = (0usize, 20_000);
+        for _ in 0..trials {
+            let reads: Vec<f64> = (0..n).map(|_| uniform()).collect();
+            lost += reads
+                .iter()
+                .filter(|&&s| reads.iter().any(|&o| o > s && o < s + w))
+                .count();
+        }
+        let simulated = lost as f64 / (trials * n) as f64;
+        let model = model_loss_probability(n, Duration::from_secs_f64(w), Duration::from_secs(1));
+        assert!(
+            (simulated - model).abs() < 0.01,
+            "simulated {simulated}, model {model}"
+        );
+    }
 }

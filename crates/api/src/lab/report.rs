@@ -62,6 +62,12 @@ pub struct RunReport {
     pub ceiling: Option<Ceiling>,
     /// `throughput / ceiling.updates_per_second`.
     pub fraction_of_ceiling: Option<f64>,
+    /// With an arrival window: the model's probability that an update is lost
+    /// (`super::model_loss_probability`), to set beside `lost / changed`.
+    pub model_loss_probability: Option<f64>,
+    /// The same model with the window measured instead of configured: the median update
+    /// latency (read, processing, write, and the timer's granularity).
+    pub model_loss_probability_effective: Option<f64>,
 }
 
 impl RunReport {
@@ -107,6 +113,13 @@ impl RunReport {
             round_trips_per_update: round_trips.map(|r| r as f64 / sent),
             fraction_of_ceiling: ceiling.as_ref().map(|c| throughput / c.updates_per_second),
             ceiling,
+            model_loss_probability: params
+                .arrival_window
+                .map(|t| super::model_loss_probability(params.writers, params.processing_delay, t)),
+            model_loss_probability_effective: params.arrival_window.map(|t| {
+                let window = Duration::from_micros(h.value_at_quantile(0.5));
+                super::model_loss_probability(params.writers, window, t)
+            }),
         }
     }
 

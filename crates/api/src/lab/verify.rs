@@ -30,6 +30,18 @@ pub struct Check {
     pub unchanged: usize,
 }
 
+impl std::ops::Add for Check {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            lost: self.lost + o.lost,
+            stale_targets: self.stale_targets + o.stale_targets,
+            changed: self.changed + o.changed,
+            unchanged: self.unchanged + o.unchanged,
+        }
+    }
+}
+
 /// Reads every journey the writers touched and checks it.
 ///
 /// # Errors
@@ -79,13 +91,7 @@ pub async fn check(driver: &Driver, journeys: &Journeys, acks: &[Ack]) -> Result
         .buffer_unordered(64)
         .collect()
         .await;
-    let mut total = Check::default();
-    for r in results {
-        let c = r?;
-        total.lost += c.lost;
-        total.stale_targets += c.stale_targets;
-        total.changed += c.changed;
-        total.unchanged += c.unchanged;
-    }
-    Ok(total)
+    results
+        .into_iter()
+        .try_fold(Check::default(), |total, c| Ok(total + c?))
 }

@@ -73,6 +73,41 @@ pub struct Outcome {
     pub lock_wait: Duration,
 }
 
+impl Outcome {
+    fn empty() -> Result<Self, LabError> {
+        Ok(Self {
+            attempted: 0,
+            acks: Vec::new(),
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            latency: histogram()?,
+            attempts: 0,
+            conflicts: 0,
+            lock_wait: Duration::ZERO,
+        })
+    }
+
+    /// Adds another writer's or repetition's results (elapsed times add up).
+    ///
+    /// # Errors
+    /// When the histograms cannot be merged.
+    pub fn merge(&mut self, other: Self) -> Result<(), LabError> {
+        self.attempted += other.attempted;
+        self.acks.extend(other.acks);
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        self.elapsed += other.elapsed;
+        self.latency
+            .add(&other.latency)
+            .map_err(|e| LabError::Task(e.to_string()))?;
+        self.attempts += other.attempts;
+        self.conflicts += other.conflicts;
+        self.lock_wait += other.lock_wait;
+        Ok(())
+    }
+}
+
 /// Creates the run's journeys, concurrently.
 ///
 /// # Errors
@@ -169,17 +204,6 @@ fn pick(pattern: Pattern, k: usize, rng: &mut StdRng, p: &Params) -> Result<Op, 
     }
 }
 
-/// What one writer saw.
-struct WriterLog {
-    attempted: usize,
-    acks: Vec<Ack>,
-    errors: BTreeMap<String, usize>,
-    latency: Histogram<u64>,
-    attempts: u64,
-    conflicts: u64,
-    lock_wait: Duration,
-}
-
 /// Runs the writers and collects what they saw.
 ///
 /// # Errors
@@ -208,30 +232,9 @@ pub async fn execute(
     }
     barrier.wait().await;
     let started = Instant::now();
-    let mut outcome = Outcome {
-        attempted: 0,
-        acks: Vec::new(),
-        errors: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        latency: histogram()?,
-        attempts: 0,
-        conflicts: 0,
-        lock_wait: Duration::ZERO,
-    };
+    let mut outcome = Outcome::empty()?;
     for task in tasks {
-        let log = task.await.map_err(|e| LabError::Task(e.to_string()))??;
-        outcome.attempted += log.attempted;
-        outcome.acks.extend(log.acks);
-        for (kind, n) in log.errors {
-            *outcome.errors.entry(kind).or_default() += n;
-        }
-        outcome
-            .latency
-            .add(&log.latency)
-            .map_err(|e| LabError::Task(e.to_string()))?;
-        outcome.attempts += log.attempts;
-        outcome.conflicts += log.conflicts;
-        outcome.lock_wait += log.lock_wait;
+        outcome.merge(task.await.map_err(|e| LabError::Task(e.to_string()))??)?;
     }
     outcome.elapsed = started.elapsed();
     progress.finish_and_clear();
@@ -246,19 +249,16 @@ async fn writer(
     next: &AtomicUsize,
     progress: &ProgressBar,
     params: &Params,
-) -> Result<WriterLog, LabError> {
+) -> Result<Outcome, LabError> {
     let mut rng =
         StdRng::seed_from_u64(params.seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut log = WriterLog {
-        attempted: 0,
-        acks: Vec::new(),
-        errors: BTreeMap::new(),
-        latency: histogram()?,
-        attempts: 0,
-        conflicts: 0,
-        lock_wait: Duration::ZERO,
-    };
+    let mut log = Outcome::empty()?;
     barrier.wait().await;
+    if let Some(window) = params.arrival_window.filter(|w| !w.is_zero()) {
+        // The modelled arrival process: this writer's first update starts at a uniform
+        // random offset within the window.
+        tokio::time::sleep(rng.random_range(Duration::ZERO..window)).await;
+    }
     let deadline = params.duration.map(|d| Instant::now() + d);
     loop {
         let k = next.fetch_add(1, Ordering::Relaxed);

@@ -299,3 +299,35 @@ async fn a_driver_runs_a_plan() {
         assert!(r.conflicts_per_update == 0.0, "hash never retries");
     }
 }
+
+/// The collision scenario sets the model beside the measurement; the control loses updates to
+/// random arrivals, a correct strategy loses none.
+#[rstest]
+#[case::naive(S::Naive)]
+#[case::lua(S::Lua)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collision_scenario_reports_the_model(#[case] strategy: Strategy) {
+    let redis = TestRedis::single();
+    let knobs = Knobs {
+        writers: Some(10),
+        processing_delay: Some(Duration::from_millis(20)),
+        repeats: Some(3),
+        ..Knobs::default()
+    };
+    let [r] = run(&redis, strategy, Scenario::Collision, &knobs)
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!((r.params.repeats, r.attempted), (3, 30));
+    let model = r.model_loss_probability.unwrap();
+    assert!(model > 0.5 && model < 1.0, "{model}");
+    assert!(r.model_loss_probability_effective.unwrap() >= model);
+    if strategy.is_correct_across_instances() {
+        assert_eq!(r.lost, 0);
+    } else {
+        assert!(
+            r.lost > 0,
+            "10 writers with 20 ms windows in 100 ms always collide"
+        );
+    }
+}
