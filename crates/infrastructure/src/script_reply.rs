@@ -28,6 +28,24 @@ pub struct ScriptCall {
 }
 
 impl ScriptCall {
+    /// Sends the call on the shared connection and interprets the reply.
+    pub(crate) async fn run(
+        &self,
+        script: &Script,
+        redis: &crate::connection::Redis,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut invocation = script.key(&self.key);
+        invocation.arg(&self.args);
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut redis.shared())
+            .await
+            .map_err(crate::error::from_redis)?;
+        interpret(&self.key, id, change, expected, &reply)
+    }
+
     pub(crate) fn new(
         (script, source): (&Script, &'static str),
         key: String,

@@ -234,6 +234,11 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GETs `url` and decodes the JSON body, whatever the status.
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Polls `check` every 20 ms until it returns true, for at most `limit`; panics with `what`.
 pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

@@ -108,10 +108,7 @@ pub async fn get(
             value,
             expiration_seconds: None,
         })),
-        None => Err(ApiError::not_found(format!(
-            "no cache entry {:?}",
-            key.as_str()
-        ))),
+        None => Err(missing(&key)),
     }
 }
 
@@ -168,11 +165,12 @@ pub async fn remove(
     if app.cache.remove(&key).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(format!(
-            "no cache entry {:?}",
-            key.as_str()
-        )))
+        Err(missing(&key))
     }
+}
+
+fn missing(key: &CacheKey) -> ApiError {
+    ApiError::not_found(format!("no cache entry {:?}", key.as_str()))
 }
 
 fn key(path: Result<Path<String>, PathRejection>) -> Result<CacheKey, ApiError> {

@@ -36,7 +36,7 @@ use crate::connection::Redis;
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
-use crate::script_reply::{ScriptCall, interpret};
+use crate::script_reply::ScriptCall;
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
@@ -79,14 +79,9 @@ impl Hash {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         process(self.delay).await;
-        let call = self.call(id, change, expected);
-        let mut invocation = self.update_script.key(&call.key);
-        invocation.arg(&call.args);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.redis.shared())
+        self.call(id, change, expected)
+            .run(&self.update_script, &self.redis, id, change, expected)
             .await
-            .store_err()?;
-        interpret(&call.key, id, change, expected, &reply)
     }
 
     /// The exact script call an update sends.

@@ -25,9 +25,8 @@ use redis::Script;
 
 use super::process;
 use crate::connection::Redis;
-use crate::error::RedisResultExt;
 use crate::keys;
-use crate::script_reply::{ScriptCall, interpret};
+use crate::script_reply::ScriptCall;
 
 const SOURCE: &str = include_str!("../scripts/document_update.lua");
 
@@ -55,14 +54,9 @@ impl Lua {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         process(self.delay).await;
-        let call = self.call(id, change, expected);
-        let mut invocation = self.script.key(&call.key);
-        invocation.arg(&call.args);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut self.redis.shared())
+        self.call(id, change, expected)
+            .run(&self.script, &self.redis, id, change, expected)
             .await
-            .store_err()?;
-        interpret(&call.key, id, change, expected, &reply)
     }
 
     /// The exact script call an update sends.

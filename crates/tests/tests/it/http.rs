@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use flyrtech_infrastructure::{RetryPolicy, StoreConfig, Strategy};
 use flyrtech_tests::{
-    S, TestRedis, TestServer, Topology, http_client, journey, poll_until, segment_id, serve_config,
-    unique_id,
+    S, TestRedis, TestServer, Topology, get_json, http_client, journey, poll_until, segment_id,
+    serve_config, unique_id,
 };
 use reqwest::{Client, Method, StatusCode};
 use rstest::rstest;
@@ -216,14 +216,7 @@ async fn concurrent_puts(strategy: Strategy, topology: Topology) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    let state: Value = client
-        .get(servers[1].url(&format!("/api/journeys/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = get_json(&client, servers[1].url(&format!("/api/journeys/{id}"))).await;
     let departed = state["segments"]
         .as_array()
         .unwrap()
@@ -347,15 +340,7 @@ async fn errors_are_problems_and_change_nothing(
 ) {
     let f = Fixture::new().await;
     let (_, before) = f.journey("JRN-001").await;
-    let ids_before: Value = f
-        .client
-        .get(f.server.url("/api/journeys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids_before: Value = get_json(&f.client, f.server.url("/api/journeys")).await;
 
     let mut builder = f.client.request(request.method, f.server.url(request.path));
     for (name, value) in request.headers {
@@ -380,15 +365,7 @@ async fn errors_are_problems_and_change_nothing(
 
     let (_, after) = f.journey("JRN-001").await;
     assert_eq!(before, after, "a refused request changed the journey");
-    let ids_after: Value = f
-        .client
-        .get(f.server.url("/api/journeys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids_after: Value = get_json(&f.client, f.server.url("/api/journeys")).await;
     assert_eq!(ids_before, ids_after, "a refused request created a journey");
 }
 
@@ -435,14 +412,7 @@ async fn giving_up_under_contention_is_409_with_retry_after() {
     assert_eq!(results[1].1.as_ref().unwrap(), "1");
     assert_eq!(results[1].2["type"], "/problems/concurrent-update");
 
-    let state: Value = client
-        .get(server.url("/api/journeys/JRN-001"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = get_json(&client, server.url("/api/journeys/JRN-001")).await;
     assert_eq!(
         state["version"], 1,
         "exactly the acknowledged change: {state}"
@@ -511,15 +481,7 @@ async fn cache_endpoints_stay_in_their_namespace() {
         .await
         .unwrap();
     assert_eq!(set.status(), StatusCode::OK);
-    let got: Value = f
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = get_json(&f.client, &url).await;
     assert_eq!(
         got,
         json!({"key": "journey:JRN-001", "value": "not a journey"})
@@ -573,14 +535,7 @@ async fn a_restart_does_not_reset_journeys() {
 
     let second = TestServer::start(&redis.url(), S::Hash).await;
     assert_eq!((second.seeded.created, second.seeded.kept), (0, 3));
-    let state: Value = client
-        .get(second.url("/api/journeys/JRN-001"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = get_json(&client, second.url("/api/journeys/JRN-001")).await;
     assert_eq!(state["segments"][0]["status"], "Departed");
     assert_eq!(state["version"], 1);
 }
@@ -689,14 +644,7 @@ async fn shutdown_finishes_requests_in_flight() {
     stopped.await.unwrap().unwrap();
 
     let after = TestServer::start(&redis.url(), S::Lua).await;
-    let state: Value = client
-        .get(after.url("/api/journeys/JRN-003"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = get_json(&client, after.url("/api/journeys/JRN-003")).await;
     assert_eq!(state["status"], "Cancelled");
 }
 
