@@ -20,7 +20,7 @@ pub(crate) fn update(strategy: Strategy, result: &Result<UpdateOutcome, StoreErr
     let name = strategy.name();
     let (outcome, attempts, conflicts) = match result {
         Ok(o) => {
-            if !o.lock_wait.is_zero() || strategy.takes_lock() {
+            if strategy.takes_lock() {
                 histogram!("journey_lock_wait_seconds", "strategy" => name)
                     .record(o.lock_wait.as_secs_f64());
             }

@@ -285,9 +285,11 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
-    app.in_flight.fetch_add(1, Ordering::SeqCst);
-    let response = next.run(request).await;
-    app.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let response = {
+        // Decremented on drop, so a request the client abandons is not counted forever.
+        let _in_flight = InFlight::enter(&app.in_flight);
+        next.run(request).await
+    };
     let labels = [
         ("method", method),
         ("route", route),
@@ -297,6 +299,22 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// One request in flight, counted for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Every [`Application`] in the
