@@ -141,23 +141,20 @@ async fn serve_runs_until_sigterm_and_cleans_up() {
         .unwrap()
         .to_owned();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let ready: serde_json::Value = client
-        .get(format!("http://{addr}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &str| {
+        let request = client.get(format!("http://{addr}{path}")).send();
+        async move {
+            request
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let ready = get("/ready").await;
     assert_eq!(ready["strategy"], "hash");
-    let ids: serde_json::Value = client
-        .get(format!("http://{addr}/api/journeys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ids = get("/api/journeys").await;
     assert_eq!(ids["count"], 3, "the sample journeys are seeded: {ids}");
 
     let killed = Command::new("kill")
