@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{DomainError, InvalidInput, Target};
+use crate::events::{DomainEvent, EventId, EventKind, EventRaiser};
 use crate::ids::{JourneyId, SegmentId};
 use crate::money::Money;
 use crate::status::{JourneyStatus, SegmentStatus, Status, Transition};
@@ -94,6 +95,9 @@ pub struct Journey {
     pub metadata: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "JourneyVersion::is_initial")]
     pub version: JourneyVersion,
+    /// Events raised by [`Journey::apply`] and not yet taken by the store.
+    #[serde(skip)]
+    pub events: EventRaiser,
 }
 
 /// A requested status change: the command both update paths share.
@@ -162,14 +166,23 @@ pub enum Applied {
 }
 
 impl Journey {
-    /// Applies a status change: checks the transition table, sets the status and bumps the
-    /// version. On error the journey is left exactly as it was.
+    /// Applies a status change at instant `now`: checks the transition table, sets the status,
+    /// bumps the version and raises the change's events (see [`crate::events`]). A no-op
+    /// raises nothing. On error the journey is left exactly as it was.
+    ///
+    /// `now` comes from the caller's injected [`crate::Clock`]: it becomes the events'
+    /// occurred-at, whenever they are stored or published.
     ///
     /// # Errors
     /// [`DomainError::SegmentNotFound`] when the segment does not exist;
     /// [`DomainError::InvalidTransition`] when the table forbids the change.
-    pub fn apply(&mut self, change: &StatusChange) -> Result<Applied, DomainError> {
-        let transition = match change {
+    pub fn apply(
+        &mut self,
+        change: &StatusChange,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, DomainError> {
+        let version = self.version.next();
+        let (transition, kind) = match change {
             StatusChange::Segment { segment_id, status } => {
                 let segment = self
                     .segments
@@ -179,19 +192,54 @@ impl Journey {
                         journey: self.id.clone(),
                         segment: segment_id.clone(),
                     })?;
-                set_status(&mut segment.status, *status, change)?
+                let from = segment.status;
+                let transition = set_status(&mut segment.status, *status, change)?;
+                let kind = EventKind::SegmentStatusChanged {
+                    segment_id: segment_id.clone(),
+                    from,
+                    to: *status,
+                };
+                (transition, kind)
             }
-            StatusChange::Journey { status } => set_status(&mut self.status, *status, change)?,
+            StatusChange::Journey { status } => {
+                let from = self.status;
+                let transition = set_status(&mut self.status, *status, change)?;
+                (transition, EventKind::JourneyStatusChanged { from, to: *status })
+            }
         };
-        Ok(match transition {
-            Transition::NoOp => Applied::Unchanged,
-            Transition::Change => {
-                self.version = self.version.next();
-                Applied::Changed {
-                    version: self.version,
-                }
-            }
-        })
+        if transition == Transition::NoOp {
+            return Ok(Applied::Unchanged);
+        }
+        self.version = version;
+        self.raise(kind, now);
+        if self.status == JourneyStatus::Completed && matches!(change, StatusChange::Journey { .. })
+        {
+            self.raise(
+                EventKind::JourneyCompleted {
+                    customer_id: self.passenger_email.clone(),
+                    total_amount_cents: self.total_price.cents(),
+                    completed_at: now,
+                },
+                now,
+            );
+        }
+        Ok(Applied::Changed { version })
+    }
+
+    fn raise(&mut self, kind: EventKind, occurred_at: DateTime<Utc>) {
+        self.events.raise(DomainEvent {
+            id: EventId::new(),
+            journey_id: self.id.clone(),
+            version: self.version,
+            occurred_at,
+            kind,
+        });
+    }
+
+    /// Hands the raised events to the caller (the store, which writes them to the outbox with
+    /// the state), leaving none pending.
+    pub fn take_events(&mut self) -> Vec<DomainEvent> {
+        self.events.take()
     }
 
     /// The segment with this id, if any.

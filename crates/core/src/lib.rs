@@ -10,9 +10,13 @@
 //! - [`money`]: exact prices in whole cents.
 //! - [`journey`]: the `Journey` aggregate, `StatusChange`, `JourneyVersion`.
 //! - [`error`]: `DomainError`, `StoreError`, `InvalidInput`.
+//! - [`events`]: domain events, the `Envelope` of one change, the injected `Clock`.
+//! - [`consumer`]: the idempotent, in-order consumer of published envelopes.
 //! - [`ports`]: the `JourneyStore` and `CacheService` traits with their error contracts.
 
+pub mod consumer;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod journey;
 pub mod money;
@@ -20,6 +24,9 @@ pub mod ports;
 pub mod status;
 
 pub use error::{DomainError, InvalidInput, StoreError, Target};
+pub use events::{
+    Clock, DomainEvent, Envelope, EventId, EventKind, ManualClock, SystemClock,
+};
 pub use ids::{JourneyId, SegmentId};
 pub use journey::{Applied, Journey, JourneyFile, JourneyVersion, Segment, StatusChange};
 pub use money::Money;

@@ -1,6 +1,8 @@
 //! The document layout: each journey is one JSON string at `journey:{ID}`, as in the original
 //! service. Shared by every strategy except `hash`.
 //!
+//! A change is written with its outbox entry in one MULTI/EXEC ([`commit`]).
+//!
 //! Creation never overwrites: `SET NX` creates the document, then the id joins the index set.
 //! The index lives in its own slot, so on a cluster the two steps cannot be one transaction; if
 //! the process dies between them the journey exists but is unlisted until the next `create` or
@@ -28,6 +30,28 @@ pub(crate) fn decode(id: &JourneyId, raw: &str) -> Result<Journey, StoreError> {
     }
     Ok(journey)
 }
+
+/// The atomic write of a changed journey with its outbox entry: `MULTI; XADD outbox; SET
+/// journey; EXEC`, both keys in the journey's slot, so no reader ever sees one without the
+/// other. Queue-time refusals (OOM, a bad command) abort the whole EXEC. MULTI has no rollback
+/// for a command that fails at run time (only possible here if a foreign value of another type
+/// sits at the outbox key): the reply of every command is decoded, so such a write is reported
+/// as an error, never acknowledged, and the audit reports the version without its event.
+pub(crate) fn commit(journey: &Journey) -> Result<redis::Pipeline, StoreError> {
+    let fields = crate::outbox::encode(journey.events.pending())
+        .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XADD")
+        .arg(keys::journey_outbox(&journey.id))
+        .arg("*")
+        .arg(crate::outbox::xadd_args(&fields))
+        .set(keys::journey_document(&journey.id), encode(journey)?);
+    Ok(pipe)
+}
+
+/// The reply of a [`commit`]: `None` when a WATCH aborted it.
+pub(crate) type Committed = Option<(String, String)>;
 
 /// Reads and decodes one journey on `conn`.
 pub(crate) async fn read(conn: &mut Conn, id: &JourneyId) -> Result<Journey, StoreError> {

@@ -9,6 +9,8 @@
 //! - [`strategy`]: one module per strategy (`naive`, `local_lock`, `optimistic`, `redlock`,
 //!   `lua`, `hash`) and [`RedisJourneyStore`], which forwards to the configured one.
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
+//! - [`outbox`]: the outbox entry written with every change, the [`outbox::relay::Relay`] that
+//!   publishes it through a [`outbox::publisher`], and what the audit reads.
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
 //! - [`retry`]: bounded exponential backoff with full jitter.
@@ -20,6 +22,7 @@ mod document;
 mod error;
 pub mod keys;
 pub mod local_redis;
+pub mod outbox;
 pub mod retry;
 mod script_reply;
 pub mod strategy;

@@ -1,7 +1,8 @@
 //! The reply protocol shared by the in-Redis update scripts (`lua` and `hash`).
 //!
-//! A script answers `{outcome, ...}`; this module turns that into the store's result, so both
-//! strategies report errors exactly as the Rust domain would.
+//! Both scripts take the same arguments ([`ScriptCall`]) and answer `{outcome, ...}`; this module
+//! builds the one and turns the other into the store's result, so both strategies report errors
+//! exactly as the Rust domain would.
 
 use flyrtech_core::{
     DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
@@ -10,6 +11,8 @@ use flyrtech_core::{
 use redis::Script;
 
 use crate::error::corrupt;
+use crate::keys;
+use crate::outbox::Stamp;
 
 /// One invocation of an update script: what `EVALSHA` is sent with. The lab replays it with
 /// redis-benchmark to measure the script's own ceiling on the same server.
@@ -19,10 +22,11 @@ pub struct ScriptCall {
     pub sha: String,
     /// The script source, for `SCRIPT LOAD`.
     pub source: &'static str,
-    /// The one key.
-    pub key: String,
-    /// The arguments: what to change (segment id or hash field), target status, expected
-    /// version (empty for none), then the allowed predecessor statuses from the Rust
+    /// The keys: the journey's state, then its outbox partition (one slot).
+    pub keys: Vec<String>,
+    /// The arguments: the segment id (empty for the journey's own status), target status,
+    /// expected version (empty for none), journey id, occurred-at, event id, completion event
+    /// id (empty unless completing), then the allowed predecessor statuses from the Rust
     /// transition table.
     pub args: Vec<String>,
 }
@@ -37,32 +41,38 @@ impl ScriptCall {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        let mut invocation = script.key(&self.key);
-        invocation.arg(&self.args);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&self.keys).arg(&self.args);
         let reply: Vec<String> = invocation
             .invoke_async(&mut redis.shared())
             .await
             .map_err(crate::error::from_redis)?;
-        interpret(&self.key, id, change, expected, &reply)
+        interpret(&self.keys[0], id, change, expected, &reply)
     }
 
     pub(crate) fn new(
         (script, source): (&Script, &'static str),
-        key: String,
-        what: String,
+        state_key: String,
+        id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
+        stamp: &Stamp,
     ) -> Self {
+        let segment = match change {
+            StatusChange::Segment { segment_id, .. } => segment_id.to_string(),
+            _ => String::new(),
+        };
         let mut args = vec![
-            what,
+            segment,
             change.target_status().to_owned(),
             expected.map(|v| v.to_string()).unwrap_or_default(),
         ];
+        args.extend(stamp.args(id));
         args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
         Self {
             sha: script.get_hash().to_owned(),
             source,
-            key,
+            keys: vec![state_key, keys::journey_outbox(id)],
             args,
         }
     }

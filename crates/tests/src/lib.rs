@@ -254,3 +254,28 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The instant tests apply changes at, unless they say otherwise.
+pub fn t0() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-21T08:00:00.000Z")
+        .unwrap()
+        .to_utc()
+}
+
+/// [`Journey::apply`] at [`t0`], for tests of the domain rules.
+pub trait ApplyNow {
+    /// Applies `change` at [`t0`].
+    fn apply_now(
+        &mut self,
+        change: &flyrtech_core::StatusChange,
+    ) -> Result<flyrtech_core::Applied, flyrtech_core::DomainError>;
+}
+
+impl ApplyNow for Journey {
+    fn apply_now(
+        &mut self,
+        change: &flyrtech_core::StatusChange,
+    ) -> Result<flyrtech_core::Applied, flyrtech_core::DomainError> {
+        self.apply(change, t0())
+    }
+}

@@ -1,11 +1,14 @@
--- lua strategy: the whole read-modify-write of a journey document, atomically inside Redis.
--- KEYS[1] journey document
+-- lua strategy: the whole read-modify-write of a journey document, atomically inside Redis,
+-- with the change's outbox entry appended in the same step.
+-- KEYS[1] journey document, KEYS[2] the journey's outbox partition (same slot)
 -- ARGV[1] segment id ('' to change the journey's own status)
 -- ARGV[2] target status, ARGV[3] expected version ('' for none)
--- ARGV[4..] statuses the target may be reached from (from the Rust transition table)
+-- ARGV[4] journey id, ARGV[5] occurred-at, ARGV[6] event id,
+-- ARGV[7] completion event id ('' unless the change completes the journey)
+-- ARGV[8..] statuses the target may be reached from (from the Rust transition table)
 -- Replies {outcome, detail}: changed/unchanged + version, not_found, segment_not_found,
 -- version_mismatch + version, invalid_transition + current status.
--- Every check runs before the only write (a script that fails after writing keeps its writes).
+-- Every check runs before the first write (a script that fails after writing keeps its writes).
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'not_found'} end
 local doc = cjson.decode(raw)
@@ -24,7 +27,7 @@ end
 local current = holder.status
 if current == ARGV[2] then return {'unchanged', tostring(version)} end
 local allowed = false
-for i = 4, #ARGV do
+for i = 8, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', tostring(current)} end
@@ -37,5 +40,15 @@ local out = cjson.encode(doc)
 if next(doc.segments) == nil then
   out = string.gsub(out, '"segments":{}', '"segments":[]', 1)
 end
+-- The outbox entry (fields documented in outbox/mod.rs). The total is cjson's text of the
+-- price: 14 significant digits, exact for every valid price (see money.rs).
+local entry = {'journey', ARGV[4], 'version', tostring(version), 'at', ARGV[5],
+  'target', ARGV[1], 'from', current, 'to', ARGV[2], 'id', ARGV[6]}
+if ARGV[7] ~= '' then
+  local done = {'done_id', ARGV[7], 'customer', doc.passengerEmail,
+    'total', cjson.encode(doc.totalPrice)}
+  for _, v in ipairs(done) do entry[#entry + 1] = v end
+end
+redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('SET', KEYS[1], out)
 return {'changed', tostring(version)}

@@ -1,22 +1,34 @@
--- hash strategy: change one status field of a journey hash, with the transition check and the
--- version increment in the same atomic step. O(1) whatever the number of segments.
--- KEYS[1] journey hash
--- ARGV[1] the status field ('status', or 'segment:<id>:status')
--- ARGV[2] target status, ARGV[3] expected version ('' for none)
--- ARGV[4..] statuses the target may be reached from (from the Rust transition table)
+-- hash strategy: change one status field of a journey hash, with the transition check, the
+-- version increment and the change's outbox entry in the same atomic step. O(1) whatever the
+-- number of segments (the header is decoded only when the journey is completed).
+-- KEYS[1] journey hash, KEYS[2] the journey's outbox partition (same slot)
+-- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
+-- expected version, journey id, occurred-at, event id, completion event id, predecessors...
 -- Same replies as document_update.lua. Nothing is created for a missing segment.
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return {'not_found'} end
 if ARGV[3] ~= '' and ARGV[3] ~= version then
   return {'version_mismatch', version}
 end
-local current = redis.call('HGET', KEYS[1], ARGV[1])
+local field = 'status'
+if ARGV[1] ~= '' then field = 'segment:' .. ARGV[1] .. ':status' end
+local current = redis.call('HGET', KEYS[1], field)
 if not current then return {'segment_not_found'} end
 if current == ARGV[2] then return {'unchanged', version} end
 local allowed = false
-for i = 4, #ARGV do
+for i = 8, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', current} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {'changed', tostring(redis.call('HINCRBY', KEYS[1], 'version', 1))}
+local next_version = tostring(tonumber(version) + 1)
+local entry = {'journey', ARGV[4], 'version', next_version, 'at', ARGV[5],
+  'target', ARGV[1], 'from', current, 'to', ARGV[2], 'id', ARGV[6]}
+if ARGV[7] ~= '' then
+  local header = cjson.decode(redis.call('HGET', KEYS[1], 'header'))
+  local done = {'done_id', ARGV[7], 'customer', header.passengerEmail,
+    'total', cjson.encode(header.totalPrice)}
+  for _, v in ipairs(done) do entry[#entry + 1] = v end
+end
+redis.call('XADD', KEYS[2], '*', unpack(entry))
+redis.call('HSET', KEYS[1], field, ARGV[2], 'version', next_version)
+return {'changed', next_version}

@@ -23,7 +23,6 @@
 //! switching a deployment to or from `hash` needs a migration (see ANALYSIS.md).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use flyrtech_core::{
     Journey, JourneyId, JourneyVersion, SegmentId, StatusChange, StoreError, UpdateOutcome,
@@ -31,11 +30,11 @@ use flyrtech_core::{
 use redis::{AsyncCommands, Script};
 use serde_json::{Map, Value};
 
-use super::process;
-use crate::connection::Redis;
+use super::{Base, process};
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
+use crate::outbox::Stamp;
 use crate::script_reply::ScriptCall;
 
 const VERSION: &str = "version";
@@ -56,17 +55,15 @@ fn segment_status_field(id: &SegmentId) -> String {
 /// Per-segment hash fields.
 #[derive(Debug)]
 pub struct Hash {
-    redis: Redis,
-    delay: Duration,
+    base: Base,
     update_script: Script,
     create_script: Script,
 }
 
 impl Hash {
-    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
+    pub(crate) fn new(base: Base) -> Self {
         Self {
-            redis,
-            delay,
+            base,
             update_script: Script::new(UPDATE_SOURCE),
             create_script: Script::new(include_str!("../scripts/hash_create.lua")),
         }
@@ -78,9 +75,9 @@ impl Hash {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        process(self.delay).await;
+        process(self.base.delay).await;
         self.call(id, change, expected)
-            .run(&self.update_script, &self.redis, id, change, expected)
+            .run(&self.update_script, &self.base.redis, id, change, expected)
             .await
     }
 
@@ -91,16 +88,13 @@ impl Hash {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> ScriptCall {
-        let field = match change {
-            StatusChange::Segment { segment_id, .. } => segment_status_field(segment_id),
-            _ => STATUS.to_owned(),
-        };
         ScriptCall::new(
             (&self.update_script, UPDATE_SOURCE),
             keys::journey_hash(id),
-            field,
+            id,
             change,
             expected,
+            &Stamp::new(self.base.clock.as_ref(), change),
         )
     }
 
@@ -111,7 +105,7 @@ impl Hash {
         for (field, value) in to_fields(journey)? {
             invocation.arg(field).arg(value);
         }
-        let mut conn = self.redis.shared();
+        let mut conn = self.base.redis.shared();
         let created: i64 = invocation.invoke_async(&mut conn).await.store_err()?;
         document::add_to_index(&mut conn, &journey.id).await?;
         if created == 1 {
@@ -124,7 +118,7 @@ impl Hash {
     pub(crate) async fn read(&self, id: &JourneyId) -> Result<Journey, StoreError> {
         let key = keys::journey_hash(id);
         let fields: HashMap<String, String> =
-            self.redis.shared().hgetall(&key).await.store_err()?;
+            self.base.redis.shared().hgetall(&key).await.store_err()?;
         if fields.is_empty() {
             return Err(StoreError::JourneyNotFound(id.clone()));
         }

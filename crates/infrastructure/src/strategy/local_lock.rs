@@ -12,12 +12,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
 use super::naive::Naive;
-use crate::connection::Redis;
+use super::Base;
 
 type LockTable = HashMap<JourneyId, Arc<tokio::sync::Mutex<()>>>;
 
@@ -30,9 +30,9 @@ pub struct LocalLock {
 }
 
 impl LocalLock {
-    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
+    pub(crate) fn new(base: Base) -> Self {
         Self {
-            inner: Naive::new(redis, delay),
+            inner: Naive::new(base),
             locks: Mutex::new(HashMap::new()),
         }
     }

@@ -18,14 +18,13 @@
 //! every other client waits: server CPU grows with document size. The processing delay is spent
 //! before the call, since the decision is made inside Redis.
 
-use std::time::Duration;
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 use redis::Script;
 
-use super::process;
-use crate::connection::Redis;
+use super::{Base, process};
 use crate::keys;
+use crate::outbox::Stamp;
 use crate::script_reply::ScriptCall;
 
 const SOURCE: &str = include_str!("../scripts/document_update.lua");
@@ -33,16 +32,14 @@ const SOURCE: &str = include_str!("../scripts/document_update.lua");
 /// The read-modify-write as one Lua script.
 #[derive(Debug)]
 pub struct Lua {
-    redis: Redis,
-    delay: Duration,
+    base: Base,
     script: Script,
 }
 
 impl Lua {
-    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
+    pub(crate) fn new(base: Base) -> Self {
         Self {
-            redis,
-            delay,
+            base,
             script: Script::new(SOURCE),
         }
     }
@@ -53,9 +50,9 @@ impl Lua {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        process(self.delay).await;
+        process(self.base.delay).await;
         self.call(id, change, expected)
-            .run(&self.script, &self.redis, id, change, expected)
+            .run(&self.script, &self.base.redis, id, change, expected)
             .await
     }
 
@@ -66,16 +63,13 @@ impl Lua {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> ScriptCall {
-        let segment = match change {
-            StatusChange::Segment { segment_id, .. } => segment_id.to_string(),
-            _ => String::new(),
-        };
         ScriptCall::new(
             (&self.script, SOURCE),
             keys::journey_document(id),
-            segment,
+            id,
             change,
             expected,
+            &Stamp::new(self.base.clock.as_ref(), change),
         )
     }
 }

@@ -25,11 +25,12 @@ pub mod redlock;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flyrtech_core::{
-    Applied, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError,
-    UpdateOutcome,
+    Applied, Clock, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError,
+    SystemClock, UpdateOutcome,
 };
 
 use crate::connection::Redis;
@@ -131,6 +132,8 @@ pub struct StoreConfig {
     pub retry: RetryPolicy,
     /// Redlock settings (used by `redlock` only).
     pub lock: LockSettings,
+    /// Where the domain's "now" comes from: the occurred-at of every event.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreConfig {
@@ -141,6 +144,7 @@ impl StoreConfig {
             processing_delay: Duration::ZERO,
             retry: RetryPolicy::default(),
             lock: LockSettings::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -186,22 +190,22 @@ impl RedisJourneyStore {
     /// [`StoreError::Unavailable`] when the lock masters of `redlock` cannot be reached, and
     /// [`StoreError::InvalidInput`] when their URLs are malformed.
     pub async fn new(redis: Redis, config: &StoreConfig) -> Result<Self, StoreError> {
-        let delay = config.processing_delay;
+        let base = Base {
+            redis: redis.clone(),
+            delay: config.processing_delay,
+            clock: Arc::clone(&config.clock),
+        };
         let writer = match config.strategy {
-            Strategy::Naive => Writer::Naive(naive::Naive::new(redis.clone(), delay)),
-            Strategy::LocalLock => {
-                Writer::LocalLock(local_lock::LocalLock::new(redis.clone(), delay))
+            Strategy::Naive => Writer::Naive(naive::Naive::new(base)),
+            Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(base)),
+            Strategy::Optimistic => {
+                Writer::Optimistic(optimistic::Optimistic::new(base, config.retry))
             }
-            Strategy::Optimistic => Writer::Optimistic(optimistic::Optimistic::new(
-                redis.clone(),
-                delay,
-                config.retry,
-            )),
             Strategy::Redlock => Writer::Redlock(
-                redlock::Redlock::connect(redis.clone(), delay, config.retry, &config.lock).await?,
+                redlock::Redlock::connect(base, config.retry, &config.lock).await?,
             ),
-            Strategy::Lua => Writer::Lua(lua::Lua::new(redis.clone(), delay)),
-            Strategy::Hash => Writer::Hash(hash::Hash::new(redis.clone(), delay)),
+            Strategy::Lua => Writer::Lua(lua::Lua::new(base)),
+            Strategy::Hash => Writer::Hash(hash::Hash::new(base)),
         };
         Ok(Self {
             redis,
@@ -293,22 +297,34 @@ impl JourneyStore for RedisJourneyStore {
     }
 }
 
-/// The "modify" of read-modify-write, done in Rust by the aggregate: checks the caller's
-/// expected version, then applies the change.
-pub(crate) fn modify(
-    journey: &mut Journey,
-    change: &StatusChange,
-    expected: Option<JourneyVersion>,
-) -> Result<Applied, StoreError> {
-    if let Some(expected) = expected
-        && expected != journey.version
-    {
-        return Err(StoreError::VersionMismatch {
-            expected,
-            actual: journey.version,
-        });
+/// What every writer needs: the Redis handle, the modelled processing delay and the clock.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    pub(crate) redis: Redis,
+    pub(crate) delay: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Base {
+    /// The "modify" of read-modify-write, done in Rust by the aggregate: checks the caller's
+    /// expected version, then applies the change at the clock's "now", which raises its events
+    /// on the journey.
+    pub(crate) fn modify(
+        &self,
+        journey: &mut Journey,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Applied, StoreError> {
+        if let Some(expected) = expected
+            && expected != journey.version
+        {
+            return Err(StoreError::VersionMismatch {
+                expected,
+                actual: journey.version,
+            });
+        }
+        Ok(journey.apply(change, self.clock.now())?)
     }
-    Ok(journey.apply(change)?)
 }
 
 /// The outcome of a single-attempt, lock-free update.

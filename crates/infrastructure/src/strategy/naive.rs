@@ -8,29 +8,25 @@
 //! It is kept as the control: the test suite and the lab run it to prove that they can see the
 //! bug, so that "no update lost" for the other strategies means something.
 //!
-//! Cost: two round trips (GET, SET), no retries, no server-side work beyond the two commands.
+//! Cost: two round trips (GET; MULTI XADD SET EXEC), no retries, no server-side work beyond the two commands.
 
-use std::time::Duration;
 
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
-use redis::AsyncCommands;
 
-use super::{modify, outcome, process};
-use crate::connection::Redis;
+use super::{Base, outcome, process};
 use crate::document;
-use crate::error::RedisResultExt;
+use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
 
 /// The unsafe read-modify-write.
 #[derive(Debug)]
 pub struct Naive {
-    redis: Redis,
-    delay: Duration,
+    base: Base,
 }
 
 impl Naive {
-    pub(crate) fn new(redis: Redis, delay: Duration) -> Self {
-        Self { redis, delay }
+    pub(crate) fn new(base: Base) -> Self {
+        Self { base }
     }
 
     pub(crate) async fn update(
@@ -39,16 +35,20 @@ impl Naive {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        let mut conn = self.redis.shared();
+        let mut conn = self.base.redis.shared();
         let mut journey = document::read(&mut conn, id).await?;
-        let applied = modify(&mut journey, change, expected)?;
-        process(self.delay).await;
+        let applied = self.base.modify(&mut journey, change, expected)?;
+        process(self.base.delay).await;
         if let Applied::Changed { .. } = applied {
-            // The bug: whatever was written since our GET is overwritten here.
-            let () = conn
-                .set(keys::journey_document(id), document::encode(&journey)?)
+            // The bug: whatever was written since our GET is overwritten here. The outbox entry
+            // is still written with it, which is how the audit sees the loss.
+            let committed: document::Committed = document::commit(&journey)?
+                .query_async(&mut conn)
                 .await
                 .store_err()?;
+            if committed.is_none() {
+                return Err(corrupt(&keys::journey_document(id), "EXEC aborted without WATCH"));
+            }
         }
         Ok(outcome(&journey, applied))
     }

@@ -11,18 +11,16 @@
 //! - A nil EXEC decodes as success into `()`: the reply is decoded into an `Option`.
 //! - Unbounded retry: attempts and time are bounded ([`RetryPolicy`]); the give-up is a typed
 //!   [`StoreError::Conflict`], and nothing was written.
-//! - No rollback: validation happens before MULTI; the transaction holds a single SET.
+//! - No rollback: validation happens before MULTI; the transaction holds the outbox XADD and
+//!   the SET, and every reply is decoded.
 //!
-//! Cost: two round trips per attempt (`UNWATCH+WATCH+GET` pipelined, `MULTI+SET+EXEC`). All
+//! Cost: two round trips per attempt (`UNWATCH+WATCH+GET` pipelined, `MULTI+XADD+SET+EXEC`). All
 //! writers of one journey conflict with each other (WATCH is per key), so a hot journey with a
 //! long processing window pays roughly one full window per writer ahead of it.
 
-use std::time::Duration;
-
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::{modify, outcome, process};
-use crate::connection::Redis;
+use super::{Base, outcome, process};
 use crate::document;
 use crate::error::RedisResultExt;
 use crate::keys;
@@ -31,18 +29,13 @@ use crate::retry::{Attempts, RetryPolicy};
 /// WATCH/MULTI/EXEC with bounded, jittered retries.
 #[derive(Debug)]
 pub struct Optimistic {
-    redis: Redis,
-    delay: Duration,
+    base: Base,
     retry: RetryPolicy,
 }
 
 impl Optimistic {
-    pub(crate) fn new(redis: Redis, delay: Duration, retry: RetryPolicy) -> Self {
-        Self {
-            redis,
-            delay,
-            retry,
-        }
+    pub(crate) fn new(base: Base, retry: RetryPolicy) -> Self {
+        Self { base, retry }
     }
 
     pub(crate) async fn update(
@@ -54,7 +47,7 @@ impl Optimistic {
         let key = keys::journey_document(id);
         let mut attempts = Attempts::new(self.retry);
         loop {
-            let mut conn = self.redis.dedicated().await?;
+            let mut conn = self.base.redis.dedicated().await?;
             let (raw,): (Option<String>,) = redis::pipe()
                 .cmd("UNWATCH")
                 .ignore()
@@ -67,8 +60,8 @@ impl Optimistic {
                 .store_err()?;
             let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
             let mut journey = document::decode(id, &raw)?;
-            let applied = modify(&mut journey, change, expected)?;
-            process(self.delay).await;
+            let applied = self.base.modify(&mut journey, change, expected)?;
+            process(self.base.delay).await;
             let done = UpdateOutcome {
                 attempts: attempts.made(),
                 ..outcome(&journey, applied)
@@ -77,9 +70,7 @@ impl Optimistic {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
                 return Ok(done);
             }
-            let committed: Option<(String,)> = redis::pipe()
-                .atomic()
-                .set(&key, document::encode(&journey)?)
+            let committed: document::Committed = document::commit(&journey)?
                 .query_async(&mut conn)
                 .await
                 .store_err()?;

@@ -19,7 +19,9 @@
 //! jittered delay. Release and extension are compare-token scripts. With no lock URLs the
 //! store's own Redis (or cluster) is the single lock node.
 //!
-//! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write, the release on
+//! The fenced write appends the change's outbox entry in the same script.
+//!
+//! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write (state and outbox), the release on
 //! every master: at least four round trips, and the lock is held through the processing window.
 //! Failure modes: fewer than a quorum of masters reachable gives [`StoreError::Unavailable`]
 //! (nothing written); contention beyond the retry budget gives [`StoreError::Conflict`].
@@ -33,7 +35,7 @@ use futures::future::join_all;
 use rand::RngExt;
 use redis::Script;
 
-use super::{modify, process};
+use super::{Base, process};
 use crate::connection::{Redis, RedisSettings};
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
@@ -79,10 +81,9 @@ pub struct LockGuard {
 /// The Redlock writer.
 #[derive(Debug)]
 pub struct Redlock {
-    store: Redis,
+    base: Base,
     nodes: Vec<Redis>,
     settings: LockSettings,
-    delay: Duration,
     retry: RetryPolicy,
     release_script: Script,
     extend_script: Script,
@@ -91,8 +92,7 @@ pub struct Redlock {
 
 impl Redlock {
     pub(crate) async fn connect(
-        store: Redis,
-        delay: Duration,
+        base: Base,
         retry: RetryPolicy,
         settings: &LockSettings,
     ) -> Result<Self, StoreError> {
@@ -107,13 +107,12 @@ impl Redlock {
             nodes.push(Redis::connect(&node).await?);
         }
         if nodes.is_empty() {
-            nodes.push(store.clone());
+            nodes.push(base.redis.clone());
         }
         Ok(Self {
-            store,
+            base,
             nodes,
             settings: settings.clone(),
-            delay,
             retry,
             release_script: Script::new(include_str!("../scripts/lock_release.lua")),
             extend_script: Script::new(include_str!("../scripts/lock_extend.lua")),
@@ -256,14 +255,15 @@ impl Redlock {
         let (token, raw): (u64, Option<String>) = redis::pipe()
             .incr(keys::journey_fence(id), 1)
             .get(keys::journey_document(id))
-            .query_async(&mut self.store.shared())
+            .query_async(&mut self.base.redis.shared())
             .await
             .store_err()?;
         let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
         Ok((FencingToken(token), document::decode(id, &raw)?))
     }
 
-    /// Writes the journey if `token` is still the newest minted for it.
+    /// Writes the journey, with the outbox entry of the events it has raised, if `token` is
+    /// still the newest minted for it.
     ///
     /// # Errors
     /// [`StoreError::StaleFencingToken`] when a newer token exists (nothing written);
@@ -273,13 +273,17 @@ impl Redlock {
         token: FencingToken,
         journey: &Journey,
     ) -> Result<(), StoreError> {
+        let fields = crate::outbox::encode(journey.events.pending())
+            .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
         let mut invocation = self.write_script.key(keys::journey_document(&journey.id));
         invocation
             .key(keys::journey_fence(&journey.id))
+            .key(keys::journey_outbox(&journey.id))
             .arg(token.0)
-            .arg(document::encode(journey)?);
+            .arg(document::encode(journey)?)
+            .arg(crate::outbox::xadd_args(&fields));
         let (written, newest): (i64, u64) = invocation
-            .invoke_async(&mut self.store.shared())
+            .invoke_async(&mut self.base.redis.shared())
             .await
             .store_err()?;
         match written {
@@ -331,8 +335,8 @@ impl Redlock {
         expected: Option<JourneyVersion>,
     ) -> Result<(JourneyVersion, bool), StoreError> {
         let (token, mut journey) = self.read_fenced(id).await?;
-        let applied = modify(&mut journey, change, expected)?;
-        process(self.delay).await;
+        let applied = self.base.modify(&mut journey, change, expected)?;
+        process(self.base.delay).await;
         if let Applied::Changed { .. } = applied {
             self.write_fenced(token, &journey).await?;
         }

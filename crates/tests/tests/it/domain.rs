@@ -5,7 +5,7 @@ use flyrtech_core::{
     Applied, DomainError, JourneyFile, JourneyStatus, JourneyVersion, SegmentStatus, Status,
     StatusChange,
 };
-use flyrtech_tests::{journey, sample_journeys_json, segment_id, unique_id};
+use flyrtech_tests::{ApplyNow, journey, sample_journeys_json, segment_id, unique_id};
 use rstest::rstest;
 
 #[test]
@@ -26,17 +26,17 @@ fn every_applied_change_bumps_the_version_by_one_and_no_op_does_not() {
         status: SegmentStatus::Departed,
     };
     assert_eq!(
-        j.apply(&depart),
+        j.apply_now(&depart),
         Ok(Applied::Changed {
             version: JourneyVersion::new(1)
         })
     );
-    assert_eq!(j.apply(&depart), Ok(Applied::Unchanged));
+    assert_eq!(j.apply_now(&depart), Ok(Applied::Unchanged));
     let start = StatusChange::Journey {
         status: JourneyStatus::InProgress,
     };
     assert_eq!(
-        j.apply(&start),
+        j.apply_now(&start),
         Ok(Applied::Changed {
             version: JourneyVersion::new(2)
         })
@@ -55,7 +55,7 @@ fn a_refused_transition_leaves_the_journey_unchanged(
     let mut j = journey(&unique_id("DOM"), 1);
     let first = *path.last().unwrap();
     for &step in path {
-        j.apply(&StatusChange::Segment {
+        j.apply_now(&StatusChange::Segment {
             segment_id: segment_id(0),
             status: step,
         })
@@ -63,7 +63,7 @@ fn a_refused_transition_leaves_the_journey_unchanged(
     }
     let before = j.clone();
     let err = j
-        .apply(&StatusChange::Segment {
+        .apply_now(&StatusChange::Segment {
             segment_id: segment_id(0),
             status: then,
         })
@@ -79,7 +79,7 @@ fn a_refused_transition_leaves_the_journey_unchanged(
 fn a_missing_segment_is_a_typed_error() {
     let mut j = journey(&unique_id("DOM"), 1);
     let err = j
-        .apply(&StatusChange::Segment {
+        .apply_now(&StatusChange::Segment {
             segment_id: segment_id(7),
             status: SegmentStatus::Departed,
         })
@@ -91,16 +91,16 @@ fn a_missing_segment_is_a_typed_error() {
 fn a_cancelled_walk_is_refused_in_the_terminal_journey_state() {
     let mut j = journey(&unique_id("DOM"), 0);
     for s in [JourneyStatus::InProgress, JourneyStatus::Completed] {
-        j.apply(&StatusChange::Journey { status: s }).unwrap();
+        j.apply_now(&StatusChange::Journey { status: s }).unwrap();
     }
     assert!(
-        j.apply(&StatusChange::Journey {
+        j.apply_now(&StatusChange::Journey {
             status: JourneyStatus::Cancelled
         })
         .is_err()
     );
     assert_eq!(
-        j.apply(&StatusChange::Journey {
+        j.apply_now(&StatusChange::Journey {
             status: JourneyStatus::Completed
         }),
         Ok(Applied::Unchanged)

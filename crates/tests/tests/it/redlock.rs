@@ -6,7 +6,7 @@ use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange, StoreError};
 use flyrtech_infrastructure::{
     LocalRedis, LockSettings, RedisJourneyStore, RetryPolicy, StoreConfig, Strategy,
 };
-use flyrtech_tests::{TestRedis, journey, segment_id, store_with, unique_id};
+use flyrtech_tests::{ApplyNow, TestRedis, journey, segment_id, store_with, unique_id};
 
 fn masters(n: usize) -> Vec<LocalRedis> {
     LocalRedis::independent_masters(n).unwrap_or_else(|e| panic!("cannot start lock masters: {e}"))
@@ -158,7 +158,7 @@ async fn a_holder_that_pauses_past_its_ttl_is_refused_by_fencing() {
     let guard_a = lock.acquire(&id).await.unwrap();
     let (token_a, mut state_a) = lock.read_fenced(&id).await.unwrap();
     state_a
-        .apply(&StatusChange::Segment {
+        .apply_now(&StatusChange::Segment {
             segment_id: segment_id(0),
             status: SegmentStatus::Departed,
         })
@@ -217,13 +217,13 @@ async fn a_stale_holder_is_refused_even_before_the_new_holder_writes() {
     let (token_b, mut state_b) = lock.read_fenced(&id).await.unwrap();
     assert!(token_b > token_a);
     state_a
-        .apply(&StatusChange::Segment {
+        .apply_now(&StatusChange::Segment {
             segment_id: segment_id(0),
             status: SegmentStatus::Departed,
         })
         .unwrap();
     state_b
-        .apply(&StatusChange::Segment {
+        .apply_now(&StatusChange::Segment {
             segment_id: segment_id(1),
             status: SegmentStatus::Departed,
         })
