@@ -6,8 +6,10 @@
 //! - [`deployment`]: the configured Redis, or a private redis-server.
 //! - [`http`]: `flyrtech serve`, the HTTP API.
 //! - [`lab`]: `flyrtech compare`, strategies side by side, with lost updates counted.
+//! - [`outbox`]: `flyrtech relay`, `flyrtech audit` and `flyrtech backlog`.
 
 pub mod config;
 pub mod deployment;
 pub mod http;
 pub mod lab;
+pub mod outbox;

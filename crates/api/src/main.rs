@@ -10,7 +10,10 @@ use flyrtech_api::deployment::Deployment;
 use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::report::{self, LabReport, Machine};
 use flyrtech_api::lab::{self, Comparison, Knobs, Scenario, chart};
-use flyrtech_infrastructure::{LockSettings, StoreConfig, Strategy};
+use flyrtech_api::outbox::{self, AuditArgs, BacklogArgs, RelayArgs};
+use flyrtech_infrastructure::{
+    LockSettings, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -33,6 +36,14 @@ enum Command {
     /// Run strategies side by side on the same Redis: lost updates, throughput, latency,
     /// retries, and each strategy's Redis ceiling (docs/lab.md).
     Compare(CompareArgs),
+    /// Publish the outbox's events to the bus, at least once and in per-journey order
+    /// (docs/outbox/SCHEMA.md). Runs until SIGTERM, or with --drain until the outbox is empty.
+    Relay(RelayArgs),
+    /// Replay the published events and compare them with the stored journeys: lost updates,
+    /// version gaps, unpublished events. Exits with status 1 when it finds any.
+    Audit(AuditArgs),
+    /// Measure how fast one relay drains a backlog of outbox entries (default 1,000,000).
+    Backlog(BacklogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +99,10 @@ struct CompareArgs {
     /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
     #[arg(long)]
     cluster: bool,
+    /// After each run, drain the outbox and audit the run's journeys from their published
+    /// events; the audit's lost-update count is printed beside the lab's.
+    #[arg(long)]
+    audit: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,14 +116,62 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::resolve(&cli.common)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
-    runtime.block_on(run(cli.command, settings))
+    let code = runtime.block_on(run(cli.command, settings))?;
+    drop(runtime);
+    if code != 0 {
+        // Everything is dropped by now, a private redis-server included.
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+/// Runs a command; the exit status on success (the audit's 1 when it finds something).
+async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     match command {
-        Command::Serve(args) => serve(&args, settings).await,
-        Command::Compare(args) => compare(args, settings).await,
+        Command::Serve(args) => serve(&args, settings).await.map(|()| 0),
+        Command::Compare(args) => compare(args, settings).await.map(|()| 0),
+        Command::Relay(args) => {
+            let (_deployment, redis) = connect(&settings, "relay").await?;
+            outbox::relay(&args, redis, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Audit(args) => {
+            let (_deployment, redis) = connect(&settings, "audit").await?;
+            let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
+            let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
+            let report = outbox::run_audit(&args, &store, &redis).await?;
+            Ok(if report.is_clean() { 0 } else { 1 })
+        }
+        Command::Backlog(args) => {
+            let (_deployment, redis) = connect(&settings, "backlog").await?;
+            let report = tokio::select! {
+                report = outbox::backlog(&args, redis) => report?,
+                () = shutdown_signal() => bail!("interrupted"),
+            };
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{text}");
+            }
+            Ok(0)
+        }
     }
+}
+
+/// The configured Redis (or a private one, which only makes sense for `backlog`).
+async fn connect(settings: &Settings, command: &str) -> anyhow::Result<(Deployment, Redis)> {
+    if settings.redis_url.is_none() && command != "backlog" {
+        tracing::warn!(
+            "no Redis URL configured: {command} runs against a private, empty redis-server"
+        );
+    }
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), false)?;
+    let redis = Redis::connect(&RedisSettings::new(deployment.url.clone())).await?;
+    Ok((deployment, redis))
 }
 
 async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
@@ -151,6 +214,7 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
             repeats: args.repeats,
         },
         http: args.http.clone(),
+        audit: args.audit,
     };
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
     let started_at = chrono::Utc::now().to_rfc3339();

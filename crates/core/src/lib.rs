@@ -30,5 +30,7 @@ pub use events::{
 pub use ids::{JourneyId, SegmentId};
 pub use journey::{Applied, Journey, JourneyFile, JourneyVersion, Segment, StatusChange};
 pub use money::Money;
-pub use ports::{CacheKey, CacheService, JourneyStore, UpdateOutcome};
+pub use ports::{
+    CacheKey, CacheService, EventPublisher, JourneyStore, PublishError, UpdateOutcome,
+};
 pub use status::{JourneyStatus, SegmentStatus, Status, Transition};

@@ -171,3 +171,55 @@ pub trait CacheService: Send + Sync {
     /// [`StoreError::Unavailable`] when the backing store cannot be reached.
     fn exists(&self, key: &CacheKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
+
+/// Why a batch of envelopes was not (entirely) published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The bus cannot be reached now, or did not confirm. At least `published` envelopes were
+    /// published; later ones may or may not have been. The relay retries from `published` later
+    /// without counting the failure against the entries.
+    #[error("event bus unavailable after {published} envelopes: {message}")]
+    Unavailable {
+        /// How many envelopes, from the start of the batch, were published.
+        published: usize,
+        /// What failed.
+        message: String,
+    },
+    /// The bus refused the envelope at index `published`: the ones before it were published.
+    /// The relay redelivers it and parks it after too many deliveries.
+    #[error("event bus rejected envelope {published}: {reason}")]
+    Rejected {
+        /// How many envelopes, from the start of the batch, were published.
+        published: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PublishError {
+    /// How many envelopes, from the start of the batch, were published before the failure.
+    pub fn published(&self) -> usize {
+        match self {
+            Self::Unavailable { published, .. } | Self::Rejected { published, .. } => *published,
+        }
+    }
+}
+
+/// Where the relay publishes: a Redis Stream by default; NATS JetStream or Kafka adapters
+/// implement the same contract (see `docs/outbox/SCHEMA.md`).
+///
+/// Contract: envelopes are published in the order given (so a journey's changes keep their
+/// order), and a successful return means the bus has durably accepted all of them. Publishing
+/// the same envelope twice is allowed (delivery is at least once; consumers deduplicate by
+/// event id).
+pub trait EventPublisher: Send + Sync {
+    /// Publishes a batch, in order.
+    ///
+    /// # Errors
+    /// [`PublishError`] saying how many were published before the failure.
+    fn publish(
+        &self,
+        batch: &[crate::events::Envelope],
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}

@@ -11,11 +11,13 @@
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
 //! - [`outbox`]: the outbox entry written with every change, the [`outbox::relay::Relay`] that
 //!   publishes it through a [`outbox::publisher`], and what the audit reads.
+//! - [`audit`]: replays the published events against the stored journeys to find lost updates.
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
 //! - [`retry`]: bounded exponential backoff with full jitter.
 //! - `telemetry`: the metrics the store records (names and labels in its module docs).
 
+pub mod audit;
 pub mod cache;
 pub mod connection;
 mod document;

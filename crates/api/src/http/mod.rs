@@ -319,7 +319,7 @@ impl Drop for InFlight<'_> {
 
 /// The process-wide Prometheus recorder, installed on first use. Every [`Application`] in the
 /// process (tests run several) reports into it.
-fn prometheus() -> PrometheusHandle {
+pub(crate) fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

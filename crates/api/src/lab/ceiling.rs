@@ -8,13 +8,15 @@
 //!
 //! | strategy | commands replayed | ceiling (updates/s) |
 //! |---|---|---|
-//! | `lua`, `hash` | `EVALSHA` of the strategy's own update script, exact arguments | sum of two processes, one setting `Delayed` and one `Scheduled`, half the clients each, so changes and no-ops mix as in the run |
-//! | `naive`, `local-lock`, `optimistic` | `GET` of the document, `SET` of a document-sized value (scratch keys) | `1 / (1/r_GET + 1/r_SET)` |
-//! | `redlock` | `SET NX PX` (lock), `INCR` (fence), `GET`, `SET`, `DEL` (release) | `1 / sum(1/r_i)` |
+//! | `lua`, `hash` | `EVALSHA` of the strategy's own update script, exact arguments (outbox entry included) | sum of two processes, one setting `Delayed` and one `Scheduled`, half the clients each, so changes and no-ops mix as in the run |
+//! | `naive`, `local-lock`, `optimistic` | `GET` of the document, `XADD` of an outbox entry, `SET` of a document-sized value | `1 / (1/r_GET + 1/r_XADD + 1/r_SET)` |
+//! | `redlock` | `SET NX PX` (lock), `INCR` (fence), `GET`, `XADD`, `SET`, `DEL` (release) | `1 / sum(1/r_i)` |
 //!
 //! WATCH/MULTI/EXEC cannot be replayed per request by redis-benchmark, so the optimistic ceiling
-//! leaves out the transaction framing. Scratch keys (`lab:ceiling:<nonce>:*`) are deleted
-//! afterwards.
+//! leaves out the transaction framing. The replay works on copies of the run's journeys
+//! (`COPY` to `lab:ceiling:<nonce>:state:<n>`), because a journey's real key carries its outbox
+//! partition's hash tag, which `__rand_int__` cannot generate; the copies, the scratch outbox
+//! and the other scratch keys (`lab:ceiling:<nonce>:*`) are deleted afterwards.
 //!
 //! Same concurrency means the same connections and the same requests in flight: the lab's
 //! instances each multiplex their writers over one connection, so redis-benchmark opens one
@@ -112,6 +114,13 @@ async fn replay(
         })
     };
     let range = params.journeys;
+    let nonce = journeys.prefix.rsplit('-').next().unwrap_or("0").to_owned();
+    let scratch = format!("lab:ceiling:{nonce}");
+    // The run's own journeys, copied under names redis-benchmark can generate: a journey's real
+    // key carries its outbox partition's hash tag, which `__rand_int__` cannot reproduce.
+    let state = format!("{scratch}:state:__rand_int__");
+    let outbox = format!("{scratch}:outbox");
+    copy_states(store, strategy, journeys, &scratch).await?;
     let delayed = store.script_call(&placeholder, &change(SegmentStatus::Delayed)?);
     let scheduled = store.script_call(&placeholder, &change(SegmentStatus::Scheduled)?);
     if let (Some(delayed), Some(scheduled)) = (delayed, scheduled) {
@@ -125,8 +134,9 @@ async fn replay(
             let mut v = vec![
                 "EVALSHA".to_owned(),
                 call.sha.clone(),
-                "1".into(),
-                call.key.clone(),
+                "2".into(),
+                state.clone(),
+                outbox.clone(),
             ];
             v.extend(call.args.iter().cloned());
             v
@@ -144,7 +154,9 @@ async fn replay(
             Ok::<_, LabError>(vec![finish(first, &a)?, finish(second, &b)?])
         })
         .await
-        .map_err(|e| LabError::Benchmark(e.to_string()))??;
+        .map_err(|e| LabError::Benchmark(e.to_string()))?;
+        cleanup(store, &scratch).await;
+        let runs = runs?;
         let total = runs.iter().map(|r| r.requests_per_second).sum();
         return Ok(Ceiling {
             updates_per_second: total,
@@ -154,14 +166,25 @@ async fn replay(
         });
     }
 
-    // Document strategies: the read and the write, plus the lock's commands for redlock.
-    let nonce = journeys.prefix.rsplit('-').next().unwrap_or("0").to_owned();
-    let scratch = format!("lab:ceiling:{nonce}");
+    // Document strategies: the read, the outbox entry and the write, plus the lock's commands
+    // for redlock.
     let document = serde_json::to_string(&synthetic_journey(&placeholder, params.segments)?)
         .map_err(|e| LabError::Benchmark(e.to_string()))?;
-    let key = flyrtech_infrastructure::keys::journey_document(&placeholder);
+    let mut entry = vec!["XADD".to_owned(), outbox, "*".into()];
+    for (field, value) in [
+        ("journey", placeholder.as_str()),
+        ("version", "1"),
+        ("at", "2026-11-21T08:00:00.000Z"),
+        ("target", "SEG-000000000000"),
+        ("from", "Scheduled"),
+        ("to", "Delayed"),
+        ("id", "019aa6f2-0000-7000-8000-000000000000"),
+    ] {
+        entry.extend([field.to_owned(), value.to_owned()]);
+    }
     let mut commands: Vec<Vec<String>> = vec![
-        vec!["GET".into(), key],
+        vec!["GET".into(), state],
+        entry,
         vec![
             "SET".into(),
             format!("{scratch}:doc:__rand_int__"),
@@ -193,8 +216,9 @@ async fn replay(
             .collect::<Result<Vec<_>, LabError>>()
     })
     .await
-    .map_err(|e| LabError::Benchmark(e.to_string()))??;
+    .map_err(|e| LabError::Benchmark(e.to_string()));
     cleanup(store, &scratch).await;
+    let measured = measured??;
     let seconds_per_update: f64 = measured.iter().map(|c| 1.0 / c.requests_per_second).sum();
     Ok(Ceiling {
         updates_per_second: 1.0 / seconds_per_update,
@@ -301,6 +325,36 @@ fn finish(child: std::process::Child, argv: &[String]) -> Result<CommandRate, La
 }
 
 /// Deletes the scratch keys; failure only leaves a few keys under `lab:ceiling:`.
+/// Copies the state of each of the run's journeys to `<scratch>:state:<12 digits>`.
+async fn copy_states(
+    store: &flyrtech_infrastructure::RedisJourneyStore,
+    strategy: Strategy,
+    journeys: &Journeys,
+    scratch: &str,
+) -> Result<(), LabError> {
+    use flyrtech_infrastructure::keys;
+    for chunk in journeys.ids.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            let source = if strategy == Strategy::Hash {
+                keys::journey_hash(id)
+            } else {
+                keys::journey_document(id)
+            };
+            let n = id.as_str().rsplit('-').next().unwrap_or_default();
+            pipe.cmd("COPY")
+                .arg(source)
+                .arg(format!("{scratch}:state:{n}"))
+                .ignore();
+        }
+        let () = pipe
+            .query_async(&mut store.redis().shared())
+            .await
+            .map_err(|e| LabError::Benchmark(e.to_string()))?;
+    }
+    Ok(())
+}
+
 async fn cleanup(store: &flyrtech_infrastructure::RedisJourneyStore, scratch: &str) {
     let mut conn = store.redis().shared();
     let mut cursor: u64 = 0;

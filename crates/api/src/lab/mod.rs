@@ -333,6 +333,20 @@ pub async fn run(
     scenario: Scenario,
     params: Params,
 ) -> Result<RunReport, LabError> {
+    run_with(driver, scenario, params, false).await
+}
+
+/// [`run`], then, with `audit` and an in-process driver, the outbox drained and the run's
+/// journeys audited after each repetition.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    driver: &std::sync::Arc<Driver>,
+    scenario: Scenario,
+    params: Params,
+    audit: bool,
+) -> Result<RunReport, LabError> {
     if params.writers == 0 || params.journeys == 0 || params.segments == 0 {
         return Err(InvalidInput::new(
             "lab parameters",
@@ -341,6 +355,7 @@ pub async fn run(
         .into());
     }
     let mut total: Option<(workload::Outcome, verify::Check, workload::Journeys)> = None;
+    let mut audits: Option<crate::outbox::AuditSummary> = None;
     let before = driver.round_trips();
     for repeat in 0..params.repeats.max(1) {
         let ids = workload::create_journeys(driver, scenario, &params).await?;
@@ -350,6 +365,12 @@ pub async fn run(
         };
         let outcome = workload::execute(driver, &ids, &seeded).await?;
         let check = verify::check(driver, &ids, &outcome.acks).await?;
+        if let (true, Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
+            let found = crate::outbox::drain_and_audit(url, *strategy, &ids.ids)
+                .await
+                .map_err(|e| LabError::Task(format!("audit: {e}")))?;
+            audits = Some(audits.unwrap_or_default() + found);
+        }
         total = Some(match total {
             None => (outcome, check, ids),
             Some((mut sum, sum_check, _)) => {
@@ -365,7 +386,7 @@ pub async fn run(
     let seconds = outcome.elapsed.as_secs_f64();
     let ceiling_requests = (outcome.acks.len() as f64 / seconds.max(1e-3) * 2.0) as usize;
     let ceiling = ceiling::measure(driver, scenario, &params, &ids, ceiling_requests).await;
-    Ok(RunReport::new(
+    let mut report = RunReport::new(
         driver.strategy_name(),
         scenario,
         params,
@@ -373,7 +394,9 @@ pub async fn run(
         check,
         driver.measures_round_trips().then_some(round_trips),
         ceiling,
-    ))
+    );
+    report.audit = audits;
+    Ok(report)
 }
 
 /// The id of segment `i` of a [`synthetic_journey`]: `SEG-0000`, `SEG-0001`, ...
@@ -414,11 +437,12 @@ pub fn synthetic_journey(id: &JourneyId, segments: usize) -> Result<Journey, Inv
                     carrier: "FlyrTech Air".into(),
                     status: SegmentStatus::Scheduled,
                     price,
-                })
+    })
             })
             .collect::<Result<_, InvalidInput>>()?,
         metadata: Default::default(),
         version: JourneyVersion::INITIAL,
+        events: flyrtech_core::events::EventRaiser::default(),
     })
 }
 
@@ -433,6 +457,9 @@ pub struct Comparison {
     pub knobs: Knobs,
     /// Base URLs of running servers to drive instead of the library.
     pub http: Vec<String>,
+    /// After each in-process run, drain the outbox and audit the run's journeys
+    /// ([`crate::outbox::drain_and_audit`]).
+    pub audit: bool,
 }
 
 /// Runs every scenario's plan for every strategy (or once over HTTP), in that order, on the
@@ -452,7 +479,7 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
     for &scenario in &comparison.scenarios {
         for params in scenario.plan(&comparison.knobs) {
             if let Some(driver) = &http {
-                reports.push(run(driver, scenario, params).await?);
+                reports.push(run_with(driver, scenario, params, false).await?);
                 continue;
             }
             for &strategy in &comparison.strategies {
@@ -466,7 +493,7 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
                     %scenario, %strategy, writers = params.writers, segments = params.segments,
                     journeys = params.journeys, "running"
                 );
-                reports.push(run(&driver, scenario, params).await?);
+                reports.push(run_with(&driver, scenario, params, comparison.audit).await?);
             }
         }
     }
@@ -479,6 +506,11 @@ pub async fn redis_version(url: &str) -> Option<String> {
         flyrtech_infrastructure::Redis::connect(&flyrtech_infrastructure::RedisSettings::new(url))
             .await
             .ok()?;
+    redis_version_of(&redis).await
+}
+
+/// The `redis_version` of the server behind a handle.
+pub async fn redis_version_of(redis: &flyrtech_infrastructure::Redis) -> Option<String> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut redis.shared())

@@ -68,6 +68,9 @@ pub struct RunReport {
     /// The same model with the window measured instead of configured: the median update
     /// latency (read, processing, write, and the timer's granularity).
     pub model_loss_probability_effective: Option<f64>,
+    /// With `--audit`: what the outbox audit found for the run's journeys, to set beside `lost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::outbox::AuditSummary>,
 }
 
 impl RunReport {
@@ -120,6 +123,7 @@ impl RunReport {
                 let window = Duration::from_micros(h.value_at_quantile(0.5));
                 super::model_loss_probability(params.writers, window, t)
             }),
+            audit: None,
         }
     }
 
@@ -133,7 +137,15 @@ impl RunReport {
             self.attempted,
             self.changed,
             self.lost
-        )
+        ) + &self
+            .audit
+            .map(|a| {
+                format!(
+                    "; audit: {} lost updates, {} version gaps in {} published changes",
+                    a.lost_updates, a.version_gaps, a.changes_published
+                )
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -205,7 +205,7 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
 }
 
 /// Flattens fields for `XADD`.
-pub(crate) fn xadd_args(fields: &Fields) -> Vec<&str> {
+pub fn xadd_args(fields: &Fields) -> Vec<&str> {
     fields
         .iter()
         .flat_map(|(k, v)| [*k, v.as_str()])

@@ -36,6 +36,7 @@ async fn run(
         scenarios: vec![scenario],
         knobs: knobs.clone(),
         http: Vec::new(),
+        audit: false,
     };
     lab::compare(&redis.url(), &comparison).await.unwrap()
 }
@@ -116,6 +117,7 @@ async fn the_http_mode_drives_running_servers() {
         scenarios: vec![Scenario::HotJourney],
         knobs: small(),
         http: servers.iter().map(|s| s.base.clone()).collect(),
+        audit: false,
     };
     let [r] = lab::compare(&redis.url(), &comparison)
         .await
