@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use futures::StreamExt;
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::{JourneyId, JourneyStore, StoreError};
@@ -420,18 +421,32 @@ async fn fill_outbox(
     let mut next = 0usize;
     while next < entries {
         let end = (next + 10_000).min(entries);
-        let mut pipe = redis::pipe();
+        // One pipeline per partition: on a cluster a pipeline may not cross slots.
+        let mut pipes: std::collections::HashMap<Partition, redis::Pipeline> =
+            std::collections::HashMap::new();
         for k in next..end {
             let id = &ids[k % journeys];
             let version = (k / journeys + 1) as u64;
             let fields = backlog_entry(id, version, at)?;
-            pipe.cmd("XADD")
-                .arg(Partition::of(id).outbox())
+            let partition = Partition::of(id);
+            pipes
+                .entry(partition)
+                .or_default()
+                .cmd("XADD")
+                .arg(partition.outbox())
                 .arg("*")
                 .arg(outbox::xadd_args(&fields))
                 .ignore();
         }
-        let () = pipe.query_async(&mut redis.shared()).await?;
+        let results: Vec<redis::RedisResult<()>> = futures::stream::iter(pipes.into_values())
+            .map(|pipe| {
+                let mut conn = redis.shared();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect::<redis::RedisResult<Vec<()>>>()?;
         next = end;
     }
     Ok(())

@@ -279,3 +279,32 @@ impl ApplyNow for Journey {
         self.apply(change, t0())
     }
 }
+
+/// The envelopes in the outbox for one journey, oldest first (pending publication).
+pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core::Envelope> {
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(flyrtech_infrastructure::keys::journey_outbox(id))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .filter(|(_, f)| f.get("journey").map(String::as_str) == Some(id.as_str()))
+        .map(|(entry, f)| {
+            flyrtech_infrastructure::outbox::decode(&f)
+                .unwrap_or_else(|e| panic!("entry {entry} does not decode: {e}"))
+        })
+        .collect()
+}
+
+/// Every envelope on a bus stream, oldest first.
+pub async fn bus(redis: &Redis, stream: &str) -> Vec<flyrtech_core::Envelope> {
+    flyrtech_infrastructure::outbox::publisher::read_bus(redis, stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}

@@ -542,41 +542,56 @@ async fn ensure_groups(redis: &Redis) -> Result<(), StoreError> {
     results.into_iter().collect()
 }
 
-/// The outbox's backlog: one pipelined `XLEN` per partition, then the first entry of each
-/// non-empty one. Also sets the depth and age gauges.
+/// Runs one command per partition, many in flight at once on the multiplexed connection (the
+/// client pipelines them), results in partition order. Not a Redis pipeline: on a cluster, a
+/// pipeline may not cross slots, and each partition is its own slot.
+async fn per_partition<T: redis::FromRedisValue>(
+    redis: &Redis,
+    partitions: &[Partition],
+    command: impl Fn(Partition) -> redis::Cmd,
+) -> Result<Vec<T>, StoreError> {
+    futures::stream::iter(partitions.iter().map(|&p| {
+        let cmd = command(p);
+        let mut conn = redis.shared();
+        async move { cmd.query_async::<T>(&mut conn).await.store_err() }
+    }))
+    .buffered(64)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The outbox's backlog: `XLEN` of every partition, then the first entry of each non-empty
+/// one. Also sets the depth and age gauges.
 ///
 /// # Errors
 /// [`StoreError::Unavailable`].
 pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
-    let mut pipe = redis::pipe();
-    for p in Partition::all() {
-        pipe.cmd("XLEN").arg(p.outbox());
-    }
-    let lengths: Vec<u64> = pipe.query_async(&mut redis.shared()).await.store_err()?;
-    let partitions: Vec<Partition> = Partition::all()
+    let all: Vec<Partition> = Partition::all().collect();
+    let lengths: Vec<u64> = per_partition(redis, &all, |p| {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(p.outbox());
+        cmd
+    })
+    .await?;
+    let partitions: Vec<Partition> = all
+        .iter()
         .zip(&lengths)
         .filter(|(_, n)| **n > 0)
-        .map(|(p, _)| p)
+        .map(|(p, _)| *p)
         .collect();
-    let mut oldest_ms: Option<u64> = None;
-    if !partitions.is_empty() {
-        let mut pipe = redis::pipe();
-        for p in &partitions {
-            pipe.cmd("XRANGE")
-                .arg(p.outbox())
-                .arg("-")
-                .arg("+")
-                .arg("COUNT")
-                .arg(1);
-        }
-        let firsts: Vec<Vec<(String, Value)>> =
-            pipe.query_async(&mut redis.shared()).await.store_err()?;
-        oldest_ms = firsts
-            .iter()
-            .flatten()
-            .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
-            .min();
-    }
+    let firsts: Vec<Vec<(String, Value)>> = per_partition(redis, &partitions, |p| {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(p.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+        cmd
+    })
+    .await?;
+    let oldest_ms: Option<u64> = firsts
+        .iter()
+        .flatten()
+        .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
+        .min();
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -32,6 +32,8 @@ mod contract;
 mod domain;
 mod http;
 mod incident;
+mod events;
 mod lab;
+mod outbox;
 mod properties;
 mod redlock;
