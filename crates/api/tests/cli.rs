@@ -175,3 +175,128 @@ async fn serve_runs_until_sigterm_and_cleans_up() {
         "the private redis-server on {port} is still running"
     );
 }
+
+/// `flyrtech relay` killed with SIGKILL in the middle of a batch (published, not yet
+/// acknowledged), then a fresh relay: every change reaches the bus at least once, the
+/// republished ones are counted as duplicates and absorbed by the consumer, and `flyrtech audit`
+/// finds the published history and the stored journeys in agreement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_batch_republishes_after_restart() {
+    use flyrtech_core::consumer::{Consumer, StatusHistory};
+    use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus};
+    use flyrtech_infrastructure::keys::{self, Partition};
+    use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
+
+    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+    let url = local.url();
+    let redis = Redis::connect(&RedisSettings::new(url.clone())).await.unwrap();
+    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
+        .await
+        .unwrap();
+    let (journeys, changes) = (30, 4);
+    let ids: Vec<JourneyId> = (0..journeys)
+        .map(|n| JourneyId::parse(format!("KILL-{n}")).unwrap())
+        .collect();
+    for id in &ids {
+        store
+            .create(&flyrtech_api::lab::synthetic_journey(id, changes).unwrap())
+            .await
+            .unwrap();
+        for s in 0..changes {
+            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
+            store
+                .update_segment_status(id, &segment, SegmentStatus::Delayed, None)
+                .await
+                .unwrap();
+        }
+    }
+    let total = (journeys * changes) as u64;
+    let relay_args = |consumer: &str| {
+        [
+            "--redis-url",
+            &url,
+            "relay",
+            "--batch",
+            "16",
+            "--parallel",
+            "1",
+            "--claim-idle-ms",
+            "200",
+            "--lease-ms",
+            "300",
+            "--consumer",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([consumer.to_owned()])
+        .collect::<Vec<_>>()
+    };
+    let mut doomed = flyrtech()
+        .args(relay_args("doomed"))
+        .args(["--publish-delay-ms", "10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Poll (bounded) until the first batch is on the bus: the relay now waits before acking it.
+    let bus_len = || {
+        let redis = redis.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg(keys::EVENTS)
+                .query_async::<u64>(&mut redis.shared())
+                .await
+                .unwrap()
+        }
+    };
+    let mut published = 0;
+    for _ in 0..2000 {
+        published = bus_len().await;
+        if published > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(published > 0, "the relay never published");
+    doomed.kill().unwrap(); // SIGKILL
+    doomed.wait().unwrap();
+    let mut pending = 0;
+    for p in Partition::all() {
+        let (count, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(p.outbox())
+            .arg("relay")
+            .query_async(&mut redis.shared())
+            .await
+            .unwrap();
+        pending += count;
+    }
+    assert!(pending > 0, "killed mid-batch: published entries are still pending");
+
+    let out = flyrtech().args(relay_args("survivor")).arg("--drain").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bus = flyrtech_infrastructure::outbox::publisher::read_bus(&redis, keys::EVENTS)
+        .await
+        .unwrap();
+    let mut consumer = Consumer::new(StatusHistory::default());
+    for (_, envelope) in bus {
+        consumer.receive(envelope);
+    }
+    let stats = consumer.stats();
+    assert_eq!(stats.applied, total, "every change reached the bus");
+    assert!(stats.duplicates > 0, "the unacknowledged batch was published again");
+    assert_eq!(stats.delivered, total + stats.duplicates);
+    for id in &ids {
+        let history = &consumer.projection().journeys[id];
+        assert_eq!(history.versions.len(), changes);
+        assert!(history.last_status.values().all(|s| *s == "Delayed"));
+    }
+
+    let audit = flyrtech()
+        .args(["--redis-url", &url, "--strategy", "lua", "audit"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{stdout}");
+    assert!(stdout.contains("lost updates"), "{stdout}");
+}
