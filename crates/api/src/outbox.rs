@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::{JourneyId, JourneyStore, StoreError};
@@ -19,6 +18,7 @@ use flyrtech_infrastructure::outbox::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings, RelayStats, depth};
 use flyrtech_infrastructure::outbox::{self, Fields};
 use flyrtech_infrastructure::{Redis, RedisSettings};
+use futures::StreamExt;
 use serde::Serialize;
 
 /// Where the relay publishes.
@@ -123,8 +123,7 @@ pub async fn relay(
 ) -> anyhow::Result<RelayStats> {
     let settings = args.settings()?;
     let bus = args.bus.connect(&redis).await?;
-    let publisher =
-        RedisStreamPublisher::new(
+    let publisher = RedisStreamPublisher::new(
         bus,
         args.bus.events_stream.clone(),
         Some(args.bus.events_retention),
@@ -362,12 +361,19 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
             "the outbox already holds {depth_before} entries; run the backlog on an empty Redis"
         );
     }
-    let nonce = format!("{:06x}", rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff);
+    let nonce = format!(
+        "{:06x}",
+        rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff
+    );
     let stream = format!("{}:backlog:{nonce}", args.relay.bus.events_stream);
     let fill = Instant::now();
     fill_outbox(&redis, args.entries, args.journeys, &nonce).await?;
     let fill_seconds = fill.elapsed().as_secs_f64();
-    tracing::info!(entries = args.entries, fill_seconds, "backlog written; draining");
+    tracing::info!(
+        entries = args.entries,
+        fill_seconds,
+        "backlog written; draining"
+    );
 
     let bus = args.relay.bus.connect(&redis).await?;
     let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None);
@@ -389,9 +395,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
         schema_version: 1,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_at,
-        machine: crate::lab::report::Machine::detect(
-            crate::lab::redis_version_of(&redis).await,
-        ),
+        machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
         entries: args.entries,
         journeys: args.journeys,
         batch,
@@ -446,7 +450,9 @@ async fn fill_outbox(
             .buffer_unordered(16)
             .collect()
             .await;
-        results.into_iter().collect::<redis::RedisResult<Vec<()>>>()?;
+        results
+            .into_iter()
+            .collect::<redis::RedisResult<Vec<()>>>()?;
         next = end;
     }
     Ok(())

@@ -189,7 +189,9 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
 
     let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let url = local.url();
-    let redis = Redis::connect(&RedisSettings::new(url.clone())).await.unwrap();
+    let redis = Redis::connect(&RedisSettings::new(url.clone()))
+        .await
+        .unwrap();
     let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
         .await
         .unwrap();
@@ -270,10 +272,21 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
             .unwrap();
         pending += count;
     }
-    assert!(pending > 0, "killed mid-batch: published entries are still pending");
+    assert!(
+        pending > 0,
+        "killed mid-batch: published entries are still pending"
+    );
 
-    let out = flyrtech().args(relay_args("survivor")).arg("--drain").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = flyrtech()
+        .args(relay_args("survivor"))
+        .arg("--drain")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let bus = flyrtech_infrastructure::outbox::publisher::read_bus(&redis, keys::EVENTS)
         .await
@@ -284,7 +297,10 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
     }
     let stats = consumer.stats();
     assert_eq!(stats.applied, total, "every change reached the bus");
-    assert!(stats.duplicates > 0, "the unacknowledged batch was published again");
+    assert!(
+        stats.duplicates > 0,
+        "the unacknowledged batch was published again"
+    );
     assert_eq!(stats.delivered, total + stats.duplicates);
     for id in &ids {
         let history = &consumer.projection().journeys[id];

@@ -88,7 +88,10 @@ impl<P: Projection> Consumer<P> {
             self.stats.duplicates += 1;
             return Delivery::Duplicate;
         }
-        let cursor = self.journeys.entry(envelope.journey_id.clone()).or_default();
+        let cursor = self
+            .journeys
+            .entry(envelope.journey_id.clone())
+            .or_default();
         if envelope.version <= cursor.applied || cursor.held.contains_key(&envelope.version) {
             self.stats.stale += 1;
             return Delivery::Stale;
@@ -126,7 +129,13 @@ impl<P: Projection> Consumer<P> {
             .journeys
             .iter()
             .filter(|(_, c)| !c.held.is_empty())
-            .map(|(id, c)| (id.clone(), c.applied.next(), c.held.keys().copied().collect()))
+            .map(|(id, c)| {
+                (
+                    id.clone(),
+                    c.applied.next(),
+                    c.held.keys().copied().collect(),
+                )
+            })
             .collect();
         gaps.sort_by(|a, b| a.0.cmp(&b.0));
         gaps

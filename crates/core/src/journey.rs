@@ -204,7 +204,10 @@ impl Journey {
             StatusChange::Journey { status } => {
                 let from = self.status;
                 let transition = set_status(&mut self.status, *status, change)?;
-                (transition, EventKind::JourneyStatusChanged { from, to: *status })
+                (
+                    transition,
+                    EventKind::JourneyStatusChanged { from, to: *status },
+                )
             }
         };
         if transition == Transition::NoOp {

@@ -29,8 +29,8 @@ use serde::Serialize;
 use crate::connection::Redis;
 use crate::error::RedisResultExt;
 use crate::keys::Partition;
-use crate::outbox::publisher::read_bus;
 use crate::outbox::decode;
+use crate::outbox::publisher::read_bus;
 
 /// Why a change counts as lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -180,7 +180,9 @@ pub async fn audit<S: JourneyStore>(
         };
         let versions = claims.remove(id).unwrap_or_default();
         report.changes_published += versions.values().map(|c| c.len() as u64).sum::<u64>();
-        let stored_version = stored.as_ref().map_or(JourneyVersion::INITIAL, |j| j.version);
+        let stored_version = stored
+            .as_ref()
+            .map_or(JourneyVersion::INITIAL, |j| j.version);
         compare(id, stored.as_ref(), &versions, &mut report.lost_updates);
         for v in 1..=stored_version.get() {
             let v = JourneyVersion::new(v);

@@ -60,7 +60,11 @@ pub struct Partition(usize);
 impl Partition {
     /// The partition a journey belongs to.
     pub fn of(id: &JourneyId) -> Self {
-        Self(usize::from(crc16::State::<crc16::XMODEM>::calculate(id.as_str().as_bytes())) % PARTITIONS)
+        Self(
+            usize::from(crc16::State::<crc16::XMODEM>::calculate(
+                id.as_str().as_bytes(),
+            )) % PARTITIONS,
+        )
     }
 
     /// Every partition, in order.

@@ -437,7 +437,7 @@ pub fn synthetic_journey(id: &JourneyId, segments: usize) -> Result<Journey, Inv
                     carrier: "FlyrTech Air".into(),
                     status: SegmentStatus::Scheduled,
                     price,
-    })
+                })
             })
             .collect::<Result<_, InvalidInput>>()?,
         metadata: Default::default(),

@@ -206,8 +206,5 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
 
 /// Flattens fields for `XADD`.
 pub fn xadd_args(fields: &Fields) -> Vec<&str> {
-    fields
-        .iter()
-        .flat_map(|(k, v)| [*k, v.as_str()])
-        .collect()
+    fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect()
 }

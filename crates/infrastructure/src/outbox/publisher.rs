@@ -17,7 +17,6 @@
 use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
 use std::collections::HashMap;
 
-
 use crate::connection::Redis;
 use crate::error::{RedisResultExt, corrupt};
 

@@ -161,6 +161,9 @@ pub struct Relay<P> {
 /// many times it has been delivered.
 type Delivered = (String, Option<HashMap<String, String>>, u64);
 
+/// A stream entry as `XREADGROUP` returns it: id and fields (`None` when deleted).
+type StreamEntry = (String, Option<HashMap<String, String>>);
+
 impl<P: EventPublisher> Relay<P> {
     /// A relay reading the outbox on `redis` and publishing through `publisher`. Creates the
     /// consumer group on every partition if it does not exist yet.
@@ -416,26 +419,27 @@ impl<P: EventPublisher> Relay<P> {
         }
         let mine = pending.iter().any(|(c, n)| c == me && *n > 0);
         let start = if mine { "0" } else { ">" };
-        let reply: Option<Vec<(String, Vec<(String, Option<HashMap<String, String>>)>)>> =
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(me)
-                .arg("COUNT")
-                .arg(self.settings.batch)
-                .arg("STREAMS")
-                .arg(&key)
-                .arg(start)
-                .query_async(&mut conn)
-                .await
-                .store_err()?;
+        let reply: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(me)
+            .arg("COUNT")
+            .arg(self.settings.batch)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(start)
+            .query_async(&mut conn)
+            .await
+            .store_err()?;
         let entries = reply
             .into_iter()
             .flatten()
             .flat_map(|(_, entries)| entries)
             .collect::<Vec<_>>();
         if !mine {
-            return Ok(Some(entries.into_iter().map(|(id, f)| (id, f, 1)).collect()));
+            return Ok(Some(
+                entries.into_iter().map(|(id, f)| (id, f, 1)).collect(),
+            ));
         }
         let details: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&key)

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::naive::Naive;
 use super::Base;
+use super::naive::Naive;
 
 type LockTable = HashMap<JourneyId, Arc<tokio::sync::Mutex<()>>>;
 

@@ -18,7 +18,6 @@
 //! every other client waits: server CPU grows with document size. The processing delay is spent
 //! before the call, since the decision is made inside Redis.
 
-
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 use redis::Script;
 

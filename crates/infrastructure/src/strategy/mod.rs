@@ -201,9 +201,9 @@ impl RedisJourneyStore {
             Strategy::Optimistic => {
                 Writer::Optimistic(optimistic::Optimistic::new(base, config.retry))
             }
-            Strategy::Redlock => Writer::Redlock(
-                redlock::Redlock::connect(base, config.retry, &config.lock).await?,
-            ),
+            Strategy::Redlock => {
+                Writer::Redlock(redlock::Redlock::connect(base, config.retry, &config.lock).await?)
+            }
             Strategy::Lua => Writer::Lua(lua::Lua::new(base)),
             Strategy::Hash => Writer::Hash(hash::Hash::new(base)),
         };

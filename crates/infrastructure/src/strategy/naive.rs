@@ -10,7 +10,6 @@
 //!
 //! Cost: two round trips (GET; MULTI XADD SET EXEC), no retries, no server-side work beyond the two commands.
 
-
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
 use super::{Base, outcome, process};
@@ -47,7 +46,10 @@ impl Naive {
                 .await
                 .store_err()?;
             if committed.is_none() {
-                return Err(corrupt(&keys::journey_document(id), "EXEC aborted without WATCH"));
+                return Err(corrupt(
+                    &keys::journey_document(id),
+                    "EXEC aborted without WATCH",
+                ));
             }
         }
         Ok(outcome(&journey, applied))

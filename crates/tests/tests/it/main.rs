@@ -30,9 +30,9 @@ fn every_correct_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {
 mod cache;
 mod contract;
 mod domain;
+mod events;
 mod http;
 mod incident;
-mod events;
 mod lab;
 mod outbox;
 mod properties;
