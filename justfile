@@ -17,6 +17,16 @@ bench:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- compare --strategies all --scenario all --json docs/results/lab.json --chart docs/results/scaling.svg | tee docs/results/summary.txt
 
+# One relay draining a backlog of 1,000,000 outbox entries; writes docs/results/backlog.json.
+backlog:
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- backlog --entries 1000000 --json docs/results/backlog.json
+
+# The incident for every strategy, each run followed by the relay and the audit; writes docs/results/audit.txt.
+audit:
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident --audit | tee docs/results/audit.txt
+
 fmt:
     cargo fmt --all
 

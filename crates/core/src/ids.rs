@@ -1,6 +1,6 @@
 //! Validated identifiers.
 //!
-//! Ids end up inside Redis key names (`journey:{JRN-001}`), so they are restricted to characters
+//! Ids end up inside Redis key names (`journey:{P}:JRN-001`), so they are restricted to characters
 //! that cannot break a key: no braces (which would change the cluster hash tag), no colons, no
 //! spaces. Validation happens once, at the edge; everything inside the service holds a valid id.
 

@@ -1,4 +1,5 @@
-//! The document layout: each journey is one JSON string at `journey:{ID}`, as in the original
+//! The document layout: each journey is one JSON string at `journey:{P}:ID` (see
+//! [`crate::keys`]), as in the original
 //! service. Shared by every strategy except `hash`.
 //!
 //! A change is written with its outbox entry in one MULTI/EXEC ([`commit`]).

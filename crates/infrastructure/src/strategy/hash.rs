@@ -1,7 +1,7 @@
 //! `hash`: the journey is a Redis hash with one field per segment status, so a status change
 //! touches one field instead of rewriting the document.
 //!
-//! Layout of `journey:{ID}:hash` (documented in `docs/hash-layout.md`):
+//! Layout of `journey:{P}:ID:hash` (documented in `docs/hash-layout.md`):
 //!
 //! | field | value |
 //! |---|---|

@@ -1,7 +1,7 @@
 //! `optimistic`: WATCH the journey, read it, apply the change in Rust, write it in MULTI/EXEC;
 //! retry when EXEC reports that the journey changed in between.
 //!
-//! The race it closes: any write to `journey:{ID}` between our WATCH and our EXEC makes EXEC
+//! The race it closes: any write to `journey:{P}:ID` between our WATCH and our EXEC makes EXEC
 //! answer nil, so a write based on a stale read never lands. We then re-read and re-apply, so
 //! every acknowledged change was applied to the state it read.
 //!

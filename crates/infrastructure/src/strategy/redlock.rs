@@ -3,7 +3,7 @@
 //! The race it closes: only the holder of the journey's lock reads and writes the journey, so
 //! writers are serialised. A lock alone is not enough (Kleppmann, 2016): a holder that pauses
 //! past its TTL (GC, scheduler, network) writes after the next holder. So every acquisition
-//! mints a fencing token with `INCR journey:{ID}:fence` — in the journey's own slot, pipelined
+//! mints a fencing token with `INCR journey:{P}:ID:fence` — in the journey's own slot, pipelined
 //! with the read — and the write is a script that refuses the token unless it is still the
 //! newest one minted. Refusing every token older than the newest *minted* (not merely the newest
 //! *written*) matters: the new holder mints before it reads, so once it has minted, no older
