@@ -234,6 +234,18 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client that opens a new connection for every request: for tests that send requests the
+/// server refuses before reading their body (413), after which it closes the connection; a
+/// pooled client could pick that closing connection for the next request.
+pub fn unpooled_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// GETs `url` and decodes the JSON body, whatever the status.
 pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()

@@ -21,6 +21,15 @@
 //!   backs off and retries.
 //! - **Trimmed.** Published entries are deleted, so a partition's length is its backlog.
 //!
+//! # Limits
+//! - Exactly-once is not offered (see docs/outbox/ANSWERS.md, Q1): consumers deduplicate.
+//! - A relay that restarts under a new consumer name leaves its old name in each partition's
+//!   group (with no pending entries once they were claimed). It costs a few bytes per partition;
+//!   `XGROUP DELCONSUMER` removes it, which is not automated.
+//! - The lease does not fence: a relay stalled past both its lease and `claim_idle` may publish
+//!   a batch another relay already published. Consumers drop the duplicates by event id and the
+//!   out-of-order ones by version.
+//!
 //! # Throughput
 //! Each partition batch is three round trips whatever its size (read, publish pipeline,
 //! acknowledge), and up to `parallel` partitions are processed at once. The drain rate of a

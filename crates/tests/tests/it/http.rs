@@ -10,7 +10,7 @@ use std::time::Duration;
 use flyrtech_infrastructure::{RetryPolicy, StoreConfig, Strategy};
 use flyrtech_tests::{
     S, TestRedis, TestServer, Topology, get_json, http_client, journey, poll_until, segment_id,
-    serve_config, unique_id,
+    serve_config, unique_id, unpooled_http_client,
 };
 use reqwest::{Client, Method, StatusCode};
 use rstest::rstest;
@@ -248,7 +248,7 @@ impl Fixture {
         Self {
             _redis: redis,
             server,
-            client: http_client(),
+            client: unpooled_http_client(),
         }
     }
 

@@ -37,11 +37,37 @@ fn settings(consumer: &str) -> RelaySettings {
     }
 }
 
-async fn relay(redis: &Redis, stream: &str, consumer: &str) -> Relay<RedisStreamPublisher> {
-    let publisher = RedisStreamPublisher::new(redis.clone(), stream, None);
-    Relay::new(redis.clone(), publisher, settings(consumer))
+/// A relay reading the outbox on `redis` and publishing to `events` on `bus`.
+async fn relay_to(
+    redis: &Redis,
+    bus: &Redis,
+    settings: RelaySettings,
+) -> Relay<RedisStreamPublisher> {
+    let publisher = RedisStreamPublisher::new(bus.clone(), keys::EVENTS, None);
+    Relay::new(redis.clone(), publisher, settings)
         .await
         .unwrap()
+}
+
+async fn relay(redis: &Redis, consumer: &str) -> Relay<RedisStreamPublisher> {
+    relay_to(redis, redis, settings(consumer)).await
+}
+
+/// Creates a journey with `segments` segments and sets the first `changes` of them to Delayed,
+/// one acknowledged change each.
+async fn journey_with_changes(
+    store: &RedisJourneyStore,
+    id: &flyrtech_core::JourneyId,
+    segments: usize,
+    changes: usize,
+) {
+    store.create(&journey(id, segments)).await.unwrap();
+    for s in 0..changes {
+        store
+            .update_segment_status(id, &segment_id(s), SegmentStatus::Delayed, None)
+            .await
+            .unwrap();
+    }
 }
 
 /// `WRITERS` concurrent segment changes behind a barrier, with a processing delay so that the
@@ -215,13 +241,7 @@ async fn two_relays_at_once_lose_nothing_and_keep_per_journey_order(#[case] topo
     let (journeys, changes) = (40, 6);
     let ids: Vec<_> = (0..journeys).map(|_| unique_id("TWO")).collect();
     for id in &ids {
-        store.create(&journey(id, changes)).await.unwrap();
-        for s in 0..changes {
-            store
-                .update_segment_status(id, &segment_id(s), SegmentStatus::Delayed, None)
-                .await
-                .unwrap();
-        }
+        journey_with_changes(&store, id, changes, changes).await;
     }
     let slow = |name: &str| RelaySettings {
         batch: 2,
@@ -229,13 +249,8 @@ async fn two_relays_at_once_lose_nothing_and_keep_per_journey_order(#[case] topo
         publish_delay: Duration::from_millis(15),
         ..settings(name)
     };
-    let publisher = || RedisStreamPublisher::new(conn.clone(), keys::EVENTS, None);
-    let a = Relay::new(conn.clone(), publisher(), slow("relay-a"))
-        .await
-        .unwrap();
-    let b = Relay::new(conn.clone(), publisher(), slow("relay-b"))
-        .await
-        .unwrap();
+    let a = relay_to(&conn, &conn, slow("relay-a")).await;
+    let b = relay_to(&conn, &conn, slow("relay-b")).await;
     let (ra, rb) = tokio::join!(a.drain(), b.drain());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert!(ra.published > 0 && rb.published > 0, "{ra:?} {rb:?}");
@@ -284,16 +299,15 @@ async fn a_poison_entry_is_parked_after_max_deliveries() {
         .update_segment_status(&id, &segment_id(0), SegmentStatus::Delayed, None)
         .await
         .unwrap();
-    let relay = Relay::new(
-        conn.clone(),
-        RedisStreamPublisher::new(conn.clone(), keys::EVENTS, None),
+    let relay = relay_to(
+        &conn,
+        &conn,
         RelaySettings {
             max_deliveries: 3,
             ..settings("poison")
         },
     )
-    .await
-    .unwrap();
+    .await;
     let stats = relay.drain().await.unwrap();
     assert_eq!(stats.parked, 1);
     assert_eq!(stats.published, 1);
@@ -345,11 +359,7 @@ async fn an_envelope_the_bus_keeps_rejecting_is_parked_and_audited_as_a_gap() {
     let store = store(&conn, S::Lua).await;
     let (bad, good) = (unique_id("REJ"), unique_id("OK"));
     for id in [&bad, &good] {
-        store.create(&journey(id, 1)).await.unwrap();
-        store
-            .update_segment_status(id, &segment_id(0), SegmentStatus::Delayed, None)
-            .await
-            .unwrap();
+        journey_with_changes(&store, id, 1, 1).await;
     }
     let relay = Relay::new(
         conn.clone(),
@@ -392,24 +402,17 @@ async fn a_bus_outage_is_retried_not_parked() {
     let bus_conn = bus_redis.connect().await;
     let store = store(&conn, S::Hash).await;
     let id = unique_id("OUTAGE");
-    store.create(&journey(&id, 3)).await.unwrap();
-    for s in 0..3 {
-        store
-            .update_segment_status(&id, &segment_id(s), SegmentStatus::Delayed, None)
-            .await
-            .unwrap();
-    }
+    journey_with_changes(&store, &id, 3, 3).await;
     bus_redis.stop();
-    let relay = Relay::new(
-        conn.clone(),
-        RedisStreamPublisher::new(bus_conn.clone(), keys::EVENTS, None),
+    let relay = relay_to(
+        &conn,
+        &bus_conn,
         RelaySettings {
             max_deliveries: 1,
             ..settings("outage")
         },
     )
-    .await
-    .unwrap();
+    .await;
     for _ in 0..3 {
         assert!(
             !relay.sweep().await.unwrap(),
@@ -465,11 +468,7 @@ async fn the_audit_finds_lost_updates_exactly_where_they_happen(#[case] strategy
     );
     assert_eq!(before.version_gaps.len() as u64, state.version.get());
 
-    relay(&conn, keys::EVENTS, "audit")
-        .await
-        .drain()
-        .await
-        .unwrap();
+    relay(&conn, "audit").await.drain().await.unwrap();
     let report = audit(
         store.as_ref(),
         &conn,
@@ -516,16 +515,8 @@ async fn the_audit_reports_changes_the_state_no_longer_has() {
     let conn = redis.connect().await;
     let store = store(&conn, S::Lua).await;
     let id = unique_id("ROLLBACK");
-    store.create(&journey(&id, 2)).await.unwrap();
-    store
-        .update_segment_status(&id, &segment_id(0), SegmentStatus::Delayed, None)
-        .await
-        .unwrap();
-    relay(&conn, keys::EVENTS, "rollback")
-        .await
-        .drain()
-        .await
-        .unwrap();
+    journey_with_changes(&store, &id, 2, 1).await;
+    relay(&conn, "rollback").await.drain().await.unwrap();
     let _: i64 = redis::cmd("DEL")
         .arg(keys::journey_document(&id))
         .query_async(&mut conn.shared())
