@@ -53,6 +53,23 @@ async fn relay(redis: &Redis, consumer: &str) -> Relay<RedisStreamPublisher> {
     relay_to(redis, redis, settings(consumer)).await
 }
 
+/// The audit of one journey, the bus on the same Redis.
+async fn audit_one(
+    store: &RedisJourneyStore,
+    redis: &Redis,
+    id: &flyrtech_core::JourneyId,
+) -> flyrtech_infrastructure::audit::AuditReport {
+    audit(
+        store,
+        redis,
+        redis,
+        keys::EVENTS,
+        Some(std::slice::from_ref(id)),
+    )
+    .await
+    .unwrap()
+}
+
 /// Creates a journey with `segments` segments and sets the first `changes` of them to Delayed,
 /// one acknowledged change each.
 async fn journey_with_changes(
@@ -450,15 +467,7 @@ async fn the_audit_finds_lost_updates_exactly_where_they_happen(#[case] strategy
 
     // Before the relay runs, every version is a gap "not yet published" (or, for naive, the one
     // version all writers claimed).
-    let before = audit(
-        store.as_ref(),
-        &conn,
-        &conn,
-        keys::EVENTS,
-        Some(std::slice::from_ref(&id)),
-    )
-    .await
-    .unwrap();
+    let before = audit_one(store.as_ref(), &conn, &id).await;
     assert_eq!(before.unpublished, WRITERS as u64);
     assert!(
         before
@@ -469,15 +478,7 @@ async fn the_audit_finds_lost_updates_exactly_where_they_happen(#[case] strategy
     assert_eq!(before.version_gaps.len() as u64, state.version.get());
 
     relay(&conn, "audit").await.drain().await.unwrap();
-    let report = audit(
-        store.as_ref(),
-        &conn,
-        &conn,
-        keys::EVENTS,
-        Some(std::slice::from_ref(&id)),
-    )
-    .await
-    .unwrap();
+    let report = audit_one(store.as_ref(), &conn, &id).await;
     assert_eq!(report.changes_published, WRITERS as u64);
     assert_eq!(report.unpublished, 0);
     assert!(report.version_gaps.is_empty(), "{:?}", report.version_gaps);
@@ -523,15 +524,7 @@ async fn the_audit_reports_changes_the_state_no_longer_has() {
         .await
         .unwrap();
     store.create(&journey(&id, 2)).await.unwrap();
-    let report = audit(
-        &store,
-        &conn,
-        &conn,
-        keys::EVENTS,
-        Some(std::slice::from_ref(&id)),
-    )
-    .await
-    .unwrap();
+    let report = audit_one(&store, &conn, &id).await;
     assert_eq!(report.lost_updates.len(), 1);
     assert_eq!(
         report.lost_updates[0].reason,
