@@ -27,10 +27,9 @@ use flyrtech_core::{
 use serde::Serialize;
 
 use crate::connection::Redis;
-use crate::error::RedisResultExt;
 use crate::keys::Partition;
-use crate::outbox::decode;
 use crate::outbox::publisher::read_bus;
+use crate::outbox::{decode, read_stream};
 
 /// Why a change counts as lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -268,14 +267,8 @@ fn compare(
 /// The envelopes in an outbox or parked stream (undecodable entries are skipped: the relay
 /// parks them and the audit counts them there).
 async fn read_outbox(redis: &Redis, key: &str) -> Result<Vec<Envelope>, StoreError> {
-    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis.shared())
-        .await
-        .store_err()?;
-    Ok(entries
+    Ok(read_stream(redis, key)
+        .await?
         .into_iter()
         .filter_map(|(_, fields)| decode(&fields).ok())
         .collect())

@@ -13,6 +13,58 @@ use redis::Script;
 use crate::error::corrupt;
 use crate::keys;
 use crate::outbox::Stamp;
+use crate::strategy::{Base, process};
+
+/// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and where the
+/// journey's state lives in its layout. Both strategies update through this one path.
+#[derive(Debug)]
+pub(crate) struct UpdateScript {
+    script: Script,
+    source: &'static str,
+    state_key: fn(&JourneyId) -> String,
+}
+
+impl UpdateScript {
+    pub(crate) fn new(source: &'static str, state_key: fn(&JourneyId) -> String) -> Self {
+        Self {
+            script: Script::new(source),
+            source,
+            state_key,
+        }
+    }
+
+    /// The processing delay, then the one atomic call.
+    pub(crate) async fn update(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        process(base.delay).await;
+        self.call(base, id, change, expected)
+            .run(&self.script, &base.redis, id, change, expected)
+            .await
+    }
+
+    /// The exact script call an update sends, stamped with fresh event ids and the clock's now.
+    pub(crate) fn call(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> ScriptCall {
+        ScriptCall::new(
+            (&self.script, self.source),
+            (self.state_key)(id),
+            id,
+            change,
+            expected,
+            &Stamp::new(base.clock.as_ref(), change),
+        )
+    }
+}
 
 /// One invocation of an update script: what `EVALSHA` is sent with. The lab replays it with
 /// redis-benchmark to measure the script's own ceiling on the same server.
@@ -33,7 +85,7 @@ pub struct ScriptCall {
 
 impl ScriptCall {
     /// Sends the call on the shared connection and interprets the reply.
-    pub(crate) async fn run(
+    async fn run(
         &self,
         script: &Script,
         redis: &crate::connection::Redis,
@@ -50,7 +102,7 @@ impl ScriptCall {
         interpret(&self.keys[0], id, change, expected, &reply)
     }
 
-    pub(crate) fn new(
+    fn new(
         (script, source): (&Script, &'static str),
         state_key: String,
         id: &JourneyId,

@@ -294,21 +294,19 @@ impl ApplyNow for Journey {
 
 /// The envelopes in the outbox for one journey, oldest first (pending publication).
 pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core::Envelope> {
-    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(flyrtech_infrastructure::keys::journey_outbox(id))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis.shared())
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .filter(|(_, f)| f.get("journey").map(String::as_str) == Some(id.as_str()))
-        .map(|(entry, f)| {
-            flyrtech_infrastructure::outbox::decode(&f)
-                .unwrap_or_else(|e| panic!("entry {entry} does not decode: {e}"))
-        })
-        .collect()
+    flyrtech_infrastructure::outbox::read_stream(
+        redis,
+        &flyrtech_infrastructure::keys::journey_outbox(id),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .filter(|(_, f)| f.get("journey").map(String::as_str) == Some(id.as_str()))
+    .map(|(entry, f)| {
+        flyrtech_infrastructure::outbox::decode(&f)
+            .unwrap_or_else(|e| panic!("entry {entry} does not decode: {e}"))
+    })
+    .collect()
 }
 
 /// Every envelope on a bus stream, oldest first.

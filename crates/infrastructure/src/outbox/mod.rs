@@ -204,6 +204,40 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
     Ok(Envelope::new(events)?)
 }
 
+/// Every entry of a stream, oldest first, with its fields; read in chunks so that a large stream
+/// never needs one huge reply.
+///
+/// # Errors
+/// [`flyrtech_core::StoreError::Unavailable`].
+pub async fn read_stream(
+    redis: &crate::Redis,
+    key: &str,
+) -> Result<Vec<(String, HashMap<String, String>)>, flyrtech_core::StoreError> {
+    use crate::error::RedisResultExt;
+    const CHUNK: usize = 10_000;
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(CHUNK)
+            .query_async(&mut redis.shared())
+            .await
+            .store_err()?;
+        let done = entries.len() < CHUNK;
+        if let Some((last, _)) = entries.last() {
+            start = format!("({last}");
+        }
+        out.extend(entries);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// Flattens fields for `XADD`.
 pub fn xadd_args(fields: &Fields) -> Vec<&str> {
     fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect()

@@ -14,11 +14,9 @@
 //! [`PublishError::Unavailable`] for broker outages and [`PublishError::Rejected`] for a
 //! record the broker refuses (too large, not authorised).
 
-use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
-use std::collections::HashMap;
-
 use crate::connection::Redis;
-use crate::error::{RedisResultExt, corrupt};
+use crate::error::corrupt;
+use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
 
 /// Publishes envelopes to a Redis Stream.
 #[derive(Debug, Clone)]
@@ -77,36 +75,21 @@ impl EventPublisher for RedisStreamPublisher {
     }
 }
 
-/// Every envelope on a bus stream, oldest first, with its bus entry id; read in chunks.
+/// Every envelope on a bus stream, oldest first, with its bus entry id.
 ///
 /// # Errors
 /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for an entry that is not an envelope.
 pub async fn read_bus(redis: &Redis, stream: &str) -> Result<Vec<(String, Envelope)>, StoreError> {
-    const CHUNK: usize = 10_000;
-    let mut out = Vec::new();
-    let mut start = "-".to_owned();
-    loop {
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(CHUNK)
-            .query_async(&mut redis.shared())
-            .await
-            .store_err()?;
-        let done = entries.len() < CHUNK;
-        for (id, fields) in entries {
+    super::read_stream(redis, stream)
+        .await?
+        .into_iter()
+        .map(|(id, fields)| {
             let json = fields
                 .get("envelope")
                 .ok_or_else(|| corrupt(stream, format!("entry {id} has no envelope")))?;
             let envelope: Envelope =
                 serde_json::from_str(json).map_err(|e| corrupt(stream, format!("{id}: {e}")))?;
-            start = format!("({id}");
-            out.push((id, envelope));
-        }
-        if done {
-            return Ok(out);
-        }
-    }
+            Ok((id, envelope))
+        })
+        .collect()
 }

@@ -31,8 +31,9 @@
 //!   out-of-order ones by version.
 //!
 //! # Throughput
-//! Each partition batch is three round trips whatever its size (read, publish pipeline,
-//! acknowledge), and up to `parallel` partitions are processed at once. The drain rate of a
+//! Each partition batch costs a fixed number of round trips whatever its size (lease, claim,
+//! pending check, read, one publish pipeline, one acknowledging MULTI, release: about eight), and
+//! up to `parallel` partitions are processed at once. The drain rate of a
 //! 1,000,000-entry backlog is measured by `flyrtech backlog` (docs/results/backlog.json).
 //!
 //! # Metrics
@@ -309,7 +310,9 @@ impl<P: EventPublisher> Relay<P> {
             return Ok(BatchReport::default());
         };
         let mut report = BatchReport::default();
-        let mut publish: Vec<(String, Envelope, u64)> = Vec::new();
+        // The decodable entries up to the first that is not, and their envelopes, in order.
+        let mut entries: Vec<Delivered> = Vec::new();
+        let mut envelopes: Vec<Envelope> = Vec::new();
         let mut gone = Vec::new();
         let mut poison = None;
         for (id, fields, deliveries) in delivered {
@@ -318,24 +321,26 @@ impl<P: EventPublisher> Relay<P> {
                 continue;
             };
             match decode(&fields) {
-                Ok(envelope) => publish.push((id, envelope, deliveries)),
+                Ok(envelope) => {
+                    envelopes.push(envelope);
+                    entries.push((id, Some(fields), deliveries));
+                }
                 Err(e) => {
-                    poison = Some((id, fields, deliveries, e.to_string()));
+                    poison = Some(((id, Some(fields), deliveries), e.to_string()));
                     break;
                 }
             }
         }
-        let envelopes: Vec<Envelope> = publish.iter().map(|(_, e, _)| e.clone()).collect();
         let outcome = self.publisher.publish(&envelopes).await;
         let published = match &outcome {
-            Ok(()) => publish.len(),
-            Err(e) => e.published().min(publish.len()),
+            Ok(()) => entries.len(),
+            Err(e) => e.published().min(entries.len()),
         };
         if !self.settings.publish_delay.is_zero() {
             tokio::time::sleep(self.settings.publish_delay).await;
         }
         let mut ack: Vec<String> = gone;
-        for (id, _, deliveries) in &publish[..published] {
+        for (id, _, deliveries) in &entries[..published] {
             ack.push(id.clone());
             report.published += 1;
             if *deliveries > 1 {
@@ -344,33 +349,28 @@ impl<P: EventPublisher> Relay<P> {
         }
         self.acknowledge(p, &ack).await?;
         report.acknowledged = ack.len() as u64;
-        match outcome {
-            Ok(()) => {
-                if let Some((id, fields, deliveries, reason)) = poison
-                    && deliveries >= self.settings.max_deliveries
-                {
-                    self.park(p, &id, &fields, deliveries, &reason).await?;
-                    report.parked += 1;
-                }
-            }
+        // The entry that stopped the batch: parked once it has been delivered often enough.
+        let failed = match outcome {
+            Ok(()) => poison,
             Err(PublishError::Rejected { reason, .. }) => {
                 counter!("outbox_publish_failures_total").increment(1);
-                if let Some((id, envelope, deliveries)) = publish.get(published)
-                    && *deliveries >= self.settings.max_deliveries
-                {
-                    let fields = super::encode(&envelope.events)
-                        .map(|f| f.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-                        .unwrap_or_default();
-                    self.park(p, id, &fields, *deliveries, &reason).await?;
-                    report.parked += 1;
-                } else {
-                    tracing::warn!(partition = %p, %reason, "the bus rejected an envelope");
-                }
+                tracing::warn!(partition = %p, %reason, "the bus rejected an envelope");
+                entries
+                    .into_iter()
+                    .nth(published)
+                    .map(|entry| (entry, reason))
             }
             Err(e) => {
                 counter!("outbox_publish_failures_total").increment(1);
                 tracing::warn!(partition = %p, error = %e, "publishing failed; will retry");
+                None
             }
+        };
+        if let Some(((id, Some(fields), deliveries), reason)) = failed
+            && deliveries >= self.settings.max_deliveries
+        {
+            self.park(p, &id, &fields, deliveries, &reason).await?;
+            report.parked += 1;
         }
         self.counters
             .published

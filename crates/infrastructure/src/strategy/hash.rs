@@ -30,19 +30,16 @@ use flyrtech_core::{
 use redis::{AsyncCommands, Script};
 use serde_json::{Map, Value};
 
-use super::{Base, process};
+use super::Base;
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
-use crate::outbox::Stamp;
-use crate::script_reply::ScriptCall;
+use crate::script_reply::{ScriptCall, UpdateScript};
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
 const HEADER: &str = "header";
 const SEGMENTS: &str = "segments";
-
-const UPDATE_SOURCE: &str = include_str!("../scripts/hash_update.lua");
 
 fn segment_field(id: &SegmentId) -> String {
     format!("segment:{id}")
@@ -56,7 +53,7 @@ fn segment_status_field(id: &SegmentId) -> String {
 #[derive(Debug)]
 pub struct Hash {
     base: Base,
-    update_script: Script,
+    update_script: UpdateScript,
     create_script: Script,
 }
 
@@ -64,7 +61,10 @@ impl Hash {
     pub(crate) fn new(base: Base) -> Self {
         Self {
             base,
-            update_script: Script::new(UPDATE_SOURCE),
+            update_script: UpdateScript::new(
+                include_str!("../scripts/hash_update.lua"),
+                keys::journey_hash,
+            ),
             create_script: Script::new(include_str!("../scripts/hash_create.lua")),
         }
     }
@@ -75,27 +75,14 @@ impl Hash {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        process(self.base.delay).await;
-        self.call(id, change, expected)
-            .run(&self.update_script, &self.base.redis, id, change, expected)
+        self.update_script
+            .update(&self.base, id, change, expected)
             .await
     }
 
     /// The exact script call an update sends.
-    pub(crate) fn call(
-        &self,
-        id: &JourneyId,
-        change: &StatusChange,
-        expected: Option<JourneyVersion>,
-    ) -> ScriptCall {
-        ScriptCall::new(
-            (&self.update_script, UPDATE_SOURCE),
-            keys::journey_hash(id),
-            id,
-            change,
-            expected,
-            &Stamp::new(self.base.clock.as_ref(), change),
-        )
+    pub(crate) fn call(&self, id: &JourneyId, change: &StatusChange) -> ScriptCall {
+        self.update_script.call(&self.base, id, change, None)
     }
 
     pub(crate) async fn create(&self, journey: &Journey) -> Result<(), StoreError> {

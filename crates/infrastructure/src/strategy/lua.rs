@@ -19,27 +19,26 @@
 //! before the call, since the decision is made inside Redis.
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
-use redis::Script;
 
-use super::{Base, process};
+use super::Base;
 use crate::keys;
-use crate::outbox::Stamp;
-use crate::script_reply::ScriptCall;
-
-const SOURCE: &str = include_str!("../scripts/document_update.lua");
+use crate::script_reply::{ScriptCall, UpdateScript};
 
 /// The read-modify-write as one Lua script.
 #[derive(Debug)]
 pub struct Lua {
     base: Base,
-    script: Script,
+    script: UpdateScript,
 }
 
 impl Lua {
     pub(crate) fn new(base: Base) -> Self {
         Self {
             base,
-            script: Script::new(SOURCE),
+            script: UpdateScript::new(
+                include_str!("../scripts/document_update.lua"),
+                keys::journey_document,
+            ),
         }
     }
 
@@ -49,26 +48,11 @@ impl Lua {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        process(self.base.delay).await;
-        self.call(id, change, expected)
-            .run(&self.script, &self.base.redis, id, change, expected)
-            .await
+        self.script.update(&self.base, id, change, expected).await
     }
 
     /// The exact script call an update sends.
-    pub(crate) fn call(
-        &self,
-        id: &JourneyId,
-        change: &StatusChange,
-        expected: Option<JourneyVersion>,
-    ) -> ScriptCall {
-        ScriptCall::new(
-            (&self.script, SOURCE),
-            keys::journey_document(id),
-            id,
-            change,
-            expected,
-            &Stamp::new(self.base.clock.as_ref(), change),
-        )
+    pub(crate) fn call(&self, id: &JourneyId, change: &StatusChange) -> ScriptCall {
+        self.script.call(&self.base, id, change, None)
     }
 }

@@ -236,8 +236,8 @@ impl RedisJourneyStore {
     /// script (`lua`, `hash`); `None` for the others. The lab replays it with redis-benchmark.
     pub fn script_call(&self, id: &JourneyId, change: &StatusChange) -> Option<ScriptCall> {
         match &self.writer {
-            Writer::Lua(w) => Some(w.call(id, change, None)),
-            Writer::Hash(w) => Some(w.call(id, change, None)),
+            Writer::Lua(w) => Some(w.call(id, change)),
+            Writer::Hash(w) => Some(w.call(id, change)),
             _ => None,
         }
     }
