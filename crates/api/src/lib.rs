@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`config`]: the layered configuration (defaults < file < `FLYRTECH_*` env < flags).
+//! - [`dataset`]: `flyrtech migrate` and `flyrtech import-legacy`.
 //! - [`deployment`]: the configured Redis, or a private redis-server.
 //! - [`http`]: `flyrtech serve`, the HTTP API.
 //! - [`lab`]: `flyrtech compare`, strategies side by side, with lost updates counted.
 //! - [`outbox`]: `flyrtech relay`, `flyrtech audit` and `flyrtech backlog`.
 
 pub mod config;
+pub mod dataset;
 pub mod deployment;
 pub mod http;
 pub mod lab;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
+use flyrtech_api::dataset::{self, ImportArgs, MigrateArgs};
 use flyrtech_api::deployment::Deployment;
 use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::report::{self, LabReport, Machine};
@@ -13,6 +14,7 @@ use flyrtech_api::lab::{self, Comparison, Knobs, Scenario, chart};
 use flyrtech_api::outbox::{self, AuditArgs, BacklogArgs, RelayArgs};
 use flyrtech_infrastructure::{
     LockSettings, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
+    dataset as stored_dataset,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -44,6 +46,13 @@ enum Command {
     Audit(AuditArgs),
     /// Measure how fast one relay drains a backlog of outbox entries (default 1,000,000).
     Backlog(BacklogArgs),
+    /// Move every journey to another layout, online and resumably (docs/migration.md). Exits
+    /// with status 3 when some journeys could not be converted (each is listed).
+    Migrate(MigrateArgs),
+    /// Bring the original .NET service's journeys into this Redis, in the configured
+    /// strategy's layout, never overwriting one that exists. Exits with status 3 when some were
+    /// skipped (each is listed with the reason).
+    ImportLegacy(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,15 +141,38 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Compare(args) => compare(args, settings).await.map(|()| 0),
         Command::Relay(args) => {
             let (_deployment, redis) = connect(&settings, "relay").await?;
+            // The relay reads only the outbox, which both layouts share: it serves any dataset.
+            let state = stored_dataset::state(&redis).await?;
+            tracing::info!(dataset = %state, "relaying the outbox");
             outbox::relay(&args, redis, shutdown_signal()).await?;
             Ok(0)
         }
         Command::Audit(args) => {
             let (_deployment, redis) = connect(&settings, "audit").await?;
-            let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
-            let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
+            let store = admitted_store(&settings, &redis).await?;
             let report = outbox::run_audit(&args, &store, &redis).await?;
             Ok(if report.is_clean() { 0 } else { 1 })
+        }
+        Command::Migrate(args) => {
+            let (_deployment, redis) = connect(&settings, "migrate").await?;
+            tokio::select! {
+                code = dataset::migrate(&args, &redis) => code,
+                () = shutdown_signal() => bail!(
+                    "interrupted: every journey converted so far is complete; run the same \
+                     command again to finish"
+                ),
+            }
+        }
+        Command::ImportLegacy(args) => {
+            let (_deployment, redis) = connect(&settings, "import-legacy").await?;
+            let store = admitted_store(&settings, &redis).await?;
+            tokio::select! {
+                code = dataset::import_legacy(&args, &redis, &store) => code,
+                () = shutdown_signal() => bail!(
+                    "interrupted: journeys imported so far are complete; run the same command \
+                     again to finish (existing journeys are kept)"
+                ),
+            }
         }
         Command::Backlog(args) => {
             let (_deployment, redis) = connect(&settings, "backlog").await?;
@@ -162,10 +194,27 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     }
 }
 
-/// The configured Redis, or a private one. `relay` and `audit` on a private, empty server do
+/// A store for the configured strategy, admitted by the dataset's layout guard. Without a
+/// configured strategy: the default one of the dataset's layout.
+async fn admitted_store(settings: &Settings, redis: &Redis) -> anyhow::Result<RedisJourneyStore> {
+    let strategy = match settings.strategy {
+        Some(strategy) => strategy,
+        None => match stored_dataset::state(redis).await?.layout {
+            Some(flyrtech_infrastructure::Layout::Hash) => Strategy::Hash,
+            _ => DEFAULT_SERVE_STRATEGY,
+        },
+    };
+    let state = stored_dataset::admit(redis, strategy).await?;
+    tracing::info!(dataset = %state, %strategy, "admitted by the dataset's layout");
+    Ok(RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?)
+}
+
+/// The configured Redis, or a private one. The operator commands on a private, empty server do
 /// nothing useful, so they say so.
 async fn connect(settings: &Settings, command: &str) -> anyhow::Result<(Deployment, Redis)> {
-    if settings.redis_url.is_none() && matches!(command, "relay" | "audit") {
+    if settings.redis_url.is_none()
+        && matches!(command, "relay" | "audit" | "migrate" | "import-legacy")
+    {
         tracing::warn!(
             "no Redis URL configured: {command} runs against a private, empty redis-server"
         );

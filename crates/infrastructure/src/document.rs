@@ -2,18 +2,17 @@
 //! [`crate::keys`]), as in the original
 //! service. Shared by every strategy except `hash`.
 //!
-//! A change is written with its outbox entry in one MULTI/EXEC ([`commit`]).
-//!
-//! Creation never overwrites: `SET NX` creates the document, then the id joins the index set.
-//! The index lives in its own slot, so on a cluster the two steps cannot be one transaction; if
-//! the process dies between them the journey exists but is unlisted until the next `create` or
-//! seeding of that id, which repairs the index (`SADD` is idempotent). An unlisted journey is
-//! still readable and updatable by id; a listed id always has a journey.
+//! A change is written with its outbox entry in one atomic step: MULTI/EXEC under WATCH
+//! ([`commit`], `optimistic`), or a script that also checks that the document still exists
+//! ([`commit_unchecked`], `naive` and `local-lock`). Creation is shared with the hash layout
+//! (`crate::layout::create`).
+
+use std::sync::LazyLock;
 
 use flyrtech_core::{Journey, JourneyId, StoreError};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 
-use crate::connection::{Conn, Redis};
+use crate::connection::Conn;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
 
@@ -54,54 +53,29 @@ pub(crate) fn commit(journey: &Journey) -> Result<redis::Pipeline, StoreError> {
 /// The reply of a [`commit`]: `None` when a WATCH aborted it.
 pub(crate) type Committed = Option<(String, String)>;
 
+/// The write of `naive` and `local-lock` (`scripts/document_commit.lua`): the document and its
+/// outbox entry, without a version check (their bug, kept on purpose), but only while the
+/// document exists. `Ok(false)` when a migration has moved the journey away (nothing written).
+pub(crate) async fn commit_unchecked(
+    conn: &mut Conn,
+    journey: &Journey,
+) -> Result<bool, StoreError> {
+    static SCRIPT: LazyLock<Script> =
+        LazyLock::new(|| Script::new(include_str!("scripts/document_commit.lua")));
+    let fields = crate::outbox::encode(journey.events.pending())
+        .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
+    let mut invocation = SCRIPT.key(keys::journey_document(&journey.id));
+    invocation
+        .key(keys::journey_outbox(&journey.id))
+        .arg(encode(journey)?)
+        .arg(crate::outbox::xadd_args(&fields));
+    let written: i64 = invocation.invoke_async(conn).await.store_err()?;
+    Ok(written == 1)
+}
+
 /// Reads and decodes one journey on `conn`.
 pub(crate) async fn read(conn: &mut Conn, id: &JourneyId) -> Result<Journey, StoreError> {
     let raw: Option<String> = conn.get(keys::journey_document(id)).await.store_err()?;
     let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
     decode(id, &raw)
-}
-
-/// Creates the document unless the journey exists, then lists the id.
-pub(crate) async fn create(redis: &Redis, journey: &Journey) -> Result<(), StoreError> {
-    journey.validate_new()?;
-    let doc = encode(journey)?;
-    let mut conn = redis.shared();
-    let created: bool = redis::cmd("SET")
-        .arg(keys::journey_document(&journey.id))
-        .arg(doc)
-        .arg("NX")
-        .query_async::<Option<String>>(&mut conn)
-        .await
-        .store_err()?
-        .is_some();
-    add_to_index(&mut conn, &journey.id).await?;
-    if created {
-        Ok(())
-    } else {
-        Err(StoreError::AlreadyExists(journey.id.clone()))
-    }
-}
-
-/// Lists the id in the index (idempotent; also repairs an interrupted create).
-pub(crate) async fn add_to_index(conn: &mut Conn, id: &JourneyId) -> Result<(), StoreError> {
-    let _: i64 = conn
-        .sadd(keys::JOURNEY_INDEX, id.as_str())
-        .await
-        .store_err()?;
-    Ok(())
-}
-
-/// All listed journey ids, sorted.
-pub(crate) async fn list_ids(redis: &Redis) -> Result<Vec<JourneyId>, StoreError> {
-    let raw: Vec<String> = redis
-        .shared()
-        .smembers(keys::JOURNEY_INDEX)
-        .await
-        .store_err()?;
-    let mut ids = raw
-        .into_iter()
-        .map(|r| JourneyId::parse(r).map_err(|e| corrupt(keys::JOURNEY_INDEX, e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    ids.sort();
-    Ok(ids)
 }

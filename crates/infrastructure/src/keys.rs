@@ -26,6 +26,7 @@
 //! | `outbox:{P}:lease` | string | which relay is processing the partition right now |
 //! | `lock:journey:{ID}` | string | the Redlock lock, on the lock masters |
 //! | `journeys:index` | set | every journey id (its own slot; see `document.rs`) |
+//! | `journeys:dataset` | hash | the dataset's layout and any migration under way (see `dataset`) |
 //! | `events` | stream | the default bus the relay publishes to (see `outbox::publisher`) |
 //! | `cache:KEY` | string | the general-purpose cache, isolated from everything above |
 
@@ -146,6 +147,17 @@ pub fn journey_lock(id: &JourneyId) -> String {
 
 /// The set of all journey ids.
 pub const JOURNEY_INDEX: &str = "journeys:index";
+
+/// The record of the service dataset's layout (see `crate::dataset`).
+pub const DATASET: &str = "journeys:dataset";
+
+/// Where a journey's state lives in `layout`.
+pub fn journey_state(id: &JourneyId, layout: crate::Layout) -> String {
+    match layout {
+        crate::Layout::Document => journey_document(id),
+        crate::Layout::Hash => journey_hash(id),
+    }
+}
 
 /// A cache entry. The `cache:` prefix is the whole isolation: no journey key starts with it.
 pub fn cache_entry(key: &CacheKey) -> String {

@@ -5,6 +5,11 @@
 //! - [`connection`]: the [`Redis`] handle — shared multiplexed connection plus a pool of
 //!   dedicated connections for WATCH, standalone or cluster, counting round trips.
 //! - [`keys`]: every key name, with the journey's hash tag where atomicity needs it.
+//! - [`layout`]: the two layouts (`document`, `hash`), creation that never makes a second copy,
+//!   and the atomic conversion of one journey between them.
+//! - [`dataset`]: the layout recorded in Redis, the start-up guard, the index, and the online
+//!   migration.
+//! - [`legacy`]: import from the original .NET service's Redis.
 //! - `document`: the one-JSON-document layout shared by all strategies but `hash`.
 //! - [`strategy`]: one module per strategy (`naive`, `local_lock`, `optimistic`, `redlock`,
 //!   `lua`, `hash`) and [`RedisJourneyStore`], which forwards to the configured one.
@@ -20,9 +25,12 @@
 pub mod audit;
 pub mod cache;
 pub mod connection;
+pub mod dataset;
 mod document;
 mod error;
 pub mod keys;
+pub mod layout;
+pub mod legacy;
 pub mod local_redis;
 pub mod outbox;
 pub mod retry;
@@ -32,6 +40,8 @@ mod telemetry;
 
 pub use cache::RedisCache;
 pub use connection::{Redis, RedisSettings};
+pub use dataset::{DatasetError, DatasetState};
+pub use layout::Layout;
 pub use local_redis::{LaunchError, LocalRedis, RedisProcess};
 pub use retry::RetryPolicy;
 pub use script_reply::ScriptCall;

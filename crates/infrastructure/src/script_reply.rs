@@ -2,7 +2,9 @@
 //!
 //! Both scripts take the same arguments ([`ScriptCall`]) and answer `{outcome, ...}`; this module
 //! builds the one and turns the other into the store's result, so both strategies report errors
-//! exactly as the Rust domain would.
+//! exactly as the Rust domain would. A script also sees the journey's key in the other layout,
+//! so it tells apart a journey that does not exist (`not_found`) from one a migration has moved
+//! (`moved`, returned here as `Ok(None)`), atomically.
 
 use flyrtech_core::{
     DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
@@ -12,24 +14,31 @@ use redis::Script;
 
 use crate::error::corrupt;
 use crate::keys;
+use crate::layout::Layout;
 use crate::outbox::Stamp;
 use crate::strategy::{Base, process};
 
-/// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and where the
-/// journey's state lives in its layout. Both strategies update through this one path.
+/// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and the layout it
+/// updates. Both strategies update through this one path, and every store keeps the other
+/// layout's script to apply a change to a journey a migration has moved.
 #[derive(Debug)]
 pub(crate) struct UpdateScript {
     script: Script,
     source: &'static str,
-    state_key: fn(&JourneyId) -> String,
+    layout: Layout,
 }
 
 impl UpdateScript {
-    pub(crate) fn new(source: &'static str, state_key: fn(&JourneyId) -> String) -> Self {
+    /// The update script of `layout`.
+    pub(crate) fn of(layout: Layout) -> Self {
+        let source = match layout {
+            Layout::Document => include_str!("scripts/document_update.lua"),
+            Layout::Hash => include_str!("scripts/hash_update.lua"),
+        };
         Self {
             script: Script::new(source),
             source,
-            state_key,
+            layout,
         }
     }
 
@@ -40,8 +49,20 @@ impl UpdateScript {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         process(base.delay).await;
+        self.apply(base, id, change, expected).await
+    }
+
+    /// The one atomic call, without the processing delay. `Ok(None)` when the journey is in
+    /// the other layout (nothing written).
+    pub(crate) async fn apply(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         self.call(base, id, change, expected)
             .run(&self.script, &base.redis, id, change, expected)
             .await
@@ -57,7 +78,7 @@ impl UpdateScript {
     ) -> ScriptCall {
         ScriptCall::new(
             (&self.script, self.source),
-            (self.state_key)(id),
+            self.layout,
             id,
             change,
             expected,
@@ -74,7 +95,8 @@ pub struct ScriptCall {
     pub sha: String,
     /// The script source, for `SCRIPT LOAD`.
     pub source: &'static str,
-    /// The keys: the journey's state, then its outbox partition (one slot).
+    /// The keys: the journey's state, its outbox partition, its key in the other layout, and
+    /// for the document layout its fencing counter (all one slot).
     pub keys: Vec<String>,
     /// The arguments: the segment id (empty for the journey's own status), target status,
     /// expected version (empty for none), journey id, occurred-at, event id, completion event
@@ -92,7 +114,7 @@ impl ScriptCall {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         let mut invocation = script.prepare_invoke();
         invocation.key(&self.keys).arg(&self.args);
         let reply: Vec<String> = invocation
@@ -104,7 +126,7 @@ impl ScriptCall {
 
     fn new(
         (script, source): (&Script, &'static str),
-        state_key: String,
+        layout: Layout,
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
@@ -124,34 +146,47 @@ impl ScriptCall {
         Self {
             sha: script.get_hash().to_owned(),
             source,
-            keys: vec![state_key, keys::journey_outbox(id)],
+            keys: {
+                let mut keys = vec![
+                    keys::journey_state(id, layout),
+                    keys::journey_outbox(id),
+                    keys::journey_state(id, layout.other()),
+                ];
+                if layout == Layout::Document {
+                    keys.push(keys::journey_fence(id));
+                }
+                keys
+            },
             args,
         }
     }
 }
 
-/// Interprets `{outcome, detail}` from an update script.
+/// Interprets `{outcome, detail}` from an update script; `Ok(None)` for `moved`.
 pub(crate) fn interpret(
     key: &str,
     id: &JourneyId,
     change: &StatusChange,
     expected: Option<JourneyVersion>,
     reply: &[String],
-) -> Result<UpdateOutcome, StoreError> {
+) -> Result<Option<UpdateOutcome>, StoreError> {
     let version = |raw: Option<&String>| -> Result<JourneyVersion, StoreError> {
         raw.and_then(|v| v.parse().ok())
             .map(JourneyVersion::new)
             .ok_or_else(|| corrupt(key, format!("script reply {reply:?}")))
     };
-    let outcome = |version, changed| UpdateOutcome {
-        version,
-        changed,
-        attempts: 1,
-        lock_wait: std::time::Duration::ZERO,
+    let outcome = |version, changed| {
+        Some(UpdateOutcome {
+            version,
+            changed,
+            attempts: 1,
+            lock_wait: std::time::Duration::ZERO,
+        })
     };
     match reply.first().map(String::as_str) {
         Some("changed") => Ok(outcome(version(reply.get(1))?, true)),
         Some("unchanged") => Ok(outcome(version(reply.get(1))?, false)),
+        Some("moved") => Ok(None),
         Some("not_found") => Err(StoreError::JourneyNotFound(id.clone())),
         Some("segment_not_found") => match change {
             StatusChange::Segment { segment_id, .. } => Err(DomainError::SegmentNotFound {

@@ -109,13 +109,14 @@ pub async fn get(
         (status = 409, body = Problem, content_type = PROBLEM, description = "The journey exists"),
         (status = 413, body = Problem, content_type = PROBLEM),
         (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields"),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or this instance writes a layout the dataset has left"),
     ))]
 pub async fn create(
     State(app): State<AppState>,
     payload: Result<Json<Journey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(journey) = payload?;
+    app.check_layout().await?;
     app.store.create(&journey).await?;
     tracing::info!(journey = %journey.id, strategy = %app.store.strategy(), "journey created");
     let location = HeaderValue::try_from(format!("/api/journeys/{}", journey.id))

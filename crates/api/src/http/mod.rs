@@ -38,7 +38,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flyrtech_core::{Journey, StoreError};
 use flyrtech_infrastructure::{
-    Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
+    DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
+    dataset,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -91,6 +92,9 @@ pub enum ServeError {
         #[source]
         source: StoreError,
     },
+    /// The dataset's layout is not the strategy's (see `flyrtech_infrastructure::dataset`).
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
     /// Seeding the sample journeys failed.
     #[error("cannot seed the journeys")]
     Seed(#[source] StoreError),
@@ -130,6 +134,27 @@ impl Deref for AppState {
 }
 
 impl Inner {
+    /// Whether the dataset is still in a layout this instance serves: after a migration to the
+    /// other layout has finished, an instance left on the old one is not ready and takes no new
+    /// journeys (its updates stay correct: see `flyrtech_infrastructure::strategy`).
+    ///
+    /// # Errors
+    /// [`ApiError`] 503 saying why, or Redis' own unavailability.
+    pub async fn check_layout(&self) -> Result<(), ApiError> {
+        let state = dataset::state(self.store.redis()).await?;
+        let own = self.store.layout();
+        match state.layout {
+            Some(settled) if !state.serves(own) => Err(ApiError::wrong_layout(format!(
+                "the journeys have been migrated to the {settled} layout; this instance's \
+                 strategy {} writes the {own} layout. Restart it with a strategy of the \
+                 {settled} layout: {}",
+                self.store.strategy(),
+                settled.strategies()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn health(&self, status: &'static str) -> ops::Health {
         ops::Health {
             status,
@@ -168,6 +193,10 @@ impl Application {
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
             .await
             .map_err(store_err)?;
+        // Before the first write: refuses a strategy of the other layout, records ours on an
+        // empty Redis.
+        let admitted = dataset::admit(&redis, config.store.strategy).await?;
+        tracing::info!(dataset = %admitted, strategy = %config.store.strategy, "dataset admitted the strategy");
         let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
         let state = AppState(Arc::new(Inner {
             store,

@@ -28,11 +28,12 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
     Json(app.health("up"))
 }
 
-/// Redis answers: the instance can serve requests.
+/// Redis answers and the dataset is in a layout this instance's strategy serves (its own, or
+/// either while a migration runs).
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
-    app.store.redis().ping().await?;
+    app.check_layout().await?;
     Ok(Json(app.health("ready")))
 }
 

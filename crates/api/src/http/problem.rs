@@ -105,6 +105,18 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 503: this instance's strategy writes a layout the dataset has left (a migration finished
+    /// while it ran). Its updates stay correct; it takes no new journeys and is not ready.
+    pub fn wrong_layout(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "wrong-layout",
+            "This instance writes a layout the dataset has left",
+            detail.into(),
+        )
+        .retry_later()
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

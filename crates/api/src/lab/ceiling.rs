@@ -134,10 +134,12 @@ async fn replay(
             let mut v = vec![
                 "EVALSHA".to_owned(),
                 call.sha.clone(),
-                "2".into(),
+                call.keys.len().to_string(),
                 state.clone(),
                 outbox.clone(),
             ];
+            // The other layout's key and the fencing counter: absent, as in a settled dataset.
+            v.extend((2..call.keys.len()).map(|k| format!("{scratch}:absent:{k}")));
             v.extend(call.args.iter().cloned());
             v
         };

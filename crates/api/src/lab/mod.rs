@@ -462,6 +462,9 @@ pub struct Comparison {
     pub audit: bool,
 }
 
+/// The set that lists the lab's journeys, apart from the service's `journeys:index`.
+pub const LAB_INDEX: &str = "lab:journeys:index";
+
 /// Runs every scenario's plan for every strategy (or once over HTTP), in that order, on the
 /// Redis at `url`.
 ///
@@ -485,6 +488,9 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
             for &strategy in &comparison.strategies {
                 let config = flyrtech_infrastructure::StoreConfig {
                     processing_delay: params.processing_delay,
+                    // The lab's journeys stay out of the service's listing and dataset: it can
+                    // run beside a served dataset of either layout without touching it.
+                    index: LAB_INDEX.to_owned(),
                     ..flyrtech_infrastructure::StoreConfig::new(strategy)
                 };
                 let driver =

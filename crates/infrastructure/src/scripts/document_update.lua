@@ -1,16 +1,21 @@
 -- lua strategy: the whole read-modify-write of a journey document, atomically inside Redis,
 -- with the change's outbox entry appended in the same step.
--- KEYS[1] journey document, KEYS[2] the journey's outbox partition (same slot)
+-- KEYS[1] journey document, KEYS[2] the journey's outbox partition, KEYS[3] the journey's hash,
+-- KEYS[4] the journey's fencing counter (all one slot)
 -- ARGV[1] segment id ('' to change the journey's own status)
 -- ARGV[2] target status, ARGV[3] expected version ('' for none)
 -- ARGV[4] journey id, ARGV[5] occurred-at, ARGV[6] event id,
 -- ARGV[7] completion event id ('' unless the change completes the journey)
 -- ARGV[8..] statuses the target may be reached from (from the Rust transition table)
--- Replies {outcome, detail}: changed/unchanged + version, not_found, segment_not_found,
+-- Replies {outcome, detail}: changed/unchanged + version, not_found (in neither layout), moved
+-- (the journey is in the hash layout: nothing written), segment_not_found,
 -- version_mismatch + version, invalid_transition + current status.
 -- Every check runs before the first write (a script that fails after writing keeps its writes).
 local raw = redis.call('GET', KEYS[1])
-if not raw then return {'not_found'} end
+if not raw then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {'moved'} end
+  return {'not_found'}
+end
 local doc = cjson.decode(raw)
 local version = tonumber(doc.version) or 0
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
@@ -51,4 +56,8 @@ if ARGV[7] ~= '' then
 end
 redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('SET', KEYS[1], out)
+-- A redlock holder may be working on this journey (its fencing counter exists): this write did
+-- not take its lock, so make the holder's token stale; its fenced write is refused and retried
+-- on what we wrote, instead of overwriting it.
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCR', KEYS[4]) end
 return {'changed', tostring(version)}

@@ -1,12 +1,17 @@
 -- hash strategy: change one status field of a journey hash, with the transition check, the
 -- version increment and the change's outbox entry in the same atomic step. O(1) whatever the
 -- number of segments (the header is decoded only when the journey is completed).
--- KEYS[1] journey hash, KEYS[2] the journey's outbox partition (same slot)
+-- KEYS[1] journey hash, KEYS[2] the journey's outbox partition, KEYS[3] the journey's document
+-- (all one slot)
 -- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
 -- expected version, journey id, occurred-at, event id, completion event id, predecessors...
--- Same replies as document_update.lua. Nothing is created for a missing segment.
+-- Same replies as document_update.lua ('moved': the journey is in the document layout).
+-- Nothing is created for a missing segment.
 local version = redis.call('HGET', KEYS[1], 'version')
-if not version then return {'not_found'} end
+if not version then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {'moved'} end
+  return {'not_found'}
+end
 if ARGV[3] ~= '' and ARGV[3] ~= version then
   return {'version_mismatch', version}
 end

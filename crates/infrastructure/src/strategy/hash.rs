@@ -20,20 +20,21 @@
 //!
 //! Cost: one round trip and O(1) server work per update, whatever the journey's size. The
 //! processing delay is spent before the call. The layout differs from the document strategies':
-//! switching a deployment to or from `hash` needs a migration (see ANALYSIS.md).
+//! switching a deployment to or from `hash` is `flyrtech migrate` (see `crate::layout` and
+//! `docs/migration.md`).
 
 use std::collections::HashMap;
 
 use flyrtech_core::{
     Journey, JourneyId, JourneyVersion, SegmentId, StatusChange, StoreError, UpdateOutcome,
 };
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde_json::{Map, Value};
 
 use super::Base;
-use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
+use crate::layout::Layout;
 use crate::script_reply::{ScriptCall, UpdateScript};
 
 const VERSION: &str = "version";
@@ -54,18 +55,13 @@ fn segment_status_field(id: &SegmentId) -> String {
 pub struct Hash {
     base: Base,
     update_script: UpdateScript,
-    create_script: Script,
 }
 
 impl Hash {
     pub(crate) fn new(base: Base) -> Self {
         Self {
             base,
-            update_script: UpdateScript::new(
-                include_str!("../scripts/hash_update.lua"),
-                keys::journey_hash,
-            ),
-            create_script: Script::new(include_str!("../scripts/hash_create.lua")),
+            update_script: UpdateScript::of(Layout::Hash),
         }
     }
 
@@ -74,7 +70,7 @@ impl Hash {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         self.update_script
             .update(&self.base, id, change, expected)
             .await
@@ -83,23 +79,6 @@ impl Hash {
     /// The exact script call an update sends.
     pub(crate) fn call(&self, id: &JourneyId, change: &StatusChange) -> ScriptCall {
         self.update_script.call(&self.base, id, change, None)
-    }
-
-    pub(crate) async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
-        journey.validate_new()?;
-        let key = keys::journey_hash(&journey.id);
-        let mut invocation = self.create_script.key(&key);
-        for (field, value) in to_fields(journey)? {
-            invocation.arg(field).arg(value);
-        }
-        let mut conn = self.base.redis.shared();
-        let created: i64 = invocation.invoke_async(&mut conn).await.store_err()?;
-        document::add_to_index(&mut conn, &journey.id).await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::AlreadyExists(journey.id.clone()))
-        }
     }
 
     pub(crate) async fn read(&self, id: &JourneyId) -> Result<Journey, StoreError> {
@@ -114,7 +93,7 @@ impl Hash {
 }
 
 /// Splits a journey into hash fields.
-fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
+pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
     let key = keys::journey_hash(&journey.id);
     let bad = |e: serde_json::Error| corrupt(&key, e);
     let Value::Object(mut header) = serde_json::to_value(journey).map_err(bad)? else {
@@ -151,7 +130,7 @@ fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
 }
 
 /// Reassembles a journey from a consistent HGETALL snapshot.
-fn from_fields(
+pub(crate) fn from_fields(
     key: &str,
     id: &JourneyId,
     fields: &HashMap<String, String>,

@@ -47,7 +47,7 @@ impl LocalLock {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         let lock = Arc::clone(self.table().entry(id.clone()).or_default());
         let waited = Instant::now();
         let result = {
@@ -56,7 +56,7 @@ impl LocalLock {
             self.inner
                 .update(id, change, expected)
                 .await
-                .map(|o| UpdateOutcome { lock_wait, ..o })
+                .map(|o| o.map(|o| UpdateOutcome { lock_wait, ..o }))
         };
         let mut table = self.table();
         // Two references: the table's and ours. Nobody else holds or awaits the lock.

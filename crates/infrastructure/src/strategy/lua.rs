@@ -21,7 +21,7 @@
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
 use super::Base;
-use crate::keys;
+use crate::layout::Layout;
 use crate::script_reply::{ScriptCall, UpdateScript};
 
 /// The read-modify-write as one Lua script.
@@ -35,10 +35,7 @@ impl Lua {
     pub(crate) fn new(base: Base) -> Self {
         Self {
             base,
-            script: UpdateScript::new(
-                include_str!("../scripts/document_update.lua"),
-                keys::journey_document,
-            ),
+            script: UpdateScript::of(Layout::Document),
         }
     }
 
@@ -47,7 +44,7 @@ impl Lua {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         self.script.update(&self.base, id, change, expected).await
     }
 

@@ -10,8 +10,17 @@
 //! | `hash` | [`hash`] | yes: per-segment hash fields, changed by an O(1) script |
 //!
 //! Every strategy covers both update paths (segment status and journey status) through
-//! [`flyrtech_core::StatusChange`]; the document strategies share [`crate::document`] for
-//! reads, creation and listing, and `hash` keeps its own layout.
+//! [`flyrtech_core::StatusChange`]; the document strategies share [`crate::document`], and
+//! `hash` keeps its own layout ([`crate::layout`]).
+//!
+//! # Two layouts, one live copy
+//! Each writer works on its own layout and answers `None` when the journey is not there. The
+//! store then applies the change with the *other* layout's update script, which is atomic and
+//! sees both keys: it applies the change where the journey is, says `moved` if a migration has
+//! just moved it back, or `not_found` when the journey exists in neither layout. So while a
+//! migration runs, instances of both layouts serve the same journeys side by side and every
+//! change lands on the one live copy; a journey is never answered 404 because it is being
+//! moved. Reads fall back the same way, with one atomic read of both keys.
 //!
 //! Adding a strategy: a module with an `update` method, a variant in [`Strategy`] and in
 //! `Writer`, one arm in each `match` below; the test suite's strategy list gets one more line.
@@ -34,9 +43,10 @@ use flyrtech_core::{
 };
 
 use crate::connection::Redis;
-use crate::document;
+use crate::layout::{Copies, Layout};
 use crate::retry::RetryPolicy;
-use crate::script_reply::ScriptCall;
+use crate::script_reply::{ScriptCall, UpdateScript};
+use crate::{dataset, document, keys};
 
 pub use redlock::{FencingToken, LockGuard, LockSettings};
 
@@ -78,6 +88,14 @@ impl Strategy {
             Self::Redlock => "redlock",
             Self::Lua => "lua",
             Self::Hash => "hash",
+        }
+    }
+
+    /// The layout the strategy writes.
+    pub fn layout(self) -> Layout {
+        match self {
+            Self::Hash => Layout::Hash,
+            _ => Layout::Document,
         }
     }
 
@@ -134,6 +152,9 @@ pub struct StoreConfig {
     pub lock: LockSettings,
     /// Where the domain's "now" comes from: the occurred-at of every event.
     pub clock: Arc<dyn Clock>,
+    /// The set that lists the store's journeys: [`keys::JOURNEY_INDEX`], the service's dataset,
+    /// unless a scratch user (the lab) keeps its journeys out of the service's listing.
+    pub index: String,
 }
 
 impl StoreConfig {
@@ -145,6 +166,7 @@ impl StoreConfig {
             retry: RetryPolicy::default(),
             lock: LockSettings::default(),
             clock: Arc::new(SystemClock),
+            index: keys::JOURNEY_INDEX.to_owned(),
         }
     }
 }
@@ -153,7 +175,8 @@ enum Writer {
     Naive(naive::Naive),
     LocalLock(local_lock::LocalLock),
     Optimistic(optimistic::Optimistic),
-    Redlock(redlock::Redlock),
+    // Boxed: its lock-master handles make it several times the size of the others.
+    Redlock(Box<redlock::Redlock>),
     Lua(lua::Lua),
     Hash(hash::Hash),
 }
@@ -163,6 +186,10 @@ pub struct RedisJourneyStore {
     redis: Redis,
     strategy: Strategy,
     writer: Writer,
+    /// The other layout's update script, for journeys a migration has moved.
+    elsewhere: UpdateScript,
+    base: Base,
+    index: String,
 }
 
 impl fmt::Debug for RedisJourneyStore {
@@ -195,15 +222,16 @@ impl RedisJourneyStore {
             delay: config.processing_delay,
             clock: Arc::clone(&config.clock),
         };
+        let base_for_elsewhere = base.clone();
         let writer = match config.strategy {
             Strategy::Naive => Writer::Naive(naive::Naive::new(base)),
             Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(base)),
             Strategy::Optimistic => {
                 Writer::Optimistic(optimistic::Optimistic::new(base, config.retry))
             }
-            Strategy::Redlock => {
-                Writer::Redlock(redlock::Redlock::connect(base, config.retry, &config.lock).await?)
-            }
+            Strategy::Redlock => Writer::Redlock(Box::new(
+                redlock::Redlock::connect(base, config.retry, &config.lock).await?,
+            )),
             Strategy::Lua => Writer::Lua(lua::Lua::new(base)),
             Strategy::Hash => Writer::Hash(hash::Hash::new(base)),
         };
@@ -211,7 +239,23 @@ impl RedisJourneyStore {
             redis,
             strategy: config.strategy,
             writer,
+            elsewhere: UpdateScript::of(config.strategy.layout().other()),
+            base: Base {
+                delay: Duration::ZERO,
+                ..base_for_elsewhere
+            },
+            index: config.index.clone(),
         })
+    }
+
+    /// The layout this store writes.
+    pub fn layout(&self) -> Layout {
+        self.strategy.layout()
+    }
+
+    /// The set that lists this store's journeys.
+    pub fn index(&self) -> &str {
+        &self.index
     }
 
     /// The strategy in use.
@@ -259,23 +303,75 @@ impl RedisJourneyStore {
     }
 }
 
+/// How often a change may find its journey moved away and back before it gives up with 503.
+/// Only a migration and its reverse running at the same time move a journey more than once.
+const LAYOUT_HOPS: usize = 4;
+
+impl RedisJourneyStore {
+    /// One try with the strategy's own writer, on its own layout.
+    async fn update_here(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        match &self.writer {
+            Writer::Naive(w) => w.update(id, change, expected).await,
+            Writer::LocalLock(w) => w.update(id, change, expected).await,
+            Writer::Optimistic(w) => w.update(id, change, expected).await,
+            Writer::Redlock(w) => w.update(id, change, expected).await,
+            Writer::Lua(w) => w.update(id, change, expected).await,
+            Writer::Hash(w) => w.update(id, change, expected).await,
+        }
+    }
+
+    async fn update_anywhere(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        for _ in 0..LAYOUT_HOPS {
+            if let Some(done) = self.update_here(id, change, expected).await? {
+                return Ok(done);
+            }
+            // Not in our layout: the other layout's script applies it there, atomically, or
+            // says it is in neither (404), or that it has just moved back to ours (try again).
+            if let Some(done) = self
+                .elsewhere
+                .apply(&self.base, id, change, expected)
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::unavailable(
+            "the journey is being moved between layouts; retry",
+            format!("journey {id} changed layout {LAYOUT_HOPS} times during one update"),
+        ))
+    }
+}
+
 impl JourneyStore for RedisJourneyStore {
     async fn get(&self, id: &JourneyId) -> Result<Journey, StoreError> {
-        match &self.writer {
+        let mut conn = self.redis.shared();
+        let here = match &self.writer {
             Writer::Hash(h) => h.read(id).await,
-            _ => document::read(&mut self.redis.shared(), id).await,
+            _ => document::read(&mut conn, id).await,
+        };
+        match absent_here(here)? {
+            Some(journey) => Ok(journey),
+            // Not in our layout: one atomic read of both finds it wherever it is now.
+            None => Copies::read(&mut conn, id).await?.journey(id),
         }
     }
 
     async fn list_ids(&self) -> Result<Vec<JourneyId>, StoreError> {
-        document::list_ids(&self.redis).await
+        dataset::list_ids(&self.redis, &self.index).await
     }
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
-        match &self.writer {
-            Writer::Hash(h) => h.create(journey).await,
-            _ => document::create(&self.redis, journey).await,
-        }
+        crate::layout::create(&self.redis, &self.index, journey, self.layout()).await
     }
 
     async fn update(
@@ -284,16 +380,19 @@ impl JourneyStore for RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        let result = match &self.writer {
-            Writer::Naive(w) => w.update(id, change, expected).await,
-            Writer::LocalLock(w) => w.update(id, change, expected).await,
-            Writer::Optimistic(w) => w.update(id, change, expected).await,
-            Writer::Redlock(w) => w.update(id, change, expected).await,
-            Writer::Lua(w) => w.update(id, change, expected).await,
-            Writer::Hash(w) => w.update(id, change, expected).await,
-        };
+        let result = self.update_anywhere(id, change, expected).await;
         crate::telemetry::update(self.strategy, &result);
         result
+    }
+}
+
+/// `JourneyNotFound` as `None`: the writer's own layout does not hold the journey (it may not
+/// exist, or a migration may have moved it to the other layout).
+pub(crate) fn absent_here<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::JourneyNotFound(_)) => Ok(None),
+        Err(other) => Err(other),
     }
 }
 

@@ -8,14 +8,13 @@
 //! It is kept as the control: the test suite and the lab run it to prove that they can see the
 //! bug, so that "no update lost" for the other strategies means something.
 //!
-//! Cost: two round trips (GET; MULTI XADD SET EXEC), no retries, no server-side work beyond the two commands.
+//! Cost: two round trips (GET; one EVALSHA that appends the outbox entry and SETs the document,
+//! refusing only if a migration has removed the document), no retries.
 
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::{Base, outcome, process};
+use super::{Base, absent_here, outcome, process};
 use crate::document;
-use crate::error::{RedisResultExt, corrupt};
-use crate::keys;
 
 /// The unsafe read-modify-write.
 #[derive(Debug)]
@@ -33,25 +32,20 @@ impl Naive {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         let mut conn = self.base.redis.shared();
-        let mut journey = document::read(&mut conn, id).await?;
+        let Some(mut journey) = absent_here(document::read(&mut conn, id).await)? else {
+            return Ok(None);
+        };
         let applied = self.base.modify(&mut journey, change, expected)?;
         process(self.base.delay).await;
         if let Applied::Changed { .. } = applied {
             // The bug: whatever was written since our GET is overwritten here. The outbox entry
             // is still written with it, which is how the audit sees the loss.
-            let committed: document::Committed = document::commit(&journey)?
-                .query_async(&mut conn)
-                .await
-                .store_err()?;
-            if committed.is_none() {
-                return Err(corrupt(
-                    &keys::journey_document(id),
-                    "EXEC aborted without WATCH",
-                ));
+            if !document::commit_unchecked(&mut conn, &journey).await? {
+                return Ok(None);
             }
         }
-        Ok(outcome(&journey, applied))
+        Ok(Some(outcome(&journey, applied)))
     }
 }

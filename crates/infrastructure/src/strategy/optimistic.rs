@@ -43,7 +43,7 @@ impl Optimistic {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         let key = keys::journey_document(id);
         let mut attempts = Attempts::new(self.retry);
         loop {
@@ -58,7 +58,8 @@ impl Optimistic {
                 .query_async(&mut conn)
                 .await
                 .store_err()?;
-            let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
+            // Absent: not created, or moved to the hash layout by a migration.
+            let Some(raw) = raw else { return Ok(None) };
             let mut journey = document::decode(id, &raw)?;
             let applied = self.base.modify(&mut journey, change, expected)?;
             process(self.base.delay).await;
@@ -68,14 +69,14 @@ impl Optimistic {
             };
             if let Applied::Unchanged = applied {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
-                return Ok(done);
+                return Ok(Some(done));
             }
             let committed: document::Committed = document::commit(&journey)?
                 .query_async(&mut conn)
                 .await
                 .store_err()?;
             if committed.is_some() {
-                return Ok(done);
+                return Ok(Some(done));
             }
             attempts.backoff().await?;
         }

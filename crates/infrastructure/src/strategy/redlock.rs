@@ -10,7 +10,11 @@
 //! holder can slip a write in between its read and its write.
 //!
 //! With fencing, the lock is what keeps writers from wasting work; correctness rests on the
-//! token check. A refused write returns [`StoreError::StaleFencingToken`] from the step API and
+//! token check. The counter also guards against writers that never take the lock: the `lua`
+//! update script (which a `hash` instance uses for journeys still in the document layout during
+//! a migration) and the migration's conversion bump it whenever it exists, so a holder that read
+//! the journey before such a write is refused and reads again. `optimistic` and the controls do
+//! not bump it: do not run them beside `redlock` on one dataset. A refused write returns [`StoreError::StaleFencingToken`] from the step API and
 //! is retried (lock, read, write again) by [`Redlock::update`].
 //!
 //! The lock (the Redis docs' "Distributed locks"): `SET key token NX PX ttl` on N independent
@@ -19,7 +23,8 @@
 //! jittered delay. Release and extension are compare-token scripts. With no lock URLs the
 //! store's own Redis (or cluster) is the single lock node.
 //!
-//! The fenced write appends the change's outbox entry in the same script.
+//! The fenced write appends the change's outbox entry in the same script, and refuses if the
+//! document is gone (a migration moved the journey to the hash layout while we held the lock).
 //!
 //! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write (state and outbox), the release on
 //! every master: at least four round trips, and the lock is held through the processing window.
@@ -35,7 +40,7 @@ use futures::future::join_all;
 use rand::RngExt;
 use redis::Script;
 
-use super::{Base, process};
+use super::{Base, absent_here, process};
 use crate::connection::{Redis, RedisSettings};
 use crate::document;
 use crate::error::{RedisResultExt, corrupt};
@@ -267,7 +272,8 @@ impl Redlock {
     ///
     /// # Errors
     /// [`StoreError::StaleFencingToken`] when a newer token exists (nothing written);
-    /// [`StoreError::Unavailable`].
+    /// [`StoreError::JourneyNotFound`] when the document is gone, moved to the hash layout by
+    /// a migration (nothing written); [`StoreError::Unavailable`].
     pub async fn write_fenced(
         &self,
         token: FencingToken,
@@ -292,6 +298,7 @@ impl Redlock {
                 token: token.0,
                 newest,
             }),
+            2 => Err(StoreError::JourneyNotFound(journey.id.clone())),
             _ => Err(corrupt(
                 &keys::journey_document(&journey.id),
                 "fenced write reply",
@@ -304,22 +311,23 @@ impl Redlock {
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
-    ) -> Result<UpdateOutcome, StoreError> {
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
         let mut attempts = Attempts::new(self.retry);
         let mut lock_wait = Duration::ZERO;
         loop {
             let guard = self.acquire_within(id, &mut attempts).await?;
             lock_wait += guard.waited;
-            let result = self.locked_update(id, change, expected).await;
+            let result = absent_here(self.locked_update(id, change, expected).await);
             self.release(guard).await;
             match result {
-                Ok((version, changed)) => {
-                    return Ok(UpdateOutcome {
+                Ok(None) => return Ok(None),
+                Ok(Some((version, changed))) => {
+                    return Ok(Some(UpdateOutcome {
                         version,
                         changed,
                         attempts: attempts.made(),
                         lock_wait,
-                    });
+                    }));
                 }
                 // Our lock expired while we worked and a newer holder exists: start over.
                 Err(StoreError::StaleFencingToken { .. }) => attempts.backoff().await?,

@@ -34,6 +34,7 @@ mod events;
 mod http;
 mod incident;
 mod lab;
+mod migration;
 mod outbox;
 mod properties;
 mod redlock;

@@ -206,7 +206,7 @@ fn text(max: usize) -> impl proptest::strategy::Strategy<Value = String> {
         .prop_filter("non-blank", |s| !s.trim().is_empty())
 }
 
-fn arbitrary_journey() -> impl proptest::strategy::Strategy<Value = Journey> {
+pub(crate) fn arbitrary_journey() -> impl proptest::strategy::Strategy<Value = Journey> {
     let segment = (
         text(16),
         text(16),

@@ -1,0 +1,327 @@
+//! The two layouts a journey can be stored in, and moving one journey between them.
+//!
+//! | layout | key | written by |
+//! |---|---|---|
+//! | `document` | `journey:{P}:ID`, one JSON string | `naive`, `local-lock`, `optimistic`, `redlock`, `lua` |
+//! | `hash` | `journey:{P}:ID:hash`, one field per segment status | `hash` |
+//!
+//! Both keys of a journey carry the journey's partition tag, so they share a slot and one script
+//! sees both. That is what keeps every journey in exactly one layout at every instant:
+//! - creation refuses when either copy exists (`scripts/create.lua`);
+//! - a conversion is one compare-and-swap script (`scripts/convert.lua`) that writes the target
+//!   and deletes the source in the same step, and only if neither copy changed since it was
+//!   read — a change made meanwhile by any strategy makes it fail harmlessly and read again;
+//! - every write of every strategy checks, inside its own atomic step, that its copy still
+//!   exists (the update scripts answer `moved`, the fenced write and the naive commit refuse,
+//!   `optimistic` WATCHes the key), so no write ever lands in a copy a migration has retired.
+//!
+//! A conversion changes nothing else: every field and the version are carried over exactly as
+//! read, the outbox is not touched and no domain event is raised — nothing happened to the
+//! journey as far as the business is concerned.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use flyrtech_core::{Journey, JourneyId, JourneyVersion, StoreError};
+use redis::Script;
+
+use crate::connection::Conn;
+use crate::error::{RedisResultExt, corrupt};
+use crate::strategy::{Strategy, hash};
+use crate::{document, keys};
+
+/// How a journey is laid out in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One JSON document per journey, as in the original service.
+    Document,
+    /// One hash per journey with a field per segment status.
+    Hash,
+}
+
+impl Layout {
+    /// Both layouts.
+    pub const ALL: [Self; 2] = [Self::Document, Self::Hash];
+
+    /// The name used in configuration, commands and the dataset record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Document => "document",
+            Self::Hash => "hash",
+        }
+    }
+
+    /// The other layout.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Document => Self::Hash,
+            Self::Hash => Self::Document,
+        }
+    }
+
+    /// The strategies that write this layout, comma-separated, for messages.
+    pub fn strategies(self) -> String {
+        Strategy::ALL
+            .into_iter()
+            .filter(|s| s.layout() == self)
+            .map(Strategy::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A layout name that is neither `document` nor `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown layout {0:?}; the layouts are document and hash")]
+pub struct UnknownLayout(pub String);
+
+impl FromStr for Layout {
+    type Err = UnknownLayout;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownLayout(s.to_owned()))
+    }
+}
+
+/// Both copies of one journey, as one atomic read found them (normally exactly one exists).
+#[derive(Debug, Default)]
+pub(crate) struct Copies {
+    document: Option<String>,
+    hash: HashMap<String, String>,
+}
+
+impl Copies {
+    /// Reads both copies in one MULTI/EXEC: a consistent snapshot, even mid-migration.
+    pub(crate) async fn read(conn: &mut Conn, id: &JourneyId) -> Result<Self, StoreError> {
+        let (document, hash): (Option<String>, HashMap<String, String>) = redis::pipe()
+            .atomic()
+            .get(keys::journey_document(id))
+            .hgetall(keys::journey_hash(id))
+            .query_async(conn)
+            .await
+            .store_err()?;
+        Ok(Self { document, hash })
+    }
+
+    fn decoded(&self, id: &JourneyId) -> Result<[Option<Journey>; 2], StoreError> {
+        let document = self
+            .document
+            .as_deref()
+            .map(|raw| document::decode(id, raw))
+            .transpose()?;
+        let hash = if self.hash.is_empty() {
+            None
+        } else {
+            Some(hash::from_fields(&keys::journey_hash(id), id, &self.hash)?)
+        };
+        Ok([document, hash])
+    }
+
+    /// The journey, from whichever copy holds it (the newer one, should both exist).
+    ///
+    /// # Errors
+    /// [`StoreError::JourneyNotFound`] when neither does; [`StoreError::Corrupt`].
+    pub(crate) fn journey(&self, id: &JourneyId) -> Result<Journey, StoreError> {
+        let [document, hash] = self.decoded(id)?;
+        match (document, hash) {
+            (Some(d), Some(h)) if h.version > d.version => Ok(h),
+            (Some(d), _) => Ok(d),
+            (None, Some(h)) => Ok(h),
+            (None, None) => Err(StoreError::JourneyNotFound(id.clone())),
+        }
+    }
+}
+
+/// What converting one journey did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Moved to the target layout.
+    Converted,
+    /// Both layouts held it, one copy at version 0 (never changed, e.g. seeded twice by
+    /// instances of both layouts before layouts were recorded): that copy was dropped and the
+    /// other one is now the journey, in the target layout. No acknowledged change is lost.
+    Deduplicated,
+    /// It already was in the target layout.
+    AlreadyThere,
+    /// Listed in the index, but in neither layout: nothing to convert.
+    Absent,
+}
+
+/// Why one journey could not be converted. Nothing was written for it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversionError {
+    /// Both layouts hold the journey and both copies have acknowledged changes: which one is
+    /// right is a decision for a person.
+    #[error(
+        "both layouts hold this journey with changes (document at version {document}, hash at \
+         version {hash}); keep one by hand, then run the migration again"
+    )]
+    BothChanged {
+        /// The document copy's version.
+        document: JourneyVersion,
+        /// The hash copy's version.
+        hash: JourneyVersion,
+    },
+    /// It kept changing under the conversion; the next run will try again.
+    #[error("it changed under the conversion {0} times in a row")]
+    Contended(u32),
+    /// Redis failed, or a copy cannot be decoded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The compare-and-swap conversion script.
+#[derive(Debug)]
+pub(crate) struct Converter {
+    script: Script,
+}
+
+impl Default for Converter {
+    fn default() -> Self {
+        Self {
+            script: Script::new(include_str!("scripts/convert.lua")),
+        }
+    }
+}
+
+/// How often one journey may change under its conversion before it is reported.
+const CONVERSION_TRIES: u32 = 16;
+
+impl Converter {
+    /// Puts journey `id` in layout `to`, atomically. Idempotent.
+    ///
+    /// # Errors
+    /// [`ConversionError`]; nothing was written for the journey then.
+    pub(crate) async fn convert(
+        &self,
+        conn: &mut Conn,
+        id: &JourneyId,
+        to: Layout,
+    ) -> Result<Conversion, ConversionError> {
+        // The common cases, cheaply: nothing left in the source layout.
+        let (document, hash): (bool, bool) = redis::pipe()
+            .exists(keys::journey_document(id))
+            .exists(keys::journey_hash(id))
+            .query_async(conn)
+            .await
+            .store_err()?;
+        let (source, target) = match to {
+            Layout::Document => (hash, document),
+            Layout::Hash => (document, hash),
+        };
+        if !source {
+            return Ok(if target {
+                Conversion::AlreadyThere
+            } else {
+                Conversion::Absent
+            });
+        }
+        for _ in 0..CONVERSION_TRIES {
+            let copies = Copies::read(conn, id).await?;
+            let [document, hash] = copies.decoded(id)?;
+            let (source, target) = match to {
+                Layout::Document => (hash, document),
+                Layout::Hash => (document, hash),
+            };
+            // The target's value to write, or `None` to keep the target's copy as it is.
+            let (value, outcome) = match (source, target) {
+                (None, None) => return Ok(Conversion::Absent),
+                (None, Some(_)) => return Ok(Conversion::AlreadyThere),
+                (Some(source), None) => (Some(source), Conversion::Converted),
+                (Some(source), Some(target)) if target.version.is_initial() => {
+                    (Some(source), Conversion::Deduplicated)
+                }
+                (Some(source), Some(_)) if source.version.is_initial() => {
+                    (None, Conversion::Deduplicated)
+                }
+                (Some(source), Some(target)) => {
+                    let (document, hash) = match to {
+                        Layout::Document => (target.version, source.version),
+                        Layout::Hash => (source.version, target.version),
+                    };
+                    return Err(ConversionError::BothChanged { document, hash });
+                }
+            };
+            let mut invocation = self.script.key(keys::journey_document(id));
+            invocation
+                .key(keys::journey_hash(id))
+                .key(keys::journey_fence(id))
+                .arg(to.name())
+                .arg(copies.document.as_deref().unwrap_or(""))
+                .arg(copies.hash.get("version").map_or("", String::as_str));
+            match (value, to) {
+                (Some(journey), Layout::Hash) => {
+                    for (field, value) in hash::to_fields(&journey)? {
+                        invocation.arg(field).arg(value);
+                    }
+                }
+                (Some(journey), Layout::Document) => {
+                    invocation.arg(document::encode(&journey)?);
+                }
+                (None, _) => {}
+            }
+            let done: i64 = invocation.invoke_async(conn).await.store_err()?;
+            match done {
+                1 => return Ok(outcome),
+                0 => {}
+                other => {
+                    return Err(corrupt(
+                        &keys::journey_document(id),
+                        format!("conversion script replied {other}"),
+                    )
+                    .into());
+                }
+            }
+        }
+        Err(ConversionError::Contended(CONVERSION_TRIES))
+    }
+}
+
+/// Creates `journey` in `layout` unless it exists in either layout (`scripts/create.lua`), then
+/// lists it in the dataset's `index` (see [`crate::dataset`] for why listing is a second step).
+///
+/// # Errors
+/// [`StoreError::AlreadyExists`] (the index is still repaired), [`StoreError::InvalidInput`],
+/// [`StoreError::Unavailable`].
+pub(crate) async fn create(
+    redis: &crate::Redis,
+    index: &str,
+    journey: &Journey,
+    layout: Layout,
+) -> Result<(), StoreError> {
+    static SCRIPT: std::sync::LazyLock<Script> =
+        std::sync::LazyLock::new(|| Script::new(include_str!("scripts/create.lua")));
+    journey.validate_new()?;
+    let mut invocation = SCRIPT.key(keys::journey_document(&journey.id));
+    invocation
+        .key(keys::journey_hash(&journey.id))
+        .arg(layout.name());
+    match layout {
+        Layout::Document => {
+            invocation.arg(document::encode(journey)?);
+        }
+        Layout::Hash => {
+            for (field, value) in hash::to_fields(journey)? {
+                invocation.arg(field).arg(value);
+            }
+        }
+    }
+    let mut conn = redis.shared();
+    let created: i64 = invocation.invoke_async(&mut conn).await.store_err()?;
+    crate::dataset::add_to_index(&mut conn, index, &journey.id).await?;
+    if created == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::AlreadyExists(journey.id.clone()))
+    }
+}
