@@ -32,6 +32,7 @@ mod contract;
 mod domain;
 mod events;
 mod http;
+mod import;
 mod incident;
 mod lab;
 mod migration;
