@@ -22,6 +22,11 @@ backlog:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- backlog --entries 1000000 --json docs/results/backlog.json
 
+# 1,000,000 journeys migrated document -> hash -> document on a private redis-server; writes docs/results/migration.json.
+migrate-bench:
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- migrate-bench --journeys 1000000 --json docs/results/migration.json
+
 # The incident for every strategy, each run followed by the relay and the audit; writes docs/results/audit.txt.
 audit:
     mkdir -p docs/results

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
-use flyrtech_api::dataset::{self, ImportArgs, MigrateArgs};
+use flyrtech_api::dataset::{self, ImportArgs, MigrateArgs, MigrateBenchArgs};
 use flyrtech_api::deployment::Deployment;
 use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::report::{self, LabReport, Machine};
@@ -53,6 +53,9 @@ enum Command {
     /// strategy's layout, never overwriting one that exists. Exits with status 3 when some were
     /// skipped (each is listed with the reason).
     ImportLegacy(ImportArgs),
+    /// Measure the migration: create journeys (default 1,000,000) on an empty Redis, move them
+    /// to the hash layout and back, and report the rates.
+    MigrateBench(MigrateBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +152,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         }
         Command::Audit(args) => {
             let (_deployment, redis) = connect(&settings, "audit").await?;
-            let store = admitted_store(&settings, &redis).await?;
+            // The audit only reads, and reads a journey in whichever layout it is: it records
+            // nothing and refuses no strategy.
+            let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
+            let state = stored_dataset::state(&redis).await?;
+            tracing::info!(dataset = %state, "auditing");
+            let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
             let report = outbox::run_audit(&args, &store, &redis).await?;
             Ok(if report.is_clean() { 0 } else { 1 })
         }
@@ -162,6 +170,23 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                      command again to finish"
                 ),
             }
+        }
+        Command::MigrateBench(args) => {
+            let (_deployment, redis) = connect(&settings, "migrate-bench").await?;
+            let report = tokio::select! {
+                report = dataset::migrate_bench(&args, &redis) => report?,
+                () = shutdown_signal() => bail!("interrupted"),
+            };
+            let text = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{text}");
+            }
+            Ok(if report.differing == 0 { 0 } else { 1 })
         }
         Command::ImportLegacy(args) => {
             let (_deployment, redis) = connect(&settings, "import-legacy").await?;
@@ -194,8 +219,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     }
 }
 
-/// A store for the configured strategy, admitted by the dataset's layout guard. Without a
-/// configured strategy: the default one of the dataset's layout.
+/// A store for the configured strategy, admitted by the dataset's layout guard (which records
+/// the layout on an empty Redis). Without a configured strategy: the default one of the
+/// dataset's layout.
 async fn admitted_store(settings: &Settings, redis: &Redis) -> anyhow::Result<RedisJourneyStore> {
     let strategy = match settings.strategy {
         Some(strategy) => strategy,

@@ -21,8 +21,9 @@
 //!
 //! # Migration
 //! [`migrate`] records `migrating_to`, converts every listed journey with one compare-and-swap
-//! each ([`crate::layout`]), many at a time on the multiplexed connection (the client pipelines
-//! them), then records the new layout and sweeps the index once more for journeys created in
+//! each ([`crate::layout`]) — batched: for each partition (one slot) of a scanned batch, one
+//! pipeline reads both copies and one sends the conversions, many partitions at a time — then
+//! records the new layout and sweeps the index once more for journeys created in
 //! the old layout while it ran. Interrupted at any point (ctrl-c, SIGKILL), it has converted
 //! some journeys atomically and none half-way; run again, it skips those already converted.
 
@@ -36,7 +37,7 @@ use serde::Serialize;
 
 use crate::connection::{Conn, Redis};
 use crate::error::{RedisResultExt, corrupt};
-use crate::keys;
+use crate::keys::{self, Partition};
 use crate::layout::{Conversion, ConversionError, Converter, Layout};
 use crate::strategy::Strategy;
 
@@ -266,7 +267,8 @@ impl MigrationReport {
 /// Knobs of a migration.
 #[derive(Debug, Clone, Copy)]
 pub struct MigrationSettings {
-    /// Journeys converted at once (requests in flight on the multiplexed connection).
+    /// Partitions converted at once, each with its own pipelines (a cluster pipeline stays in
+    /// one slot).
     pub concurrency: usize,
     /// Ids fetched from the index per `SSCAN`.
     pub batch: usize,
@@ -275,8 +277,8 @@ pub struct MigrationSettings {
 impl Default for MigrationSettings {
     fn default() -> Self {
         Self {
-            concurrency: 256,
-            batch: 2000,
+            concurrency: 64,
+            batch: 10_000,
         }
     }
 }
@@ -319,11 +321,15 @@ pub async fn migrate(
         .await
         .store_err()?;
     let converter = Converter::default();
+    converter.load(&mut conn).await?;
     let mut scan = IndexScan::default();
     let mut looked_at = 0;
     while let Some(ids) = scan.next(&mut conn, settings.batch).await? {
         looked_at += ids.len() as u64;
-        for (raw, outcome) in convert_all(redis, &converter, ids, to, settings.concurrency).await {
+        let resumed = current.migrating_to == Some(to);
+        for (raw, outcome) in
+            convert_all(redis, &converter, ids, to, settings.concurrency, resumed).await
+        {
             match outcome {
                 Ok(Conversion::Converted) => report.converted += 1,
                 Ok(Conversion::Deduplicated) => report.deduplicated += 1,
@@ -371,9 +377,12 @@ async fn sweep(
     let mut settled = (0, 0);
     let converter = Converter::default();
     let mut conn = redis.shared();
+    converter.load(&mut conn).await?;
     let mut scan = IndexScan::default();
     while let Some(ids) = scan.next(&mut conn, settings.batch).await? {
-        for (raw, outcome) in convert_all(redis, &converter, ids, to, settings.concurrency).await {
+        for (raw, outcome) in
+            convert_all(redis, &converter, ids, to, settings.concurrency, true).await
+        {
             match outcome {
                 Ok(Conversion::Converted | Conversion::Deduplicated) => report.swept += 1,
                 Ok(Conversion::AlreadyThere) => settled.0 += 1,
@@ -420,27 +429,39 @@ impl IndexScan {
     }
 }
 
-/// Converts `ids` with `concurrency` conversions in flight; each raw id with its outcome or the
-/// reason it failed.
+/// Converts `ids`, grouped by partition (one slot each), with `concurrency` partitions' pipelines
+/// in flight; each raw id with its outcome or the reason it failed. `precheck`: see
+/// [`Converter::convert`].
 async fn convert_all(
     redis: &Redis,
     converter: &Converter,
     ids: Vec<String>,
     to: Layout,
     concurrency: usize,
+    precheck: bool,
 ) -> Vec<(String, Result<Conversion, String>)> {
-    futures::stream::iter(ids)
-        .map(|raw| async move {
-            let outcome = match JourneyId::parse(raw.as_str()) {
-                Ok(id) => converter
-                    .convert(&mut redis.shared(), &id, to)
-                    .await
-                    .map_err(|e: ConversionError| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (raw, outcome)
+    let mut results = Vec::with_capacity(ids.len());
+    let mut slots: HashMap<Partition, Vec<JourneyId>> = HashMap::new();
+    for raw in ids {
+        match JourneyId::parse(raw.as_str()) {
+            Ok(id) => slots.entry(Partition::of(&id)).or_default().push(id),
+            Err(e) => results.push((raw, Err(e.to_string()))),
+        }
+    }
+    let converted: Vec<_> = futures::stream::iter(slots.into_values())
+        .map(|ids| async move {
+            converter
+                .convert_slot(&mut redis.shared(), ids, to, precheck)
+                .await
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
-        .await
+        .await;
+    results.extend(converted.into_iter().flatten().map(|(id, outcome)| {
+        (
+            id.to_string(),
+            outcome.map_err(|e: ConversionError| e.to_string()),
+        )
+    }));
+    results
 }

@@ -184,12 +184,15 @@ pub enum ConversionError {
 #[derive(Debug)]
 pub(crate) struct Converter {
     script: Script,
+    source: &'static str,
 }
 
 impl Default for Converter {
     fn default() -> Self {
+        let source = include_str!("scripts/convert.lua");
         Self {
-            script: Script::new(include_str!("scripts/convert.lua")),
+            script: Script::new(source),
+            source,
         }
     }
 }
@@ -197,8 +200,106 @@ impl Default for Converter {
 /// How often one journey may change under its conversion before it is reported.
 const CONVERSION_TRIES: u32 = 16;
 
+/// What to do with one journey, decided from what was read.
+enum Plan {
+    /// Nothing to write.
+    Done(Conversion),
+    /// Send the conversion script with these keys and arguments; it does `outcome` if neither
+    /// copy changed since the read.
+    Send {
+        keys: [String; 3],
+        args: Vec<String>,
+        outcome: Conversion,
+    },
+}
+
 impl Converter {
-    /// Puts journey `id` in layout `to`, atomically. Idempotent.
+    /// Loads the script on every master (a cluster routes `SCRIPT LOAD` to all nodes), so that
+    /// pipelines can call it by SHA. A master that lost it (a failover) answers NOSCRIPT, and
+    /// the journeys concerned go through [`Converter::convert`], which reloads it.
+    pub(crate) async fn load(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(self.source)
+            .query_async(conn)
+            .await
+            .store_err()?;
+        Ok(())
+    }
+
+    /// Decides what converting journey `id` to `to` takes, from both copies as read.
+    fn plan(id: &JourneyId, copies: &Copies, to: Layout) -> Result<Plan, ConversionError> {
+        let [document, hash] = copies.decoded(id)?;
+        let (source, target) = match to {
+            Layout::Document => (hash, document),
+            Layout::Hash => (document, hash),
+        };
+        // The target's value to write, or `None` to keep the target's copy as it is.
+        let (value, outcome) = match (source, target) {
+            (None, None) => return Ok(Plan::Done(Conversion::Absent)),
+            (None, Some(_)) => return Ok(Plan::Done(Conversion::AlreadyThere)),
+            (Some(source), None) => (Some(source), Conversion::Converted),
+            (Some(source), Some(target)) if target.version.is_initial() => {
+                (Some(source), Conversion::Deduplicated)
+            }
+            (Some(source), Some(_)) if source.version.is_initial() => {
+                (None, Conversion::Deduplicated)
+            }
+            (Some(source), Some(target)) => {
+                let (document, hash) = match to {
+                    Layout::Document => (target.version, source.version),
+                    Layout::Hash => (source.version, target.version),
+                };
+                return Err(ConversionError::BothChanged { document, hash });
+            }
+        };
+        let mut args = vec![
+            to.name().to_owned(),
+            copies.document.clone().unwrap_or_default(),
+            copies.hash.get("version").cloned().unwrap_or_default(),
+        ];
+        match (value, to) {
+            (Some(journey), Layout::Hash) => {
+                for (field, value) in hash::to_fields(&journey)? {
+                    args.push(field);
+                    args.push(value);
+                }
+            }
+            (Some(journey), Layout::Document) => args.push(document::encode(&journey)?),
+            (None, _) => {}
+        }
+        Ok(Plan::Send {
+            keys: [
+                keys::journey_document(id),
+                keys::journey_hash(id),
+                keys::journey_fence(id),
+            ],
+            args,
+            outcome,
+        })
+    }
+
+    /// Interprets the script's reply: `Some` when done, `None` when a copy changed meanwhile.
+    fn done(
+        id: &JourneyId,
+        reply: i64,
+        outcome: Conversion,
+    ) -> Result<Option<Conversion>, ConversionError> {
+        match reply {
+            1 => Ok(Some(outcome)),
+            0 => Ok(None),
+            other => Err(corrupt(
+                &keys::journey_document(id),
+                format!("conversion script replied {other}"),
+            )
+            .into()),
+        }
+    }
+
+    /// Puts journey `id` in layout `to`, atomically. Idempotent. With `precheck`, first asks
+    /// cheaply whether anything is left in the source layout: worth it where most journeys are
+    /// expected to be converted already (a sweep, a resumed or repeated run), a wasted round
+    /// trip where most are not.
     ///
     /// # Errors
     /// [`ConversionError`]; nothing was written for the journey then.
@@ -207,83 +308,154 @@ impl Converter {
         conn: &mut Conn,
         id: &JourneyId,
         to: Layout,
+        precheck: bool,
     ) -> Result<Conversion, ConversionError> {
-        // The common cases, cheaply: nothing left in the source layout.
-        let (document, hash): (bool, bool) = redis::pipe()
-            .exists(keys::journey_document(id))
-            .exists(keys::journey_hash(id))
-            .query_async(conn)
-            .await
-            .store_err()?;
-        let (source, target) = match to {
-            Layout::Document => (hash, document),
-            Layout::Hash => (document, hash),
-        };
-        if !source {
-            return Ok(if target {
-                Conversion::AlreadyThere
-            } else {
-                Conversion::Absent
-            });
-        }
-        for _ in 0..CONVERSION_TRIES {
-            let copies = Copies::read(conn, id).await?;
-            let [document, hash] = copies.decoded(id)?;
+        if precheck {
+            let (document, hash): (bool, bool) = redis::pipe()
+                .exists(keys::journey_document(id))
+                .exists(keys::journey_hash(id))
+                .query_async(conn)
+                .await
+                .store_err()?;
             let (source, target) = match to {
                 Layout::Document => (hash, document),
                 Layout::Hash => (document, hash),
             };
-            // The target's value to write, or `None` to keep the target's copy as it is.
-            let (value, outcome) = match (source, target) {
-                (None, None) => return Ok(Conversion::Absent),
-                (None, Some(_)) => return Ok(Conversion::AlreadyThere),
-                (Some(source), None) => (Some(source), Conversion::Converted),
-                (Some(source), Some(target)) if target.version.is_initial() => {
-                    (Some(source), Conversion::Deduplicated)
-                }
-                (Some(source), Some(_)) if source.version.is_initial() => {
-                    (None, Conversion::Deduplicated)
-                }
-                (Some(source), Some(target)) => {
-                    let (document, hash) = match to {
-                        Layout::Document => (target.version, source.version),
-                        Layout::Hash => (source.version, target.version),
-                    };
-                    return Err(ConversionError::BothChanged { document, hash });
-                }
-            };
-            let mut invocation = self.script.key(keys::journey_document(id));
-            invocation
-                .key(keys::journey_hash(id))
-                .key(keys::journey_fence(id))
-                .arg(to.name())
-                .arg(copies.document.as_deref().unwrap_or(""))
-                .arg(copies.hash.get("version").map_or("", String::as_str));
-            match (value, to) {
-                (Some(journey), Layout::Hash) => {
-                    for (field, value) in hash::to_fields(&journey)? {
-                        invocation.arg(field).arg(value);
-                    }
-                }
-                (Some(journey), Layout::Document) => {
-                    invocation.arg(document::encode(&journey)?);
-                }
-                (None, _) => {}
+            if !source {
+                return Ok(if target {
+                    Conversion::AlreadyThere
+                } else {
+                    Conversion::Absent
+                });
             }
-            let done: i64 = invocation.invoke_async(conn).await.store_err()?;
-            match done {
-                1 => return Ok(outcome),
-                0 => {}
-                other => {
-                    return Err(corrupt(
-                        &keys::journey_document(id),
-                        format!("conversion script replied {other}"),
-                    )
-                    .into());
-                }
+        }
+        for _ in 0..CONVERSION_TRIES {
+            let copies = Copies::read(conn, id).await?;
+            let (keys, args, outcome) = match Self::plan(id, &copies, to)? {
+                Plan::Done(done) => return Ok(done),
+                Plan::Send {
+                    keys,
+                    args,
+                    outcome,
+                } => (keys, args, outcome),
+            };
+            let mut invocation = self.script.prepare_invoke();
+            invocation.key(&keys).arg(&args);
+            let reply: i64 = invocation.invoke_async(conn).await.store_err()?;
+            if let Some(done) = Self::done(id, reply, outcome)? {
+                return Ok(done);
             }
         }
         Err(ConversionError::Contended(CONVERSION_TRIES))
+    }
+
+    /// Converts journeys of one slot (one partition) with one read pipeline and one write
+    /// pipeline (a cluster pipeline may not cross slots). A journey the batch did not convert (a
+    /// copy changed after the read, a master that lost the script, an error) goes through
+    /// [`Converter::convert`] on its own. `precheck` (see there) is one more pipeline first.
+    pub(crate) async fn convert_slot(
+        &self,
+        conn: &mut Conn,
+        mut ids: Vec<JourneyId>,
+        to: Layout,
+        precheck: bool,
+    ) -> Vec<(JourneyId, Result<Conversion, ConversionError>)> {
+        let mut results = Vec::with_capacity(ids.len());
+        if precheck {
+            let mut exists = redis::pipe();
+            for id in &ids {
+                exists
+                    .exists(keys::journey_state(id, to.other()))
+                    .exists(keys::journey_state(id, to));
+            }
+            if let Ok(found) = exists.query_async::<Vec<bool>>(conn).await
+                && found.len() == 2 * ids.len()
+            {
+                let mut left = Vec::new();
+                for (id, pair) in ids.into_iter().zip(found.chunks(2)) {
+                    match pair {
+                        [false, true] => results.push((id, Ok(Conversion::AlreadyThere))),
+                        [false, false] => results.push((id, Ok(Conversion::Absent))),
+                        _ => left.push(id),
+                    }
+                }
+                ids = left;
+            }
+        }
+        if ids.is_empty() {
+            return results;
+        }
+        let mut read = redis::pipe();
+        for id in &ids {
+            read.get(keys::journey_document(id))
+                .hgetall(keys::journey_hash(id));
+        }
+        let replies: Result<Vec<redis::Value>, _> = read.query_async(conn).await;
+        let Ok(replies) = replies else {
+            for id in ids {
+                let outcome = self.convert(conn, &id, to, false).await;
+                results.push((id, outcome));
+            }
+            return results;
+        };
+        let mut write = redis::pipe();
+        write.ignore_errors();
+        let mut sent = Vec::new();
+        let mut alone = Vec::new();
+        for (id, pair) in ids.into_iter().zip(replies.chunks(2)) {
+            let copies = match pair {
+                [document, hash] => redis::from_redis_value_ref(document)
+                    .and_then(|document| Ok((document, redis::from_redis_value_ref(hash)?)))
+                    .map(|(document, hash)| Copies { document, hash }),
+                _ => {
+                    alone.push(id);
+                    continue;
+                }
+            };
+            let Ok(copies) = copies else {
+                alone.push(id);
+                continue;
+            };
+            match Self::plan(&id, &copies, to) {
+                Ok(Plan::Done(done)) => results.push((id, Ok(done))),
+                Err(e) => results.push((id, Err(e))),
+                Ok(Plan::Send {
+                    keys,
+                    args,
+                    outcome,
+                }) => {
+                    write
+                        .cmd("EVALSHA")
+                        .arg(self.script.get_hash())
+                        .arg(keys.len())
+                        .arg(&keys)
+                        .arg(&args);
+                    sent.push((id, outcome));
+                }
+            }
+        }
+        if !sent.is_empty() {
+            match write
+                .query_async::<Vec<redis::RedisResult<i64>>>(conn)
+                .await
+            {
+                Ok(replies) if replies.len() == sent.len() => {
+                    for ((id, outcome), reply) in sent.into_iter().zip(replies) {
+                        match reply.map(|r| Self::done(&id, r, outcome)) {
+                            Ok(Ok(Some(done))) => results.push((id, Ok(done))),
+                            Ok(Err(e)) => results.push((id, Err(e))),
+                            Ok(Ok(None)) | Err(_) => alone.push(id),
+                        }
+                    }
+                }
+                _ => alone.extend(sent.into_iter().map(|(id, _)| id)),
+            }
+        }
+        for id in alone {
+            let outcome = self.convert(conn, &id, to, false).await;
+            results.push((id, outcome));
+        }
+        results
     }
 }
 

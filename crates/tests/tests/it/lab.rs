@@ -333,3 +333,43 @@ async fn the_collision_scenario_reports_the_model(#[case] strategy: Strategy) {
         );
     }
 }
+
+/// The lab beside a served dataset: every strategy, both layouts, on a Redis whose journeys a
+/// `lua` instance serves. The service's journeys, listing and recorded layout are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_leaves_a_served_dataset_alone() {
+    use flyrtech_core::JourneyStore;
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), S::Lua).await;
+    let conn = redis.connect().await;
+    let service = flyrtech_tests::store(&conn, S::Lua).await;
+    let before_ids = service.list_ids().await.unwrap();
+    let mut before = Vec::new();
+    for id in &before_ids {
+        before.push(service.get(id).await.unwrap());
+    }
+    let state = flyrtech_infrastructure::dataset::state(&conn)
+        .await
+        .unwrap();
+    for strategy in Strategy::ALL {
+        let reports = run(&redis, strategy, Scenario::Spread, &small()).await;
+        assert!(reports.iter().all(|r| r.acknowledged > 0), "{strategy}");
+    }
+    assert_eq!(service.list_ids().await.unwrap(), before_ids);
+    for journey in &before {
+        assert_eq!(&service.get(&journey.id).await.unwrap(), journey);
+    }
+    assert_eq!(
+        flyrtech_infrastructure::dataset::state(&conn)
+            .await
+            .unwrap(),
+        state
+    );
+    let ready = flyrtech_tests::http_client()
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    server.stop().await;
+}
