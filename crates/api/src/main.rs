@@ -177,15 +177,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                 report = dataset::migrate_bench(&args, &redis) => report?,
                 () = shutdown_signal() => bail!("interrupted"),
             };
-            let text = serde_json::to_string_pretty(&report)?;
-            if let Some(path) = &args.json {
-                std::fs::write(path, &text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{text}");
-            }
+            emit(&report, args.json.as_deref())?;
             Ok(if report.differing == 0 { 0 } else { 1 })
         }
         Command::ImportLegacy(args) => {
@@ -205,18 +197,23 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
                 report = outbox::backlog(&args, redis) => report?,
                 () = shutdown_signal() => bail!("interrupted"),
             };
-            let text = serde_json::to_string_pretty(&report)?;
-            if let Some(path) = &args.json {
-                std::fs::write(path, &text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{text}");
-            }
+            emit(&report, args.json.as_deref())?;
             Ok(0)
         }
     }
+}
+
+/// Prints a measurement's report as JSON, and writes it to `path` when given.
+fn emit(report: &impl serde::Serialize, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    if let Some(path) = path {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 /// A store for the configured strategy, admitted by the dataset's layout guard (which records

@@ -317,6 +317,22 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
     assert!(stdout.contains("lost updates"), "{stdout}");
 }
 
+/// A private redis-server, its URL, and a connection handle on it.
+async fn private_redis() -> (
+    flyrtech_infrastructure::LocalRedis,
+    String,
+    flyrtech_infrastructure::Redis,
+) {
+    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+    let url = local.url();
+    let redis = flyrtech_infrastructure::Redis::connect(
+        &flyrtech_infrastructure::RedisSettings::new(url.clone()),
+    )
+    .await
+    .unwrap();
+    (local, url, redis)
+}
+
 /// Counts a Redis command's calls so far (`INFO commandstats`).
 async fn calls(redis: &flyrtech_infrastructure::Redis, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -335,14 +351,10 @@ async fn calls(redis: &flyrtech_infrastructure::Redis, command: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_killed_part_way_finishes_when_run_again() {
     use flyrtech_core::{JourneyId, JourneyStore};
-    use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
+    use flyrtech_infrastructure::{RedisJourneyStore, StoreConfig, Strategy};
     use futures::StreamExt;
 
-    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
-    let url = local.url();
-    let redis = Redis::connect(&RedisSettings::new(url.clone()))
-        .await
-        .unwrap();
+    let (_local, url, redis) = private_redis().await;
     let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
         .await
         .unwrap();
@@ -452,13 +464,7 @@ async fn a_migration_killed_part_way_finishes_when_run_again() {
 /// not be imported, 0 once everything is in (kept journeys count as in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_legacy_reports_what_it_skipped_in_its_exit_status() {
-    use flyrtech_infrastructure::{Redis, RedisSettings};
-
-    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
-    let url = local.url();
-    let redis = Redis::connect(&RedisSettings::new(url.clone()))
-        .await
-        .unwrap();
+    let (_local, url, redis) = private_redis().await;
     let good = r#"{"Id":"OLD-1","PassengerName":"A B","PassengerEmail":"a@b.c","BookingDate":"2025-12-01T10:30:00Z","Status":"Confirmed","TotalPrice":850.50,"Segments":[],"Metadata":{}}"#;
     let () = redis::pipe()
         .set("journey:OLD-1", good)
