@@ -159,6 +159,21 @@ pub trait CacheService: Send + Sync {
         ttl: Option<Duration>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Stores `value` for `ttl` unless the key already holds a value, atomically: the
+    /// cache-aside step, so two callers racing on a missing key end up with one value.
+    /// Returns the value the key already held (nothing was written), or `None` when `value` was
+    /// stored.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::Unavailable`] when the
+    /// backing store cannot be reached.
+    fn set_if_absent(
+        &self,
+        key: &CacheKey,
+        value: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
     /// Removes a value; true when there was one.
     ///
     /// # Errors

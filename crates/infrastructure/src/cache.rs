@@ -26,6 +26,14 @@ impl RedisCache {
     }
 }
 
+/// A time to live in whole milliseconds, at least one.
+fn millis(ttl: Duration) -> Result<u64, StoreError> {
+    match u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) {
+        0 => Err(InvalidInput::new("expiration", "must be at least one millisecond").into()),
+        millis => Ok(millis),
+    }
+}
+
 impl CacheService for RedisCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
         self.redis
@@ -45,18 +53,27 @@ impl CacheService for RedisCache {
         let key = keys::cache_entry(key);
         match ttl {
             None => conn.set(key, value).await.store_err(),
-            Some(ttl) => {
-                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                if millis == 0 {
-                    return Err(InvalidInput::new(
-                        "expiration",
-                        "must be at least one millisecond",
-                    )
-                    .into());
-                }
-                conn.pset_ex(key, value, millis).await.store_err()
-            }
+            Some(ttl) => conn.pset_ex(key, value, millis(ttl)?).await.store_err(),
         }
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &CacheKey,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        // `SET NX GET` (Redis 7.0+): one atomic step that either stores ours or returns theirs.
+        redis::cmd("SET")
+            .arg(keys::cache_entry(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl)?)
+            .arg("GET")
+            .query_async(&mut self.redis.shared())
+            .await
+            .store_err()
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<bool, StoreError> {

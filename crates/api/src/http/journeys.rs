@@ -3,6 +3,10 @@
 //! Handlers only translate: HTTP in, one store call, HTTP out. Every write goes through
 //! [`JourneyStore::update`] of the configured strategy, with the client's `If-Match` passed down
 //! as the expected version so the check happens inside the strategy's atomic step.
+//!
+//! The original's bodies, field for field (CONTRACT.md): `newStatus` in both update replies, and
+//! on every 404 the original's `message`. An id no journey can have (our id rules reject it) is
+//! a journey that does not exist: 404 with that message, before anything reaches Redis.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -11,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flyrtech_core::{
     Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, SegmentId, SegmentStatus,
-    Status, StatusChange,
+    Status, StatusChange, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -38,19 +42,20 @@ pub struct StatusRequest {
     pub status: String,
 }
 
-/// What a status update did.
+/// What a status update did: the original's fields, plus the version, whether anything
+/// changed, and the strategy's attempts.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusUpdated {
-    /// A sentence for humans.
+    /// A sentence for humans (`Segment status updated successfully`).
     pub message: String,
     /// The journey.
     pub journey_id: JourneyId,
     /// The segment, for a segment update.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_id: Option<SegmentId>,
-    /// The status now stored.
-    pub status: String,
+    /// The status now stored, in its canonical spelling (`Departed`).
+    pub new_status: &'static str,
     /// The journey's version after the update (also the response's `ETag`).
     pub version: JourneyVersion,
     /// False when the status already was the requested one and nothing was written.
@@ -81,8 +86,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiEr
     responses(
         (status = 200, body = Journey, headers(("ETag" = String, description = "The journey version, quoted"))),
         (status = 304, description = "Unchanged since the If-None-Match version"),
-        (status = 404, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "Malformed id"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey, or an id no journey can have; `message` is the original's"),
         (status = 503, body = Problem, content_type = PROBLEM),
     ))]
 pub async fn get(
@@ -91,7 +95,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(raw) = path?;
-    let id = JourneyId::parse(raw)?;
+    let id = journey_id(&raw)?;
     let journey = app.store.get(&id).await?;
     let tag = etag(journey.version);
     if none_match(&headers, journey.version) {
@@ -157,9 +161,16 @@ pub async fn update_segment(
     payload: Result<Json<StatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path((journey, segment)) = path?;
-    let id = JourneyId::parse(journey)?;
-    let segment_id = SegmentId::parse(segment)?;
     let Json(body) = payload?;
+    // The original's one sentence for a missing journey or segment, on this route.
+    let missing = format!("Journey '{journey}' or segment '{segment}' not found");
+    let (Ok(id), Ok(segment_id)) = (JourneyId::parse(&*journey), SegmentId::parse(&*segment))
+    else {
+        return Err(
+            ApiError::impossible_journey(&journey, &id_rules(&journey, &segment))
+                .with_not_found_message(missing),
+        );
+    };
     let status = SegmentStatus::parse(&body.status)?;
     apply(
         &app,
@@ -168,6 +179,7 @@ pub async fn update_segment(
         &headers,
     )
     .await
+    .map_err(|e| e.with_not_found_message(missing))
 }
 
 /// Sets the journey's own status.
@@ -194,10 +206,23 @@ pub async fn update_journey(
     payload: Result<Json<StatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(journey) = path?;
-    let id = JourneyId::parse(journey)?;
     let Json(body) = payload?;
+    let id = journey_id(&journey)?;
     let status = JourneyStatus::parse(&body.status)?;
     apply(&app, &id, StatusChange::Journey { status }, &headers).await
+}
+
+/// A path's journey id; one our rules reject names no journey, so it is a 404.
+fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
+    JourneyId::parse(raw).map_err(|e| ApiError::impossible_journey(raw, &e))
+}
+
+/// Why a journey or segment id of a path names nothing.
+fn id_rules(journey: &str, segment: &str) -> flyrtech_core::InvalidInput {
+    JourneyId::parse(journey)
+        .err()
+        .or_else(|| SegmentId::parse(segment).err())
+        .unwrap_or_else(|| flyrtech_core::InvalidInput::new("id", "is not valid"))
 }
 
 /// Runs one status change through the store and answers with what it did.
@@ -213,7 +238,19 @@ async fn apply(
     let outcome = match app.store.update(id, &change, expected).await {
         Ok(outcome) => outcome,
         Err(e) => {
-            tracing::warn!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");
+            // What the client asked for was refused by the rules (INFO); the service could not
+            // do its part (WARN).
+            match e {
+                StoreError::Conflict { .. }
+                | StoreError::StaleFencingToken { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::Unavailable { .. } => {
+                    tracing::warn!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");
+                }
+                _ => {
+                    tracing::info!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");
+                }
+            }
             return Err(e.into());
         }
     };
@@ -225,7 +262,7 @@ async fn apply(
         changed = outcome.changed,
         "status updated"
     );
-    let status = change.target_status();
+    let new_status = change.target_status();
     let (what, segment_id) = match change {
         StatusChange::Segment { segment_id, .. } => ("Segment", Some(segment_id)),
         _ => ("Journey", None),
@@ -233,7 +270,7 @@ async fn apply(
     let message = if outcome.changed {
         format!("{what} status updated successfully")
     } else {
-        format!("{what} status already was {status}; nothing changed")
+        format!("{what} status already was {new_status}; nothing changed")
     };
     Ok((
         [(header::ETAG, etag(outcome.version))],
@@ -241,7 +278,7 @@ async fn apply(
             message,
             journey_id: id.clone(),
             segment_id,
-            status: status.to_owned(),
+            new_status,
             version: outcome.version,
             changed: outcome.changed,
             attempts: outcome.attempts,

@@ -32,6 +32,10 @@ pub struct Problem {
     /// For 412: the journey's current version, so the client can re-read and retry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_version: Option<JourneyVersion>,
+    /// On every 404: the original service's own sentence (`Journey 'JRN-9' not found`), an
+    /// RFC 9457 extension member, so clients of the original that show `message` keep working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An error on its way to becoming a problem response.
@@ -43,6 +47,7 @@ pub struct ApiError {
     detail: String,
     retry_after: bool,
     current_version: Option<JourneyVersion>,
+    message: Option<String>,
 }
 
 impl ApiError {
@@ -54,7 +59,29 @@ impl ApiError {
             detail,
             retry_after: false,
             current_version: None,
+            message: None,
         }
+    }
+
+    /// Sets the original's `message` on a 404; any other error is returned unchanged.
+    #[must_use]
+    pub fn with_not_found_message(mut self, message: impl Into<String>) -> Self {
+        if self.status == StatusCode::NOT_FOUND {
+            self.message = Some(message.into());
+        }
+        self
+    }
+
+    /// 404 for a journey id no journey can have (it fails our id rules): such a journey does not
+    /// exist. Answered before anything reaches Redis.
+    pub fn impossible_journey(raw: &str, reason: &InvalidInput) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "journey-not-found",
+            "Journey not found",
+            format!("no journey can have the id {raw:?}: {}", reason.reason),
+        )
+        .with_not_found_message(format!("Journey '{raw}' not found"))
     }
 
     fn retry_later(mut self) -> Self {
@@ -62,14 +89,16 @@ impl ApiError {
         self
     }
 
-    /// 404 for anything that is not there (a cache key, a route).
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    /// 404 for anything that is not there (a cache key, a route), with the original's
+    /// `message`.
+    pub fn not_found(detail: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not-found",
             "Not found",
             detail.into(),
         )
+        .with_not_found_message(message)
     }
 
     /// 412: the `If-Match` precondition failed.
@@ -130,6 +159,7 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             current_version: self.current_version,
+            message: self.message.clone(),
         }
     }
 }
@@ -149,12 +179,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let detail = e.to_string();
         match e {
-            StoreError::JourneyNotFound(_) => Self::new(
+            StoreError::JourneyNotFound(id) => Self::new(
                 StatusCode::NOT_FOUND,
                 "journey-not-found",
                 "Journey not found",
                 detail,
-            ),
+            )
+            .with_not_found_message(format!("Journey '{id}' not found")),
             StoreError::Rejected(flyrtech_core::DomainError::SegmentNotFound { .. }) => Self::new(
                 StatusCode::NOT_FOUND,
                 "segment-not-found",

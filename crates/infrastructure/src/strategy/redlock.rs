@@ -28,8 +28,9 @@
 //!
 //! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write (state and outbox), the release on
 //! every master: at least four round trips, and the lock is held through the processing window.
-//! Failure modes: fewer than a quorum of masters reachable gives [`StoreError::Unavailable`]
-//! (nothing written); contention beyond the retry budget gives [`StoreError::Conflict`].
+//! Failure modes: fewer than a quorum of masters reachable gives [`StoreError::Unavailable`] at
+//! once, without retrying (nothing written); contention beyond the retry budget gives
+//! [`StoreError::Conflict`].
 
 use std::time::{Duration, Instant};
 
@@ -132,8 +133,9 @@ impl Redlock {
     /// Acquires the journey's lock on a quorum of masters, retrying within the retry budget.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when fewer than a quorum of masters answered on the last
-    /// attempt; [`StoreError::Conflict`] when the lock stayed held by others.
+    /// [`StoreError::Unavailable`] as soon as fewer than a quorum of masters answer (no retry:
+    /// none could win a quorum); [`StoreError::Conflict`] when the lock stayed held by others
+    /// through the retry budget.
     pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
         self.acquire_within(id, &mut Attempts::new(self.retry))
             .await
@@ -180,20 +182,19 @@ impl Redlock {
                 });
             }
             self.release_token(&key, &token).await;
-            match attempts.backoff().await {
-                Ok(()) => {}
-                Err(conflict) if reachable >= self.quorum() => return Err(conflict),
-                Err(_) => {
-                    return Err(StoreError::unavailable(
-                        format!(
-                            "only {reachable} of {} lock masters answered; {} needed",
-                            self.nodes.len(),
-                            self.quorum()
-                        ),
-                        "Redlock quorum unreachable",
-                    ));
-                }
+            if reachable < self.quorum() {
+                // More masters failed than the lock may lose: no retry can win a quorum until
+                // they are back, so say so now instead of waiting out the retry budget.
+                return Err(StoreError::unavailable(
+                    format!(
+                        "only {reachable} of {} lock masters answered; {} needed",
+                        self.nodes.len(),
+                        self.quorum()
+                    ),
+                    "Redlock quorum unreachable",
+                ));
             }
+            attempts.backoff().await?;
         }
     }
 

@@ -128,21 +128,47 @@ async fn the_original_http_file_works(strategy: Strategy) {
             }
             "Update segment status (single update)" => {
                 assert_eq!(status, StatusCode::OK, "{body}");
+                assert_eq!(body["message"], "Segment status updated successfully");
+                assert_eq!(body["journeyId"], "JRN-001");
                 assert_eq!(body["segmentId"], "SEG-001-1");
-                assert_eq!(body["status"], "Departed");
+                assert_eq!(body["newStatus"], "Departed");
             }
             "Update journey status" => {
                 assert_eq!(status, StatusCode::OK, "{body}");
-                assert_eq!(body["status"], "InProgress");
+                assert_eq!(body["message"], "Journey status updated successfully");
+                assert_eq!(body["journeyId"], "JRN-001");
+                assert_eq!(body["newStatus"], "InProgress");
+                assert!(body.get("segmentId").is_none(), "{body}");
             }
             "Cache demo endpoint" => {
+                // Cache-aside on `demo:timestamp`: computed once, then served from the cache.
                 assert_eq!(status, StatusCode::OK);
-                assert_eq!(body["cachedValue"], body["value"]);
+                assert_eq!(body["source"], "computed", "{body}");
+                assert_eq!(
+                    body["message"],
+                    "New value generated and cached for 60 seconds"
+                );
+                let value = body["value"].as_str().unwrap();
+                assert!(
+                    chrono::NaiveDateTime::parse_from_str(
+                        value,
+                        "Generated at %Y-%m-%d %H:%M:%S UTC"
+                    )
+                    .is_ok(),
+                    "{value}"
+                );
+                let (again_status, again) = send_http_file_request(&client, r).await;
+                assert_eq!(again_status, StatusCode::OK);
+                assert_eq!(
+                    again,
+                    json!({"source": "cache", "value": value, "message": "Value retrieved from Redis cache"})
+                );
             }
             "Get cache value by key" => {
                 // The documented change: cache keys live in their own namespace.
                 assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
                 assert_eq!(body["type"], "/problems/not-found");
+                assert_eq!(body["message"], "Key 'journey:JRN-001' not found in cache");
             }
             other => panic!("a request the test does not know: {other}"),
         }
@@ -326,8 +352,8 @@ fn existing_journey() -> Value {
 #[case::missing_status(Refused { body: Body::Json(json!({"state": "Departed"})), ..put_status(SEGMENT, "") }, 422, "invalid-input")]
 #[case::invalid_id(
     put_status("/api/journeys/JRN%20001/status", "InProgress"),
-    422,
-    "invalid-input"
+    404,
+    "journey-not-found"
 )]
 #[case::invalid_new_journey(Refused { method: Method::POST, path: "/api/journeys", headers: &[], body: Body::Json(invalid_new_journey()) }, 422, "invalid-input")]
 #[case::zero_expiration(Refused { method: Method::POST, path: "/api/cache/k", headers: &[], body: Body::Json(json!({"value": "v", "expirationSeconds": 0})) }, 422, "invalid-input")]
@@ -362,6 +388,14 @@ async fn errors_are_problems_and_change_nothing(
     assert_eq!(problem["type"], format!("/problems/{kind}"), "{problem}");
     assert_eq!(problem["status"], status);
     assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // Every 404 carries the original's `message` for its clients.
+    assert_eq!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(" not found")),
+        status == 404,
+        "{problem}"
+    );
 
     let (_, after) = f.journey("JRN-001").await;
     assert_eq!(before, after, "a refused request changed the journey");
@@ -481,6 +515,10 @@ async fn cache_endpoints_stay_in_their_namespace() {
         .await
         .unwrap();
     assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(
+        set.json::<Value>().await.unwrap(),
+        json!({"message": "Value cached successfully", "key": "journey:JRN-001", "expirationSeconds": 60})
+    );
     let got: Value = get_json(&f.client, &url).await;
     assert_eq!(
         got,
@@ -488,15 +526,32 @@ async fn cache_endpoints_stay_in_their_namespace() {
     );
     let (status, after) = f.journey("JRN-001").await;
     assert_eq!((status, &after), (StatusCode::OK, &before));
+    let deleted = f.client.delete(&url).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
     assert_eq!(
-        f.client.delete(&url).send().await.unwrap().status(),
-        StatusCode::NO_CONTENT
+        deleted.json::<Value>().await.unwrap(),
+        json!({"message": "Value deleted successfully", "key": "journey:JRN-001"})
     );
+    let again = f.client.delete(&url).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    let problem: Value = again.json().await.unwrap();
     assert_eq!(
-        f.client.delete(&url).send().await.unwrap().status(),
-        StatusCode::NOT_FOUND
+        problem["message"],
+        "Key 'journey:JRN-001' not found in cache"
     );
     assert_eq!(f.journey("JRN-001").await, (StatusCode::OK, before));
+    // No expiration given: the original answers `expirationSeconds: null`.
+    let forever = f
+        .client
+        .post(f.server.url("/api/cache/forever"))
+        .json(&json!({"value": "v"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forever.json::<Value>().await.unwrap(),
+        json!({"message": "Value cached successfully", "key": "forever", "expirationSeconds": null})
+    );
 }
 
 /// Creating a journey: 201 with Location and the stored document; GET returns it.
@@ -692,4 +747,136 @@ async fn operations_endpoints() {
     let ui = get("/swagger-ui/").await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger-ui"));
+}
+
+/// Ids no journey can have (our id rules reject them): 404 with the original's `message`, on
+/// every route, for every strategy, and nothing is written.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_no_journey_can_have_are_404_with_the_originals_message(strategy: Strategy) {
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), strategy).await;
+    let client = http_client();
+    let ids_before: Value = get_json(&client, server.url("/api/journeys")).await;
+    let journey_before: Value = get_json(&client, server.url("/api/journeys/JRN-001")).await;
+    let long = "J".repeat(1000);
+    let impossible = [
+        ("%7Bx%7D", "{x}"),
+        ("*", "*"),
+        (long.as_str(), long.as_str()),
+        ("JRN-%C3%BC", "JRN-ü"),
+        ("a%3Ab", "a:b"),
+    ];
+    let departed = json!({"status": "Departed"});
+    for (encoded, raw) in impossible {
+        let requests = [
+            (
+                client.get(server.url(&format!("/api/journeys/{encoded}"))),
+                format!("Journey '{raw}' not found"),
+            ),
+            (
+                client
+                    .put(server.url(&format!("/api/journeys/{encoded}/status")))
+                    .json(&json!({"status": "InProgress"})),
+                format!("Journey '{raw}' not found"),
+            ),
+            (
+                client
+                    .put(server.url(&format!(
+                        "/api/journeys/{encoded}/segments/SEG-001-1/status"
+                    )))
+                    .json(&departed),
+                format!("Journey '{raw}' or segment 'SEG-001-1' not found"),
+            ),
+            (
+                client
+                    .put(server.url(&format!("/api/journeys/JRN-001/segments/{encoded}/status")))
+                    .json(&departed),
+                format!("Journey 'JRN-001' or segment '{raw}' not found"),
+            ),
+        ];
+        for (request, message) in requests {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{message}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["type"], "/problems/journey-not-found", "{problem}");
+            assert_eq!(problem["message"], message, "{problem}");
+        }
+    }
+    assert_eq!(
+        get_json(&client, server.url("/api/journeys")).await,
+        ids_before
+    );
+    assert_eq!(
+        get_json(&client, server.url("/api/journeys/JRN-001")).await,
+        journey_before
+    );
+}
+
+/// With every lock master (for the other strategies: Redis itself) refusing connections, each
+/// strategy answers 503 with Retry-After within 1.5 s: the bound for a client's wait,
+/// checked per request; redlock gives up as soon as a quorum cannot be reached instead of
+/// retrying until its deadline.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_lock_master_down_the_503_comes_within_a_bound(strategy: Strategy) {
+    let mut redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), strategy).await;
+    let client = http_client();
+    redis.stop();
+    assert_503_within_bound(&client, &server, strategy.name()).await;
+}
+
+/// Redlock on three independent lock masters, all down, while the journey Redis is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_with_its_lock_masters_down_answers_503_within_a_bound() {
+    let redis = TestRedis::single();
+    let mut masters = flyrtech_infrastructure::LocalRedis::independent_masters(3).unwrap();
+    let mut store = StoreConfig::new(S::Redlock);
+    store.lock.urls = masters
+        .iter()
+        .map(flyrtech_infrastructure::LocalRedis::url)
+        .collect();
+    let server = TestServer::start_with(serve_config(&redis.url(), store)).await;
+    let client = http_client();
+    for master in &mut masters {
+        master.nodes_mut()[0].stop();
+    }
+    assert_503_within_bound(&client, &server, "redlock, 3 lock masters").await;
+}
+
+async fn assert_503_within_bound(client: &Client, server: &TestServer, what: &str) {
+    const BOUND: Duration = Duration::from_millis(1500);
+    for (n, (path, status)) in [
+        (
+            "/api/journeys/JRN-001/segments/SEG-001-1/status",
+            "Departed",
+        ),
+        ("/api/journeys/JRN-001/status", "InProgress"),
+    ]
+    .into_iter()
+    .cycle()
+    .take(4)
+    .enumerate()
+    {
+        let started = std::time::Instant::now();
+        let response = client
+            .put(server.url(path))
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}, request {n}"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(waited < BOUND, "{what}, request {n}: 503 after {waited:?}");
+    }
 }
