@@ -32,6 +32,10 @@ audit:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident --audit | tee docs/results/audit.txt
 
+# The OpenAPI document against the running service: schemathesis (pinned, in target/api-check/venv), every check, every phase, each strategy (default all six).
+api-check *STRATEGIES:
+    tools/api-check/run.sh {{STRATEGIES}}
+
 fmt:
     cargo fmt --all
 

@@ -65,14 +65,33 @@ impl fmt::Display for JourneyVersion {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Segment {
+    /// Unique within its journey.
     pub segment_id: SegmentId,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 16, pattern = "\\S")
+    )]
     pub origin: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 16, pattern = "\\S")
+    )]
     pub destination: String,
     pub departure_time: DateTime<Utc>,
+    /// Not before `departureTime`.
     pub arrival_time: DateTime<Utc>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 16, pattern = "\\S")
+    )]
     pub flight_number: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = "\\S")
+    )]
     pub carrier: String,
     pub status: SegmentStatus,
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0.0, exclusive_maximum = 1000000000000.0, multiple_of = 0.01, example = 425.25))]
     pub price: Money,
 }
 
@@ -82,18 +101,28 @@ pub struct Segment {
 #[serde(rename_all = "camelCase")]
 pub struct Journey {
     pub id: JourneyId,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 200, pattern = "\\S")
+    )]
     pub passenger_name: String,
+    #[cfg_attr(feature = "openapi", schema(max_length = 254, pattern = "@"))]
     pub passenger_email: String,
     pub booking_date: DateTime<Utc>,
     pub status: JourneyStatus,
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0.0, exclusive_maximum = 1000000000000.0, multiple_of = 0.01, example = 850.5))]
     pub total_price: Money,
     /// Redis' cjson encodes an empty list as `{}`; accepting that keeps a journey without
     /// segments readable after the `lua` strategy rewrote it.
     #[serde(deserialize_with = "list_or_empty_object")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub segments: Vec<Segment>,
+    /// At most 64 entries.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Assigned by the service: absent until the first change, then one more per change.
     #[serde(default, skip_serializing_if = "JourneyVersion::is_initial")]
+    #[cfg_attr(feature = "openapi", schema(read_only, value_type = u64, minimum = 0))]
     pub version: JourneyVersion,
     /// Events raised by [`Journey::apply`] and not yet taken by the store.
     #[serde(skip)]

@@ -99,13 +99,18 @@ pub trait JourneyStore: Send + Sync {
     }
 }
 
-/// A key of the general-purpose cache: 1 to 512 bytes of printable text without spaces.
+/// A key of the general-purpose cache: 1 to 512 characters, none of them whitespace or control
+/// characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(String);
 
 impl CacheKey {
-    /// Longest key accepted.
+    /// Longest key accepted, in characters.
     pub const MAX_LEN: usize = 512;
+
+    /// The rule as a regular expression (for the OpenAPI document): no control characters
+    /// (Unicode `Cc`) and no whitespace (Unicode `White_Space`), 1 to [`Self::MAX_LEN`].
+    pub const PATTERN: &'static str = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,512}$";
 
     /// Validates a cache key.
     ///
@@ -114,10 +119,10 @@ impl CacheKey {
     /// characters.
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidInput> {
         let raw = raw.into();
-        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+        if raw.is_empty() || raw.chars().count() > Self::MAX_LEN {
             return Err(InvalidInput::new(
                 "cache key",
-                format!("must be 1 to {} bytes long", Self::MAX_LEN),
+                format!("must be 1 to {} characters long", Self::MAX_LEN),
             ));
         }
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -33,7 +33,8 @@ const DEMO_TTL_SECONDS: u64 = 60;
 pub struct CacheSetRequest {
     /// The value to store.
     pub value: String,
-    /// Seconds until the entry expires; absent means never.
+    /// Seconds until the entry expires; absent or `null` means never.
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub expiration_seconds: Option<u64>,
 }
 
@@ -94,8 +95,8 @@ pub struct CacheDemo {
 /// The original's cache-aside demo on key `demo:timestamp` (in the cache's own namespace): when
 /// the entry is absent it generates a timestamp and caches it for 60 seconds; while the entry
 /// lives it answers the cached value. Racing requests agree on one value (`SET NX GET`).
-#[utoipa::path(get, path = "/api/cache/demo", tag = "cache",
-    responses((status = 200, body = CacheDemo), (status = 503, body = Problem, content_type = PROBLEM)))]
+#[utoipa::path(get, path = "/api/cache/demo", tag = "cache", operation_id = "cacheDemo",
+    responses((status = 200, body = CacheDemo), (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64)))))]
 pub async fn demo(State(app): State<AppState>) -> Result<Json<CacheDemo>, ApiError> {
     let key = CacheKey::parse(DEMO_KEY)?;
     let generated = chrono::Utc::now()
@@ -122,13 +123,13 @@ pub async fn demo(State(app): State<AppState>) -> Result<Json<CacheDemo>, ApiErr
 const DEMO_KEY: &str = "demo:timestamp";
 
 /// Reads a cache entry.
-#[utoipa::path(get, path = "/api/cache/{key}", tag = "cache",
-    params(("key" = String, Path, description = "Cache key (its own namespace: never a journey)")),
+#[utoipa::path(get, path = "/api/cache/{key}", tag = "cache", operation_id = "getCacheEntry",
+    params(("key" = String, Path, description = "Cache key, in the cache's own namespace (never a journey): 1 to 512 characters, no whitespace or control characters. Exactly `demo` is the demo's own path (`/api/cache/demo`), so the pattern leaves it out", pattern = r"^([^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,3}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{5,512}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000d][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{3}|d[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000e][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{2}|de[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000m][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]|dem[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000o])$")),
     responses(
         (status = 200, body = CacheEntry),
-        (status = 404, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such entry; `message` is the original's"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A key with whitespace or control characters, or longer than 512"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn get(
     State(app): State<AppState>,
@@ -145,15 +146,16 @@ pub async fn get(
 }
 
 /// Stores a cache entry, replacing any previous value.
-#[utoipa::path(post, path = "/api/cache/{key}", tag = "cache",
-    params(("key" = String, Path)),
+#[utoipa::path(post, path = "/api/cache/{key}", tag = "cache", operation_id = "setCacheEntry",
+    params(("key" = String, Path, description = "Cache key, in the cache's own namespace (never a journey): 1 to 512 characters, no whitespace or control characters. Exactly `demo` is the demo's own path (`/api/cache/demo`), so the pattern leaves it out", pattern = r"^([^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,3}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{5,512}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000d][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{3}|d[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000e][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{2}|de[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000m][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]|dem[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000o])$")),
     request_body = CacheSetRequest,
     responses(
         (status = 200, body = CacheStored),
-        (status = 400, body = Problem, content_type = PROBLEM),
-        (status = 413, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
+        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
+        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration outside 1 to 315360000 seconds"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn set(
     State(app): State<AppState>,
@@ -182,12 +184,13 @@ pub async fn set(
 }
 
 /// Removes a cache entry.
-#[utoipa::path(delete, path = "/api/cache/{key}", tag = "cache",
-    params(("key" = String, Path)),
+#[utoipa::path(delete, path = "/api/cache/{key}", tag = "cache", operation_id = "deleteCacheEntry",
+    params(("key" = String, Path, description = "Cache key, in the cache's own namespace (never a journey): 1 to 512 characters, no whitespace or control characters. Exactly `demo` is the demo's own path (`/api/cache/demo`), so the pattern leaves it out", pattern = r"^([^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,3}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{5,512}|[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000d][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{3}|d[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000e][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{2}|de[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000m][^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]|dem[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000o])$")),
     responses(
         (status = 200, body = CacheDeleted),
-        (status = 404, body = Problem, content_type = PROBLEM),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such entry; `message` is the original's"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A key with whitespace or control characters, or longer than 512"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn remove(
     State(app): State<AppState>,
@@ -202,6 +205,36 @@ pub async fn remove(
     } else {
         Err(missing(&key))
     }
+}
+
+/// `POST /api/cache/demo`: the cache entry named `demo`, as in the original (only `GET` of that
+/// path is the demo).
+#[utoipa::path(post, path = "/api/cache/demo", tag = "cache", operation_id = "setDemoCacheEntry",
+    request_body = CacheSetRequest,
+    responses(
+        (status = 200, body = CacheStored),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
+        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
+        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration outside 1 to 315360000 seconds"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+    ))]
+pub async fn set_demo(
+    state: State<AppState>,
+    payload: Result<Json<CacheSetRequest>, JsonRejection>,
+) -> Result<Json<CacheStored>, ApiError> {
+    set(state, Ok(Path("demo".to_owned())), payload).await
+}
+
+/// `DELETE /api/cache/demo`: the cache entry named `demo`, as in the original.
+#[utoipa::path(delete, path = "/api/cache/demo", tag = "cache", operation_id = "deleteDemoCacheEntry",
+    responses(
+        (status = 200, body = CacheDeleted),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No entry named `demo`; `message` is the original's"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+    ))]
+pub async fn remove_demo(state: State<AppState>) -> Result<Json<CacheDeleted>, ApiError> {
+    remove(state, Ok(Path("demo".to_owned()))).await
 }
 
 fn missing(key: &CacheKey) -> ApiError {

@@ -34,11 +34,21 @@ pub struct JourneyIds {
     pub count: usize,
 }
 
-/// The body of both status updates.
+/// The body of a segment status update.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct StatusRequest {
-    /// The new status, case-insensitive (`Departed`, `departed`).
-    #[schema(example = "Departed")]
+pub struct SegmentStatusRequest {
+    /// The new status. Also accepted in any case and with surrounding whitespace
+    /// (`departed`); any other value is 422 listing the valid ones.
+    #[schema(value_type = SegmentStatus, example = "Departed")]
+    pub status: String,
+}
+
+/// The body of a journey status update.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JourneyStatusRequest {
+    /// The new status. Also accepted in any case and with surrounding whitespace
+    /// (`inprogress`); any other value is 422 listing the valid ones.
+    #[schema(value_type = JourneyStatus, example = "InProgress")]
     pub status: String,
 }
 
@@ -67,10 +77,11 @@ pub struct StatusUpdated {
 const PROBLEM: &str = "application/problem+json";
 
 /// Lists the ids of all journeys.
-#[utoipa::path(get, path = "/api/journeys", tag = "journeys",
+#[utoipa::path(get, path = "/api/journeys", tag = "journeys", operation_id = "listJourneys",
     responses(
         (status = 200, body = JourneyIds),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable"),
+        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored index holds an id that is not valid (a foreign writer)"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiError> {
     let journey_ids = app.store.list_ids().await?;
@@ -81,13 +92,17 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiEr
 }
 
 /// Reads one journey; `ETag` is its version, and `If-None-Match` answers 304.
-#[utoipa::path(get, path = "/api/journeys/{id}", tag = "journeys",
-    params(("id" = String, Path, description = "Journey id, e.g. JRN-001")),
+#[utoipa::path(get, path = "/api/journeys/{id}", tag = "journeys", operation_id = "getJourney",
+    params(
+        ("id" = String, Path, description = "Journey id, e.g. JRN-001; any other string names no journey (404)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Entity tags the client holds; the current one (weak comparison) or `*` answers 304"),
+    ),
     responses(
-        (status = 200, body = Journey, headers(("ETag" = String, description = "The journey version, quoted"))),
-        (status = 304, description = "Unchanged since the If-None-Match version"),
+        (status = 200, body = Journey, headers(("ETag" = String, description = "The journey version, quoted: a strong validator"))),
+        (status = 304, description = "Unchanged since the If-None-Match version", headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey, or an id no journey can have; `message` is the original's"),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn get(
     State(app): State<AppState>,
@@ -105,15 +120,21 @@ pub async fn get(
 }
 
 /// Creates a journey from the same JSON shape `GET` returns. Never overwrites.
-#[utoipa::path(post, path = "/api/journeys", tag = "journeys",
+#[utoipa::path(post, path = "/api/journeys", tag = "journeys", operation_id = "createJourney",
     request_body = Journey,
     responses(
-        (status = 201, body = Journey, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, body = Journey, headers(("Location" = String, description = "/api/journeys/{id}"), ("ETag" = String)),
+            links(
+                ("GetJourney" = (operation_id = "getJourney", parameters(("id" = "$response.body#/id")), description = "The journey just created")),
+                ("UpdateJourneyStatus" = (operation_id = "updateJourneyStatus", parameters(("id" = "$response.body#/id")))),
+                ("UpdateSegmentStatus" = (operation_id = "updateSegmentStatus", parameters(("id" = "$response.body#/id"), ("segmentId" = "$response.body#/segments/0/segmentId")))),
+            )),
         (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
-        (status = 409, body = Problem, content_type = PROBLEM, description = "The journey exists"),
-        (status = 413, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or this instance writes a layout the dataset has left"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "A journey with this id exists; it is untouched"),
+        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
+        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields, including rules a schema cannot state: segment ids unique within the journey, arrivalTime not before departureTime, prices in whole cents"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, the request outlived its deadline, or this instance writes a layout the dataset has left", headers(("Retry-After" = u64))),
     ))]
 pub async fn create(
     State(app): State<AppState>,
@@ -137,28 +158,30 @@ pub async fn create(
 }
 
 /// Sets one segment's status.
-#[utoipa::path(put, path = "/api/journeys/{id}/segments/{segmentId}/status", tag = "journeys",
+#[utoipa::path(put, path = "/api/journeys/{id}/segments/{segmentId}/status", tag = "journeys", operation_id = "updateSegmentStatus",
     params(
-        ("id" = String, Path, description = "Journey id"),
-        ("segmentId" = String, Path, description = "Segment id"),
-        ("If-Match" = Option<String>, Header, description = "Apply only at this version (the ETag of a GET)"),
+        ("id" = String, Path, description = "Journey id; any other string names no journey (404)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+        ("segmentId" = String, Path, description = "Segment id; any other string names no segment (404)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only at one of these versions (the ETag of a GET), or `*`", pattern = r#"^[ \t]*((\*|(W/)?"[!#-+\-~]*")?([ \t]*,[ \t]*(\*|(W/)?"[!#-+\-~]*")?)*)[ \t]*$"#),
     ),
-    request_body = StatusRequest,
+    request_body = SegmentStatusRequest,
     responses(
-        (status = 200, body = StatusUpdated, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = PROBLEM),
-        (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey or segment"),
-        (status = 409, body = Problem, content_type = PROBLEM, description = "Transition not allowed, or too many concurrent updates"),
-        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match is stale"),
-        (status = 413, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "Unknown status"),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 200, body = StatusUpdated, headers(("ETag" = String, description = "The version after the update"))),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON, or an If-Match that is not a list of quoted entity tags"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey or segment; `message` is the original's"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "The transition table forbids the change, or the strategy gave up under contention (then with Retry-After)", headers(("Retry-After" = u64, description = "Only when the strategy gave up under contention"))),
+        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match names no current version; `currentVersion` says which it is"),
+        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
+        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A status that is not one of the enum, or a body without `status`"),
+        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable (the change may or may not have landed; retrying it is safe), or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn update_segment(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-    payload: Result<Json<StatusRequest>, JsonRejection>,
+    payload: Result<Json<SegmentStatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path((journey, segment)) = path?;
     let Json(body) = payload?;
@@ -183,27 +206,29 @@ pub async fn update_segment(
 }
 
 /// Sets the journey's own status.
-#[utoipa::path(put, path = "/api/journeys/{id}/status", tag = "journeys",
+#[utoipa::path(put, path = "/api/journeys/{id}/status", tag = "journeys", operation_id = "updateJourneyStatus",
     params(
-        ("id" = String, Path, description = "Journey id"),
-        ("If-Match" = Option<String>, Header, description = "Apply only at this version"),
+        ("id" = String, Path, description = "Journey id; any other string names no journey (404)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Apply only at one of these versions (the ETag of a GET), or `*`", pattern = r#"^[ \t]*((\*|(W/)?"[!#-+\-~]*")?([ \t]*,[ \t]*(\*|(W/)?"[!#-+\-~]*")?)*)[ \t]*$"#),
     ),
-    request_body = StatusRequest,
+    request_body = JourneyStatusRequest,
     responses(
-        (status = 200, body = StatusUpdated, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = PROBLEM),
-        (status = 404, body = Problem, content_type = PROBLEM),
-        (status = 409, body = Problem, content_type = PROBLEM),
-        (status = 412, body = Problem, content_type = PROBLEM),
-        (status = 413, body = Problem, content_type = PROBLEM),
-        (status = 422, body = Problem, content_type = PROBLEM),
-        (status = 503, body = Problem, content_type = PROBLEM),
+        (status = 200, body = StatusUpdated, headers(("ETag" = String, description = "The version after the update"))),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON, or an If-Match that is not a list of quoted entity tags"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey; `message` is the original's"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "The transition table forbids the change, or the strategy gave up under contention (then with Retry-After)", headers(("Retry-After" = u64, description = "Only when the strategy gave up under contention"))),
+        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match names no current version; `currentVersion` says which it is"),
+        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
+        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A status that is not one of the enum, or a body without `status`"),
+        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
+        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable (the change may or may not have landed; retrying it is safe), or the request outlived its deadline", headers(("Retry-After" = u64))),
     ))]
 pub async fn update_journey(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    payload: Result<Json<StatusRequest>, JsonRejection>,
+    payload: Result<Json<JourneyStatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(journey) = path?;
     let Json(body) = payload?;

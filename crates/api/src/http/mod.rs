@@ -44,7 +44,6 @@ use flyrtech_infrastructure::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::problem::ApiError;
@@ -275,7 +274,12 @@ fn router(state: AppState, body_limit: usize) -> Router {
             "/api/journeys/{id}/status",
             axum::routing::put(journeys::update_journey),
         )
-        .route("/api/cache/demo", get(cache::demo))
+        .route(
+            "/api/cache/demo",
+            get(cache::demo)
+                .post(cache::set_demo)
+                .delete(cache::remove_demo),
+        )
         .route(
             "/api/cache/{key}",
             get(cache::get).post(cache::set).delete(cache::remove),
@@ -289,7 +293,8 @@ fn router(state: AppState, body_limit: usize) -> Router {
         .with_state(state.clone());
     Router::new()
         .merge(
-            SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi::ApiDoc::openapi()),
+            SwaggerUi::new("/swagger-ui")
+                .external_url_unchecked("/api-docs/openapi.json", openapi::document()),
         )
         .merge(api)
         .layer(middleware::from_fn_with_state(state, observe))

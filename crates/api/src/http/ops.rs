@@ -23,15 +23,15 @@ pub struct Health {
 }
 
 /// The process is up (it does not ask Redis).
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> Json<Health> {
     Json(app.health("up"))
 }
 
 /// Redis answers and the dataset is in a layout this instance's strategy serves (its own, or
 /// either while a migration runs).
-#[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
+    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, or this instance writes a layout the dataset has left", headers(("Retry-After" = u64)))))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     app.check_layout().await?;
     Ok(Json(app.health("ready")))
@@ -39,7 +39,7 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError
 
 /// Prometheus text format: the store's metrics (see `flyrtech_infrastructure::telemetry`) and
 /// the HTTP ones.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     app.metrics.run_upkeep();

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The OpenAPI document is the contract: an independent fuzzer (schemathesis, pinned) runs every
+# check in every phase (examples, coverage, fuzzing, stateful) against `flyrtech serve` for each
+# strategy named (default: all six), each on a free port with its own private redis-server.
+# Exits non-zero on the first strategy with any failure. Usage: tools/api-check/run.sh [STRATEGY...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SCHEMATHESIS_VERSION=4.32.5
+MAX_EXAMPLES=${API_CHECK_MAX_EXAMPLES:-60}
+# A fixed seed makes a run repeatable (CI sets one); without it every run explores anew.
+seed_args=()
+[ -z "${API_CHECK_SEED:-}" ] || seed_args=(--seed "$API_CHECK_SEED")
+work=target/api-check
+venv=$work/venv
+mkdir -p "$work"
+
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "api-check: installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+cargo build --quiet -p flyrtech-api
+binary=target/debug/flyrtech
+
+strategies=("$@")
+[ ${#strategies[@]} -gt 0 ] || strategies=(naive local-lock optimistic redlock lua hash)
+
+server=""
+stop_server() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill -TERM "$server"       # graceful: serve stops its private redis-server too
+    wait "$server" 2>/dev/null || true
+  fi
+  server=""
+}
+trap stop_server EXIT
+
+for strategy in "${strategies[@]}"; do
+  log="$work/serve-$strategy.log"
+  env -u FLYRTECH_REDIS_URL -u REDIS_URL RUST_LOG=info NO_COLOR=1 \
+    "$binary" serve --strategy "$strategy" --listen 127.0.0.1:0 >"$log" 2>&1 &
+  server=$!
+  # The bound port is in the start-up log; poll for it (bounded), never sleep blindly.
+  addr=""
+  for _ in $(seq 300); do
+    addr=$(grep -o 'addr=127\.0\.0\.1:[0-9]*' "$log" | head -n 1 | cut -d= -f2 || true)
+    [ -n "$addr" ] && curl -fsS "http://$addr/health" >/dev/null 2>&1 && break
+    addr=""
+    kill -0 "$server" 2>/dev/null || { cat "$log"; echo "api-check: serve exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$log"; echo "api-check: serve did not start" >&2; exit 1; }
+  echo "api-check: $strategy on $addr"
+  (cd "$work" && "$OLDPWD/$venv/bin/schemathesis" \
+      --config-file "$OLDPWD/tools/api-check/schemathesis.toml" \
+      run "http://$addr/api-docs/openapi.json" \
+      --checks all --phases examples,coverage,fuzzing,stateful \
+      --max-examples "$MAX_EXAMPLES" "${seed_args[@]}" --no-color)
+  stop_server
+done
+echo "api-check: 0 failures for: ${strategies[*]}"
