@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -96,7 +96,7 @@ pub struct CacheDemo {
 /// the entry is absent it generates a timestamp and caches it for 60 seconds; while the entry
 /// lives it answers the cached value. Racing requests agree on one value (`SET NX GET`).
 #[utoipa::path(get, path = "/api/cache/demo", tag = "cache", operation_id = "cacheDemo",
-    responses((status = 200, body = CacheDemo), (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = CacheDemo), Unavailable))]
 pub async fn demo(State(app): State<AppState>) -> Result<Json<CacheDemo>, ApiError> {
     let key = CacheKey::parse(DEMO_KEY)?;
     let generated = chrono::Utc::now()
@@ -129,7 +129,7 @@ const DEMO_KEY: &str = "demo:timestamp";
         (status = 200, body = CacheEntry),
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such entry; `message` is the original's"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A key with whitespace or control characters, or longer than 512"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn get(
     State(app): State<AppState>,
@@ -151,11 +151,9 @@ pub async fn get(
     request_body = CacheSetRequest,
     responses(
         (status = 200, body = CacheStored),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
-        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
-        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        BodyRejected,
         (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration outside 1 to 315360000 seconds"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn set(
     State(app): State<AppState>,
@@ -190,7 +188,7 @@ pub async fn set(
         (status = 200, body = CacheDeleted),
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such entry; `message` is the original's"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A key with whitespace or control characters, or longer than 512"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn remove(
     State(app): State<AppState>,
@@ -213,11 +211,9 @@ pub async fn remove(
     request_body = CacheSetRequest,
     responses(
         (status = 200, body = CacheStored),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
-        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
-        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
+        BodyRejected,
         (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration outside 1 to 315360000 seconds"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn set_demo(
     state: State<AppState>,
@@ -231,7 +227,7 @@ pub async fn set_demo(
     responses(
         (status = 200, body = CacheDeleted),
         (status = 404, body = Problem, content_type = PROBLEM, description = "No entry named `demo`; `message` is the original's"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn remove_demo(state: State<AppState>) -> Result<Json<CacheDeleted>, ApiError> {
     remove(state, Ok(Path("demo".to_owned()))).await

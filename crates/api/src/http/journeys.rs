@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::etag::{IfMatch, etag, none_match};
-use super::problem::{ApiError, Problem};
+use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 /// `GET /api/journeys`: the original's shape.
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,12 +76,32 @@ pub struct StatusUpdated {
 
 const PROBLEM: &str = "application/problem+json";
 
+/// What both status updates can answer besides success, a missing target, and the shared
+/// body and availability failures (for the OpenAPI document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum UpdateRefused {
+    /// The transition table forbids the change, or the strategy gave up under contention (then
+    /// with Retry-After).
+    #[response(status = 409, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Only when the strategy gave up under contention")))]
+    Conflict(Problem),
+    /// If-Match names no current version; `currentVersion` says which it is.
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Problem),
+    /// A status that is not one of the enum, or a body without `status`.
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidStatus(Problem),
+    /// The stored journey cannot be decoded (a foreign writer).
+    #[response(status = 500, content_type = "application/problem+json")]
+    Corrupt(Problem),
+}
+
 /// Lists the ids of all journeys.
 #[utoipa::path(get, path = "/api/journeys", tag = "journeys", operation_id = "listJourneys",
     responses(
         (status = 200, body = JourneyIds),
         (status = 500, body = Problem, content_type = PROBLEM, description = "The stored index holds an id that is not valid (a foreign writer)"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unavailable,
     ))]
 pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiError> {
     let journey_ids = app.store.list_ids().await?;
@@ -102,7 +122,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiEr
         (status = 304, description = "Unchanged since the If-None-Match version", headers(("ETag" = String))),
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey, or an id no journey can have; `message` is the original's"),
         (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, or the request outlived its deadline", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn get(
     State(app): State<AppState>,
@@ -129,12 +149,10 @@ pub async fn get(
                 ("UpdateJourneyStatus" = (operation_id = "updateJourneyStatus", parameters(("id" = "$response.body#/id")))),
                 ("UpdateSegmentStatus" = (operation_id = "updateSegmentStatus", parameters(("id" = "$response.body#/id"), ("segmentId" = "$response.body#/segments/0/segmentId")))),
             )),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON"),
+        BodyRejected,
         (status = 409, body = Problem, content_type = PROBLEM, description = "A journey with this id exists; it is untouched"),
-        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
-        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields, including rules a schema cannot state: segment ids unique within the journey, arrivalTime not before departureTime, prices in whole cents"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable, the request outlived its deadline, or this instance writes a layout the dataset has left", headers(("Retry-After" = u64))),
+        Unavailable,
     ))]
 pub async fn create(
     State(app): State<AppState>,
@@ -167,15 +185,10 @@ pub async fn create(
     request_body = SegmentStatusRequest,
     responses(
         (status = 200, body = StatusUpdated, headers(("ETag" = String, description = "The version after the update"))),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON, or an If-Match that is not a list of quoted entity tags"),
+        BodyRejected,
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey or segment; `message` is the original's"),
-        (status = 409, body = Problem, content_type = PROBLEM, description = "The transition table forbids the change, or the strategy gave up under contention (then with Retry-After)", headers(("Retry-After" = u64, description = "Only when the strategy gave up under contention"))),
-        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match names no current version; `currentVersion` says which it is"),
-        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
-        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "A status that is not one of the enum, or a body without `status`"),
-        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable (the change may or may not have landed; retrying it is safe), or the request outlived its deadline", headers(("Retry-After" = u64))),
+        UpdateRefused,
+        Unavailable,
     ))]
 pub async fn update_segment(
     State(app): State<AppState>,
@@ -214,15 +227,10 @@ pub async fn update_segment(
     request_body = JourneyStatusRequest,
     responses(
         (status = 200, body = StatusUpdated, headers(("ETag" = String, description = "The version after the update"))),
-        (status = 400, body = Problem, content_type = PROBLEM, description = "Malformed JSON, or an If-Match that is not a list of quoted entity tags"),
+        BodyRejected,
         (status = 404, body = Problem, content_type = PROBLEM, description = "No such journey; `message` is the original's"),
-        (status = 409, body = Problem, content_type = PROBLEM, description = "The transition table forbids the change, or the strategy gave up under contention (then with Retry-After)", headers(("Retry-After" = u64, description = "Only when the strategy gave up under contention"))),
-        (status = 412, body = Problem, content_type = PROBLEM, description = "If-Match names no current version; `currentVersion` says which it is"),
-        (status = 413, body = Problem, content_type = PROBLEM, description = "Body over 1 MiB"),
-        (status = 415, body = Problem, content_type = PROBLEM, description = "The body is not application/json"),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "A status that is not one of the enum, or a body without `status`"),
-        (status = 500, body = Problem, content_type = PROBLEM, description = "The stored journey cannot be decoded (a foreign writer)"),
-        (status = 503, body = Problem, content_type = PROBLEM, description = "Redis unavailable (the change may or may not have landed; retrying it is safe), or the request outlived its deadline", headers(("Retry-After" = u64))),
+        UpdateRefused,
+        Unavailable,
     ))]
 pub async fn update_journey(
     State(app): State<AppState>,

@@ -38,6 +38,30 @@ pub struct Problem {
     pub message: Option<String>,
 }
 
+/// The failures every route with a JSON body can answer (for the OpenAPI document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum BodyRejected {
+    /// Malformed JSON, or a header that cannot be parsed (If-Match).
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// Body over 1 MiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+/// The answer of every route that asks Redis when it cannot (for the OpenAPI document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum Unavailable {
+    /// Redis unavailable (a write may or may not have landed; retrying it is safe), or the
+    /// request outlived its deadline.
+    #[response(status = 503, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
+    Unavailable(Problem),
+}
+
 /// An error on its way to becoming a problem response.
 #[derive(Debug, Clone)]
 pub struct ApiError {
