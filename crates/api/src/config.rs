@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
-use flyrtech_infrastructure::Strategy;
+use flyrtech_infrastructure::{Fsync, Strategy};
 use serde::Deserialize;
 
 /// Options every subcommand shares.
@@ -33,6 +33,10 @@ pub struct CommonArgs {
     /// journey Redis itself is the one lock node.
     #[arg(long, env = "FLYRTECH_LOCK_URLS", global = true, value_delimiter = ',')]
     pub lock_urls: Option<Vec<String>>,
+    /// Start (`serve`, `relay`) even though Redis' maxmemory-policy can evict keys without a
+    /// TTL (allkeys-*), i.e. journeys.
+    #[arg(long, env = "FLYRTECH_ALLOW_EVICTION", global = true)]
+    pub allow_eviction: bool,
 }
 
 /// Options of `flyrtech serve`.
@@ -52,9 +56,18 @@ pub struct ServeArgs {
     /// Longest a request may take before it is answered 503 [default: 10000].
     #[arg(long, env = "FLYRTECH_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
+    /// Start a private 3-master cluster instead of one server (when no Redis URL is set). It
+    /// keeps nothing on disk: a development convenience.
     #[arg(long)]
     pub cluster: bool,
+    /// Where the private redis-server keeps its data (AOF) when no Redis URL is set
+    /// [default: flyrtech-data, in the working directory].
+    #[arg(long, env = "FLYRTECH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When the private redis-server makes its AOF durable: `everysec` (a crash of any process
+    /// loses nothing acknowledged) or `always` (not even an OS crash does) [default: everysec].
+    #[arg(long, env = "FLYRTECH_FSYNC")]
+    pub fsync: Option<Fsync>,
 }
 
 /// The file layer: every key optional.
@@ -68,6 +81,9 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub seed_file: Option<PathBuf>,
     pub request_timeout_ms: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub fsync: Option<String>,
+    pub allow_eviction: Option<bool>,
 }
 
 /// Why the configuration is unusable.
@@ -90,6 +106,14 @@ pub enum ConfigError {
     /// A strategy name is not known.
     #[error(transparent)]
     Strategy(#[from] flyrtech_infrastructure::UnknownStrategy),
+    /// A setting's value is not one it takes.
+    #[error("invalid {key}: {reason}")]
+    Value {
+        /// The setting.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The seed file could not be read.
     #[error("cannot read seed file {path}: {source}")]
     SeedRead {
@@ -137,6 +161,8 @@ pub struct Settings {
     pub strategy: Option<Strategy>,
     /// Redlock masters; empty: the journey Redis.
     pub lock_urls: Vec<String>,
+    /// Whether a Redis that may evict journeys is accepted.
+    pub allow_eviction: bool,
     /// The file layer, for subcommand settings merged later ([`ServeSettings`]).
     pub file: FileConfig,
 }
@@ -171,6 +197,7 @@ impl Settings {
             processing_delay: delay_ms.map(Duration::from_millis),
             strategy,
             lock_urls,
+            allow_eviction: args.allow_eviction || file.allow_eviction.unwrap_or(false),
             file,
         })
     }
@@ -223,6 +250,10 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     pub seed: Seed,
     pub request_timeout: Duration,
+    /// The private redis-server's data directory.
+    pub data_dir: PathBuf,
+    /// The private redis-server's AOF fsync policy.
+    pub fsync: Fsync,
 }
 
 impl ServeSettings {
@@ -230,8 +261,14 @@ impl ServeSettings {
     pub const DEFAULT_LISTEN: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5000);
 
+    /// Where the private redis-server keeps its data unless told otherwise.
+    pub const DEFAULT_DATA_DIR: &'static str = "flyrtech-data";
+
     /// Merges `serve`'s flags (and their variables) over the file layer.
-    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Self {
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] for an `fsync` in the file that is neither policy.
+    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Self, ConfigError> {
         let seed = if args.no_seed {
             Seed::Nothing
         } else {
@@ -240,7 +277,15 @@ impl ServeSettings {
                 .or_else(|| file.seed_file.clone())
                 .map_or(Seed::Sample, Seed::File)
         };
-        Self {
+        let fsync = match (args.fsync, file.fsync.as_deref()) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Value {
+                key: "fsync",
+                reason,
+            })?,
+            (None, None) => Fsync::default(),
+        };
+        Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(Self::DEFAULT_LISTEN),
             seed,
             request_timeout: Duration::from_millis(
@@ -248,7 +293,13 @@ impl ServeSettings {
                     .or(file.request_timeout_ms)
                     .unwrap_or(10_000),
             ),
-        }
+            data_dir: args
+                .data_dir
+                .clone()
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
+            fsync,
+        })
     }
 }
 
@@ -263,6 +314,7 @@ mod tests {
             strategy: strategy.map(str::to_owned),
             processing_delay_ms: delay,
             lock_urls: None,
+            allow_eviction: false,
         }
     }
 
@@ -324,8 +376,10 @@ mod tests {
             no_seed: false,
             request_timeout_ms: None,
             cluster: false,
+            data_dir: None,
+            fsync: None,
         };
-        let serve = ServeSettings::resolve(&serve_args, &settings.file);
+        let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
         assert_eq!(serve.request_timeout, Duration::from_millis(250));
         assert_eq!(serve.seed, Seed::Sample);
@@ -336,9 +390,29 @@ mod tests {
             ..serve_args
         };
         assert_eq!(
-            ServeSettings::resolve(&no_seed, &settings.file).seed,
+            ServeSettings::resolve(&no_seed, &settings.file)
+                .expect("serve settings")
+                .seed,
             Seed::Nothing
         );
+        assert_eq!(
+            serve.data_dir,
+            PathBuf::from(ServeSettings::DEFAULT_DATA_DIR)
+        );
+        assert_eq!(serve.fsync, Fsync::EverySec);
+        let f = file("data_dir = \"/var/lib/flyrtech\"\nfsync = \"always\"\n");
+        let settings =
+            Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
+        let serve = ServeSettings::resolve(&no_seed, &settings.file).expect("serve settings");
+        assert_eq!(
+            (serve.data_dir, serve.fsync),
+            (PathBuf::from("/var/lib/flyrtech"), Fsync::Always)
+        );
+        let f = file("fsync = \"sometimes\"\n");
+        let settings =
+            Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
+        let err = ServeSettings::resolve(&no_seed, &settings.file).expect_err("bad fsync");
+        assert!(err.to_string().contains("fsync"), "{err}");
         let missing = Seed::File(PathBuf::from("/nonexistent/journeys.json"));
         assert!(matches!(missing.load(), Err(ConfigError::SeedRead { .. })));
     }

@@ -1,7 +1,25 @@
 //! Where the binary's Redis comes from: the configured URL, or a private redis-server that lives
 //! as long as the returned [`Deployment`].
 
-use flyrtech_infrastructure::{LaunchError, LocalRedis};
+use std::path::PathBuf;
+
+use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis};
+
+/// What to start when no Redis URL is configured.
+#[derive(Debug, Clone)]
+pub enum Private {
+    /// One server with persistence off, gone with the process (`compare`, the operator commands).
+    Throwaway,
+    /// A 3-master cluster, persistence off (`--cluster`).
+    Cluster,
+    /// One server keeping its data in `dir` with AOF on (`serve`).
+    Persistent {
+        /// The data directory.
+        dir: PathBuf,
+        /// When the AOF is made durable.
+        fsync: Fsync,
+    },
+}
 
 /// A Redis to talk to, and the private server behind it if we started one.
 #[derive(Debug)]
@@ -13,27 +31,34 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Uses `url`, or starts a private server (a 3-master cluster when `cluster`).
+    /// Uses `url`, or starts the `private` server.
     ///
     /// # Errors
     /// [`LaunchError`] when no URL is given and redis-server cannot be started.
-    pub fn resolve(url: Option<&str>, cluster: bool) -> Result<Self, LaunchError> {
+    pub fn resolve(url: Option<&str>, private: Private) -> Result<Self, LaunchError> {
         if let Some(url) = url {
             return Ok(Self {
                 url: url.to_owned(),
                 _private: None,
             });
         }
-        let local = if cluster {
-            LocalRedis::cluster(3)?
-        } else {
-            LocalRedis::standalone()?
+        let local = match &private {
+            Private::Throwaway => LocalRedis::standalone()?,
+            Private::Cluster => LocalRedis::cluster(3)?,
+            Private::Persistent { dir, fsync } => LocalRedis::persistent(dir, *fsync)?,
         };
-        tracing::info!(
-            url = %local.url(),
-            cluster,
-            "no Redis URL configured: started a private redis-server (stopped on exit)"
-        );
+        match &private {
+            Private::Persistent { dir, fsync } => tracing::info!(
+                url = %local.url(),
+                data_dir = %dir.display(),
+                ?fsync,
+                "no Redis URL configured: started a private redis-server keeping its data (AOF) in the data directory (stopped on exit)"
+            ),
+            _ => tracing::info!(
+                url = %local.url(),
+                "no Redis URL configured: started a private redis-server that keeps nothing (stopped on exit)"
+            ),
+        }
         Ok(Self {
             url: local.url(),
             _private: Some(local),

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
 use flyrtech_api::dataset::{self, ImportArgs, MigrateArgs, MigrateBenchArgs};
-use flyrtech_api::deployment::Deployment;
+use flyrtech_api::deployment::{Deployment, Private};
 use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::report::{self, LabReport, Machine};
 use flyrtech_api::lab::{self, Comparison, Knobs, Scenario, chart};
@@ -145,6 +145,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Relay(args) => {
             let (_deployment, redis) = connect(&settings, "relay").await?;
             // The relay reads only the outbox, which both layouts share: it serves any dataset.
+            // Its entries carry no TTL either: refuse a Redis that may evict them.
+            flyrtech_infrastructure::server::check(&redis, settings.allow_eviction).await?;
             let state = stored_dataset::state(&redis).await?;
             tracing::info!(dataset = %state, "relaying the outbox");
             outbox::relay(&args, redis, shutdown_signal()).await?;
@@ -242,7 +244,7 @@ async fn connect(settings: &Settings, command: &str) -> anyhow::Result<(Deployme
             "no Redis URL configured: {command} runs against a private, empty redis-server"
         );
     }
-    let deployment = Deployment::resolve(settings.redis_url.as_deref(), false)?;
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), Private::Throwaway)?;
     let redis = Redis::connect(&RedisSettings::new(deployment.url.clone())).await?;
     Ok((deployment, redis))
 }
@@ -289,7 +291,12 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
         http: args.http.clone(),
         audit: args.audit,
     };
-    let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
+    let private = if args.cluster {
+        Private::Cluster
+    } else {
+        Private::Throwaway
+    };
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), private)?;
     let started_at = chrono::Utc::now().to_rfc3339();
     // Ctrl-c or SIGTERM ends the comparison cleanly, so the private redis-server is stopped.
     let runs = tokio::select! {
@@ -356,10 +363,19 @@ fn parse_strategies(list: &str) -> anyhow::Result<Vec<Strategy>> {
 const DEFAULT_SERVE_STRATEGY: Strategy = Strategy::Lua;
 
 async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
-    let serve = ServeSettings::resolve(args, &settings.file);
+    let serve = ServeSettings::resolve(args, &settings.file)?;
     let seed = serve.seed.load()?;
     let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
-    let deployment = Deployment::resolve(settings.redis_url.as_deref(), args.cluster)?;
+    // The embedded default persists: a restart keeps every acknowledged update.
+    let private = if args.cluster {
+        Private::Cluster
+    } else {
+        Private::Persistent {
+            dir: serve.data_dir.clone(),
+            fsync: serve.fsync,
+        }
+    };
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), private)?;
     let mut store = StoreConfig::new(strategy);
     store.processing_delay = settings.processing_delay.unwrap_or_default();
     store.lock = LockSettings {
@@ -369,6 +385,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     let mut config = ServeConfig::new(serve.listen, &deployment.url, store);
     config.seed = seed;
     config.request_timeout = serve.request_timeout;
+    config.allow_eviction = settings.allow_eviction;
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

@@ -20,6 +20,7 @@
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
 //! - [`retry`]: bounded exponential backoff with full jitter.
+//! - [`server`]: what the Redis server must guarantee (no eviction of journeys, data on disk).
 //! - `telemetry`: the metrics the store records (names and labels in its module docs).
 
 pub mod audit;
@@ -35,6 +36,7 @@ pub mod local_redis;
 pub mod outbox;
 pub mod retry;
 mod script_reply;
+pub mod server;
 pub mod strategy;
 mod telemetry;
 
@@ -42,7 +44,7 @@ pub use cache::RedisCache;
 pub use connection::{Redis, RedisSettings};
 pub use dataset::{DatasetError, DatasetState};
 pub use layout::Layout;
-pub use local_redis::{LaunchError, LocalRedis, RedisProcess};
+pub use local_redis::{Fsync, LaunchError, LocalRedis, RedisProcess};
 pub use retry::RetryPolicy;
 pub use script_reply::ScriptCall;
 pub use strategy::{

@@ -2,14 +2,30 @@
 //! independent masters, or a 3-master cluster. Used by the test suite and by the binary when no
 //! Redis URL is configured.
 //!
-//! Every server runs in its own temporary directory with persistence off, is polled with `PING`
-//! until it answers (bounded, never a blind sleep), and is killed when its handle drops. When a
-//! server fails, the error carries the tail of its log.
+//! Throw-away servers (the tests, `compare`) run in a temporary directory with persistence off.
+//! The one `serve` runs by default ([`LocalRedis::persistent`]) keeps its data in a directory of
+//! the operator's with AOF on, so a restart keeps every acknowledged update:
+//! - with `appendfsync everysec` a crash of `serve` or of redis-server itself loses nothing that
+//!   was acknowledged (Redis writes the AOF before it replies; only an OS crash or power loss can
+//!   lose the last second), with `always` not even that;
+//! - the server never outlives `serve`: it is started through `setpriv --pdeathsig TERM`, from a
+//!   thread that lives as long as the process (the signal follows the spawning *thread*), so the
+//!   kernel stops it when `serve` dies, even by SIGKILL; where `setpriv` is missing a warning says
+//!   so and the next start deals with the leftover;
+//! - an exclusive lock on `flyrtech.lock` keeps two `serve` processes off one directory, and a
+//!   server left running there by an earlier `serve` (its port is recorded in `redis.port`) is
+//!   shut down with `SHUTDOWN`, which writes its AOF, before the new one starts on the same files.
+//!
+//! Every server is polled with `PING` until it answers (bounded, never a blind sleep) and stopped
+//! when its handle drops. When a server fails, the error carries the tail of its log.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -43,18 +59,75 @@ pub enum LaunchError {
         /// The tail of the server log, or redis-cli's output.
         log: String,
     },
+    /// Another process holds the data directory's lock.
+    #[error(
+        "the data directory {0} is in use by another flyrtech serve (its flyrtech.lock is held); \
+         stop that one, or give this one its own --data-dir"
+    )]
+    DataDirInUse(PathBuf),
     /// Operating-system trouble (temporary directory, process spawn).
     #[error("local Redis: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// One `redis-server` process. Killed on drop.
+/// When a persistent server makes its AOF durable (`appendfsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Before every reply: nothing acknowledged is lost even to an OS crash; slower writes.
+    Always,
+    /// Once a second: a crash of any process loses nothing acknowledged, an OS crash up to a
+    /// second. Redis' default.
+    #[default]
+    EverySec,
+}
+
+impl Fsync {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::EverySec => "everysec",
+        }
+    }
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "always" => Ok(Self::Always),
+            "everysec" => Ok(Self::EverySec),
+            other => Err(format!(
+                "unknown fsync policy {other:?}; use always or everysec"
+            )),
+        }
+    }
+}
+
+/// Where a server keeps its files, and whether they outlive it.
+#[derive(Debug)]
+enum Storage {
+    /// A temporary directory, persistence off, deleted with the handle.
+    Throwaway(TempDir),
+    /// The operator's directory, AOF on.
+    Persistent { dir: PathBuf, fsync: Fsync },
+}
+
+impl Storage {
+    fn dir(&self) -> &Path {
+        match self {
+            Self::Throwaway(dir) => dir.path(),
+            Self::Persistent { dir, .. } => dir,
+        }
+    }
+}
+
+/// One `redis-server` process. Stopped on drop.
 #[derive(Debug)]
 pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
     cluster: bool,
-    dir: TempDir,
+    storage: Storage,
 }
 
 impl RedisProcess {
@@ -64,6 +137,20 @@ impl RedisProcess {
     /// [`LaunchError::NotInstalled`] without `redis-server`; [`LaunchError::Failed`] with the
     /// server log when it exits or does not answer in time.
     pub fn start(cluster: bool) -> Result<Self, LaunchError> {
+        let storage = || -> Result<Storage, LaunchError> {
+            Ok(Storage::Throwaway(
+                tempfile::Builder::new()
+                    .prefix("flyrtech-redis-")
+                    .tempdir()?,
+            ))
+        };
+        Self::start_with(cluster, storage)
+    }
+
+    fn start_with(
+        cluster: bool,
+        storage: impl Fn() -> Result<Storage, LaunchError>,
+    ) -> Result<Self, LaunchError> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port(cluster)?;
@@ -71,9 +158,7 @@ impl RedisProcess {
                 child: None,
                 port,
                 cluster,
-                dir: tempfile::Builder::new()
-                    .prefix("flyrtech-redis-")
-                    .tempdir()?,
+                storage: storage()?,
             };
             match process.spawn() {
                 Ok(()) => return Ok(process),
@@ -93,15 +178,32 @@ impl RedisProcess {
     }
 
     fn spawn(&mut self) -> Result<(), LaunchError> {
-        let dir = self.dir.path();
-        let mut cmd = Command::new("redis-server");
+        let dir = self.storage.dir().to_owned();
+        let persistent = matches!(self.storage, Storage::Persistent { .. });
+        // A persistent server must not outlive us: `setpriv` asks the kernel to send it SIGTERM
+        // when its parent thread dies (see the module docs).
+        let mut cmd = if persistent && setpriv_available() {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "TERM", "redis-server"]);
+            c
+        } else {
+            Command::new("redis-server")
+        };
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--daemonize", "no"])
             .args(["--protected-mode", "no"])
             .arg("--dir")
-            .arg(dir)
+            .arg(&dir)
             .arg("--logfile")
             .arg(self.log_path());
+        match &self.storage {
+            Storage::Throwaway(_) => {
+                cmd.args(["--appendonly", "no"]);
+            }
+            Storage::Persistent { fsync, .. } => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", fsync.name()]);
+            }
+        }
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
                 .arg("--cluster-config-file")
@@ -110,14 +212,18 @@ impl RedisProcess {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| match e.kind() {
+        let child = spawn_from_long_lived_thread(cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LaunchError::NotInstalled {
                 program: "redis-server",
             },
             _ => LaunchError::Io(e),
         })?;
         self.child = Some(child);
-        self.wait_until_ready()
+        self.wait_until_ready()?;
+        if persistent {
+            std::fs::write(dir.join(PORT_FILE), self.port.to_string())?;
+        }
+        Ok(())
     }
 
     fn wait_until_ready(&mut self) -> Result<(), LaunchError> {
@@ -155,7 +261,7 @@ impl RedisProcess {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.dir.path().join("redis.log")
+        self.storage.dir().join("redis.log")
     }
 
     /// The last lines of the server log, for failure messages.
@@ -175,13 +281,31 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server, as a crash or an outage would. Its data is gone.
+    /// Kills the server, as a crash or an outage would. A throw-away server's data is gone; a
+    /// persistent one keeps what its AOF holds.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Already-exited children make kill fail; wait reaps either way.
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the server the way an operator would: `SHUTDOWN` (a persistent server writes its
+    /// AOF), then, should it not exit in time, a kill.
+    pub fn shutdown(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = command(self.port, "SHUTDOWN");
+            let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.stop();
     }
 
     /// Starts the server again on the same port (after [`RedisProcess::stop`]).
@@ -196,14 +320,26 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        self.stop();
+        match self.storage {
+            Storage::Throwaway(_) => self.stop(),
+            Storage::Persistent { .. } => self.shutdown(),
+        }
     }
 }
+
+/// How long a server may take to exit after `SHUTDOWN`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where a persistent server's port is recorded, to find a leftover server at the next start.
+const PORT_FILE: &str = "redis.port";
+/// The data directory's lock, held by the `serve` that uses it.
+const LOCK_FILE: &str = "flyrtech.lock";
 
 /// A private Redis deployment: one server, or the masters of a cluster.
 #[derive(Debug)]
 pub struct LocalRedis {
     nodes: Vec<RedisProcess>,
+    /// Held for a persistent deployment's whole life: the data directory is ours.
+    _lock: Option<File>,
 }
 
 impl LocalRedis {
@@ -214,6 +350,38 @@ impl LocalRedis {
     pub fn standalone() -> Result<Self, LaunchError> {
         Ok(Self {
             nodes: vec![RedisProcess::start(false)?],
+            _lock: None,
+        })
+    }
+
+    /// One standalone server keeping its data in `dir` (created if missing) with AOF on: what
+    /// `serve` runs when no Redis URL is configured. See the module docs for what it guarantees.
+    ///
+    /// # Errors
+    /// [`LaunchError::DataDirInUse`] when another process holds the directory;
+    /// [`LaunchError::Failed`] when a leftover server there will not stop, or the new one does
+    /// not start; as [`RedisProcess::start`] otherwise.
+    pub fn persistent(dir: &Path, fsync: Fsync) -> Result<Self, LaunchError> {
+        std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        if lock.try_lock().is_err() {
+            return Err(LaunchError::DataDirInUse(dir));
+        }
+        stop_leftover_server(&dir)?;
+        let storage = || {
+            Ok(Storage::Persistent {
+                dir: dir.clone(),
+                fsync,
+            })
+        };
+        Ok(Self {
+            nodes: vec![RedisProcess::start_with(false, storage)?],
+            _lock: Some(lock),
         })
     }
 
@@ -235,7 +403,7 @@ impl LocalRedis {
         let nodes = (0..masters.max(3))
             .map(|_| RedisProcess::start(true))
             .collect::<Result<Vec<_>, _>>()?;
-        let this = Self { nodes };
+        let this = Self { nodes, _lock: None };
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(this.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
@@ -329,4 +497,84 @@ fn command(port: u16, line: &str) -> std::io::Result<String> {
     let mut buf = vec![0u8; 4096];
     let n = stream.read(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Shuts down a server an earlier `serve` left running in `dir` (its port is in `redis.port` and
+/// it answers that its `dir` is ours), so that the new server starts on files nobody else writes.
+fn stop_leftover_server(dir: &Path) -> Result<(), LaunchError> {
+    let Some(port) = std::fs::read_to_string(dir.join(PORT_FILE))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+    else {
+        return Ok(());
+    };
+    let ours =
+        command(port, "CONFIG GET dir").is_ok_and(|reply| reply.contains(&*dir.to_string_lossy()));
+    if !ours {
+        return Ok(());
+    }
+    tracing::warn!(port, dir = %dir.display(), "a redis-server from an earlier run is still using the data directory; shutting it down (it writes its AOF first)");
+    let _ = command(port, "SHUTDOWN");
+    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+    while command(port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
+        if Instant::now() > deadline {
+            return Err(LaunchError::Failed {
+                what: format!("the leftover redis-server on port {port} did not shut down"),
+                log: std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Whether `setpriv` (util-linux) can be run, checked once.
+fn setpriv_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let found = Command::new("setpriv")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            tracing::warn!("setpriv not found: a private redis-server may outlive a killed serve (the next start shuts it down)");
+        }
+        found
+    })
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from one thread that lives as long as the process: a parent-death signal
+/// (`setpriv --pdeathsig`) follows the thread that forked the child, so a short-lived thread (a
+/// Tokio worker, a test thread) would stop the server when it ends.
+fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::warn!(error = %e, "cannot start the spawner thread"));
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    let sent = spawner
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send((cmd, reply));
+    match sent {
+        Ok(()) => answer
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread stopped"))),
+        // No spawner thread (it could not start): spawn here, without the guarantee.
+        Err(mpsc::SendError((mut cmd, _))) => cmd.spawn(),
+    }
 }

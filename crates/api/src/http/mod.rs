@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Serve even though Redis' maxmemory-policy can evict journeys.
+    pub allow_eviction: bool,
 }
 
 impl ServeConfig {
@@ -75,6 +77,7 @@ impl ServeConfig {
             seed: Vec::new(),
             request_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
+            allow_eviction: false,
         }
     }
 }
@@ -91,6 +94,9 @@ pub enum ServeError {
         #[source]
         source: StoreError,
     },
+    /// Redis may evict journeys (see `flyrtech_infrastructure::server`).
+    #[error(transparent)]
+    Server(#[from] flyrtech_infrastructure::server::CheckError),
     /// The dataset's layout is not the strategy's (see `flyrtech_infrastructure::dataset`).
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -123,6 +129,7 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     request_timeout: Duration,
     in_flight: Arc<AtomicUsize>,
+    allow_eviction: bool,
 }
 
 impl Deref for AppState {
@@ -151,6 +158,20 @@ impl Inner {
                 settled.strategies()
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// Whether Redis may now evict journeys (someone changed `maxmemory-policy` since start-up).
+    ///
+    /// # Errors
+    /// [`ApiError`] 503 naming the setting, or Redis' own unavailability.
+    pub async fn check_server(&self) -> Result<(), ApiError> {
+        use flyrtech_infrastructure::server::{CheckError, check};
+        match check(self.store.redis(), self.allow_eviction).await {
+            Ok(_) => Ok(()),
+            Err(CheckError::Eviction(risk)) => Err(ApiError::eviction_risk(risk.to_string())),
+            Err(CheckError::Store(e)) => Err(e.into()),
+            Err(other) => Err(ApiError::eviction_risk(other.to_string())),
         }
     }
 
@@ -192,8 +213,15 @@ impl Application {
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
             .await
             .map_err(store_err)?;
-        // Before the first write: refuses a strategy of the other layout, records ours on an
-        // empty Redis.
+        // Before the first write: refuses a Redis that may evict journeys, and says so when it
+        // keeps nothing on disk.
+        let facts = flyrtech_infrastructure::server::check(&redis, config.allow_eviction).await?;
+        if facts.keeps_nothing_on_disk() {
+            tracing::warn!(
+                "Redis keeps nothing on disk (no AOF, no RDB snapshot): a restart of redis-server loses every journey"
+            );
+        }
+        // Refuses a strategy of the other layout, records ours on an empty Redis.
         let admitted = dataset::admit(&redis, config.store.strategy).await?;
         tracing::info!(dataset = %admitted, strategy = %config.store.strategy, "dataset admitted the strategy");
         let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
@@ -203,6 +231,7 @@ impl Application {
             metrics: prometheus(),
             request_timeout: config.request_timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            allow_eviction: config.allow_eviction,
         }));
         let listener =
             TcpListener::bind(config.listen)

@@ -31,8 +31,9 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
 /// Redis answers and the dataset is in a layout this instance's strategy serves (its own, or
 /// either while a migration runs).
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
-    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, or this instance writes a layout the dataset has left", headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, Redis may evict journeys (maxmemory-policy allkeys-*), or this instance writes a layout the dataset has left", headers(("Retry-After" = u64)))))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    app.check_server().await?;
     app.check_layout().await?;
     Ok(Json(app.health("ready")))
 }

@@ -170,6 +170,17 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 503 on `/ready`: Redis' `maxmemory-policy` can evict journeys.
+    pub fn eviction_risk(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "eviction-risk",
+            "Redis may evict journeys",
+            detail.into(),
+        )
+        .retry_later()
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -880,3 +880,45 @@ async fn assert_503_within_bound(client: &Client, server: &TestServer, what: &st
         assert!(waited < BOUND, "{what}, request {n}: 503 after {waited:?}");
     }
 }
+
+/// `/ready` re-checks what start-up checked: once someone lets Redis evict keys without a TTL,
+/// the instance is not ready and says which setting to fix; once fixed, it is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_when_redis_may_evict_journeys() {
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), S::Lua).await;
+    let conn = redis.connect().await;
+    let client = http_client();
+    let set_policy = |policy: &'static str| {
+        let conn = conn.clone();
+        async move {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy)
+                .query_async(&mut conn.shared())
+                .await
+                .unwrap();
+        }
+    };
+    for (policy, ready) in [
+        ("volatile-lru", true),
+        ("allkeys-lfu", false),
+        ("noeviction", true),
+    ] {
+        set_policy(policy).await;
+        let response = client.get(server.url("/ready")).send().await.unwrap();
+        assert_eq!(response.status().is_success(), ready, "{policy}");
+        if !ready {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["type"], "/problems/eviction-risk", "{problem}");
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("allkeys-lfu") && d.contains("noeviction")),
+                "{problem}"
+            );
+        }
+    }
+}
