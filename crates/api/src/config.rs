@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
-use flyrtech_infrastructure::{Fsync, Strategy};
+use flyrtech_infrastructure::{Fsync, ReplicaWait, Strategy};
 use serde::Deserialize;
 
 /// Options every subcommand shares.
@@ -37,6 +37,14 @@ pub struct CommonArgs {
     /// TTL (allkeys-*), i.e. journeys.
     #[arg(long, env = "FLYRTECH_ALLOW_EVICTION", global = true)]
     pub allow_eviction: bool,
+    /// Replicas that must confirm each update before it is acknowledged (`WAIT`); an update
+    /// they do not confirm in time is answered 503 /problems/not-replicated [default: 0, none].
+    #[arg(long, env = "FLYRTECH_WAIT_REPLICAS", global = true)]
+    pub wait_replicas: Option<u32>,
+    /// Longest wait for those replicas, in milliseconds; below the 1000 ms command timeout
+    /// [default: 500].
+    #[arg(long, env = "FLYRTECH_WAIT_TIMEOUT_MS", global = true)]
+    pub wait_timeout_ms: Option<u64>,
 }
 
 /// Options of `flyrtech serve`.
@@ -84,6 +92,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub fsync: Option<String>,
     pub allow_eviction: Option<bool>,
+    pub wait_replicas: Option<u32>,
+    pub wait_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -150,6 +160,9 @@ impl FileConfig {
     }
 }
 
+/// How long an update waits for its replicas unless told otherwise.
+const DEFAULT_WAIT_TIMEOUT_MS: u64 = 500;
+
 /// The merged settings every subcommand uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -163,6 +176,8 @@ pub struct Settings {
     pub lock_urls: Vec<String>,
     /// Whether a Redis that may evict journeys is accepted.
     pub allow_eviction: bool,
+    /// Replicas each update waits for; `None` when no layer asks for any.
+    pub replicas: Option<ReplicaWait>,
     /// The file layer, for subcommand settings merged later ([`ServeSettings`]).
     pub file: FileConfig,
 }
@@ -192,12 +207,33 @@ impl Settings {
             .clone()
             .or_else(|| file.lock_urls.clone())
             .unwrap_or_default();
+        let wait_timeout = Duration::from_millis(
+            args.wait_timeout_ms
+                .or(file.wait_timeout_ms)
+                .unwrap_or(DEFAULT_WAIT_TIMEOUT_MS),
+        );
+        if wait_timeout.is_zero() || wait_timeout >= Duration::from_millis(1000) {
+            return Err(ConfigError::Value {
+                key: "wait_timeout_ms",
+                reason: "must be between 1 and 999: a longer WAIT outlives the 1000 ms command \
+                         timeout"
+                    .into(),
+            });
+        }
+        let replicas = match args.wait_replicas.or(file.wait_replicas) {
+            None | Some(0) => None,
+            Some(replicas) => Some(ReplicaWait {
+                replicas,
+                timeout: wait_timeout,
+            }),
+        };
         Ok(Self {
             redis_url,
             processing_delay: delay_ms.map(Duration::from_millis),
             strategy,
             lock_urls,
             allow_eviction: args.allow_eviction || file.allow_eviction.unwrap_or(false),
+            replicas,
             file,
         })
     }
@@ -315,6 +351,8 @@ mod tests {
             processing_delay_ms: delay,
             lock_urls: None,
             allow_eviction: false,
+            wait_replicas: None,
+            wait_timeout_ms: None,
         }
     }
 

@@ -382,6 +382,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
         urls: settings.lock_urls,
         ..LockSettings::default()
     };
+    store.replicas = settings.replicas;
     let mut config = ServeConfig::new(serve.listen, &deployment.url, store);
     config.seed = seed;
     config.request_timeout = serve.request_timeout;

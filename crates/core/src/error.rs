@@ -113,6 +113,19 @@ pub enum StoreError {
         /// The newest token minted for the journey.
         newest: u64,
     },
+    /// The change was applied on the primary, but fewer replicas than required confirmed it
+    /// within the wait (`--wait-replicas`): a failover now could lose it. Retrying the same
+    /// change is safe (it is a no-op if it stayed applied, and waits for the replicas again).
+    #[error(
+        "the change was applied on the primary, but only {confirmed} of the {required} replicas \
+         required confirmed it in time"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed.
+        confirmed: u32,
+        /// Replicas required.
+        required: u32,
+    },
     /// The stored data could not be decoded: a bug or a foreign writer, never bad user input.
     #[error("stored data for {key} is corrupt: {reason}")]
     Corrupt {
@@ -146,6 +159,7 @@ impl StoreError {
             Self::VersionMismatch { .. } => "version_mismatch",
             Self::Conflict { .. } => "conflict",
             Self::StaleFencingToken { .. } => "stale_fencing_token",
+            Self::NotReplicated { .. } => "not_replicated",
             Self::Corrupt { .. } => "corrupt",
             Self::Unavailable { .. } => "unavailable",
         }

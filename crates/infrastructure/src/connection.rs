@@ -268,6 +268,40 @@ macro_rules! each_inner {
     };
 }
 
+impl Conn {
+    /// `WAIT replicas timeout` on the primary that holds `key`'s slot: how many replicas have
+    /// confirmed every write this connection has sent so far. On a cluster the command is routed
+    /// to that one primary (redis-rs would otherwise ask every primary and answer the minimum,
+    /// so a lagging replica of another shard would hold up this write).
+    pub(crate) async fn wait_for_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u32, StoreError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let route = || {
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                crate::keys::slot(key),
+                SlotAddr::Master,
+            )))
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let reply = match &mut self.inner {
+            Inner::Single(c) => cmd.query_async(c).await,
+            Inner::PooledSingle(c) => cmd.query_async(&mut **c).await,
+            Inner::Cluster(c) => c.route_command(cmd, route()).await,
+            Inner::PooledCluster(c) => c.route_command(cmd, route()).await,
+        };
+        let value = reply.store_err()?;
+        redis::from_redis_value::<u32>(value)
+            .map_err(|e| StoreError::unavailable("WAIT answered something else", e))
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);

@@ -48,6 +48,6 @@ pub use local_redis::{Fsync, LaunchError, LocalRedis, RedisProcess};
 pub use retry::RetryPolicy;
 pub use script_reply::ScriptCall;
 pub use strategy::{
-    FencingToken, LockGuard, LockSettings, RedisJourneyStore, SeedReport, StoreConfig, Strategy,
-    UnknownStrategy,
+    FencingToken, LockGuard, LockSettings, RedisJourneyStore, ReplicaWait, SeedReport, StoreConfig,
+    Strategy, UnknownStrategy,
 };

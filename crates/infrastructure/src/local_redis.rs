@@ -128,6 +128,8 @@ pub struct RedisProcess {
     port: u16,
     cluster: bool,
     storage: Storage,
+    /// Extra `redis-server` arguments (replication, failover timing).
+    extra: Vec<String>,
 }
 
 impl RedisProcess {
@@ -144,12 +146,25 @@ impl RedisProcess {
                     .tempdir()?,
             ))
         };
-        Self::start_with(cluster, storage)
+        Self::start_with(cluster, storage, &[])
+    }
+
+    /// A throw-away server with extra `redis-server` arguments.
+    fn start_throwaway(cluster: bool, extra: &[String]) -> Result<Self, LaunchError> {
+        let storage = || -> Result<Storage, LaunchError> {
+            Ok(Storage::Throwaway(
+                tempfile::Builder::new()
+                    .prefix("flyrtech-redis-")
+                    .tempdir()?,
+            ))
+        };
+        Self::start_with(cluster, storage, extra)
     }
 
     fn start_with(
         cluster: bool,
         storage: impl Fn() -> Result<Storage, LaunchError>,
+        extra: &[String],
     ) -> Result<Self, LaunchError> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -159,6 +174,7 @@ impl RedisProcess {
                 port,
                 cluster,
                 storage: storage()?,
+                extra: extra.to_vec(),
             };
             match process.spawn() {
                 Ok(()) => return Ok(process),
@@ -205,10 +221,14 @@ impl RedisProcess {
             }
         }
         if self.cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+            cmd.args(["--cluster-enabled", "yes"])
                 .arg("--cluster-config-file")
                 .arg(dir.join("nodes.conf"));
+            if !self.extra.iter().any(|a| a == "--cluster-node-timeout") {
+                cmd.args(["--cluster-node-timeout", "5000"]);
+            }
         }
+        cmd.args(&self.extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -308,6 +328,40 @@ impl RedisProcess {
         self.stop();
     }
 
+    /// The process id, to signal the server as a fault would (SIGSTOP, SIGCONT, SIGKILL).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to the server with `kill(1)`.
+    ///
+    /// # Errors
+    /// When the server is not running or `kill` fails.
+    pub fn signal(&self, signal: &str) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("the server is not running"))?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill -{signal} {pid}: {status}"
+            )))
+        }
+    }
+
+    /// Sends one inline command and returns the raw reply (for tests that inspect a node).
+    ///
+    /// # Errors
+    /// When the server does not answer.
+    pub fn raw_command(&self, line: &str) -> std::io::Result<String> {
+        command(self.port, line)
+    }
+
     /// Starts the server again on the same port (after [`RedisProcess::stop`]).
     ///
     /// # Errors
@@ -380,7 +434,7 @@ impl LocalRedis {
             })
         };
         Ok(Self {
-            nodes: vec![RedisProcess::start_with(false, storage)?],
+            nodes: vec![RedisProcess::start_with(false, storage, &[])?],
             _lock: Some(lock),
         })
     }
@@ -391,6 +445,89 @@ impl LocalRedis {
     /// See [`RedisProcess::start`].
     pub fn independent_masters(n: usize) -> Result<Vec<Self>, LaunchError> {
         (0..n).map(|_| Self::standalone()).collect()
+    }
+
+    /// One primary (first node) and `replicas` replicas of it, polled until the primary reports
+    /// every replica `online`.
+    ///
+    /// # Errors
+    /// See [`RedisProcess::start`]; [`LaunchError::Failed`] when replication does not start.
+    pub fn primary_with_replicas(replicas: usize) -> Result<Self, LaunchError> {
+        let primary = RedisProcess::start(false)?;
+        let mut nodes = vec![primary];
+        for _ in 0..replicas {
+            let extra = [
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                nodes[0].port().to_string(),
+            ];
+            nodes.push(RedisProcess::start_throwaway(false, &extra)?);
+        }
+        let this = Self { nodes, _lock: None };
+        this.wait_for_replicas(0, replicas)?;
+        Ok(this)
+    }
+
+    /// A cluster of `masters` masters with `replicas` replicas each, set up to fail over fast and
+    /// deterministically (node timeout 1 s, no replica validity limit, replica pings every
+    /// second), polled until `cluster_state:ok` everywhere and every replica is online.
+    ///
+    /// # Errors
+    /// As [`LocalRedis::cluster`].
+    pub fn cluster_with_replicas(masters: usize, replicas: usize) -> Result<Self, LaunchError> {
+        let extra: Vec<String> = [
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-ping-replica-period",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let nodes = (0..masters.max(3) * (1 + replicas))
+            .map(|_| RedisProcess::start_throwaway(true, &extra))
+            .collect::<Result<Vec<_>, _>>()?;
+        let this = Self { nodes, _lock: None };
+        this.create_cluster(replicas)?;
+        this.wait_for_cluster()?;
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let online: usize = this
+                .nodes
+                .iter()
+                .filter_map(|n| command(n.port(), "INFO replication").ok())
+                .filter(|info| info.contains("role:master"))
+                .map(|info| info.matches("state=online").count())
+                .sum();
+            if online >= masters.max(3) * replicas {
+                return Ok(this);
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::Failed {
+                    what: "the cluster's replicas did not come online".into(),
+                    log: this.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for_replicas(&self, primary: usize, replicas: usize) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            let info = command(self.nodes[primary].port(), "INFO replication").unwrap_or_default();
+            if info.matches("state=online").count() >= replicas {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::Failed {
+                    what: "the replicas did not come online".into(),
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A cluster of `masters` masters (at least 3) without replicas, every slot assigned, built
@@ -404,10 +541,16 @@ impl LocalRedis {
             .map(|_| RedisProcess::start(true))
             .collect::<Result<Vec<_>, _>>()?;
         let this = Self { nodes, _lock: None };
+        this.create_cluster(0)?;
+        this.wait_for_cluster()?;
+        Ok(this)
+    }
+
+    fn create_cluster(&self, replicas: usize) -> Result<(), LaunchError> {
         let output = Command::new("redis-cli")
             .args(["--cluster", "create"])
-            .args(this.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| match e.kind() {
@@ -423,8 +566,7 @@ impl LocalRedis {
                     + &String::from_utf8_lossy(&output.stderr),
             });
         }
-        this.wait_for_cluster()?;
-        Ok(this)
+        Ok(())
     }
 
     fn wait_for_cluster(&self) -> Result<(), LaunchError> {
@@ -459,6 +601,11 @@ impl LocalRedis {
     /// The processes, to stop or restart one in a test.
     pub fn nodes_mut(&mut self) -> &mut [RedisProcess] {
         &mut self.nodes
+    }
+
+    /// The processes.
+    pub fn nodes(&self) -> &[RedisProcess] {
+        &self.nodes
     }
 
     /// Every node's log tail, labelled by port.

@@ -63,9 +63,16 @@ impl UpdateScript {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
-        self.call(base, id, change, expected)
+        let call = self.call(base, id, change, expected);
+        let outcome = call
             .run(&self.script, &base.redis, id, change, expected)
-            .await
+            .await?;
+        if outcome.is_some() {
+            // The shared connection that ran the script: WAIT covers its write.
+            base.replicate(&mut base.redis.shared(), &call.keys[0])
+                .await?;
+        }
+        Ok(outcome)
     }
 
     /// The exact script call an update sends, stamped with fresh event ids and the clock's now.

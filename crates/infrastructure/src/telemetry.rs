@@ -9,6 +9,8 @@
 //! | `journey_update_conflicts_total` | counter | `strategy` | tries lost to a concurrent writer (WATCH abort, lock held, fencing refusal) |
 //! | `journey_lock_wait_seconds` | histogram | `strategy` | time spent acquiring the lock (`redlock`, `local-lock`) |
 //! | `redis_errors_total` | counter | `kind` | Redis calls that failed: `timeout`, `connection`, `cluster`, `reply` |
+//! | `redis_wait_seconds` | histogram | — | how long `WAIT` for replicas took (`--wait-replicas`) |
+//! | `redis_wait_timeouts_total` | counter | — | `WAIT`s that ended with fewer replicas than required |
 
 use flyrtech_core::{StoreError, UpdateOutcome};
 use metrics::{counter, histogram};
@@ -41,4 +43,12 @@ pub(crate) fn update(strategy: Strategy, result: &Result<UpdateOutcome, StoreErr
 /// Records one failed Redis call.
 pub(crate) fn redis_error(kind: &'static str) {
     counter!("redis_errors_total", "kind" => kind).increment(1);
+}
+
+/// Records one `WAIT` for replicas.
+pub(crate) fn replica_wait(elapsed: std::time::Duration, satisfied: bool) {
+    histogram!("redis_wait_seconds").record(elapsed.as_secs_f64());
+    if !satisfied {
+        counter!("redis_wait_timeouts_total").increment(1);
+    }
 }

@@ -276,6 +276,7 @@ async fn apply(
             match e {
                 StoreError::Conflict { .. }
                 | StoreError::StaleFencingToken { .. }
+                | StoreError::NotReplicated { .. }
                 | StoreError::Corrupt { .. }
                 | StoreError::Unavailable { .. } => {
                     tracing::warn!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");

@@ -55,8 +55,9 @@ pub enum BodyRejected {
 /// The answer of every route that asks Redis when it cannot (for the OpenAPI document).
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum Unavailable {
-    /// Redis unavailable (a write may or may not have landed; retrying it is safe), or the
-    /// request outlived its deadline.
+    /// Redis unavailable (a write may or may not have landed; retrying it is safe), the
+    /// request outlived its deadline, or (`--wait-replicas`) too few replicas confirmed the
+    /// write in time (`/problems/not-replicated`).
     #[response(status = 503, content_type = "application/problem+json",
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Unavailable(Problem),
@@ -248,6 +249,16 @@ impl From<StoreError> for ApiError {
                 "concurrent-update",
                 "Too many concurrent updates",
                 detail,
+            )
+            .retry_later(),
+            StoreError::NotReplicated { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-replicated",
+                "Applied, but not confirmed by enough replicas",
+                format!(
+                    "{detail}. The change may be in place, but a failover now could lose it; \
+                     retrying the same change is safe"
+                ),
             )
             .retry_later(),
             StoreError::Corrupt { .. } => Self::new(

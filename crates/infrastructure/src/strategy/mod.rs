@@ -42,7 +42,7 @@ use flyrtech_core::{
     SystemClock, UpdateOutcome,
 };
 
-use crate::connection::Redis;
+use crate::connection::{Conn, Redis};
 use crate::layout::{Copies, Layout};
 use crate::retry::RetryPolicy;
 use crate::script_reply::{ScriptCall, UpdateScript};
@@ -155,6 +155,26 @@ pub struct StoreConfig {
     /// The set that lists the store's journeys: [`keys::JOURNEY_INDEX`], the service's dataset,
     /// unless a scratch user (the lab) keeps its journeys out of the service's listing.
     pub index: String,
+    /// Replicas that must confirm each acknowledged update (`--wait-replicas`); none by default.
+    pub replicas: Option<ReplicaWait>,
+}
+
+/// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
+///
+/// After a strategy's atomic write, on the connection that sent it and on the primary that holds
+/// the journey's slot, the store asks Redis to wait until `replicas` replicas have confirmed it.
+/// If fewer do in time, the update answers [`StoreError::NotReplicated`] instead of success: the
+/// write is on the primary, but a failover now could lose it. A no-op waits too: on the shared
+/// connection that covers this instance's earlier writes, so a retry after a `NotReplicated`
+/// is only acknowledged once they are confirmed (a retry through another instance is not
+/// covered; see docs/reliability.md). `WAIT` narrows the failover window; it does not make Redis
+/// strongly consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas required.
+    pub replicas: u32,
+    /// Longest wait; keep it below the 1 s command timeout.
+    pub timeout: Duration,
 }
 
 impl StoreConfig {
@@ -167,6 +187,7 @@ impl StoreConfig {
             lock: LockSettings::default(),
             clock: Arc::new(SystemClock),
             index: keys::JOURNEY_INDEX.to_owned(),
+            replicas: None,
         }
     }
 }
@@ -221,6 +242,7 @@ impl RedisJourneyStore {
             redis: redis.clone(),
             delay: config.processing_delay,
             clock: Arc::clone(&config.clock),
+            replicas: config.replicas,
         };
         let base_for_elsewhere = base.clone();
         let writer = match config.strategy {
@@ -396,15 +418,42 @@ pub(crate) fn absent_here<T>(result: Result<T, StoreError>) -> Result<Option<T>,
     }
 }
 
-/// What every writer needs: the Redis handle, the modelled processing delay and the clock.
+/// What every writer needs: the Redis handle, the modelled processing delay, the clock, and
+/// the replicas each write waits for.
 #[derive(Debug, Clone)]
 pub(crate) struct Base {
     pub(crate) redis: Redis,
     pub(crate) delay: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) replicas: Option<ReplicaWait>,
 }
 
 impl Base {
+    /// Waits, when configured, for the replicas to confirm what `conn` has written (the write
+    /// that just touched `key`'s slot included).
+    ///
+    /// # Errors
+    /// [`StoreError::NotReplicated`] when too few confirm in time; `Unavailable`.
+    pub(crate) async fn replicate(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        let Some(wait) = self.replicas else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let confirmed = conn
+            .wait_for_replicas(key, wait.replicas, wait.timeout)
+            .await?;
+        let satisfied = confirmed >= wait.replicas;
+        crate::telemetry::replica_wait(started.elapsed(), satisfied);
+        if satisfied {
+            Ok(())
+        } else {
+            Err(StoreError::NotReplicated {
+                confirmed,
+                required: wait.replicas,
+            })
+        }
+    }
+
     /// The "modify" of read-modify-write, done in Rust by the aggregate: checks the caller's
     /// expected version, then applies the change at the clock's "now", which raises its events
     /// on the journey.

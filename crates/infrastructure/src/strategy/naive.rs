@@ -46,6 +46,9 @@ impl Naive {
                 return Ok(None);
             }
         }
+        self.base
+            .replicate(&mut conn, &crate::keys::journey_document(id))
+            .await?;
         Ok(Some(outcome(&journey, applied)))
     }
 }

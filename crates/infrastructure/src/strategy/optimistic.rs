@@ -69,6 +69,9 @@ impl Optimistic {
             };
             if let Applied::Unchanged = applied {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
+                self.base
+                    .replicate(&mut self.base.redis.shared(), &key)
+                    .await?;
                 return Ok(Some(done));
             }
             let committed: document::Committed = document::commit(&journey)?
@@ -76,6 +79,8 @@ impl Optimistic {
                 .await
                 .store_err()?;
             if committed.is_some() {
+                // On the connection that sent the EXEC: WAIT counts that connection's writes.
+                self.base.replicate(&mut conn, &key).await?;
                 return Ok(Some(done));
             }
             attempts.backoff().await?;

@@ -289,12 +289,14 @@ impl Redlock {
             .arg(token.0)
             .arg(document::encode(journey)?)
             .arg(crate::outbox::xadd_args(&fields));
-        let (written, newest): (i64, u64) = invocation
-            .invoke_async(&mut self.base.redis.shared())
-            .await
-            .store_err()?;
+        let mut conn = self.base.redis.shared();
+        let (written, newest): (i64, u64) = invocation.invoke_async(&mut conn).await.store_err()?;
         match written {
-            1 => Ok(()),
+            1 => {
+                self.base
+                    .replicate(&mut conn, &keys::journey_document(&journey.id))
+                    .await
+            }
             0 => Err(StoreError::StaleFencingToken {
                 token: token.0,
                 newest,
@@ -346,8 +348,13 @@ impl Redlock {
         let (token, mut journey) = self.read_fenced(id).await?;
         let applied = self.base.modify(&mut journey, change, expected)?;
         process(self.base.delay).await;
-        if let Applied::Changed { .. } = applied {
-            self.write_fenced(token, &journey).await?;
+        match applied {
+            Applied::Changed { .. } => self.write_fenced(token, &journey).await?,
+            Applied::Unchanged => {
+                self.base
+                    .replicate(&mut self.base.redis.shared(), &keys::journey_document(id))
+                    .await?;
+            }
         }
         Ok((journey.version, matches!(applied, Applied::Changed { .. })))
     }

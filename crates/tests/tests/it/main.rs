@@ -39,3 +39,4 @@ mod migration;
 mod outbox;
 mod properties;
 mod redlock;
+mod reliability;

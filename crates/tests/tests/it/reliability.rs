@@ -1,0 +1,472 @@
+//! Faults on real processes, with a history check: every request is recorded with its answer,
+//! and the final state must keep every acknowledged update unless a later request on the same
+//! target may have replaced it (a later acknowledged one, or one whose answer was an error: it
+//! may or may not have landed). Bounded everywhere: polls, not sleeps; loops with limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
+use flyrtech_infrastructure::{
+    Fsync, LocalRedis, Redis, RedisJourneyStore, RedisSettings, ReplicaWait, StoreConfig, Strategy,
+    keys,
+};
+use flyrtech_tests::{
+    S, TestServer, http_client, journey, poll_until, segment_id, serve_config, store_with,
+    unique_id,
+};
+use rstest_reuse::apply;
+use serde_json::{Value, json};
+
+use crate::every_strategy;
+
+fn wait_for(replicas: u32) -> Option<ReplicaWait> {
+    Some(ReplicaWait {
+        replicas,
+        timeout: Duration::from_millis(900),
+    })
+}
+
+/// Sets a segment's status and retries while the replicas have not confirmed it, as a client
+/// told `NotReplicated` should (bounded): on a loaded machine a healthy replica can miss one wait.
+async fn acknowledged(
+    store: &RedisJourneyStore,
+    id: &JourneyId,
+    segment: usize,
+    status: SegmentStatus,
+) -> flyrtech_core::UpdateOutcome {
+    let mut last = None;
+    for _ in 0..20 {
+        match store
+            .update_segment_status(id, &segment_id(segment), status, None)
+            .await
+        {
+            Ok(outcome) => return outcome,
+            Err(e @ StoreError::NotReplicated { .. }) => last = Some(e),
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    panic!("{id}: never confirmed: {last:?}");
+}
+
+async fn connect(url: &str) -> Redis {
+    let mut last = None;
+    for _ in 0..100 {
+        match Redis::connect(&RedisSettings::new(url)).await {
+            Ok(redis) => return redis,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {url}: {last:?}");
+}
+
+/// With `--wait-replicas 1`, an update is acknowledged only once the replica confirmed it; with
+/// the replica paused it is answered `NotReplicated` (applied on the primary, not acknowledged),
+/// and once the replica is back the retry is acknowledged.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_acknowledged_only_once_a_replica_confirmed_it(strategy: Strategy) {
+    let deployment = LocalRedis::primary_with_replicas(1).unwrap();
+    let redis = connect(&deployment.nodes()[0].url()).await;
+    let store = store_with(
+        &redis,
+        StoreConfig {
+            replicas: wait_for(1),
+            ..StoreConfig::new(strategy)
+        },
+    )
+    .await;
+    let j = journey(&unique_id("WAIT"), 2);
+    store.create(&j).await.unwrap();
+    let confirmed = acknowledged(&store, &j.id, 0, SegmentStatus::Delayed).await;
+    assert!(confirmed.version.get() == 1);
+
+    deployment.nodes()[1].signal("STOP").unwrap();
+    let unconfirmed = store
+        .update_segment_status(&j.id, &segment_id(1), SegmentStatus::Boarding, None)
+        .await;
+    deployment.nodes()[1].signal("CONT").unwrap();
+    assert!(
+        matches!(
+            unconfirmed,
+            Err(StoreError::NotReplicated {
+                confirmed: 0,
+                required: 1
+            })
+        ),
+        "{strategy}: {unconfirmed:?}"
+    );
+    // Applied on the primary all the same: "may have been applied".
+    let stored = store.get(&j.id).await.unwrap();
+    assert_eq!(stored.segments[1].status, SegmentStatus::Boarding);
+    // The replica is back: the retry is a no-op and is acknowledged.
+    let retried = acknowledged(&store, &j.id, 1, SegmentStatus::Boarding).await;
+    assert!(!retried.changed, "{retried:?}");
+}
+
+/// Over HTTP: 503 with the not-replicated problem and Retry-After, never 200, while the replica
+/// cannot confirm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_replicated_is_a_503_that_says_retrying_is_safe() {
+    let deployment = LocalRedis::primary_with_replicas(1).unwrap();
+    let store = StoreConfig {
+        replicas: wait_for(1),
+        ..StoreConfig::new(S::Lua)
+    };
+    let server = TestServer::start_with(serve_config(&deployment.nodes()[0].url(), store)).await;
+    let client = http_client();
+    let put = |status: &'static str| {
+        client
+            .put(server.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
+            .json(&json!({ "status": status }))
+            .send()
+    };
+    poll_until(Duration::from_secs(20), "a confirmed update", || async {
+        put("Delayed").await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    deployment.nodes()[1].signal("STOP").unwrap();
+    let refused = put("Boarding").await.unwrap();
+    deployment.nodes()[1].signal("CONT").unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/not-replicated", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("retrying the same change is safe")),
+        "{problem}"
+    );
+}
+
+/// On a cluster with replicas, each write waits on its own slot's primary (not on every
+/// primary): journeys in every partition are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_each_write_waits_on_its_own_primary() {
+    let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+    let redis = connect(&cluster.url()).await;
+    let store = store_with(
+        &redis,
+        StoreConfig {
+            replicas: wait_for(1),
+            ..StoreConfig::new(S::Hash)
+        },
+    )
+    .await;
+    let mut slots = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let j = journey(&unique_id("SLOT"), 1);
+        slots.insert(keys::slot(&keys::journey_hash(&j.id)) / 5462);
+        store.create(&j).await.unwrap();
+        assert!(
+            acknowledged(&store, &j.id, 0, SegmentStatus::Delayed)
+                .await
+                .changed
+        );
+    }
+    assert_eq!(slots.len(), 3, "the journeys covered every master's slots");
+}
+
+/// One request of a history: which target, what it asked, what it was answered.
+#[derive(Debug, Clone)]
+struct Request {
+    segment: usize,
+    status: SegmentStatus,
+    acknowledged: bool,
+}
+
+/// Writers over `ids`, one per segment index, each toggling its segment and recording every
+/// answer, until `stop` is set (and at least `min_rounds` rounds are done).
+fn writers(
+    client: &reqwest::Client,
+    base: &str,
+    ids: &Arc<Vec<JourneyId>>,
+    segments: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<BTreeMap<JourneyId, Vec<Request>>>> {
+    (0..segments)
+        .map(|segment| {
+            let (client, base, ids, stop) = (
+                client.clone(),
+                base.to_owned(),
+                Arc::clone(ids),
+                Arc::clone(stop),
+            );
+            tokio::spawn(async move {
+                let mut history: BTreeMap<JourneyId, Vec<Request>> = BTreeMap::new();
+                let mut round = 0usize;
+                while !stop.load(Ordering::SeqCst) && round < 10_000 {
+                    let status = if round.is_multiple_of(2) {
+                        SegmentStatus::Delayed
+                    } else {
+                        SegmentStatus::Scheduled
+                    };
+                    for id in ids.iter() {
+                        let url = format!(
+                            "{base}/api/journeys/{id}/segments/{}/status",
+                            segment_id(segment)
+                        );
+                        let acknowledged = client
+                            .put(url)
+                            .json(&json!({ "status": status.to_string() }))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status() == 200);
+                        history.entry(id.clone()).or_default().push(Request {
+                            segment,
+                            status,
+                            acknowledged,
+                        });
+                    }
+                    round += 1;
+                }
+                history
+            })
+        })
+        .collect()
+}
+
+/// The history check. Returns how many acknowledged updates the state lost.
+fn lost_updates(
+    histories: &[BTreeMap<JourneyId, Vec<Request>>],
+    state: &BTreeMap<JourneyId, Vec<SegmentStatus>>,
+) -> usize {
+    let mut lost = 0;
+    for history in histories {
+        for (id, requests) in history {
+            let segment = requests[0].segment;
+            let Some(last_ack) = requests.iter().rposition(|r| r.acknowledged) else {
+                continue;
+            };
+            // What the final state may hold: the last acknowledged status, or that of any later
+            // request whose answer was not a success (it may have landed).
+            let allowed: Vec<SegmentStatus> =
+                requests[last_ack..].iter().map(|r| r.status).collect();
+            if !allowed.contains(&state[id][segment]) {
+                lost += 1;
+            }
+        }
+    }
+    lost
+}
+
+async fn final_state(
+    store: &RedisJourneyStore,
+    ids: &[JourneyId],
+) -> BTreeMap<JourneyId, Vec<SegmentStatus>> {
+    let mut state = BTreeMap::new();
+    for id in ids {
+        let j = store.get(id).await.unwrap();
+        state.insert(id.clone(), j.segments.iter().map(|s| s.status).collect());
+    }
+    state
+}
+
+/// Seeds `n` journeys of `segments` segments through `store`.
+async fn seed(store: &RedisJourneyStore, n: usize, segments: usize) -> Arc<Vec<JourneyId>> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let j = journey(&unique_id("FAULT"), segments);
+        store.create(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    Arc::new(ids)
+}
+
+/// redis-server SIGKILLed under load and restarted from its AOF with `appendfsync always`: the
+/// same API instance recovers by itself, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_killed_under_load_restarts_from_its_aof_losing_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let mut deployment = LocalRedis::persistent(data.path(), Fsync::Always).unwrap();
+    let url = deployment.url();
+    let server = TestServer::start(&url, S::Lua).await;
+    let store = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
+    let ids = seed(&store, 20, 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = http_client();
+    let tasks = writers(&client, &server.base, &ids, 2, &stop);
+    // Under load: wait until some updates have been acknowledged, then kill.
+    poll_until(Duration::from_secs(10), "acknowledged updates", || async {
+        store.get(&ids[0]).await.is_ok_and(|j| j.version.get() >= 2)
+    })
+    .await;
+    deployment.nodes()[0].signal("KILL").unwrap();
+    deployment.nodes_mut()[0].restart().unwrap();
+    let restarted = Instant::now();
+    // The same API instance serves again without a restart of its own.
+    poll_until(
+        Duration::from_secs(15),
+        "the API to write again",
+        || async {
+            client
+                .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
+                .json(&json!({"status": "Confirmed"}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let recovered = restarted.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut histories = Vec::new();
+    for task in tasks {
+        histories.push(task.await.unwrap());
+    }
+    let acknowledged: usize = histories
+        .iter()
+        .flat_map(|h| h.values())
+        .flatten()
+        .filter(|r| r.acknowledged)
+        .count();
+    assert!(acknowledged > 0);
+    let reader = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
+    let state = final_state(&reader, &ids).await;
+    let lost = lost_updates(&histories, &state);
+    eprintln!(
+        "fault: redis-server SIGKILLed, restarted from AOF (always): {acknowledged} acknowledged, \
+         {lost} lost, API writing again {recovered:?} after the restart"
+    );
+    assert_eq!(lost, 0, "recovered after {recovered:?}");
+}
+
+/// A replica paused, its primary killed, the replica promoted: without `--wait-replicas` updates
+/// were acknowledged while no replica could confirm them (the documented risk); with
+/// `--wait-replicas 1` none was, and nothing acknowledged is missing after the promotion.
+#[rstest::rstest]
+#[case::without_wait(None)]
+#[case::with_wait_replicas_1(wait_for(1))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_replica_promoted_after_its_primary_dies(#[case] replicas: Option<ReplicaWait>) {
+    let deployment = LocalRedis::primary_with_replicas(1).unwrap();
+    let primary = deployment.nodes()[0].url();
+    let replica = deployment.nodes()[1].url();
+    let config = StoreConfig {
+        replicas,
+        ..StoreConfig::new(S::Lua)
+    };
+    let store = store_with(&connect(&primary).await, config.clone()).await;
+    let ids = seed(&store, 10, 1).await;
+    let mut before = Vec::new();
+    for id in ids.iter() {
+        acknowledged(&store, id, 0, SegmentStatus::Delayed).await;
+        before.push(id.clone());
+    }
+    // The replica stops confirming; every update now is at risk until it does.
+    deployment.nodes()[1].signal("STOP").unwrap();
+    let mut at_risk = 0;
+    for id in ids.iter() {
+        if store
+            .update_segment_status(id, &segment_id(0), SegmentStatus::Boarding, None)
+            .await
+            .is_ok()
+        {
+            at_risk += 1;
+        }
+    }
+    deployment.nodes()[0].signal("KILL").unwrap();
+    deployment.nodes()[1].signal("CONT").unwrap();
+    let promoted = connect(&replica).await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut promoted.shared())
+        .await
+        .unwrap();
+    eprintln!(
+        "fault: replica paused, primary killed, wait={:?}: {at_risk} of {} updates acknowledged \
+         while no replica could confirm them",
+        replicas.map(|r| r.replicas),
+        ids.len()
+    );
+    if replicas.is_some() {
+        assert_eq!(at_risk, 0, "acknowledged while no replica could confirm");
+    } else {
+        assert_eq!(
+            at_risk,
+            ids.len(),
+            "without WAIT every update was acknowledged with no replica confirming it"
+        );
+    }
+    // Whatever was acknowledged with a replica's confirmation is on the promoted replica.
+    let after = store_with(&promoted, StoreConfig::new(S::Lua)).await;
+    for id in &before {
+        let status = after.get(id).await.unwrap().segments[0].status;
+        assert!(
+            matches!(status, SegmentStatus::Delayed | SegmentStatus::Boarding),
+            "{id}: {status}"
+        );
+    }
+}
+
+/// A cluster primary SIGKILLed under load (no `--wait-replicas`: after the promotion that shard
+/// has no replica left to wait for): its replica is promoted, the same API instance serves its
+/// slots again without a restart, and nothing acknowledged is lost (replication on loopback
+/// keeps up; the paused-replica test shows the case where it does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowledged() {
+    let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+    let url = cluster.url();
+    let server = TestServer::start(&url, S::Lua).await;
+    let store = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
+    let ids = seed(&store, 30, 2).await;
+    // The primary that holds the first journey's slot.
+    let slot = keys::slot(&keys::journey_document(&ids[0]));
+    let victim = cluster
+        .nodes()
+        .iter()
+        .find(|n| {
+            n.raw_command("INFO replication")
+                .is_ok_and(|i| i.contains("role:master"))
+                && n.raw_command(&format!("CLUSTER COUNTKEYSINSLOT {slot}"))
+                    .is_ok_and(|r| r.trim() != ":0")
+        })
+        .expect("the primary of the first journey's slot");
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = http_client();
+    let tasks = writers(&client, &server.base, &ids, 2, &stop);
+    poll_until(Duration::from_secs(10), "acknowledged updates", || async {
+        store.get(&ids[0]).await.is_ok_and(|j| j.version.get() >= 2)
+    })
+    .await;
+    victim.signal("KILL").unwrap();
+    let killed = Instant::now();
+    poll_until(
+        Duration::from_secs(30),
+        "the API to write the failed primary's slot again",
+        || async {
+            client
+                .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
+                .json(&json!({"status": "Confirmed"}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let recovered = killed.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut histories = Vec::new();
+    for task in tasks {
+        histories.push(task.await.unwrap());
+    }
+    let reader = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
+    let state = final_state(&reader, &ids).await;
+    let lost = lost_updates(&histories, &state);
+    let acknowledged: usize = histories
+        .iter()
+        .flat_map(|h| h.values())
+        .flatten()
+        .filter(|r| r.acknowledged)
+        .count();
+    eprintln!(
+        "fault: cluster primary SIGKILLed: {acknowledged} acknowledged, {lost} lost, API writing \
+         its slot again {recovered:?} after the kill"
+    );
+    assert_eq!(lost, 0, "recovered {recovered:?} after the kill");
+}
