@@ -12,6 +12,8 @@ pub enum Private {
     Throwaway,
     /// A 3-master cluster, persistence off (`--cluster`).
     Cluster,
+    /// One primary with this many replicas, persistence off (`compare --wait-replicas`).
+    Replicated(usize),
     /// One server keeping its data in `dir` with AOF on (`serve`).
     Persistent {
         /// The data directory.
@@ -45,6 +47,7 @@ impl Deployment {
         let local = match &private {
             Private::Throwaway => LocalRedis::standalone()?,
             Private::Cluster => LocalRedis::cluster(3)?,
+            Private::Replicated(replicas) => LocalRedis::primary_with_replicas(*replicas)?,
             Private::Persistent { dir, fsync } => LocalRedis::persistent(dir, *fsync)?,
         };
         match &private {
@@ -59,8 +62,16 @@ impl Deployment {
                 "no Redis URL configured: started a private redis-server that keeps nothing (stopped on exit)"
             ),
         }
+        // A replicated deployment is reached through its primary.
+        let url = match private {
+            Private::Replicated(_) => local
+                .nodes()
+                .first()
+                .map_or_else(|| local.url(), |primary| primary.url()),
+            _ => local.url(),
+        };
         Ok(Self {
-            url: local.url(),
+            url,
             _private: Some(local),
         })
     }

@@ -290,11 +290,13 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
         },
         http: args.http.clone(),
         audit: args.audit,
+        replicas: settings.replicas,
     };
-    let private = if args.cluster {
-        Private::Cluster
-    } else {
-        Private::Throwaway
+    let private = match (args.cluster, settings.replicas) {
+        (true, _) => Private::Cluster,
+        // Waiting for replicas needs some: a private primary with as many as are waited for.
+        (false, Some(wait)) => Private::Replicated(wait.replicas as usize),
+        (false, None) => Private::Throwaway,
     };
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), private)?;
     let started_at = chrono::Utc::now().to_rfc3339();

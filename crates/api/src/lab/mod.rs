@@ -460,6 +460,9 @@ pub struct Comparison {
     /// After each in-process run, drain the outbox and audit the run's journeys
     /// ([`crate::outbox::drain_and_audit`]).
     pub audit: bool,
+    /// Also run every strategy with this replica wait (`--wait-replicas`), right after the run
+    /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.
+    pub replicas: Option<flyrtech_infrastructure::ReplicaWait>,
 }
 
 /// The set that lists the lab's journeys, apart from the service's `journeys:index`.
@@ -485,21 +488,31 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
                 reports.push(run_with(driver, scenario, params, false).await?);
                 continue;
             }
+            let waits = std::iter::once(None).chain(comparison.replicas.map(Some));
+            let waits: Vec<_> = waits.collect();
             for &strategy in &comparison.strategies {
-                let config = flyrtech_infrastructure::StoreConfig {
-                    processing_delay: params.processing_delay,
-                    // The lab's journeys stay out of the service's listing and dataset: it can
-                    // run beside a served dataset of either layout without touching it.
-                    index: LAB_INDEX.to_owned(),
-                    ..flyrtech_infrastructure::StoreConfig::new(strategy)
-                };
-                let driver =
-                    std::sync::Arc::new(Driver::library(url, &config, params.instances).await?);
-                tracing::info!(
-                    %scenario, %strategy, writers = params.writers, segments = params.segments,
-                    journeys = params.journeys, "running"
-                );
-                reports.push(run_with(&driver, scenario, params, comparison.audit).await?);
+                for &replicas in &waits {
+                    let config = flyrtech_infrastructure::StoreConfig {
+                        processing_delay: params.processing_delay,
+                        // The lab's journeys stay out of the service's listing and dataset: it
+                        // can run beside a served dataset of either layout without touching it.
+                        index: LAB_INDEX.to_owned(),
+                        replicas,
+                        ..flyrtech_infrastructure::StoreConfig::new(strategy)
+                    };
+                    let driver =
+                        std::sync::Arc::new(Driver::library(url, &config, params.instances).await?);
+                    tracing::info!(
+                        %scenario, %strategy, writers = params.writers, segments = params.segments,
+                        journeys = params.journeys, wait_replicas = replicas.map(|r| r.replicas),
+                        "running"
+                    );
+                    let mut report = run_with(&driver, scenario, params, comparison.audit).await?;
+                    if let Some(wait) = replicas {
+                        report.strategy = format!("{} +wait{}", report.strategy, wait.replicas);
+                    }
+                    reports.push(report);
+                }
             }
         }
     }

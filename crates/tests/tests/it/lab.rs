@@ -37,6 +37,7 @@ async fn run(
         knobs: knobs.clone(),
         http: Vec::new(),
         audit: false,
+        replicas: None,
     };
     lab::compare(&redis.url(), &comparison).await.unwrap()
 }
@@ -118,6 +119,7 @@ async fn the_http_mode_drives_running_servers() {
         knobs: small(),
         http: servers.iter().map(|s| s.base.clone()).collect(),
         audit: false,
+        replicas: None,
     };
     let [r] = lab::compare(&redis.url(), &comparison)
         .await
@@ -372,4 +374,31 @@ async fn the_lab_leaves_a_served_dataset_alone() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     server.stop().await;
+}
+
+/// `compare --wait-replicas 1`: every strategy runs without and then with the wait, side by side
+/// on one primary with a replica; both lose nothing and the wait's run is labelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
+    let deployment = flyrtech_infrastructure::LocalRedis::primary_with_replicas(1).unwrap();
+    let comparison = Comparison {
+        strategies: vec![S::Lua, S::Hash],
+        scenarios: vec![Scenario::Spread],
+        knobs: small(),
+        http: Vec::new(),
+        audit: false,
+        replicas: Some(flyrtech_infrastructure::ReplicaWait {
+            replicas: 1,
+            timeout: Duration::from_millis(900),
+        }),
+    };
+    let reports = lab::compare(&deployment.nodes()[0].url(), &comparison)
+        .await
+        .unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.strategy.as_str()).collect();
+    assert_eq!(names, ["lua", "lua +wait1", "hash", "hash +wait1"]);
+    for r in &reports {
+        assert_eq!((r.lost, r.stale_targets), (0, 0), "{}", r.strategy);
+        assert!(r.acknowledged > 0, "{}", r.strategy);
+    }
 }
