@@ -36,6 +36,15 @@ audit:
 api-check *STRATEGIES:
     tools/api-check/run.sh {{STRATEGIES}}
 
+# The fault suite with its figures printed (docs/reliability.md).
+faults:
+    cargo test -p flyrtech-tests --test it reliability:: -- --nocapture
+
+# The cost of replica-confirmed writes: every strategy with and without WAIT 1 on a private primary with a replica; writes docs/results/wait.json.
+wait-cost:
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
+
 fmt:
     cargo fmt --all
 
