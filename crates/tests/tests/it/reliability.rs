@@ -287,52 +287,18 @@ async fn a_redis_killed_under_load_restarts_from_its_aof_losing_nothing_acknowle
     let server = TestServer::start(&url, S::Lua).await;
     let store = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
     let ids = seed(&store, 20, 2).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = http_client();
-    let tasks = writers(&client, &server.base, &ids, 2, &stop);
-    // Under load: wait until some updates have been acknowledged, then kill.
-    poll_until(Duration::from_secs(10), "acknowledged updates", || async {
-        store.get(&ids[0]).await.is_ok_and(|j| j.version.get() >= 2)
+    let outcome = fault_under_load(&server, &url, &store, &ids, Duration::from_secs(15), || {
+        deployment.nodes()[0].signal("KILL").unwrap();
+        deployment.nodes_mut()[0].restart().unwrap();
     })
     .await;
-    deployment.nodes()[0].signal("KILL").unwrap();
-    deployment.nodes_mut()[0].restart().unwrap();
-    let restarted = Instant::now();
-    // The same API instance serves again without a restart of its own.
-    poll_until(
-        Duration::from_secs(15),
-        "the API to write again",
-        || async {
-            client
-                .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
-                .json(&json!({"status": "Confirmed"}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
-    let recovered = restarted.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let mut histories = Vec::new();
-    for task in tasks {
-        histories.push(task.await.unwrap());
-    }
-    let acknowledged: usize = histories
-        .iter()
-        .flat_map(|h| h.values())
-        .flatten()
-        .filter(|r| r.acknowledged)
-        .count();
-    assert!(acknowledged > 0);
-    let reader = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
-    let state = final_state(&reader, &ids).await;
-    let lost = lost_updates(&histories, &state);
     eprintln!(
-        "fault: redis-server SIGKILLed, restarted from AOF (always): {acknowledged} acknowledged, \
-         {lost} lost, API writing again {recovered:?} after the restart"
+        "fault: redis-server SIGKILLed, restarted from AOF (always): {} acknowledged, {} lost, \
+         API writing again {:?} after the restart",
+        outcome.acknowledged, outcome.lost, outcome.recovered
     );
-    assert_eq!(lost, 0, "recovered after {recovered:?}");
+    assert!(outcome.acknowledged > 0);
+    assert_eq!(outcome.lost, 0, "{outcome:?}");
 }
 
 /// A replica paused, its primary killed, the replica promoted: without `--wait-replicas` updates
@@ -427,46 +393,75 @@ async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowled
                     .is_ok_and(|r| r.trim() != ":0")
         })
         .expect("the primary of the first journey's slot");
+    let outcome = fault_under_load(&server, &url, &store, &ids, Duration::from_secs(30), || {
+        victim.signal("KILL").unwrap();
+    })
+    .await;
+    eprintln!(
+        "fault: cluster primary SIGKILLed: {} acknowledged, {} lost, API writing its slot again \
+         {:?} after the kill",
+        outcome.acknowledged, outcome.lost, outcome.recovered
+    );
+    assert_eq!(outcome.lost, 0, "{outcome:?}");
+}
+
+/// What a fault under load did.
+#[derive(Debug)]
+struct UnderLoad {
+    /// Updates answered 200.
+    acknowledged: usize,
+    /// Acknowledged updates the final state lost (the history check).
+    lost: usize,
+    /// From the fault to the first update the same API instance acknowledged again.
+    recovered: Duration,
+}
+
+/// Writers through `server` on two segments of `ids`; once some updates are acknowledged,
+/// `fault` runs; then a bounded poll (`limit`) until the API writes again; then the writers stop
+/// and the final state, read through a fresh connection to `url`, is checked against the history.
+async fn fault_under_load(
+    server: &TestServer,
+    url: &str,
+    store: &RedisJourneyStore,
+    ids: &Arc<Vec<JourneyId>>,
+    limit: Duration,
+    fault: impl FnOnce(),
+) -> UnderLoad {
     let stop = Arc::new(AtomicBool::new(false));
     let client = http_client();
-    let tasks = writers(&client, &server.base, &ids, 2, &stop);
+    let tasks = writers(&client, &server.base, ids, 2, &stop);
     poll_until(Duration::from_secs(10), "acknowledged updates", || async {
         store.get(&ids[0]).await.is_ok_and(|j| j.version.get() >= 2)
     })
     .await;
-    victim.signal("KILL").unwrap();
-    let killed = Instant::now();
-    poll_until(
-        Duration::from_secs(30),
-        "the API to write the failed primary's slot again",
-        || async {
-            client
-                .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
-                .json(&json!({"status": "Confirmed"}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
+    fault();
+    let faulted = Instant::now();
+    // The same API instance serves again without a restart of its own.
+    poll_until(limit, "the API to write again", || async {
+        client
+            .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
+            .json(&json!({"status": "Confirmed"}))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
     .await;
-    let recovered = killed.elapsed();
+    let recovered = faulted.elapsed();
     stop.store(true, Ordering::SeqCst);
     let mut histories = Vec::new();
     for task in tasks {
         histories.push(task.await.unwrap());
     }
-    let reader = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
-    let state = final_state(&reader, &ids).await;
-    let lost = lost_updates(&histories, &state);
-    let acknowledged: usize = histories
-        .iter()
-        .flat_map(|h| h.values())
-        .flatten()
-        .filter(|r| r.acknowledged)
-        .count();
-    eprintln!(
-        "fault: cluster primary SIGKILLed: {acknowledged} acknowledged, {lost} lost, API writing \
-         its slot again {recovered:?} after the kill"
-    );
-    assert_eq!(lost, 0, "recovered {recovered:?} after the kill");
+    let reader = store_with(&connect(url).await, StoreConfig::new(S::Lua)).await;
+    let state = final_state(&reader, ids).await;
+    UnderLoad {
+        acknowledged: histories
+            .iter()
+            .flat_map(|h| h.values())
+            .flatten()
+            .filter(|r| r.acknowledged)
+            .count(),
+        lost: lost_updates(&histories, &state),
+        recovered,
+    }
 }
