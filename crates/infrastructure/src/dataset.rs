@@ -431,7 +431,7 @@ impl IndexScan {
 
 /// Converts `ids`, grouped by partition (one slot each), with `concurrency` partitions' pipelines
 /// in flight; each raw id with its outcome or the reason it failed. `precheck`: see
-/// [`Converter::convert`].
+/// [`Converter::convert_slot`].
 async fn convert_all(
     redis: &Redis,
     converter: &Converter,

@@ -296,10 +296,8 @@ impl Converter {
         }
     }
 
-    /// Puts journey `id` in layout `to`, atomically. Idempotent. With `precheck`, first asks
-    /// cheaply whether anything is left in the source layout: worth it where most journeys are
-    /// expected to be converted already (a sweep, a resumed or repeated run), a wasted round
-    /// trip where most are not.
+    /// Puts journey `id` in layout `to`, atomically, on its own (the batched path's fallback
+    /// for a journey that changed under its batch). Idempotent.
     ///
     /// # Errors
     /// [`ConversionError`]; nothing was written for the journey then.
@@ -308,27 +306,7 @@ impl Converter {
         conn: &mut Conn,
         id: &JourneyId,
         to: Layout,
-        precheck: bool,
     ) -> Result<Conversion, ConversionError> {
-        if precheck {
-            let (document, hash): (bool, bool) = redis::pipe()
-                .exists(keys::journey_document(id))
-                .exists(keys::journey_hash(id))
-                .query_async(conn)
-                .await
-                .store_err()?;
-            let (source, target) = match to {
-                Layout::Document => (hash, document),
-                Layout::Hash => (document, hash),
-            };
-            if !source {
-                return Ok(if target {
-                    Conversion::AlreadyThere
-                } else {
-                    Conversion::Absent
-                });
-            }
-        }
         for _ in 0..CONVERSION_TRIES {
             let copies = Copies::read(conn, id).await?;
             let (keys, args, outcome) = match Self::plan(id, &copies, to)? {
@@ -352,7 +330,9 @@ impl Converter {
     /// Converts journeys of one slot (one partition) with one read pipeline and one write
     /// pipeline (a cluster pipeline may not cross slots). A journey the batch did not convert (a
     /// copy changed after the read, a master that lost the script, an error) goes through
-    /// [`Converter::convert`] on its own. `precheck` (see there) is one more pipeline first.
+    /// [`Converter::convert`] on its own. With `precheck`, one more pipeline first asks which
+    /// journeys still have a copy in the source layout: worth it where most are expected to be
+    /// converted already (a sweep, a resumed or repeated run), a wasted round trip where not.
     pub(crate) async fn convert_slot(
         &self,
         conn: &mut Conn,
@@ -393,7 +373,7 @@ impl Converter {
         let replies: Result<Vec<redis::Value>, _> = read.query_async(conn).await;
         let Ok(replies) = replies else {
             for id in ids {
-                let outcome = self.convert(conn, &id, to, false).await;
+                let outcome = self.convert(conn, &id, to).await;
                 results.push((id, outcome));
             }
             return results;
@@ -452,7 +432,7 @@ impl Converter {
             }
         }
         for id in alone {
-            let outcome = self.convert(conn, &id, to, false).await;
+            let outcome = self.convert(conn, &id, to).await;
             results.push((id, outcome));
         }
         results
