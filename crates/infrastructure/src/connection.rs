@@ -75,6 +75,10 @@ pub struct Redis {
     shared: Shared,
     pool: Pool,
     round_trips: Arc<AtomicU64>,
+    /// Kept to open connections of other kinds later ([`Redis::subscriber`]).
+    settings: Arc<RedisSettings>,
+    /// The seed URLs (one for a standalone server).
+    seeds_kept: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -94,6 +98,7 @@ impl Redis {
     /// seed answers.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
         let seeds = settings.seeds();
+        let seeds_kept: Arc<[String]> = seeds.clone().into();
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
@@ -143,7 +148,54 @@ impl Redis {
             shared,
             pool,
             round_trips: Arc::new(AtomicU64::new(0)),
+            settings: Arc::new(settings.clone()),
+            seeds_kept,
         })
+    }
+
+    /// A connection of its own that only subscribes, for notifications such as a lock's release
+    /// (pub/sub must never share the multiplexed connection: REDIS-NOTES). RESP3: messages arrive
+    /// on `push`, and the connection subscribes again by itself after a reconnect. On a cluster
+    /// it uses sharded channels (`SSUBSCRIBE`), which the node holding the channel's slot
+    /// delivers without broadcasting over the cluster bus; standalone, classic channels.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub(crate) async fn subscriber(
+        &self,
+        push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<Subscriber, StoreError> {
+        let settings = &self.settings;
+        if self.is_cluster() {
+            let client = ClusterClientBuilder::new(self.seeds_kept.to_vec())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push)
+                .build()
+                .map_err(invalid_url)?;
+            let conn = client.get_async_connection().await.store_err()?;
+            return Ok(Subscriber::Cluster(conn));
+        }
+        let url = self.seeds_kept.first().cloned().unwrap_or_default();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid_url)?;
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client =
+            redis::Client::open(info.set_redis_settings(redis_settings)).map_err(invalid_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_max_delay(Duration::from_millis(200))
+            .set_push_sender(push)
+            .set_automatic_resubscription();
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .store_err()?;
+        Ok(Subscriber::Single(conn))
     }
 
     /// Whether this handle talks to a cluster.
@@ -236,6 +288,30 @@ fn invalid_url(err: redis::RedisError) -> StoreError {
 
 fn pool_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreError {
     StoreError::unavailable("no Redis connection available", err)
+}
+
+/// A subscribing connection: see [`Redis::subscriber`].
+pub(crate) enum Subscriber {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    /// Subscribes to `channel`; returns once Redis confirmed it.
+    pub(crate) async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(c) => c.subscribe(channel).await,
+            Self::Cluster(c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    /// Stops listening to `channel`.
+    pub(crate) async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(c) => c.unsubscribe(channel).await,
+            Self::Cluster(c) => c.sunsubscribe(channel).await,
+        }
+    }
 }
 
 enum Inner {

@@ -21,6 +21,8 @@
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
 //! - [`retry`]: bounded exponential backoff with full jitter.
 //! - [`server`]: what the Redis server must guarantee (no eviction of journeys, data on disk).
+//! - `wakeup`: lock waiters woken by the release (pub/sub per lock), with a bounded fallback
+//!   poll.
 //! - `telemetry`: the metrics the store records (names and labels in its module docs).
 
 pub mod audit;
@@ -39,6 +41,7 @@ mod script_reply;
 pub mod server;
 pub mod strategy;
 mod telemetry;
+mod wakeup;
 
 pub use cache::RedisCache;
 pub use connection::{Redis, RedisSettings};
@@ -48,6 +51,6 @@ pub use local_redis::{Fsync, LaunchError, LocalRedis, RedisProcess};
 pub use retry::RetryPolicy;
 pub use script_reply::ScriptCall;
 pub use strategy::{
-    FencingToken, LockGuard, LockSettings, RedisJourneyStore, ReplicaWait, SeedReport, StoreConfig,
-    Strategy, UnknownStrategy,
+    FencingToken, LockGuard, LockSettings, LockWaiters, RedisJourneyStore, ReplicaWait, SeedReport,
+    StoreConfig, Strategy, UnknownStrategy,
 };

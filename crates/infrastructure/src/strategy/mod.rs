@@ -48,6 +48,7 @@ use crate::retry::RetryPolicy;
 use crate::script_reply::{ScriptCall, UpdateScript};
 use crate::{dataset, document, keys};
 
+pub use crate::wakeup::LockWaiters;
 pub use redlock::{FencingToken, LockGuard, LockSettings};
 
 /// A concurrency strategy, chosen by name at start-up.

@@ -58,6 +58,7 @@ impl Optimistic {
                 .query_async(&mut conn)
                 .await
                 .store_err()?;
+            let read_at = std::time::Instant::now();
             // Absent: not created, or moved to the hash layout by a migration.
             let Some(raw) = raw else { return Ok(None) };
             let mut journey = document::decode(id, &raw)?;
@@ -83,7 +84,7 @@ impl Optimistic {
                 self.base.replicate(&mut conn, &key).await?;
                 return Ok(Some(done));
             }
-            attempts.backoff().await?;
+            attempts.backoff_after_conflict(read_at.elapsed()).await?;
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Redlock over independent masters, and the fencing that makes it safe.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange, StoreError};
 use flyrtech_infrastructure::{
-    LocalRedis, LockSettings, RedisJourneyStore, RetryPolicy, StoreConfig, Strategy,
+    LocalRedis, LockSettings, LockWaiters, RedisJourneyStore, RetryPolicy, StoreConfig, Strategy,
 };
-use flyrtech_tests::{ApplyNow, TestRedis, journey, segment_id, store_with, unique_id};
+use flyrtech_tests::{
+    ApplyNow, TestRedis, Topology, journey, poll_until, segment_id, store_with, unique_id,
+};
+use rstest::rstest;
 
 fn masters(n: usize) -> Vec<LocalRedis> {
     LocalRedis::independent_masters(n).unwrap_or_else(|e| panic!("cannot start lock masters: {e}"))
@@ -236,4 +240,183 @@ async fn a_stale_holder_is_refused_even_before_the_new_holder_writes() {
     let state = store.get(&id).await.unwrap();
     assert_eq!(state.segments[0].status, SegmentStatus::Scheduled);
     assert_eq!(state.segments[1].status, SegmentStatus::Departed);
+}
+
+/// Where the lock lives for the wake-up tests.
+#[derive(Debug, Clone, Copy)]
+enum LockNodes {
+    /// The store's own standalone server (classic PUBLISH / SUBSCRIBE).
+    OwnServer,
+    /// The store's own 3-master cluster (sharded SPUBLISH / SSUBSCRIBE).
+    OwnCluster,
+    /// Three independent masters (each publishes the release; one wake-up counts).
+    ThreeMasters,
+}
+
+/// A redlock store whose waiters never poll within a test's lifetime: only a release
+/// notification can wake them.
+async fn never_polling_store(nodes: LockNodes) -> (TestRedis, Vec<LocalRedis>, RedisJourneyStore) {
+    let redis = TestRedis::start(match nodes {
+        LockNodes::OwnCluster => Topology::Cluster,
+        _ => Topology::Single,
+    });
+    let lock_masters = match nodes {
+        LockNodes::ThreeMasters => masters(3),
+        _ => Vec::new(),
+    };
+    let patient = RetryPolicy {
+        deadline: Duration::from_secs(120),
+        ..RetryPolicy::default()
+    };
+    let mut config = config(&lock_masters, Duration::from_secs(30), patient);
+    config.lock.wake_fallback = Duration::from_secs(60);
+    let store = store_with(&redis.connect().await, config).await;
+    (redis, lock_masters, store)
+}
+
+/// A waiter whose fallback poll is a minute away gets the lock as soon as the holder releases
+/// it: the release notified it.
+#[rstest]
+#[case::own_server(LockNodes::OwnServer)]
+#[case::own_cluster(LockNodes::OwnCluster)]
+#[case::three_masters(LockNodes::ThreeMasters)]
+#[tokio::test]
+async fn a_waiter_is_woken_by_the_release_not_by_its_poll(#[case] nodes: LockNodes) {
+    let (_redis, _lock_masters, store) = never_polling_store(nodes).await;
+    let store = Arc::new(store);
+    let lock = store.redlock().unwrap();
+    let id = unique_id("WAKE");
+    let held = lock.acquire(&id).await.unwrap();
+
+    let waiter = tokio::spawn({
+        let (store, id) = (Arc::clone(&store), id.clone());
+        async move {
+            let lock = store.redlock().unwrap();
+            let guard = lock.acquire(&id).await;
+            if let Ok(guard) = guard {
+                lock.release(guard).await;
+                return Ok(());
+            }
+            guard.map(drop)
+        }
+    });
+    poll_until(
+        Duration::from_secs(10),
+        "the waiter to queue up",
+        || async {
+            lock.waiters(&id)
+                == LockWaiters {
+                    queued: 1,
+                    subscribed: true,
+                }
+        },
+    )
+    .await;
+    assert!(
+        !waiter.is_finished(),
+        "the lock is held: the waiter must wait"
+    );
+
+    lock.release(held).await;
+    let acquired = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the release did not wake the waiter (its poll is 60 s away)")
+        .unwrap();
+    acquired.unwrap();
+    poll_until(Duration::from_secs(10), "the waiter to leave", || async {
+        lock.waiters(&id) == LockWaiters::default()
+    })
+    .await;
+}
+
+/// Waiters of one process get the lock in the order they started waiting, each woken by the
+/// previous holder's release; when the last has gone, the channel is unsubscribed.
+#[tokio::test]
+async fn waiters_of_one_process_take_the_lock_in_arrival_order() {
+    let (redis, _lock_masters, store) = never_polling_store(LockNodes::OwnServer).await;
+    let store = Arc::new(store);
+    let lock = store.redlock().unwrap();
+    let id = unique_id("FIFO");
+    let held = lock.acquire(&id).await.unwrap();
+
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 0..5usize {
+        waiters.push(tokio::spawn({
+            let (store, id, order) = (Arc::clone(&store), id.clone(), Arc::clone(&order));
+            async move {
+                let lock = store.redlock().unwrap();
+                let guard = lock.acquire(&id).await.unwrap();
+                order.lock().unwrap().push(n);
+                lock.release(guard).await;
+            }
+        }));
+        // The next one starts only once this one has queued up.
+        poll_until(Duration::from_secs(10), "a waiter to queue up", || async {
+            lock.waiters(&id)
+                == LockWaiters {
+                    queued: n + 1,
+                    subscribed: true,
+                }
+        })
+        .await;
+    }
+    lock.release(held).await;
+    for waiter in waiters {
+        tokio::time::timeout(Duration::from_secs(20), waiter)
+            .await
+            .expect("a waiter was never woken")
+            .unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+
+    let channel = format!(
+        "{}:released",
+        flyrtech_infrastructure::keys::journey_lock(&id)
+    );
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    poll_until(
+        Duration::from_secs(10),
+        "the channel to be unsubscribed",
+        || {
+            let mut conn = conn.clone();
+            let channel = channel.clone();
+            async move {
+                let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&channel)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                subscribers == 0
+            }
+        },
+    )
+    .await;
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+/// A holder that dies never publishes its release: the waiter finds the expired lock by its
+/// bounded fallback poll.
+#[tokio::test]
+async fn a_lock_whose_holder_died_is_taken_once_it_expires() {
+    let redis = TestRedis::single();
+    let mut config = config(&[], Duration::from_millis(300), RetryPolicy::default());
+    config.lock.wake_fallback = Duration::from_millis(50);
+    let store = store_with(&redis.connect().await, config).await;
+    let lock = store.redlock().unwrap();
+    let id = unique_id("DIED");
+    // The holder "dies": it never releases.
+    drop(lock.acquire(&id).await.unwrap());
+    let taken = lock.acquire(&id).await.unwrap();
+    assert!(
+        taken.waited > Duration::ZERO,
+        "the second acquisition had to wait for the expiry"
+    );
+    lock.release(taken).await;
+    assert_eq!(lock.waiters(&id), LockWaiters::default());
 }
