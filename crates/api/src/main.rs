@@ -18,6 +18,11 @@ use flyrtech_infrastructure::{
 };
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
+/// measured with perf, docs/results/http.md); mimalloc's thread-local free lists do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flyrtech",
@@ -118,11 +123,22 @@ struct CompareArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Log lines are written by a thread of their own, batched into one write when several are
+    // waiting: under load, one `write(2)` per line on the request path cost `serve` about 7 % of
+    // its CPU (perf, docs/results/http.md). Not lossy: a full queue slows logging callers down
+    // rather than dropping lines. The guard flushes what is left when `main` ends.
+    let (log, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("flyrtech-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -130,6 +146,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     let code = runtime.block_on(run(cli.command, settings))?;
     drop(runtime);
+    drop(log_guard);
     if code != 0 {
         // Everything is dropped by now, a private redis-server included.
         std::process::exit(code);
@@ -289,6 +306,8 @@ async fn compare(args: CompareArgs, settings: Settings) -> anyhow::Result<()> {
             repeats: args.repeats,
         },
         http: args.http.clone(),
+        // An explicit Redis URL beside --http names the servers' Redis.
+        http_redis: settings.redis_url.clone().filter(|_| !args.http.is_empty()),
         audit: args.audit,
         replicas: settings.replicas,
     };

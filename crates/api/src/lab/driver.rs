@@ -2,7 +2,9 @@
 //! instance, each with its own connections), or running `flyrtech serve` instances over HTTP.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
 
 use flyrtech_core::{Journey, JourneyId, JourneyStore, StatusChange, UpdateOutcome};
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
@@ -29,7 +31,26 @@ pub enum Driver {
         bases: Vec<String>,
         /// A pooled client.
         client: reqwest::Client,
+        /// The same strategy in-process on the servers' own Redis, when the lab was given its
+        /// URL: the Redis ceiling is measured through it.
+        twin: Option<Box<Driver>>,
     },
+}
+
+/// What the servers answer when nothing stands behind HTTP: `GET /health` at the run's
+/// concurrency, through the same client.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HttpCeiling {
+    /// Answers per second.
+    pub requests_per_second: f64,
+    /// Answers in all.
+    pub requests: u64,
+    /// Requests that failed (none on a healthy server).
+    pub failed: u64,
+    /// Concurrent clients (the run's writers).
+    pub connections: usize,
+    /// How long it ran.
+    pub duration_ms: f64,
 }
 
 /// Why one update did not succeed: a low-cardinality kind for the report.
@@ -95,6 +116,96 @@ impl Driver {
             strategy,
             bases,
             client,
+            twin: None,
+        })
+    }
+
+    /// Also measures the Redis ceiling of the servers' strategy, through an in-process store
+    /// on `redis_url`, which must be the Redis the servers use (their journeys are copied from
+    /// it).
+    ///
+    /// # Errors
+    /// When that Redis cannot be reached or the servers' strategy is not one this build knows.
+    pub async fn with_redis(self, redis_url: &str) -> Result<Self, LabError> {
+        let Self::Http {
+            strategy,
+            bases,
+            client,
+            ..
+        } = self
+        else {
+            return Ok(self);
+        };
+        let known: Strategy =
+            strategy
+                .parse()
+                .map_err(
+                    |e: flyrtech_infrastructure::UnknownStrategy| LabError::Http {
+                        url: redis_url.to_owned(),
+                        message: e.to_string(),
+                    },
+                )?;
+        let config = StoreConfig {
+            index: super::LAB_INDEX.to_owned(),
+            ..StoreConfig::new(known)
+        };
+        let twin = Self::library(redis_url, &config, bases.len().max(2)).await?;
+        Ok(Self::Http {
+            strategy,
+            bases,
+            client,
+            twin: Some(Box::new(twin)),
+        })
+    }
+
+    /// The driver whose Redis the ceiling is measured on: in-process itself, or the HTTP
+    /// servers' twin.
+    pub fn redis_side(&self) -> &Self {
+        match self {
+            Self::Http {
+                twin: Some(twin), ..
+            } => twin,
+            _ => self,
+        }
+    }
+
+    /// The HTTP ceiling of the servers: `writers` clients of the same pooled client sending
+    /// `GET /health` (no Redis behind it) to the same servers, spread as the updates were,
+    /// for `duration`. `None` in-process.
+    pub async fn http_ceiling(&self, writers: usize, duration: Duration) -> Option<HttpCeiling> {
+        let Self::Http { bases, client, .. } = self else {
+            return None;
+        };
+        let writers = writers.max(1);
+        let started = Instant::now();
+        let deadline = started + duration;
+        let counts = join_all((0..writers).map(|w| {
+            let url = format!("{}/health", bases[w % bases.len()]);
+            async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let answered = match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    if answered {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+        let (ok, failed) = counts.iter().fold((0, 0), |(a, b), (o, f)| (a + o, b + f));
+        Some(HttpCeiling {
+            requests_per_second: ok as f64 / elapsed,
+            requests: ok,
+            failed,
+            connections: writers,
+            duration_ms: elapsed * 1e3,
         })
     }
 

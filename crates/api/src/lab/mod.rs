@@ -385,7 +385,17 @@ pub async fn run_with(
     };
     let seconds = outcome.elapsed.as_secs_f64();
     let ceiling_requests = (outcome.acks.len() as f64 / seconds.max(1e-3) * 2.0) as usize;
-    let ceiling = ceiling::measure(driver, scenario, &params, &ids, ceiling_requests).await;
+    let ceiling = ceiling::measure(
+        driver.redis_side(),
+        scenario,
+        &params,
+        &ids,
+        ceiling_requests,
+    )
+    .await;
+    // As long as the run, within bounds: long enough to be steady, short beside the run.
+    let http_window = outcome.elapsed.clamp(HTTP_CEILING_MIN, HTTP_CEILING_MAX);
+    let http_ceiling = driver.http_ceiling(params.writers, http_window).await;
     let mut report = RunReport::new(
         driver.strategy_name(),
         scenario,
@@ -396,7 +406,7 @@ pub async fn run_with(
         ceiling,
     );
     report.audit = audits;
-    Ok(report)
+    Ok(report.with_http_ceiling(http_ceiling))
 }
 
 /// The id of segment `i` of a [`synthetic_journey`]: `SEG-0000`, `SEG-0001`, ...
@@ -457,6 +467,9 @@ pub struct Comparison {
     pub knobs: Knobs,
     /// Base URLs of running servers to drive instead of the library.
     pub http: Vec<String>,
+    /// The Redis those servers use, when known: their strategy's Redis ceiling is measured
+    /// on it.
+    pub http_redis: Option<String>,
     /// After each in-process run, drain the outbox and audit the run's journeys
     /// ([`crate::outbox::drain_and_audit`]).
     pub audit: bool,
@@ -464,6 +477,10 @@ pub struct Comparison {
     /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.
     pub replicas: Option<flyrtech_infrastructure::ReplicaWait>,
 }
+
+/// Bounds on how long the HTTP ceiling (`GET /health`) is driven after an HTTP run.
+const HTTP_CEILING_MIN: Duration = Duration::from_secs(2);
+const HTTP_CEILING_MAX: Duration = Duration::from_secs(10);
 
 /// The set that lists the lab's journeys, apart from the service's `journeys:index`.
 pub const LAB_INDEX: &str = "lab:journeys:index";
@@ -477,9 +494,12 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
     let http = if comparison.http.is_empty() {
         None
     } else {
-        Some(std::sync::Arc::new(
-            Driver::http(comparison.http.clone()).await?,
-        ))
+        let driver = Driver::http(comparison.http.clone()).await?;
+        let driver = match &comparison.http_redis {
+            Some(redis_url) => driver.with_redis(redis_url).await?,
+            None => driver,
+        };
+        Some(std::sync::Arc::new(driver))
     };
     let mut reports = Vec::new();
     for &scenario in &comparison.scenarios {

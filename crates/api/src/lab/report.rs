@@ -9,6 +9,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::{Serialize, Serializer};
 
 use super::ceiling::Ceiling;
+use super::driver::HttpCeiling;
 use super::verify::Check;
 use super::workload::Outcome;
 use super::{LabError, Params, SCALING_FIXED_WRITERS, Scenario};
@@ -62,6 +63,11 @@ pub struct RunReport {
     pub ceiling: Option<Ceiling>,
     /// `throughput / ceiling.updates_per_second`.
     pub fraction_of_ceiling: Option<f64>,
+    /// Over HTTP: what the same servers answer on `GET /health` with the same client and
+    /// concurrency (no Redis behind it), measured right after the run.
+    pub http_ceiling: Option<HttpCeiling>,
+    /// `throughput / http_ceiling.requests_per_second`.
+    pub fraction_of_http_ceiling: Option<f64>,
     /// With an arrival window: the model's probability that an update is lost
     /// (`super::model_loss_probability`), to set beside `lost / changed`.
     pub model_loss_probability: Option<f64>,
@@ -116,6 +122,8 @@ impl RunReport {
             round_trips_per_update: round_trips.map(|r| r as f64 / sent),
             fraction_of_ceiling: ceiling.as_ref().map(|c| throughput / c.updates_per_second),
             ceiling,
+            http_ceiling: None,
+            fraction_of_http_ceiling: None,
             model_loss_probability: params
                 .arrival_window
                 .map(|t| super::model_loss_probability(params.writers, params.processing_delay, t)),
@@ -125,6 +133,16 @@ impl RunReport {
             }),
             audit: None,
         }
+    }
+
+    /// Sets the HTTP ceiling measured for this run, and the fraction of it the run reached.
+    #[must_use]
+    pub fn with_http_ceiling(mut self, ceiling: Option<HttpCeiling>) -> Self {
+        self.fraction_of_http_ceiling = ceiling
+            .as_ref()
+            .map(|c| self.throughput / c.requests_per_second.max(f64::EPSILON));
+        self.http_ceiling = ceiling;
+        self
     }
 
     /// `naive (incident): 20 of 20 updates acknowledged (20 changes), 19 lost`.
@@ -170,6 +188,7 @@ pub fn table(runs: &[RunReport]) -> String {
         "lock wait ms",
         "RTT/update",
         "of ceiling",
+        "of HTTP ceiling",
     ]);
     let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
     for r in runs {
@@ -192,6 +211,8 @@ pub fn table(runs: &[RunReport]) -> String {
             r.round_trips_per_update
                 .map_or_else(|| "-".into(), |x| format!("{x:.1}")),
             r.fraction_of_ceiling
+                .map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0)),
+            r.fraction_of_http_ceiling
                 .map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0)),
         ]);
     }

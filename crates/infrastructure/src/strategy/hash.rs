@@ -29,7 +29,7 @@ use flyrtech_core::{
     Journey, JourneyId, JourneyVersion, SegmentId, StatusChange, StoreError, UpdateOutcome,
 };
 use redis::AsyncCommands;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Base;
 use crate::error::{RedisResultExt, corrupt};
@@ -92,6 +92,27 @@ impl Hash {
     }
 }
 
+/// Appends the JSON object `object` to `out` with `extra` members (name, JSON text) added at its
+/// end; `None` when `object` is not a JSON object's text.
+fn splice(out: &mut String, object: &str, extra: &[(&str, &str)]) -> Option<()> {
+    let body = object.trim().strip_prefix('{')?.strip_suffix('}')?;
+    out.push('{');
+    out.push_str(body);
+    let mut empty = body.trim().is_empty();
+    for (name, value) in extra {
+        if !empty {
+            out.push(',');
+        }
+        empty = false;
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(value);
+    }
+    out.push('}');
+    Some(())
+}
+
 /// Splits a journey into hash fields.
 pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
     let key = keys::journey_hash(&journey.id);
@@ -130,6 +151,12 @@ pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, Stor
 }
 
 /// Reassembles a journey from a consistent HGETALL snapshot.
+///
+/// The stored fragments are spliced into one JSON text (the status fields and the version
+/// added to their objects) and decoded once, straight into a [`Journey`]: no intermediate
+/// `serde_json::Value` tree, which cost the hash strategy's `GET` a third of its decoding time.
+/// A fragment that is not a JSON object, or that already holds a field the splice adds, is
+/// refused as corrupt by that one decode.
 pub(crate) fn from_fields(
     key: &str,
     id: &JourneyId,
@@ -138,32 +165,40 @@ pub(crate) fn from_fields(
     let field = |name: &str| {
         fields
             .get(name)
+            .map(String::as_str)
             .ok_or_else(|| corrupt(key, format!("missing field {name}")))
     };
-    let object = |name: &str| -> Result<Map<String, Value>, StoreError> {
-        match serde_json::from_str(field(name)?).map_err(|e| corrupt(key, e))? {
-            Value::Object(map) => Ok(map),
-            _ => Err(corrupt(key, format!("field {name} is not an object"))),
-        }
-    };
-    let mut journey = object(HEADER)?;
-    journey.insert(STATUS.into(), Value::String(field(STATUS)?.clone()));
+    let quoted = |text: &str| serde_json::to_string(text).map_err(|e| corrupt(key, e));
     let version: u64 = field(VERSION)?.parse().map_err(|e| corrupt(key, e))?;
-    journey.insert(VERSION.into(), Value::from(version));
     let ids: Vec<SegmentId> =
         serde_json::from_str(field(SEGMENTS)?).map_err(|e| corrupt(key, e))?;
-    let mut segments = Vec::with_capacity(ids.len());
-    for sid in &ids {
-        let mut segment = object(&segment_field(sid))?;
-        segment.insert(
-            STATUS.into(),
-            Value::String(field(&segment_status_field(sid))?.clone()),
-        );
-        segments.push(Value::Object(segment));
+    let mut segments = String::from("[");
+    for (n, sid) in ids.iter().enumerate() {
+        if n > 0 {
+            segments.push(',');
+        }
+        let status = quoted(field(&segment_status_field(sid))?)?;
+        splice(
+            &mut segments,
+            field(&segment_field(sid))?,
+            &[(STATUS, &status)],
+        )
+        .ok_or_else(|| corrupt(key, format!("segment {sid} is not an object")))?;
     }
-    journey.insert(SEGMENTS.into(), Value::Array(segments));
-    let journey: Journey =
-        serde_json::from_value(Value::Object(journey)).map_err(|e| corrupt(key, e))?;
+    segments.push(']');
+    let (status, version) = (quoted(field(STATUS)?)?, version.to_string());
+    let mut text = String::with_capacity(segments.len() + field(HEADER)?.len() + 64);
+    splice(
+        &mut text,
+        field(HEADER)?,
+        &[
+            (STATUS, &status),
+            (VERSION, &version),
+            (SEGMENTS, &segments),
+        ],
+    )
+    .ok_or_else(|| corrupt(key, "field header is not an object"))?;
+    let journey: Journey = serde_json::from_str(&text).map_err(|e| corrupt(key, e))?;
     if &journey.id != id {
         return Err(corrupt(key, format!("holds journey {}", journey.id)));
     }

@@ -36,6 +36,7 @@ async fn run(
         scenarios: vec![scenario],
         knobs: knobs.clone(),
         http: Vec::new(),
+        http_redis: None,
         audit: false,
         replicas: None,
     };
@@ -118,6 +119,7 @@ async fn the_http_mode_drives_running_servers() {
         scenarios: vec![Scenario::HotJourney],
         knobs: small(),
         http: servers.iter().map(|s| s.base.clone()).collect(),
+        http_redis: Some(redis.url()),
         audit: false,
         replicas: None,
     };
@@ -132,6 +134,28 @@ async fn the_http_mode_drives_running_servers() {
         (200, 200, 0, 0)
     );
     assert!(r.round_trips_per_update.is_none());
+
+    // The HTTP ceiling: the same servers' /health, driven with the same client.
+    let http = r
+        .http_ceiling
+        .as_ref()
+        .expect("an HTTP run measures /health");
+    assert_eq!((http.connections, http.failed), (r.params.writers, 0));
+    assert!(http.requests > 0, "{http:?}");
+    let fraction = r.fraction_of_http_ceiling.unwrap();
+    assert!(
+        (fraction - r.throughput / http.requests_per_second).abs() < 1e-9,
+        "{fraction} is not throughput / ceiling"
+    );
+    // Beside it, the servers' strategy's Redis ceiling, replayed on the servers' Redis.
+    let ceiling = r.ceiling.as_ref().expect("the servers' Redis was given");
+    assert!(
+        ceiling
+            .commands
+            .iter()
+            .any(|c| c.command.contains("EVALSHA"))
+    );
+    assert!(r.fraction_of_ceiling.is_some());
 }
 
 /// With redis-benchmark installed (CI installs it), script strategies get the ceiling of their
@@ -386,6 +410,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
         scenarios: vec![Scenario::Spread],
         knobs: small(),
         http: Vec::new(),
+        http_redis: None,
         audit: false,
         replicas: Some(flyrtech_infrastructure::ReplicaWait {
             replicas: 1,

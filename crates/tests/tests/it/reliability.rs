@@ -323,7 +323,23 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] replicas: Opti
         acknowledged(&store, id, 0, SegmentStatus::Delayed).await;
         before.push(id.clone());
     }
-    // The replica stops confirming; every update now is at risk until it does.
+    // Those updates have reached the replica (without WAIT nothing else makes sure of it) ...
+    let offset = |node: &flyrtech_infrastructure::RedisProcess, field: &str| {
+        let info = node.raw_command("INFO replication").unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    poll_until(
+        Duration::from_secs(10),
+        "the replica to catch up",
+        || async {
+            let primary = offset(&deployment.nodes()[0], "master_repl_offset:");
+            primary.is_some() && primary == offset(&deployment.nodes()[1], "slave_repl_offset:")
+        },
+    )
+    .await;
+    // ... then it stops confirming; every update now is at risk until it does.
     deployment.nodes()[1].signal("STOP").unwrap();
     let mut at_risk = 0;
     for id in ids.iter() {

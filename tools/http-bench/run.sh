@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The HTTP path against its own ceiling, with an external load generator.
+#
+#   tools/http-bench/run.sh [STRATEGY ...]        (default: hash lua)
+#
+# For each strategy: a private redis-server on a free port, `flyrtech serve` on it, then wrk
+# (or oha, if wrk is missing) with 50 connections against GET /health (no Redis behind it: the
+# server's own ceiling), GET /api/journeys/JRN-001 and PUT .../segments/SEG-001-1/status, in
+# turn, ROUNDS times (default 3); the median of each is reported with PUT and GET as fractions
+# of /health. Then the lab's view of the same server: `flyrtech compare --http` (spread, 50
+# writers), which drives /health with its own client too and replays the strategy's commands
+# with redis-benchmark on the server's Redis. Everything started is stopped on exit.
+#
+# Environment: DURATION (seconds per wrk run, default 5), ROUNDS (3), CONNECTIONS (50),
+# OUT (default docs/results/http.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+strategies=("$@")
+[ ${#strategies[@]} -gt 0 ] || strategies=(hash lua)
+duration=${DURATION:-5}
+rounds=${ROUNDS:-3}
+connections=${CONNECTIONS:-50}
+out=${OUT:-docs/results/http.txt}
+mkdir -p "$(dirname "$out")"
+
+cargo build --release -q -p flyrtech-api
+bin=target/release/flyrtech
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+
+if command -v wrk >/dev/null; then
+  tool="wrk $( (wrk -v 2>&1 || true) | head -1 | awk '{print $2}')"
+  load() { # URL [PUT]
+    local script=()
+    [ "${2:-}" = PUT ] && script=(-s tools/http-bench/put.lua)
+    wrk -t2 -c"$connections" -d"${duration}s" "${script[@]}" "$1" | awk '/Requests\/sec/ {print $2}'
+  }
+elif command -v oha >/dev/null; then
+  tool="oha $(oha --version | awk '{print $2}')"
+  load() {
+    local extra=()
+    [ "${2:-}" = PUT ] && extra=(-m PUT -H 'Content-Type: application/json' -d '{"status":"Delayed"}')
+    oha --no-tui -j -c "$connections" -z "${duration}s" "${extra[@]}" "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["requestsPerSec"])'
+  }
+else
+  echo "neither wrk (apt-get install wrk) nor oha (cargo install --locked oha) is installed" >&2
+  exit 2
+fi
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+{
+  echo "# tools/http-bench/run.sh ${strategies[*]}  ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo "# $tool, $connections connections, ${duration}s per run, median of $rounds rounds; redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); $(nproc) cores"
+  printf '%-10s %12s %12s %12s %8s %8s\n' strategy health_rps get_rps put_rps get/h put/h
+} | tee "$out"
+
+for strategy in "${strategies[@]}"; do
+  rport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+    --logfile "$work/redis-$strategy.log" &
+  pids+=($!)
+  until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+  hport=$(free_port)
+  "$bin" --redis-url "redis://127.0.0.1:$rport" serve --strategy "$strategy" \
+    --listen "127.0.0.1:$hport" 2>"$work/serve-$strategy.log" &
+  pids+=($!)
+  base="http://127.0.0.1:$hport"
+  wait_for "$base/health"
+  h=(); g=(); p=()
+  for _ in $(seq 1 "$rounds"); do
+    h+=("$(load "$base/health")")
+    g+=("$(load "$base/api/journeys/JRN-001")")
+    p+=("$(load "$base" PUT)")
+  done
+  mh=$(median "${h[@]}"); mg=$(median "${g[@]}"); mp=$(median "${p[@]}")
+  printf '%-10s %12.0f %12.0f %12.0f %8.2f %8.2f\n' "$strategy" "$mh" "$mg" "$mp" \
+    "$(echo "$mg / $mh" | bc -l)" "$(echo "$mp / $mh" | bc -l)" | tee -a "$out"
+  "$bin" --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --scenario spread \
+    --json "$(dirname "$out")/http-lab-$strategy.json" 2>/dev/null | grep -E "^│ $strategy" \
+    | tee -a "$out" || true
+done
