@@ -8,6 +8,8 @@
 //! - [`http`]: `flyrtech serve`, the HTTP API.
 //! - [`lab`]: `flyrtech compare`, strategies side by side, with lost updates counted.
 //! - [`outbox`]: `flyrtech relay`, `flyrtech audit` and `flyrtech backlog`.
+//! - [`projection`]: `flyrtech project` (the bus into PostgreSQL), `flyrtech audit
+//!   --projection`, `flyrtech project-bench`.
 
 pub mod config;
 pub mod dataset;
@@ -15,3 +17,4 @@ pub mod deployment;
 pub mod http;
 pub mod lab;
 pub mod outbox;
+pub mod projection;

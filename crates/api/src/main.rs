@@ -58,6 +58,14 @@ enum Command {
     /// strategy's layout, never overwriting one that exists. Exits with status 3 when some were
     /// skipped (each is listed with the reason).
     ImportLegacy(ImportArgs),
+    /// Apply the bus' changes (NATS JetStream, `relay --bus`) to the PostgreSQL projection,
+    /// each exactly once and in per-journey order (docs/outbox/SCHEMA.md). Runs until SIGTERM,
+    /// or with --drain until every change on the bus is projected.
+    Project(flyrtech_api::projection::ProjectArgs),
+    /// Measure the events' way out: end-to-end lag (commit to projection) under the spread
+    /// scenario, and the drain of a backlog (default 1,000,000) into JetStream and PostgreSQL,
+    /// on private nats-server and PostgreSQL unless URLs are given.
+    ProjectBench(flyrtech_api::projection::ProjectBenchArgs),
     /// Measure the migration: create journeys (default 1,000,000) on an empty Redis, move them
     /// to the hash layout and back, and report the rates.
     MigrateBench(MigrateBenchArgs),
@@ -177,8 +185,38 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             let state = stored_dataset::state(&redis).await?;
             tracing::info!(dataset = %state, "auditing");
             let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
-            let report = outbox::run_audit(&args, &store, &redis).await?;
-            Ok(if report.is_clean() { 0 } else { 1 })
+            let clean = match &args.projection {
+                Some(url) => flyrtech_api::projection::audit_projection(
+                    url,
+                    &store,
+                    args.json.as_ref(),
+                    args.limit,
+                )
+                .await?
+                .is_clean(),
+                None => outbox::run_audit(&args, &store, &redis).await?.is_clean(),
+            };
+            Ok(if clean { 0 } else { 1 })
+        }
+        Command::Project(args) => {
+            flyrtech_api::projection::project(&args, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::ProjectBench(args) => {
+            let (deployment, redis) = connect(&settings, "project-bench").await?;
+            let report = tokio::select! {
+                report = flyrtech_api::projection::bench(&args, &deployment.url, redis) => report?,
+                () = shutdown_signal() => bail!("interrupted"),
+            };
+            let json = serde_json::to_string_pretty(&report)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, &json)?;
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{json}");
+            }
+            Ok(0)
         }
         Command::Migrate(args) => {
             let (_deployment, redis) = connect(&settings, "migrate").await?;

@@ -14,7 +14,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::{JourneyId, JourneyStore, StoreError};
 use flyrtech_infrastructure::audit::{AuditReport, audit};
 use flyrtech_infrastructure::keys::{self, Partition};
-use flyrtech_infrastructure::outbox::publisher::RedisStreamPublisher;
+use flyrtech_infrastructure::outbox::nats::{JetStream, JetStreamPublisher, StreamSettings};
+use flyrtech_infrastructure::outbox::publisher::{Bus, RedisStreamPublisher};
 use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings, RelayStats, depth};
 use flyrtech_infrastructure::outbox::{self, Fields};
 use flyrtech_infrastructure::{Redis, RedisSettings};
@@ -24,6 +25,10 @@ use serde::Serialize;
 /// Where the relay publishes.
 #[derive(Debug, Clone, Args)]
 pub struct BusArgs {
+    /// Publish to NATS JetStream at this URL (`nats://host:port`; stream `JOURNEY_EVENTS`,
+    /// created if absent) instead of the Redis stream.
+    #[arg(long, env = "FLYRTECH_BUS")]
+    pub bus: Option<String>,
     /// Redis URL of the event bus [default: the journey Redis].
     #[arg(long, env = "FLYRTECH_EVENTS_URL")]
     pub events_url: Option<String>,
@@ -44,6 +49,27 @@ impl BusArgs {
         match &self.events_url {
             Some(url) => Redis::connect(&RedisSettings::new(url.clone())).await,
             None => Ok(journeys.clone()),
+        }
+    }
+
+    /// The publisher these flags name: JetStream with `--bus`, else the Redis stream.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
+    pub async fn publisher(&self, journeys: &Redis) -> Result<Bus, StoreError> {
+        match &self.bus {
+            Some(url) if url.starts_with("nats://") => Ok(Bus::JetStream(JetStreamPublisher::new(
+                JetStream::connect(url, StreamSettings::default()).await?,
+            ))),
+            Some(other) => Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+                "--bus",
+                format!("{other:?} is not a nats:// URL"),
+            ))),
+            None => Ok(Bus::Redis(RedisStreamPublisher::new(
+                self.connect(journeys).await?,
+                self.events_stream.clone(),
+                Some(self.events_retention),
+            ))),
         }
     }
 }
@@ -122,12 +148,7 @@ pub async fn relay(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RelayStats> {
     let settings = args.settings()?;
-    let bus = args.bus.connect(&redis).await?;
-    let publisher = RedisStreamPublisher::new(
-        bus,
-        args.bus.events_stream.clone(),
-        Some(args.bus.events_retention),
-    );
+    let publisher = args.bus.publisher(&redis).await?;
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let handle = crate::http::prometheus();
@@ -182,6 +203,10 @@ pub struct AuditArgs {
     /// Findings listed in the terminal output (all are in the JSON).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Compare the PostgreSQL projection at this URL (`flyrtech project`) with the stored
+    /// journeys, instead of replaying the bus.
+    #[arg(long, env = "FLYRTECH_PROJECTION")]
+    pub projection: Option<String>,
     #[command(flatten)]
     pub bus: BusArgs,
 }
@@ -412,7 +437,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
 
 /// Writes `entries` outbox entries, round-robin over `journeys` synthetic journeys, each
 /// journey's versions consecutive: exactly what that many acknowledged segment changes leave.
-async fn fill_outbox(
+pub(crate) async fn fill_outbox(
     redis: &Redis,
     entries: usize,
     journeys: usize,

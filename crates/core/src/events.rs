@@ -88,6 +88,11 @@ impl EventId {
         Self(Uuid::now_v7())
     }
 
+    /// The UUID itself (for stores that have a UUID type).
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
     /// Parses the hyphenated form.
     ///
     /// # Errors

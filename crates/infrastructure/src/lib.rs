@@ -16,9 +16,12 @@
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
 //! - [`outbox`]: the outbox entry written with every change, the [`outbox::relay::Relay`] that
 //!   publishes it through a [`outbox::publisher`], and what the audit reads.
+//! - [`projection`]: the PostgreSQL projection of the bus' changes (exactly once, in order),
+//!   and its audit against the stored journeys.
 //! - [`audit`]: replays the published events against the stored journeys to find lost updates.
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - [`local_redis`]: starts `redis-server` (one, N independent masters, a 3-master cluster).
+//! - [`local_services`]: starts `nats-server -js` and PostgreSQL, for the tests and the lab.
 //! - [`retry`]: bounded exponential backoff with full jitter.
 //! - [`server`]: what the Redis server must guarantee (no eviction of journeys, data on disk).
 //! - `wakeup`: lock waiters woken by the release (pub/sub per lock), with a bounded fallback
@@ -35,7 +38,9 @@ pub mod keys;
 pub mod layout;
 pub mod legacy;
 pub mod local_redis;
+pub mod local_services;
 pub mod outbox;
+pub mod projection;
 pub mod retry;
 mod script_reply;
 pub mod server;
@@ -48,6 +53,7 @@ pub use connection::{Redis, RedisSettings};
 pub use dataset::{DatasetError, DatasetState};
 pub use layout::Layout;
 pub use local_redis::{Fsync, LaunchError, LocalRedis, RedisProcess};
+pub use local_services::{LocalNats, LocalPostgres};
 pub use retry::RetryPolicy;
 pub use script_reply::ScriptCall;
 pub use strategy::{

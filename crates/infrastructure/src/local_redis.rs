@@ -42,17 +42,13 @@ const PORT_ATTEMPTS: usize = 8;
 #[non_exhaustive]
 pub enum LaunchError {
     /// The program is not on PATH.
-    #[error(
-        "`{program}` was not found on PATH. Install Redis (Debian/Ubuntu: `apt-get install \
-         redis-server redis-tools`; macOS: `brew install redis`), or point the service at a \
-         running Redis with --redis-url or FLYRTECH_REDIS_URL (REDIS_URL in the tests)."
-    )]
+    #[error("`{program}` was not found on PATH. {}", install_hint(.program))]
     NotInstalled {
         /// The missing program.
         program: &'static str,
     },
     /// A server or `redis-cli` ran but did not come up; `log` holds what it said.
-    #[error("{what}\n--- redis log ---\n{log}")]
+    #[error("{what}\n--- log ---\n{log}")]
     Failed {
         /// What went wrong.
         what: String,
@@ -68,6 +64,26 @@ pub enum LaunchError {
     /// Operating-system trouble (temporary directory, process spawn).
     #[error("local Redis: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What to do about a missing program.
+fn install_hint(program: &str) -> &'static str {
+    match program {
+        "nats-server" => {
+            "Install NATS (Debian/Ubuntu: `apt-get install nats-server`), or point the command at \
+             a running server with --bus nats://HOST:PORT."
+        }
+        "initdb" | "postgres" | "pg_isready" => {
+            "Install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`; the server binaries \
+             are looked for in /usr/lib/postgresql/*/bin or FLYRTECH_PG_BIN), or point the \
+             command at a running server with --postgres postgres://..."
+        }
+        _ => {
+            "Install Redis (Debian/Ubuntu: `apt-get install redis-server redis-tools`; macOS: \
+             `brew install redis`), or point the service at a running Redis with --redis-url or \
+             FLYRTECH_REDIS_URL (REDIS_URL in the tests)."
+        }
+    }
 }
 
 /// When a persistent server makes its AOF durable (`appendfsync`).
@@ -619,7 +635,7 @@ impl LocalRedis {
 }
 
 /// A port that is free now, with room for the cluster bus (port + 10000) when needed.
-fn free_port(cluster: bool) -> Result<u16, LaunchError> {
+pub(crate) fn free_port(cluster: bool) -> Result<u16, LaunchError> {
     loop {
         let port = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?
             .local_addr()?
@@ -697,7 +713,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// Spawns `cmd` from one thread that lives as long as the process: a parent-death signal
 /// (`setpriv --pdeathsig`) follows the thread that forked the child, so a short-lived thread (a
 /// Tokio worker, a test thread) would stop the server when it ends.
-fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+pub(crate) fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();

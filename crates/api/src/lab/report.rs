@@ -262,18 +262,23 @@ pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
         hash_at(200).zip(hash_at(2)).map(|(big, small)| big / small),
         0.9,
     ));
-    for strategy in ["optimistic", "redlock"] {
+    // Issue 16's goals: lock waiters woken by the release, optimistic retries tuned.
+    for (strategy, bound) in [("optimistic", 1.3), ("redlock", 1.15)] {
         let measured = find(strategy, Scenario::Incident, &|_| true).map(|r| {
             let serial = r.params.updates as f64 * r.params.processing_delay.as_secs_f64();
             r.elapsed.as_secs_f64() / serial.max(f64::EPSILON)
         });
-        out.push(TargetCheck {
-            target: format!("{strategy}: incident elapsed / serial bound (writers x delay)"),
-            met: measured.map(|m| m <= 1.5),
+        out.push(at_most(
+            format!("{strategy}: incident elapsed / serial bound (writers x delay)"),
             measured,
-            threshold: 1.5,
-        });
+            bound,
+        ));
     }
+    out.push(at_most(
+        "redlock: same-segment p99 ms (a third of the 185 ms of jittered polling)".into(),
+        find("redlock", Scenario::SameSegment, &|_| true).map(|r| r.latency_us.p99 as f64 / 1000.0),
+        REDLOCK_SAME_SEGMENT_P99_BEFORE_MS / 3.0,
+    ));
     let correct: Vec<&RunReport> = runs
         .iter()
         .filter(|r| {
@@ -295,6 +300,19 @@ pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
         threshold: 0.0,
     });
     out
+}
+
+/// Redlock's same-segment p99 while waiters polled with jittered sleeps (docs/results, before
+/// the release notifications).
+const REDLOCK_SAME_SEGMENT_P99_BEFORE_MS: f64 = 185.47;
+
+fn at_most(target: String, measured: Option<f64>, threshold: f64) -> TargetCheck {
+    TargetCheck {
+        target,
+        met: measured.map(|m| m <= threshold),
+        measured,
+        threshold,
+    }
 }
 
 fn at_least(target: String, measured: Option<f64>, threshold: f64) -> TargetCheck {

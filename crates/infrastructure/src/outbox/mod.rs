@@ -23,6 +23,7 @@
 //! either into an [`Envelope`] and computes the total in integer cents exactly. A property test
 //! checks that both paths produce the same envelope.
 
+pub mod nats;
 pub mod publisher;
 pub mod relay;
 

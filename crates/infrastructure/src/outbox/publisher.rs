@@ -93,3 +93,22 @@ pub async fn read_bus(redis: &Redis, stream: &str) -> Result<Vec<(String, Envelo
         })
         .collect()
 }
+
+/// The bus the relay publishes to, chosen at start-up: the Redis stream (the default) or NATS
+/// JetStream.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// A Redis Stream ([`RedisStreamPublisher`]).
+    Redis(RedisStreamPublisher),
+    /// A JetStream stream ([`super::nats::JetStreamPublisher`]).
+    JetStream(super::nats::JetStreamPublisher),
+}
+
+impl EventPublisher for Bus {
+    async fn publish(&self, batch: &[Envelope]) -> Result<(), PublishError> {
+        match self {
+            Self::Redis(p) => p.publish(batch).await,
+            Self::JetStream(p) => p.publish(batch).await,
+        }
+    }
+}

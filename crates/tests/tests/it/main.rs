@@ -37,6 +37,7 @@ mod incident;
 mod lab;
 mod migration;
 mod outbox;
+mod projection;
 mod properties;
 mod redlock;
 mod reliability;
