@@ -58,8 +58,8 @@ impl BusArgs {
     /// [`StoreError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
     pub async fn publisher(&self, journeys: &Redis) -> Result<Bus, StoreError> {
         match &self.bus {
-            Some(url) if url.starts_with("nats://") => Ok(Bus::JetStream(JetStreamPublisher::new(
-                JetStream::connect(url, StreamSettings::default()).await?,
+            Some(url) if url.starts_with("nats://") => Ok(Bus::JetStream(Box::new(
+                JetStreamPublisher::new(JetStream::connect(url, StreamSettings::default()).await?),
             ))),
             Some(other) => Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
                 "--bus",

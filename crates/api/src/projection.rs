@@ -147,6 +147,9 @@ pub struct ProjectBenchArgs {
     /// How long the lag is measured under the spread scenario, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub lag_secs: f64,
+    /// Writers of the spread scenario while the lag is measured [default: the scenario's 50].
+    #[arg(long)]
+    pub lag_writers: Option<usize>,
     /// A running JetStream server [default: a private nats-server -js].
     #[arg(long)]
     pub bus: Option<String>,
@@ -177,6 +180,7 @@ pub struct ProjectBenchReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Lag {
     pub strategy: String,
+    pub writers: usize,
     pub updates: u64,
     pub updates_per_second: f64,
     pub projected: u64,
@@ -208,7 +212,8 @@ pub async fn bench(
     url: &str,
     redis: Redis,
 ) -> anyhow::Result<ProjectBenchReport> {
-    if args.entries == 0 || args.journeys == 0 || !(args.lag_secs > 0.0) {
+    if args.entries == 0 || args.journeys == 0 || !args.lag_secs.is_finite() || args.lag_secs <= 0.0
+    {
         anyhow::bail!("--entries, --journeys and --lag-secs must be positive");
     }
     let started_at = chrono::Utc::now().to_rfc3339();
@@ -236,6 +241,7 @@ pub async fn bench(
         &bus_url,
         &pg_url,
         Duration::from_secs_f64(args.lag_secs),
+        args.lag_writers,
     )
     .await?;
     tracing::info!(
@@ -262,9 +268,9 @@ fn relay_settings() -> RelaySettings {
 }
 
 async fn jetstream_relay(redis: &Redis, bus_url: &str) -> anyhow::Result<Relay<Bus>> {
-    let bus = Bus::JetStream(JetStreamPublisher::new(
+    let bus = Bus::JetStream(Box::new(JetStreamPublisher::new(
         JetStream::connect(bus_url, StreamSettings::default()).await?,
-    ));
+    )));
     Ok(Relay::new(redis.clone(), bus, relay_settings()).await?)
 }
 
@@ -276,6 +282,7 @@ async fn measure_lag(
     bus_url: &str,
     pg_url: &str,
     window: Duration,
+    writers: Option<usize>,
 ) -> anyhow::Result<Lag> {
     use crate::lab::{self, Driver, Knobs, Scenario};
     let strategy = flyrtech_infrastructure::Strategy::Hash;
@@ -311,6 +318,7 @@ async fn measure_lag(
     let driver = std::sync::Arc::new(Driver::library(url, &config, 2).await?);
     let knobs = Knobs {
         duration: Some(window),
+        writers,
         ..Knobs::default()
     };
     let params = Scenario::Spread.plan(&knobs).remove(0);
@@ -333,6 +341,7 @@ async fn measure_lag(
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(Lag {
         strategy: strategy.name().into(),
+        writers: report.params.writers,
         updates: report.acknowledged as u64,
         updates_per_second: report.throughput,
         projected: lags.len(),

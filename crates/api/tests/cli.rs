@@ -749,3 +749,164 @@ async fn import_legacy_reports_what_it_skipped_in_its_exit_status() {
         "{stdout}"
     );
 }
+
+/// `flyrtech relay --bus` into JetStream, then `flyrtech project` SIGKILLed part-way and run
+/// again: the projection ends equal to one application of each change, and `flyrtech audit
+/// --projection` agrees with the stored journeys (exit 0), until the projection is tampered
+/// with (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
+    use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus};
+    use flyrtech_infrastructure::{
+        LocalNats, LocalPostgres, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
+    };
+
+    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+    let (Some(nats), Some(pg)) = (
+        service("nats-server", LocalNats::start()),
+        service("PostgreSQL", LocalPostgres::start()),
+    ) else {
+        return;
+    };
+    let (url, bus, db) = (local.url(), nats.url(), pg.url());
+    let redis = Redis::connect(&RedisSettings::new(url.clone()))
+        .await
+        .unwrap();
+    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
+        .await
+        .unwrap();
+    let (journeys, changes) = (200, 5);
+    for n in 0..journeys {
+        let id = JourneyId::parse(format!("PROJ-{n}")).unwrap();
+        store
+            .create(&flyrtech_api::lab::synthetic_journey(&id, changes).unwrap())
+            .await
+            .unwrap();
+        for s in 0..changes {
+            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
+            store
+                .update_segment_status(&id, &segment, SegmentStatus::Delayed, None)
+                .await
+                .unwrap();
+        }
+    }
+    let total = i64::try_from(journeys * changes).unwrap();
+    let relayed = flyrtech()
+        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
+        .output()
+        .unwrap();
+    assert!(
+        relayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&relayed.stderr)
+    );
+
+    let project = |extra: &[&str]| {
+        let mut cmd = flyrtech();
+        cmd.args(["project", "--bus", &bus, "--postgres", &db, "--batch", "4"])
+            .args(["--ack-wait-ms", "1000"])
+            .args(extra);
+        cmd
+    };
+    let client = flyrtech_infrastructure::projection::connect(&db)
+        .await
+        .unwrap();
+    let sum = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map_or(0, |r| r.get::<_, i64>(0))
+        }
+    };
+    const POSITIONS: &str = "SELECT COALESCE(sum(last_version), 0)::bigint FROM journey_positions";
+    let mut doomed = project(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut projected = 0;
+    for _ in 0..3000 {
+        projected = sum(POSITIONS).await;
+        if projected > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    doomed.kill().unwrap(); // SIGKILL, wherever it is
+    doomed.wait().unwrap();
+    assert!(
+        projected > 0 && projected < total,
+        "killed part-way: {projected} of {total} projected"
+    );
+
+    let finished = project(&["--drain"]).output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert_eq!(sum(POSITIONS).await, total);
+    assert_eq!(sum("SELECT count(*) FROM status_history").await, total);
+    assert_eq!(sum("SELECT count(*) FROM processed_events").await, total);
+    assert_eq!(sum("SELECT count(*) FROM held_events").await, 0);
+
+    let audit = || {
+        flyrtech()
+            .args([
+                "--redis-url",
+                &url,
+                "--strategy",
+                "lua",
+                "audit",
+                "--projection",
+                &db,
+            ])
+            .output()
+            .unwrap()
+    };
+    let clean = audit();
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(stdout.contains("0 differences"), "{stdout}");
+
+    client
+        .execute(
+            "UPDATE projected_segments SET status = 'Boarding' WHERE journey_id = 'PROJ-7'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let dirty = audit();
+    assert_eq!(
+        dirty.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&dirty.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&dirty.stdout).contains("journey PROJ-7 segment"),
+        "{}",
+        String::from_utf8_lossy(&dirty.stdout)
+    );
+}
+
+/// Like the suite's own helper: a developer without NATS or PostgreSQL is told and the test
+/// returns; CI installs both, and there a missing one fails.
+fn service<T>(what: &str, started: Result<T, flyrtech_infrastructure::LaunchError>) -> Option<T> {
+    match started {
+        Err(e @ flyrtech_infrastructure::LaunchError::NotInstalled { .. })
+            if std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("SKIPPED: this test needs {what}: {e}");
+            None
+        }
+        other => Some(other.unwrap()),
+    }
+}

@@ -270,12 +270,15 @@ async fn apply_in(tx: &impl GenericClient, batch: &[Envelope]) -> Result<Applied
     let mut outcomes: Vec<(Uuid, Outcome)> = Vec::new();
     for envelope in fresh {
         let queue = queued.entry(envelope.journey_id.to_string()).or_default();
-        if queue.contains_key(&version(envelope)) {
+        match queue.entry(version(envelope)) {
             // Another change already claims this version (held before): this one is stale.
-            outcomes.extend(change_id(envelope).map(|id| (id, Outcome::Stale)));
-            stats.stale += 1;
-        } else {
-            queue.insert(version(envelope), (envelope.clone(), false));
+            std::collections::btree_map::Entry::Occupied(_) => {
+                outcomes.extend(change_id(envelope).map(|id| (id, Outcome::Stale)));
+                stats.stale += 1;
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert((envelope.clone(), false));
+            }
         }
     }
     let mut to_apply: Vec<Envelope> = Vec::new();
@@ -459,19 +462,13 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
     )
     .await?;
     if !segments.is_empty() {
-        let mut cols: (
-            Vec<String>,
-            Vec<String>,
-            Vec<String>,
-            Vec<i64>,
-            Vec<DateTime<Utc>>,
-        ) = Default::default();
+        let mut rows = SegmentRows::default();
         for ((journey, segment), (status, v, at)) in segments {
-            cols.0.push(journey);
-            cols.1.push(segment);
-            cols.2.push(status);
-            cols.3.push(v);
-            cols.4.push(at);
+            rows.journey.push(journey);
+            rows.segment.push(segment);
+            rows.status.push(status);
+            rows.version.push(v);
+            rows.at.push(at);
         }
         tx.execute(
             "INSERT INTO projected_segments (journey_id, segment_id, status, version, updated_at) \
@@ -479,29 +476,21 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
              ON CONFLICT (journey_id, segment_id) DO UPDATE \
                SET status = EXCLUDED.status, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at \
                WHERE projected_segments.version < EXCLUDED.version",
-            &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
+            &[&rows.journey, &rows.segment, &rows.status, &rows.version, &rows.at],
         )
         .await?;
     }
     if !journeys.is_empty() {
-        let mut cols: (
-            Vec<String>,
-            Vec<String>,
-            Vec<i64>,
-            Vec<DateTime<Utc>>,
-            Vec<Option<DateTime<Utc>>>,
-            Vec<Option<String>>,
-            Vec<Option<i64>>,
-        ) = Default::default();
+        let mut rows = JourneyRows::default();
         for (journey, (status, v, at)) in journeys {
             let done = completions.get(&journey);
-            cols.4.push(done.map(|d| d.0));
-            cols.5.push(done.map(|d| d.1.clone()));
-            cols.6.push(done.map(|d| d.2));
-            cols.0.push(journey);
-            cols.1.push(status);
-            cols.2.push(v);
-            cols.3.push(at);
+            rows.completed_at.push(done.map(|d| d.0));
+            rows.customer.push(done.map(|d| d.1.clone()));
+            rows.total.push(done.map(|d| d.2));
+            rows.journey.push(journey);
+            rows.status.push(status);
+            rows.version.push(v);
+            rows.at.push(at);
         }
         tx.execute(
             "INSERT INTO projected_journeys \
@@ -514,11 +503,41 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
                    customer_id = COALESCE(EXCLUDED.customer_id, projected_journeys.customer_id), \
                    total_amount_cents = COALESCE(EXCLUDED.total_amount_cents, projected_journeys.total_amount_cents) \
                WHERE projected_journeys.version < EXCLUDED.version",
-            &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6],
+            &[
+                &rows.journey,
+                &rows.status,
+                &rows.version,
+                &rows.at,
+                &rows.completed_at,
+                &rows.customer,
+                &rows.total,
+            ],
         )
         .await?;
     }
     Ok(())
+}
+
+/// Columns of `projected_segments` rows, one array each (for `unnest`).
+#[derive(Default)]
+struct SegmentRows {
+    journey: Vec<String>,
+    segment: Vec<String>,
+    status: Vec<String>,
+    version: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+}
+
+/// Columns of `projected_journeys` rows.
+#[derive(Default)]
+struct JourneyRows {
+    journey: Vec<String>,
+    status: Vec<String>,
+    version: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    customer: Vec<Option<String>>,
+    total: Vec<Option<i64>>,
 }
 
 /// One difference between the projection and the stored journeys.

@@ -332,3 +332,32 @@ pub async fn assert_audit_clean(redis_url: &str, strategy: Strategy, ids: &[Jour
     );
     audit.changes_published
 }
+
+/// Starts a service for a test, or, when its program is not installed on a developer's machine,
+/// says so and answers `None` (the test returns early). Under CI (`CI` set) a missing program
+/// fails the test: CI installs NATS and PostgreSQL (`.ci/run`), so there every test runs.
+pub fn service<T>(
+    what: &str,
+    start: impl FnOnce() -> Result<T, flyrtech_infrastructure::LaunchError>,
+) -> Option<T> {
+    match start() {
+        Ok(service) => Some(service),
+        Err(e @ flyrtech_infrastructure::LaunchError::NotInstalled { .. })
+            if std::env::var_os("CI").is_none() =>
+        {
+            eprintln!("SKIPPED: this test needs {what}: {e}");
+            None
+        }
+        Err(e) => panic!("cannot start {what}: {e}"),
+    }
+}
+
+/// A private `nats-server -js` (see [`service`]).
+pub fn nats() -> Option<flyrtech_infrastructure::LocalNats> {
+    service("nats-server", flyrtech_infrastructure::LocalNats::start)
+}
+
+/// A private PostgreSQL (see [`service`]).
+pub fn postgres() -> Option<flyrtech_infrastructure::LocalPostgres> {
+    service("PostgreSQL", flyrtech_infrastructure::LocalPostgres::start)
+}

@@ -101,7 +101,7 @@ pub enum Bus {
     /// A Redis Stream ([`RedisStreamPublisher`]).
     Redis(RedisStreamPublisher),
     /// A JetStream stream ([`super::nats::JetStreamPublisher`]).
-    JetStream(super::nats::JetStreamPublisher),
+    JetStream(Box<super::nats::JetStreamPublisher>),
 }
 
 impl EventPublisher for Bus {
