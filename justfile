@@ -45,6 +45,15 @@ wait-cost:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
 
+# serve against its own GET /health ceiling with wrk (or oha), then the lab's view (compare --http); writes docs/results/http.txt.
+http-bench *STRATEGIES:
+    tools/http-bench/run.sh {{STRATEGIES}}
+
+# The events' way out: end-to-end lag under spread and a 1,000,000-entry backlog into JetStream and PostgreSQL (private servers); writes docs/results/projection.json.
+project-bench:
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- project-bench --json docs/results/projection.json
+
 fmt:
     cargo fmt --all
 

@@ -6,13 +6,12 @@
 //! order the relay publishes them. The stream is capped (`MAXLEN ~`) at a retention the operator
 //! chooses; the audit can only replay what is retained.
 //!
-//! Other buses plug in by implementing [`EventPublisher`]: a NATS JetStream adapter publishes
-//! each envelope to `journeys.<journey id>` with `Nats-Msg-Id` set to the envelope's id (the bus
-//! deduplicates within its window) and awaits the acks in order; a Kafka adapter produces with the
-//! journey id as the record key (one partition per journey keeps the order), `acks=all` and
-//! `enable.idempotence=true`, and returns after the batch's futures complete. Both report
-//! [`PublishError::Unavailable`] for broker outages and [`PublishError::Rejected`] for a
-//! record the broker refuses (too large, not authorised).
+//! Other buses plug in by implementing [`EventPublisher`]: NATS JetStream is built in
+//! ([`super::nats`]), and [`Bus`] is the relay's choice between the two at start-up. A Kafka
+//! adapter would produce with the journey id as the record key (one partition per journey keeps
+//! the order), `acks=all` and `enable.idempotence=true`, and return after the batch's futures
+//! complete. Adapters report [`PublishError::Unavailable`] for broker outages and
+//! [`PublishError::Rejected`] for a record the broker refuses (too large, not authorised).
 
 use crate::connection::Redis;
 use crate::error::corrupt;
