@@ -415,35 +415,12 @@ async fn a_redis_that_may_evict_journeys_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_republishes_after_restart() {
     use flyrtech_core::consumer::{Consumer, StatusHistory};
-    use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus};
     use flyrtech_infrastructure::keys::{self, Partition};
-    use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 
     let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let url = local.url();
-    let redis = Redis::connect(&RedisSettings::new(url.clone()))
-        .await
-        .unwrap();
-    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
-        .await
-        .unwrap();
     let (journeys, changes) = (30, 4);
-    let ids: Vec<JourneyId> = (0..journeys)
-        .map(|n| JourneyId::parse(format!("KILL-{n}")).unwrap())
-        .collect();
-    for id in &ids {
-        store
-            .create(&flyrtech_api::lab::synthetic_journey(id, changes).unwrap())
-            .await
-            .unwrap();
-        for s in 0..changes {
-            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
-            store
-                .update_segment_status(id, &segment, SegmentStatus::Delayed, None)
-                .await
-                .unwrap();
-        }
-    }
+    let (redis, ids) = journeys_with_changes(&url, "KILL", journeys, changes).await;
     let total = (journeys * changes) as u64;
     let relay_args = |consumer: &str| {
         [
@@ -756,10 +733,7 @@ async fn import_legacy_reports_what_it_skipped_in_its_exit_status() {
 /// with (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
-    use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus};
-    use flyrtech_infrastructure::{
-        LocalNats, LocalPostgres, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
-    };
+    use flyrtech_infrastructure::{LocalNats, LocalPostgres};
 
     let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let (Some(nats), Some(pg)) = (
@@ -769,27 +743,8 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
         return;
     };
     let (url, bus, db) = (local.url(), nats.url(), pg.url());
-    let redis = Redis::connect(&RedisSettings::new(url.clone()))
-        .await
-        .unwrap();
-    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
-        .await
-        .unwrap();
     let (journeys, changes) = (200, 5);
-    for n in 0..journeys {
-        let id = JourneyId::parse(format!("PROJ-{n}")).unwrap();
-        store
-            .create(&flyrtech_api::lab::synthetic_journey(&id, changes).unwrap())
-            .await
-            .unwrap();
-        for s in 0..changes {
-            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
-            store
-                .update_segment_status(&id, &segment, SegmentStatus::Delayed, None)
-                .await
-                .unwrap();
-        }
-    }
+    journeys_with_changes(&url, "PROJ", journeys, changes).await;
     let total = i64::try_from(journeys * changes).unwrap();
     let relayed = flyrtech()
         .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
@@ -909,4 +864,42 @@ fn service<T>(what: &str, started: Result<T, flyrtech_infrastructure::LaunchErro
         }
         other => Some(other.unwrap()),
     }
+}
+
+/// `journeys` journeys `PREFIX-n` created through a `lua` store on `url`, each with `changes`
+/// segments set to Delayed one by one (one outbox entry each).
+async fn journeys_with_changes(
+    url: &str,
+    prefix: &str,
+    journeys: usize,
+    changes: usize,
+) -> (
+    flyrtech_infrastructure::Redis,
+    Vec<flyrtech_core::JourneyId>,
+) {
+    use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus};
+    use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
+    let redis = Redis::connect(&RedisSettings::new(url.to_owned()))
+        .await
+        .unwrap();
+    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(Strategy::Lua))
+        .await
+        .unwrap();
+    let ids: Vec<JourneyId> = (0..journeys)
+        .map(|n| JourneyId::parse(format!("{prefix}-{n}")).unwrap())
+        .collect();
+    for id in &ids {
+        store
+            .create(&flyrtech_api::lab::synthetic_journey(id, changes).unwrap())
+            .await
+            .unwrap();
+        for s in 0..changes {
+            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
+            store
+                .update_segment_status(id, &segment, SegmentStatus::Delayed, None)
+                .await
+                .unwrap();
+        }
+    }
+    (redis, ids)
 }

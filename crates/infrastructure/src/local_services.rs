@@ -68,20 +68,6 @@ impl LocalNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server (SIGKILL): an outage of the bus. Its store stays.
-    pub fn kill(&mut self) {
-        kill(&mut self.child);
-    }
-
-    /// Starts it again on the same port and store.
-    ///
-    /// # Errors
-    /// As [`LocalNats::start`].
-    pub fn restart(&mut self) -> Result<(), LaunchError> {
-        self.kill();
-        self.spawn()
-    }
-
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("nats.log")
     }
@@ -160,32 +146,19 @@ impl LocalPostgres {
         self.child = Some(spawn(cmd, "postgres")?);
         wait_for_port(self.port, || self.log_tail(), "postgres")?;
         // The port answers before recovery has finished; wait until queries are accepted.
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let ready = Command::new(pg_binary("pg_isready"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(LaunchError::Failed {
-                    what: "postgres did not accept queries in time".into(),
-                    log: self.log_tail(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = self.port.to_string();
+        wait_until(
+            "postgres to accept queries",
+            || self.log_tail(),
+            || {
+                Command::new(pg_binary("pg_isready"))
+                    .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )
     }
 
     /// The port it listens on (127.0.0.1).
@@ -300,12 +273,23 @@ fn not_installed(e: std::io::Error, program: &'static str) -> LaunchError {
 }
 
 fn wait_for_port(port: u16, log: impl Fn() -> String, program: &str) -> Result<(), LaunchError> {
-    let deadline = Instant::now() + START_TIMEOUT;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+    wait_until(&format!("{program} to listen on port {port}"), log, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    })
+}
+
+/// Polls `ready` every 20 ms for at most [`START_TIMEOUT`].
+fn wait_until(
+    what: &str,
+    log: impl Fn() -> String,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !ready() {
         if Instant::now() > deadline {
             return Err(LaunchError::Failed {
-                what: format!("{program} did not listen on port {port} in time"),
+                what: format!("gave up waiting for {what}"),
                 log: log(),
             });
         }

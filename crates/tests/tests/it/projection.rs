@@ -191,44 +191,21 @@ async fn changes_of_one_journey_are_applied_in_version_order_whatever_the_delive
         change(&id, 3, Boarding, Departed),
         change(&id, 4, Departed, Delayed),
     ];
-    let s = apply_batch(&mut client, &[v[2].clone()])
-        .await
-        .unwrap()
-        .stats;
-    assert_eq!((s.applied, s.held), (0, 1));
-    assert_eq!(
-        (position(&client, &id).await, held(&client, &id).await),
-        (0, 1)
-    );
-    assert_eq!(segment_status(&client, &id).await, None);
-
-    let s = apply_batch(&mut client, &[v[0].clone()])
-        .await
-        .unwrap()
-        .stats;
-    assert_eq!((s.applied, s.released), (1, 0));
-    assert_eq!(
-        (position(&client, &id).await, held(&client, &id).await),
-        (1, 1)
-    );
-
-    let s = apply_batch(&mut client, &[v[3].clone()])
-        .await
-        .unwrap()
-        .stats;
-    assert_eq!(s.held, 1);
-    assert_eq!(held(&client, &id).await, 2);
-
+    // Delivers change n alone: (applied, newly held, released) by its batch, then the
+    // journey's position and its held rows.
+    let mut deliver = async |n: usize| {
+        let s = apply_batch(&mut client, &[v[n].clone()])
+            .await
+            .unwrap()
+            .stats;
+        let now = (position(&client, &id).await, held(&client, &id).await);
+        ((s.applied, s.held, s.released), now)
+    };
+    assert_eq!(deliver(2).await, ((0, 1, 0), (0, 1)));
+    assert_eq!(deliver(0).await, ((1, 0, 0), (1, 1)));
+    assert_eq!(deliver(3).await, ((0, 1, 0), (1, 2)));
     // 2 arrives: 2, 3 and 4 are applied in that order, in one transaction.
-    let s = apply_batch(&mut client, &[v[1].clone()])
-        .await
-        .unwrap()
-        .stats;
-    assert_eq!((s.applied, s.released), (3, 2));
-    assert_eq!(
-        (position(&client, &id).await, held(&client, &id).await),
-        (4, 0)
-    );
+    assert_eq!(deliver(1).await, ((3, 0, 2), (4, 0)));
     assert_eq!(
         segment_status(&client, &id).await.as_deref(),
         Some("Delayed")
