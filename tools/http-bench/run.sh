@@ -12,7 +12,8 @@
 # with redis-benchmark on the server's Redis. Everything started is stopped on exit.
 #
 # Environment: DURATION (seconds per wrk run, default 5), ROUNDS (3), CONNECTIONS (50),
-# OUT (default docs/results/http.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json).
+# OUT (default docs/results/http.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json),
+# FLYRTECH_BIN (another build of flyrtech to measure, e.g. an older commit's; default: this one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 strategies=("$@")
@@ -23,8 +24,8 @@ connections=${CONNECTIONS:-50}
 out=${OUT:-docs/results/http.txt}
 mkdir -p "$(dirname "$out")"
 
-cargo build --release -q -p flyrtech-api
-bin=target/release/flyrtech
+bin=${FLYRTECH_BIN:-target/release/flyrtech}
+[ -n "${FLYRTECH_BIN:-}" ] || cargo build --release -q -p flyrtech-api
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -85,6 +86,6 @@ for strategy in "${strategies[@]}"; do
   printf '%-10s %12.0f %12.0f %12.0f %8.2f %8.2f\n' "$strategy" "$mh" "$mg" "$mp" \
     "$(echo "$mg / $mh" | bc -l)" "$(echo "$mp / $mh" | bc -l)" | tee -a "$out"
   "$bin" --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --scenario spread \
-    --json "$(dirname "$out")/http-lab-$strategy.json" 2>/dev/null | grep -E "^│ $strategy" \
+    --json "$(dirname "$out")/http-lab-$strategy.json" 2>/dev/null | grep -F "│ $strategy (http)" \
     | tee -a "$out" || true
 done
