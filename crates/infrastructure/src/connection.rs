@@ -78,7 +78,7 @@ pub struct Redis {
     /// Kept to open connections of other kinds later ([`Redis::subscriber`]).
     settings: Arc<RedisSettings>,
     /// The seed URLs (one for a standalone server).
-    seeds_kept: Arc<[String]>,
+    seed_urls: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -98,7 +98,7 @@ impl Redis {
     /// seed answers.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
         let seeds = settings.seeds();
-        let seeds_kept: Arc<[String]> = seeds.clone().into();
+        let seed_urls: Arc<[String]> = seeds.clone().into();
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
@@ -149,7 +149,7 @@ impl Redis {
             pool,
             round_trips: Arc::new(AtomicU64::new(0)),
             settings: Arc::new(settings.clone()),
-            seeds_kept,
+            seed_urls,
         })
     }
 
@@ -167,7 +167,7 @@ impl Redis {
     ) -> Result<Subscriber, StoreError> {
         let settings = &self.settings;
         if self.is_cluster() {
-            let client = ClusterClientBuilder::new(self.seeds_kept.to_vec())
+            let client = ClusterClientBuilder::new(self.seed_urls.to_vec())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.response_timeout)
                 .use_protocol(redis::ProtocolVersion::RESP3)
@@ -177,7 +177,7 @@ impl Redis {
             let conn = client.get_async_connection().await.store_err()?;
             return Ok(Subscriber::Cluster(conn));
         }
-        let url = self.seeds_kept.first().cloned().unwrap_or_default();
+        let url = self.seed_urls.first().cloned().unwrap_or_default();
         let info =
             redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid_url)?;
         let redis_settings = info

@@ -302,9 +302,7 @@ impl RedisProcess {
 
     /// The last lines of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        tail(&self.log_path())
     }
 
     /// The port the server listens on.
@@ -632,6 +630,13 @@ impl LocalRedis {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The last 40 lines of a server's log file (empty when it cannot be read).
+pub(crate) fn tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// A port that is free now, with room for the cluster bus (port + 10000) when needed.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::local_redis::{LaunchError, free_port, spawn_from_long_lived_thread};
+use crate::local_redis::{LaunchError, free_port, spawn_from_long_lived_thread, tail};
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -303,10 +303,4 @@ fn kill(child: &mut Option<Child>) {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -31,36 +31,40 @@ async fn database(pg: &LocalPostgres) -> Client {
     client
 }
 
-/// The change `version` of `id`: segment 0 from `from` to `to`.
-fn change(id: &JourneyId, version: u64, from: SegmentStatus, to: SegmentStatus) -> Envelope {
+/// The change `version` of `id`: one event of `kind`.
+fn envelope(id: &JourneyId, version: u64, kind: EventKind) -> Envelope {
     Envelope::new(vec![DomainEvent {
         id: EventId::new(),
         journey_id: id.clone(),
         version: JourneyVersion::new(version),
         occurred_at: t0(),
-        kind: EventKind::SegmentStatusChanged {
-            segment_id: segment_id(0),
-            from,
-            to,
-        },
+        kind,
     }])
     .unwrap()
 }
 
+/// The change `version` of `id`: segment 0 from `from` to `to`.
+fn change(id: &JourneyId, version: u64, from: SegmentStatus, to: SegmentStatus) -> Envelope {
+    let segment_id = segment_id(0);
+    envelope(
+        id,
+        version,
+        EventKind::SegmentStatusChanged {
+            segment_id,
+            from,
+            to,
+        },
+    )
+}
+
+/// The change `version` of `id`: the journey's status from `from` to `to`.
 fn journey_change(
     id: &JourneyId,
     version: u64,
     from: JourneyStatus,
     to: JourneyStatus,
 ) -> Envelope {
-    Envelope::new(vec![DomainEvent {
-        id: EventId::new(),
-        journey_id: id.clone(),
-        version: JourneyVersion::new(version),
-        occurred_at: t0(),
-        kind: EventKind::JourneyStatusChanged { from, to },
-    }])
-    .unwrap()
+    envelope(id, version, EventKind::JourneyStatusChanged { from, to })
 }
 
 async fn count(client: &Client, sql: &str, id: &JourneyId) -> i64 {
