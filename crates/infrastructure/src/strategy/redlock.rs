@@ -30,7 +30,7 @@
 //! notification, or a holder that died and whose lock expired). A new acquisition that finds
 //! waiters of its own process queued behind them rather than barging in, so a writer that has
 //! just released cannot win every round: measured with `flyrtech compare --strategies redlock
-//! --scenario same-segment`, p99 fell from 185 ms (jittered polling) to about 30 ms.
+//! --scenario same-segment`, p99 fell from 185 ms (jittered polling) to 30–45 ms.
 //!
 //! The fenced write appends the change's outbox entry in the same script, and refuses if the
 //! document is gone (a migration moved the journey to the hash layout while we held the lock).
