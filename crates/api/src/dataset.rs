@@ -81,7 +81,11 @@ fn write_json(path: Option<&PathBuf>, report: &impl serde::Serialize) -> anyhow:
 ///
 /// # Errors
 /// Redis unreachable, or the report cannot be written.
-pub async fn migrate(args: &MigrateArgs, redis: &Redis) -> anyhow::Result<i32> {
+pub async fn migrate(
+    args: &MigrateArgs,
+    redis: &Redis,
+    replicas: Option<flyrtech_infrastructure::ReplicaWait>,
+) -> anyhow::Result<i32> {
     if args.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
     }
@@ -90,6 +94,7 @@ pub async fn migrate(args: &MigrateArgs, redis: &Redis) -> anyhow::Result<i32> {
     let bar = progress_bar("journeys");
     let settings = MigrationSettings {
         concurrency: args.concurrency,
+        replicas,
         ..MigrationSettings::default()
     };
     let report = dataset::migrate(redis, args.to, settings, &|done, listed| {

@@ -221,7 +221,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Migrate(args) => {
             let (_deployment, redis) = connect(&settings, "migrate").await?;
             tokio::select! {
-                code = dataset::migrate(&args, &redis) => code,
+                code = dataset::migrate(&args, &redis, settings.replicas) => code,
                 () = shutdown_signal() => bail!(
                     "interrupted: every journey converted so far is complete; run the same \
                      command again to finish"

@@ -3,9 +3,11 @@
 //! [`Redis`] holds two kinds of connection, because the strategies need both:
 //! - a shared, multiplexed connection for single commands and scripts (cheap, reconnects by
 //!   itself), which every task may use at once;
-//! - a pool of dedicated connections for WATCH/MULTI/EXEC. WATCH state belongs to a connection,
-//!   so on a shared one another task's EXEC or UNWATCH would silently cancel ours (redis-rs
-//!   issue #565). A pooled connection serves one transaction at a time.
+//! - a pool of dedicated connections per primary for WATCH/MULTI/EXEC ([`crate::nodes`]). WATCH
+//!   state belongs to a connection, so on a shared one another task's EXEC or UNWATCH would
+//!   silently cancel ours (redis-rs issue #565), and a connection replaced between WATCH and
+//!   EXEC would run the transaction unwatched. A pooled connection serves one transaction at a
+//!   time and is never replaced behind its user's back.
 //!
 //! Whether the URL points at a cluster is asked of the server (`INFO cluster`), so one
 //! `--redis-url` serves both. Every connection counts its round trips, which the lab reports.
@@ -14,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::{Runtime, cluster as pool_cluster};
 use flyrtech_core::StoreError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -22,6 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::error::{RedisResultExt, from_redis};
+use crate::nodes::{NodeAddr, Nodes};
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -63,17 +65,11 @@ enum Shared {
     Cluster(ClusterConnection),
 }
 
-#[derive(Clone)]
-enum Pool {
-    Single(deadpool_redis::Pool),
-    Cluster(pool_cluster::Pool),
-}
-
 /// A handle on one Redis deployment. Cheap to clone; clones share connections and counters.
 #[derive(Clone)]
 pub struct Redis {
     shared: Shared,
-    pool: Pool,
+    nodes: Arc<Nodes>,
     round_trips: Arc<AtomicU64>,
     /// Kept to open connections of other kinds later ([`Redis::subscriber`]).
     settings: Arc<RedisSettings>,
@@ -103,25 +99,13 @@ impl Redis {
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
         let cluster = detect_cluster(&seeds, &conn_config).await?;
-        let (shared, pool) = if cluster {
+        let shared = if cluster {
             let client = ClusterClientBuilder::new(seeds.clone())
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.response_timeout)
                 .build()
                 .map_err(invalid_url)?;
-            let shared = client.get_async_connection().await.store_err()?;
-            // deadpool-redis 0.23's cluster manager builds its own client, so its connections use
-            // redis-rs' default timeouts and its recycle sends no UNWATCH; `optimistic` sends
-            // UNWATCH itself at the start of every transaction for that reason.
-            let manager = pool_cluster::Manager::new(seeds, false).map_err(invalid_url)?;
-            let pool = pool_cluster::Pool::builder(manager)
-                .max_size(settings.pool_size)
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(settings.response_timeout))
-                .create_timeout(Some(settings.connect_timeout))
-                .build()
-                .map_err(|e| StoreError::unavailable("cannot build the connection pool", e))?;
-            (Shared::Cluster(shared), Pool::Cluster(pool))
+            Shared::Cluster(client.get_async_connection().await.store_err()?)
         } else {
             let url = seeds.first().cloned().unwrap_or_default();
             let client = redis::Client::open(url.as_str()).map_err(invalid_url)?;
@@ -130,25 +114,19 @@ impl Redis {
                 .set_response_timeout(Some(settings.response_timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(200));
-            let shared = ConnectionManager::new_with_config(client, manager_config)
-                .await
-                .store_err()?;
-            let manager = deadpool_redis::Manager::new_with_config(url.as_str(), conn_config)
-                .map_err(invalid_url)?;
-            let pool = deadpool_redis::Pool::builder(manager)
-                .max_size(settings.pool_size)
-                .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(settings.response_timeout))
-                .create_timeout(Some(settings.connect_timeout))
-                .build()
-                .map_err(|e| StoreError::unavailable("cannot build the connection pool", e))?;
-            (Shared::Single(shared), Pool::Single(pool))
+            Shared::Single(
+                ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .store_err()?,
+            )
         };
+        let settings = Arc::new(settings.clone());
+        let nodes = Arc::new(Nodes::new(&seeds, cluster, Arc::clone(&settings)).await?);
         Ok(Self {
             shared,
-            pool,
+            nodes,
             round_trips: Arc::new(AtomicU64::new(0)),
-            settings: Arc::new(settings.clone()),
+            settings,
             seed_urls,
         })
     }
@@ -215,19 +193,26 @@ impl Redis {
         }
     }
 
-    /// A dedicated connection from the pool, for one WATCH/MULTI/EXEC transaction.
+    /// A dedicated connection to the primary of `key`'s slot, from that primary's pool, for one
+    /// WATCH/MULTI/EXEC transaction; and which primary it reaches.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when no connection can be had in time.
-    pub async fn dedicated(&self) -> Result<Conn, StoreError> {
-        let inner = match &self.pool {
-            Pool::Single(p) => Inner::PooledSingle(p.get().await.map_err(pool_error)?),
-            Pool::Cluster(p) => Inner::PooledCluster(p.get().await.map_err(pool_error)?),
-        };
-        Ok(Conn {
-            inner,
-            round_trips: Arc::clone(&self.round_trips),
-        })
+    pub(crate) async fn dedicated(&self, key: &str) -> Result<(Conn, NodeAddr), StoreError> {
+        let addr = self.nodes.primary_of(key)?;
+        let conn = self.nodes.pooled(&addr).await?;
+        Ok((
+            Conn {
+                inner: Inner::Pooled(conn),
+                round_trips: Arc::clone(&self.round_trips),
+            },
+            addr,
+        ))
+    }
+
+    /// The primaries, each reached by connections of our own.
+    pub(crate) fn nodes(&self) -> &Arc<Nodes> {
+        &self.nodes
     }
 
     /// Round trips made by every connection of this handle so far.
@@ -286,10 +271,6 @@ fn invalid_url(err: redis::RedisError) -> StoreError {
     ))
 }
 
-fn pool_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> StoreError {
-    StoreError::unavailable("no Redis connection available", err)
-}
-
 /// A subscribing connection: see [`Redis::subscriber`].
 pub(crate) enum Subscriber {
     Single(ConnectionManager),
@@ -317,8 +298,7 @@ impl Subscriber {
 enum Inner {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
-    PooledSingle(deadpool_redis::Connection),
-    PooledCluster(pool_cluster::Connection),
+    Pooled(deadpool_redis::Connection),
 }
 
 /// One connection of a [`Redis`] handle, shared or dedicated, counting its round trips.
@@ -338,44 +318,9 @@ macro_rules! each_inner {
         match &mut $self.inner {
             Inner::Single($c) => $body,
             Inner::Cluster($c) => $body,
-            Inner::PooledSingle($c) => $body,
-            Inner::PooledCluster($c) => $body,
+            Inner::Pooled($c) => $body,
         }
     };
-}
-
-impl Conn {
-    /// `WAIT replicas timeout` on the primary that holds `key`'s slot: how many replicas have
-    /// confirmed every write this connection has sent so far. On a cluster the command is routed
-    /// to that one primary (redis-rs would otherwise ask every primary and answer the minimum,
-    /// so a lagging replica of another shard would hold up this write).
-    pub(crate) async fn wait_for_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> Result<u32, StoreError> {
-        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas)
-            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        let route = || {
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                crate::keys::slot(key),
-                SlotAddr::Master,
-            )))
-        };
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let reply = match &mut self.inner {
-            Inner::Single(c) => cmd.query_async(c).await,
-            Inner::PooledSingle(c) => cmd.query_async(&mut **c).await,
-            Inner::Cluster(c) => c.route_command(cmd, route()).await,
-            Inner::PooledCluster(c) => c.route_command(cmd, route()).await,
-        };
-        let value = reply.store_err()?;
-        redis::from_redis_value::<u32>(value)
-            .map_err(|e| StoreError::unavailable("WAIT answered something else", e))
-    }
 }
 
 impl ConnectionLike for Conn {
@@ -398,8 +343,7 @@ impl ConnectionLike for Conn {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
             Inner::Cluster(c) => c.get_db(),
-            Inner::PooledSingle(c) => c.get_db(),
-            Inner::PooledCluster(c) => c.get_db(),
+            Inner::Pooled(c) => c.get_db(),
         }
     }
 }

@@ -204,12 +204,21 @@ async fn layouts_present(conn: &mut Conn, id: &JourneyId) -> Result<(bool, bool)
 
 /// Lists the id in `index` (idempotent; also repairs an interrupted create).
 pub(crate) async fn add_to_index(
-    conn: &mut Conn,
+    base: &crate::strategy::Base,
     index: &str,
     id: &JourneyId,
 ) -> Result<(), StoreError> {
-    let _: i64 = conn.sadd(index, id.as_str()).await.store_err()?;
-    Ok(())
+    let mut sadd = redis::cmd("SADD");
+    sadd.arg(index).arg(id.as_str());
+    match &base.replication {
+        // The listing is confirmed like the journey: a failover must not unlist it.
+        Some(replication) => replication.write(index, vec![sadd], None).await.map(drop),
+        None => sadd
+            .query_async::<i64>(&mut base.redis.shared())
+            .await
+            .store_err()
+            .map(drop),
+    }
 }
 
 /// All ids listed in `index`, sorted.
@@ -270,6 +279,8 @@ pub struct MigrationSettings {
     /// Partitions converted at once, each with its own pipelines (a cluster pipeline stays in
     /// one slot).
     pub concurrency: usize,
+    /// Replicas that must confirm each conversion (`--wait-replicas`).
+    pub replicas: Option<crate::strategy::ReplicaWait>,
     /// Ids fetched from the index per `SSCAN`.
     pub batch: usize,
 }
@@ -278,6 +289,7 @@ impl Default for MigrationSettings {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            replicas: None,
             batch: 10_000,
         }
     }
@@ -320,7 +332,7 @@ pub async fn migrate(
         .query_async(&mut conn)
         .await
         .store_err()?;
-    let converter = Converter::default();
+    let converter = converter(redis, settings);
     converter.load(&mut conn).await?;
     let mut scan = IndexScan::default();
     let mut looked_at = 0;
@@ -365,6 +377,16 @@ fn finish_report(mut report: MigrationReport, started: Instant) -> MigrationRepo
     report
 }
 
+/// The conversion script, its writes confirmed by `settings.replicas` when set.
+fn converter(redis: &Redis, settings: MigrationSettings) -> Converter {
+    Converter::new(settings.replicas.map(|wait| {
+        std::sync::Arc::new(crate::replication::Replication::new(
+            std::sync::Arc::clone(redis.nodes()),
+            wait,
+        ))
+    }))
+}
+
 /// Converts whatever is still in the old layout; counted as swept. Returns how many journeys
 /// were already in the target layout, and how many were absent.
 async fn sweep(
@@ -375,7 +397,7 @@ async fn sweep(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(u64, u64), StoreError> {
     let mut settled = (0, 0);
-    let converter = Converter::default();
+    let converter = converter(redis, settings);
     let mut conn = redis.shared();
     converter.load(&mut conn).await?;
     let mut scan = IndexScan::default();

@@ -10,11 +10,13 @@
 use std::sync::LazyLock;
 
 use flyrtech_core::{Journey, JourneyId, StoreError};
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
 use crate::connection::Conn;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
+use crate::script::LuaScript;
+use crate::strategy::Base;
 
 /// Encodes a journey for storage.
 pub(crate) fn encode(journey: &Journey) -> Result<String, StoreError> {
@@ -37,16 +39,27 @@ pub(crate) fn decode(id: &JourneyId, raw: &str) -> Result<Journey, StoreError> {
 /// for a command that fails at run time (only possible here if a foreign value of another type
 /// sits at the outbox key): the reply of every command is decoded, so such a write is reported
 /// as an error, never acknowledged, and the audit reports the version without its event.
-pub(crate) fn commit(journey: &Journey) -> Result<redis::Pipeline, StoreError> {
+///
+/// `atomic`: the pipeline is redis-rs' transaction (`query_async` answers `EXEC`'s reply);
+/// otherwise it holds `MULTI` and `EXEC` as plain commands, so that more can follow `EXEC` in
+/// the same request (its `WAIT`: see `crate::replication`).
+pub(crate) fn commit(journey: &Journey, atomic: bool) -> Result<redis::Pipeline, StoreError> {
     let fields = crate::outbox::encode(journey.events.pending())
         .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("XADD")
+    if atomic {
+        pipe.atomic();
+    } else {
+        pipe.cmd("MULTI");
+    }
+    pipe.cmd("XADD")
         .arg(keys::journey_outbox(&journey.id))
         .arg("*")
         .arg(crate::outbox::xadd_args(&fields))
         .set(keys::journey_document(&journey.id), encode(journey)?);
+    if !atomic {
+        pipe.cmd("EXEC");
+    }
     Ok(pipe)
 }
 
@@ -56,20 +69,18 @@ pub(crate) type Committed = Option<(String, String)>;
 /// The write of `naive` and `local-lock` (`scripts/document_commit.lua`): the document and its
 /// outbox entry, without a version check (their bug, kept on purpose), but only while the
 /// document exists. `Ok(false)` when a migration has moved the journey away (nothing written).
-pub(crate) async fn commit_unchecked(
-    conn: &mut Conn,
-    journey: &Journey,
-) -> Result<bool, StoreError> {
-    static SCRIPT: LazyLock<Script> =
-        LazyLock::new(|| Script::new(include_str!("scripts/document_commit.lua")));
+pub(crate) async fn commit_unchecked(base: &Base, journey: &Journey) -> Result<bool, StoreError> {
+    static SCRIPT: LazyLock<LuaScript> =
+        LazyLock::new(|| LuaScript::new(include_str!("scripts/document_commit.lua")));
     let fields = crate::outbox::encode(journey.events.pending())
         .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
-    let mut invocation = SCRIPT.key(keys::journey_document(&journey.id));
-    invocation
-        .key(keys::journey_outbox(&journey.id))
-        .arg(encode(journey)?)
-        .arg(crate::outbox::xadd_args(&fields));
-    let written: i64 = invocation.invoke_async(conn).await.store_err()?;
+    let keys = [
+        keys::journey_document(&journey.id),
+        keys::journey_outbox(&journey.id),
+    ];
+    let written: i64 = base
+        .run(SCRIPT.call(&keys, (encode(journey)?, crate::outbox::xadd_args(&fields))))
+        .await?;
     Ok(written == 1)
 }
 

@@ -39,3 +39,11 @@ impl<T> RedisResultExt<T> for redis::RedisResult<T> {
         self.map_err(from_redis)
     }
 }
+
+/// Decodes one reply of a pipeline that kept errors in place (`ignore_errors`).
+pub(crate) fn decode<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, StoreError> {
+    match value {
+        redis::Value::ServerError(e) => Err(from_redis(e.into())),
+        v => redis::from_redis_value(v).map_err(|e| from_redis(e.into())),
+    }
+}

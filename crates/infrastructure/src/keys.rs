@@ -29,6 +29,7 @@
 //! | `journeys:dataset` | hash | the dataset's layout and any migration under way (see `dataset`) |
 //! | `events` | stream | the default bus the relay publishes to (see `outbox::publisher`) |
 //! | `cache:KEY` | string | the general-purpose cache, isolated from everything above |
+//! | `replication:{TAG}` | string | a counter each replica-confirmed batch increments, so that its `WAIT` covers a no-op too (see `crate::replication`); one per hash tag written |
 
 use std::sync::OnceLock;
 
@@ -159,6 +160,23 @@ pub fn journey_state(id: &JourneyId, layout: crate::Layout) -> String {
     }
 }
 
+/// The replication marker in `key`'s slot: a counter a replica-confirmed batch increments so
+/// that its `WAIT` has a write of its own to wait for, after whatever the batch read. Keyed by
+/// `key`'s hash tag (or the whole key without one), so there is one per partition, not one per
+/// journey.
+pub fn replication_marker(key: &str) -> String {
+    let tag = key
+        .find('{')
+        .and_then(|open| {
+            key[open + 1..]
+                .find('}')
+                .filter(|&len| len > 0)
+                .map(|len| &key[open + 1..open + 1 + len])
+        })
+        .unwrap_or(key);
+    format!("replication:{{{tag}}}")
+}
+
 /// A cache entry. The `cache:` prefix is the whole isolation: no journey key starts with it.
 pub fn cache_entry(key: &CacheKey) -> String {
     format!("cache:{}", key.as_str())
@@ -180,7 +198,11 @@ mod tests {
                 Partition::of(&id).parked(),
                 Partition::of(&id).lease(),
             ];
-            let slots: Vec<u16> = keys.iter().map(|k| slot(k)).collect();
+            let slots: Vec<u16> = keys
+                .iter()
+                .chain([&replication_marker(&journey_document(&id))])
+                .map(|k| slot(k))
+                .collect();
             assert!(slots.iter().all(|&s| s == slots[0]), "{keys:?} {slots:?}");
             assert!(journey_document(&id).ends_with(raw));
         }
@@ -205,6 +227,14 @@ mod tests {
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{foo}bar"), 12182);
         assert_eq!(slot("{}foo"), slot("{}foo"));
+    }
+
+    #[test]
+    fn an_untagged_key_has_its_marker_in_its_own_slot() {
+        assert_eq!(
+            slot(&replication_marker(JOURNEY_INDEX)),
+            slot(JOURNEY_INDEX)
+        );
     }
 
     #[test]

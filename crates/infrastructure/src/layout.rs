@@ -24,10 +24,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, StoreError};
-use redis::Script;
+use std::sync::Arc;
 
 use crate::connection::Conn;
 use crate::error::{RedisResultExt, corrupt};
+use crate::replication::Replication;
+use crate::script::LuaScript;
 use crate::strategy::{Strategy, hash};
 use crate::{document, keys};
 
@@ -180,20 +182,60 @@ pub enum ConversionError {
     Store(#[from] StoreError),
 }
 
-/// The compare-and-swap conversion script.
+/// The compare-and-swap conversion script, and the replicas its writes wait for.
 #[derive(Debug)]
 pub(crate) struct Converter {
-    script: Script,
-    source: &'static str,
+    script: LuaScript,
+    replication: Option<Arc<Replication>>,
 }
 
-impl Default for Converter {
-    fn default() -> Self {
-        let source = include_str!("scripts/convert.lua");
+impl Converter {
+    /// A converter whose writes are confirmed by replicas when `replication` is given.
+    pub(crate) fn new(replication: Option<Arc<Replication>>) -> Self {
         Self {
-            script: Script::new(source),
-            source,
+            script: LuaScript::new(include_str!("scripts/convert.lua")),
+            replication,
         }
+    }
+
+    /// Sends conversion calls of one slot: one pipeline on `conn`, or one replica-confirmed
+    /// write. Each call's reply, or `None` when the whole write failed.
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        calls: Vec<redis::Cmd>,
+    ) -> Option<Vec<Result<i64, StoreError>>> {
+        let key = keys_of(&calls)?;
+        match &self.replication {
+            Some(replication) => {
+                let values = replication
+                    .write(&key, calls, Some(self.script.source()))
+                    .await
+                    .ok()?;
+                Some(values.into_iter().map(crate::error::decode).collect())
+            }
+            None => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for call in calls {
+                    pipe.add_command(call);
+                }
+                let replies = pipe
+                    .query_async::<Vec<redis::RedisResult<i64>>>(conn)
+                    .await
+                    .ok()?;
+                Some(replies.into_iter().map(RedisResultExt::store_err).collect())
+            }
+        }
+    }
+}
+
+/// The first key of the first call (`EVALSHA sha numkeys key …`): the slot they all write.
+fn keys_of(calls: &[redis::Cmd]) -> Option<String> {
+    let arg = calls.first()?.args_iter().nth(3)?;
+    match arg {
+        redis::Arg::Simple(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
     }
 }
 
@@ -220,7 +262,7 @@ impl Converter {
     pub(crate) async fn load(&self, conn: &mut Conn) -> Result<(), StoreError> {
         let _: String = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(self.source)
+            .arg(self.script.source())
             .query_async(conn)
             .await
             .store_err()?;
@@ -317,9 +359,25 @@ impl Converter {
                     outcome,
                 } => (keys, args, outcome),
             };
-            let mut invocation = self.script.prepare_invoke();
-            invocation.key(&keys).arg(&args);
-            let reply: i64 = invocation.invoke_async(conn).await.store_err()?;
+            let call = self.script.call(&keys, &args).cmd;
+            let reply = match self.send(conn, vec![call]).await {
+                Some(mut replies) if replies.len() == 1 => replies.remove(0)?,
+                _ => {
+                    // Loaded again (a failover may have emptied the script cache), then once more.
+                    self.load(conn).await?;
+                    let call = self.script.call(&keys, &args).cmd;
+                    match self.send(conn, vec![call]).await {
+                        Some(mut replies) if replies.len() == 1 => replies.remove(0)?,
+                        _ => {
+                            return Err(StoreError::unavailable(
+                                "the conversion could not be sent",
+                                format!("journey {id}"),
+                            )
+                            .into());
+                        }
+                    }
+                }
+            };
             if let Some(done) = Self::done(id, reply, outcome)? {
                 return Ok(done);
             }
@@ -363,7 +421,7 @@ impl Converter {
             }
         }
         if ids.is_empty() {
-            return results;
+            return self.confirm(results).await;
         }
         let mut read = redis::pipe();
         for id in &ids {
@@ -378,8 +436,7 @@ impl Converter {
             }
             return results;
         };
-        let mut write = redis::pipe();
-        write.ignore_errors();
+        let mut write = Vec::new();
         let mut sent = Vec::new();
         let mut alone = Vec::new();
         for (id, pair) in ids.into_iter().zip(replies.chunks(2)) {
@@ -404,22 +461,14 @@ impl Converter {
                     args,
                     outcome,
                 }) => {
-                    write
-                        .cmd("EVALSHA")
-                        .arg(self.script.get_hash())
-                        .arg(keys.len())
-                        .arg(&keys)
-                        .arg(&args);
+                    write.push(self.script.call(&keys, &args).cmd);
                     sent.push((id, outcome));
                 }
             }
         }
         if !sent.is_empty() {
-            match write
-                .query_async::<Vec<redis::RedisResult<i64>>>(conn)
-                .await
-            {
-                Ok(replies) if replies.len() == sent.len() => {
+            match self.send(conn, write).await {
+                Some(replies) if replies.len() == sent.len() => {
                     for ((id, outcome), reply) in sent.into_iter().zip(replies) {
                         match reply.map(|r| Self::done(&id, r, outcome)) {
                             Ok(Ok(Some(done))) => results.push((id, Ok(done))),
@@ -435,6 +484,27 @@ impl Converter {
             let outcome = self.convert(conn, &id, to).await;
             results.push((id, outcome));
         }
+        self.confirm(results).await
+    }
+
+    /// With replicas required: one confirmation after the slot's conversions, so that what was
+    /// found already converted (by an earlier run whose confirmation failed) is on the replicas
+    /// too before it counts as done; every outcome becomes that failure otherwise.
+    async fn confirm(
+        &self,
+        mut results: Vec<(JourneyId, Result<Conversion, ConversionError>)>,
+    ) -> Vec<(JourneyId, Result<Conversion, ConversionError>)> {
+        let (Some(replication), Some((id, _))) = (&self.replication, results.first()) else {
+            return results;
+        };
+        if let Err(e) = replication.confirm(&keys::journey_document(id)).await {
+            let reason = e.to_string();
+            for (_, outcome) in &mut results {
+                if outcome.is_ok() {
+                    *outcome = Err(StoreError::unavailable("not confirmed", reason.clone()).into());
+                }
+            }
+        }
         results
     }
 }
@@ -446,31 +516,30 @@ impl Converter {
 /// [`StoreError::AlreadyExists`] (the index is still repaired), [`StoreError::InvalidInput`],
 /// [`StoreError::Unavailable`].
 pub(crate) async fn create(
-    redis: &crate::Redis,
+    base: &crate::strategy::Base,
     index: &str,
     journey: &Journey,
     layout: Layout,
 ) -> Result<(), StoreError> {
-    static SCRIPT: std::sync::LazyLock<Script> =
-        std::sync::LazyLock::new(|| Script::new(include_str!("scripts/create.lua")));
+    static SCRIPT: std::sync::LazyLock<LuaScript> =
+        std::sync::LazyLock::new(|| LuaScript::new(include_str!("scripts/create.lua")));
     journey.validate_new()?;
-    let mut invocation = SCRIPT.key(keys::journey_document(&journey.id));
-    invocation
-        .key(keys::journey_hash(&journey.id))
-        .arg(layout.name());
+    let keys = [
+        keys::journey_document(&journey.id),
+        keys::journey_hash(&journey.id),
+    ];
+    let mut args = vec![layout.name().to_owned()];
     match layout {
-        Layout::Document => {
-            invocation.arg(document::encode(journey)?);
-        }
+        Layout::Document => args.push(document::encode(journey)?),
         Layout::Hash => {
             for (field, value) in hash::to_fields(journey)? {
-                invocation.arg(field).arg(value);
+                args.push(field);
+                args.push(value);
             }
         }
     }
-    let mut conn = redis.shared();
-    let created: i64 = invocation.invoke_async(&mut conn).await.store_err()?;
-    crate::dataset::add_to_index(&mut conn, index, &journey.id).await?;
+    let created: i64 = base.run(SCRIPT.call(&keys, &args)).await?;
+    crate::dataset::add_to_index(base, index, &journey.id).await?;
     if created == 1 {
         Ok(())
     } else {

@@ -10,12 +10,11 @@ use flyrtech_core::{
     DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
 };
 
-use redis::Script;
-
 use crate::error::corrupt;
 use crate::keys;
 use crate::layout::Layout;
 use crate::outbox::Stamp;
+use crate::script::LuaScript;
 use crate::strategy::{Base, process};
 
 /// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and the layout it
@@ -23,8 +22,7 @@ use crate::strategy::{Base, process};
 /// layout's script to apply a change to a journey a migration has moved.
 #[derive(Debug)]
 pub(crate) struct UpdateScript {
-    script: Script,
-    source: &'static str,
+    script: LuaScript,
     layout: Layout,
 }
 
@@ -36,8 +34,7 @@ impl UpdateScript {
             Layout::Hash => include_str!("scripts/hash_update.lua"),
         };
         Self {
-            script: Script::new(source),
-            source,
+            script: LuaScript::new(source),
             layout,
         }
     }
@@ -64,15 +61,9 @@ impl UpdateScript {
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
         let call = self.call(base, id, change, expected);
-        let outcome = call
-            .run(&self.script, &base.redis, id, change, expected)
-            .await?;
-        if outcome.is_some() {
-            // The shared connection that ran the script: WAIT covers its write.
-            base.replicate(&mut base.redis.shared(), &call.keys[0])
-                .await?;
-        }
-        Ok(outcome)
+        // With replicas required, a batch confirms the change, or the no-op, before it returns.
+        let reply: Vec<String> = base.run(self.script.call(&call.keys, &call.args)).await?;
+        interpret(&call.keys[0], id, change, expected, &reply)
     }
 
     /// The exact script call an update sends, stamped with fresh event ids and the clock's now.
@@ -84,7 +75,7 @@ impl UpdateScript {
         expected: Option<JourneyVersion>,
     ) -> ScriptCall {
         ScriptCall::new(
-            (&self.script, self.source),
+            &self.script,
             self.layout,
             id,
             change,
@@ -113,26 +104,8 @@ pub struct ScriptCall {
 }
 
 impl ScriptCall {
-    /// Sends the call on the shared connection and interprets the reply.
-    async fn run(
-        &self,
-        script: &Script,
-        redis: &crate::connection::Redis,
-        id: &JourneyId,
-        change: &StatusChange,
-        expected: Option<JourneyVersion>,
-    ) -> Result<Option<UpdateOutcome>, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(&self.keys).arg(&self.args);
-        let reply: Vec<String> = invocation
-            .invoke_async(&mut redis.shared())
-            .await
-            .map_err(crate::error::from_redis)?;
-        interpret(&self.keys[0], id, change, expected, &reply)
-    }
-
     fn new(
-        (script, source): (&Script, &'static str),
+        script: &LuaScript,
         layout: Layout,
         id: &JourneyId,
         change: &StatusChange,
@@ -151,8 +124,8 @@ impl ScriptCall {
         args.extend(stamp.args(id));
         args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
         Self {
-            sha: script.get_hash().to_owned(),
-            source,
+            sha: script.hash().to_owned(),
+            source: script.source(),
             keys: {
                 let mut keys = vec![
                     keys::journey_state(id, layout),

@@ -11,6 +11,7 @@
 //! | `redis_errors_total` | counter | `kind` | Redis calls that failed: `timeout`, `connection`, `cluster`, `reply` |
 //! | `redis_wait_seconds` | histogram | — | how long `WAIT` for replicas took (`--wait-replicas`) |
 //! | `redis_wait_timeouts_total` | counter | — | `WAIT`s that ended with fewer replicas than required |
+//! | `redis_wait_refusals_total` | counter | — | writes refused without sending, their primary known to lack replicas |
 
 use flyrtech_core::{StoreError, UpdateOutcome};
 use metrics::{counter, histogram};
@@ -51,4 +52,9 @@ pub(crate) fn replica_wait(elapsed: std::time::Duration, satisfied: bool) {
     if !satisfied {
         counter!("redis_wait_timeouts_total").increment(1);
     }
+}
+
+/// Records one write refused at once: its primary is known to lack replicas.
+pub(crate) fn replica_refusal() {
+    counter!("redis_wait_refusals_total").increment(1);
 }

@@ -42,9 +42,12 @@ use flyrtech_core::{
     SystemClock, UpdateOutcome,
 };
 
-use crate::connection::{Conn, Redis};
+use crate::connection::Redis;
+use crate::error::RedisResultExt;
 use crate::layout::{Copies, Layout};
+use crate::replication::{Replication, Shortfall};
 use crate::retry::RetryPolicy;
+use crate::script::ScriptCmd;
 use crate::script_reply::{ScriptCall, UpdateScript};
 use crate::{dataset, document, keys};
 
@@ -162,14 +165,14 @@ pub struct StoreConfig {
 
 /// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
 ///
-/// After a strategy's atomic write, on the connection that sent it and on the primary that holds
-/// the journey's slot, the store asks Redis to wait until `replicas` replicas have confirmed it.
-/// If fewer do in time, the update answers [`StoreError::NotReplicated`] instead of success: the
-/// write is on the primary, but a failover now could lose it. A no-op waits too: on the shared
-/// connection that covers this instance's earlier writes, so a retry after a `NotReplicated`
-/// is only acknowledged once they are confirmed (a retry through another instance is not
-/// covered; see docs/reliability.md). `WAIT` narrows the failover window; it does not make Redis
-/// strongly consistent.
+/// Every write of the store (updates, creations, the fenced write, conversions) is sent with its
+/// `WAIT` in one pipeline on a connection that is never replaced, shared by the writes pending
+/// for the same primary (group commit: [`crate::replication`]). If fewer replicas confirm in
+/// time, the update answers [`StoreError::NotReplicated`] instead of success: the write may be
+/// on the primary, but a failover now could lose it. A no-op is confirmed too, through whichever
+/// instance it comes, so the retry of an unconfirmed write is acknowledged only once the
+/// replicas hold it. A primary known to lack replicas is refused at once. `WAIT` narrows the
+/// failover window; it does not make Redis strongly consistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaWait {
     /// Replicas required.
@@ -243,7 +246,9 @@ impl RedisJourneyStore {
             redis: redis.clone(),
             delay: config.processing_delay,
             clock: Arc::clone(&config.clock),
-            replicas: config.replicas,
+            replication: config
+                .replicas
+                .map(|wait| Arc::new(Replication::new(Arc::clone(redis.nodes()), wait))),
         };
         let base_for_elsewhere = base.clone();
         let writer = match config.strategy {
@@ -289,6 +294,16 @@ impl RedisJourneyStore {
     /// The Redis handle (for readiness checks and round-trip counts).
     pub fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// The primaries known to lack the replicas `--wait-replicas` requires, whose writes are
+    /// refused at once until a probe finds them again; empty without `--wait-replicas`.
+    pub fn replica_shortfalls(&self) -> Vec<Shortfall> {
+        self.base
+            .replication
+            .as_ref()
+            .map(|r| r.shortfalls())
+            .unwrap_or_default()
     }
 
     /// The Redlock writer, for tests that drive the lock and fencing step by step.
@@ -394,7 +409,7 @@ impl JourneyStore for RedisJourneyStore {
     }
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
-        crate::layout::create(&self.redis, &self.index, journey, self.layout()).await
+        crate::layout::create(&self.base, &self.index, journey, self.layout()).await
     }
 
     async fn update(
@@ -420,38 +435,60 @@ pub(crate) fn absent_here<T>(result: Result<T, StoreError>) -> Result<Option<T>,
 }
 
 /// What every writer needs: the Redis handle, the modelled processing delay, the clock, and
-/// the replicas each write waits for.
+/// the replica-confirmed writer when `--wait-replicas` is set.
 #[derive(Debug, Clone)]
 pub(crate) struct Base {
     pub(crate) redis: Redis,
     pub(crate) delay: Duration,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) replicas: Option<ReplicaWait>,
+    pub(crate) replication: Option<Arc<Replication>>,
 }
 
 impl Base {
-    /// Waits, when configured, for the replicas to confirm what `conn` has written (the write
-    /// that just touched `key`'s slot included).
+    /// Runs one script call that writes in `call.key`'s slot: alone on the shared connection,
+    /// or, with replicas required, in the next replica-confirmed batch of that slot's primary.
+    /// Loads the script and sends the call again on `NOSCRIPT`.
     ///
     /// # Errors
-    /// [`StoreError::NotReplicated`] when too few confirm in time; `Unavailable`.
-    pub(crate) async fn replicate(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
-        let Some(wait) = self.replicas else {
-            return Ok(());
+    /// [`StoreError::NotReplicated`], [`StoreError::Unavailable`] (for a write that was sent,
+    /// its outcome is then unknown).
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        call: ScriptCmd,
+    ) -> Result<T, StoreError> {
+        let Some(replication) = &self.replication else {
+            let mut conn = self.redis.shared();
+            return match call.cmd.query_async::<T>(&mut conn).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    let _: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(call.source)
+                        .query_async(&mut conn)
+                        .await
+                        .store_err()?;
+                    call.cmd.query_async(&mut conn).await.store_err()
+                }
+                other => other.store_err(),
+            };
         };
-        let started = std::time::Instant::now();
-        let confirmed = conn
-            .wait_for_replicas(key, wait.replicas, wait.timeout)
-            .await?;
-        let satisfied = confirmed >= wait.replicas;
-        crate::telemetry::replica_wait(started.elapsed(), satisfied);
-        if satisfied {
-            Ok(())
-        } else {
-            Err(StoreError::NotReplicated {
-                confirmed,
-                required: wait.replicas,
-            })
+        let reply = replication
+            .write(&call.key, vec![call.cmd], Some(call.source))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(redis::Value::Nil);
+        crate::error::decode(reply)
+    }
+
+    /// Acknowledges a no-op on `key`'s journey: with replicas required, only once they hold
+    /// what the primary holds now (the no-op may be the retry of an unconfirmed write).
+    ///
+    /// # Errors
+    /// As [`Base::run`].
+    pub(crate) async fn confirm(&self, key: &str) -> Result<(), StoreError> {
+        match &self.replication {
+            Some(replication) => replication.confirm(key).await,
+            None => Ok(()),
         }
     }
 

@@ -39,16 +39,20 @@ impl Naive {
         };
         let applied = self.base.modify(&mut journey, change, expected)?;
         process(self.base.delay).await;
-        if let Applied::Changed { .. } = applied {
+        match applied {
             // The bug: whatever was written since our GET is overwritten here. The outbox entry
             // is still written with it, which is how the audit sees the loss.
-            if !document::commit_unchecked(&mut conn, &journey).await? {
-                return Ok(None);
+            Applied::Changed { .. } => {
+                if !document::commit_unchecked(&self.base, &journey).await? {
+                    return Ok(None);
+                }
+            }
+            Applied::Unchanged => {
+                self.base
+                    .confirm(&crate::keys::journey_document(id))
+                    .await?;
             }
         }
-        self.base
-            .replicate(&mut conn, &crate::keys::journey_document(id))
-            .await?;
         Ok(Some(outcome(&journey, applied)))
     }
 }

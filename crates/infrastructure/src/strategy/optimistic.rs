@@ -47,7 +47,11 @@ impl Optimistic {
         let key = keys::journey_document(id);
         let mut attempts = Attempts::new(self.retry);
         loop {
-            let mut conn = self.base.redis.dedicated().await?;
+            let (mut conn, primary) = self.base.redis.dedicated(&key).await?;
+            if let Some(replication) = &self.base.replication {
+                // A primary known to lack its replicas: refused before any work.
+                replication.check(&primary)?;
+            }
             let (raw,): (Option<String>,) = redis::pipe()
                 .cmd("UNWATCH")
                 .ignore()
@@ -70,21 +74,34 @@ impl Optimistic {
             };
             if let Applied::Unchanged = applied {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
-                self.base
-                    .replicate(&mut self.base.redis.shared(), &key)
-                    .await?;
+                self.base.confirm(&key).await?;
                 return Ok(Some(done));
             }
-            let committed: document::Committed = document::commit(&journey)?
-                .query_async(&mut conn)
-                .await
-                .store_err()?;
-            if committed.is_some() {
-                // On the connection that sent the EXEC: WAIT counts that connection's writes.
-                self.base.replicate(&mut conn, &key).await?;
+            let committed = match &self.base.replication {
+                None => document::commit(&journey, true)?
+                    .query_async::<document::Committed>(&mut conn)
+                    .await
+                    .store_err()?
+                    .is_some(),
+                // The EXEC and its WAIT in one request on the connection that holds the WATCH.
+                Some(replication) => {
+                    let transaction = document::commit(&journey, false)?;
+                    let replies = replication
+                        .commit_on(&mut conn, &primary, transaction, exec_wrote)
+                        .await?;
+                    exec_wrote(&replies)
+                }
+            };
+            if committed {
                 return Ok(Some(done));
             }
             attempts.backoff_after_conflict(read_at.elapsed()).await?;
         }
     }
+}
+
+/// Whether the `EXEC` among a transaction's replies (`MULTI`, each `QUEUED`, `EXEC`) wrote:
+/// nil when a WATCH aborted it.
+fn exec_wrote(replies: &[redis::Value]) -> bool {
+    matches!(replies.last(), Some(redis::Value::Array(_)))
 }

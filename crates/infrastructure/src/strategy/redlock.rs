@@ -57,6 +57,7 @@ use crate::document;
 use crate::error::{RedisResultExt, corrupt};
 use crate::keys;
 use crate::retry::{Attempts, RetryPolicy};
+use crate::script::LuaScript;
 use crate::wakeup::{self, LockWaiters, Waiter, Wakeups};
 
 /// Redlock knobs.
@@ -108,7 +109,7 @@ pub struct Redlock {
     retry: RetryPolicy,
     release_script: Script,
     extend_script: Script,
-    write_script: Script,
+    write_script: LuaScript,
     wakeups: Wakeups,
 }
 
@@ -140,7 +141,7 @@ impl Redlock {
             retry,
             release_script: Script::new(include_str!("../scripts/lock_release.lua")),
             extend_script: Script::new(include_str!("../scripts/lock_extend.lua")),
-            write_script: Script::new(include_str!("../scripts/fenced_write.lua")),
+            write_script: LuaScript::new(include_str!("../scripts/fenced_write.lua")),
         })
     }
 
@@ -355,21 +356,24 @@ impl Redlock {
     ) -> Result<(), StoreError> {
         let fields = crate::outbox::encode(journey.events.pending())
             .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;
-        let mut invocation = self.write_script.key(keys::journey_document(&journey.id));
-        invocation
-            .key(keys::journey_fence(&journey.id))
-            .key(keys::journey_outbox(&journey.id))
-            .arg(token.0)
-            .arg(document::encode(journey)?)
-            .arg(crate::outbox::xadd_args(&fields));
-        let mut conn = self.base.redis.shared();
-        let (written, newest): (i64, u64) = invocation.invoke_async(&mut conn).await.store_err()?;
+        let keys = [
+            keys::journey_document(&journey.id),
+            keys::journey_fence(&journey.id),
+            keys::journey_outbox(&journey.id),
+        ];
+        let (written, newest): (i64, u64) = self
+            .base
+            .run(self.write_script.call(
+                &keys,
+                (
+                    token.0,
+                    document::encode(journey)?,
+                    crate::outbox::xadd_args(&fields),
+                ),
+            ))
+            .await?;
         match written {
-            1 => {
-                self.base
-                    .replicate(&mut conn, &keys::journey_document(&journey.id))
-                    .await
-            }
+            1 => Ok(()),
             0 => Err(StoreError::StaleFencingToken {
                 token: token.0,
                 newest,
@@ -423,11 +427,7 @@ impl Redlock {
         process(self.base.delay).await;
         match applied {
             Applied::Changed { .. } => self.write_fenced(token, &journey).await?,
-            Applied::Unchanged => {
-                self.base
-                    .replicate(&mut self.base.redis.shared(), &keys::journey_document(id))
-                    .await?;
-            }
+            Applied::Unchanged => self.base.confirm(&keys::journey_document(id)).await?,
         }
         Ok((journey.version, matches!(applied, Applied::Changed { .. })))
     }

@@ -291,6 +291,7 @@ async fn an_interrupted_migration_resumes_and_a_second_run_does_nothing(
     let settings = MigrationSettings {
         concurrency: 16,
         batch: 50,
+        ..MigrationSettings::default()
     };
     let first_batch = Notify::new();
     let on_progress = |done, _| {

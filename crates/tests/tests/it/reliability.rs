@@ -30,7 +30,9 @@ fn wait_for(replicas: u32) -> Option<ReplicaWait> {
 }
 
 /// Sets a segment's status and retries while the replicas have not confirmed it, as a client
-/// told `NotReplicated` should (bounded): on a loaded machine a healthy replica can miss one wait.
+/// told `NotReplicated` should (bounded, after a pause like Retry-After's): on a loaded machine a
+/// healthy replica can miss one wait, and its primary's writes are then refused until the probe
+/// sees the replica confirm again.
 async fn acknowledged(
     store: &RedisJourneyStore,
     id: &JourneyId,
@@ -38,7 +40,7 @@ async fn acknowledged(
     status: SegmentStatus,
 ) -> flyrtech_core::UpdateOutcome {
     let mut last = None;
-    for _ in 0..20 {
+    for _ in 0..200 {
         match store
             .update_segment_status(id, &segment_id(segment), status, None)
             .await
@@ -47,6 +49,7 @@ async fn acknowledged(
             Err(e @ StoreError::NotReplicated { .. }) => last = Some(e),
             Err(e) => panic!("{id}: {e}"),
         }
+        tokio::time::sleep(flyrtech_infrastructure::replication::PROBE_INTERVAL / 2).await;
     }
     panic!("{id}: never confirmed: {last:?}");
 }
@@ -480,4 +483,124 @@ async fn fault_under_load(
         lost: lost_updates(&histories, &state),
         recovered,
     }
+}
+
+/// The lost acknowledgement's mechanism (issue 22): WAIT counts only the writes of the connection
+/// it is sent on. The writing connection is killed while its WAIT blocks (the only replica is
+/// paused), so the update's outcome is unknown; the client's retry of the same change is then a
+/// no-op that must still wait for the replica, and a WAIT on a fresh connection, which has no
+/// write of its own to wait for, would confirm it at once. Neither may answer success while the
+/// replica cannot hold the change.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_connection_dies_before_its_wait_is_never_acknowledged(strategy: Strategy) {
+    let deployment = LocalRedis::primary_with_replicas(1).unwrap();
+    let primary = &deployment.nodes()[0];
+    let redis = connect(&primary.url()).await;
+    let store = Arc::new(
+        store_with(
+            &redis,
+            StoreConfig {
+                replicas: wait_for(1),
+                ..StoreConfig::new(strategy)
+            },
+        )
+        .await,
+    );
+    let j = journey(&unique_id("KILL"), 2);
+    store.create(&j).await.unwrap();
+    acknowledged(&store, &j.id, 0, SegmentStatus::Delayed).await;
+
+    deployment.nodes()[1].signal("STOP").unwrap();
+    let update = {
+        let (store, id) = (Arc::clone(&store), j.id.clone());
+        tokio::spawn(async move {
+            store
+                .update_segment_status(&id, &segment_id(1), SegmentStatus::Boarding, None)
+                .await
+        })
+    };
+    // The write has been sent and its WAIT blocks: kill every client connection but ours.
+    poll_until(
+        Duration::from_secs(10),
+        "a WAIT blocked on the primary",
+        || async {
+            primary.raw_command("CLIENT LIST").is_ok_and(|list| {
+                list.lines()
+                    .any(|l| l.contains("cmd=wait") && l.contains("flags=b"))
+            })
+        },
+    )
+    .await;
+    primary
+        .raw_command("CLIENT KILL TYPE normal SKIPME yes")
+        .unwrap();
+    let first = update.await.unwrap();
+    assert!(
+        matches!(
+            first,
+            Err(StoreError::Unavailable { .. } | StoreError::NotReplicated { .. })
+        ),
+        "{strategy}: the write's WAIT never completed, yet: {first:?}"
+    );
+    // The client retries the same change while the replica is still paused: a no-op now, on
+    // fresh connections (the killed ones are replaced as they fail). Until the replica is back
+    // no answer may be a success, and the store must come to say why: not replicated.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let retried = store
+            .update_segment_status(&j.id, &segment_id(1), SegmentStatus::Boarding, None)
+            .await;
+        let settled = matches!(retried, Err(StoreError::NotReplicated { .. }));
+        answers.push(retried);
+        if settled {
+            break;
+        }
+    }
+    deployment.nodes()[1].signal("CONT").unwrap();
+    assert!(
+        answers.iter().all(Result::is_err),
+        "{strategy}: acknowledged while the only replica was paused: {answers:?}"
+    );
+    assert!(
+        matches!(answers.last(), Some(Err(StoreError::NotReplicated { .. }))),
+        "{strategy}: {answers:?}"
+    );
+}
+
+/// The fact the hole was made of (REDIS-NOTES), shown on the server: with the only replica
+/// paused, the connection that wrote waits and answers 0, while a `WAIT` that is the first
+/// command of a fresh connection (what a replaced connection sends) confirms at once. This is
+/// why a write and its `WAIT` must never be split across two requests that a reconnect can
+/// separate; the store sends them as one pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_fresh_connection_confirms_what_it_never_wrote() {
+    let deployment = LocalRedis::primary_with_replicas(1).unwrap();
+    let client = redis::Client::open(deployment.nodes()[0].url()).unwrap();
+    let mut writer = client.get_multiplexed_async_connection().await.unwrap();
+    deployment.nodes()[1].signal("STOP").unwrap();
+    let ((), writer_confirmed): ((), u32) = redis::pipe()
+        .set("k", "v")
+        .cmd("WAIT")
+        .arg(1)
+        .arg(200)
+        .query_async(&mut writer)
+        .await
+        .unwrap();
+    let mut fresh = client.get_multiplexed_async_connection().await.unwrap();
+    let fresh_confirmed: u32 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(200)
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+    deployment.nodes()[1].signal("CONT").unwrap();
+    assert_eq!(
+        writer_confirmed, 0,
+        "the paused replica cannot confirm the write"
+    );
+    assert_eq!(
+        fresh_confirmed, 1,
+        "a fresh connection's WAIT has nothing to wait for and counts the connected replica"
+    );
 }
