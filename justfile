@@ -36,9 +36,9 @@ audit:
 api-check *STRATEGIES:
     tools/api-check/run.sh {{STRATEGIES}}
 
-# The fault suite with its figures printed (docs/reliability.md).
-faults:
-    cargo test -p flyrtech-tests --test it reliability:: -- --nocapture
+# The fault suite with its figures printed (docs/reliability.md); the failover under --wait-replicas runs ROUNDS times per strategy (default 10).
+faults ROUNDS="10":
+    FLYRTECH_FAULT_ROUNDS={{ROUNDS}} cargo test --release -p flyrtech-tests --test it reliability:: -- --nocapture 2>&1 | tee docs/results/faults.txt
 
 # The cost of replica-confirmed writes: every strategy with and without WAIT 1 on a private primary with a replica; writes docs/results/wait.json.
 wait-cost:

@@ -113,12 +113,13 @@ pub enum StoreError {
         /// The newest token minted for the journey.
         newest: u64,
     },
-    /// The change was applied on the primary, but fewer replicas than required confirmed it
-    /// within the wait (`--wait-replicas`): a failover now could lose it. Retrying the same
-    /// change is safe (it is a no-op if it stayed applied, and waits for the replicas again).
+    /// Fewer replicas than required confirmed the change within the wait (`--wait-replicas`),
+    /// or its primary is known to lack them and it was not sent: it may be in place on the
+    /// primary, and a failover now could lose it. Retrying the same change is safe (it is a
+    /// no-op if it stayed applied, and waits for the replicas again).
     #[error(
-        "the change was applied on the primary, but only {confirmed} of the {required} replicas \
-         required confirmed it in time"
+        "only {confirmed} of the {required} replicas required confirmed the change in time (it \
+         may be in place on the primary)"
     )]
     NotReplicated {
         /// Replicas that confirmed.

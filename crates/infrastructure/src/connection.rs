@@ -200,7 +200,14 @@ impl Redis {
     /// [`StoreError::Unavailable`] when no connection can be had in time.
     pub(crate) async fn dedicated(&self, key: &str) -> Result<(Conn, NodeAddr), StoreError> {
         let addr = self.nodes.primary_of(key)?;
-        let conn = self.nodes.pooled(&addr).await?;
+        let conn = match self.nodes.pooled(&addr).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The primary may be gone (a failover): the next caller asks the new map.
+                self.nodes.refresh().await.ok();
+                return Err(e);
+            }
+        };
         Ok((
             Conn {
                 inner: Inner::Pooled(conn),

@@ -158,6 +158,11 @@ impl Nodes {
         Ok(nodes)
     }
 
+    /// How connections are made.
+    pub(crate) fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
     /// The primary that serves `key`'s slot, as last known.
     pub(crate) fn primary_of(&self, key: &str) -> Result<NodeAddr, StoreError> {
         let slot = if self.cluster {

@@ -152,6 +152,7 @@ impl Replication {
         for _ in 0..REDIRECTS {
             let addr = self.nodes.primary_of(key)?;
             let committer = self.committer(&addr);
+            committer.primary.first_look().await;
             committer.primary.health.refuse(self.wait)?;
             let (reply, answer) = oneshot::channel();
             let pending = Pending {
@@ -181,9 +182,11 @@ impl Replication {
         self.write(key, Vec::new(), None).await.map(drop)
     }
 
-    /// Refuses at once when the primary of `key`'s slot is known to lack its replicas.
-    pub(crate) fn check(&self, addr: &NodeAddr) -> Result<(), StoreError> {
-        self.committer(addr).primary.health.refuse(self.wait)
+    /// Refuses at once when the primary `addr` is known to lack its replicas.
+    pub(crate) async fn check(&self, addr: &NodeAddr) -> Result<(), StoreError> {
+        let committer = self.committer(addr);
+        committer.primary.first_look().await;
+        committer.primary.health.refuse(self.wait)
     }
 
     /// Sends `pipeline` (a transaction, `MULTI … EXEC`, built without `atomic()`) followed by
@@ -201,6 +204,7 @@ impl Replication {
         wrote: impl Fn(&[Value]) -> bool,
     ) -> Result<Vec<Value>, StoreError> {
         let committer = self.committer(addr);
+        committer.primary.first_look().await;
         committer.primary.health.refuse(self.wait)?;
         pipeline.add_command(wait_cmd(self.wait.replicas, self.wait.timeout));
         let started = Instant::now();
@@ -328,9 +332,40 @@ struct Primary {
     health: Health,
     /// The marker the last batch incremented: a key this primary serves, for the probe.
     marker: Mutex<String>,
+    /// Set once the primary's replicas were first looked at.
+    looked: tokio::sync::OnceCell<()>,
 }
 
 impl Primary {
+    /// The first time a primary is written to (at start-up, or a replica promoted by a
+    /// failover), its `INFO replication` says how many replicas are online: one without enough
+    /// is refused from its first write, not after a first `WAIT` has timed out.
+    async fn first_look(self: &Arc<Self>) {
+        self.looked
+            .get_or_init(|| async {
+                let timeout = self.nodes.settings().response_timeout;
+                let Ok(mut conn) = self.nodes.connect(&self.addr, timeout).await else {
+                    return;
+                };
+                let info: Result<String, _> = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await;
+                if let Ok(info) = info {
+                    let online = info
+                        .lines()
+                        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                        .count();
+                    let online = u32::try_from(online).unwrap_or(u32::MAX);
+                    if online < self.wait.replicas && self.health.record(online, self.wait.replicas)
+                    {
+                        self.probe();
+                    }
+                }
+            })
+            .await;
+    }
+
     /// Judges one `WAIT`'s count, starting the probe when the primary now lacks replicas.
     fn judge(self: &Arc<Self>, confirmed: u32, took: Duration) -> Result<(), StoreError> {
         let satisfied = confirmed >= self.wait.replicas;
@@ -420,6 +455,7 @@ impl Committer {
             wait,
             health: Health::default(),
             marker: Mutex::new(String::new()),
+            looked: tokio::sync::OnceCell::new(),
         });
         let tasks = (0..WRITERS_PER_NODE)
             .map(|_| {

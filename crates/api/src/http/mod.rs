@@ -161,6 +161,39 @@ impl Inner {
         }
     }
 
+    /// Whether every primary written to has the replicas `--wait-replicas` requires. A primary
+    /// that lacks them is named; journeys of other primaries are served as usual.
+    ///
+    /// # Errors
+    /// [`ApiError`] 503 naming each primary, what it confirmed and for how long.
+    pub fn check_replicas(&self) -> Result<(), ApiError> {
+        let shortfalls = self.store.replica_shortfalls();
+        if shortfalls.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<String> = shortfalls
+            .iter()
+            .map(|s| {
+                format!(
+                    "primary {} ({} of {} replicas confirmed, for {} ms)",
+                    s.primary,
+                    s.confirmed,
+                    s.required,
+                    s.since.as_millis()
+                )
+            })
+            .collect();
+        Err(ApiError::replicas_missing(format!(
+            "writes to the journeys of {} are refused until a replica confirms again: {}",
+            if named.len() == 1 {
+                "this primary"
+            } else {
+                "these primaries"
+            },
+            named.join("; ")
+        )))
+    }
+
     /// Whether Redis may now evict journeys (someone changed `maxmemory-policy` since start-up).
     ///
     /// # Errors

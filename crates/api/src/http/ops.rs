@@ -28,13 +28,15 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
     Json(app.health("up"))
 }
 
-/// Redis answers and the dataset is in a layout this instance's strategy serves (its own, or
-/// either while a migration runs).
+/// Redis answers, the dataset is in a layout this instance's strategy serves (its own, or
+/// either while a migration runs), and with `--wait-replicas` no primary is known to lack its
+/// replicas.
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
-    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, Redis may evict journeys (maxmemory-policy allkeys-*), or this instance writes a layout the dataset has left", headers(("Retry-After" = u64)))))]
+    responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, Redis may evict journeys (maxmemory-policy allkeys-*), this instance writes a layout the dataset has left, or a primary lacks the replicas --wait-replicas requires (named)", headers(("Retry-After" = u64)))))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     app.check_server().await?;
     app.check_layout().await?;
+    app.check_replicas()?;
     Ok(Json(app.health("ready")))
 }
 

@@ -171,6 +171,18 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 503 on `/ready`: primaries known to lack the replicas `--wait-replicas` requires; their
+    /// journeys' writes are refused until a replica confirms again.
+    pub fn replicas_missing(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-replicated",
+            "Some primaries lack the replicas writes must wait for",
+            detail.into(),
+        )
+        .retry_later()
+    }
+
     /// 503 on `/ready`: Redis' `maxmemory-policy` can evict journeys.
     pub fn eviction_risk(detail: impl Into<String>) -> Self {
         Self::new(

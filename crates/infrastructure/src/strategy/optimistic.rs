@@ -50,9 +50,9 @@ impl Optimistic {
             let (mut conn, primary) = self.base.redis.dedicated(&key).await?;
             if let Some(replication) = &self.base.replication {
                 // A primary known to lack its replicas: refused before any work.
-                replication.check(&primary)?;
+                replication.check(&primary).await?;
             }
-            let (raw,): (Option<String>,) = redis::pipe()
+            let read: Result<(Option<String>,), _> = redis::pipe()
                 .cmd("UNWATCH")
                 .ignore()
                 .cmd("WATCH")
@@ -61,7 +61,15 @@ impl Optimistic {
                 .get(&key)
                 .query_async(&mut conn)
                 .await
-                .store_err()?;
+                .store_err();
+            let (raw,) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    // A moved slot or a dead primary: the next attempt asks the new map.
+                    self.base.redis.nodes().refresh().await.ok();
+                    return Err(e);
+                }
+            };
             let read_at = std::time::Instant::now();
             // Absent: not created, or moved to the hash layout by a migration.
             let Some(raw) = raw else { return Ok(None) };

@@ -38,9 +38,12 @@
 //! Cost: lock SET on every master, one pipelined INCR+GET, one EVALSHA write (state and outbox), the release on
 //! every master: at least four round trips, and the lock is held through the processing window.
 //! Each store keeps one subscriber connection per lock master.
-//! Failure modes: fewer than a quorum of masters reachable gives [`StoreError::Unavailable`] at
-//! once, without retrying (nothing written); contention beyond the retry budget gives
-//! [`StoreError::Conflict`].
+//! Failure modes: fewer than a quorum of masters accepting connections gives
+//! [`StoreError::Unavailable`] at once, without retrying (nothing written). A master that answers
+//! later than [`LockSettings::node_timeout`] is slow, not down (a loaded machine, a long
+//! command): its answer is counted as missing for this attempt, and the acquisition tries again
+//! within [`LockSettings::slow_budget`] before it answers [`StoreError::Unavailable`].
+//! Contention beyond the retry budget gives [`StoreError::Conflict`].
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,15 @@ impl Default for LockSettings {
             node_timeout: Duration::from_millis(50),
             wake_fallback: Duration::from_millis(50),
         }
+    }
+}
+
+impl LockSettings {
+    /// How long an acquisition keeps retrying masters that answer late before it answers 503:
+    /// twenty node timeouts, at least 500 ms, and well under the 2 s every request is answered
+    /// in.
+    pub fn slow_budget(&self) -> Duration {
+        (self.node_timeout * 20).clamp(Duration::from_millis(500), Duration::from_millis(1500))
     }
 }
 
@@ -159,9 +171,10 @@ impl Redlock {
     /// Acquires the journey's lock on a quorum of masters, retrying within the retry budget.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] as soon as fewer than a quorum of masters answer (no retry:
-    /// none could win a quorum); [`StoreError::Conflict`] when the lock stayed held by others
-    /// through the retry budget.
+    /// [`StoreError::Unavailable`] as soon as fewer than a quorum of masters accept connections
+    /// (no retry: none could win a quorum), or when masters kept answering late through
+    /// [`LockSettings::slow_budget`]; [`StoreError::Conflict`] when the lock stayed held by
+    /// others through the retry budget.
     pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
         self.acquire_within(id, &mut Attempts::new(self.retry))
             .await
@@ -206,7 +219,10 @@ impl Redlock {
                 .iter()
                 .filter(|r| matches!(r, Ok(Ok(Some(_)))))
                 .count();
-            let reachable = replies.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+            // Down: the master refused the connection or broke it. A master that answers late
+            // is slow, not down: it may answer the next attempt in time.
+            let down = replies.iter().filter(|r| matches!(r, Ok(Err(_)))).count();
+            let slow = replies.iter().filter(|r| r.is_err()).count();
             // Clock drift allowance, as in the Redlock description: 1% of the TTL plus 2 ms.
             let drift = self.settings.ttl / 100 + Duration::from_millis(2);
             let validity = self.settings.ttl.saturating_sub(started.elapsed() + drift);
@@ -224,16 +240,26 @@ impl Redlock {
                 self.release_token(&key, &token, |node| !refused[node])
                     .await;
             }
-            if reachable < self.quorum() {
-                // More masters failed than the lock may lose: no retry can win a quorum until
+            if self.nodes.len() - down < self.quorum() {
+                // More masters are down than the lock may lose: no retry can win a quorum until
                 // they are back, so say so now instead of waiting out the retry budget.
                 return Err(StoreError::unavailable(
                     format!(
-                        "only {reachable} of {} lock masters answered; {} needed",
+                        "{down} of {} lock masters refused the connection; {} must answer",
                         self.nodes.len(),
                         self.quorum()
                     ),
                     "Redlock quorum unreachable",
+                ));
+            }
+            if slow > 0 && began.elapsed() >= self.settings.slow_budget() {
+                return Err(StoreError::unavailable(
+                    format!(
+                        "{slow} of {} lock masters kept answering later than {:?}",
+                        self.nodes.len(),
+                        self.settings.node_timeout
+                    ),
+                    "Redlock masters too slow",
                 ));
             }
             attempts.next()?;
