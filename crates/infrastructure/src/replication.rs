@@ -53,7 +53,7 @@ use crate::nodes::{NodeAddr, Nodes, redirected};
 use crate::strategy::ReplicaWait;
 
 /// Connections per primary that send batches and their `WAIT`s.
-pub const WRITERS_PER_NODE: usize = 4;
+pub const WRITERS_PER_NODE: usize = 2;
 /// Most writes one batch carries.
 const MAX_BATCH: usize = 256;
 /// Writes that may queue for one primary before writers wait for room.
