@@ -40,19 +40,22 @@ pub const PARTITIONS: usize = 256;
 
 const SLOTS: usize = 16384;
 
-/// The cluster slot of a key (CRC16/XMODEM of its hash tag, or of the whole key without one).
-pub fn slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = key
-        .find('{')
+/// What Redis Cluster hashes of a key: its hash tag (between the first `{` and the next `}`,
+/// when not empty), or the whole key.
+fn hashed_part(key: &str) -> &str {
+    key.find('{')
         .and_then(|open| {
             key[open + 1..]
                 .find('}')
                 .filter(|&len| len > 0)
-                .map(|len| &bytes[open + 1..open + 1 + len])
+                .map(|len| &key[open + 1..open + 1 + len])
         })
-        .unwrap_or(bytes);
-    crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS as u16
+        .unwrap_or(key)
+}
+
+/// The cluster slot of a key (CRC16/XMODEM of its hash tag, or of the whole key without one).
+pub fn slot(key: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(hashed_part(key).as_bytes()) % SLOTS as u16
 }
 
 /// One outbox partition.
@@ -165,16 +168,7 @@ pub fn journey_state(id: &JourneyId, layout: crate::Layout) -> String {
 /// `key`'s hash tag (or the whole key without one), so there is one per partition, not one per
 /// journey.
 pub fn replication_marker(key: &str) -> String {
-    let tag = key
-        .find('{')
-        .and_then(|open| {
-            key[open + 1..]
-                .find('}')
-                .filter(|&len| len > 0)
-                .map(|len| &key[open + 1..open + 1 + len])
-        })
-        .unwrap_or(key);
-    format!("replication:{{{tag}}}")
+    format!("replication:{{{}}}", hashed_part(key))
 }
 
 /// A cache entry. The `cache:` prefix is the whole isolation: no journey key starts with it.
