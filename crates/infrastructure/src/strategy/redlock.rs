@@ -262,7 +262,23 @@ impl Redlock {
                     "Redlock masters too slow",
                 ));
             }
-            attempts.next()?;
+            if let Err(gave_up) = attempts.next() {
+                // Out of budget: a conflict only if enough masters answered for the lock to be
+                // won; otherwise the masters were the trouble, not other holders.
+                return Err(if self.nodes.len() - down - slow < self.quorum() {
+                    StoreError::unavailable(
+                        format!(
+                            "only {} of {} lock masters answered in time; {} needed",
+                            self.nodes.len() - down - slow,
+                            self.nodes.len(),
+                            self.quorum()
+                        ),
+                        "Redlock quorum unreachable",
+                    )
+                } else {
+                    gave_up
+                });
+            }
             match waiter.as_mut() {
                 // First refusal: queue up and subscribe, then try again at once, since the
                 // lock may have been released before the subscription took.

@@ -848,10 +848,11 @@ async fn failover_round(strategy: Strategy, round: usize) {
             SegmentStatus::Scheduled,
         )
         .await;
-        assert_eq!(
-            refused,
-            Some(Err("/problems/not-replicated".to_owned())),
-            "{strategy}"
+        // Refused (a loaded machine may answer a slow connect to the new primary with
+        // `unavailable`); either way nothing may be written, which the version shows below.
+        assert!(
+            matches!(&refused, Some(Err(kind)) if kind == "/problems/not-replicated" || kind == "/problems/unavailable"),
+            "{strategy}: {refused:?}"
         );
     }
     assert_eq!(
