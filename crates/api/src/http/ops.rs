@@ -34,9 +34,11 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
     responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, Redis may evict journeys (maxmemory-policy allkeys-*), this instance writes a layout the dataset has left, or a primary lacks the replicas --wait-replicas requires (named)", headers(("Retry-After" = u64)))))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    // First, as it asks Redis nothing: a primary known to lack its replicas is named even while
+    // the cluster client still has its dead predecessor in its map.
+    app.check_replicas()?;
     app.check_server().await?;
     app.check_layout().await?;
-    app.check_replicas()?;
     Ok(Json(app.health("ready")))
 }
 

@@ -331,15 +331,34 @@ impl RedisJourneyStore {
     pub async fn seed(&self, journeys: &[Journey]) -> Result<SeedReport, StoreError> {
         let mut report = SeedReport::default();
         for journey in journeys {
-            match self.create(journey).await {
-                Ok(()) => report.created += 1,
-                Err(StoreError::AlreadyExists(_)) => report.kept += 1,
-                Err(e) => return Err(e),
+            // With `--wait-replicas`, a replica that misses one wait (a loaded machine) makes
+            // its primary refuse writes until the probe sees it confirm again: start-up waits
+            // that out, bounded, rather than failing. A creation that was applied but not
+            // confirmed is found existing on the retry, whose confirmation covers it.
+            let mut unconfirmed = false;
+            let mut tries = 0;
+            loop {
+                match self.create(journey).await {
+                    Ok(()) => report.created += 1,
+                    Err(StoreError::AlreadyExists(_)) if unconfirmed => report.created += 1,
+                    Err(StoreError::AlreadyExists(_)) => report.kept += 1,
+                    Err(StoreError::NotReplicated { .. }) if tries < SEED_TRIES => {
+                        unconfirmed = true;
+                        tries += 1;
+                        tokio::time::sleep(crate::replication::PROBE_INTERVAL).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                break;
             }
         }
         Ok(report)
     }
 }
+
+/// How often seeding retries a creation its replicas did not confirm (one probe interval apart).
+const SEED_TRIES: u32 = 50;
 
 /// How often a change may find its journey moved away and back before it gives up with 503.
 /// Only a migration and its reverse running at the same time move a journey more than once.
