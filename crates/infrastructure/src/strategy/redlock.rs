@@ -90,10 +90,10 @@ impl Default for LockSettings {
 
 impl LockSettings {
     /// How long an acquisition keeps retrying masters that answer late before it answers 503:
-    /// twenty node timeouts, at least 500 ms, and well under the 2 s every request is answered
-    /// in.
+    /// ten node timeouts, between 250 ms and 1 s, so that with a read that times out after it
+    /// the request is still answered within 2 s.
     pub fn slow_budget(&self) -> Duration {
-        (self.node_timeout * 20).clamp(Duration::from_millis(500), Duration::from_millis(1500))
+        (self.node_timeout * 10).clamp(Duration::from_millis(250), Duration::from_secs(1))
     }
 }
 
