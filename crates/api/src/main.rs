@@ -130,12 +130,27 @@ struct CompareArgs {
     audit: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit statuses: 0 done; 1 a failure (`error: …` on stderr with its causes), or the audit found
+/// something; 2 a usage error (clap's); 3 partial work ([`dataset::INCOMPLETE`]: some journeys
+/// were left out, each listed with the reason).
+fn main() -> std::process::ExitCode {
+    match run_main() {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            // An operator's error reads like a CLI's: one line with its causes, never a stack
+            // backtrace, whatever RUST_BACKTRACE says (panics keep theirs).
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> anyhow::Result<i32> {
     // Log lines are written by a thread of their own, batched into one write when several are
     // waiting: under load, one `write(2)` per line on the request path cost `serve` about 7 % of
     // its CPU (perf, docs/results/http.md). Not lossy: a full queue slows logging callers down
-    // rather than dropping lines. The guard flushes what is left when `main` ends.
-    let (log, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    // rather than dropping lines. The guard flushes what is left when this function returns.
+    let (log, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("flyrtech-log")
         .finish(std::io::BufWriter::with_capacity(
@@ -152,14 +167,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::resolve(&cli.common)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
-    let code = runtime.block_on(run(cli.command, settings))?;
-    drop(runtime);
-    drop(log_guard);
-    if code != 0 {
-        // Everything is dropped by now, a private redis-server included.
-        std::process::exit(code);
-    }
-    Ok(())
+    // Everything, a private redis-server included, is dropped before the status is returned.
+    runtime.block_on(run(cli.command, settings))
 }
 
 /// Runs a command; the exit status on success (the audit's 1 when it finds something).

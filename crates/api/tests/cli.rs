@@ -95,6 +95,27 @@ fn a_missing_redis_server_is_one_clear_error() {
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
 }
 
+/// An expected failure reads like a CLI's error whatever `RUST_BACKTRACE` says: one `error:`
+/// line with its causes, no stack backtrace, exit status 1.
+#[test]
+fn an_operator_error_is_one_line_without_a_backtrace() {
+    let out = flyrtech()
+        .args(["--redis-url", "redis://127.0.0.1:1", "audit"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert!(!stderr.contains("Stack"), "{stderr}");
+}
+
 #[test]
 fn an_unknown_strategy_lists_the_valid_ones() {
     let out = flyrtech()
