@@ -288,7 +288,10 @@ async fn apply(
             return Err(e.into());
         }
     };
-    tracing::info!(
+    // One line per acknowledged update is an access log: at DEBUG, so that a busy service does
+    // not write megabytes a second by default (RUST_LOG=info,flyrtech_api=debug turns it on).
+    // Refusals and failures above are logged every time.
+    tracing::debug!(
         journey = %id, %target, %strategy,
         status = change.target_status(),
         attempts = outcome.attempts,
