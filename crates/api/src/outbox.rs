@@ -14,8 +14,10 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::{JourneyId, JourneyStore, StoreError};
 use flyrtech_infrastructure::audit::{AuditReport, audit};
 use flyrtech_infrastructure::keys::{self, Partition};
-use flyrtech_infrastructure::outbox::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::outbox::publisher::{Bus, RedisStreamPublisher};
+use flyrtech_infrastructure::outbox::nats::{
+    JetStream, JetStreamPublisher, StreamLimits, StreamSettings,
+};
+use flyrtech_infrastructure::outbox::publisher::{Bus, RedisStreamPublisher, Retention};
 use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings, RelayStats, depth};
 use flyrtech_infrastructure::outbox::{self, Fields};
 use flyrtech_infrastructure::{Redis, RedisSettings};
@@ -35,9 +37,55 @@ pub struct BusArgs {
     /// The bus stream's name.
     #[arg(long, default_value = keys::EVENTS)]
     pub events_stream: String,
-    /// About how many entries the bus stream keeps (`XADD MAXLEN ~`).
-    #[arg(long, default_value_t = 10_000_000)]
-    pub events_retention: usize,
+    /// Entries the Redis bus stream keeps once every consumer group has read the older ones.
+    #[arg(long, alias = "events-retention", default_value_t = Retention::default().max_len)]
+    pub bus_max_len: usize,
+    /// Age past which Redis bus entries are trimmed once every consumer group has read them
+    /// (`30s`, `15m`, `24h`, `7d`; `off` keeps them by length alone).
+    #[arg(long, default_value = "24h", value_parser = parse_age)]
+    pub bus_max_age: MaxAge,
+    /// Entries beyond which the Redis bus stream is trimmed even if a consumer group has not
+    /// read them (counted in `bus_trimmed_over_cap_total`, and logged).
+    #[arg(long, default_value_t = Retention::default().hard_cap)]
+    pub bus_hard_cap: usize,
+}
+
+/// `--bus-max-age`: a duration, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxAge(pub Option<Duration>);
+
+/// Parses `30s`, `15m`, `24h`, `7d` or `off`.
+fn parse_age(raw: &str) -> Result<MaxAge, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(MaxAge(None));
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration such as 30s, 15m, 24h, 7d or off"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit is s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("a max age of zero would trim every entry; use off to keep by length".into());
+    }
+    Ok(MaxAge(Some(Duration::from_secs(n.saturating_mul(seconds)))))
+}
+
+impl BusArgs {
+    /// The retention these flags name.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_len: self.bus_max_len,
+            max_age: self.bus_max_age.0,
+            hard_cap: self.bus_hard_cap.max(self.bus_max_len),
+        }
+    }
 }
 
 impl BusArgs {
@@ -58,9 +106,22 @@ impl BusArgs {
     /// [`StoreError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
     pub async fn publisher(&self, journeys: &Redis) -> Result<Bus, StoreError> {
         match &self.bus {
-            Some(url) if url.starts_with("nats://") => Ok(Bus::JetStream(Box::new(
-                JetStreamPublisher::new(JetStream::connect(url, StreamSettings::default()).await?),
-            ))),
+            Some(url) if url.starts_with("nats://") => {
+                Ok(Bus::JetStream(Box::new(JetStreamPublisher::new(
+                    JetStream::connect(
+                        url,
+                        StreamSettings {
+                            limits: Some(StreamLimits {
+                                max_age: self.bus_max_age.0,
+                                max_messages: i64::try_from(self.retention().hard_cap)
+                                    .unwrap_or(i64::MAX),
+                            }),
+                            ..StreamSettings::default()
+                        },
+                    )
+                    .await?,
+                ))))
+            }
             Some(other) => Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
                 "--bus",
                 format!("{other:?} is not a nats:// URL"),
@@ -68,7 +129,7 @@ impl BusArgs {
             None => Ok(Bus::Redis(RedisStreamPublisher::new(
                 self.connect(journeys).await?,
                 self.events_stream.clone(),
-                Some(self.events_retention),
+                Some(self.retention()),
             ))),
         }
     }

@@ -11,6 +11,7 @@
 //! | `redis_errors_total` | counter | `kind` | Redis calls that failed: `timeout`, `connection`, `cluster`, `reply` |
 //! | `redis_wait_seconds` | histogram | — | how long `WAIT` for replicas took (`--wait-replicas`) |
 //! | `redis_wait_timeouts_total` | counter | — | `WAIT`s that ended with fewer replicas than required |
+//! | `bus_trimmed_over_cap_total` | counter | — | event-stream entries trimmed past the hard cap, read by every consumer group or not |
 //! | `redis_wait_refusals_total` | counter | — | writes refused without sending, their primary known to lack replicas |
 
 use flyrtech_core::{StoreError, UpdateOutcome};
@@ -57,4 +58,9 @@ pub(crate) fn replica_wait(elapsed: std::time::Duration, satisfied: bool) {
 /// Records one write refused at once: its primary is known to lack replicas.
 pub(crate) fn replica_refusal() {
     counter!("redis_wait_refusals_total").increment(1);
+}
+
+/// Records entries trimmed from the event stream past its hard cap.
+pub(crate) fn bus_trimmed_over_cap(entries: u64) {
+    counter!("bus_trimmed_over_cap_total").increment(entries);
 }

@@ -361,3 +361,22 @@ pub fn nats() -> Option<flyrtech_infrastructure::LocalNats> {
 pub fn postgres() -> Option<flyrtech_infrastructure::LocalPostgres> {
     service("PostgreSQL", flyrtech_infrastructure::LocalPostgres::start)
 }
+
+/// The change `version` of `id`: its journey status from `InProgress` to `to`, one event.
+pub fn change_of(
+    id: &JourneyId,
+    version: u64,
+    to: flyrtech_core::JourneyStatus,
+) -> flyrtech_core::Envelope {
+    flyrtech_core::Envelope::new(vec![flyrtech_core::DomainEvent {
+        id: flyrtech_core::EventId::new(),
+        journey_id: id.clone(),
+        version: flyrtech_core::JourneyVersion::new(version),
+        occurred_at: t0(),
+        kind: flyrtech_core::EventKind::JourneyStatusChanged {
+            from: flyrtech_core::JourneyStatus::InProgress,
+            to,
+        },
+    }])
+    .unwrap()
+}

@@ -36,6 +36,19 @@ pub struct StreamSettings {
     pub subject_prefix: String,
     /// JetStream's duplicate window.
     pub duplicate_window: Duration,
+    /// Limits to set on the stream (the relay's retention; JetStream's limits drop the oldest
+    /// messages whatever its consumers have read, like the Redis bus's hard cap). `None` leaves
+    /// an existing stream's limits as they are (projectors).
+    pub limits: Option<StreamLimits>,
+}
+
+/// How much of the JetStream stream is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Messages older than this are dropped (`None`: no age limit).
+    pub max_age: Option<Duration>,
+    /// Messages beyond this count are dropped, oldest first.
+    pub max_messages: i64,
 }
 
 impl Default for StreamSettings {
@@ -44,6 +57,7 @@ impl Default for StreamSettings {
             name: "JOURNEY_EVENTS".into(),
             subject_prefix: "journeys".into(),
             duplicate_window: Duration::from_secs(120),
+            limits: None,
         }
     }
 }
@@ -79,17 +93,30 @@ impl JetStream {
             .map_err(|e| StoreError::unavailable(format!("NATS at {url} did not answer"), e))?
             .map_err(|e| StoreError::unavailable(format!("cannot connect to NATS at {url}"), e))?;
         let context = jetstream::new(client);
-        let stream = context
-            .get_or_create_stream(stream::Config {
-                name: settings.name.clone(),
-                subjects: vec![format!("{}.>", settings.subject_prefix)],
-                storage: stream::StorageType::File,
-                retention: stream::RetentionPolicy::Limits,
-                duplicate_window: settings.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| StoreError::unavailable("cannot create the JetStream stream", e))?;
+        let mut config = stream::Config {
+            name: settings.name.clone(),
+            subjects: vec![format!("{}.>", settings.subject_prefix)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: settings.duplicate_window,
+            ..Default::default()
+        };
+        let stream =
+            match settings.limits {
+                None => context.get_or_create_stream(config).await.map_err(|e| {
+                    StoreError::unavailable("cannot create the JetStream stream", e)
+                })?,
+                Some(limits) => {
+                    config.max_age = limits.max_age.unwrap_or_default();
+                    config.max_messages = limits.max_messages;
+                    context.create_or_update_stream(config).await.map_err(|e| {
+                        StoreError::unavailable("cannot create or update the JetStream stream", e)
+                    })?;
+                    context.get_stream(&settings.name).await.map_err(|e| {
+                        StoreError::unavailable("cannot open the JetStream stream", e)
+                    })?
+                }
+            };
         Ok(Self {
             context,
             stream,

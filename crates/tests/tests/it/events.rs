@@ -8,7 +8,7 @@ use flyrtech_core::{
     SegmentStatus, StatusChange,
 };
 use flyrtech_infrastructure::outbox;
-use flyrtech_tests::{ApplyNow, journey, segment_id, t0, unique_id};
+use flyrtech_tests::{ApplyNow, change_of, journey, segment_id, t0, unique_id};
 use proptest::prelude::*;
 
 fn journey_change(status: JourneyStatus) -> StatusChange {
@@ -104,20 +104,6 @@ fn pending_events_are_not_part_of_the_journeys_value() {
     });
     assert_eq!(a, b);
     assert!(!serde_json::to_string(&a).unwrap().contains("events"));
-}
-
-fn change_of(id: &JourneyId, version: u64, to: JourneyStatus) -> Envelope {
-    Envelope::new(vec![DomainEvent {
-        id: EventId::new(),
-        journey_id: id.clone(),
-        version: JourneyVersion::new(version),
-        occurred_at: t0(),
-        kind: EventKind::JourneyStatusChanged {
-            from: JourneyStatus::InProgress,
-            to,
-        },
-    }])
-    .unwrap()
 }
 
 /// The assessment's question 3: completed (t=0) then cancelled (t=1), delivered in reverse.

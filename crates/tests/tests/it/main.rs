@@ -41,3 +41,4 @@ mod projection;
 mod properties;
 mod redlock;
 mod reliability;
+mod retention;

@@ -379,3 +379,28 @@ async fn every_acknowledged_change_reaches_the_projection_once() {
         .unwrap();
     assert_eq!(report.differences.len(), 4, "{:?}", report.differences);
 }
+
+/// The relay's retention reaches JetStream as the stream's limits, on an existing stream too;
+/// a projector's connection leaves them as the relay set them.
+#[tokio::test]
+async fn the_relay_sets_the_jetstream_limits_and_projectors_keep_them() {
+    let Some(bus) = nats() else { return };
+    JetStream::connect(&bus.url(), StreamSettings::default())
+        .await
+        .unwrap();
+    let limits = flyrtech_infrastructure::outbox::nats::StreamLimits {
+        max_age: Some(std::time::Duration::from_secs(3600)),
+        max_messages: 5000,
+    };
+    let relay = StreamSettings {
+        limits: Some(limits),
+        ..StreamSettings::default()
+    };
+    JetStream::connect(&bus.url(), relay).await.unwrap();
+    let projector = JetStream::connect(&bus.url(), StreamSettings::default())
+        .await
+        .unwrap();
+    let config = &projector.stream().cached_info().config;
+    assert_eq!(config.max_messages, 5000);
+    assert_eq!(config.max_age, std::time::Duration::from_secs(3600));
+}
