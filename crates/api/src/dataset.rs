@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use flyrtech_infrastructure::dataset::legacy::{self, ImportOptions, ImportReport, StatusMap};
 use flyrtech_infrastructure::dataset::{self, MigrationReport, MigrationSettings};
-use flyrtech_infrastructure::legacy::{self, ImportOptions, ImportReport, StatusMap};
 use flyrtech_infrastructure::{Layout, Redis, RedisJourneyStore, RedisSettings};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -250,7 +250,7 @@ pub async fn migrate_bench(
         anyhow::bail!("--journeys and --concurrency must each be at least 1");
     }
     let listed: u64 = redis::cmd("SCARD")
-        .arg(flyrtech_infrastructure::keys::JOURNEY_INDEX)
+        .arg(flyrtech_infrastructure::plumbing::keys::JOURNEY_INDEX)
         .query_async(&mut redis.shared())
         .await?;
     if listed > 0 {

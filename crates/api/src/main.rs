@@ -180,7 +180,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             let (_deployment, redis) = connect(&settings, "relay").await?;
             // The relay reads only the outbox, which both layouts share: it serves any dataset.
             // Its entries carry no TTL either: refuse a Redis that may evict them.
-            flyrtech_infrastructure::server::check(&redis, settings.allow_eviction).await?;
+            flyrtech_infrastructure::plumbing::server::check(&redis, settings.allow_eviction)
+                .await?;
             let state = stored_dataset::state(&redis).await?;
             tracing::info!(dataset = %state, "relaying the outbox");
             outbox::relay(&args, redis, shutdown_signal()).await?;

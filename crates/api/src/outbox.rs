@@ -1,7 +1,7 @@
 //! The outbox's commands: `flyrtech relay` (the background publisher), `flyrtech audit` (lost
 //! updates, version gaps and unpublished events, from the published history) and `flyrtech
 //! backlog` (the drain rate of a large backlog). The machinery lives in
-//! `flyrtech_infrastructure::outbox` and `flyrtech_infrastructure::audit`; this module wires it
+//! `flyrtech_infrastructure::store::outbox` and `flyrtech_infrastructure::events::audit`; this module wires it
 //! to flags, metrics and reports.
 
 use std::net::SocketAddr;
@@ -12,14 +12,14 @@ use clap::Args;
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::{JourneyId, JourneyStore, StoreError};
-use flyrtech_infrastructure::audit::{AuditReport, audit};
-use flyrtech_infrastructure::keys::{self, Partition};
-use flyrtech_infrastructure::outbox::nats::{
+use flyrtech_infrastructure::events::audit::{AuditReport, audit};
+use flyrtech_infrastructure::events::nats::{
     JetStream, JetStreamPublisher, StreamLimits, StreamSettings,
 };
-use flyrtech_infrastructure::outbox::publisher::{Bus, RedisStreamPublisher, Retention};
-use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings, RelayStats, depth};
-use flyrtech_infrastructure::outbox::{self, Fields};
+use flyrtech_infrastructure::events::publisher::{Bus, RedisStreamPublisher, Retention};
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, RelayStats, depth};
+use flyrtech_infrastructure::plumbing::keys::{self, Partition};
+use flyrtech_infrastructure::store::outbox::{self, Fields};
 use flyrtech_infrastructure::{Redis, RedisSettings};
 use futures::StreamExt;
 use serde::Serialize;
@@ -571,7 +571,7 @@ fn backlog_entry(
 /// Whether every journey's versions appear on the bus stream in increasing order.
 async fn bus_order_kept(bus: &Redis, stream: &str) -> Result<bool, StoreError> {
     let mut last: std::collections::HashMap<JourneyId, u64> = std::collections::HashMap::new();
-    for (_, envelope) in outbox::publisher::read_bus(bus, stream).await? {
+    for (_, envelope) in flyrtech_infrastructure::events::publisher::read_bus(bus, stream).await? {
         let v = envelope.version.get();
         let previous = last.insert(envelope.journey_id.clone(), v).unwrap_or(0);
         if v <= previous {

@@ -1,7 +1,7 @@
 //! `flyrtech project` (the bus' changes into the PostgreSQL projection, exactly once, in
 //! order), `flyrtech audit --projection` (the projection against the stored journeys), and
 //! `flyrtech project-bench` (end-to-end lag and the drain rate of a large backlog). The
-//! machinery is `flyrtech_infrastructure::projection`; this module wires it to flags and
+//! machinery is `flyrtech_infrastructure::events::projection`; this module wires it to flags and
 //! reports.
 
 use std::path::PathBuf;
@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use flyrtech_core::JourneyStore;
-use flyrtech_infrastructure::outbox::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::outbox::publisher::Bus;
-use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings};
-use flyrtech_infrastructure::projection::{self, Projector, ProjectorSettings, ProjectorStats};
+use flyrtech_infrastructure::events::nats::{JetStream, JetStreamPublisher, StreamSettings};
+use flyrtech_infrastructure::events::projection::{
+    self, Projector, ProjectorSettings, ProjectorStats,
+};
+use flyrtech_infrastructure::events::publisher::Bus;
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_infrastructure::{LocalNats, LocalPostgres, Redis};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -327,7 +329,7 @@ async fn measure_lag(
         // Everything the writers committed is on the bus once the outbox is empty.
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline
-            && flyrtech_infrastructure::outbox::relay::depth(redis)
+            && flyrtech_infrastructure::events::relay::depth(redis)
                 .await
                 .is_ok_and(|d| d.entries > 0)
         {

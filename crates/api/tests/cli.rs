@@ -436,7 +436,7 @@ async fn a_redis_that_may_evict_journeys_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_republishes_after_restart() {
     use flyrtech_core::consumer::{Consumer, StatusHistory};
-    use flyrtech_infrastructure::keys::{self, Partition};
+    use flyrtech_infrastructure::plumbing::keys::{self, Partition};
 
     let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let url = local.url();
@@ -518,7 +518,7 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let bus = flyrtech_infrastructure::outbox::publisher::read_bus(&redis, keys::EVENTS)
+    let bus = flyrtech_infrastructure::events::publisher::read_bus(&redis, keys::EVENTS)
         .await
         .unwrap();
     let mut consumer = Consumer::new(StatusHistory::default());
@@ -632,8 +632,10 @@ async fn a_migration_killed_part_way_finishes_when_run_again() {
     let mut in_hash = 0;
     for id in &ids {
         let (document, hash): (bool, bool) = redis::pipe()
-            .exists(flyrtech_infrastructure::keys::journey_document(id))
-            .exists(flyrtech_infrastructure::keys::journey_hash(id))
+            .exists(flyrtech_infrastructure::plumbing::keys::journey_document(
+                id,
+            ))
+            .exists(flyrtech_infrastructure::plumbing::keys::journey_hash(id))
             .query_async(&mut redis.shared())
             .await
             .unwrap();
@@ -784,7 +786,7 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
             .args(extra);
         cmd
     };
-    let client = flyrtech_infrastructure::projection::connect(&db)
+    let client = flyrtech_infrastructure::events::projection::connect(&db)
         .await
         .unwrap();
     let sum = |sql: &'static str| {

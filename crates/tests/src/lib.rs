@@ -294,16 +294,16 @@ impl ApplyNow for Journey {
 
 /// The envelopes in the outbox for one journey, oldest first (pending publication).
 pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core::Envelope> {
-    flyrtech_infrastructure::outbox::read_stream(
+    flyrtech_infrastructure::store::outbox::read_stream(
         redis,
-        &flyrtech_infrastructure::keys::journey_outbox(id),
+        &flyrtech_infrastructure::plumbing::keys::journey_outbox(id),
     )
     .await
     .unwrap()
     .into_iter()
     .filter(|(_, f)| f.get("journey").map(String::as_str) == Some(id.as_str()))
     .map(|(entry, f)| {
-        flyrtech_infrastructure::outbox::decode(&f)
+        flyrtech_infrastructure::store::outbox::decode(&f)
             .unwrap_or_else(|e| panic!("entry {entry} does not decode: {e}"))
     })
     .collect()
@@ -311,7 +311,7 @@ pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core:
 
 /// Every envelope on a bus stream, oldest first.
 pub async fn bus(redis: &Redis, stream: &str) -> Vec<flyrtech_core::Envelope> {
-    flyrtech_infrastructure::outbox::publisher::read_bus(redis, stream)
+    flyrtech_infrastructure::events::publisher::read_bus(redis, stream)
         .await
         .unwrap()
         .into_iter()

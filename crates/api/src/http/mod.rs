@@ -94,9 +94,9 @@ pub enum ServeError {
         #[source]
         source: StoreError,
     },
-    /// Redis may evict journeys (see `flyrtech_infrastructure::server`).
+    /// Redis may evict journeys (see `flyrtech_infrastructure::plumbing::server`).
     #[error(transparent)]
-    Server(#[from] flyrtech_infrastructure::server::CheckError),
+    Server(#[from] flyrtech_infrastructure::plumbing::server::CheckError),
     /// The dataset's layout is not the strategy's (see `flyrtech_infrastructure::dataset`).
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -142,7 +142,7 @@ impl Deref for AppState {
 impl Inner {
     /// Whether the dataset is still in a layout this instance serves: after a migration to the
     /// other layout has finished, an instance left on the old one is not ready and takes no new
-    /// journeys (its updates stay correct: see `flyrtech_infrastructure::strategy`).
+    /// journeys (its updates stay correct: see `flyrtech_infrastructure::store::strategy`).
     ///
     /// # Errors
     /// [`ApiError`] 503 saying why, or Redis' own unavailability.
@@ -199,7 +199,7 @@ impl Inner {
     /// # Errors
     /// [`ApiError`] 503 naming the setting, or Redis' own unavailability.
     pub async fn check_server(&self) -> Result<(), ApiError> {
-        use flyrtech_infrastructure::server::{CheckError, check};
+        use flyrtech_infrastructure::plumbing::server::{CheckError, check};
         match check(self.store.redis(), self.allow_eviction).await {
             Ok(_) => Ok(()),
             Err(CheckError::Eviction(risk)) => Err(ApiError::eviction_risk(risk.to_string())),
@@ -248,7 +248,8 @@ impl Application {
             .map_err(store_err)?;
         // Before the first write: refuses a Redis that may evict journeys, and says so when it
         // keeps nothing on disk.
-        let facts = flyrtech_infrastructure::server::check(&redis, config.allow_eviction).await?;
+        let facts =
+            flyrtech_infrastructure::plumbing::server::check(&redis, config.allow_eviction).await?;
         if facts.keeps_nothing_on_disk() {
             tracing::warn!(
                 "Redis keeps nothing on disk (no AOF, no RDB snapshot): a restart of redis-server loses every journey"

@@ -73,7 +73,7 @@ async fn the_cache_cannot_reach_journey_data() {
     journeys.create(&original).await.unwrap();
     let cache = RedisCache::new(conn);
     for raw in [
-        flyrtech_infrastructure::keys::journey_document(&id),
+        flyrtech_infrastructure::plumbing::keys::journey_document(&id),
         format!("journey:{id}"),
         "journeys:index".to_owned(),
     ] {

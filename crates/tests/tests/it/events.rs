@@ -7,7 +7,7 @@ use flyrtech_core::{
     Applied, DomainEvent, Envelope, EventId, EventKind, JourneyId, JourneyStatus, JourneyVersion,
     SegmentStatus, StatusChange,
 };
-use flyrtech_infrastructure::outbox;
+use flyrtech_infrastructure::store::outbox;
 use flyrtech_tests::{ApplyNow, change_of, journey, segment_id, t0, unique_id};
 use proptest::prelude::*;
 

@@ -12,10 +12,10 @@ use flyrtech_core::{
     Envelope, EventKind, EventPublisher, JourneyStatus, JourneyStore, JourneyVersion, ManualClock,
     PublishError, SegmentStatus,
 };
-use flyrtech_infrastructure::audit::{GapCause, LostReason, audit};
-use flyrtech_infrastructure::keys::{self, Partition};
-use flyrtech_infrastructure::outbox::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings, depth};
+use flyrtech_infrastructure::events::audit::{GapCause, LostReason, audit};
+use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, depth};
+use flyrtech_infrastructure::plumbing::keys::{self, Partition};
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, Strategy};
 use flyrtech_tests::{
     S, TestRedis, Topology, bus, journey, outbox_entries, segment_id, store, store_delayed,
@@ -58,7 +58,7 @@ async fn audit_one(
     store: &RedisJourneyStore,
     redis: &Redis,
     id: &flyrtech_core::JourneyId,
-) -> flyrtech_infrastructure::audit::AuditReport {
+) -> flyrtech_infrastructure::events::audit::AuditReport {
     audit(
         store,
         redis,

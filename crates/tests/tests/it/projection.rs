@@ -8,12 +8,12 @@ use flyrtech_core::{
     JourneyStore, JourneyVersion, SegmentStatus,
 };
 use flyrtech_infrastructure::LocalPostgres;
-use flyrtech_infrastructure::outbox::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::outbox::publisher::Bus;
-use flyrtech_infrastructure::outbox::relay::{Relay, RelaySettings};
-use flyrtech_infrastructure::projection::{
+use flyrtech_infrastructure::events::nats::{JetStream, JetStreamPublisher, StreamSettings};
+use flyrtech_infrastructure::events::projection::{
     self, BatchStats, Projector, ProjectorSettings, apply_batch,
 };
+use flyrtech_infrastructure::events::publisher::Bus;
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_tests::{S, TestRedis, journey, nats, postgres, segment_id, store, t0, unique_id};
 use tokio_postgres::Client;
 
@@ -388,7 +388,7 @@ async fn the_relay_sets_the_jetstream_limits_and_projectors_keep_them() {
     JetStream::connect(&bus.url(), StreamSettings::default())
         .await
         .unwrap();
-    let limits = flyrtech_infrastructure::outbox::nats::StreamLimits {
+    let limits = flyrtech_infrastructure::events::nats::StreamLimits {
         max_age: Some(std::time::Duration::from_secs(3600)),
         max_messages: 5000,
     };

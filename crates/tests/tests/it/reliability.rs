@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
 use flyrtech_infrastructure::{
     Fsync, LocalRedis, Redis, RedisJourneyStore, RedisSettings, ReplicaWait, StoreConfig, Strategy,
-    keys,
+    plumbing::keys,
 };
 use flyrtech_tests::{
     S, TestServer, http_client, journey, poll_until, segment_id, serve_config, store_with,
@@ -49,7 +49,8 @@ async fn acknowledged(
             Err(e @ StoreError::NotReplicated { .. }) => last = Some(e),
             Err(e) => panic!("{id}: {e}"),
         }
-        tokio::time::sleep(flyrtech_infrastructure::replication::PROBE_INTERVAL / 2).await;
+        tokio::time::sleep(flyrtech_infrastructure::plumbing::replication::PROBE_INTERVAL / 2)
+            .await;
     }
     panic!("{id}: never confirmed: {last:?}");
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use flyrtech_core::{Envelope, EventPublisher, JourneyStatus};
 use flyrtech_infrastructure::Redis;
-use flyrtech_infrastructure::outbox::publisher::{RedisStreamPublisher, Retention};
+use flyrtech_infrastructure::events::publisher::{RedisStreamPublisher, Retention};
 use flyrtech_tests::{TestRedis, change_of, unique_id};
 
 const STREAM: &str = "events";

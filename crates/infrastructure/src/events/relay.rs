@@ -1,0 +1,640 @@
+//! The relay: the background worker that publishes outbox entries, at least once, in order.
+//!
+//! # What it guarantees
+//! - **At least once.** An entry is read through the consumer group `relay`, published, and only
+//!   then acknowledged and deleted (`XACK` + `XDEL` in one MULTI). A relay that dies between
+//!   publishing and acknowledging leaves the entry pending; once it has been idle for
+//!   `claim_idle`, any relay claims it (`XAUTOCLAIM`) and publishes it again. Consumers absorb the
+//!   duplicate by event id ([`flyrtech_core::consumer`]).
+//! - **Per-journey order on the bus.** A journey lives in one partition and a partition's
+//!   entries are in commit order. A relay publishes a partition only while it holds the
+//!   partition's lease (`SET NX PX`), so two relays never publish one partition at once; it
+//!   drains its own pending entries before reading new ones; and it skips a partition while
+//!   another consumer holds pending entries there that are not yet idle enough to claim. A
+//!   relay that stalls for longer than `claim_idle` can still publish late (a duplicate, possibly
+//!   behind newer changes); consumers hold or drop such deliveries by version.
+//! - **Poison entries are parked.** An entry that cannot be decoded, or that the bus rejects,
+//!   stays pending and blocks its partition (order) until it has been delivered
+//!   `max_deliveries` times; then it is moved to `outbox:{P}:parked` with the reason, in one
+//!   MULTI with its acknowledgement. The journey's later changes are published after it, and
+//!   the audit reports the version gap. A bus outage is not counted against entries: the relay
+//!   backs off and retries.
+//! - **Trimmed.** Published entries are deleted, so a partition's length is its backlog.
+//!
+//! # Limits
+//! - Exactly-once is not offered (see docs/outbox/ANSWERS.md, Q1): consumers deduplicate.
+//! - A relay that restarts under a new consumer name leaves its old name in each partition's
+//!   group (with no pending entries once they were claimed). It costs a few bytes per partition;
+//!   `XGROUP DELCONSUMER` removes it, which is not automated.
+//! - The lease does not fence: a relay stalled past both its lease and `claim_idle` may publish
+//!   a batch another relay already published. Consumers drop the duplicates by event id and the
+//!   out-of-order ones by version.
+//!
+//! # Throughput
+//! Each partition batch costs a fixed number of round trips whatever its size (lease, claim,
+//! pending check, read, one publish pipeline, one acknowledging MULTI, release: about eight), and
+//! up to `parallel` partitions are processed at once. The drain rate of a
+//! 1,000,000-entry backlog is measured by `flyrtech backlog` (docs/results/backlog.json).
+//!
+//! # Metrics
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `outbox_depth` | gauge | entries not yet published and acknowledged, all partitions |
+//! | `outbox_oldest_entry_age_seconds` | gauge | age of the oldest such entry |
+//! | `outbox_published_total` | counter | envelopes published |
+//! | `outbox_redelivered_total` | counter | envelopes published again after a previous delivery |
+//! | `outbox_parked_total` | counter | entries parked |
+//! | `outbox_publish_failures_total` | counter | batches the bus did not accept |
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
+use futures::StreamExt;
+use metrics::{counter, gauge};
+use rand::RngExt;
+use redis::{Script, Value};
+
+use crate::plumbing::connection::Redis;
+use crate::plumbing::error::{RedisResultExt, corrupt};
+use crate::plumbing::keys::{PARTITIONS, Partition};
+use crate::store::outbox::{GROUP, decode};
+
+/// How a relay behaves.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// This relay's consumer name in the group; unique per running relay.
+    pub consumer: String,
+    /// Entries read and published per partition batch.
+    pub batch: usize,
+    /// Partitions processed at once.
+    pub parallel: usize,
+    /// How long an entry must have been pending before another relay may claim it. Must exceed
+    /// the longest time a batch takes to publish.
+    pub claim_idle: Duration,
+    /// How long a partition lease lasts; one batch must fit in it.
+    pub lease: Duration,
+    /// Deliveries after which an entry that keeps failing is parked.
+    pub max_deliveries: u64,
+    /// Pause between sweeps that found nothing to do.
+    pub poll_interval: Duration,
+    /// Modelled bus latency between publishing a batch and acknowledging it (0 in production;
+    /// the tests use it to kill a relay in the middle of a batch).
+    pub publish_delay: Duration,
+}
+
+impl RelaySettings {
+    /// Defaults, with a fresh consumer name.
+    pub fn new() -> Self {
+        Self {
+            consumer: format!(
+                "relay-{}-{:06x}",
+                std::process::id(),
+                rand::rng().random::<u32>() & 0xff_ffff
+            ),
+            batch: 256,
+            parallel: 8,
+            claim_idle: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
+            max_deliveries: 5,
+            poll_interval: Duration::from_millis(100),
+            publish_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Totals since the relay started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Envelopes published.
+    pub published: u64,
+    /// Of which published again after an earlier delivery.
+    pub redelivered: u64,
+    /// Entries parked.
+    pub parked: u64,
+    /// Partition batches processed.
+    pub batches: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    redelivered: AtomicU64,
+    parked: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// The outbox's backlog right now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Depth {
+    /// Entries not yet published and acknowledged.
+    pub entries: u64,
+    /// Partitions holding at least one.
+    pub partitions: Vec<Partition>,
+    /// Age of the oldest entry, if any.
+    pub oldest_age: Option<Duration>,
+}
+
+/// What one partition batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BatchReport {
+    published: u64,
+    redelivered: u64,
+    parked: u64,
+    acknowledged: u64,
+}
+
+impl BatchReport {
+    fn progressed(self) -> bool {
+        self.acknowledged > 0 || self.parked > 0
+    }
+}
+
+/// The outbox relay.
+#[derive(Debug)]
+pub struct Relay<P> {
+    redis: Redis,
+    publisher: P,
+    settings: RelaySettings,
+    release: Script,
+    counters: Counters,
+}
+
+/// One delivered entry: its id, its fields (`None` when it was deleted while pending), and how
+/// many times it has been delivered.
+type Delivered = (String, Option<HashMap<String, String>>, u64);
+
+/// A stream entry as `XREADGROUP` returns it: id and fields (`None` when deleted).
+type StreamEntry = (String, Option<HashMap<String, String>>);
+
+impl<P: EventPublisher> Relay<P> {
+    /// A relay reading the outbox on `redis` and publishing through `publisher`. Creates the
+    /// consumer group on every partition if it does not exist yet.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn new(
+        redis: Redis,
+        publisher: P,
+        settings: RelaySettings,
+    ) -> Result<Self, StoreError> {
+        let relay = Self {
+            redis,
+            publisher,
+            settings,
+            release: Script::new(include_str!("../store/scripts/lock_release.lua")),
+            counters: Counters::default(),
+        };
+        ensure_groups(&relay.redis).await?;
+        Ok(relay)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RelaySettings {
+        &self.settings
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> RelayStats {
+        let c = &self.counters;
+        RelayStats {
+            published: c.published.load(Ordering::Relaxed),
+            redelivered: c.redelivered.load(Ordering::Relaxed),
+            parked: c.parked.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes until the outbox is empty, then returns the totals. A partition blocked by
+    /// another relay's pending entries waits until they can be claimed.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the outbox's Redis fails; bus failures are retried.
+    pub async fn drain(&self) -> Result<RelayStats, StoreError> {
+        loop {
+            let depth = depth(&self.redis).await?;
+            if depth.entries == 0 {
+                return Ok(self.stats());
+            }
+            if !self.sweep_partitions(&depth.partitions).await? {
+                tokio::time::sleep(self.settings.poll_interval).await;
+            }
+        }
+    }
+
+    /// Publishes until `shutdown` resolves, finishing the sweep in progress first. Redis
+    /// errors are logged and retried after the poll interval.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> RelayStats {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let pause = match self.sweep().await {
+                Ok(true) => Duration::ZERO,
+                Ok(false) => self.settings.poll_interval,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay sweep failed; retrying");
+                    self.settings.poll_interval
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return self.stats(),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass over the partitions that hold entries. True when something was published,
+    /// parked or acknowledged.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the outbox's Redis fails.
+    pub async fn sweep(&self) -> Result<bool, StoreError> {
+        let depth = depth(&self.redis).await?;
+        self.sweep_partitions(&depth.partitions).await
+    }
+
+    async fn sweep_partitions(&self, partitions: &[Partition]) -> Result<bool, StoreError> {
+        let results: Vec<Result<BatchReport, StoreError>> =
+            futures::stream::iter(partitions.iter().copied())
+                .map(|p| self.partition(p))
+                .buffer_unordered(self.settings.parallel.max(1))
+                .collect()
+                .await;
+        let mut progressed = false;
+        for result in results {
+            let report = result?;
+            progressed |= report.progressed();
+        }
+        Ok(progressed)
+    }
+
+    /// Processes one batch of a partition under its lease.
+    async fn partition(&self, p: Partition) -> Result<BatchReport, StoreError> {
+        let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = self.redis.shared();
+        let leased: Option<String> = redis::cmd("SET")
+            .arg(p.lease())
+            .arg(&self.settings.consumer)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease_ms)
+            .query_async(&mut conn)
+            .await
+            .store_err()?;
+        if leased.is_none() {
+            return Ok(BatchReport::default());
+        }
+        let result = self.leased(p).await;
+        let mut release = self.release.key(p.lease());
+        release.arg(&self.settings.consumer);
+        let released: Result<i64, _> = release.invoke_async(&mut conn).await;
+        if let Err(e) = released {
+            tracing::debug!(partition = %p, error = %e, "lease release failed; it will expire");
+        }
+        let report = result?;
+        if report.progressed() {
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(report)
+    }
+
+    async fn leased(&self, p: Partition) -> Result<BatchReport, StoreError> {
+        let Some(delivered) = self.deliver(p).await? else {
+            return Ok(BatchReport::default());
+        };
+        let mut report = BatchReport::default();
+        // The decodable entries up to the first that is not, and their envelopes, in order.
+        let mut entries: Vec<Delivered> = Vec::new();
+        let mut envelopes: Vec<Envelope> = Vec::new();
+        let mut gone = Vec::new();
+        let mut poison = None;
+        for (id, fields, deliveries) in delivered {
+            let Some(fields) = fields else {
+                gone.push(id);
+                continue;
+            };
+            match decode(&fields) {
+                Ok(envelope) => {
+                    envelopes.push(envelope);
+                    entries.push((id, Some(fields), deliveries));
+                }
+                Err(e) => {
+                    poison = Some(((id, Some(fields), deliveries), e.to_string()));
+                    break;
+                }
+            }
+        }
+        let outcome = self.publisher.publish(&envelopes).await;
+        let published = match &outcome {
+            Ok(()) => entries.len(),
+            Err(e) => e.published().min(entries.len()),
+        };
+        if !self.settings.publish_delay.is_zero() {
+            tokio::time::sleep(self.settings.publish_delay).await;
+        }
+        let mut ack: Vec<String> = gone;
+        for (id, _, deliveries) in &entries[..published] {
+            ack.push(id.clone());
+            report.published += 1;
+            if *deliveries > 1 {
+                report.redelivered += 1;
+            }
+        }
+        self.acknowledge(p, &ack).await?;
+        report.acknowledged = ack.len() as u64;
+        // The entry that stopped the batch: parked once it has been delivered often enough.
+        let failed = match outcome {
+            Ok(()) => poison,
+            Err(PublishError::Rejected { reason, .. }) => {
+                counter!("outbox_publish_failures_total").increment(1);
+                tracing::warn!(partition = %p, %reason, "the bus rejected an envelope");
+                entries
+                    .into_iter()
+                    .nth(published)
+                    .map(|entry| (entry, reason))
+            }
+            Err(e) => {
+                counter!("outbox_publish_failures_total").increment(1);
+                tracing::warn!(partition = %p, error = %e, "publishing failed; will retry");
+                None
+            }
+        };
+        if let Some(((id, Some(fields), deliveries), reason)) = failed
+            && deliveries >= self.settings.max_deliveries
+        {
+            self.park(p, &id, &fields, deliveries, &reason).await?;
+            report.parked += 1;
+        }
+        self.counters
+            .published
+            .fetch_add(report.published, Ordering::Relaxed);
+        self.counters
+            .redelivered
+            .fetch_add(report.redelivered, Ordering::Relaxed);
+        self.counters
+            .parked
+            .fetch_add(report.parked, Ordering::Relaxed);
+        counter!("outbox_published_total").increment(report.published);
+        counter!("outbox_redelivered_total").increment(report.redelivered);
+        counter!("outbox_parked_total").increment(report.parked);
+        Ok(report)
+    }
+
+    /// The next batch for this relay, in stream order: entries claimed from stalled relays and
+    /// its own pending entries first, new entries only when none are pending. `None` when the
+    /// partition must wait for another relay's pending entries.
+    async fn deliver(&self, p: Partition) -> Result<Option<Vec<Delivered>>, StoreError> {
+        let key = p.outbox();
+        let me = &self.settings.consumer;
+        let mut conn = self.redis.shared();
+        let idle_ms = u64::try_from(self.settings.claim_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut cursor = "0-0".to_owned();
+        loop {
+            // JUSTID: the claim itself does not count as a delivery; reading it below does.
+            let (next, _claimed, _deleted): (String, Vec<String>, Vec<String>) =
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&key)
+                    .arg(GROUP)
+                    .arg(me)
+                    .arg(idle_ms)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(self.settings.batch)
+                    .arg("JUSTID")
+                    .query_async(&mut conn)
+                    .await
+                    .store_err()?;
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        let summary: Value = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await
+            .store_err()?;
+        let pending = pending_by_consumer(&key, summary)?;
+        if pending.iter().any(|(c, n)| c != me && *n > 0) {
+            return Ok(None);
+        }
+        let mine = pending.iter().any(|(c, n)| c == me && *n > 0);
+        let start = if mine { "0" } else { ">" };
+        let reply: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(me)
+            .arg("COUNT")
+            .arg(self.settings.batch)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(start)
+            .query_async(&mut conn)
+            .await
+            .store_err()?;
+        let entries = reply
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .collect::<Vec<_>>();
+        if !mine {
+            return Ok(Some(
+                entries.into_iter().map(|(id, f)| (id, f, 1)).collect(),
+            ));
+        }
+        let details: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(self.settings.batch)
+            .arg(me)
+            .query_async(&mut conn)
+            .await
+            .store_err()?;
+        let counts: HashMap<String, u64> = details
+            .into_iter()
+            .map(|(id, _, _, count)| (id, count))
+            .collect();
+        Ok(Some(
+            entries
+                .into_iter()
+                .map(|(id, f)| {
+                    let n = counts.get(&id).copied().unwrap_or(1);
+                    (id, f, n)
+                })
+                .collect(),
+        ))
+    }
+
+    async fn acknowledge(&self, p: Partition, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = p.outbox();
+        let _: (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(ids)
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(ids)
+            .query_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        p: Partition,
+        id: &str,
+        fields: &HashMap<String, String>,
+        deliveries: u64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        tracing::error!(partition = %p, entry = id, deliveries, reason, "outbox entry parked");
+        let key = p.outbox();
+        let mut pipe = redis::pipe();
+        let xadd = pipe.atomic().cmd("XADD").arg(p.parked()).arg("*");
+        for (k, v) in fields {
+            xadd.arg(k).arg(v);
+        }
+        xadd.arg("parked_entry")
+            .arg(id)
+            .arg("parked_reason")
+            .arg(reason)
+            .arg("parked_deliveries")
+            .arg(deliveries);
+        pipe.cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(id)
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(id);
+        let _: (String, u64, u64) = pipe
+            .query_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        Ok(())
+    }
+}
+
+/// Creates the consumer group on every partition that lacks it (reading from the start).
+async fn ensure_groups(redis: &Redis) -> Result<(), StoreError> {
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(Partition::all())
+        .map(|p| async move {
+            let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(p.outbox())
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut redis.shared())
+                .await;
+            match created {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                Err(e) => Err(crate::plumbing::error::from_redis(e)),
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Runs one command per partition, many in flight at once on the multiplexed connection (the
+/// client pipelines them), results in partition order. Not a Redis pipeline: on a cluster, a
+/// pipeline may not cross slots, and each partition is its own slot.
+async fn per_partition<T: redis::FromRedisValue>(
+    redis: &Redis,
+    partitions: &[Partition],
+    command: impl Fn(Partition) -> redis::Cmd,
+) -> Result<Vec<T>, StoreError> {
+    futures::stream::iter(partitions.iter().map(|&p| {
+        let cmd = command(p);
+        let mut conn = redis.shared();
+        async move { cmd.query_async::<T>(&mut conn).await.store_err() }
+    }))
+    .buffered(64)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The outbox's backlog: `XLEN` of every partition, then the first entry of each non-empty
+/// one. Also sets the depth and age gauges.
+///
+/// # Errors
+/// [`StoreError::Unavailable`].
+pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
+    let all: Vec<Partition> = Partition::all().collect();
+    let lengths: Vec<u64> = per_partition(redis, &all, |p| {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(p.outbox());
+        cmd
+    })
+    .await?;
+    let partitions: Vec<Partition> = all
+        .iter()
+        .zip(&lengths)
+        .filter(|(_, n)| **n > 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let firsts: Vec<Vec<(String, Value)>> = per_partition(redis, &partitions, |p| {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(p.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+        cmd
+    })
+    .await?;
+    let oldest_ms: Option<u64> = firsts
+        .iter()
+        .flatten()
+        .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
+        .min();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let oldest_age = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+    let entries = lengths.iter().sum();
+    #[allow(clippy::cast_precision_loss)]
+    gauge!("outbox_depth").set(entries as f64);
+    gauge!("outbox_oldest_entry_age_seconds").set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+    debug_assert_eq!(lengths.len(), PARTITIONS);
+    Ok(Depth {
+        entries,
+        partitions,
+        oldest_age,
+    })
+}
+
+/// `XPENDING key group` (summary form) → pending count per consumer.
+fn pending_by_consumer(key: &str, summary: Value) -> Result<Vec<(String, u64)>, StoreError> {
+    let bad = || corrupt(key, "unexpected XPENDING reply");
+    let Value::Array(parts) = summary else {
+        return Err(bad());
+    };
+    match parts.get(3) {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(consumers) => {
+            let list: Vec<(String, String)> =
+                redis::from_redis_value_ref(consumers).map_err(|_| bad())?;
+            list.into_iter()
+                .map(|(c, n)| Ok((c, n.parse().map_err(|_| bad())?)))
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Connections to Redis, standalone or cluster, behind one handle.
+//!
+//! [`Redis`] holds two kinds of connection, because the strategies need both:
+//! - a shared, multiplexed connection for single commands and scripts (cheap, reconnects by
+//!   itself), which every task may use at once;
+//! - a pool of dedicated connections per primary for WATCH/MULTI/EXEC ([`crate::plumbing::nodes`]). WATCH
+//!   state belongs to a connection, so on a shared one another task's EXEC or UNWATCH would
+//!   silently cancel ours (redis-rs issue #565), and a connection replaced between WATCH and
+//!   EXEC would run the transaction unwatched. A pooled connection serves one transaction at a
+//!   time and is never replaced behind its user's back.
+//!
+//! Whether the URL points at a cluster is asked of the server (`INFO cluster`), so one
+//! `--redis-url` serves both. Every connection counts its round trips, which the lab reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flyrtech_core::StoreError;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+use crate::plumbing::error::{RedisResultExt, from_redis};
+use crate::plumbing::nodes::{NodeAddr, Nodes};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port`, or several comma-separated seed URLs of a cluster.
+    pub url: String,
+    /// How long one command may take before it fails as unavailable.
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// Dedicated connections for transactions.
+    pub pool_size: usize,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the defaults below.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            response_timeout: Duration::from_millis(1000),
+            connect_timeout: Duration::from_millis(500),
+            pool_size: 64,
+        }
+    }
+
+    fn seeds(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+enum Shared {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A handle on one Redis deployment. Cheap to clone; clones share connections and counters.
+#[derive(Clone)]
+pub struct Redis {
+    shared: Shared,
+    nodes: Arc<Nodes>,
+    round_trips: Arc<AtomicU64>,
+    /// Kept to open connections of other kinds later ([`Redis::subscriber`]).
+    settings: Arc<RedisSettings>,
+    /// The seed URLs (one for a standalone server).
+    seed_urls: Arc<[String]>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("cluster", &self.is_cluster())
+            .field("round_trips", &self.round_trips())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects, finding out whether the URL names a cluster.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] for a malformed URL; [`StoreError::Unavailable`] when no
+    /// seed answers.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let seeds = settings.seeds();
+        let seed_urls: Arc<[String]> = seeds.clone().into();
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout));
+        let cluster = detect_cluster(&seeds, &conn_config).await?;
+        let shared = if cluster {
+            let client = ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .build()
+                .map_err(invalid_url)?;
+            Shared::Cluster(client.get_async_connection().await.store_err()?)
+        } else {
+            let url = seeds.first().cloned().unwrap_or_default();
+            let client = redis::Client::open(url.as_str()).map_err(invalid_url)?;
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            Shared::Single(
+                ConnectionManager::new_with_config(client, manager_config)
+                    .await
+                    .store_err()?,
+            )
+        };
+        let settings = Arc::new(settings.clone());
+        let nodes = Arc::new(Nodes::new(&seeds, cluster, Arc::clone(&settings)).await?);
+        Ok(Self {
+            shared,
+            nodes,
+            round_trips: Arc::new(AtomicU64::new(0)),
+            settings,
+            seed_urls,
+        })
+    }
+
+    /// A connection of its own that only subscribes, for notifications such as a lock's release
+    /// (pub/sub must never share the multiplexed connection: REDIS-NOTES). RESP3: messages arrive
+    /// on `push`, and the connection subscribes again by itself after a reconnect. On a cluster
+    /// it uses sharded channels (`SSUBSCRIBE`), which the node holding the channel's slot
+    /// delivers without broadcasting over the cluster bus; standalone, classic channels.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub(crate) async fn subscriber(
+        &self,
+        push: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<Subscriber, StoreError> {
+        let settings = &self.settings;
+        if self.is_cluster() {
+            let client = ClusterClientBuilder::new(self.seed_urls.to_vec())
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push)
+                .build()
+                .map_err(invalid_url)?;
+            let conn = client.get_async_connection().await.store_err()?;
+            return Ok(Subscriber::Cluster(conn));
+        }
+        let url = self.seed_urls.first().cloned().unwrap_or_default();
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid_url)?;
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client =
+            redis::Client::open(info.set_redis_settings(redis_settings)).map_err(invalid_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_max_delay(Duration::from_millis(200))
+            .set_push_sender(push)
+            .set_automatic_resubscription();
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .store_err()?;
+        Ok(Subscriber::Single(conn))
+    }
+
+    /// Whether this handle talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared, Shared::Cluster(_))
+    }
+
+    /// The shared multiplexed connection: for anything but WATCH.
+    pub fn shared(&self) -> Conn {
+        let inner = match &self.shared {
+            Shared::Single(c) => Inner::Single(c.clone()),
+            Shared::Cluster(c) => Inner::Cluster(c.clone()),
+        };
+        Conn {
+            inner,
+            round_trips: Arc::clone(&self.round_trips),
+        }
+    }
+
+    /// A dedicated connection to the primary of `key`'s slot, from that primary's pool, for one
+    /// WATCH/MULTI/EXEC transaction; and which primary it reaches.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when no connection can be had in time.
+    pub(crate) async fn dedicated(&self, key: &str) -> Result<(Conn, NodeAddr), StoreError> {
+        let addr = self.nodes.primary_of(key)?;
+        let conn = match self.nodes.pooled(&addr).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The primary may be gone (a failover): the next caller asks the new map.
+                self.nodes.refresh().await.ok();
+                return Err(e);
+            }
+        };
+        Ok((
+            Conn {
+                inner: Inner::Pooled(conn),
+                round_trips: Arc::clone(&self.round_trips),
+            },
+            addr,
+        ))
+    }
+
+    /// The primaries, each reached by connections of our own.
+    pub(crate) fn nodes(&self) -> &Arc<Nodes> {
+        &self.nodes
+    }
+
+    /// Round trips made by every connection of this handle so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Whether Redis answers `PING` now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.shared())
+            .await
+            .store_err()
+            .map(drop)
+    }
+}
+
+async fn detect_cluster(
+    seeds: &[String],
+    config: &AsyncConnectionConfig,
+) -> Result<bool, StoreError> {
+    if seeds.is_empty() {
+        return Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+            "redis url",
+            "is empty",
+        )));
+    }
+    let mut last = None;
+    for seed in seeds {
+        let client = redis::Client::open(seed.as_str()).map_err(invalid_url)?;
+        match client
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+        {
+            Ok(mut conn) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("cluster")
+                    .query_async(&mut conn)
+                    .await
+                    .store_err()?;
+                return Ok(info.contains("cluster_enabled:1"));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || StoreError::unavailable("no Redis seed answered", "no seeds"),
+        from_redis,
+    ))
+}
+
+fn invalid_url(err: redis::RedisError) -> StoreError {
+    StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+        "redis url",
+        err.to_string(),
+    ))
+}
+
+/// A subscribing connection: see [`Redis::subscriber`].
+pub(crate) enum Subscriber {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    /// Subscribes to `channel`; returns once Redis confirmed it.
+    pub(crate) async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(c) => c.subscribe(channel).await,
+            Self::Cluster(c) => c.ssubscribe(channel).await,
+        }
+    }
+
+    /// Stops listening to `channel`.
+    pub(crate) async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(c) => c.unsubscribe(channel).await,
+            Self::Cluster(c) => c.sunsubscribe(channel).await,
+        }
+    }
+}
+
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Pooled(deadpool_redis::Connection),
+}
+
+/// One connection of a [`Redis`] handle, shared or dedicated, counting its round trips.
+pub struct Conn {
+    inner: Inner,
+    round_trips: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+macro_rules! each_inner {
+    ($self:ident, $c:ident => $body:expr) => {
+        match &mut $self.inner {
+            Inner::Single($c) => $body,
+            Inner::Cluster($c) => $body,
+            Inner::Pooled($c) => $body,
+        }
+    };
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        each_inner!(self, c => c.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        each_inner!(self, c => c.req_packed_commands(pipeline, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+            Inner::Pooled(c) => c.get_db(),
+        }
+    }
+}

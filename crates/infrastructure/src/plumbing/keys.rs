@@ -1,0 +1,239 @@
+//! Every Redis key name the service uses, built in one place.
+//!
+//! # Partitions
+//! Journeys are spread over [`PARTITIONS`] fixed outbox partitions (a journey's partition is the
+//! CRC16 of its id, modulo the count). Every key that must change atomically with a journey
+//! carries its partition's cluster hash tag, and so does the partition's outbox stream: a
+//! journey's state, its fencing counter and its outbox entries all live in one slot, and one
+//! MULTI/EXEC or one script can write them together on Redis Cluster without CROSSSLOT. The relay
+//! reads the [`PARTITIONS`] outbox streams by name: it never scans the keyspace.
+//!
+//! Each partition's tag is chosen so that its slot lies in the partition's share of the 16384
+//! slots (partition `p` of `P` lands in slots `[p*16384/P, (p+1)*16384/P)`), so partitions spread
+//! evenly over the masters of a cluster whose slots are split evenly. The count is fixed for the
+//! life of a deployment's data: changing it moves every journey to other keys (a migration).
+//!
+//! Journey ids cannot contain braces (see `flyrtech_core::ids`), so no id can forge or break a
+//! tag.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `journey:{P}:ID` | string | the journey as one JSON document (document strategies) |
+//! | `journey:{P}:ID:hash` | hash | the journey as per-segment fields (`hash` strategy) |
+//! | `journey:{P}:ID:fence` | string | the newest fencing token minted for the journey (`redlock`) |
+//! | `outbox:{P}` | stream | the partition's unpublished changes, consumer group `relay` |
+//! | `outbox:{P}:parked` | stream | entries that kept failing, set aside with the reason |
+//! | `outbox:{P}:lease` | string | which relay is processing the partition right now |
+//! | `lock:journey:{ID}` | string | the Redlock lock, on the lock masters |
+//! | `journeys:index` | set | every journey id (its own slot; see `document.rs`) |
+//! | `journeys:dataset` | hash | the dataset's layout and any migration under way (see `dataset`) |
+//! | `events` | stream | the default bus the relay publishes to (see `outbox::publisher`) |
+//! | `cache:KEY` | string | the general-purpose cache, isolated from everything above |
+//! | `replication:{TAG}` | string | a counter each replica-confirmed batch increments, so that its `WAIT` covers a no-op too (see `crate::plumbing::replication`); one per hash tag written |
+
+use std::sync::OnceLock;
+
+use flyrtech_core::{CacheKey, JourneyId};
+
+/// How many outbox partitions there are. Fixed: see the module docs.
+pub const PARTITIONS: usize = 256;
+
+const SLOTS: usize = 16384;
+
+/// What Redis Cluster hashes of a key: its hash tag (between the first `{` and the next `}`,
+/// when not empty), or the whole key.
+fn hashed_part(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            key[open + 1..]
+                .find('}')
+                .filter(|&len| len > 0)
+                .map(|len| &key[open + 1..open + 1 + len])
+        })
+        .unwrap_or(key)
+}
+
+/// The cluster slot of a key (CRC16/XMODEM of its hash tag, or of the whole key without one).
+pub fn slot(key: &str) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(hashed_part(key).as_bytes()) % SLOTS as u16
+}
+
+/// One outbox partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partition(usize);
+
+impl Partition {
+    /// The partition a journey belongs to.
+    pub fn of(id: &JourneyId) -> Self {
+        Self(
+            usize::from(crc16::State::<crc16::XMODEM>::calculate(
+                id.as_str().as_bytes(),
+            )) % PARTITIONS,
+        )
+    }
+
+    /// Every partition, in order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..PARTITIONS).map(Self)
+    }
+
+    /// The partition's number.
+    pub fn index(self) -> usize {
+        self.0
+    }
+
+    /// The partition's hash tag (without braces).
+    pub fn tag(self) -> &'static str {
+        static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+        let tags = TAGS.get_or_init(|| {
+            (0..PARTITIONS)
+                .map(|p| {
+                    let range = p * SLOTS / PARTITIONS..(p + 1) * SLOTS / PARTITIONS;
+                    (0u32..)
+                        .map(|k| format!("{p}.{k}"))
+                        .find(|tag| range.contains(&usize::from(slot(tag))))
+                        .unwrap_or_else(|| p.to_string())
+                })
+                .collect()
+        });
+        &tags[self.0]
+    }
+
+    /// The partition's outbox stream.
+    pub fn outbox(self) -> String {
+        format!("outbox:{{{}}}", self.tag())
+    }
+
+    /// Where the partition's poison entries are parked.
+    pub fn parked(self) -> String {
+        format!("outbox:{{{}}}:parked", self.tag())
+    }
+
+    /// The partition's processing lease.
+    pub fn lease(self) -> String {
+        format!("outbox:{{{}}}:lease", self.tag())
+    }
+}
+
+impl std::fmt::Display for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The JSON document of a journey.
+pub fn journey_document(id: &JourneyId) -> String {
+    format!("journey:{{{}}}:{id}", Partition::of(id).tag())
+}
+
+/// The per-segment hash of a journey (`hash` strategy).
+pub fn journey_hash(id: &JourneyId) -> String {
+    format!("{}:hash", journey_document(id))
+}
+
+/// The fencing counter of a journey: same slot as the journey.
+pub fn journey_fence(id: &JourneyId) -> String {
+    format!("{}:fence", journey_document(id))
+}
+
+/// The outbox stream a journey's changes are recorded in: same slot as the journey.
+pub fn journey_outbox(id: &JourneyId) -> String {
+    Partition::of(id).outbox()
+}
+
+/// The bus stream the default publisher writes to.
+pub const EVENTS: &str = "events";
+
+/// The distributed lock of a journey, on the lock masters.
+pub fn journey_lock(id: &JourneyId) -> String {
+    format!("lock:journey:{{{id}}}")
+}
+
+/// The set of all journey ids.
+pub const JOURNEY_INDEX: &str = "journeys:index";
+
+/// The record of the service dataset's layout (see `crate::dataset`).
+pub const DATASET: &str = "journeys:dataset";
+
+/// Where a journey's state lives in `layout`.
+pub fn journey_state(id: &JourneyId, layout: crate::Layout) -> String {
+    match layout {
+        crate::Layout::Document => journey_document(id),
+        crate::Layout::Hash => journey_hash(id),
+    }
+}
+
+/// The replication marker in `key`'s slot: a counter a replica-confirmed batch increments so
+/// that its `WAIT` has a write of its own to wait for, after whatever the batch read. Keyed by
+/// `key`'s hash tag (or the whole key without one), so there is one per partition, not one per
+/// journey.
+pub fn replication_marker(key: &str) -> String {
+    format!("replication:{{{}}}", hashed_part(key))
+}
+
+/// A cache entry. The `cache:` prefix is the whole isolation: no journey key starts with it.
+pub fn cache_entry(key: &CacheKey) -> String {
+    format!("cache:{}", key.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journey_keys_share_one_slot_with_the_outbox() {
+        for raw in ["JRN-001", "JRN-002", "a", "x-123456"] {
+            let id = JourneyId::parse(raw).expect("valid id");
+            let keys = [
+                journey_document(&id),
+                journey_hash(&id),
+                journey_fence(&id),
+                journey_outbox(&id),
+                Partition::of(&id).parked(),
+                Partition::of(&id).lease(),
+            ];
+            let slots: Vec<u16> = keys
+                .iter()
+                .chain([&replication_marker(&journey_document(&id))])
+                .map(|k| slot(k))
+                .collect();
+            assert!(slots.iter().all(|&s| s == slots[0]), "{keys:?} {slots:?}");
+            assert!(journey_document(&id).ends_with(raw));
+        }
+    }
+
+    #[test]
+    fn partitions_spread_evenly_over_the_slot_space() {
+        for p in Partition::all() {
+            let s = usize::from(slot(&p.outbox()));
+            assert!(
+                (p.index() * SLOTS / PARTITIONS..(p.index() + 1) * SLOTS / PARTITIONS).contains(&s),
+                "partition {p} tag {} is in slot {s}",
+                p.tag()
+            );
+        }
+    }
+
+    #[test]
+    fn slot_matches_redis_for_known_keys() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{foo}bar"), 12182);
+        assert_eq!(slot("{}foo"), slot("{}foo"));
+    }
+
+    #[test]
+    fn an_untagged_key_has_its_marker_in_its_own_slot() {
+        assert_eq!(
+            slot(&replication_marker(JOURNEY_INDEX)),
+            slot(JOURNEY_INDEX)
+        );
+    }
+
+    #[test]
+    fn cache_keys_cannot_reach_journeys() {
+        let key = CacheKey::parse("journey:{JRN-001}").expect("valid cache key");
+        assert_eq!(cache_entry(&key), "cache:journey:{JRN-001}");
+    }
+}

@@ -1,0 +1,24 @@
+//! The journey store: the journeys and their outbox, written race-free by interchangeable
+//! strategies.
+//!
+//! - [`strategy`]: one module per strategy (`naive`, `local_lock`, `optimistic`, `redlock`,
+//!   `lua`, `hash`) and [`RedisJourneyStore`](strategy::RedisJourneyStore), which forwards to
+//!   the configured one.
+//! - [`layout`]: the two layouts (`document`, `hash`), creation that never makes a second copy,
+//!   and the atomic conversion of one journey between them.
+//! - `document`: the one-JSON-document layout shared by every strategy but `hash`.
+//! - `script_reply`: the reply protocol of the in-Redis update scripts (`lua`, `hash`).
+//! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
+//! - [`cache`]: the namespaced general-purpose cache.
+//! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
+//!
+//! # What it may import
+//! The core crate and [`crate::plumbing`]. The dataset and the events build on the store; the
+//! store knows neither.
+
+pub mod cache;
+pub(crate) mod document;
+pub mod layout;
+pub mod outbox;
+pub(crate) mod script_reply;
+pub mod strategy;

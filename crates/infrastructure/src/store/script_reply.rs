@@ -1,0 +1,188 @@
+//! The reply protocol shared by the in-Redis update scripts (`lua` and `hash`).
+//!
+//! Both scripts take the same arguments ([`ScriptCall`]) and answer `{outcome, ...}`; this module
+//! builds the one and turns the other into the store's result, so both strategies report errors
+//! exactly as the Rust domain would. A script also sees the journey's key in the other layout,
+//! so it tells apart a journey that does not exist (`not_found`) from one a migration has moved
+//! (`moved`, returned here as `Ok(None)`), atomically.
+
+use flyrtech_core::{
+    DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
+};
+
+use crate::plumbing::error::corrupt;
+use crate::plumbing::keys;
+use crate::plumbing::script::LuaScript;
+use crate::store::layout::Layout;
+use crate::store::outbox::Stamp;
+use crate::store::strategy::{Base, process};
+
+/// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and the layout it
+/// updates. Both strategies update through this one path, and every store keeps the other
+/// layout's script to apply a change to a journey a migration has moved.
+#[derive(Debug)]
+pub(crate) struct UpdateScript {
+    script: LuaScript,
+    layout: Layout,
+}
+
+impl UpdateScript {
+    /// The update script of `layout`.
+    pub(crate) fn of(layout: Layout) -> Self {
+        let source = match layout {
+            Layout::Document => include_str!("scripts/document_update.lua"),
+            Layout::Hash => include_str!("scripts/hash_update.lua"),
+        };
+        Self {
+            script: LuaScript::new(source),
+            layout,
+        }
+    }
+
+    /// The processing delay, then the one atomic call.
+    pub(crate) async fn update(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        process(base.delay).await;
+        self.apply(base, id, change, expected).await
+    }
+
+    /// The one atomic call, without the processing delay. `Ok(None)` when the journey is in
+    /// the other layout (nothing written).
+    pub(crate) async fn apply(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        let call = self.call(base, id, change, expected);
+        // With replicas required, a batch confirms the change, or the no-op, before it returns.
+        let reply: Vec<String> = base.run(self.script.call(&call.keys, &call.args)).await?;
+        interpret(&call.keys[0], id, change, expected, &reply)
+    }
+
+    /// The exact script call an update sends, stamped with fresh event ids and the clock's now.
+    pub(crate) fn call(
+        &self,
+        base: &Base,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> ScriptCall {
+        ScriptCall::new(
+            &self.script,
+            self.layout,
+            id,
+            change,
+            expected,
+            &Stamp::new(base.clock.as_ref(), change),
+        )
+    }
+}
+
+/// One invocation of an update script: what `EVALSHA` is sent with. The lab replays it with
+/// redis-benchmark to measure the script's own ceiling on the same server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptCall {
+    /// The script's SHA1, as `EVALSHA` takes it.
+    pub sha: String,
+    /// The script source, for `SCRIPT LOAD`.
+    pub source: &'static str,
+    /// The keys: the journey's state, its outbox partition, its key in the other layout, and
+    /// for the document layout its fencing counter (all one slot).
+    pub keys: Vec<String>,
+    /// The arguments: the segment id (empty for the journey's own status), target status,
+    /// expected version (empty for none), journey id, occurred-at, event id, completion event
+    /// id (empty unless completing), then the allowed predecessor statuses from the Rust
+    /// transition table.
+    pub args: Vec<String>,
+}
+
+impl ScriptCall {
+    fn new(
+        script: &LuaScript,
+        layout: Layout,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+        stamp: &Stamp,
+    ) -> Self {
+        let segment = match change {
+            StatusChange::Segment { segment_id, .. } => segment_id.to_string(),
+            _ => String::new(),
+        };
+        let mut args = vec![
+            segment,
+            change.target_status().to_owned(),
+            expected.map(|v| v.to_string()).unwrap_or_default(),
+        ];
+        args.extend(stamp.args(id));
+        args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
+        Self {
+            sha: script.hash().to_owned(),
+            source: script.source(),
+            keys: {
+                let mut keys = vec![
+                    keys::journey_state(id, layout),
+                    keys::journey_outbox(id),
+                    keys::journey_state(id, layout.other()),
+                ];
+                if layout == Layout::Document {
+                    keys.push(keys::journey_fence(id));
+                }
+                keys
+            },
+            args,
+        }
+    }
+}
+
+/// Interprets `{outcome, detail}` from an update script; `Ok(None)` for `moved`.
+pub(crate) fn interpret(
+    key: &str,
+    id: &JourneyId,
+    change: &StatusChange,
+    expected: Option<JourneyVersion>,
+    reply: &[String],
+) -> Result<Option<UpdateOutcome>, StoreError> {
+    let version = |raw: Option<&String>| -> Result<JourneyVersion, StoreError> {
+        raw.and_then(|v| v.parse().ok())
+            .map(JourneyVersion::new)
+            .ok_or_else(|| corrupt(key, format!("script reply {reply:?}")))
+    };
+    let outcome = |version, changed| {
+        Some(UpdateOutcome {
+            version,
+            changed,
+            attempts: 1,
+            lock_wait: std::time::Duration::ZERO,
+        })
+    };
+    match reply.first().map(String::as_str) {
+        Some("changed") => Ok(outcome(version(reply.get(1))?, true)),
+        Some("unchanged") => Ok(outcome(version(reply.get(1))?, false)),
+        Some("moved") => Ok(None),
+        Some("not_found") => Err(StoreError::JourneyNotFound(id.clone())),
+        Some("segment_not_found") => match change {
+            StatusChange::Segment { segment_id, .. } => Err(DomainError::SegmentNotFound {
+                journey: id.clone(),
+                segment: segment_id.clone(),
+            }
+            .into()),
+            _ => Err(corrupt(key, "journey status field missing")),
+        },
+        Some("version_mismatch") => Err(StoreError::VersionMismatch {
+            expected: expected.unwrap_or_default(),
+            actual: version(reply.get(1))?,
+        }),
+        Some("invalid_transition") => Err(change
+            .invalid_from(reply.get(1).map_or("", String::as_str))
+            .into()),
+        _ => Err(corrupt(key, format!("unexpected script reply {reply:?}"))),
+    }
+}

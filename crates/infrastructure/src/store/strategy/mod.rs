@@ -1,0 +1,552 @@
+//! The interchangeable concurrency strategies and the store that forwards to the chosen one.
+//!
+//! | name | module | closes the lost update? |
+//! |---|---|---|
+//! | `naive` | [`naive`] | no: the original read-modify-write, kept as the control |
+//! | `local-lock` | [`local_lock`] | only inside one process: the tempting wrong fix |
+//! | `optimistic` | [`optimistic`] | yes: WATCH/MULTI/EXEC with bounded, jittered retries |
+//! | `redlock` | [`redlock`] | yes: a Redlock lock per journey plus fencing tokens |
+//! | `lua` | [`lua`] | yes: the read-modify-write runs inside Redis as one script |
+//! | `hash` | [`hash`] | yes: per-segment hash fields, changed by an O(1) script |
+//!
+//! Every strategy covers both update paths (segment status and journey status) through
+//! [`flyrtech_core::StatusChange`]; the document strategies share [`crate::store::document`], and
+//! `hash` keeps its own layout ([`crate::store::layout`]).
+//!
+//! # Two layouts, one live copy
+//! Each writer works on its own layout and answers `None` when the journey is not there. The
+//! store then applies the change with the *other* layout's update script, which is atomic and
+//! sees both keys: it applies the change where the journey is, says `moved` if a migration has
+//! just moved it back, or `not_found` when the journey exists in neither layout. So while a
+//! migration runs, instances of both layouts serve the same journeys side by side and every
+//! change lands on the one live copy; a journey is never answered 404 because it is being
+//! moved. Reads fall back the same way, with one atomic read of both keys.
+//!
+//! Adding a strategy: a module with an `update` method, a variant in [`Strategy`] and in
+//! `Writer`, one arm in each `match` below; the test suite's strategy list gets one more line.
+
+pub mod hash;
+pub mod local_lock;
+pub mod lua;
+pub mod naive;
+pub mod optimistic;
+pub mod redlock;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flyrtech_core::{
+    Applied, Clock, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError,
+    SystemClock, UpdateOutcome,
+};
+
+use crate::dataset;
+use crate::plumbing::connection::Redis;
+use crate::plumbing::error::RedisResultExt;
+use crate::plumbing::keys;
+use crate::plumbing::replication::{Replication, Shortfall};
+use crate::plumbing::retry::RetryPolicy;
+use crate::plumbing::script::ScriptCmd;
+use crate::store::document;
+use crate::store::layout::{Copies, Layout};
+use crate::store::script_reply::{ScriptCall, UpdateScript};
+
+pub use crate::plumbing::wakeup::LockWaiters;
+pub use redlock::{FencingToken, LockGuard, LockSettings};
+
+/// A concurrency strategy, chosen by name at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// The original read-modify-write. Loses updates under concurrency, on purpose.
+    Naive,
+    /// A per-process mutex around the read-modify-write. Loses updates across processes.
+    LocalLock,
+    /// WATCH/MULTI/EXEC with bounded retries.
+    Optimistic,
+    /// A Redlock lock per journey with fencing tokens.
+    Redlock,
+    /// The read-modify-write inside one Lua script.
+    Lua,
+    /// Per-segment hash fields.
+    Hash,
+}
+
+impl Strategy {
+    /// Every strategy, controls first.
+    pub const ALL: [Self; 6] = [
+        Self::Naive,
+        Self::LocalLock,
+        Self::Optimistic,
+        Self::Redlock,
+        Self::Lua,
+        Self::Hash,
+    ];
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::LocalLock => "local-lock",
+            Self::Optimistic => "optimistic",
+            Self::Redlock => "redlock",
+            Self::Lua => "lua",
+            Self::Hash => "hash",
+        }
+    }
+
+    /// The layout the strategy writes.
+    pub fn layout(self) -> Layout {
+        match self {
+            Self::Hash => Layout::Hash,
+            _ => Layout::Document,
+        }
+    }
+
+    /// Whether the strategy serializes writers with a lock (and so reports lock wait).
+    pub fn takes_lock(self) -> bool {
+        matches!(self, Self::LocalLock | Self::Redlock)
+    }
+
+    /// Whether the strategy loses no acknowledged update however many service instances run.
+    pub fn is_correct_across_instances(self) -> bool {
+        !matches!(self, Self::Naive | Self::LocalLock)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name that is not one of [`Strategy::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown strategy {given:?}; valid strategies: naive, local-lock, optimistic, redlock, lua, hash"
+)]
+pub struct UnknownStrategy {
+    /// What was given.
+    pub given: String,
+}
+
+impl FromStr for Strategy {
+    type Err = UnknownStrategy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownStrategy {
+                given: s.to_owned(),
+            })
+    }
+}
+
+/// How a store behaves: the strategy and its knobs.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Which strategy writes.
+    pub strategy: Strategy,
+    /// Simulated work between reading a journey and writing it back (the original's test used
+    /// 10 ms). Strategies that decide inside Redis spend it before their atomic call instead.
+    pub processing_delay: Duration,
+    /// Retry budget for optimistic conflicts, lock contention and fencing refusals.
+    pub retry: RetryPolicy,
+    /// Redlock settings (used by `redlock` only).
+    pub lock: LockSettings,
+    /// Where the domain's "now" comes from: the occurred-at of every event.
+    pub clock: Arc<dyn Clock>,
+    /// The set that lists the store's journeys: [`keys::JOURNEY_INDEX`], the service's dataset,
+    /// unless a scratch user (the lab) keeps its journeys out of the service's listing.
+    pub index: String,
+    /// Replicas that must confirm each acknowledged update (`--wait-replicas`); none by default.
+    pub replicas: Option<ReplicaWait>,
+}
+
+/// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
+///
+/// Every write of the store (updates, creations, the fenced write, conversions) is sent with its
+/// `WAIT` in one pipeline on a connection that is never replaced, shared by the writes pending
+/// for the same primary (group commit: [`crate::plumbing::replication`]). If fewer replicas confirm in
+/// time, the update answers [`StoreError::NotReplicated`] instead of success: the write may be
+/// on the primary, but a failover now could lose it. A no-op is confirmed too, through whichever
+/// instance it comes, so the retry of an unconfirmed write is acknowledged only once the
+/// replicas hold it. A primary known to lack replicas is refused at once. `WAIT` narrows the
+/// failover window; it does not make Redis strongly consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas required.
+    pub replicas: u32,
+    /// Longest wait; keep it below the 1 s command timeout.
+    pub timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for `strategy`.
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            processing_delay: Duration::ZERO,
+            retry: RetryPolicy::default(),
+            lock: LockSettings::default(),
+            clock: Arc::new(SystemClock),
+            index: keys::JOURNEY_INDEX.to_owned(),
+            replicas: None,
+        }
+    }
+}
+
+enum Writer {
+    Naive(naive::Naive),
+    LocalLock(local_lock::LocalLock),
+    Optimistic(optimistic::Optimistic),
+    // Boxed: its lock-master handles make it several times the size of the others.
+    Redlock(Box<redlock::Redlock>),
+    Lua(lua::Lua),
+    Hash(hash::Hash),
+}
+
+/// The journey store on Redis, writing with the configured strategy.
+pub struct RedisJourneyStore {
+    redis: Redis,
+    strategy: Strategy,
+    writer: Writer,
+    /// The other layout's update script, for journeys a migration has moved.
+    elsewhere: UpdateScript,
+    base: Base,
+    index: String,
+}
+
+impl fmt::Debug for RedisJourneyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisJourneyStore")
+            .field("strategy", &self.strategy)
+            .field("redis", &self.redis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What seeding did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    /// Journeys created.
+    pub created: usize,
+    /// Journeys that already existed and were left untouched.
+    pub kept: usize,
+}
+
+impl RedisJourneyStore {
+    /// Builds the store for `config.strategy` on `redis`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the lock masters of `redlock` cannot be reached, and
+    /// [`StoreError::InvalidInput`] when their URLs are malformed.
+    pub async fn new(redis: Redis, config: &StoreConfig) -> Result<Self, StoreError> {
+        let base = Base {
+            redis: redis.clone(),
+            delay: config.processing_delay,
+            clock: Arc::clone(&config.clock),
+            replication: config
+                .replicas
+                .map(|wait| Arc::new(Replication::new(Arc::clone(redis.nodes()), wait))),
+        };
+        let base_for_elsewhere = base.clone();
+        let writer = match config.strategy {
+            Strategy::Naive => Writer::Naive(naive::Naive::new(base)),
+            Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(base)),
+            Strategy::Optimistic => {
+                Writer::Optimistic(optimistic::Optimistic::new(base, config.retry))
+            }
+            Strategy::Redlock => Writer::Redlock(Box::new(
+                redlock::Redlock::connect(base, config.retry, &config.lock).await?,
+            )),
+            Strategy::Lua => Writer::Lua(lua::Lua::new(base)),
+            Strategy::Hash => Writer::Hash(hash::Hash::new(base)),
+        };
+        Ok(Self {
+            redis,
+            strategy: config.strategy,
+            writer,
+            elsewhere: UpdateScript::of(config.strategy.layout().other()),
+            base: Base {
+                delay: Duration::ZERO,
+                ..base_for_elsewhere
+            },
+            index: config.index.clone(),
+        })
+    }
+
+    /// The layout this store writes.
+    pub fn layout(&self) -> Layout {
+        self.strategy.layout()
+    }
+
+    /// The set that lists this store's journeys.
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// The Redis handle (for readiness checks and round-trip counts).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// The primaries known to lack the replicas `--wait-replicas` requires, whose writes are
+    /// refused at once until a probe finds them again; empty without `--wait-replicas`.
+    pub fn replica_shortfalls(&self) -> Vec<Shortfall> {
+        self.base
+            .replication
+            .as_ref()
+            .map(|r| r.shortfalls())
+            .unwrap_or_default()
+    }
+
+    /// The Redlock writer, for tests that drive the lock and fencing step by step.
+    pub fn redlock(&self) -> Option<&redlock::Redlock> {
+        match &self.writer {
+            Writer::Redlock(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The exact script call an update of `id` sends, for the strategies that update with one
+    /// script (`lua`, `hash`); `None` for the others. The lab replays it with redis-benchmark.
+    pub fn script_call(&self, id: &JourneyId, change: &StatusChange) -> Option<ScriptCall> {
+        match &self.writer {
+            Writer::Lua(w) => Some(w.call(id, change)),
+            Writer::Hash(w) => Some(w.call(id, change)),
+            _ => None,
+        }
+    }
+
+    /// Creates each journey that does not exist yet; existing ones are never overwritten.
+    ///
+    /// # Errors
+    /// The first error other than [`StoreError::AlreadyExists`].
+    pub async fn seed(&self, journeys: &[Journey]) -> Result<SeedReport, StoreError> {
+        let mut report = SeedReport::default();
+        for journey in journeys {
+            // With `--wait-replicas`, a replica that misses one wait (a loaded machine) makes
+            // its primary refuse writes until the probe sees it confirm again: start-up waits
+            // that out, bounded, rather than failing. A creation that was applied but not
+            // confirmed is found existing on the retry, whose confirmation covers it.
+            let mut unconfirmed = false;
+            let mut tries = 0;
+            loop {
+                match self.create(journey).await {
+                    Ok(()) => report.created += 1,
+                    Err(StoreError::AlreadyExists(_)) if unconfirmed => report.created += 1,
+                    Err(StoreError::AlreadyExists(_)) => report.kept += 1,
+                    Err(StoreError::NotReplicated { .. }) if tries < SEED_TRIES => {
+                        unconfirmed = true;
+                        tries += 1;
+                        tokio::time::sleep(crate::plumbing::replication::PROBE_INTERVAL).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                break;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// How often seeding retries a creation its replicas did not confirm (one probe interval apart).
+const SEED_TRIES: u32 = 50;
+
+/// How often a change may find its journey moved away and back before it gives up with 503.
+/// Only a migration and its reverse running at the same time move a journey more than once.
+const LAYOUT_HOPS: usize = 4;
+
+impl RedisJourneyStore {
+    /// One try with the strategy's own writer, on its own layout.
+    async fn update_here(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        match &self.writer {
+            Writer::Naive(w) => w.update(id, change, expected).await,
+            Writer::LocalLock(w) => w.update(id, change, expected).await,
+            Writer::Optimistic(w) => w.update(id, change, expected).await,
+            Writer::Redlock(w) => w.update(id, change, expected).await,
+            Writer::Lua(w) => w.update(id, change, expected).await,
+            Writer::Hash(w) => w.update(id, change, expected).await,
+        }
+    }
+
+    async fn update_anywhere(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        for _ in 0..LAYOUT_HOPS {
+            if let Some(done) = self.update_here(id, change, expected).await? {
+                return Ok(done);
+            }
+            // Not in our layout: the other layout's script applies it there, atomically, or
+            // says it is in neither (404), or that it has just moved back to ours (try again).
+            if let Some(done) = self
+                .elsewhere
+                .apply(&self.base, id, change, expected)
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::unavailable(
+            "the journey is being moved between layouts; retry",
+            format!("journey {id} changed layout {LAYOUT_HOPS} times during one update"),
+        ))
+    }
+}
+
+impl JourneyStore for RedisJourneyStore {
+    async fn get(&self, id: &JourneyId) -> Result<Journey, StoreError> {
+        let mut conn = self.redis.shared();
+        let here = match &self.writer {
+            Writer::Hash(h) => h.read(id).await,
+            _ => document::read(&mut conn, id).await,
+        };
+        match absent_here(here)? {
+            Some(journey) => Ok(journey),
+            // Not in our layout: one atomic read of both finds it wherever it is now.
+            None => Copies::read(&mut conn, id).await?.journey(id),
+        }
+    }
+
+    async fn list_ids(&self) -> Result<Vec<JourneyId>, StoreError> {
+        dataset::list_ids(&self.redis, &self.index).await
+    }
+
+    async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
+        crate::store::layout::create(&self.base, &self.index, journey, self.layout()).await
+    }
+
+    async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let result = self.update_anywhere(id, change, expected).await;
+        crate::plumbing::telemetry::update(self.strategy, &result);
+        result
+    }
+}
+
+/// `JourneyNotFound` as `None`: the writer's own layout does not hold the journey (it may not
+/// exist, or a migration may have moved it to the other layout).
+pub(crate) fn absent_here<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::JourneyNotFound(_)) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
+/// What every writer needs: the Redis handle, the modelled processing delay, the clock, and
+/// the replica-confirmed writer when `--wait-replicas` is set.
+#[derive(Debug, Clone)]
+pub(crate) struct Base {
+    pub(crate) redis: Redis,
+    pub(crate) delay: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) replication: Option<Arc<Replication>>,
+}
+
+impl Base {
+    /// Runs one script call that writes in `call.key`'s slot: alone on the shared connection,
+    /// or, with replicas required, in the next replica-confirmed batch of that slot's primary.
+    /// Loads the script and sends the call again on `NOSCRIPT`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotReplicated`], [`StoreError::Unavailable`] (for a write that was sent,
+    /// its outcome is then unknown).
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        call: ScriptCmd,
+    ) -> Result<T, StoreError> {
+        let Some(replication) = &self.replication else {
+            let mut conn = self.redis.shared();
+            return match call.cmd.query_async::<T>(&mut conn).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    let _: String = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(call.source)
+                        .query_async(&mut conn)
+                        .await
+                        .store_err()?;
+                    call.cmd.query_async(&mut conn).await.store_err()
+                }
+                other => other.store_err(),
+            };
+        };
+        let reply = replication
+            .write(&call.key, vec![call.cmd], Some(call.source))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or(redis::Value::Nil);
+        crate::plumbing::error::decode(reply)
+    }
+
+    /// Acknowledges a no-op on `key`'s journey: with replicas required, only once they hold
+    /// what the primary holds now (the no-op may be the retry of an unconfirmed write).
+    ///
+    /// # Errors
+    /// As [`Base::run`].
+    pub(crate) async fn confirm(&self, key: &str) -> Result<(), StoreError> {
+        match &self.replication {
+            Some(replication) => replication.confirm(key).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The "modify" of read-modify-write, done in Rust by the aggregate: checks the caller's
+    /// expected version, then applies the change at the clock's "now", which raises its events
+    /// on the journey.
+    pub(crate) fn modify(
+        &self,
+        journey: &mut Journey,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Applied, StoreError> {
+        if let Some(expected) = expected
+            && expected != journey.version
+        {
+            return Err(StoreError::VersionMismatch {
+                expected,
+                actual: journey.version,
+            });
+        }
+        Ok(journey.apply(change, self.clock.now())?)
+    }
+}
+
+/// The outcome of a single-attempt, lock-free update.
+pub(crate) fn outcome(journey: &Journey, applied: Applied) -> UpdateOutcome {
+    UpdateOutcome {
+        version: journey.version,
+        changed: matches!(applied, Applied::Changed { .. }),
+        attempts: 1,
+        lock_wait: Duration::ZERO,
+    }
+}
+
+/// Simulated processing between read and write.
+pub(crate) async fn process(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}

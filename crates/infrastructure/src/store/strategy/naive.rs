@@ -1,0 +1,58 @@
+//! `naive`: the original service's read-modify-write of the whole document. **Unsafe by design.**
+//!
+//! The race it does not close: two writers GET the same document, each changes a different
+//! segment in memory, each SETs the whole document back; the second SET erases the first
+//! writer's change although both were acknowledged. The wider the window between GET and SET
+//! (the processing delay), the more updates are lost.
+//!
+//! It is kept as the control: the test suite and the lab run it to prove that they can see the
+//! bug, so that "no update lost" for the other strategies means something.
+//!
+//! Cost: two round trips (GET; one EVALSHA that appends the outbox entry and SETs the document,
+//! refusing only if a migration has removed the document), no retries.
+
+use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
+
+use super::{Base, absent_here, outcome, process};
+use crate::store::document;
+
+/// The unsafe read-modify-write.
+#[derive(Debug)]
+pub struct Naive {
+    base: Base,
+}
+
+impl Naive {
+    pub(crate) fn new(base: Base) -> Self {
+        Self { base }
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        let mut conn = self.base.redis.shared();
+        let Some(mut journey) = absent_here(document::read(&mut conn, id).await)? else {
+            return Ok(None);
+        };
+        let applied = self.base.modify(&mut journey, change, expected)?;
+        process(self.base.delay).await;
+        match applied {
+            // The bug: whatever was written since our GET is overwritten here. The outbox entry
+            // is still written with it, which is how the audit sees the loss.
+            Applied::Changed { .. } => {
+                if !document::commit_unchecked(&self.base, &journey).await? {
+                    return Ok(None);
+                }
+            }
+            Applied::Unchanged => {
+                self.base
+                    .confirm(&crate::plumbing::keys::journey_document(id))
+                    .await?;
+            }
+        }
+        Ok(Some(outcome(&journey, applied)))
+    }
+}
