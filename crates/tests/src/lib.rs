@@ -294,7 +294,7 @@ impl ApplyNow for Journey {
 
 /// The envelopes in the outbox for one journey, oldest first (pending publication).
 pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core::Envelope> {
-    flyrtech_infrastructure::store::outbox::read_stream(
+    flyrtech_infrastructure::events::read_stream(
         redis,
         &flyrtech_infrastructure::plumbing::keys::journey_outbox(id),
     )

@@ -1,5 +1,6 @@
 //! The service's dataset: which layout its journeys are in, whether a migration is under way,
-//! and the index that lists them.
+//! and the operator jobs that move them (the online migration, the import from the original
+//! service). The index that lists the journeys is the store's ([`crate::store::index`]).
 //!
 //! # The record
 //! `journeys:dataset` is a hash with `layout` (`document` or `hash`) and, while a migration
@@ -11,13 +12,6 @@
 //! the layout of the first strategy admitted (`HSETNX`, so two instances starting at once agree);
 //! one with journeys but no record (written before layouts were recorded) is inspected, and a
 //! mix of both layouts is refused until `migrate` has settled it.
-//!
-//! # The index
-//! `journeys:index` lists every journey id. It lives in its own slot, so on a cluster creating a
-//! journey and listing it cannot be one transaction: the journey is created first, then listed
-//! (`SADD` is idempotent). If the process dies in between, the journey exists unlisted until the
-//! next creation of that id (seeding, import) lists it; it is readable and updatable by id all
-//! along. A listed id always has a journey, except one whose creation never happened.
 //!
 //! # Migration
 //! [`migrate`] records `migrating_to`, converts every listed journey with one compare-and-swap
@@ -202,36 +196,6 @@ async fn layouts_present(conn: &mut Conn, id: &JourneyId) -> Result<(bool, bool)
         .query_async(conn)
         .await
         .store_err()
-}
-
-/// Lists the id in `index` (idempotent; also repairs an interrupted create).
-pub(crate) async fn add_to_index(
-    base: &crate::store::strategy::Base,
-    index: &str,
-    id: &JourneyId,
-) -> Result<(), StoreError> {
-    let mut sadd = redis::cmd("SADD");
-    sadd.arg(index).arg(id.as_str());
-    match &base.replication {
-        // The listing is confirmed like the journey: a failover must not unlist it.
-        Some(replication) => replication.write(index, vec![sadd], None).await.map(drop),
-        None => sadd
-            .query_async::<i64>(&mut base.redis.shared())
-            .await
-            .store_err()
-            .map(drop),
-    }
-}
-
-/// All ids listed in `index`, sorted.
-pub(crate) async fn list_ids(redis: &Redis, index: &str) -> Result<Vec<JourneyId>, StoreError> {
-    let raw: Vec<String> = redis.shared().smembers(index).await.store_err()?;
-    let mut ids = raw
-        .into_iter()
-        .map(|r| JourneyId::parse(r).map_err(|e| corrupt(index, e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    ids.sort();
-    Ok(ids)
 }
 
 /// One journey the migration could not convert, and why. Nothing was written for it.

@@ -29,7 +29,8 @@ use serde::Serialize;
 use crate::events::publisher::read_bus;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::keys::Partition;
-use crate::store::outbox::{decode, read_stream};
+use super::read_stream;
+use crate::store::outbox::decode;
 
 /// Why a change counts as lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,3 +18,46 @@ pub mod nats;
 pub mod projection;
 pub mod publisher;
 pub mod relay;
+
+use std::collections::HashMap;
+
+use flyrtech_core::StoreError;
+
+use crate::plumbing::connection::Redis;
+use crate::plumbing::error::RedisResultExt;
+
+/// The consumer group every relay joins.
+pub const GROUP: &str = "relay";
+
+/// Every entry of a stream, oldest first, with its fields; read in chunks so that a large stream
+/// never needs one huge reply.
+///
+/// # Errors
+/// [`StoreError::Unavailable`].
+pub async fn read_stream(
+    redis: &Redis,
+    key: &str,
+) -> Result<Vec<(String, HashMap<String, String>)>, StoreError> {
+    const CHUNK: usize = 10_000;
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(CHUNK)
+            .query_async(&mut redis.shared())
+            .await
+            .store_err()?;
+        let done = entries.len() < CHUNK;
+        if let Some((last, _)) = entries.last() {
+            start = format!("({last}");
+        }
+        out.extend(entries);
+        if done {
+            return Ok(out);
+        }
+    }
+}

@@ -325,7 +325,7 @@ impl EventPublisher for RedisStreamPublisher {
 /// # Errors
 /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for an entry that is not an envelope.
 pub async fn read_bus(redis: &Redis, stream: &str) -> Result<Vec<(String, Envelope)>, StoreError> {
-    crate::store::outbox::read_stream(redis, stream)
+    super::read_stream(redis, stream)
         .await?
         .into_iter()
         .map(|(id, fields)| {

@@ -59,7 +59,8 @@ use redis::{Script, Value};
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys::{PARTITIONS, Partition};
-use crate::store::outbox::{GROUP, decode};
+use super::GROUP;
+use crate::store::outbox::decode;
 
 /// How a relay behaves.
 #[derive(Debug, Clone)]

@@ -50,7 +50,24 @@ use tokio::sync::{mpsc, oneshot};
 use crate::plumbing::error::from_redis;
 use crate::plumbing::keys;
 use crate::plumbing::nodes::{NodeAddr, Nodes, redirected};
-use crate::store::strategy::ReplicaWait;
+
+/// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
+///
+/// Every write of the store (updates, creations, the fenced write, conversions) is sent with its
+/// `WAIT` in one pipeline on a connection that is never replaced, shared by the writes pending
+/// for the same primary (group commit: this module). If fewer replicas confirm in
+/// time, the update answers [`StoreError::NotReplicated`] instead of success: the write may be
+/// on the primary, but a failover now could lose it. A no-op is confirmed too, through whichever
+/// instance it comes, so the retry of an unconfirmed write is acknowledged only once the
+/// replicas hold it. A primary known to lack replicas is refused at once. `WAIT` narrows the
+/// failover window; it does not make Redis strongly consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas required.
+    pub replicas: u32,
+    /// Longest wait; keep it below the 1 s command timeout.
+    pub timeout: Duration,
+}
 
 /// Connections per primary that send batches and their `WAIT`s.
 pub const WRITERS_PER_NODE: usize = 2;

@@ -516,7 +516,7 @@ impl Converter {
 }
 
 /// Creates `journey` in `layout` unless it exists in either layout (`scripts/create.lua`), then
-/// lists it in the dataset's `index` (see [`crate::dataset`] for why listing is a second step).
+/// lists it in the dataset's `index` (see [`super::index`] for why listing is a second step).
 ///
 /// # Errors
 /// [`StoreError::AlreadyExists`] (the index is still repaired), [`StoreError::InvalidInput`],
@@ -545,7 +545,7 @@ pub(crate) async fn create(
         }
     }
     let created: i64 = base.run(SCRIPT.call(&keys, &args)).await?;
-    crate::dataset::add_to_index(base, index, &journey.id).await?;
+    super::index::add_to_index(base, index, &journey.id).await?;
     if created == 1 {
         Ok(())
     } else {

@@ -8,6 +8,7 @@
 //!   and the atomic conversion of one journey between them.
 //! - `document`: the one-JSON-document layout shared by every strategy but `hash`.
 //! - `script_reply`: the reply protocol of the in-Redis update scripts (`lua`, `hash`).
+//! - [`index`]: the set that lists a store's journeys.
 //! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
 //! - [`cache`]: the namespaced general-purpose cache.
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
@@ -18,6 +19,7 @@
 
 pub mod cache;
 pub(crate) mod document;
+pub mod index;
 pub mod layout;
 pub mod outbox;
 pub(crate) mod script_reply;

@@ -33,9 +33,6 @@ use flyrtech_core::{
 };
 use rust_decimal::Decimal;
 
-/// The consumer group every relay joins.
-pub const GROUP: &str = "relay";
-
 /// The fields of one outbox entry, in order.
 pub type Fields = Vec<(&'static str, String)>;
 
@@ -199,40 +196,6 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
         )?);
     }
     Ok(Envelope::new(events)?)
-}
-
-/// Every entry of a stream, oldest first, with its fields; read in chunks so that a large stream
-/// never needs one huge reply.
-///
-/// # Errors
-/// [`flyrtech_core::StoreError::Unavailable`].
-pub async fn read_stream(
-    redis: &crate::Redis,
-    key: &str,
-) -> Result<Vec<(String, HashMap<String, String>)>, flyrtech_core::StoreError> {
-    use crate::plumbing::error::RedisResultExt;
-    const CHUNK: usize = 10_000;
-    let mut out = Vec::new();
-    let mut start = "-".to_owned();
-    loop {
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(key)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(CHUNK)
-            .query_async(&mut redis.shared())
-            .await
-            .store_err()?;
-        let done = entries.len() < CHUNK;
-        if let Some((last, _)) = entries.last() {
-            start = format!("({last}");
-        }
-        out.extend(entries);
-        if done {
-            return Ok(out);
-        }
-    }
 }
 
 /// Flattens fields for `XADD`.

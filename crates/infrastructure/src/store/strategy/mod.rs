@@ -42,10 +42,10 @@ use flyrtech_core::{
     SystemClock, UpdateOutcome,
 };
 
-use crate::dataset;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
+pub use crate::plumbing::replication::ReplicaWait;
 use crate::plumbing::replication::{Replication, Shortfall};
 use crate::plumbing::retry::RetryPolicy;
 use crate::plumbing::script::ScriptCmd;
@@ -163,24 +163,6 @@ pub struct StoreConfig {
     pub index: String,
     /// Replicas that must confirm each acknowledged update (`--wait-replicas`); none by default.
     pub replicas: Option<ReplicaWait>,
-}
-
-/// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
-///
-/// Every write of the store (updates, creations, the fenced write, conversions) is sent with its
-/// `WAIT` in one pipeline on a connection that is never replaced, shared by the writes pending
-/// for the same primary (group commit: [`crate::plumbing::replication`]). If fewer replicas confirm in
-/// time, the update answers [`StoreError::NotReplicated`] instead of success: the write may be
-/// on the primary, but a failover now could lose it. A no-op is confirmed too, through whichever
-/// instance it comes, so the retry of an unconfirmed write is acknowledged only once the
-/// replicas hold it. A primary known to lack replicas is refused at once. `WAIT` narrows the
-/// failover window; it does not make Redis strongly consistent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicaWait {
-    /// Replicas required.
-    pub replicas: u32,
-    /// Longest wait; keep it below the 1 s command timeout.
-    pub timeout: Duration,
 }
 
 impl StoreConfig {
@@ -426,7 +408,7 @@ impl JourneyStore for RedisJourneyStore {
     }
 
     async fn list_ids(&self) -> Result<Vec<JourneyId>, StoreError> {
-        dataset::list_ids(&self.redis, &self.index).await
+        super::index::list_ids(&self.redis, &self.index).await
     }
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
