@@ -11,10 +11,8 @@
 //! - [`projection`]: `flyrtech project` (the bus into PostgreSQL), `flyrtech audit
 //!   --projection`, `flyrtech project-bench`.
 
+pub mod commands;
 pub mod config;
-pub mod dataset;
 pub mod deployment;
 pub mod http;
 pub mod lab;
-pub mod outbox;
-pub mod projection;

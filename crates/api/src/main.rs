@@ -6,12 +6,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flyrtech_api::config::{CommonArgs, ServeArgs, ServeSettings, Settings};
-use flyrtech_api::dataset::{self, ImportArgs, MigrateArgs, MigrateBenchArgs};
+use flyrtech_api::commands::migrate::{self as dataset, ImportArgs, MigrateArgs, MigrateBenchArgs};
 use flyrtech_api::deployment::{Deployment, Private};
 use flyrtech_api::http::{Application, ServeConfig};
 use flyrtech_api::lab::report::{self, LabReport, Machine};
 use flyrtech_api::lab::{self, Comparison, Knobs, Scenario, chart};
-use flyrtech_api::outbox::{self, AuditArgs, BacklogArgs, RelayArgs};
+use flyrtech_api::commands::relay::{self as outbox, AuditArgs, BacklogArgs, RelayArgs};
 use flyrtech_infrastructure::{
     LockSettings, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy,
     dataset as stored_dataset,
@@ -61,11 +61,11 @@ enum Command {
     /// Apply the bus' changes (NATS JetStream, `relay --bus`) to the PostgreSQL projection,
     /// each exactly once and in per-journey order (docs/outbox/SCHEMA.md). Runs until SIGTERM,
     /// or with --drain until every change on the bus is projected.
-    Project(flyrtech_api::projection::ProjectArgs),
+    Project(flyrtech_api::commands::project::ProjectArgs),
     /// Measure the events' way out: end-to-end lag (commit to projection) under the spread
     /// scenario, and the drain of a backlog (default 1,000,000) into JetStream and PostgreSQL,
     /// on private nats-server and PostgreSQL unless URLs are given.
-    ProjectBench(flyrtech_api::projection::ProjectBenchArgs),
+    ProjectBench(flyrtech_api::commands::project::ProjectBenchArgs),
     /// Measure the migration: create journeys (default 1,000,000) on an empty Redis, move them
     /// to the hash layout and back, and report the rates.
     MigrateBench(MigrateBenchArgs),
@@ -196,7 +196,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             tracing::info!(dataset = %state, "auditing");
             let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
             let clean = match &args.projection {
-                Some(url) => flyrtech_api::projection::audit_projection(
+                Some(url) => flyrtech_api::commands::project::audit_projection(
                     url,
                     &store,
                     args.json.as_ref(),
@@ -209,13 +209,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
             Ok(if clean { 0 } else { 1 })
         }
         Command::Project(args) => {
-            flyrtech_api::projection::project(&args, shutdown_signal()).await?;
+            flyrtech_api::commands::project::project(&args, shutdown_signal()).await?;
             Ok(0)
         }
         Command::ProjectBench(args) => {
             let (deployment, redis) = connect(&settings, "project-bench").await?;
             let report = tokio::select! {
-                report = flyrtech_api::projection::bench(&args, &deployment.url, redis) => report?,
+                report = flyrtech_api::commands::project::bench(&args, &deployment.url, redis) => report?,
                 () = shutdown_signal() => bail!("interrupted"),
             };
             let json = serde_json::to_string_pretty(&report)?;

@@ -355,7 +355,7 @@ pub async fn run_with(
         .into());
     }
     let mut total: Option<(workload::Outcome, verify::Check, workload::Journeys)> = None;
-    let mut audits: Option<crate::outbox::AuditSummary> = None;
+    let mut audits: Option<crate::commands::relay::AuditSummary> = None;
     let before = driver.round_trips();
     for repeat in 0..params.repeats.max(1) {
         let ids = workload::create_journeys(driver, scenario, &params).await?;
@@ -366,7 +366,7 @@ pub async fn run_with(
         let outcome = workload::execute(driver, &ids, &seeded).await?;
         let check = verify::check(driver, &ids, &outcome.acks).await?;
         if let (true, Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
-            let found = crate::outbox::drain_and_audit(url, *strategy, &ids.ids)
+            let found = crate::commands::relay::drain_and_audit(url, *strategy, &ids.ids)
                 .await
                 .map_err(|e| LabError::Task(format!("audit: {e}")))?;
             audits = Some(audits.unwrap_or_default() + found);
@@ -471,7 +471,7 @@ pub struct Comparison {
     /// on it.
     pub http_redis: Option<String>,
     /// After each in-process run, drain the outbox and audit the run's journeys
-    /// ([`crate::outbox::drain_and_audit`]).
+    /// ([`crate::commands::relay::drain_and_audit`]).
     pub audit: bool,
     /// Also run every strategy with this replica wait (`--wait-replicas`), right after the run
     /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.

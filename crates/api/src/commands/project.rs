@@ -365,7 +365,7 @@ async fn measure_drain(
         rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff
     );
     let fill = Instant::now();
-    crate::outbox::fill_outbox(redis, args.entries, args.journeys, &nonce).await?;
+    crate::commands::relay::fill_outbox(redis, args.entries, args.journeys, &nonce).await?;
     let fill_seconds = fill.elapsed().as_secs_f64();
     let relay = jetstream_relay(redis, bus_url).await?;
     let publish = Instant::now();

@@ -1,0 +1,5 @@
+//! The subcommands, one file each.
+
+pub mod migrate;
+pub mod project;
+pub mod relay;
