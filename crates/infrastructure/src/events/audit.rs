@@ -26,10 +26,10 @@ use flyrtech_core::{
 };
 use serde::Serialize;
 
+use super::read_stream;
 use crate::events::publisher::read_bus;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::keys::Partition;
-use super::read_stream;
 use crate::store::outbox::decode;
 
 /// Why a change counts as lost.

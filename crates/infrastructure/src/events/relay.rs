@@ -56,10 +56,10 @@ use metrics::{counter, gauge};
 use rand::RngExt;
 use redis::{Script, Value};
 
+use super::GROUP;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys::{PARTITIONS, Partition};
-use super::GROUP;
 use crate::store::outbox::decode;
 
 /// How a relay behaves.

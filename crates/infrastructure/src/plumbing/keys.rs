@@ -152,16 +152,8 @@ pub fn journey_lock(id: &JourneyId) -> String {
 /// The set of all journey ids.
 pub const JOURNEY_INDEX: &str = "journeys:index";
 
-/// The record of the service dataset's layout (see `crate::dataset`).
+/// The record of the service dataset's layout (the dataset room's `journeys:dataset`).
 pub const DATASET: &str = "journeys:dataset";
-
-/// Where a journey's state lives in `layout`.
-pub fn journey_state(id: &JourneyId, layout: crate::Layout) -> String {
-    match layout {
-        crate::Layout::Document => journey_document(id),
-        crate::Layout::Hash => journey_hash(id),
-    }
-}
 
 /// The replication marker in `key`'s slot: a counter a replica-confirmed batch increments so
 /// that its `WAIT` has a write of its own to wait for, after whatever the batch read. Keyed by

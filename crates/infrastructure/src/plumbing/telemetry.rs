@@ -17,14 +17,15 @@
 use flyrtech_core::{StoreError, UpdateOutcome};
 use metrics::{counter, histogram};
 
-use crate::Strategy;
-
-/// Records one finished update.
-pub(crate) fn update(strategy: Strategy, result: &Result<UpdateOutcome, StoreError>) {
-    let name = strategy.name();
+/// Records one finished update by the strategy `name` (`takes_lock`: it waits for a lock).
+pub(crate) fn update(
+    name: &'static str,
+    takes_lock: bool,
+    result: &Result<UpdateOutcome, StoreError>,
+) {
     let (outcome, attempts, conflicts) = match result {
         Ok(o) => {
-            if strategy.takes_lock() {
+            if takes_lock {
                 histogram!("journey_lock_wait_seconds", "strategy" => name)
                     .record(o.lock_wait.as_secs_f64());
             }

@@ -56,6 +56,14 @@ impl Layout {
         }
     }
 
+    /// Where `id`'s state lives in this layout.
+    pub fn key(self, id: &JourneyId) -> String {
+        match self {
+            Self::Document => keys::journey_document(id),
+            Self::Hash => keys::journey_hash(id),
+        }
+    }
+
     /// The other layout.
     pub fn other(self) -> Self {
         match self {
@@ -408,9 +416,7 @@ impl Converter {
         if precheck {
             let mut exists = redis::pipe();
             for id in &ids {
-                exists
-                    .exists(keys::journey_state(id, to.other()))
-                    .exists(keys::journey_state(id, to));
+                exists.exists(to.other().key(id)).exists(to.key(id));
             }
             if let Ok(found) = exists.query_async::<Vec<bool>>(conn).await
                 && found.len() == 2 * ids.len()

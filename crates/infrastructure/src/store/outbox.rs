@@ -5,7 +5,7 @@
 //! before the write announces a change that may never be stored. Here each strategy appends one
 //! entry to its journey's outbox partition in the same MULTI/EXEC or the same script that writes
 //! the state, in the journey's slot (see [`crate::plumbing::keys`]), so an entry exists if and only if its
-//! change was stored. A background [`relay::Relay`] publishes entries later, at least once.
+//! change was stored. A background relay (`crate::events::relay`) publishes entries later, at least once.
 //!
 //! # The entry: one stream entry per acknowledged change
 //! | field | value |

@@ -128,9 +128,9 @@ impl ScriptCall {
             source: script.source(),
             keys: {
                 let mut keys = vec![
-                    keys::journey_state(id, layout),
+                    layout.key(id),
                     keys::journey_outbox(id),
-                    keys::journey_state(id, layout.other()),
+                    layout.other().key(id),
                 ];
                 if layout == Layout::Document {
                     keys.push(keys::journey_fence(id));

@@ -745,7 +745,7 @@ async fn failover_round(strategy: Strategy, round: usize) {
     let store = store_with(&connect(&url).await, config).await;
     // 24 journeys for the writers, the rest for this test's own probes.
     let ids = seed(&store, 56, 2).await;
-    let slot_of = |id: &JourneyId| keys::slot(&keys::journey_state(id, strategy.layout()));
+    let slot_of = |id: &JourneyId| keys::slot(&strategy.layout().key(id));
     let (primary, replica) = primary_and_replica(&cluster, slot_of(&ids[0]));
     let on_victim: Vec<bool> = ids
         .iter()

@@ -422,7 +422,11 @@ impl JourneyStore for RedisJourneyStore {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         let result = self.update_anywhere(id, change, expected).await;
-        crate::plumbing::telemetry::update(self.strategy, &result);
+        crate::plumbing::telemetry::update(
+            self.strategy.name(),
+            self.strategy.takes_lock(),
+            &result,
+        );
         result
     }
 }
