@@ -1,15 +1,21 @@
-//! The `flyrtech` binary's library half (FlyrTech.Api): configuration, where Redis comes from,
-//! the HTTP API and the lab. `main.rs` only parses the command line and wires these together.
+//! The `flyrtech` binary's library half (FlyrTech.Api), in rooms that import one way:
 //!
-//! # Layout
+//! ```text
+//!   main.rs ──▶ commands ──▶ lab, http ──▶ flyrtech-infrastructure
+//!                  └───────▶ config, deployment
+//! ```
+//!
+//! - [`commands`]: one file per subcommand (`serve`, `compare`, `relay`, `audit`, `backlog`,
+//!   `project`, `project-bench`, `migrate`, `migrate-bench`, `import-legacy`); `main.rs` only
+//!   parses the command line and calls one.
+//! - [`http`]: the HTTP API that `flyrtech serve` runs.
+//! - [`lab`]: strategies side by side with lost updates counted (`flyrtech compare`), and the
+//!   report, charts and synthetic journeys the bench commands reuse.
 //! - [`config`]: the layered configuration (defaults < file < `FLYRTECH_*` env < flags).
-//! - [`dataset`]: `flyrtech migrate` and `flyrtech import-legacy`.
 //! - [`deployment`]: the configured Redis, or a private redis-server.
-//! - [`http`]: `flyrtech serve`, the HTTP API.
-//! - [`lab`]: `flyrtech compare`, strategies side by side, with lost updates counted.
-//! - [`outbox`]: `flyrtech relay`, `flyrtech audit` and `flyrtech backlog`.
-//! - [`projection`]: `flyrtech project` (the bus into PostgreSQL), `flyrtech audit
-//!   --projection`, `flyrtech project-bench`.
+//!
+//! The lab, the HTTP service, the configuration and the deployment import no other room of this
+//! crate; the commands import them (checked by the `rooms` tests of the suite).
 
 pub mod commands;
 pub mod config;

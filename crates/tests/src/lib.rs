@@ -322,7 +322,7 @@ pub async fn bus(redis: &Redis, stream: &str) -> Vec<flyrtech_core::Envelope> {
 /// Drains the outbox to the bus, audits `ids` and asserts that nothing acknowledged is missing
 /// from the state (no lost update, no version gap); returns how many changes were published.
 pub async fn assert_audit_clean(redis_url: &str, strategy: Strategy, ids: &[JourneyId]) -> u64 {
-    let audit = flyrtech_api::commands::relay::drain_and_audit(redis_url, strategy, ids)
+    let audit = flyrtech_api::lab::audit::drain_and_audit(redis_url, strategy, ids)
         .await
         .unwrap();
     assert_eq!(

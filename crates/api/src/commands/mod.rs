@@ -1,5 +1,149 @@
-//! The subcommands, one file each.
+//! The subcommands of `flyrtech`, one file each: its arguments (clap) and its `run`, which
+//! connects what it needs, does the work and returns the process' exit status. `main.rs` parses
+//! the command line and calls one `run`; what several commands share lives here.
+//!
+//! # Exit statuses
+//! [`DONE`] (0); 1 for a failure (`error: …` on stderr with its causes, from `main.rs`) or an
+//! audit that found something ([`FOUND`]); 2 for a usage error (clap's); [`INCOMPLETE`] (3) for
+//! partial work (some journeys left out, each listed with the reason).
+//!
+//! # What it may import
+//! The lab, the HTTP service, the configuration and the deployment, and the infrastructure.
+//! Nothing imports the commands but `main.rs`: what a command shares with the lab lives in the
+//! lab or below it.
 
+pub mod audit;
+pub mod backlog;
+pub mod compare;
+pub mod import_legacy;
 pub mod migrate;
+pub mod migrate_bench;
 pub mod project;
+pub mod project_bench;
 pub mod relay;
+pub mod serve;
+
+use std::path::Path;
+
+use anyhow::Context;
+use flyrtech_infrastructure::{
+    Layout, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy, dataset,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::Settings;
+use crate::deployment::{Deployment, Private};
+
+/// The exit status of a command that did everything.
+pub const DONE: i32 = 0;
+/// The exit status of an audit that found lost updates, gaps or differences.
+pub const FOUND: i32 = 1;
+/// The exit status when some journeys were left out (listed in the output with the reason).
+pub const INCOMPLETE: i32 = 3;
+
+/// The strategy `serve` uses when none is configured: atomic, fast, and it keeps the original's
+/// document layout (docs/strategies.md).
+pub const DEFAULT_SERVE_STRATEGY: Strategy = Strategy::Lua;
+
+/// The configured Redis, or a private one. The operator commands on a private, empty server do
+/// nothing useful, so they say so.
+pub(crate) async fn connect(
+    settings: &Settings,
+    command: &str,
+) -> anyhow::Result<(Deployment, Redis)> {
+    if settings.redis_url.is_none()
+        && matches!(command, "relay" | "audit" | "migrate" | "import-legacy")
+    {
+        tracing::warn!(
+            "no Redis URL configured: {command} runs against a private, empty redis-server"
+        );
+    }
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), Private::Throwaway)?;
+    let redis = Redis::connect(&RedisSettings::new(deployment.url.clone())).await?;
+    Ok((deployment, redis))
+}
+
+/// A store for the configured strategy, admitted by the dataset's layout guard (which records
+/// the layout on an empty Redis). Without a configured strategy: the default one of the
+/// dataset's layout.
+pub(crate) async fn admitted_store(
+    settings: &Settings,
+    redis: &Redis,
+) -> anyhow::Result<RedisJourneyStore> {
+    let strategy = match settings.strategy {
+        Some(strategy) => strategy,
+        None => match dataset::state(redis).await?.layout {
+            Some(Layout::Hash) => Strategy::Hash,
+            _ => DEFAULT_SERVE_STRATEGY,
+        },
+    };
+    let state = dataset::admit(redis, strategy).await?;
+    tracing::info!(dataset = %state, %strategy, "admitted by the dataset's layout");
+    Ok(RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?)
+}
+
+/// Writes a report as pretty JSON to `path`, when one is given.
+pub(crate) fn write_report(
+    report: &impl serde::Serialize,
+    path: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Prints a measurement's report as JSON, and writes it to `path` when given.
+pub(crate) fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
+    write_report(report, path)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub(crate) fn progress_bar(what: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}})"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

@@ -17,6 +17,7 @@
 //! - [`report`]: the terminal table, the JSON report (schema in docs/lab.md), the targets.
 //! - [`chart`]: throughput and p99 against writers and document size, SVG and PNG.
 
+pub mod audit;
 pub mod ceiling;
 pub mod chart;
 pub mod driver;
@@ -355,7 +356,7 @@ pub async fn run_with(
         .into());
     }
     let mut total: Option<(workload::Outcome, verify::Check, workload::Journeys)> = None;
-    let mut audits: Option<crate::commands::relay::AuditSummary> = None;
+    let mut audits: Option<crate::lab::audit::AuditSummary> = None;
     let before = driver.round_trips();
     for repeat in 0..params.repeats.max(1) {
         let ids = workload::create_journeys(driver, scenario, &params).await?;
@@ -366,7 +367,7 @@ pub async fn run_with(
         let outcome = workload::execute(driver, &ids, &seeded).await?;
         let check = verify::check(driver, &ids, &outcome.acks).await?;
         if let (true, Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
-            let found = crate::commands::relay::drain_and_audit(url, *strategy, &ids.ids)
+            let found = crate::lab::audit::drain_and_audit(url, *strategy, &ids.ids)
                 .await
                 .map_err(|e| LabError::Task(format!("audit: {e}")))?;
             audits = Some(audits.unwrap_or_default() + found);
@@ -471,7 +472,7 @@ pub struct Comparison {
     /// on it.
     pub http_redis: Option<String>,
     /// After each in-process run, drain the outbox and audit the run's journeys
-    /// ([`crate::commands::relay::drain_and_audit`]).
+    /// ([`crate::lab::audit::drain_and_audit`]).
     pub audit: bool,
     /// Also run every strategy with this replica wait (`--wait-replicas`), right after the run
     /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.

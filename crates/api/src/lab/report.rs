@@ -76,7 +76,7 @@ pub struct RunReport {
     pub model_loss_probability_effective: Option<f64>,
     /// With `--audit`: what the outbox audit found for the run's journeys, to set beside `lost`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<crate::commands::relay::AuditSummary>,
+    pub audit: Option<crate::lab::audit::AuditSummary>,
 }
 
 impl RunReport {

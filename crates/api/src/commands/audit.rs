@@ -1,0 +1,157 @@
+//! `flyrtech audit`: replays the published events and compares them with the stored journeys
+//! (lost updates, version gaps, unpublished events), or with `--projection` compares the
+//! PostgreSQL projection with them. Exits with [`FOUND`] when it finds anything. The machinery
+//! is `flyrtech_infrastructure::events::{audit, projection}`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use flyrtech_core::JourneyStore;
+use flyrtech_infrastructure::events::audit::{AuditReport, audit};
+use flyrtech_infrastructure::events::projection;
+use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, dataset};
+
+use super::relay::BusArgs;
+use super::{DEFAULT_SERVE_STRATEGY, DONE, FOUND, connect};
+use crate::config::Settings;
+
+/// Runs `flyrtech audit`; [`FOUND`] when it finds anything.
+///
+/// # Errors
+/// Redis or PostgreSQL unreachable, or the JSON report cannot be written.
+pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
+    let (_deployment, redis) = connect(&settings, "audit").await?;
+    // The audit only reads, and reads a journey in whichever layout it is: it records
+    // nothing and refuses no strategy.
+    let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
+    let state = dataset::state(&redis).await?;
+    tracing::info!(dataset = %state, "auditing");
+    let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
+    let clean = match &args.projection {
+        Some(url) => audit_projection(url, &store, args.json.as_ref(), args.limit)
+            .await?
+            .is_clean(),
+        None => run_audit(args, &store, &redis).await?.is_clean(),
+    };
+    Ok(if clean { DONE } else { FOUND })
+}
+
+/// Options of `flyrtech audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Write the full report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Findings listed in the terminal output (all are in the JSON).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Compare the PostgreSQL projection at this URL (`flyrtech project`) with the stored
+    /// journeys, instead of replaying the bus.
+    #[arg(long, env = "FLYRTECH_PROJECTION")]
+    pub projection: Option<String>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// Audits every listed journey and prints the findings.
+///
+/// # Errors
+/// Redis unreachable, or the JSON report cannot be written.
+pub async fn run_audit<S: JourneyStore>(
+    args: &AuditArgs,
+    store: &S,
+    redis: &Redis,
+) -> anyhow::Result<AuditReport> {
+    let bus = args.bus.connect(redis).await?;
+    let report = audit(store, redis, &bus, &args.bus.events_stream, None).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        tracing::info!(path = %path.display(), "wrote the audit report");
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", audit_table(&report));
+        for lost in report.lost_updates.iter().take(args.limit) {
+            println!(
+                "lost update: journey {} version {} set {} to {} ({})",
+                lost.journey,
+                lost.version,
+                lost.segment.as_deref().unwrap_or("the journey status"),
+                lost.to,
+                serde_json::to_value(&lost.reason)
+                    .ok()
+                    .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                    .unwrap_or_default()
+            );
+        }
+        for gap in report.version_gaps.iter().take(args.limit) {
+            println!(
+                "version gap: journey {} version {} ({:?})",
+                gap.journey, gap.version, gap.cause
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// The audit's summary as a table.
+pub fn audit_table(report: &AuditReport) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header([
+            "journeys",
+            "changes published",
+            "duplicate deliveries",
+            "lost updates",
+            "version gaps",
+            "unpublished",
+            "parked",
+        ])
+        .add_row([
+            report.journeys.to_string(),
+            report.changes_published.to_string(),
+            report.duplicate_deliveries.to_string(),
+            report.lost_updates.len().to_string(),
+            report.version_gaps.len().to_string(),
+            report.unpublished.to_string(),
+            report.parked.to_string(),
+        ]);
+    table.to_string()
+}
+
+/// Compares the projection with every listed journey and prints the differences.
+///
+/// # Errors
+/// Either side unreachable, or the JSON report cannot be written.
+pub async fn audit_projection<S: JourneyStore>(
+    url: &str,
+    store: &S,
+    json: Option<&PathBuf>,
+    limit: usize,
+) -> anyhow::Result<projection::ProjectionReport> {
+    let client = projection::connect(url).await?;
+    let ids = store.list_ids().await?;
+    let report = projection::audit(store, &client, &ids).await?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "projection audit: {} journeys, {} changes projected, {} differences",
+            report.journeys,
+            report.changes_projected,
+            report.differences.len()
+        );
+        for d in report.differences.iter().take(limit) {
+            println!(
+                "difference: journey {} {}: stored {}, projected {}",
+                d.journey, d.what, d.stored, d.projected
+            );
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,226 @@
+//! `flyrtech backlog`: how fast one relay drains a backlog of outbox entries (default
+//! 1,000,000), with the bus' per-journey order checked afterwards. `fill_outbox` is shared
+//! with `project-bench`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use flyrtech_core::{JourneyId, StoreError};
+use flyrtech_infrastructure::Redis;
+use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
+use flyrtech_infrastructure::events::relay::{Relay, depth};
+use flyrtech_infrastructure::plumbing::keys::{self, Partition};
+use flyrtech_infrastructure::store::outbox::{self, Fields};
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::relay::RelayArgs;
+use super::{DONE, connect, emit, shutdown_signal};
+use crate::config::Settings;
+
+/// Runs `flyrtech backlog` and prints (and with `--json` writes) its report.
+///
+/// # Errors
+/// Redis unreachable, or interrupted.
+pub async fn run(args: &BacklogArgs, settings: Settings) -> anyhow::Result<i32> {
+    let (_deployment, redis) = connect(&settings, "backlog").await?;
+    let report = tokio::select! {
+        report = backlog(args, redis) => report?,
+        () = shutdown_signal() => anyhow::bail!("interrupted"),
+    };
+    emit(&report, args.json.as_deref())?;
+    Ok(DONE)
+}
+
+/// Options of `flyrtech backlog`.
+#[derive(Debug, Clone, Args)]
+pub struct BacklogArgs {
+    /// Outbox entries to accumulate before the relay starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entries: usize,
+    /// Journeys they belong to (each gets consecutive versions).
+    #[arg(long, default_value_t = 10_000)]
+    pub journeys: usize,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+/// What `flyrtech backlog` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BacklogReport {
+    pub schema_version: u32,
+    pub command: String,
+    pub started_at: String,
+    pub machine: crate::lab::report::Machine,
+    pub entries: usize,
+    pub journeys: usize,
+    pub batch: usize,
+    pub parallel: usize,
+    pub partitions: usize,
+    /// Time to write the backlog (pipelined XADD), seconds.
+    pub fill_seconds: f64,
+    /// Time for one relay to publish and acknowledge all of it, seconds.
+    pub drain_seconds: f64,
+    /// Entries published and acknowledged per second.
+    pub drain_rate_per_second: f64,
+    /// Entries on the bus afterwards (from this run).
+    pub published: u64,
+    /// Outbox entries left (0 when fully drained).
+    pub left_in_outbox: u64,
+    /// Per-journey order on the bus held (every journey's versions strictly increasing).
+    pub order_kept: bool,
+}
+
+/// Fills the outbox with `entries` valid entries over `journeys` journeys, then drains it with
+/// one relay publishing to a fresh bus stream, and measures the rate.
+///
+/// # Errors
+/// Bad flags or Redis failures.
+pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<BacklogReport> {
+    if args.entries == 0 || args.journeys == 0 {
+        anyhow::bail!("--entries and --journeys must each be at least 1");
+    }
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let depth_before = depth(&redis).await?.entries;
+    if depth_before > 0 {
+        anyhow::bail!(
+            "the outbox already holds {depth_before} entries; run the backlog on an empty Redis"
+        );
+    }
+    let nonce = format!(
+        "{:06x}",
+        rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff
+    );
+    let stream = format!("{}:backlog:{nonce}", args.relay.bus.events_stream);
+    let fill = Instant::now();
+    fill_outbox(&redis, args.entries, args.journeys, &nonce).await?;
+    let fill_seconds = fill.elapsed().as_secs_f64();
+    tracing::info!(
+        entries = args.entries,
+        fill_seconds,
+        "backlog written; draining"
+    );
+
+    let bus = args.relay.bus.connect(&redis).await?;
+    let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None);
+    let settings = args.relay.settings()?;
+    let (batch, parallel) = (settings.batch, settings.parallel);
+    let relay = Relay::new(redis.clone(), publisher, settings).await?;
+    let drain = Instant::now();
+    let stats = relay.drain().await?;
+    let drain_seconds = drain.elapsed().as_secs_f64();
+    let left_in_outbox = depth(&redis).await?.entries;
+    let order_kept = bus_order_kept(&bus, &stream).await?;
+    let _: redis::RedisResult<i64> = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut bus.shared())
+        .await;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = stats.published as f64 / drain_seconds.max(1e-9);
+    Ok(BacklogReport {
+        schema_version: 1,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_at,
+        machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
+        entries: args.entries,
+        journeys: args.journeys,
+        batch,
+        parallel,
+        partitions: keys::PARTITIONS,
+        fill_seconds,
+        drain_seconds,
+        drain_rate_per_second: rate,
+        published: stats.published,
+        left_in_outbox,
+        order_kept,
+    })
+}
+
+/// Writes `entries` outbox entries, round-robin over `journeys` synthetic journeys, each
+/// journey's versions consecutive: exactly what that many acknowledged segment changes leave.
+pub(crate) async fn fill_outbox(
+    redis: &Redis,
+    entries: usize,
+    journeys: usize,
+    nonce: &str,
+) -> anyhow::Result<()> {
+    let ids: Vec<JourneyId> = (0..journeys)
+        .map(|n| JourneyId::parse(format!("BACKLOG-{nonce}-{n:07}")))
+        .collect::<Result<_, _>>()?;
+    let at = chrono::Utc::now();
+    let mut next = 0usize;
+    while next < entries {
+        let end = (next + 10_000).min(entries);
+        // One pipeline per partition: on a cluster a pipeline may not cross slots.
+        let mut pipes: std::collections::HashMap<Partition, redis::Pipeline> =
+            std::collections::HashMap::new();
+        for k in next..end {
+            let id = &ids[k % journeys];
+            let version = (k / journeys + 1) as u64;
+            let fields = backlog_entry(id, version, at)?;
+            let partition = Partition::of(id);
+            pipes
+                .entry(partition)
+                .or_default()
+                .cmd("XADD")
+                .arg(partition.outbox())
+                .arg("*")
+                .arg(outbox::xadd_args(&fields))
+                .ignore();
+        }
+        let results: Vec<redis::RedisResult<()>> = futures::stream::iter(pipes.into_values())
+            .map(|pipe| {
+                let mut conn = redis.shared();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .collect::<redis::RedisResult<Vec<()>>>()?;
+        next = end;
+    }
+    Ok(())
+}
+
+fn backlog_entry(
+    id: &JourneyId,
+    version: u64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Fields> {
+    use flyrtech_core::{DomainEvent, EventId, EventKind, JourneyVersion, SegmentStatus};
+    let (from, to) = if version % 2 == 1 {
+        (SegmentStatus::Scheduled, SegmentStatus::Delayed)
+    } else {
+        (SegmentStatus::Delayed, SegmentStatus::Scheduled)
+    };
+    Ok(outbox::encode(&[DomainEvent {
+        id: EventId::new(),
+        journey_id: id.clone(),
+        version: JourneyVersion::new(version),
+        occurred_at: at,
+        kind: EventKind::SegmentStatusChanged {
+            segment_id: crate::lab::synthetic_segment_id(0)?,
+            from,
+            to,
+        },
+    }])?)
+}
+
+/// Whether every journey's versions appear on the bus stream in increasing order.
+async fn bus_order_kept(bus: &Redis, stream: &str) -> Result<bool, StoreError> {
+    let mut last: std::collections::HashMap<JourneyId, u64> = std::collections::HashMap::new();
+    for (_, envelope) in flyrtech_infrastructure::events::publisher::read_bus(bus, stream).await? {
+        let v = envelope.version.get();
+        let previous = last.insert(envelope.journey_id.clone(), v).unwrap_or(0);
+        if v <= previous {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

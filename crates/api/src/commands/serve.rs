@@ -1,0 +1,54 @@
+//! `flyrtech serve`: the journey HTTP API with one strategy (default [`DEFAULT_SERVE_STRATEGY`]),
+//! on the configured Redis or a private, persistent redis-server. The service is
+//! [`crate::http`].
+
+use flyrtech_infrastructure::{LockSettings, StoreConfig};
+
+use super::{DEFAULT_SERVE_STRATEGY, DONE, shutdown_signal};
+use crate::config::{ServeArgs, ServeSettings, Settings};
+use crate::deployment::{Deployment, Private};
+use crate::http::{Application, ServeConfig};
+
+/// Runs `flyrtech serve` until ctrl-c or SIGTERM.
+///
+/// # Errors
+/// Bad settings, Redis unreachable or refused by the start-up guards, or the listener fails.
+pub async fn run(args: &ServeArgs, settings: Settings) -> anyhow::Result<i32> {
+    serve(args, settings).await.map(|()| DONE)
+}
+
+async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
+    let serve = ServeSettings::resolve(args, &settings.file)?;
+    let seed = serve.seed.load()?;
+    let strategy = settings.strategy.unwrap_or(DEFAULT_SERVE_STRATEGY);
+    // The embedded default persists: a restart keeps every acknowledged update.
+    let private = if args.cluster {
+        Private::Cluster
+    } else {
+        Private::Persistent {
+            dir: serve.data_dir.clone(),
+            fsync: serve.fsync,
+        }
+    };
+    let deployment = Deployment::resolve(settings.redis_url.as_deref(), private)?;
+    let mut store = StoreConfig::new(strategy);
+    store.processing_delay = settings.processing_delay.unwrap_or_default();
+    store.lock = LockSettings {
+        urls: settings.lock_urls,
+        ..LockSettings::default()
+    };
+    store.replicas = settings.replicas;
+    let mut config = ServeConfig::new(serve.listen, &deployment.url, store);
+    config.seed = seed;
+    config.request_timeout = serve.request_timeout;
+    config.allow_eviction = settings.allow_eviction;
+    let app = Application::build(config).await?;
+    let seeded = app.seeded();
+    tracing::info!(
+        created = seeded.created,
+        kept = seeded.kept,
+        "seeded journeys (existing journeys are never overwritten)"
+    );
+    app.run(shutdown_signal()).await?;
+    Ok(())
+}
