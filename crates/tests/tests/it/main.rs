@@ -42,3 +42,4 @@ mod properties;
 mod redlock;
 mod reliability;
 mod retention;
+mod rooms;
