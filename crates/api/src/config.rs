@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
+use flyrtech_infrastructure::events::backlog::BacklogLimits;
 use flyrtech_infrastructure::{Fsync, ReplicaWait, Strategy};
 use serde::Deserialize;
 
@@ -76,6 +77,42 @@ pub struct ServeArgs {
     /// loses nothing acknowledged) or `always` (not even an OS crash does) [default: everysec].
     #[arg(long, env = "FLYRTECH_FSYNC")]
     pub fsync: Option<Fsync>,
+    /// An outbox whose oldest entry is older than this is named on `/ready` (no relay is keeping
+    /// up): `30s`, `15m`, `1h` or `off` [default: 60s].
+    #[arg(long, env = "FLYRTECH_OUTBOX_STALE_AFTER", value_parser = parse_age)]
+    pub outbox_stale_after: Option<MaxAge>,
+    /// Outbox entries beyond which journey updates are refused with 503 `outbox-full` until a
+    /// relay catches up, so the outbox cannot fill Redis; 0 turns the cap off
+    /// [default: 5000000].
+    #[arg(long, env = "FLYRTECH_OUTBOX_HARD_CAP")]
+    pub outbox_hard_cap: Option<u64>,
+}
+
+/// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxAge(pub Option<Duration>);
+
+/// Parses `30s`, `15m`, `24h`, `7d` or `off`.
+pub fn parse_age(raw: &str) -> Result<MaxAge, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(MaxAge(None));
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration such as 30s, 15m, 24h, 7d or off"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit is s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("a duration of zero is not allowed; use off instead".into());
+    }
+    Ok(MaxAge(Some(Duration::from_secs(n.saturating_mul(seconds)))))
 }
 
 /// The file layer: every key optional.
@@ -94,6 +131,8 @@ pub struct FileConfig {
     pub allow_eviction: Option<bool>,
     pub wait_replicas: Option<u32>,
     pub wait_timeout_ms: Option<u64>,
+    pub outbox_stale_after: Option<String>,
+    pub outbox_hard_cap: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -290,6 +329,8 @@ pub struct ServeSettings {
     pub data_dir: PathBuf,
     /// The private redis-server's AOF fsync policy.
     pub fsync: Fsync,
+    /// When the outbox's backlog is named on `/ready`, and when writes stop.
+    pub backlog: BacklogLimits,
 }
 
 impl ServeSettings {
@@ -321,6 +362,24 @@ impl ServeSettings {
             })?,
             (None, None) => Fsync::default(),
         };
+        let defaults = BacklogLimits::default();
+        let stale_after = match (args.outbox_stale_after, file.outbox_stale_after.as_deref()) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => parse_age(text).map_err(|reason| ConfigError::Value {
+                key: "outbox_stale_after",
+                reason,
+            })?,
+            (None, None) => MaxAge(Some(defaults.stale_after)),
+        };
+        let hard_cap = args
+            .outbox_hard_cap
+            .or(file.outbox_hard_cap)
+            .unwrap_or(BacklogLimits::DEFAULT_HARD_CAP);
+        let backlog = BacklogLimits {
+            stale_after: stale_after.0.unwrap_or(Duration::MAX),
+            hard_cap: (hard_cap > 0).then_some(hard_cap),
+            ..defaults
+        };
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(Self::DEFAULT_LISTEN),
             seed,
@@ -335,6 +394,7 @@ impl ServeSettings {
                 .or_else(|| file.data_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
             fsync,
+            backlog,
         })
     }
 }
@@ -416,6 +476,8 @@ mod tests {
             cluster: false,
             data_dir: None,
             fsync: None,
+            outbox_stale_after: None,
+            outbox_hard_cap: None,
         };
         let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
@@ -453,5 +515,40 @@ mod tests {
         assert!(err.to_string().contains("fsync"), "{err}");
         let missing = Seed::File(PathBuf::from("/nonexistent/journeys.json"));
         assert!(matches!(missing.load(), Err(ConfigError::SeedRead { .. })));
+    }
+
+    #[test]
+    fn the_outbox_limits_come_from_flags_over_the_file_and_zero_turns_the_cap_off() {
+        let mut args = ServeArgs {
+            listen: None,
+            seed_file: None,
+            no_seed: false,
+            request_timeout_ms: None,
+            cluster: false,
+            data_dir: None,
+            fsync: None,
+            outbox_stale_after: None,
+            outbox_hard_cap: None,
+        };
+        let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
+        assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));
+        assert_eq!(defaults.backlog.hard_cap, Some(BacklogLimits::DEFAULT_HARD_CAP));
+
+        let file: FileConfig =
+            toml::from_str("outbox_stale_after = \"5m\"\noutbox_hard_cap = 0\n").expect("toml");
+        let from_file = ServeSettings::resolve(&args, &file).expect("file");
+        assert_eq!(from_file.backlog.stale_after, Duration::from_secs(300));
+        assert_eq!(from_file.backlog.hard_cap, None);
+
+        args.outbox_stale_after = Some(parse_age("off").expect("off"));
+        args.outbox_hard_cap = Some(1000);
+        let flags = ServeSettings::resolve(&args, &file).expect("flags");
+        assert_eq!(flags.backlog.stale_after, Duration::MAX);
+        assert_eq!(flags.backlog.hard_cap, Some(1000));
+
+        let bad: FileConfig = toml::from_str("outbox_stale_after = \"soon\"\n").expect("toml");
+        args.outbox_stale_after = None;
+        let refused = ServeSettings::resolve(&args, &bad).expect_err("a bad duration");
+        assert!(refused.to_string().contains("outbox_stale_after"), "{refused}");
     }
 }

@@ -17,6 +17,7 @@ use flyrtech_infrastructure::plumbing::keys;
 use flyrtech_infrastructure::{Redis, RedisSettings, dataset};
 
 use super::{DONE, connect, shutdown_signal};
+use crate::config::{MaxAge, parse_age};
 use crate::config::Settings;
 
 /// Runs `flyrtech relay`.
@@ -58,33 +59,6 @@ pub struct BusArgs {
     /// read them (counted in `bus_trimmed_over_cap_total`, and logged).
     #[arg(long, default_value_t = Retention::default().hard_cap)]
     pub bus_hard_cap: usize,
-}
-
-/// `--bus-max-age`: a duration, or none.
-#[derive(Debug, Clone, Copy)]
-pub struct MaxAge(pub Option<Duration>);
-
-/// Parses `30s`, `15m`, `24h`, `7d` or `off`.
-fn parse_age(raw: &str) -> Result<MaxAge, String> {
-    if raw.eq_ignore_ascii_case("off") {
-        return Ok(MaxAge(None));
-    }
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration such as 30s, 15m, 24h, 7d or off"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{raw:?}: the unit is s, m, h or d")),
-    };
-    if n == 0 {
-        return Err("a max age of zero would trim every entry; use off to keep by length".into());
-    }
-    Ok(MaxAge(Some(Duration::from_secs(n.saturating_mul(seconds)))))
 }
 
 impl BusArgs {

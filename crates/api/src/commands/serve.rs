@@ -42,6 +42,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     config.seed = seed;
     config.request_timeout = serve.request_timeout;
     config.allow_eviction = settings.allow_eviction;
+    config.backlog = serve.backlog;
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

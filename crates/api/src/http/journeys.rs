@@ -266,6 +266,7 @@ async fn apply(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let strategy = app.store.strategy();
+    app.check_outbox()?;
     let expected = expected_version(app, id, headers).await?;
     let target = change.target();
     let outcome = match app.store.update(id, &change, expected).await {

@@ -37,6 +37,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flyrtech_core::{Journey, StoreError};
+use flyrtech_infrastructure::events::backlog::{BacklogLimits, BacklogWatch};
 use flyrtech_infrastructure::{
     DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
     dataset,
@@ -65,10 +66,12 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Serve even though Redis' maxmemory-policy can evict journeys.
     pub allow_eviction: bool,
+    /// When the outbox's backlog is named on `/ready`, and when updates stop.
+    pub backlog: BacklogLimits,
 }
 
 impl ServeConfig {
-    /// Defaults: 10 s request timeout, 1 MiB body limit, no seed.
+    /// Defaults: 10 s request timeout, 1 MiB body limit, no seed, the default outbox limits.
     pub fn new(listen: SocketAddr, redis_url: impl Into<String>, store: StoreConfig) -> Self {
         Self {
             listen,
@@ -78,6 +81,7 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
             allow_eviction: false,
+            backlog: BacklogLimits::default(),
         }
     }
 }
@@ -130,6 +134,7 @@ pub struct Inner {
     request_timeout: Duration,
     in_flight: Arc<AtomicUsize>,
     allow_eviction: bool,
+    backlog: BacklogWatch,
 }
 
 impl Deref for AppState {
@@ -208,8 +213,46 @@ impl Inner {
         }
     }
 
+    /// Whether the outbox has room for another update's entry.
+    ///
+    /// # Errors
+    /// [`ApiError`] 503 `outbox-full` with the backlog and the cap.
+    pub fn check_outbox(&self) -> Result<(), ApiError> {
+        match self.backlog.full() {
+            None => Ok(()),
+            Some(full) => Err(ApiError::outbox_full(format!(
+                "{} outbox entries wait for the relay (the cap is {}): updates are refused until \
+                 a relay (`flyrtech relay`) has published the backlog, so that the outbox cannot \
+                 fill Redis; nothing was changed",
+                full.entries, full.cap
+            ))),
+        }
+    }
+
+    /// What `/ready` names without failing: an outbox no relay keeps up with.
+    fn warnings(&self) -> Vec<String> {
+        self.backlog
+            .stale()
+            .map(|age| {
+                format!(
+                    "the oldest outbox entry is {} s old (named past {} s): is `flyrtech relay` \
+                     running? {} entries wait",
+                    age.as_secs(),
+                    self.backlog.limits().stale_after.as_secs(),
+                    self.backlog.entries()
+                )
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn health(&self, status: &'static str) -> ops::Health {
         ops::Health {
+            warnings: if status == "ready" {
+                self.warnings()
+            } else {
+                Vec::new()
+            },
             status,
             strategy: self.store.strategy().name(),
             redis: if self.store.redis().is_cluster() {
@@ -259,6 +302,7 @@ impl Application {
         let admitted = dataset::admit(&redis, config.store.strategy).await?;
         tracing::info!(dataset = %admitted, strategy = %config.store.strategy, "dataset admitted the strategy");
         let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
+        let backlog = BacklogWatch::start(redis.clone(), config.backlog).await;
         let state = AppState(Arc::new(Inner {
             store,
             cache: RedisCache::new(redis),
@@ -266,6 +310,7 @@ impl Application {
             request_timeout: config.request_timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
+            backlog,
         }));
         let listener =
             TcpListener::bind(config.listen)

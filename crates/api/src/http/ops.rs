@@ -20,6 +20,10 @@ pub struct Health {
     pub strategy: &'static str,
     /// `standalone` or `cluster`.
     pub redis: &'static str,
+    /// On `/ready`: what an operator should look at though the instance serves, such as an
+    /// outbox no relay keeps up with. Absent when there is nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The process is up (it does not ask Redis).
@@ -30,7 +34,8 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
 
 /// Redis answers, the dataset is in a layout this instance's strategy serves (its own, or
 /// either while a migration runs), and with `--wait-replicas` no primary is known to lack its
-/// replicas.
+/// replicas. An outbox older than `--outbox-stale-after` is named in `warnings` without failing
+/// readiness: every instance would fail at once, turning a relay outage into a write outage.
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
     responses((status = 200, body = Health), (status = 503, body = Problem, content_type = "application/problem+json", description = "Redis unavailable, Redis may evict journeys (maxmemory-policy allkeys-*), this instance writes a layout the dataset has left, or a primary lacks the replicas --wait-replicas requires (named)", headers(("Retry-After" = u64)))))]
 pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {

@@ -183,6 +183,18 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 503 on an update: the outbox's backlog has reached `--outbox-hard-cap` (no relay is
+    /// keeping up); nothing was changed, and the update can be sent again later.
+    pub fn outbox_full(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outbox-full",
+            "The outbox is full: updates wait for the relay",
+            detail.into(),
+        )
+        .retry_later()
+    }
+
     /// 503 on `/ready`: Redis' `maxmemory-policy` can evict journeys.
     pub fn eviction_risk(detail: impl Into<String>) -> Self {
         Self::new(

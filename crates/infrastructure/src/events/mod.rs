@@ -2,6 +2,7 @@
 //! publishes through (a Redis Stream, NATS JetStream), the PostgreSQL projection fed from the
 //! bus, and the audits that replay what was published against what was stored.
 //!
+//! - [`backlog`]: the outbox's backlog watched by the service: gauges, staleness, the cap.
 //! - [`relay`]: the background worker that publishes outbox entries, at least once, in order.
 //! - [`publisher`]: the Redis Stream bus, its retention, and [`Bus`](publisher::Bus), the
 //!   relay's choice of bus.
@@ -14,6 +15,7 @@
 //! with the store that writes it).
 
 pub mod audit;
+pub mod backlog;
 pub mod nats;
 pub mod projection;
 pub mod publisher;

@@ -39,8 +39,8 @@
 //! # Metrics
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `outbox_depth` | gauge | entries not yet published and acknowledged, all partitions |
-//! | `outbox_oldest_entry_age_seconds` | gauge | age of the oldest such entry |
+//! | `outbox_backlog_entries` | gauge | entries not yet published and acknowledged, all partitions |
+//! | `outbox_backlog_oldest_age_seconds` | gauge | age of the oldest such entry (0 when none) |
 //! | `outbox_published_total` | counter | envelopes published |
 //! | `outbox_redelivered_total` | counter | envelopes published again after a previous delivery |
 //! | `outbox_parked_total` | counter | entries parked |
@@ -564,12 +564,18 @@ async fn per_partition<T: redis::FromRedisValue>(
     partitions: &[Partition],
     command: impl Fn(Partition) -> redis::Cmd,
 ) -> Result<Vec<T>, StoreError> {
-    futures::stream::iter(partitions.iter().map(|&p| {
-        let cmd = command(p);
-        let mut conn = redis.shared();
-        async move { cmd.query_async::<T>(&mut conn).await.store_err() }
-    }))
-    .buffered(64)
+    // Collected first: a stream over a mapping closure makes the caller's future not provably
+    // `Send` (rust-lang/rust#102211), and the backlog watch runs on a spawned task.
+    let calls: Vec<_> = partitions
+        .iter()
+        .map(|&p| {
+            let cmd = command(p);
+            let mut conn = redis.shared();
+            async move { cmd.query_async::<T>(&mut conn).await.store_err() }
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffered(64)
     .collect::<Vec<_>>()
     .await
     .into_iter()
@@ -612,8 +618,8 @@ pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
     let oldest_age = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
     let entries = lengths.iter().sum();
     #[allow(clippy::cast_precision_loss)]
-    gauge!("outbox_depth").set(entries as f64);
-    gauge!("outbox_oldest_entry_age_seconds").set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+    gauge!("outbox_backlog_entries").set(entries as f64);
+    gauge!("outbox_backlog_oldest_age_seconds").set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
     debug_assert_eq!(lengths.len(), PARTITIONS);
     Ok(Depth {
         entries,

@@ -147,3 +147,159 @@ async fn entries_older_than_max_age_are_trimmed() {
     assert!(publisher.trim().await.unwrap() >= 900);
     assert!(len(&redis).await <= 100);
 }
+
+/// The outbox is visible and bounded (issue 24, part 3): with no relay running, `/metrics`
+/// shows the backlog, `/ready` names it once it is older than `stale_after` (and stays 200),
+/// and once it reaches the cap updates are refused with 503 `outbox-full`, changing nothing;
+/// after a relay drains the outbox, updates are accepted again.
+#[tokio::test]
+async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
+    use flyrtech_infrastructure::events::backlog::BacklogLimits;
+    use flyrtech_infrastructure::events::publisher::RedisStreamPublisher as Stream;
+    use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+    use flyrtech_infrastructure::{StoreConfig, Strategy};
+    use flyrtech_tests::{TestServer, http_client, poll_until, serve_config};
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    const CAP: u64 = 4;
+    let redis = TestRedis::single();
+    let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Hash));
+    config.backlog = BacklogLimits {
+        stale_after: Duration::from_millis(50),
+        hard_cap: Some(CAP),
+        every: Duration::from_millis(20),
+    };
+    let server = TestServer::start_with(config).await;
+    let client = http_client();
+    let put = |status: &'static str| {
+        let client = client.clone();
+        let url = server.url("/api/journeys/JRN-001/segments/SEG-001-1/status");
+        async move {
+            client
+                .put(url)
+                .json(&json!({ "status": status }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let version = || {
+        let client = client.clone();
+        let url = server.url("/api/journeys/JRN-001");
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            let etag = response.headers()["etag"].to_str().unwrap().trim_matches('"');
+            etag.parse::<u64>().unwrap()
+        }
+    };
+    // Nothing waits yet: ready, no warning.
+    let ready: Value = client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ready.get("warnings").is_none(), "{ready}");
+
+    // The first CAP updates are accepted whatever the watch has measured (it can only have seen
+    // fewer entries); each adds one outbox entry.
+    let start = version().await;
+    let statuses = ["Delayed", "Scheduled"];
+    for i in 0..CAP {
+        assert_eq!(put(statuses[(i % 2) as usize]).await.status(), StatusCode::OK);
+    }
+    // Then updates are accepted until the watch's next measurement sees the cap (it measures
+    // every 20 ms: a few more may pass, the documented overshoot), then refused.
+    let accepted = std::sync::atomic::AtomicU64::new(CAP);
+    poll_until(Duration::from_secs(10), "an update refused at the cap", || {
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let response = put(statuses[(n % 2) as usize]);
+        let accepted = &accepted;
+        async move {
+            let status = response.await.status();
+            if status == StatusCode::OK {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            status == StatusCode::SERVICE_UNAVAILABLE
+        }
+    })
+    .await;
+    let accepted = accepted.into_inner();
+    let n = accepted;
+    let refused = put(statuses[(n % 2) as usize]).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/outbox-full", "{problem}");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("flyrtech relay")),
+        "{problem}"
+    );
+    // The refused updates changed nothing: one version per accepted update.
+    assert_eq!(version().await, start + accepted);
+
+    // Visible: the gauges on /metrics, the warning on /ready (still 200).
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("outbox_backlog_entries {accepted}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outbox_backlog_oldest_age_seconds"));
+    poll_until(Duration::from_secs(10), "/ready names the stale backlog", || {
+        let request = client.get(server.url("/ready")).send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            body.get("warnings").is_some()
+        }
+    })
+    .await;
+    let named: Value = client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        named["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("flyrtech relay") && w.contains(&accepted.to_string())),
+        "{named}"
+    );
+
+    // A relay publishes the backlog; updates are accepted again.
+    let conn = redis.connect().await;
+    let relay = Relay::new(
+        conn.clone(),
+        Stream::new(conn.clone(), STREAM, None),
+        RelaySettings::new(),
+    )
+    .await
+    .unwrap();
+    relay.drain().await.unwrap();
+    poll_until(Duration::from_secs(10), "updates accepted again", || {
+        let response = put("Delayed");
+        async move {
+            let status = response.await.status();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                "{status}"
+            );
+            status == StatusCode::OK
+        }
+    })
+    .await;
+}

@@ -1,0 +1,164 @@
+//! The outbox's backlog, watched by whoever writes it: how many entries wait for the relay, how
+//! old the oldest is, and whether the backlog has reached the cap beyond which writes stop.
+//!
+//! # The gap it closes
+//! The outbox grows by one entry per acknowledged change and shrinks only when a relay publishes
+//! it. With no relay running it grows silently (a million entries a minute at full rate) until
+//! Redis' `maxmemory` refuses every write, journeys included, or the host runs out. A
+//! [`BacklogWatch`] measures the backlog every [`BacklogLimits::every`] on a task of its own (two
+//! pipelines per primary, off the request path), publishes it as the relay does (the
+//! `outbox_backlog_entries` and `outbox_backlog_oldest_age_seconds` gauges), and answers two
+//! questions from memory, at no cost to a request:
+//! - [`BacklogWatch::stale`]: is the oldest entry older than [`BacklogLimits::stale_after`]? Then
+//!   no relay is keeping up (`/ready` names it; it does not fail readiness, since every instance
+//!   would fail at once and a relay outage would become a write outage);
+//! - [`BacklogWatch::full`]: has the backlog reached [`BacklogLimits::hard_cap`]? Then the
+//!   service refuses writes (503) rather than fill Redis: an acknowledged write is never lost,
+//!   and a refused one can be retried once a relay has caught up.
+//!
+//! The answers are as old as the last measurement: between two, at most `every` × the write
+//! rate entries can pass the cap. A failed measurement keeps the previous answer and is logged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::relay::depth;
+use crate::plumbing::connection::Redis;
+
+/// When a backlog is worth naming, and when writes stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// An oldest entry older than this means no relay is keeping up.
+    pub stale_after: Duration,
+    /// Entries beyond which writes are refused; `None` never refuses.
+    pub hard_cap: Option<u64>,
+    /// How often the backlog is measured.
+    pub every: Duration,
+}
+
+impl BacklogLimits {
+    /// The default cap: 5,000,000 entries, about 1 GB of Redis memory (docs/reliability.md,
+    /// "Resources"), several minutes at full write rate and days at a normal one.
+    pub const DEFAULT_HARD_CAP: u64 = 5_000_000;
+}
+
+impl Default for BacklogLimits {
+    /// One minute, [`Self::DEFAULT_HARD_CAP`], measured every second.
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(60),
+            hard_cap: Some(Self::DEFAULT_HARD_CAP),
+            every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The last measurement of the backlog, kept up to date by a task that stops when the watch is
+/// dropped.
+#[derive(Debug)]
+pub struct BacklogWatch {
+    limits: BacklogLimits,
+    last: Arc<Last>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BacklogWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What [`BacklogWatch::full`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// Entries waiting at the last measurement.
+    pub entries: u64,
+    /// The cap.
+    pub cap: u64,
+}
+
+impl BacklogWatch {
+    /// Starts measuring `redis`' outbox every `limits.every`; the first measurement is taken
+    /// before this returns, so a service never starts blind.
+    pub async fn start(redis: Redis, limits: BacklogLimits) -> Self {
+        let last = Arc::new(Last::default());
+        last.take(&redis).await;
+        let task = {
+            let last = Arc::clone(&last);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(limits.every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    last.take(&redis).await;
+                }
+            })
+        };
+        Self { limits, last, task }
+    }
+
+    /// Entries waiting at the last measurement.
+    pub fn entries(&self) -> u64 {
+        self.last.entries.load(Ordering::Relaxed)
+    }
+
+    /// The oldest entry's age at the last measurement, when it is older than
+    /// [`BacklogLimits::stale_after`].
+    pub fn stale(&self) -> Option<Duration> {
+        let oldest = self.last.oldest_ms.load(Ordering::Relaxed);
+        let age = Duration::from_millis(oldest);
+        (oldest != EMPTY && age > self.limits.stale_after).then_some(age)
+    }
+
+    /// Whether the backlog has reached the cap.
+    pub fn full(&self) -> Option<Full> {
+        let cap = self.limits.hard_cap?;
+        let entries = self.entries();
+        (entries >= cap).then_some(Full { entries, cap })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> BacklogLimits {
+        self.limits
+    }
+}
+
+/// `oldest_ms` of an empty outbox.
+const EMPTY: u64 = u64::MAX;
+
+/// The last successful measurement.
+#[derive(Debug)]
+struct Last {
+    entries: AtomicU64,
+    oldest_ms: AtomicU64,
+}
+
+impl Default for Last {
+    fn default() -> Self {
+        Self {
+            entries: AtomicU64::new(0),
+            oldest_ms: AtomicU64::new(EMPTY),
+        }
+    }
+}
+
+impl Last {
+    /// Measures (which also sets the gauges); on failure keeps the previous measurement.
+    async fn take(&self, redis: &Redis) {
+        match depth(redis).await {
+            Ok(depth) => {
+                self.entries.store(depth.entries, Ordering::Relaxed);
+                let oldest = depth
+                    .oldest_age
+                    .map_or(EMPTY, |a| u64::try_from(a.as_millis()).unwrap_or(EMPTY - 1));
+                self.oldest_ms.store(oldest, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot measure the outbox backlog; keeping the last measurement"
+            ),
+        }
+    }
+}
