@@ -67,6 +67,12 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
 
+# serve, the relay and a load for DURATION (default 10m): every process' RSS, Redis' memory, the event stream and
+# the outbox backlog, nobody scraping /metrics; writes docs/results/soak.{json,svg,png} (docs/reliability.md, Resources).
+soak DURATION="10m":
+    mkdir -p docs/results
+    cargo run --release -p flyrtech-api -- soak --duration {{DURATION}} --bus-max-len 200000 --json docs/results/soak.json --chart docs/results/soak.svg > /dev/null
+
 # What CI runs.
 ci:
     bash .ci/run

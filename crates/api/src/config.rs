@@ -532,7 +532,10 @@ mod tests {
         };
         let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));
-        assert_eq!(defaults.backlog.hard_cap, Some(BacklogLimits::DEFAULT_HARD_CAP));
+        assert_eq!(
+            defaults.backlog.hard_cap,
+            Some(BacklogLimits::DEFAULT_HARD_CAP)
+        );
 
         let file: FileConfig =
             toml::from_str("outbox_stale_after = \"5m\"\noutbox_hard_cap = 0\n").expect("toml");
@@ -549,6 +552,9 @@ mod tests {
         let bad: FileConfig = toml::from_str("outbox_stale_after = \"soon\"\n").expect("toml");
         args.outbox_stale_after = None;
         let refused = ServeSettings::resolve(&args, &bad).expect_err("a bad duration");
-        assert!(refused.to_string().contains("outbox_stale_after"), "{refused}");
+        assert!(
+            refused.to_string().contains("outbox_stale_after"),
+            "{refused}"
+        );
     }
 }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flyrtech_api::commands::{
     audit, backlog, compare, import_legacy, migrate, migrate_bench, project, project_bench, relay,
-    serve,
+    serve, soak,
 };
 use flyrtech_api::config::{CommonArgs, Settings};
 use tracing_subscriber::EnvFilter;
@@ -61,6 +61,10 @@ enum Command {
     /// Measure the migration: create journeys (default 1,000,000) on an empty Redis, move them
     /// to the hash layout and back, and report the rates.
     MigrateBench(migrate_bench::MigrateBenchArgs),
+    /// Run serve, the relay and a load for a while (default 10 minutes) and record every
+    /// process' memory, Redis' memory, the event stream and the outbox backlog (docs/reliability.md).
+    /// Exits with status 1 when a resource kept growing.
+    Soak(soak::SoakArgs),
 }
 
 /// Exit statuses (`flyrtech_api::commands`): 0 done; 1 a failure (`error: …` on stderr with its
@@ -117,5 +121,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::Project(args) => project::run(&args, settings).await,
         Command::ProjectBench(args) => project_bench::run(&args, settings).await,
         Command::MigrateBench(args) => migrate_bench::run(&args, settings).await,
+        Command::Soak(args) => soak::run(&args, settings).await,
     }
 }

@@ -926,3 +926,57 @@ async fn journeys_with_changes(
     }
     (redis, ids)
 }
+
+/// `flyrtech soak` (issue 24, part 5) end to end, briefly: serve and the relay run as processes
+/// of their own, the load is answered, every sample sees the processes and the stream, and the
+/// chart is written. Its goals are judged by the real run (`just soak`), not here.
+#[test]
+fn a_short_soak_samples_serve_the_relay_and_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("soak.json");
+    let chart = dir.path().join("soak.svg");
+    let out = flyrtech()
+        .args([
+            "soak",
+            "--duration",
+            "4s",
+            "--sample-every",
+            "1s",
+            "--journeys",
+            "40",
+            "--connections",
+            "4",
+            "--bus-max-len",
+            "1000",
+            "--json",
+            json.to_str().unwrap(),
+            "--chart",
+            chart.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // 0: every goal met; 1: a goal not met in so short a run. Anything else is a failure.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["failed_requests"], 0, "{report}");
+    let samples = report["samples"].as_array().unwrap();
+    assert!(samples.len() >= 4, "{report}");
+    for sample in samples {
+        assert!(sample["serve_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
+        assert!(sample["relay_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
+        assert!(sample["redis_used_memory_mb"].as_f64().unwrap() > 0.0, "{sample}");
+    }
+    // The relay published what serve wrote.
+    let last = samples.last().unwrap();
+    assert!(last["events_stream"].as_u64().unwrap() > 0, "{last}");
+    assert!(report["goals"].as_array().unwrap().len() >= 4, "{report}");
+    assert!(dir.path().join("soak.png").exists());
+    assert!(chart.exists());
+}

@@ -22,6 +22,7 @@ pub mod project;
 pub mod project_bench;
 pub mod relay;
 pub mod serve;
+pub mod soak;
 
 use std::path::Path;
 

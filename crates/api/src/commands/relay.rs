@@ -17,8 +17,8 @@ use flyrtech_infrastructure::plumbing::keys;
 use flyrtech_infrastructure::{Redis, RedisSettings, dataset};
 
 use super::{DONE, connect, shutdown_signal};
-use crate::config::{MaxAge, parse_age};
 use crate::config::Settings;
+use crate::config::{MaxAge, parse_age};
 
 /// Runs `flyrtech relay`.
 ///

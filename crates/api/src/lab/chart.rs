@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 use super::report::RunReport;
@@ -15,12 +16,22 @@ use super::{LabError, SCALING_FIXED_SEGMENTS, SCALING_FIXED_WRITERS, Scenario};
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (1400, 1000);
 
-/// One panel: a title, axis names, and points per strategy.
-struct Panel {
-    title: &'static str,
-    x: &'static str,
-    y: &'static str,
-    series: BTreeMap<String, Vec<(f64, f64)>>,
+/// One panel: a title, axis names, and points per series (a strategy, a process).
+#[derive(Debug)]
+pub struct Panel {
+    pub title: &'static str,
+    pub x: &'static str,
+    pub y: &'static str,
+    pub series: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+/// How a chart's axes are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Both axes logarithmic (the scaling sweep).
+    Log,
+    /// Both axes linear, from zero (time series).
+    Linear,
 }
 
 /// Writes `path` with the extension replaced by `.svg` and by `.png`; returns both paths.
@@ -38,6 +49,19 @@ pub fn write(runs: &[RunReport], path: &Path) -> Result<Vec<PathBuf>, LabError> 
             "charts need the scaling scenario (--scenario scaling or all)".into(),
         ));
     }
+    write_panels(&panels, Scale::Log, path)
+}
+
+/// Draws up to four panels (2 × 2) into `path` with the extension replaced by `.svg` and by
+/// `.png`; returns both paths.
+///
+/// # Errors
+/// [`LabError::Output`] when a file cannot be written.
+pub fn write_panels(panels: &[Panel], scale: Scale, path: &Path) -> Result<Vec<PathBuf>, LabError> {
+    let output = |message: String| LabError::Output {
+        path: path.display().to_string(),
+        message,
+    };
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| output("the embedded font is invalid".into()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -45,8 +69,18 @@ pub fn write(runs: &[RunReport], path: &Path) -> Result<Vec<PathBuf>, LabError> 
     }
     let svg = path.with_extension("svg");
     let png = path.with_extension("png");
-    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), &panels).map_err(output)?;
-    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), &panels).map_err(output)?;
+    draw(
+        SVGBackend::new(&svg, SIZE).into_drawing_area(),
+        panels,
+        scale,
+    )
+    .map_err(output)?;
+    draw(
+        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        panels,
+        scale,
+    )
+    .map_err(output)?;
     Ok(vec![svg, png])
 }
 
@@ -121,12 +155,20 @@ fn color(strategy: &str) -> RGBColor {
         "optimistic" => RGBColor(31, 119, 180),
         "redlock" => RGBColor(148, 103, 189),
         "lua" => RGBColor(44, 160, 44),
-        "hash" => RGBColor(23, 190, 207),
+        "hash" | "serve" => RGBColor(23, 190, 207),
+        "relay" => RGBColor(148, 103, 189),
+        "redis-server" | "used_memory" => RGBColor(214, 39, 40),
+        "events stream" => RGBColor(44, 160, 44),
+        "outbox backlog" => RGBColor(255, 127, 14),
         _ => RGBColor(90, 90, 90),
     }
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    scale: Scale,
+) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     for (area, panel) in root.split_evenly((2, 2)).iter().zip(panels) {
@@ -140,16 +182,43 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> R
         if y_min > y_max {
             (y_min, y_max) = (1.0, 10.0);
         }
-        let mut chart = ChartBuilder::on(area)
+        let mut builder = ChartBuilder::on(area);
+        builder
             .caption(panel.title, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
-            .y_label_area_size(75)
-            .build_cartesian_2d(
-                (0.8f64..x_max * 1.25).log_scale(),
-                (y_min / 1.5..y_max * 1.5).log_scale(),
-            )
-            .map_err(err)?;
+            .y_label_area_size(75);
+        match scale {
+            Scale::Log => {
+                let chart = builder
+                    .build_cartesian_2d(
+                        (0.8f64..x_max * 1.25).log_scale(),
+                        (y_min / 1.5..y_max * 1.5).log_scale(),
+                    )
+                    .map_err(err)?;
+                plot(chart, panel).map_err(err)?;
+            }
+            Scale::Linear => {
+                let chart = builder
+                    .build_cartesian_2d(0f64..x_max * 1.02, 0f64..(y_max * 1.15).max(1.0))
+                    .map_err(err)?;
+                plot(chart, panel).map_err(err)?;
+            }
+        }
+    }
+    root.present().map_err(err)
+}
+
+/// Draws one panel's mesh, lines, points and legend.
+fn plot<'a, DB: DrawingBackend + 'a, X, Y>(
+    mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    panel: &Panel,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    {
         chart
             .configure_mesh()
             .x_desc(panel.x)
@@ -160,20 +229,16 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> R
             .y_label_formatter(&|v| compact(*v))
             .light_line_style(WHITE.mix(0.0))
             .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
+            .draw()?;
         for (strategy, points) in &panel.series {
             let c = color(strategy);
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
-                .map_err(err)?
+                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?
                 .label(strategy.as_str())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
                 });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))
-                .map_err(err)?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
         }
         chart
             .configure_series_labels()
@@ -181,8 +246,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> R
             .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+            .draw()?;
     }
-    root.present().map_err(err)
+    Ok(())
 }

@@ -576,10 +576,10 @@ async fn per_partition<T: redis::FromRedisValue>(
         .collect();
     futures::stream::iter(calls)
         .buffered(64)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// The outbox's backlog: `XLEN` of every partition, then the first entry of each non-empty

@@ -189,7 +189,10 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
         let url = server.url("/api/journeys/JRN-001");
         async move {
             let response = client.get(url).send().await.unwrap();
-            let etag = response.headers()["etag"].to_str().unwrap().trim_matches('"');
+            let etag = response.headers()["etag"]
+                .to_str()
+                .unwrap()
+                .trim_matches('"');
             etag.parse::<u64>().unwrap()
         }
     };
@@ -209,23 +212,30 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
     let start = version().await;
     let statuses = ["Delayed", "Scheduled"];
     for i in 0..CAP {
-        assert_eq!(put(statuses[(i % 2) as usize]).await.status(), StatusCode::OK);
+        assert_eq!(
+            put(statuses[(i % 2) as usize]).await.status(),
+            StatusCode::OK
+        );
     }
     // Then updates are accepted until the watch's next measurement sees the cap (it measures
     // every 20 ms: a few more may pass, the documented overshoot), then refused.
     let accepted = std::sync::atomic::AtomicU64::new(CAP);
-    poll_until(Duration::from_secs(10), "an update refused at the cap", || {
-        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
-        let response = put(statuses[(n % 2) as usize]);
-        let accepted = &accepted;
-        async move {
-            let status = response.await.status();
-            if status == StatusCode::OK {
-                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    poll_until(
+        Duration::from_secs(10),
+        "an update refused at the cap",
+        || {
+            let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+            let response = put(statuses[(n % 2) as usize]);
+            let accepted = &accepted;
+            async move {
+                let status = response.await.status();
+                if status == StatusCode::OK {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                status == StatusCode::SERVICE_UNAVAILABLE
             }
-            status == StatusCode::SERVICE_UNAVAILABLE
-        }
-    })
+        },
+    )
     .await;
     let accepted = accepted.into_inner();
     let n = accepted;
@@ -235,7 +245,9 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["type"], "/problems/outbox-full", "{problem}");
     assert!(
-        problem["detail"].as_str().is_some_and(|d| d.contains("flyrtech relay")),
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("flyrtech relay")),
         "{problem}"
     );
     // The refused updates changed nothing: one version per accepted update.
@@ -255,15 +267,19 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
         "{metrics}"
     );
     assert!(metrics.contains("outbox_backlog_oldest_age_seconds"));
-    poll_until(Duration::from_secs(10), "/ready names the stale backlog", || {
-        let request = client.get(server.url("/ready")).send();
-        async move {
-            let response = request.await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            let body: Value = response.json().await.unwrap();
-            body.get("warnings").is_some()
-        }
-    })
+    poll_until(
+        Duration::from_secs(10),
+        "/ready names the stale backlog",
+        || {
+            let request = client.get(server.url("/ready")).send();
+            async move {
+                let response = request.await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.unwrap();
+                body.get("warnings").is_some()
+            }
+        },
+    )
     .await;
     let named: Value = client
         .get(server.url("/ready"))
