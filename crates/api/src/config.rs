@@ -86,6 +86,17 @@ pub struct ServeArgs {
     /// [default: 5000000].
     #[arg(long, env = "FLYRTECH_OUTBOX_HARD_CAP")]
     pub outbox_hard_cap: Option<u64>,
+    /// The API keys file (`flyrtech api-key new`): requests need `Authorization: Bearer <key>`
+    /// with the route's scope. Without it the service runs unauthenticated, on a loopback
+    /// address only.
+    #[arg(long, env = "FLYRTECH_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// With `--api-keys`: reads need no key (writes and /metrics still do).
+    #[arg(long)]
+    pub open_reads: bool,
+    /// Serve without API keys on an address other machines can reach.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 /// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
@@ -133,6 +144,9 @@ pub struct FileConfig {
     pub wait_timeout_ms: Option<u64>,
     pub outbox_stale_after: Option<String>,
     pub outbox_hard_cap: Option<u64>,
+    pub api_keys: Option<PathBuf>,
+    pub open_reads: Option<bool>,
+    pub insecure_no_auth: Option<bool>,
 }
 
 /// Why the configuration is unusable.
@@ -331,6 +345,12 @@ pub struct ServeSettings {
     pub fsync: Fsync,
     /// When the outbox's backlog is named on `/ready`, and when writes stop.
     pub backlog: BacklogLimits,
+    /// The API keys file, if any.
+    pub api_keys: Option<PathBuf>,
+    /// Reads need no key.
+    pub open_reads: bool,
+    /// No keys on a non-loopback address is allowed.
+    pub insecure_no_auth: bool,
 }
 
 impl ServeSettings {
@@ -395,6 +415,9 @@ impl ServeSettings {
                 .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
             fsync,
             backlog,
+            api_keys: args.api_keys.clone().or_else(|| file.api_keys.clone()),
+            open_reads: args.open_reads || file.open_reads.unwrap_or(false),
+            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
         })
     }
 }
@@ -478,6 +501,9 @@ mod tests {
             fsync: None,
             outbox_stale_after: None,
             outbox_hard_cap: None,
+            api_keys: None,
+            open_reads: false,
+            insecure_no_auth: false,
         };
         let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
@@ -529,6 +555,9 @@ mod tests {
             fsync: None,
             outbox_stale_after: None,
             outbox_hard_cap: None,
+            api_keys: None,
+            open_reads: false,
+            insecure_no_auth: false,
         };
         let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));

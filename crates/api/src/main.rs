@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flyrtech_api::commands::{
-    audit, backlog, compare, import_legacy, migrate, migrate_bench, project, project_bench, relay,
-    serve, soak,
+    api_key, audit, backlog, compare, import_legacy, migrate, migrate_bench, project,
+    project_bench, relay, serve, soak,
 };
 use flyrtech_api::config::{CommonArgs, Settings};
 use tracing_subscriber::EnvFilter;
@@ -65,6 +65,8 @@ enum Command {
     /// process' memory, Redis' memory, the event stream and the outbox backlog (docs/reliability.md).
     /// Exits with status 1 when a resource kept growing.
     Soak(soak::SoakArgs),
+    /// Make API keys for `serve --api-keys` (docs/security.md).
+    ApiKey(api_key::ApiKeyArgs),
 }
 
 /// Exit statuses (`flyrtech_api::commands`): 0 done; 1 a failure (`error: …` on stderr with its
@@ -122,5 +124,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::ProjectBench(args) => project_bench::run(&args, settings).await,
         Command::MigrateBench(args) => migrate_bench::run(&args, settings).await,
         Command::Soak(args) => soak::run(&args, settings).await,
+        Command::ApiKey(args) => api_key::run(&args, settings).await,
     }
 }

@@ -971,7 +971,10 @@ fn a_short_soak_samples_serve_the_relay_and_redis() {
     for sample in samples {
         assert!(sample["serve_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
         assert!(sample["relay_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
-        assert!(sample["redis_used_memory_mb"].as_f64().unwrap() > 0.0, "{sample}");
+        assert!(
+            sample["redis_used_memory_mb"].as_f64().unwrap() > 0.0,
+            "{sample}"
+        );
     }
     // The relay published what serve wrote.
     let last = samples.last().unwrap();
@@ -979,4 +982,112 @@ fn a_short_soak_samples_serve_the_relay_and_redis() {
     assert!(report["goals"].as_array().unwrap().len() >= 4, "{report}");
     assert!(dir.path().join("soak.png").exists());
     assert!(chart.exists());
+}
+
+/// Secrets never printed (issue 25): a Redis password in the URL appears in no line of a failed
+/// start, of a running service's log and answers, or of a report's recorded command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_password_is_never_printed() {
+    const PASSWORD: &str = "pw-7f3a9c-secret";
+    const WRONG: &str = "wrong-pw-1b2c3d";
+    let (_local, url, redis) = private_redis().await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(PASSWORD)
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let with = |pw: &str| format!("redis://:{pw}@127.0.0.1:{port}");
+
+    // A wrong password: the start fails, naming the URL without it.
+    let out = flyrtech()
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-seed"])
+        .env("FLYRTECH_REDIS_URL", with(WRONG))
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{printed}");
+    assert!(!printed.contains(WRONG), "{printed}");
+    assert!(
+        printed.contains(&format!("redis://:***@127.0.0.1:{port}")),
+        "{printed}"
+    );
+
+    // The right one: a running service, asked for its readiness, metrics, a missing journey and
+    // a bad body; then stopped. Nothing it printed or answered holds the password.
+    let mut child = flyrtech()
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-seed"])
+        .env("FLYRTECH_REDIS_URL", with(PASSWORD))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening:\n{log}"
+        );
+        log.push_str(&line);
+        if line.contains("serving the journey API") {
+            let addr = line.split("addr=").nth(1).unwrap();
+            break addr.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let client = http();
+    let mut answers = String::new();
+    for (method, path, body) in [
+        ("GET", "/ready", None),
+        ("GET", "/metrics", None),
+        ("GET", "/api/journeys/JRN-404", None),
+        ("PUT", "/api/journeys/JRN-404/status", Some("{not json")),
+    ] {
+        let url = format!("http://{addr}{path}");
+        let request = match (method, body) {
+            ("PUT", Some(body)) => client
+                .put(url)
+                .header("content-type", "application/json")
+                .body(body),
+            _ => client.get(url),
+        };
+        answers.push_str(&request.send().await.unwrap().text().await.unwrap());
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    assert!(log.contains("serving the journey API"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert!(!answers.contains(PASSWORD), "{answers}");
+
+    // A report records its command line with the password replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("backlog.json");
+    let out = flyrtech()
+        .args(["--redis-url", &with(PASSWORD), "backlog", "--entries", "50"])
+        .args(["--journeys", "5", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    let report = std::fs::read_to_string(&json).unwrap();
+    assert!(!report.contains(PASSWORD), "{report}");
+    assert!(report.contains("redis://:***@127.0.0.1"), "{report}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
 }

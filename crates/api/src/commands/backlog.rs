@@ -123,7 +123,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
     let rate = stats.published as f64 / drain_seconds.max(1e-9);
     Ok(BacklogReport {
         schema_version: 1,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::lab::report::command_line(),
         started_at,
         machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
         entries: args.entries,

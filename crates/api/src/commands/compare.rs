@@ -159,7 +159,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         };
         LabReport {
             schema_version: report::SCHEMA_VERSION,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: crate::lab::report::command_line(),
             started_at,
             machine: Machine::detect(lab::redis_version(&deployment.url).await),
             deployment: deployment_kind.to_owned(),

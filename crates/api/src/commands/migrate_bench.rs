@@ -154,7 +154,7 @@ pub async fn migrate_bench(
     }
     Ok(MigrateBenchReport {
         schema_version: 1,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::lab::report::command_line(),
         started_at,
         machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(redis).await),
         journeys: args.journeys,

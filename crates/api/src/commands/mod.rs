@@ -12,6 +12,7 @@
 //! Nothing imports the commands but `main.rs`: what a command shares with the lab lives in the
 //! lab or below it.
 
+pub mod api_key;
 pub mod audit;
 pub mod backlog;
 pub mod compare;

@@ -149,7 +149,7 @@ pub async fn bench(
     let drain = measure_drain(args, &redis, &bus_url, &pg_url).await?;
     Ok(ProjectBenchReport {
         schema_version: 1,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::lab::report::command_line(),
         started_at,
         machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
         lag,

@@ -7,6 +7,7 @@ use flyrtech_infrastructure::{LockSettings, StoreConfig};
 use super::{DEFAULT_SERVE_STRATEGY, DONE, shutdown_signal};
 use crate::config::{ServeArgs, ServeSettings, Settings};
 use crate::deployment::{Deployment, Private};
+use crate::http::auth::{Access, ApiKeys};
 use crate::http::{Application, ServeConfig};
 
 /// Runs `flyrtech serve` until ctrl-c or SIGTERM.
@@ -43,6 +44,25 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     config.request_timeout = serve.request_timeout;
     config.allow_eviction = settings.allow_eviction;
     config.backlog = serve.backlog;
+    config.access = Access {
+        keys: match &serve.api_keys {
+            Some(path) => {
+                let keys = ApiKeys::load(path)?;
+                tracing::info!(file = %path.display(), open_reads = serve.open_reads, "requests need an API key");
+                Some(keys)
+            }
+            None => {
+                tracing::warn!(
+                    listen = %serve.listen,
+                    "no API keys (--api-keys): every request is allowed; serving on a loopback \
+                     address only unless --insecure-no-auth"
+                );
+                None
+            }
+        },
+        open_reads: serve.open_reads,
+    };
+    config.insecure_no_auth = serve.insecure_no_auth;
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

@@ -410,13 +410,19 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
         t.max(duration.as_secs_f64() / 3.0)
     });
     let growth = growth_after(&samples, warm_up);
-    let goals = goals(&growth, &samples, warm_up, args.bus_max_len, reached.is_some());
+    let goals = goals(
+        &growth,
+        &samples,
+        warm_up,
+        args.bus_max_len,
+        reached.is_some(),
+    );
     for goal in &goals {
         tracing::info!(goal = %goal.goal, measured = %goal.measured, met = goal.met, "soak goal");
     }
     Ok(SoakReport {
         schema_version: 1,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::lab::report::command_line(),
         started_at,
         machine: Machine::detect(redis_version_of(&redis).await),
         strategy: strategy.name().to_owned(),

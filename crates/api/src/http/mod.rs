@@ -12,11 +12,13 @@
 //! change is safe because it is idempotent.
 //!
 //! # Layout
+//! - [`auth`]: API keys and their scopes, checked before any handler.
 //! - [`journeys`], [`cache`], [`ops`]: the handlers.
 //! - [`problem`]: the one mapping from errors to `application/problem+json`.
 //! - [`etag`]: versions as entity tags, `If-Match`, `If-None-Match`.
 //! - [`openapi`]: the OpenAPI document behind `/swagger-ui`.
 
+pub mod auth;
 pub mod cache;
 pub mod etag;
 pub mod journeys;
@@ -31,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use auth::Access;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -38,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flyrtech_core::{Journey, StoreError};
 use flyrtech_infrastructure::events::backlog::{BacklogLimits, BacklogWatch};
+use flyrtech_infrastructure::plumbing::secret::redact;
 use flyrtech_infrastructure::{
     DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
     dataset,
@@ -68,6 +72,10 @@ pub struct ServeConfig {
     pub allow_eviction: bool,
     /// When the outbox's backlog is named on `/ready`, and when updates stop.
     pub backlog: BacklogLimits,
+    /// Who may read and write.
+    pub access: Access,
+    /// Serve without keys on a non-loopback address (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
 }
 
 impl ServeConfig {
@@ -82,6 +90,8 @@ impl ServeConfig {
             body_limit: 1024 * 1024,
             allow_eviction: false,
             backlog: BacklogLimits::default(),
+            access: Access::default(),
+            insecure_no_auth: false,
         }
     }
 }
@@ -92,7 +102,7 @@ pub enum ServeError {
     /// Redis could not be reached, or the strategy could not be set up.
     #[error("cannot set up the journey store on {url}")]
     Store {
-        /// The configured URL.
+        /// The configured URL, its password replaced by `***`.
         url: String,
         /// The cause.
         #[source]
@@ -107,6 +117,9 @@ pub enum ServeError {
     /// Seeding the sample journeys failed.
     #[error("cannot seed the journeys")]
     Seed(#[source] StoreError),
+    /// No keys on an address others can reach.
+    #[error(transparent)]
+    Exposed(#[from] auth::Exposed),
     /// The listen address is unusable.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -135,6 +148,7 @@ pub struct Inner {
     in_flight: Arc<AtomicUsize>,
     allow_eviction: bool,
     backlog: BacklogWatch,
+    access: Access,
 }
 
 impl Deref for AppState {
@@ -279,8 +293,9 @@ impl Application {
     /// # Errors
     /// [`ServeError`] naming the step that failed.
     pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
+        auth::check_exposure(config.listen, &config.access, config.insecure_no_auth)?;
         let store_err = |source| ServeError::Store {
-            url: config.redis_url.clone(),
+            url: redact(&config.redis_url),
             source,
         };
         let redis = Redis::connect(&RedisSettings::new(&config.redis_url))
@@ -311,6 +326,7 @@ impl Application {
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
             backlog,
+            access: config.access.clone(),
         }));
         let listener =
             TcpListener::bind(config.listen)
@@ -398,6 +414,10 @@ fn router(state: AppState, body_limit: usize) -> Router {
         .fallback(|| async { ApiError::not_found("no such route", "Not found") })
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .with_state(state.clone());
     Router::new()
         .merge(

@@ -71,6 +71,7 @@ pub struct ApiError {
     title: &'static str,
     detail: String,
     retry_after: bool,
+    bearer_challenge: bool,
     current_version: Option<JourneyVersion>,
     message: Option<String>,
 }
@@ -83,6 +84,7 @@ impl ApiError {
             title,
             detail,
             retry_after: false,
+            bearer_challenge: false,
             current_version: None,
             message: None,
         }
@@ -181,6 +183,28 @@ impl ApiError {
             detail.into(),
         )
         .retry_later()
+    }
+
+    /// 401: no key, or one the service does not know; with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "A valid API key is needed",
+            detail.into(),
+        );
+        error.bearer_challenge = true;
+        error
+    }
+
+    /// 403: the key is valid but its scope does not cover the route.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "The API key's scope does not allow this",
+            detail.into(),
+        )
     }
 
     /// 503 on an update: the outbox's backlog has reached `--outbox-hard-cap` (no relay is
@@ -356,6 +380,12 @@ impl IntoResponse for ApiError {
         );
         if self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if self.bearer_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flyrtech\""),
+            );
         }
         response
     }

@@ -357,6 +357,12 @@ pub struct Machine {
     pub redis_benchmark: bool,
 }
 
+/// The command line of this process, as reports record it: passwords in URLs replaced by `***`.
+pub fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    flyrtech_infrastructure::plumbing::secret::redact_words(args.iter().map(String::as_str))
+}
+
 impl Machine {
     /// Reads what this process can see.
     pub fn detect(redis_version: Option<String>) -> Self {

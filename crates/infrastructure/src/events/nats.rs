@@ -88,10 +88,13 @@ impl JetStream {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(url);
+        let shown = crate::plumbing::secret::redact(url);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
-            .map_err(|e| StoreError::unavailable(format!("NATS at {url} did not answer"), e))?
-            .map_err(|e| StoreError::unavailable(format!("cannot connect to NATS at {url}"), e))?;
+            .map_err(|e| StoreError::unavailable(format!("NATS at {shown} did not answer"), e))?
+            .map_err(|e| {
+                StoreError::unavailable(format!("cannot connect to NATS at {shown}"), e)
+            })?;
         let context = jetstream::new(client);
         let mut config = stream::Config {
             name: settings.name.clone(),

@@ -25,8 +25,8 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use crate::plumbing::error::{RedisResultExt, from_redis};
 use crate::plumbing::nodes::{NodeAddr, Nodes};
 
-/// How to reach Redis.
-#[derive(Debug, Clone)]
+/// How to reach Redis. Its `Debug` shows the URL without its password.
+#[derive(Clone)]
 pub struct RedisSettings {
     /// `redis://host:port`, or several comma-separated seed URLs of a cluster.
     pub url: String,
@@ -36,6 +36,17 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Dedicated connections for transactions.
     pub pool_size: usize,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &super::secret::redact(&self.url))
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 impl RedisSettings {

@@ -13,6 +13,7 @@
 //! - [`replication`]: replica-confirmed writes (`--wait-replicas`), a write and its `WAIT`
 //!   inseparable, in group commits per primary.
 //! - `script`: a Lua script call that can travel alone or in a replica-confirmed batch.
+//! - [`secret`]: passwords in URLs replaced by `***` wherever a URL is printed.
 //! - `telemetry`: the metrics the store records (names and labels in its module docs).
 //!
 //! # What it may import
@@ -25,6 +26,7 @@ pub(crate) mod nodes;
 pub mod replication;
 pub mod retry;
 pub(crate) mod script;
+pub mod secret;
 pub mod server;
 pub(crate) mod telemetry;
 pub(crate) mod wakeup;

@@ -43,3 +43,4 @@ mod redlock;
 mod reliability;
 mod retention;
 mod rooms;
+mod security;

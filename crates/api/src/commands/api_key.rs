@@ -1,0 +1,55 @@
+//! `flyrtech api-key new NAME --scope read|write|admin [--file PATH]`: makes an API key, prints
+//! it once, and appends its SHA-256 (never the key) to the keys file `serve --api-keys` loads
+//! (docs/security.md).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::DONE;
+use crate::config::Settings;
+use crate::http::auth::{ApiKeys, Scope};
+
+/// Options of `flyrtech api-key`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeyArgs {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// What to do with keys.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Action {
+    /// Make a key: printed once on stdout, its hash appended to the keys file.
+    New {
+        /// A one-word name for the key's holder (kept in the file, never logged).
+        name: String,
+        /// `read`, `write` (also changes journeys and the cache) or `admin` (also /metrics).
+        #[arg(long)]
+        scope: Scope,
+        /// The keys file.
+        #[arg(long, default_value = ApiKeys::DEFAULT_FILE)]
+        file: PathBuf,
+    },
+}
+
+/// Runs `flyrtech api-key`.
+///
+/// # Errors
+/// A name that is not one word, or the file cannot be written.
+pub async fn run(args: &ApiKeyArgs, _settings: Settings) -> anyhow::Result<i32> {
+    match &args.action {
+        Action::New { name, scope, file } => {
+            let key = ApiKeys::create(file, name, *scope)?;
+            eprintln!(
+                "a {scope} key for {name}; its hash is in {}. The key is shown once:",
+                file.display()
+            );
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{key}");
+            }
+        }
+    }
+    Ok(DONE)
+}
