@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
 use flyrtech_infrastructure::events::backlog::BacklogLimits;
+use flyrtech_infrastructure::store::cache::CacheLimits;
 use flyrtech_infrastructure::{Fsync, ReplicaWait, Strategy};
 use serde::Deserialize;
 
@@ -97,6 +98,21 @@ pub struct ServeArgs {
     /// Serve without API keys on an address other machines can reach.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// `off` removes the cache routes [default: on].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub cache: Option<String>,
+    /// Largest cache value in bytes (413 beyond) [default: 65536].
+    #[arg(long)]
+    pub cache_max_value_bytes: Option<usize>,
+    /// Time to live of a cache entry set without `expirationSeconds` [default: 1h].
+    #[arg(long, value_parser = parse_age)]
+    pub cache_default_ttl: Option<MaxAge>,
+    /// Longest `expirationSeconds` accepted [default: 1d].
+    #[arg(long, value_parser = parse_age)]
+    pub cache_max_ttl: Option<MaxAge>,
+    /// Entries the cache may hold; a new key beyond is answered 507 [default: 10000].
+    #[arg(long)]
+    pub cache_max_entries: Option<u64>,
 }
 
 /// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
@@ -147,6 +163,11 @@ pub struct FileConfig {
     pub api_keys: Option<PathBuf>,
     pub open_reads: Option<bool>,
     pub insecure_no_auth: Option<bool>,
+    pub cache: Option<String>,
+    pub cache_max_value_bytes: Option<usize>,
+    pub cache_default_ttl: Option<String>,
+    pub cache_max_ttl: Option<String>,
+    pub cache_max_entries: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -351,6 +372,8 @@ pub struct ServeSettings {
     pub open_reads: bool,
     /// No keys on a non-loopback address is allowed.
     pub insecure_no_auth: bool,
+    /// What the cache accepts, and whether it is served.
+    pub cache: CacheLimits,
 }
 
 impl ServeSettings {
@@ -400,6 +423,7 @@ impl ServeSettings {
             hard_cap: (hard_cap > 0).then_some(hard_cap),
             ..defaults
         };
+        let cache = cache_limits(args, file)?;
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(Self::DEFAULT_LISTEN),
             seed,
@@ -418,8 +442,77 @@ impl ServeSettings {
             api_keys: args.api_keys.clone().or_else(|| file.api_keys.clone()),
             open_reads: args.open_reads || file.open_reads.unwrap_or(false),
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            cache,
         })
     }
+}
+
+/// The cache's limits: flags over the file over the defaults.
+fn cache_limits(args: &ServeArgs, file: &FileConfig) -> Result<CacheLimits, ConfigError> {
+    let defaults = CacheLimits::default();
+    let duration = |flag: Option<MaxAge>,
+                    text: Option<&str>,
+                    key: &'static str,
+                    default: Duration|
+     -> Result<Duration, ConfigError> {
+        let age = match (flag, text) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => {
+                parse_age(text).map_err(|reason| ConfigError::Value { key, reason })?
+            }
+            (None, None) => return Ok(default),
+        };
+        age.0.ok_or_else(|| ConfigError::Value {
+            key,
+            reason: "must be a duration; off is not allowed".into(),
+        })
+    };
+    let enabled = match args.cache.as_deref().or(file.cache.as_deref()) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(ConfigError::Value {
+                key: "cache",
+                reason: format!("{other:?} is neither on nor off"),
+            });
+        }
+    };
+    let limits = CacheLimits {
+        enabled,
+        max_value_bytes: args
+            .cache_max_value_bytes
+            .or(file.cache_max_value_bytes)
+            .unwrap_or(defaults.max_value_bytes),
+        default_ttl: duration(
+            args.cache_default_ttl,
+            file.cache_default_ttl.as_deref(),
+            "cache_default_ttl",
+            defaults.default_ttl,
+        )?,
+        max_ttl: duration(
+            args.cache_max_ttl,
+            file.cache_max_ttl.as_deref(),
+            "cache_max_ttl",
+            defaults.max_ttl,
+        )?,
+        max_entries: args
+            .cache_max_entries
+            .or(file.cache_max_entries)
+            .unwrap_or(defaults.max_entries),
+    };
+    if limits.default_ttl > limits.max_ttl {
+        return Err(ConfigError::Value {
+            key: "cache_default_ttl",
+            reason: "is longer than cache_max_ttl".into(),
+        });
+    }
+    if limits.max_entries == 0 || limits.max_value_bytes == 0 {
+        return Err(ConfigError::Value {
+            key: "cache_max_entries",
+            reason: "the cache's limits must be at least 1 (use --cache off for no cache)".into(),
+        });
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -504,6 +597,11 @@ mod tests {
             api_keys: None,
             open_reads: false,
             insecure_no_auth: false,
+            cache: None,
+            cache_max_value_bytes: None,
+            cache_default_ttl: None,
+            cache_max_ttl: None,
+            cache_max_entries: None,
         };
         let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
@@ -558,6 +656,11 @@ mod tests {
             api_keys: None,
             open_reads: false,
             insecure_no_auth: false,
+            cache: None,
+            cache_max_value_bytes: None,
+            cache_default_ttl: None,
+            cache_max_ttl: None,
+            cache_max_entries: None,
         };
         let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));

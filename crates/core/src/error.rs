@@ -127,6 +127,13 @@ pub enum StoreError {
         /// Replicas required.
         required: u32,
     },
+    /// The cache holds as many entries as it may (its cap); nothing was written. Entries
+    /// expire, so room comes back without anyone deleting.
+    #[error("the cache holds its maximum of {limit} entries")]
+    CacheFull {
+        /// The cap.
+        limit: u64,
+    },
     /// The stored data could not be decoded: a bug or a foreign writer, never bad user input.
     #[error("stored data for {key} is corrupt: {reason}")]
     Corrupt {
@@ -161,6 +168,7 @@ impl StoreError {
             Self::Conflict { .. } => "conflict",
             Self::StaleFencingToken { .. } => "stale_fencing_token",
             Self::NotReplicated { .. } => "not_replicated",
+            Self::CacheFull { .. } => "cache_full",
             Self::Corrupt { .. } => "corrupt",
             Self::Unavailable { .. } => "unavailable",
         }

@@ -155,8 +155,9 @@ pub trait CacheService: Send + Sync {
     /// Stores a value, replacing any previous one, expiring after `ttl` when given.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::Unavailable`] when the
-    /// backing store cannot be reached.
+    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::CacheFull`] when the cache
+    /// holds its maximum of entries and `key` is not one of them; [`StoreError::Unavailable`]
+    /// when the backing store cannot be reached.
     fn set(
         &self,
         key: &CacheKey,
@@ -170,8 +171,8 @@ pub trait CacheService: Send + Sync {
     /// stored.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::Unavailable`] when the
-    /// backing store cannot be reached.
+    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::CacheFull`] as for `set`;
+    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
     fn set_if_absent(
         &self,
         key: &CacheKey,

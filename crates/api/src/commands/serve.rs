@@ -63,6 +63,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
         open_reads: serve.open_reads,
     };
     config.insecure_no_auth = serve.insecure_no_auth;
+    config.cache = serve.cache;
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

@@ -16,13 +16,12 @@ use flyrtech_core::{CacheKey, CacheService, InvalidInput};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use flyrtech_infrastructure::store::cache::CacheLimits;
+
 use super::AppState;
 use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 const PROBLEM: &str = "application/problem+json";
-
-/// Longest expiration accepted: ten years.
-const MAX_EXPIRATION_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// How long the demo entry lives.
 const DEMO_TTL_SECONDS: u64 = 60;
@@ -33,9 +32,22 @@ const DEMO_TTL_SECONDS: u64 = 60;
 pub struct CacheSetRequest {
     /// The value to store.
     pub value: String,
-    /// Seconds until the entry expires; absent or `null` means never.
-    #[schema(minimum = 1, maximum = 315_360_000)]
-    pub expiration_seconds: Option<u64>,
+    /// Seconds until the entry expires, a whole number (`60` or `60.0`); absent or `null`: the
+    /// default time to live (an hour unless `--cache-default-ttl`). At most a day unless
+    /// `--cache-max-ttl`.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 86_400)]
+    pub expiration_seconds: Option<serde_json::Number>,
+}
+
+/// `expirationSeconds` as whole seconds: a JSON integer, or a number with an integral value
+/// (`102898.0` is valid for the schema's `integer`).
+fn whole_seconds(n: &serde_json::Number) -> Option<u64> {
+    if let Some(secs) = n.as_u64() {
+        return Some(secs);
+    }
+    let f = n.as_f64()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64).then_some(f as u64)
 }
 
 /// `GET /api/cache/{key}`: the original's body.
@@ -56,7 +68,8 @@ pub struct CacheStored {
     pub message: &'static str,
     /// The key as the client wrote it.
     pub key: String,
-    /// Seconds until expiry as requested; `null` when the entry never expires.
+    /// Seconds until expiry as requested; `null` when none was given (the default time to
+    /// live then applies).
     pub expiration_seconds: Option<u64>,
 }
 
@@ -152,7 +165,8 @@ pub async fn get(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration outside 1 to 315360000 seconds"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]
 pub async fn set(
@@ -162,22 +176,34 @@ pub async fn set(
 ) -> Result<Json<CacheStored>, ApiError> {
     let key = key(path)?;
     let Json(body) = payload?;
-    let ttl = match body.expiration_seconds {
+    let limits = app.cache_limits;
+    if body.value.len() > limits.max_value_bytes {
+        return Err(ApiError::value_too_large(format!(
+            "the value is {} bytes; a cache value may hold at most {} bytes",
+            body.value.len(),
+            limits.max_value_bytes
+        )));
+    }
+    let max = limits.max_ttl.as_secs();
+    let requested = match &body.expiration_seconds {
         None => None,
-        Some(secs @ 1..=MAX_EXPIRATION_SECONDS) => Some(Duration::from_secs(secs)),
-        Some(_) => {
-            return Err(InvalidInput::new(
-                "expirationSeconds",
-                format!("must be between 1 and {MAX_EXPIRATION_SECONDS}"),
-            )
-            .into());
-        }
+        Some(n) => match whole_seconds(n) {
+            Some(secs @ 1..) if secs <= max => Some(secs),
+            _ => {
+                return Err(InvalidInput::new(
+                    "expirationSeconds",
+                    format!("must be a whole number of seconds between 1 and {max}"),
+                )
+                .into());
+            }
+        },
     };
-    app.cache.set(&key, &body.value, ttl).await?;
+    let ttl = requested.map_or(limits.default_ttl, Duration::from_secs);
+    app.cache.set(&key, &body.value, Some(ttl)).await?;
     Ok(Json(CacheStored {
         message: "Value cached successfully",
         key: key.as_str().to_owned(),
-        expiration_seconds: body.expiration_seconds,
+        expiration_seconds: requested,
     }))
 }
 
@@ -212,7 +238,8 @@ pub async fn remove(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration outside 1 to 315360000 seconds"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]
 pub async fn set_demo(

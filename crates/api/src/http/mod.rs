@@ -39,6 +39,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cache::CacheLimits;
 use flyrtech_core::{Journey, StoreError};
 use flyrtech_infrastructure::events::backlog::{BacklogLimits, BacklogWatch};
 use flyrtech_infrastructure::plumbing::secret::redact;
@@ -74,6 +75,8 @@ pub struct ServeConfig {
     pub backlog: BacklogLimits,
     /// Who may read and write.
     pub access: Access,
+    /// What the cache accepts, and whether it is served.
+    pub cache: CacheLimits,
     /// Serve without keys on a non-loopback address (`--insecure-no-auth`).
     pub insecure_no_auth: bool,
 }
@@ -91,6 +94,7 @@ impl ServeConfig {
             allow_eviction: false,
             backlog: BacklogLimits::default(),
             access: Access::default(),
+            cache: CacheLimits::default(),
             insecure_no_auth: false,
         }
     }
@@ -142,6 +146,8 @@ pub struct Inner {
     pub store: RedisJourneyStore,
     /// The namespaced cache.
     pub cache: RedisCache,
+    /// What the cache accepts.
+    pub cache_limits: CacheLimits,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     request_timeout: Duration,
@@ -320,7 +326,8 @@ impl Application {
         let backlog = BacklogWatch::start(redis.clone(), config.backlog).await;
         let state = AppState(Arc::new(Inner {
             store,
-            cache: RedisCache::new(redis),
+            cache: RedisCache::new(redis, config.cache.max_entries),
+            cache_limits: config.cache,
             metrics: prometheus(),
             request_timeout: config.request_timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -387,7 +394,7 @@ impl Application {
 
 /// The routes and the middleware around them.
 fn router(state: AppState, body_limit: usize) -> Router {
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/api/journeys", get(journeys::list).post(journeys::create))
         .route("/api/journeys/{id}", get(journeys::get))
         .route(
@@ -398,19 +405,23 @@ fn router(state: AppState, body_limit: usize) -> Router {
             "/api/journeys/{id}/status",
             axum::routing::put(journeys::update_journey),
         )
-        .route(
-            "/api/cache/demo",
-            get(cache::demo)
-                .post(cache::set_demo)
-                .delete(cache::remove_demo),
-        )
-        .route(
-            "/api/cache/{key}",
-            get(cache::get).post(cache::set).delete(cache::remove),
-        )
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(ops::metrics));
+    if state.cache_limits.enabled {
+        api = api
+            .route(
+                "/api/cache/demo",
+                get(cache::demo)
+                    .post(cache::set_demo)
+                    .delete(cache::remove_demo),
+            )
+            .route(
+                "/api/cache/{key}",
+                get(cache::get).post(cache::set).delete(cache::remove),
+            );
+    }
+    let api = api
         .fallback(|| async { ApiError::not_found("no such route", "Not found") })
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(DefaultBodyLimit::max(body_limit))

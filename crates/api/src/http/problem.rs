@@ -185,6 +185,16 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 413: a cache value over `--cache-max-value-bytes`.
+    pub fn value_too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value-too-large",
+            "The cache value is too large",
+            detail.into(),
+        )
+    }
+
     /// 401: no key, or one the service does not know; with `WWW-Authenticate: Bearer`.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut error = Self::new(
@@ -306,6 +316,16 @@ impl From<StoreError> for ApiError {
                 format!(
                     "{detail}. The change may be in place, but a failover now could lose it; \
                      retrying the same change is safe"
+                ),
+            )
+            .retry_later(),
+            StoreError::CacheFull { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "cache-full",
+                "The cache is full",
+                format!(
+                    "{detail}; entries expire, so room comes back, or delete one you set \
+                     (journeys are never affected)"
                 ),
             )
             .retry_later(),

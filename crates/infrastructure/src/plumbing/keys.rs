@@ -164,9 +164,15 @@ pub fn replication_marker(key: &str) -> String {
 }
 
 /// A cache entry. The `cache:` prefix is the whole isolation: no journey key starts with it.
+/// Every entry and the cache's index share the hash tag `{c}`, so the capped write is one
+/// script on one slot (the cache is small: its entries are capped and expire).
 pub fn cache_entry(key: &CacheKey) -> String {
-    format!("cache:{}", key.as_str())
+    format!("cache:{{c}}:e:{}", key.as_str())
 }
+
+/// The cache's index: a sorted set of its keys, scored by when each expires (ms since the
+/// epoch), which is what lets the cache count its entries and refuse past its cap.
+pub const CACHE_INDEX: &str = "cache:{c}:index";
 
 #[cfg(test)]
 mod tests {
@@ -226,6 +232,9 @@ mod tests {
     #[test]
     fn cache_keys_cannot_reach_journeys() {
         let key = CacheKey::parse("journey:{JRN-001}").expect("valid cache key");
-        assert_eq!(cache_entry(&key), "cache:journey:{JRN-001}");
+        assert_eq!(cache_entry(&key), "cache:{c}:e:journey:{JRN-001}");
+        assert_eq!(slot(&cache_entry(&key)), slot(CACHE_INDEX));
+        let index = CacheKey::parse("index").expect("valid cache key");
+        assert_ne!(cache_entry(&index), CACHE_INDEX);
     }
 }

@@ -3,26 +3,104 @@
 //! Every cache key is stored under `cache:` ([`crate::plumbing::keys::cache_entry`]), so no cache call can
 //! read, overwrite or delete a journey or any other internal key. The original let
 //! `POST /api/cache/journey:JRN-001` replace a journey with any string.
+//!
+//! # Bounded
+//! The original let a client fill Redis through the cache (entries without expiry, as many as it
+//! liked). Here the cache holds at most `max_entries` entries: every write is one script
+//! (`scripts/cache_set.lua`) that drops the index's expired keys, refuses a new key once the cap
+//! is reached ([`StoreError::CacheFull`]), and records the key with its expiry, so the count is
+//! exact under concurrent writers. The HTTP layer bounds each value's size and time to live.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use flyrtech_core::{CacheKey, CacheService, InvalidInput, StoreError};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script, Value};
 
 use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
+use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys;
 
-/// [`CacheService`] on Redis.
+/// [`CacheService`] on Redis, holding at most `max_entries` entries.
 #[derive(Debug, Clone)]
 pub struct RedisCache {
     redis: Redis,
+    max_entries: u64,
 }
 
+static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/cache_set.lua")));
+
 impl RedisCache {
-    /// A cache on `redis`.
-    pub fn new(redis: Redis) -> Self {
-        Self { redis }
+    /// The default cap: 10,000 entries.
+    pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+
+    /// A cache on `redis` of at most `max_entries` entries.
+    pub fn new(redis: Redis, max_entries: u64) -> Self {
+        Self { redis, max_entries }
+    }
+
+    /// The capped write: `Ok(None)` stored, `Ok(Some(held))` (absent-only) a value is held.
+    async fn write(
+        &self,
+        key: &CacheKey,
+        value: &str,
+        ttl: Option<Duration>,
+        only_if_absent: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let ttl_ms = ttl.map(millis).transpose()?.unwrap_or(0);
+        let reply: Vec<Value> = SET
+            .key(keys::cache_entry(key))
+            .key(keys::CACHE_INDEX)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(self.max_entries)
+            .arg(key.as_str())
+            .arg(if only_if_absent { "1" } else { "0" })
+            .invoke_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        match reply.as_slice() {
+            [Value::Int(1)] => Ok(None),
+            [Value::Int(0)] => Err(StoreError::CacheFull {
+                limit: self.max_entries,
+            }),
+            [Value::Int(2), held] => Ok(Some(
+                redis::from_redis_value_ref(held)
+                    .map_err(|e| corrupt(keys::CACHE_INDEX, e.to_string()))?,
+            )),
+            other => Err(corrupt(
+                keys::CACHE_INDEX,
+                format!("unexpected cache script reply {other:?}"),
+            )),
+        }
+    }
+}
+
+/// What one client may put in the cache (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// The cache routes are served at all (`--cache off` removes them).
+    pub enabled: bool,
+    /// Largest value, in bytes (413 beyond).
+    pub max_value_bytes: usize,
+    /// The time to live of an entry set without `expirationSeconds`.
+    pub default_ttl: Duration,
+    /// The longest `expirationSeconds` accepted (422 beyond).
+    pub max_ttl: Duration,
+    /// Entries the cache may hold (507 for a new key beyond).
+    pub max_entries: u64,
+}
+
+impl Default for CacheLimits {
+    /// 64 KiB values, an hour by default, a day at most, 10,000 entries.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_value_bytes: 64 * 1024,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(86_400),
+            max_entries: RedisCache::DEFAULT_MAX_ENTRIES,
+        }
     }
 }
 
@@ -49,12 +127,7 @@ impl CacheService for RedisCache {
         value: &str,
         ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.redis.shared();
-        let key = keys::cache_entry(key);
-        match ttl {
-            None => conn.set(key, value).await.store_err(),
-            Some(ttl) => conn.pset_ex(key, value, millis(ttl)?).await.store_err(),
-        }
+        self.write(key, value, ttl, false).await.map(drop)
     }
 
     async fn set_if_absent(
@@ -63,24 +136,15 @@ impl CacheService for RedisCache {
         value: &str,
         ttl: Duration,
     ) -> Result<Option<String>, StoreError> {
-        // `SET NX GET` (Redis 7.0+): one atomic step that either stores ours or returns theirs.
-        redis::cmd("SET")
-            .arg(keys::cache_entry(key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl)?)
-            .arg("GET")
-            .query_async(&mut self.redis.shared())
-            .await
-            .store_err()
+        self.write(key, value, Some(ttl), true).await
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<bool, StoreError> {
-        let removed: i64 = self
-            .redis
-            .shared()
+        let (removed, _): (i64, i64) = redis::pipe()
+            .atomic()
             .del(keys::cache_entry(key))
+            .zrem(keys::CACHE_INDEX, key.as_str())
+            .query_async(&mut self.redis.shared())
             .await
             .store_err()?;
         Ok(removed > 0)

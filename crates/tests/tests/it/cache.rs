@@ -10,7 +10,7 @@ use flyrtech_tests::{S, TestRedis, journey, store, unique_id};
 #[tokio::test]
 async fn set_get_exists_remove() {
     let redis = TestRedis::single();
-    let cache = RedisCache::new(redis.connect().await);
+    let cache = RedisCache::new(redis.connect().await, RedisCache::DEFAULT_MAX_ENTRIES);
     let key = CacheKey::parse("greeting").unwrap();
     assert_eq!(cache.get(&key).await.unwrap(), None);
     assert!(!cache.exists(&key).await.unwrap());
@@ -25,7 +25,7 @@ async fn set_get_exists_remove() {
 #[tokio::test]
 async fn values_expire_after_their_ttl() {
     let redis = TestRedis::single();
-    let cache = RedisCache::new(redis.connect().await);
+    let cache = RedisCache::new(redis.connect().await, RedisCache::DEFAULT_MAX_ENTRIES);
     let key = CacheKey::parse("short-lived").unwrap();
     cache
         .set(&key, "v", Some(Duration::from_millis(50)))
@@ -46,7 +46,7 @@ async fn values_expire_after_their_ttl() {
 #[tokio::test]
 async fn a_zero_ttl_is_rejected_and_writes_nothing() {
     let redis = TestRedis::single();
-    let cache = RedisCache::new(redis.connect().await);
+    let cache = RedisCache::new(redis.connect().await, RedisCache::DEFAULT_MAX_ENTRIES);
     let key = CacheKey::parse("k").unwrap();
     let err = cache
         .set(&key, "v", Some(Duration::ZERO))
@@ -71,7 +71,7 @@ async fn the_cache_cannot_reach_journey_data() {
     let id = unique_id("JRN");
     let original = journey(&id, 2);
     journeys.create(&original).await.unwrap();
-    let cache = RedisCache::new(conn);
+    let cache = RedisCache::new(conn, RedisCache::DEFAULT_MAX_ENTRIES);
     for raw in [
         flyrtech_infrastructure::plumbing::keys::journey_document(&id),
         format!("journey:{id}"),

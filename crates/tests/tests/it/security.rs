@@ -148,3 +148,196 @@ async fn without_keys_a_reachable_address_is_refused_unless_insecure() {
     let app = Application::build(config).await.unwrap();
     assert!(!app.local_addr().unwrap().ip().is_loopback());
 }
+
+mod cache_limits {
+    use flyrtech_api::http::cache::CacheLimits;
+    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::{StoreConfig, Strategy};
+    use flyrtech_tests::{TestRedis, TestServer, http_client, serve_config};
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    async fn server(redis: &TestRedis, limits: CacheLimits) -> TestServer {
+        let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Hash));
+        config.cache = limits;
+        TestServer::start_with(config).await
+    }
+
+    async fn pttl(redis: &TestRedis, key: &str) -> i64 {
+        let key = flyrtech_core::CacheKey::parse(key).unwrap();
+        redis::cmd("PTTL")
+            .arg(keys::cache_entry(&key))
+            .query_async(&mut redis.connect().await.shared())
+            .await
+            .unwrap()
+    }
+
+    /// Values, lifetimes and the number of entries are bounded; what is refused changes
+    /// nothing, and the journeys never pay for a full cache.
+    #[tokio::test]
+    async fn the_cache_bounds_sizes_lifetimes_and_entries() {
+        const CAP: u64 = 3;
+        let redis = TestRedis::single();
+        let server = server(
+            &redis,
+            CacheLimits {
+                max_value_bytes: 100,
+                max_entries: CAP,
+                ..CacheLimits::default()
+            },
+        )
+        .await;
+        let client = http_client();
+        let set = |key: &str, body: Value| {
+            client
+                .post(server.url(&format!("/api/cache/{key}")))
+                .json(&body)
+                .send()
+        };
+        let status = |response: reqwest::Response| response.status();
+
+        // A value over the limit: 413, nothing stored.
+        let big = set("big", json!({"value": "x".repeat(101)})).await.unwrap();
+        assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let problem: Value = big.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/value-too-large", "{problem}");
+        assert_eq!(pttl(&redis, "big").await, -2);
+
+        // No expiration: the default hour. A whole number written as 600.0 is accepted.
+        let default = set("k1", json!({"value": "v"})).await.unwrap();
+        assert_eq!(default.status(), StatusCode::OK);
+        assert_eq!(
+            default.json::<Value>().await.unwrap()["expirationSeconds"],
+            Value::Null
+        );
+        let ttl = pttl(&redis, "k1").await;
+        assert!((3_590_000..=3_600_000).contains(&ttl), "{ttl}");
+        let float = set("k2", json!({"value": "v", "expirationSeconds": 600.0}))
+            .await
+            .unwrap();
+        assert_eq!(float.status(), StatusCode::OK);
+        assert_eq!(
+            float.json::<Value>().await.unwrap()["expirationSeconds"],
+            600
+        );
+        assert!(pttl(&redis, "k2").await <= 600_000);
+        // Past the maximum (a day), or not whole: 422, nothing stored.
+        for expiration in [json!(86_401), json!(1.5), json!(0)] {
+            let refused = set("k9", json!({"value": "v", "expirationSeconds": expiration}))
+                .await
+                .unwrap();
+            assert_eq!(
+                refused.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{expiration}"
+            );
+        }
+        assert_eq!(pttl(&redis, "k9").await, -2);
+
+        // The cap: a third entry fits, a fourth new key does not (507), an existing key may
+        // still be replaced, and a deletion makes room.
+        assert_eq!(
+            status(set("k3", json!({"value": "v"})).await.unwrap()),
+            StatusCode::OK
+        );
+        let full = set("k4", json!({"value": "v"})).await.unwrap();
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let problem: Value = full.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/cache-full", "{problem}");
+        assert_eq!(pttl(&redis, "k4").await, -2);
+        assert_eq!(
+            status(set("k1", json!({"value": "w"})).await.unwrap()),
+            StatusCode::OK
+        );
+        // The journeys are not the cache's to fill.
+        let put = client
+            .put(server.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
+            .json(&json!({"status": "Delayed"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), StatusCode::OK);
+        let deleted = client
+            .delete(server.url("/api/cache/k3"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+        assert_eq!(
+            status(set("k4", json!({"value": "v"})).await.unwrap()),
+            StatusCode::OK
+        );
+    }
+
+    /// The cap is exact under concurrent writers: of many new keys sent at once, exactly as
+    /// many as there is room for are stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cap_holds_under_concurrent_writers() {
+        const CAP: u64 = 5;
+        let redis = TestRedis::single();
+        let server = server(
+            &redis,
+            CacheLimits {
+                max_entries: CAP,
+                ..CacheLimits::default()
+            },
+        )
+        .await;
+        let client = http_client();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+        let sends = (0..20).map(|i| {
+            let (client, barrier) = (client.clone(), barrier.clone());
+            let url = server.url(&format!("/api/cache/c{i}"));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client
+                    .post(url)
+                    .json(&json!({"value": "v"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        });
+        let mut stored = 0;
+        for send in sends.collect::<Vec<_>>() {
+            match send.await.unwrap() {
+                StatusCode::OK => stored += 1,
+                StatusCode::INSUFFICIENT_STORAGE => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(stored, CAP);
+        let entries: u64 = redis::cmd("ZCARD")
+            .arg(keys::CACHE_INDEX)
+            .query_async(&mut redis.connect().await.shared())
+            .await
+            .unwrap();
+        assert_eq!(entries, CAP);
+    }
+
+    /// `--cache off`: the cache routes are gone.
+    #[tokio::test]
+    async fn a_service_without_cache_has_no_cache_routes() {
+        let redis = TestRedis::single();
+        let server = server(
+            &redis,
+            CacheLimits {
+                enabled: false,
+                ..CacheLimits::default()
+            },
+        )
+        .await;
+        let client = http_client();
+        for path in ["/api/cache/demo", "/api/cache/k"] {
+            let response = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        let journeys = client
+            .get(server.url("/api/journeys"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(journeys.status(), StatusCode::OK);
+    }
+}
