@@ -9,8 +9,8 @@
 //! a journey that does not exist: 404 with that message, before anything reaches Redis.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flyrtech_core::{
@@ -28,11 +28,35 @@ use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JourneyIds {
-    /// Every journey id, sorted.
+    /// The journey ids of this page, sorted (every id when they fit on one page).
     pub journey_ids: Vec<JourneyId>,
-    /// How many there are.
+    /// How many ids this page holds (all of them when they fit on one page).
     pub count: usize,
+    /// When there are more pages: the `cursor` of the next (also in the `Link` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// When the ids span pages: how many journeys there are in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
+
+/// `GET /api/journeys` query parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Ids per page, 1 to 10000 [default: 1000]. A dataset no larger than one page is
+    /// answered whole, as the original did.
+    #[param(minimum = 1, maximum = 10_000)]
+    pub limit: Option<String>,
+    /// Where to continue: the `nextCursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,20}$")]
+    pub cursor: Option<String>,
+}
+
+/// Ids per page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The largest `limit`.
+pub const MAX_PAGE: usize = 10_000;
 
 /// The body of a segment status update.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -96,19 +120,59 @@ pub enum UpdateRefused {
     Corrupt(Problem),
 }
 
-/// Lists the ids of all journeys.
+/// Lists the journey ids, a page at a time (`limit`, `cursor`); a dataset that fits on one page
+/// is answered whole, exactly as the original did.
 #[utoipa::path(get, path = "/api/journeys", tag = "journeys", operation_id = "listJourneys",
+    params(ListParams),
     responses(
-        (status = 200, body = JourneyIds),
+        (status = 200, body = JourneyIds, headers(("Link" = String, description = "When there are more pages: `</api/journeys?limit=N&cursor=C>; rel=\"next\"`"))),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A `limit` outside 1 to 10000, or a `cursor` that is not one"),
         (status = 500, body = Problem, content_type = PROBLEM, description = "The stored index holds an id that is not valid (a foreign writer)"),
         Unavailable,
     ))]
-pub async fn list(State(app): State<AppState>) -> Result<Json<JourneyIds>, ApiError> {
-    let journey_ids = app.store.list_ids().await?;
-    Ok(Json(JourneyIds {
-        count: journey_ids.len(),
-        journey_ids,
-    }))
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match params.limit.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_PAGE,
+        Some(Ok(n @ 1..=MAX_PAGE)) => n,
+        Some(_) => {
+            return Err(flyrtech_core::InvalidInput::new(
+                "limit",
+                format!("must be a whole number from 1 to {MAX_PAGE}"),
+            )
+            .into());
+        }
+    };
+    let cursor = match params.cursor.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => {
+            return Err(flyrtech_core::InvalidInput::new(
+                "cursor",
+                "is not a cursor: use the nextCursor of the previous page",
+            )
+            .into());
+        }
+    };
+    let page = app.store.list_page(cursor, limit).await?;
+    let paged = cursor.is_some() || page.next.is_some();
+    let body = JourneyIds {
+        count: page.ids.len(),
+        journey_ids: page.ids,
+        next_cursor: page.next.map(|c| c.to_string()),
+        total: paged.then_some(page.total),
+    };
+    let mut response = Json(body).into_response();
+    if let Some(next) = page.next {
+        let link = format!("</api/journeys?limit={limit}&cursor={next}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::try_from(link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Reads one journey; `ETag` is its version, and `If-None-Match` answers 304.

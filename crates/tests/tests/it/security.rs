@@ -341,3 +341,74 @@ mod cache_limits {
         assert_eq!(journeys.status(), StatusCode::OK);
     }
 }
+
+/// `GET /api/journeys` a page at a time: every journey on some page, each page bounded, the
+/// next page named in the body and the `Link` header; a bad `limit` or `cursor` is 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_list_comes_in_bounded_pages() {
+    use std::collections::BTreeSet;
+
+    use flyrtech_core::JourneyStore;
+    use flyrtech_infrastructure::RedisJourneyStore;
+
+    const MORE: usize = 2500;
+    const LIMIT: usize = 400;
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), Strategy::Hash).await;
+    let store = RedisJourneyStore::new(redis.connect().await, &StoreConfig::new(Strategy::Hash))
+        .await
+        .unwrap();
+    let created = futures::future::join_all((0..MORE).map(|n| {
+        let store = &store;
+        async move {
+            let id = flyrtech_core::JourneyId::parse(format!("PAGE-{n:05}")).unwrap();
+            store.create(&flyrtech_tests::journey(&id, 1)).await
+        }
+    }))
+    .await;
+    assert!(created.iter().all(Result::is_ok));
+    let total = MORE + 3;
+    let client = http_client();
+
+    let mut seen = BTreeSet::new();
+    let mut url = server.url(&format!("/api/journeys?limit={LIMIT}"));
+    let mut pages = 0;
+    loop {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let link = response
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap();
+        let ids = body["journeyIds"].as_array().unwrap();
+        assert_eq!(body["count"], ids.len());
+        assert_eq!(body["total"], total);
+        assert!(ids.len() <= 2 * LIMIT, "a page of {}", ids.len());
+        seen.extend(ids.iter().map(|id| id.as_str().unwrap().to_owned()));
+        pages += 1;
+        assert!(pages <= total, "the walk does not end");
+        match body["nextCursor"].as_str() {
+            None => {
+                assert!(link.is_none());
+                break;
+            }
+            Some(cursor) => {
+                let next = format!("/api/journeys?limit={LIMIT}&cursor={cursor}");
+                assert_eq!(link.unwrap(), format!("<{next}>; rel=\"next\""));
+                url = server.url(&next);
+            }
+        }
+    }
+    assert_eq!(seen.len(), total);
+    assert!(pages >= total / (2 * LIMIT), "{pages} pages");
+
+    for bad in ["limit=0", "limit=10001", "limit=many", "cursor=next"] {
+        let response = client
+            .get(server.url(&format!("/api/journeys?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+}

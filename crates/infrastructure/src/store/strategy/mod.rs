@@ -270,6 +270,18 @@ impl RedisJourneyStore {
         &self.index
     }
 
+    /// A page of the journeys this store lists (see [`super::index::page`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for a listed id that is not valid.
+    pub async fn list_page(
+        &self,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<super::index::Page, StoreError> {
+        super::index::page(&self.redis, &self.index, cursor, limit).await
+    }
+
     /// The strategy in use.
     pub fn strategy(&self) -> Strategy {
         self.strategy
