@@ -212,9 +212,17 @@ impl RedisStreamPublisher {
             return Ok(0);
         }
         let groups = self.groups().await?;
+        // `LIMIT 0`: an approximate trim otherwise stops after 100 nodes (10,000 entries by
+        // default), so above 10,000 changes a second a once-a-second trim would fall behind and
+        // the stream would grow without bound (the soak found it). Whole nodes stay cheap.
         let xtrim = |how: &str, threshold: String| {
             let mut cmd = redis::cmd("XTRIM");
-            cmd.arg(&self.stream).arg(how).arg("~").arg(threshold);
+            cmd.arg(&self.stream)
+                .arg(how)
+                .arg("~")
+                .arg(threshold)
+                .arg("LIMIT")
+                .arg(0);
             cmd
         };
         let cap = u64::try_from(retention.hard_cap).unwrap_or(u64::MAX);

@@ -57,6 +57,22 @@ async fn without_consumer_groups_the_stream_keeps_about_max_len() {
     assert!((1000..=1100).contains(&kept), "{kept}");
 }
 
+/// One trim takes a stream far past its length back to it: an approximate `XTRIM` stops after
+/// 10,000 entries unless told otherwise, which above 10,000 changes a second let the stream
+/// grow without bound (the soak found it).
+#[tokio::test]
+async fn one_trim_removes_more_than_ten_thousand_entries() {
+    let server = TestRedis::single();
+    let redis = server.connect().await;
+    publish(&RedisStreamPublisher::new(redis.clone(), STREAM, None), 25_000).await;
+    let publisher =
+        RedisStreamPublisher::new(redis.clone(), STREAM, Some(retention(1000, None, 100_000)));
+    let removed = publisher.trim().await.unwrap();
+    let kept = len(&redis).await;
+    assert!((1000..=1100).contains(&kept), "{kept}");
+    assert_eq!(removed + kept, 25_000);
+}
+
 #[tokio::test]
 async fn what_a_consumer_group_has_not_read_is_kept_until_the_hard_cap() {
     let server = TestRedis::single();
