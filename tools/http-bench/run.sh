@@ -71,7 +71,7 @@ for strategy in "${strategies[@]}"; do
   pids+=($!)
   until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
   hport=$(free_port)
-  "$bin" --redis-url "redis://127.0.0.1:$rport" serve --strategy "$strategy" \
+  "$bin" --redis-url "redis://127.0.0.1:$rport" serve --strategy "$strategy" --rate-limit off \
     --listen "127.0.0.1:$hport" 2>"$work/serve-$strategy.log" &
   pids+=($!)
   base="http://127.0.0.1:$hport"

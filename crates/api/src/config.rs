@@ -113,6 +113,13 @@ pub struct ServeArgs {
     /// Entries the cache may hold; a new key beyond is answered 507 [default: 10000].
     #[arg(long)]
     pub cache_max_entries: Option<u64>,
+    /// Requests a second each client (API key, or address without one) may send on average;
+    /// `off` for no limit (benchmarks) [default: 1000].
+    #[arg(long, env = "FLYRTECH_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+    /// Requests a client may send at once above its rate [default: twice the rate].
+    #[arg(long)]
+    pub rate_burst: Option<u32>,
 }
 
 /// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
@@ -168,6 +175,8 @@ pub struct FileConfig {
     pub cache_default_ttl: Option<String>,
     pub cache_max_ttl: Option<String>,
     pub cache_max_entries: Option<u64>,
+    pub rate_limit: Option<String>,
+    pub rate_burst: Option<u32>,
 }
 
 /// Why the configuration is unusable.
@@ -374,6 +383,8 @@ pub struct ServeSettings {
     pub insecure_no_auth: bool,
     /// What the cache accepts, and whether it is served.
     pub cache: CacheLimits,
+    /// Requests per client, `(per second, burst)`; `None` for no limit.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 impl ServeSettings {
@@ -424,6 +435,31 @@ impl ServeSettings {
             ..defaults
         };
         let cache = cache_limits(args, file)?;
+        let rate_limit = match args.rate_limit.as_deref().or(file.rate_limit.as_deref()) {
+            Some("off") => None,
+            None => Some((1000, 2000)),
+            Some(text) => {
+                let per_second: u32 =
+                    text.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| ConfigError::Value {
+                            key: "rate_limit",
+                            reason: format!("{text:?} is neither a positive number nor off"),
+                        })?;
+                let burst = args
+                    .rate_burst
+                    .or(file.rate_burst)
+                    .unwrap_or(per_second.saturating_mul(2));
+                if burst == 0 {
+                    return Err(ConfigError::Value {
+                        key: "rate_burst",
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Some((per_second, burst))
+            }
+        };
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(Self::DEFAULT_LISTEN),
             seed,
@@ -443,6 +479,7 @@ impl ServeSettings {
             open_reads: args.open_reads || file.open_reads.unwrap_or(false),
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             cache,
+            rate_limit,
         })
     }
 }
@@ -602,6 +639,8 @@ mod tests {
             cache_default_ttl: None,
             cache_max_ttl: None,
             cache_max_entries: None,
+            rate_limit: None,
+            rate_burst: None,
         };
         let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
@@ -661,6 +700,8 @@ mod tests {
             cache_default_ttl: None,
             cache_max_ttl: None,
             cache_max_entries: None,
+            rate_limit: None,
+            rate_burst: None,
         };
         let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));

@@ -8,6 +8,7 @@ use super::{DEFAULT_SERVE_STRATEGY, DONE, shutdown_signal};
 use crate::config::{ServeArgs, ServeSettings, Settings};
 use crate::deployment::{Deployment, Private};
 use crate::http::auth::{Access, ApiKeys};
+use crate::http::limit::RateLimit;
 use crate::http::{Application, ServeConfig};
 
 /// Runs `flyrtech serve` until ctrl-c or SIGTERM.
@@ -64,6 +65,9 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     };
     config.insecure_no_auth = serve.insecure_no_auth;
     config.cache = serve.cache;
+    config.rate_limit = serve
+        .rate_limit
+        .map(|(per_second, burst)| RateLimit { per_second, burst });
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

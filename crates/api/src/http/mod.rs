@@ -13,6 +13,7 @@
 //!
 //! # Layout
 //! - [`auth`]: API keys and their scopes, checked before any handler.
+//! - [`limit`]: the per-client rate limit.
 //! - [`journeys`], [`cache`], [`ops`]: the handlers.
 //! - [`problem`]: the one mapping from errors to `application/problem+json`.
 //! - [`etag`]: versions as entity tags, `If-Match`, `If-None-Match`.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod cache;
 pub mod etag;
 pub mod journeys;
+pub mod limit;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -47,6 +49,7 @@ use flyrtech_infrastructure::{
     DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
     dataset,
 };
+use limit::{Limiter, RateLimit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -79,6 +82,8 @@ pub struct ServeConfig {
     pub cache: CacheLimits,
     /// Serve without keys on a non-loopback address (`--insecure-no-auth`).
     pub insecure_no_auth: bool,
+    /// Requests per client; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServeConfig {
@@ -95,6 +100,7 @@ impl ServeConfig {
             backlog: BacklogLimits::default(),
             access: Access::default(),
             cache: CacheLimits::default(),
+            rate_limit: Some(RateLimit::default()),
             insecure_no_auth: false,
         }
     }
@@ -124,6 +130,9 @@ pub enum ServeError {
     /// No keys on an address others can reach.
     #[error(transparent)]
     Exposed(#[from] auth::Exposed),
+    /// A rate limit of zero.
+    #[error(transparent)]
+    RateLimit(#[from] limit::BadLimit),
     /// The listen address is unusable.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -342,8 +351,13 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        let limiter = config
+            .rate_limit
+            .map(Limiter::new)
+            .transpose()?
+            .map(Arc::new);
         Ok(Self {
-            router: router(state.clone(), config.body_limit),
+            router: router(state.clone(), config.body_limit, limiter.clone()),
             listener,
             state,
             seeded,
@@ -384,16 +398,21 @@ impl Application {
             cluster = self.state.store.redis().is_cluster(),
             "serving the journey API (Swagger UI at /swagger-ui)"
         );
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // The peer address is the rate limit's key for requests without an API key.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         tracing::info!("all in-flight requests finished; stopped");
         Ok(())
     }
 }
 
 /// The routes and the middleware around them.
-fn router(state: AppState, body_limit: usize) -> Router {
+fn router(state: AppState, body_limit: usize, limiter: Option<Arc<Limiter>>) -> Router {
     let mut api = Router::new()
         .route("/api/journeys", get(journeys::list).post(journeys::create))
         .route("/api/journeys/{id}", get(journeys::get))
@@ -428,8 +447,13 @@ fn router(state: AppState, body_limit: usize) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
-        ))
-        .with_state(state.clone());
+        ));
+    // Outermost of the API routes: a client over its limit costs no key check and no Redis.
+    let api = match limiter {
+        Some(limiter) => api.layer(middleware::from_fn_with_state(limiter, limit::enforce)),
+        None => api,
+    }
+    .with_state(state.clone());
     Router::new()
         .merge(
             SwaggerUi::new("/swagger-ui")

@@ -70,7 +70,8 @@ pub struct ApiError {
     slug: &'static str,
     title: &'static str,
     detail: String,
-    retry_after: bool,
+    /// Seconds for `Retry-After`, when the client should retry later.
+    retry_after: Option<u64>,
     bearer_challenge: bool,
     current_version: Option<JourneyVersion>,
     message: Option<String>,
@@ -83,7 +84,7 @@ impl ApiError {
             slug,
             title,
             detail,
-            retry_after: false,
+            retry_after: None,
             bearer_challenge: false,
             current_version: None,
             message: None,
@@ -112,7 +113,7 @@ impl ApiError {
     }
 
     fn retry_later(mut self) -> Self {
-        self.retry_after = true;
+        self.retry_after = Some(RETRY_AFTER_SECONDS);
         self
     }
 
@@ -192,6 +193,30 @@ impl ApiError {
             "value-too-large",
             "The cache value is too large",
             detail.into(),
+        )
+    }
+
+    /// 429: this client sent more than its rate limit; `Retry-After` says when it may again.
+    pub fn too_many_requests(wait_seconds: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            "Too many requests",
+            format!("this client is over its rate limit; retry in {wait_seconds} s"),
+        );
+        error.retry_after = Some(wait_seconds);
+        error
+    }
+
+    /// 500: something the service cannot explain to the client (logged).
+    pub fn internal(detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
         )
     }
 
@@ -398,8 +423,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.bearer_challenge {
             headers.insert(

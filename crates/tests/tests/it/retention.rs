@@ -64,7 +64,11 @@ async fn without_consumer_groups_the_stream_keeps_about_max_len() {
 async fn one_trim_removes_more_than_ten_thousand_entries() {
     let server = TestRedis::single();
     let redis = server.connect().await;
-    publish(&RedisStreamPublisher::new(redis.clone(), STREAM, None), 25_000).await;
+    publish(
+        &RedisStreamPublisher::new(redis.clone(), STREAM, None),
+        25_000,
+    )
+    .await;
     let publisher =
         RedisStreamPublisher::new(redis.clone(), STREAM, Some(retention(1000, None, 100_000)));
     let removed = publisher.trim().await.unwrap();
