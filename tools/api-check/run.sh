@@ -24,6 +24,11 @@ fi
 cargo build --quiet -p flyrtech-api
 binary=target/debug/flyrtech
 
+# The service runs as it would exposed: with API keys. Schemathesis holds a write key, so it may
+# change journeys and the cache; /metrics (admin) answers it 403, as the document says.
+rm -f "$work/keys"
+write_key=$("$binary" api-key new schemathesis --scope write --file "$work/keys" 2>/dev/null)
+
 strategies=("$@")
 [ ${#strategies[@]} -gt 0 ] || strategies=(naive local-lock optimistic redlock lua hash)
 
@@ -40,7 +45,7 @@ trap stop_server EXIT
 for strategy in "${strategies[@]}"; do
   log="$work/serve-$strategy.log"
   env -u FLYRTECH_REDIS_URL -u REDIS_URL RUST_LOG=info NO_COLOR=1 \
-    "$binary" serve --strategy "$strategy" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    "$binary" serve --strategy "$strategy" --listen 127.0.0.1:0 --api-keys "$work/keys" >"$log" 2>&1 &
   server=$!
   # The bound port is in the start-up log; poll for it (bounded), never sleep blindly.
   addr=""
@@ -57,6 +62,7 @@ for strategy in "${strategies[@]}"; do
       --config-file "$OLDPWD/tools/api-check/schemathesis.toml" \
       run "http://$addr/api-docs/openapi.json" \
       --checks all --phases examples,coverage,fuzzing,stateful \
+      --header "Authorization: Bearer $write_key" \
       --max-examples "$MAX_EXAMPLES" "${seed_args[@]}" --no-color)
   stop_server
 done

@@ -33,7 +33,72 @@ pub struct ApiDoc;
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     fix_links(&mut doc);
+    declare_access(&mut doc);
     doc
+}
+
+/// The answers of the layers in front of every handler, added to every operation rather than
+/// repeated in each annotation: the bearer scheme and 401/403 where a key is needed (the API
+/// routes and `/metrics`; `--open-reads` and a service without keys ask less), and 429 from the
+/// rate limit everywhere.
+fn declare_access(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let problem = |description: &str, retry: bool| {
+        let mut response = json!({
+            "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        });
+        if retry {
+            response["headers"] = json!({"Retry-After": {
+                "description": "Seconds to wait before retrying",
+                "schema": {"type": "integer", "format": "int64", "minimum": 1}
+            }});
+        }
+        response
+    };
+    doc["components"]["securitySchemes"] = json!({"bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key made with `flyrtech api-key new NAME --scope read|write|admin` (docs/security.md)"
+    }});
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let keyed = path.starts_with("/api/") || path == "/metrics";
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            responses.insert(
+                "429".into(),
+                problem(
+                    "Over this client's rate limit (`/problems/too-many-requests`)",
+                    true,
+                ),
+            );
+            if keyed {
+                responses.insert(
+                    "401".into(),
+                    problem("No API key, or an unknown one (`/problems/unauthorized`); with `WWW-Authenticate: Bearer`", false),
+                );
+                responses.insert(
+                    "403".into(),
+                    problem(
+                        "The key's scope does not allow this route (`/problems/forbidden`)",
+                        false,
+                    ),
+                );
+                operation["security"] = json!([{"bearer": []}]);
+            }
+        }
+    }
 }
 
 fn fix_links(value: &mut serde_json::Value) {
@@ -101,6 +166,39 @@ mod tests {
         );
         let retry_after = &paths["/api/journeys/{id}"]["get"]["responses"]["503"]["headers"];
         assert!(retry_after.get("Retry-After").is_some(), "{retry_after}");
+    }
+
+    /// The layers in front of the handlers are in the contract: the bearer scheme, 401 and 403
+    /// on every keyed route, 429 everywhere, probes open.
+    #[test]
+    fn the_document_declares_keys_scopes_and_the_rate_limit() {
+        let doc = document();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("operations") {
+                let responses = &operation["responses"];
+                assert!(responses.get("429").is_some(), "{method} {path}");
+                let keyed = path.starts_with("/api/") || path == "/metrics";
+                assert_eq!(responses.get("401").is_some(), keyed, "{method} {path}");
+                assert_eq!(responses.get("403").is_some(), keyed, "{method} {path}");
+                assert_eq!(
+                    operation.get("security").is_some(),
+                    keyed,
+                    "{method} {path}"
+                );
+            }
+        }
+        let cache_set = &doc["paths"]["/api/cache/{key}"]["post"]["responses"];
+        assert!(cache_set.get("507").is_some());
+        let list = &doc["paths"]["/api/journeys"]["get"];
+        assert!(
+            list["parameters"].as_array().is_some_and(|p| p.len() == 2),
+            "{list}"
+        );
     }
 
     #[test]

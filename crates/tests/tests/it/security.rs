@@ -439,12 +439,20 @@ async fn a_client_over_its_rate_is_answered_429_and_others_are_not() {
     }
     let over = get("first").await.unwrap();
     assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     let problem: Value = over.json().await.unwrap();
     assert_eq!(problem["type"], "/problems/too-many-requests", "{problem}");
     assert_eq!(get("second").await.unwrap().status(), StatusCode::OK);
     // Without a key the address is the client: its own budget.
-    let anonymous = client.get(server.url("/api/journeys")).send().await.unwrap();
+    let anonymous = client
+        .get(server.url("/api/journeys"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::OK);
 }
