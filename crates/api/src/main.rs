@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flyrtech_api::commands::{
     api_key, audit, backlog, compare, import_legacy, migrate, migrate_bench, project,
-    project_bench, relay, serve, soak,
+    project_bench, redis_acl, relay, serve, soak,
 };
 use flyrtech_api::config::{CommonArgs, Settings};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +67,8 @@ enum Command {
     Soak(soak::SoakArgs),
     /// Make API keys for `serve --api-keys` (docs/security.md).
     ApiKey(api_key::ApiKeyArgs),
+    /// Print the `ACL SETUSER` line a command needs on Redis: least privilege (docs/security.md).
+    RedisAcl(redis_acl::RedisAclArgs),
 }
 
 /// Exit statuses (`flyrtech_api::commands`): 0 done; 1 a failure (`error: …` on stderr with its
@@ -125,5 +127,6 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::MigrateBench(args) => migrate_bench::run(&args, settings).await,
         Command::Soak(args) => soak::run(&args, settings).await,
         Command::ApiKey(args) => api_key::run(&args, settings).await,
+        Command::RedisAcl(args) => redis_acl::run(&args, settings).await,
     }
 }

@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod migrate_bench;
 pub mod project;
 pub mod project_bench;
+pub mod redis_acl;
 pub mod relay;
 pub mod serve;
 pub mod soak;

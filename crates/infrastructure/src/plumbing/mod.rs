@@ -1,6 +1,7 @@
 //! Redis plumbing: how the service reaches Redis and what every write path shares, whatever it
 //! stores.
 //!
+//! - [`acl`]: the `ACL SETUSER` line each role needs (least privilege).
 //! - [`connection`]: the [`Redis`](connection::Redis) handle: a shared multiplexed connection
 //!   plus a pool of dedicated connections for WATCH, standalone or cluster, counting round trips.
 //! - `nodes`: the primaries of a deployment, each reached by connections that are never silently
@@ -19,6 +20,7 @@
 //! # What it may import
 //! The core crate and nothing else of this crate: every other room builds on this one.
 
+pub mod acl;
 pub mod connection;
 pub(crate) mod error;
 pub mod keys;

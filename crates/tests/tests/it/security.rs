@@ -456,3 +456,151 @@ async fn a_client_over_its_rate_is_answered_429_and_others_are_not() {
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::OK);
 }
+
+/// Least privilege (issue 25, part 4): every strategy serves, and the relay publishes, as a
+/// Redis user made from `flyrtech redis-acl`'s line, with nothing denied along the way (Redis'
+/// `ACL LOG` stays empty); that user cannot flush, configure, list keys or touch a key outside
+/// the service's names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
+    use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
+    use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+    use flyrtech_infrastructure::plumbing::acl::Role;
+    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::{Redis, RedisSettings};
+
+    async fn create_user(admin: &Redis, url: &str, name: &str, role: Role) -> String {
+        let line = role.setuser(name).replace(">PASSWORD", ">pw-acl-7");
+        let mut cmd = redis::cmd("ACL");
+        for word in line.split_whitespace().skip(1) {
+            cmd.arg(word);
+        }
+        let () = cmd.query_async(&mut admin.shared()).await.unwrap();
+        url.replacen("redis://", &format!("redis://{name}:pw-acl-7@"), 1)
+    }
+    async fn denials(admin: &Redis) -> Vec<redis::Value> {
+        redis::cmd("ACL")
+            .arg("LOG")
+            .query_async(&mut admin.shared())
+            .await
+            .unwrap()
+    }
+
+    for strategy in Strategy::ALL {
+        let redis = TestRedis::single();
+        let admin = redis.connect().await;
+        let serve_url = create_user(
+            &admin,
+            &redis.url(),
+            "svc",
+            Role::Serve {
+                locks: strategy == Strategy::Redlock,
+            },
+        )
+        .await;
+        let server =
+            TestServer::start_with(serve_config(&serve_url, StoreConfig::new(strategy))).await;
+        let client = http_client();
+        for (status, path) in [("Delayed", SEGMENT), ("Scheduled", SEGMENT)] {
+            let response = client
+                .put(server.url(path))
+                .json(&json!({ "status": status }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{strategy}: {body} {:?}",
+                denials(&admin).await
+            );
+        }
+        for path in [
+            "/api/journeys",
+            "/api/journeys/JRN-002",
+            "/ready",
+            "/api/cache/demo",
+        ] {
+            let response = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{strategy} {path}");
+        }
+        let cached = client
+            .post(server.url("/api/cache/k"))
+            .json(&json!({"value": "v"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cached.status(), StatusCode::OK, "{strategy}");
+        assert_eq!(
+            client
+                .delete(server.url("/api/cache/k"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+
+        // The relay, as its own user, publishes both changes.
+        let relay_url = create_user(&admin, &redis.url(), "relay", Role::Relay).await;
+        let relay_redis = Redis::connect(&RedisSettings::new(relay_url))
+            .await
+            .unwrap();
+        let relay = Relay::new(
+            relay_redis.clone(),
+            RedisStreamPublisher::new(relay_redis, keys::EVENTS, None),
+            RelaySettings::new(),
+        )
+        .await
+        .unwrap();
+        relay.drain().await.unwrap();
+        let published: u64 = redis::cmd("XLEN")
+            .arg(keys::EVENTS)
+            .query_async(&mut admin.shared())
+            .await
+            .unwrap();
+        assert_eq!(published, 2, "{strategy}");
+        let log = denials(&admin).await;
+        let denied: std::collections::BTreeSet<String> = log
+            .iter()
+            .filter_map(|entry| match entry {
+                redis::Value::Array(fields) => fields
+                    .windows(2)
+                    .find(|w| matches!(&w[0], redis::Value::BulkString(k) if k == b"object"))
+                    .and_then(|w| match &w[1] {
+                        redis::Value::BulkString(v) => {
+                            Some(String::from_utf8_lossy(v).into_owned())
+                        }
+                        _ => None,
+                    }),
+                _ => None,
+            })
+            .collect();
+        assert!(log.is_empty(), "{strategy}: denied {denied:?}");
+
+        // What the service's user may not do.
+        let svc = Redis::connect(&RedisSettings::new(serve_url))
+            .await
+            .unwrap();
+        for args in [
+            vec!["FLUSHALL"],
+            vec!["CONFIG", "GET", "maxmemory-policy"],
+            vec!["KEYS", "*"],
+            vec!["GET", "secret:x"],
+            vec!["ACL", "LIST"],
+        ] {
+            let mut cmd = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                cmd.arg(*arg);
+            }
+            let refused = cmd.query_async::<redis::Value>(&mut svc.shared()).await;
+            let error = refused.expect_err(&format!("{strategy}: {args:?} was allowed"));
+            assert!(
+                error.to_string().contains("no permissions"),
+                "{args:?}: {error}"
+            );
+        }
+    }
+}
