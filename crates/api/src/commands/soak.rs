@@ -270,6 +270,9 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
             strategy.name(),
             "serve",
             "--no-seed",
+            // One client by design: the rate limit would measure itself.
+            "--rate-limit",
+            "off",
             "--listen",
             &listen,
         ],
