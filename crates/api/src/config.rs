@@ -25,6 +25,10 @@ pub struct CommonArgs {
     /// private redis-server is started and stopped on exit.
     #[arg(long, env = "FLYRTECH_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// PEM file of the authorities a `rediss://` server's certificate must chain to (a private
+    /// CA) [default: the system's roots].
+    #[arg(long, env = "FLYRTECH_REDIS_CA", global = true)]
+    pub redis_ca: Option<PathBuf>,
     /// Concurrency strategy: naive, local-lock, optimistic, redlock, lua or hash.
     #[arg(long, env = "FLYRTECH_STRATEGY", global = true)]
     pub strategy: Option<String>,
@@ -154,6 +158,7 @@ pub fn parse_age(raw: &str) -> Result<MaxAge, String> {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub redis_url: Option<String>,
+    pub redis_ca: Option<PathBuf>,
     pub strategy: Option<String>,
     pub processing_delay_ms: Option<u64>,
     pub lock_urls: Option<Vec<String>>,
@@ -251,6 +256,8 @@ const DEFAULT_WAIT_TIMEOUT_MS: u64 = 500;
 pub struct Settings {
     /// `None`: start a private redis-server.
     pub redis_url: Option<String>,
+    /// The authorities for `rediss://`, if not the system's.
+    pub redis_ca: Option<PathBuf>,
     /// `None` when no layer sets it: serve uses 0, each lab scenario its own default.
     pub processing_delay: Option<Duration>,
     /// The configured strategy, if any layer names one.
@@ -312,6 +319,7 @@ impl Settings {
         };
         Ok(Self {
             redis_url,
+            redis_ca: args.redis_ca.clone().or_else(|| file.redis_ca.clone()),
             processing_delay: delay_ms.map(Duration::from_millis),
             strategy,
             lock_urls,
@@ -560,6 +568,7 @@ mod tests {
         CommonArgs {
             config,
             redis_url: None,
+            redis_ca: None,
             strategy: strategy.map(str::to_owned),
             processing_delay_ms: delay,
             lock_urls: None,

@@ -62,8 +62,22 @@ pub(crate) async fn connect(
         );
     }
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), Private::Throwaway)?;
-    let redis = Redis::connect(&RedisSettings::new(deployment.url.clone())).await?;
+    let redis = Redis::connect(&redis_settings(settings, &deployment.url)?).await?;
     Ok((deployment, redis))
+}
+
+/// How to reach `url`: with the configured authorities for `rediss://` (`--redis-ca`).
+///
+/// # Errors
+/// The CA file cannot be read.
+pub(crate) fn redis_settings(settings: &Settings, url: &str) -> anyhow::Result<RedisSettings> {
+    let redis = RedisSettings::new(url);
+    Ok(match &settings.redis_ca {
+        Some(path) => redis
+            .with_ca_file(path)
+            .with_context(|| format!("cannot read the Redis CA file {}", path.display()))?,
+        None => redis,
+    })
 }
 
 /// A store for the configured strategy, admitted by the dataset's layout guard (which records

@@ -65,6 +65,12 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
     };
     config.insecure_no_auth = serve.insecure_no_auth;
     config.cache = serve.cache;
+    config.redis_ca = match &settings.redis_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the Redis CA file {}: {e}", path.display())
+        })?),
+        None => None,
+    };
     config.rate_limit = serve
         .rate_limit
         .map(|(per_second, burst)| RateLimit { per_second, burst });

@@ -84,6 +84,8 @@ pub struct ServeConfig {
     pub insecure_no_auth: bool,
     /// Requests per client; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// The authorities a `rediss://` server must chain to (PEM); `None`: the system's roots.
+    pub redis_ca: Option<Vec<u8>>,
 }
 
 impl ServeConfig {
@@ -101,6 +103,7 @@ impl ServeConfig {
             access: Access::default(),
             cache: CacheLimits::default(),
             rate_limit: Some(RateLimit::default()),
+            redis_ca: None,
             insecure_no_auth: false,
         }
     }
@@ -313,9 +316,9 @@ impl Application {
             url: redact(&config.redis_url),
             source,
         };
-        let redis = Redis::connect(&RedisSettings::new(&config.redis_url))
-            .await
-            .map_err(store_err)?;
+        let mut settings = RedisSettings::new(&config.redis_url);
+        settings.tls_ca.clone_from(&config.redis_ca);
+        let redis = Redis::connect(&settings).await.map_err(store_err)?;
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
             .await
             .map_err(store_err)?;

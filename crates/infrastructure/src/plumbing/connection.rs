@@ -36,6 +36,9 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Dedicated connections for transactions.
     pub pool_size: usize,
+    /// PEM certificates of the authorities a `rediss://` server's certificate must chain to;
+    /// `None` trusts the system's roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_size", &self.pool_size)
+            .field("tls_ca", &self.tls_ca.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -57,6 +61,46 @@ impl RedisSettings {
             response_timeout: Duration::from_millis(1000),
             connect_timeout: Duration::from_millis(500),
             pool_size: 64,
+            tls_ca: None,
+        }
+    }
+
+    /// Trusts the authorities in the PEM file at `path` for `rediss://` (a private CA).
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> std::io::Result<Self> {
+        self.tls_ca = Some(std::fs::read(path)?);
+        Ok(self)
+    }
+
+    /// How to reach one seed: its URL, with the configured authorities for `rediss://`.
+    pub(crate) fn info(&self, seed: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+        match &self.tls_ca {
+            Some(ca) if seed.starts_with("rediss://") => Ok(redis::Client::build_with_tls(
+                seed,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?
+            .get_connection_info()
+            .clone()),
+            _ => redis::IntoConnectionInfo::into_connection_info(seed),
+        }
+    }
+
+    /// The cluster client for `seeds`, with the configured authorities.
+    fn cluster(&self, seeds: Vec<String>) -> ClusterClientBuilder {
+        let builder = ClusterClientBuilder::new(seeds)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout);
+        match &self.tls_ca {
+            Some(ca) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            }),
+            None => builder,
         }
     }
 
@@ -109,17 +153,17 @@ impl Redis {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.response_timeout));
-        let cluster = detect_cluster(&seeds, &conn_config).await?;
+        let cluster = detect_cluster(settings, &seeds, &conn_config).await?;
         let shared = if cluster {
-            let client = ClusterClientBuilder::new(seeds.clone())
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.response_timeout)
+            let client = settings
+                .cluster(seeds.clone())
                 .build()
                 .map_err(invalid_url)?;
             Shared::Cluster(client.get_async_connection().await.store_err()?)
         } else {
             let url = seeds.first().cloned().unwrap_or_default();
-            let client = redis::Client::open(url.as_str()).map_err(invalid_url)?;
+            let client = redis::Client::open(settings.info(&url).map_err(invalid_url)?)
+                .map_err(invalid_url)?;
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
                 .set_response_timeout(Some(settings.response_timeout))
@@ -156,9 +200,8 @@ impl Redis {
     ) -> Result<Subscriber, StoreError> {
         let settings = &self.settings;
         if self.is_cluster() {
-            let client = ClusterClientBuilder::new(self.seed_urls.to_vec())
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.response_timeout)
+            let client = settings
+                .cluster(self.seed_urls.to_vec())
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .push_sender(push)
                 .build()
@@ -167,8 +210,7 @@ impl Redis {
             return Ok(Subscriber::Cluster(conn));
         }
         let url = self.seed_urls.first().cloned().unwrap_or_default();
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid_url)?;
+        let info = settings.info(&url).map_err(invalid_url)?;
         let redis_settings = info
             .redis_settings()
             .clone()
@@ -249,6 +291,7 @@ impl Redis {
 }
 
 async fn detect_cluster(
+    settings: &RedisSettings,
     seeds: &[String],
     config: &AsyncConnectionConfig,
 ) -> Result<bool, StoreError> {
@@ -260,7 +303,8 @@ async fn detect_cluster(
     }
     let mut last = None;
     for seed in seeds {
-        let client = redis::Client::open(seed.as_str()).map_err(invalid_url)?;
+        let client =
+            redis::Client::open(settings.info(seed).map_err(invalid_url)?).map_err(invalid_url)?;
         match client
             .get_multiplexed_async_connection_with_config(config)
             .await

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::Runtime;
 use flyrtech_core::StoreError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value};
+use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, Value};
 
 use crate::plumbing::connection::RedisSettings;
 use crate::plumbing::error::RedisResultExt;
@@ -124,7 +124,7 @@ impl Nodes {
     ) -> Result<Self, StoreError> {
         let mut infos = Vec::with_capacity(seeds.len());
         for seed in seeds {
-            infos.push(seed.as_str().into_connection_info().map_err(invalid)?);
+            infos.push(settings.info(seed).map_err(invalid)?);
         }
         let template = infos.first().cloned().ok_or_else(|| {
             StoreError::InvalidInput(flyrtech_core::InvalidInput::new("redis url", "is empty"))

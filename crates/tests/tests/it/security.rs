@@ -604,3 +604,129 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
         }
     }
 }
+
+/// TLS to Redis (issue 25, part 5): a private `redis-server --tls-port` with certificates made
+/// here; the store and the service reach it over `rediss://` trusting the test's CA, and
+/// without that CA (or without TLS) the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_reaches_redis_over_tls_and_checks_its_certificate() {
+    use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange};
+    use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    /// A TLS-only redis-server, stopped when dropped.
+    struct TlsRedis {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+    impl Drop for TlsRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let cert_file = write("server.pem", server.pem());
+    let key_file = write("server.key", server_key.serialize_pem());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tls = TlsRedis {
+        child,
+        port,
+        _dir: dir,
+    };
+    let url = format!("rediss://127.0.0.1:{}", tls.port);
+    let trusted = RedisSettings::new(url.clone())
+        .with_ca_file(&ca_file)
+        .unwrap();
+
+    // Polled until the server answers over TLS (bounded).
+    let mut connected = None;
+    for _ in 0..200 {
+        if let Ok(redis) = Redis::connect(&trusted).await {
+            connected = Some(redis);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let redis = connected.expect("the TLS server answers");
+    let store = RedisJourneyStore::new(redis, &StoreConfig::new(Strategy::Lua))
+        .await
+        .unwrap();
+    let id = flyrtech_core::JourneyId::parse("TLS-1").unwrap();
+    let journey = flyrtech_tests::journey(&id, 1);
+    store.create(&journey).await.unwrap();
+    let change = StatusChange::Segment {
+        segment_id: journey.segments[0].segment_id.clone(),
+        status: SegmentStatus::Delayed,
+    };
+    assert!(store.update(&id, &change, None).await.unwrap().changed);
+    assert_eq!(
+        store.get(&id).await.unwrap().segments[0].status,
+        SegmentStatus::Delayed
+    );
+
+    // The service over TLS.
+    let mut config = serve_config(&url, StoreConfig::new(Strategy::Lua));
+    config.redis_ca = Some(std::fs::read(&ca_file).unwrap());
+    let service = TestServer::start_with(config).await;
+    let response = http_client()
+        .put(service.url(SEGMENT))
+        .json(&json!({"status": "Delayed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Not trusting the CA, or not speaking TLS: refused.
+    assert!(Redis::connect(&RedisSettings::new(url)).await.is_err());
+    let plain = format!("redis://127.0.0.1:{}", tls.port);
+    assert!(Redis::connect(&RedisSettings::new(plain)).await.is_err());
+}
