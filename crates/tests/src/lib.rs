@@ -81,6 +81,46 @@ impl TestRedis {
         );
     }
 
+    /// A connection handle as a Redis user made from `role`'s least-privilege `ACL SETUSER`
+    /// line (`flyrtech redis-acl`), created on every node.
+    pub async fn connect_as(&self, role: flyrtech_infrastructure::plumbing::acl::Role) -> Redis {
+        const USER: &str = "least";
+        const PASSWORD: &str = "least-pw-1";
+        let line = role
+            .setuser(USER)
+            .replace(">PASSWORD", &format!(">{PASSWORD}"));
+        for node in self.local.nodes() {
+            let mut cmd = redis::cmd("ACL");
+            for word in line.split_whitespace().skip(1) {
+                cmd.arg(word);
+            }
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let () = cmd.query_async(&mut conn).await.unwrap();
+        }
+        let url = self
+            .url()
+            .replace("redis://", &format!("redis://{USER}:{PASSWORD}@"));
+        Redis::connect(&RedisSettings::new(url)).await.unwrap()
+    }
+
+    /// Every command Redis refused on any node since start (`ACL LOG`): what a least-privilege
+    /// user was denied, even where the service only logged the refusal.
+    pub async fn acl_denials(&self) -> Vec<String> {
+        let mut denied = Vec::new();
+        for node in self.local.nodes() {
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let log: Vec<redis::Value> = redis::cmd("ACL")
+                .arg("LOG")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            denied.extend(log.iter().map(|entry| format!("{entry:?}")));
+        }
+        denied
+    }
+
     /// Kills the (first) server, as an outage would. Its data is gone.
     pub fn stop(&mut self) {
         self.local.nodes_mut()[0].stop();

@@ -126,7 +126,7 @@ pub enum UpdateRefused {
     params(ListParams),
     responses(
         (status = 200, body = JourneyIds, headers(("Link" = String, description = "When there are more pages: `</api/journeys?limit=N&cursor=C>; rel=\"next\"`"))),
-        (status = 422, body = Problem, content_type = PROBLEM, description = "A `limit` outside 1 to 10000, or a `cursor` that is not one"),
+        (status = 422, body = Problem, content_type = PROBLEM, description = "A `limit` outside 1 to 10000, a `cursor` that is not one, or a query string that does not parse (a repeated parameter)"),
         (status = 500, body = Problem, content_type = PROBLEM, description = "The stored index holds an id that is not valid (a foreign writer)"),
         Unavailable,
     ))]
@@ -134,7 +134,10 @@ pub async fn list(
     State(app): State<AppState>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // A query string that does not parse (a repeated parameter) is invalid input, like a bad
+    // value: 422.
+    let Query(params) = query
+        .map_err(|e| ApiError::from(flyrtech_core::InvalidInput::new("query", e.body_text())))?;
     let limit = match params.limit.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_PAGE,
         Some(Ok(n @ 1..=MAX_PAGE)) => n,

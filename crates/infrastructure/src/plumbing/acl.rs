@@ -76,8 +76,11 @@ const BACKLOG: &[&str] = &["xlen", "xrange"];
 
 const OPTIMISTIC: &[&str] = &["watch", "unwatch"];
 
+/// Redlock: the release script publishes on the lock's channel (`SPUBLISH`, sharded, on a
+/// cluster), waiters subscribe.
 const LOCKS: &[&str] = &[
     "publish",
+    "spublish",
     "subscribe",
     "unsubscribe",
     "ssubscribe",

@@ -9,6 +9,7 @@ use flyrtech_core::{
     DomainError, JourneyStatus, JourneyStore, JourneyVersion, SegmentStatus, StoreError,
 };
 use flyrtech_infrastructure::Strategy;
+use flyrtech_infrastructure::plumbing::acl::Role;
 use flyrtech_tests::{TestRedis, Topology, journey, segment_id, store, store_delayed, unique_id};
 use rstest_reuse::apply;
 use tokio::sync::Barrier;
@@ -20,9 +21,21 @@ use crate::{every_correct_strategy, every_strategy};
 async fn the_store_contract(
     #[case] strategy: Strategy,
     #[values(Topology::Single, Topology::Cluster)] topology: Topology,
+    #[values(false, true)] least_privilege: bool,
 ) {
     let redis = TestRedis::start(topology);
-    let store = store(&redis.connect().await, strategy).await;
+    // Also as the Redis user `flyrtech redis-acl` describes (docs/security.md): the contract
+    // holds with nothing more than its grants, and nothing is denied along the way.
+    let conn = if least_privilege {
+        redis
+            .connect_as(Role::Serve {
+                locks: strategy == Strategy::Redlock,
+            })
+            .await
+    } else {
+        redis.connect().await
+    };
+    let store = store(&conn, strategy).await;
     let id = unique_id("JRN");
     let original = journey(&id, 3);
 
@@ -154,6 +167,8 @@ async fn the_store_contract(
         Err(StoreError::JourneyNotFound(_))
     ));
     assert_eq!(store.list_ids().await.unwrap(), vec![id]);
+    let denied = redis.acl_denials().await;
+    assert!(denied.is_empty(), "{strategy}: Redis refused {denied:?}");
 }
 
 #[apply(every_correct_strategy)]

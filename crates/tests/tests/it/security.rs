@@ -403,7 +403,13 @@ async fn the_journey_list_comes_in_bounded_pages() {
     assert_eq!(seen.len(), total);
     assert!(pages >= total / (2 * LIMIT), "{pages} pages");
 
-    for bad in ["limit=0", "limit=10001", "limit=many", "cursor=next"] {
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=many",
+        "cursor=next",
+        "cursor=1&cursor=2",
+    ] {
         let response = client
             .get(server.url(&format!("/api/journeys?{bad}")))
             .send()
