@@ -269,6 +269,51 @@ mod cache_limits {
         );
     }
 
+    /// `expirationSeconds: 102898.0` is the integer 102898 (the schema's `integer`): accepted
+    /// when the maximum allows it, refused naming the maximum when it does not.
+    #[tokio::test]
+    async fn an_integral_float_expiration_is_an_integer() {
+        let redis = TestRedis::single();
+        let long = server(
+            &redis,
+            CacheLimits {
+                max_ttl: std::time::Duration::from_secs(2 * 86_400),
+                ..CacheLimits::default()
+            },
+        )
+        .await;
+        let client = http_client();
+        let stored = client
+            .post(long.url("/api/cache/f"))
+            .json(&json!({"value": "v", "expirationSeconds": 102_898.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), StatusCode::OK);
+        assert_eq!(
+            stored.json::<Value>().await.unwrap()["expirationSeconds"],
+            102_898
+        );
+        let ttl = pttl(&redis, "f").await;
+        assert!((102_890_000..=102_898_000).contains(&ttl), "{ttl}");
+        let other = TestRedis::single();
+        let default = server(&other, CacheLimits::default()).await;
+        let refused = client
+            .post(default.url("/api/cache/f"))
+            .json(&json!({"value": "v", "expirationSeconds": 102_898.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let problem: Value = refused.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("86400")),
+            "{problem}"
+        );
+    }
+
     /// The cap is exact under concurrent writers: of many new keys sent at once, exactly as
     /// many as there is room for are stored.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
