@@ -54,7 +54,7 @@ pub struct CommonArgs {
 }
 
 /// Options of `flyrtech serve`.
-#[derive(Debug, Clone, Args)]
+#[derive(Default, Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000, the original's port].
     #[arg(long, env = "FLYRTECH_LISTEN")]
@@ -630,27 +630,7 @@ mod tests {
         let f = file("listen = \"127.0.0.1:6000\"\nrequest_timeout_ms = 250\n");
         let settings =
             Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
-        let serve_args = ServeArgs {
-            listen: None,
-            seed_file: None,
-            no_seed: false,
-            request_timeout_ms: None,
-            cluster: false,
-            data_dir: None,
-            fsync: None,
-            outbox_stale_after: None,
-            outbox_hard_cap: None,
-            api_keys: None,
-            open_reads: false,
-            insecure_no_auth: false,
-            cache: None,
-            cache_max_value_bytes: None,
-            cache_default_ttl: None,
-            cache_max_ttl: None,
-            cache_max_entries: None,
-            rate_limit: None,
-            rate_burst: None,
-        };
+        let serve_args = ServeArgs::default();
         let serve = ServeSettings::resolve(&serve_args, &settings.file).expect("serve settings");
         assert_eq!(serve.listen.port(), 6000);
         assert_eq!(serve.request_timeout, Duration::from_millis(250));
@@ -691,27 +671,7 @@ mod tests {
 
     #[test]
     fn the_outbox_limits_come_from_flags_over_the_file_and_zero_turns_the_cap_off() {
-        let mut args = ServeArgs {
-            listen: None,
-            seed_file: None,
-            no_seed: false,
-            request_timeout_ms: None,
-            cluster: false,
-            data_dir: None,
-            fsync: None,
-            outbox_stale_after: None,
-            outbox_hard_cap: None,
-            api_keys: None,
-            open_reads: false,
-            insecure_no_auth: false,
-            cache: None,
-            cache_max_value_bytes: None,
-            cache_default_ttl: None,
-            cache_max_ttl: None,
-            cache_max_entries: None,
-            rate_limit: None,
-            rate_burst: None,
-        };
+        let mut args = ServeArgs::default();
         let defaults = ServeSettings::resolve(&args, &FileConfig::default()).expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));
         assert_eq!(

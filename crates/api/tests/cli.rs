@@ -140,13 +140,29 @@ struct Serving {
 }
 
 impl Serving {
-    /// Starts `flyrtech serve ARGS --listen 127.0.0.1:0` and reads its log until it says where it
-    /// listens (bounded by the lines it prints).
+    /// Starts `flyrtech serve ARGS --listen 127.0.0.1:0` on a private redis-server and reads its
+    /// log until it says where it listens (bounded by the lines it prints).
     fn start(args: &[&str]) -> Self {
+        let mut serving = Self::start_with(args, &[]);
+        serving.redis_port = serving
+            .log
+            .split("url=redis://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        serving
+    }
+
+    /// Starts `flyrtech serve ARGS --listen 127.0.0.1:0` with `env` and reads its log until it
+    /// says where it listens.
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = flyrtech()
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -165,17 +181,10 @@ impl Serving {
                 break addr.split_whitespace().next().unwrap().to_owned();
             }
         };
-        let redis_port = log
-            .split("url=redis://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap();
         Self {
             child,
             addr,
-            redis_port,
+            redis_port: 0,
             log,
             stderr,
         }
@@ -1021,28 +1030,13 @@ async fn a_redis_password_is_never_printed() {
 
     // The right one: a running service, asked for its readiness, metrics, a missing journey and
     // a bad body; then stopped. Nothing it printed or answered holds the password.
-    let mut child = flyrtech()
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-seed"])
-        .env("FLYRTECH_REDIS_URL", with(PASSWORD))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening:\n{log}"
-        );
-        log.push_str(&line);
-        if line.contains("serving the journey API") {
-            let addr = line.split("addr=").nth(1).unwrap();
-            break addr.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let serving = Serving::start_with(
+        &["--no-seed"],
+        &[
+            ("FLYRTECH_REDIS_URL", &with(PASSWORD)),
+            ("RUST_LOG", "debug"),
+        ],
+    );
     let client = http();
     let mut answers = String::new();
     for (method, path, body) in [
@@ -1051,7 +1045,7 @@ async fn a_redis_password_is_never_printed() {
         ("GET", "/api/journeys/JRN-404", None),
         ("PUT", "/api/journeys/JRN-404/status", Some("{not json")),
     ] {
-        let url = format!("http://{addr}{path}");
+        let url = serving.url(path);
         let request = match (method, body) {
             ("PUT", Some(body)) => client
                 .put(url)
@@ -1061,13 +1055,7 @@ async fn a_redis_password_is_never_printed() {
         };
         answers.push_str(&request.send().await.unwrap().text().await.unwrap());
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    child.wait().unwrap();
-    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let (_, log) = serving.terminate();
     assert!(log.contains("serving the journey API"), "{log}");
     assert!(!log.contains(PASSWORD), "{log}");
     assert!(!answers.contains(PASSWORD), "{answers}");
