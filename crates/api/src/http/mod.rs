@@ -335,7 +335,13 @@ impl Application {
         let admitted = dataset::admit(&redis, config.store.strategy).await?;
         tracing::info!(dataset = %admitted, strategy = %config.store.strategy, "dataset admitted the strategy");
         let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
-        let backlog = BacklogWatch::start(redis.clone(), config.backlog).await;
+        // The watch has connections of its own: its 256 XLENs a second never queue in front of
+        // the requests on the shared connection, which matters most while a primary fails over.
+        let backlog = BacklogWatch::start(
+            Redis::connect(&settings).await.map_err(store_err)?,
+            config.backlog,
+        )
+        .await;
         let state = AppState(Arc::new(Inner {
             store,
             cache: RedisCache::new(redis, config.cache.max_entries),

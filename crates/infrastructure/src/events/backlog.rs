@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flyrtech_core::StoreError;
+
 use super::relay::depth;
 use crate::plumbing::connection::Redis;
 
@@ -125,6 +127,10 @@ impl BacklogWatch {
     }
 }
 
+/// Longest one measurement may take: a primary that does not answer (a failover) must not
+/// stall the watch, whose next tick then retries.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `oldest_ms` of an empty outbox.
 const EMPTY: u64 = u64::MAX;
 
@@ -145,9 +151,18 @@ impl Default for Last {
 }
 
 impl Last {
-    /// Measures (which also sets the gauges); on failure keeps the previous measurement.
+    /// Measures (which also sets the gauges), within [`MEASURE_TIMEOUT`]; on failure keeps the
+    /// previous measurement.
     async fn take(&self, redis: &Redis) {
-        match depth(redis).await {
+        let measured = tokio::time::timeout(MEASURE_TIMEOUT, depth(redis))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the backlog measurement timed out",
+                    "timeout",
+                ))
+            });
+        match measured {
             Ok(depth) => {
                 self.entries.store(depth.entries, Ordering::Relaxed);
                 let oldest = depth
