@@ -427,3 +427,36 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
         assert!(r.acknowledged > 0, "{}", r.strategy);
     }
 }
+
+/// The lab's redlock target compares it with the in-process mutex of the same run on one
+/// instance (issue 26): measured when both ran, absent otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_is_judged_against_the_mutex_of_the_same_run() {
+    let redis = TestRedis::single();
+    let one = Knobs {
+        instances: Some(1),
+        ..Knobs::default()
+    };
+    let target = |runs: &[lab::RunReport]| {
+        report::targets(runs)
+            .into_iter()
+            .find(|t| {
+                t.target
+                    .starts_with("redlock: incident elapsed / local-lock's")
+            })
+            .unwrap()
+    };
+    let mut runs = run(&redis, S::Redlock, Scenario::Incident, &one).await;
+    assert_eq!(
+        target(&runs).measured,
+        None,
+        "no local-lock run to compare with"
+    );
+    runs.extend(run(&redis, S::LocalLock, Scenario::Incident, &one).await);
+    let checked = target(&runs);
+    let (redlock, mutex) = (runs[0].elapsed.as_secs_f64(), runs[1].elapsed.as_secs_f64());
+    let ratio = checked.measured.unwrap();
+    assert!((ratio - redlock / mutex).abs() < 1e-9, "{ratio}");
+    assert_eq!(checked.threshold, 1.05);
+    assert_eq!(checked.met, Some(ratio <= 1.05));
+}
