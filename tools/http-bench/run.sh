@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# The HTTP path against its own ceiling, with an external load generator.
+# The HTTP path against its own ceiling and against the stack's floor, with an external load
+# generator.
 #
 #   tools/http-bench/run.sh [STRATEGY ...]        (default: hash lua)
+#
+# The floor (crates/api/examples/floor.rs, issue 26) is the smallest axum + redis-rs server on the
+# workspace's own versions: /health answers `ok`, GET does one Redis GET, PUT one HINCRBY. It runs
+# beside `serve` on the same Redis, and each round measures both, route by route; the service's
+# median is reported as a fraction of the floor's.
 #
 # For each strategy: a private redis-server on a free port, `flyrtech serve` on it, then wrk
 # (or oha, if wrk is missing) with 50 connections against GET /health (no Redis behind it: the
@@ -26,6 +32,8 @@ mkdir -p "$(dirname "$out")"
 
 bin=${FLYRTECH_BIN:-target/release/flyrtech}
 [ -n "${FLYRTECH_BIN:-}" ] || cargo build --release -q -p flyrtech-api
+cargo build --release -q -p flyrtech-api --example floor
+floor=target/release/examples/floor
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -61,7 +69,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 {
   echo "# tools/http-bench/run.sh ${strategies[*]}  ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo "# $tool, $connections connections, ${duration}s per run, median of $rounds rounds; redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); $(nproc) cores"
-  printf '%-10s %12s %12s %12s %8s %8s\n' strategy health_rps get_rps put_rps get/h put/h
+  printf '%-10s %10s %10s %10s %8s %8s | %10s %10s %10s | %9s %9s %9s\n' strategy health_rps get_rps put_rps get/h put/h floor_h floor_get floor_put health/fl get/fl put/fl
 } | tee "$out"
 
 for strategy in "${strategies[@]}"; do
@@ -76,15 +84,24 @@ for strategy in "${strategies[@]}"; do
   pids+=($!)
   base="http://127.0.0.1:$hport"
   wait_for "$base/health"
-  h=(); g=(); p=()
+  fport=$(free_port)
+  "$floor" "redis://127.0.0.1:$rport" "127.0.0.1:$fport" 2>"$work/floor-$strategy.log" &
+  pids+=($!)
+  fbase="http://127.0.0.1:$fport"
+  wait_for "$fbase/health"
+  h=(); g=(); p=(); fh=(); fg=(); fp=()
   for _ in $(seq 1 "$rounds"); do
-    h+=("$(load "$base/health")")
-    g+=("$(load "$base/api/journeys/JRN-001")")
-    p+=("$(load "$base" PUT)")
+    h+=("$(load "$base/health")");   fh+=("$(load "$fbase/health")")
+    g+=("$(load "$base/api/journeys/JRN-001")"); fg+=("$(load "$fbase/api/journeys/JRN-001")")
+    p+=("$(load "$base" PUT)");      fp+=("$(load "$fbase" PUT)")
   done
   mh=$(median "${h[@]}"); mg=$(median "${g[@]}"); mp=$(median "${p[@]}")
-  printf '%-10s %12.0f %12.0f %12.0f %8.2f %8.2f\n' "$strategy" "$mh" "$mg" "$mp" \
-    "$(echo "$mg / $mh" | bc -l)" "$(echo "$mp / $mh" | bc -l)" | tee -a "$out"
+  fmh=$(median "${fh[@]}"); fmg=$(median "${fg[@]}"); fmp=$(median "${fp[@]}")
+  printf '%-10s %10.0f %10.0f %10.0f %8.2f %8.2f | %10.0f %10.0f %10.0f | %9.2f %9.2f %9.2f\n' \
+    "$strategy" "$mh" "$mg" "$mp" "$(echo "$mg / $mh" | bc -l)" "$(echo "$mp / $mh" | bc -l)" \
+    "$fmh" "$fmg" "$fmp" \
+    "$(echo "$mh / $fmh" | bc -l)" "$(echo "$mg / $fmg" | bc -l)" "$(echo "$mp / $fmp" | bc -l)" \
+    | tee -a "$out"
   "$bin" --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --scenario spread \
     --json "$(dirname "$out")/http-lab-$strategy.json" 2>/dev/null | grep -F "│ $strategy (http)" \
     | tee -a "$out" || true
