@@ -223,7 +223,12 @@ impl ApiKeys {
     /// The scope of `presented`, if it is one of the keys. Every stored hash is compared, in
     /// constant time.
     pub fn scope_of(&self, presented: &str) -> Option<Scope> {
-        let hash = sha256(presented);
+        self.scope_of_digest(KeyDigest(sha256(presented)))
+    }
+
+    /// The scope of a presented key by its hash, compared with every stored hash in constant
+    /// time.
+    pub fn scope_of_digest(&self, KeyDigest(hash): KeyDigest) -> Option<Scope> {
         let mut found: Option<Scope> = None;
         for key in &self.keys {
             if bool::from(key.hash.ct_eq(&hash)) {
@@ -231,6 +236,39 @@ impl ApiKeys {
             }
         }
         found
+    }
+}
+
+/// The SHA-256 of the bearer key a request presents. The rate limit keys on it and the key
+/// check compares it, so a request's key is hashed once, by whichever layer asks first (the
+/// hash is kept in the request's extensions). Its `Debug` shows nothing of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyDigest(..)")
+    }
+}
+
+impl KeyDigest {
+    /// The `Authorization: Bearer <key>` of `request` (`bearer` in any case), hashed once.
+    pub fn of(request: &mut Request) -> Option<Self> {
+        if let Some(digest) = request.extensions().get::<Self>() {
+            return Some(*digest);
+        }
+        let value = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let (scheme, key) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let digest = Self(sha256(key.trim()));
+        request.extensions_mut().insert(digest);
+        Some(digest)
     }
 }
 
@@ -260,7 +298,7 @@ fn needed(method: &Method, path: &str, open_reads: bool) -> Option<Scope> {
 }
 
 /// The middleware: 401 without a known key, 403 without the scope, else the handler.
-pub async fn authorize(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn authorize(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(keys) = &app.access.keys else {
         return next.run(request).await;
     };
@@ -271,16 +309,8 @@ pub async fn authorize(State(app): State<AppState>, request: Request, next: Next
     ) else {
         return next.run(request).await;
     };
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented.and_then(|key| keys.scope_of(key)) {
+    let presented = KeyDigest::of(&mut request);
+    match presented.and_then(|digest| keys.scope_of_digest(digest)) {
         None => ApiError::unauthorized(if presented.is_some() {
             "the bearer key is not one of this service's keys"
         } else {

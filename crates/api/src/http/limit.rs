@@ -14,8 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use sha2::{Digest, Sha256};
 
+use super::auth::KeyDigest;
 use super::problem::ApiError;
 
 /// How many requests one client may send.
@@ -40,24 +40,16 @@ impl Default for RateLimit {
 /// Who a request comes from: its API key (hashed, never kept), or its peer address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Client {
-    /// The first 16 bytes of the key's SHA-256.
-    Key([u8; 16]),
+    /// The key's SHA-256 (shared with the key check, see [`KeyDigest`]).
+    Key(KeyDigest),
     /// The peer address, for requests without a key.
     Addr(IpAddr),
 }
 
 impl Client {
-    fn of(request: &Request) -> Option<Self> {
-        let bearer = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(key) = bearer {
-            let digest = Sha256::digest(key.trim().as_bytes());
-            let mut short = [0u8; 16];
-            short.copy_from_slice(&digest[..16]);
-            return Some(Self::Key(short));
+    fn of(request: &mut Request) -> Option<Self> {
+        if let Some(digest) = KeyDigest::of(request) {
+            return Some(Self::Key(digest));
         }
         request
             .extensions()
@@ -114,11 +106,6 @@ impl Limiter {
         })
     }
 
-    /// Clients the limiter remembers now.
-    pub fn clients(&self) -> usize {
-        self.limiter.len()
-    }
-
     /// `Err(wait)` when `client` is over its limit.
     fn check(&self, client: &Client) -> Result<(), Duration> {
         self.limiter
@@ -130,10 +117,10 @@ impl Limiter {
 /// The middleware: 429 with `Retry-After` (whole seconds, at least one) over the limit.
 pub async fn enforce(
     State(limiter): State<Arc<Limiter>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(client) = Client::of(&request) else {
+    let Some(client) = Client::of(&mut request) else {
         // No key and no peer address (an in-process caller): nothing to key a limit on.
         return next.run(request).await;
     };
