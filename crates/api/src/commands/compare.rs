@@ -73,6 +73,11 @@ pub struct CompareArgs {
     /// library; their strategy is the one they were started with.
     #[arg(long, value_delimiter = ',')]
     pub http: Vec<String>,
+    /// With --http: the floor of the stack (`cargo run --release --example floor REDIS_URL
+    /// ADDR`) on the servers' Redis; after each run `/health`, `GET` and `PUT` are measured on
+    /// it and on the first server, and service / floor is judged (docs/lab.md).
+    #[arg(long, requires = "http")]
+    pub http_floor: Option<String>,
     /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
     #[arg(long)]
     pub cluster: bool,
@@ -122,6 +127,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
             repeats: args.repeats,
         },
         http: args.http.clone(),
+        http_floor: args.http_floor.clone(),
         // An explicit Redis URL beside --http names the servers' Redis.
         http_redis: settings.redis_url.clone().filter(|_| !args.http.is_empty()),
         audit: args.audit,

@@ -24,15 +24,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use super::problem::ApiError;
 
 /// What a key may do; each scope includes the ones before it.
@@ -297,31 +294,31 @@ fn needed(method: &Method, path: &str, open_reads: bool) -> Option<Scope> {
     }
 }
 
-/// The middleware: 401 without a known key, 403 without the scope, else the handler.
-pub async fn authorize(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(keys) = &app.access.keys else {
-        return next.run(request).await;
-    };
-    let Some(scope) = needed(
-        request.method(),
-        request.uri().path(),
-        app.access.open_reads,
-    ) else {
-        return next.run(request).await;
-    };
-    let presented = KeyDigest::of(&mut request);
-    match presented.and_then(|digest| keys.scope_of_digest(digest)) {
-        None => ApiError::unauthorized(if presented.is_some() {
-            "the bearer key is not one of this service's keys"
-        } else {
-            "this route needs `Authorization: Bearer <key>` (`flyrtech api-key new`)"
-        })
-        .into_response(),
-        Some(held) if held < scope => ApiError::forbidden(format!(
-            "this route needs a key with the {scope} scope; the key presented has {held}"
-        ))
-        .into_response(),
-        Some(_) => next.run(request).await,
+impl Access {
+    /// Whether `request` may reach its handler: 401 without a known key, 403 without the scope
+    /// its route needs. Run by [`super::gate`] before the handler.
+    ///
+    /// # Errors
+    /// The 401 or 403 to answer instead.
+    pub fn admit(&self, request: &mut Request) -> Result<(), ApiError> {
+        let Some(keys) = &self.keys else {
+            return Ok(());
+        };
+        let Some(scope) = needed(request.method(), request.uri().path(), self.open_reads) else {
+            return Ok(());
+        };
+        let presented = KeyDigest::of(request);
+        match presented.and_then(|digest| keys.scope_of_digest(digest)) {
+            None => Err(ApiError::unauthorized(if presented.is_some() {
+                "the bearer key is not one of this service's keys"
+            } else {
+                "this route needs `Authorization: Bearer <key>` (`flyrtech api-key new`)"
+            })),
+            Some(held) if held < scope => Err(ApiError::forbidden(format!(
+                "this route needs a key with the {scope} scope; the key presented has {held}"
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 }
 

@@ -5,7 +5,11 @@
 //! HTTP client that read version 7 can never overwrite a change it has not seen (412 instead).
 //! Versions grow by exactly one per applied change, which makes them strong validators.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use flyrtech_core::JourneyVersion;
 
 use super::problem::ApiError;
@@ -14,6 +18,48 @@ use super::problem::ApiError;
 pub fn etag(version: JourneyVersion) -> HeaderValue {
     HeaderValue::try_from(format!("\"{version}\""))
         .expect("a quoted decimal number is a valid header value")
+}
+
+/// A request's `If-Match` and `If-None-Match` headers, taken without copying the rest of its
+/// headers (the `HeaderMap` extractor clones them all, on every request). They are only read
+/// here; parsing, and a 400 for a malformed `If-Match`, happens where the handler asks
+/// ([`IfMatch::parse`]), after the path and the body have been checked.
+#[derive(Debug, Default, Clone)]
+pub struct Conditions {
+    if_match: Vec<HeaderValue>,
+    if_none_match: Vec<HeaderValue>,
+}
+
+impl Conditions {
+    /// The conditions of `headers`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let all = |name: HeaderName| headers.get_all(name).iter().cloned().collect();
+        Self {
+            if_match: all(header::IF_MATCH),
+            if_none_match: all(header::IF_NONE_MATCH),
+        }
+    }
+
+    /// What `If-Match` asks for.
+    ///
+    /// # Errors
+    /// 400 when a header is not a list of quoted entity tags.
+    pub fn if_match(&self) -> Result<IfMatch, ApiError> {
+        IfMatch::parse(&self.if_match)
+    }
+
+    /// Whether `If-None-Match` already names `current` (the client's copy is fresh).
+    pub fn none_match(&self, current: JourneyVersion) -> bool {
+        none_match(&self.if_none_match, current)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditions {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.headers))
+    }
 }
 
 /// What an `If-Match` header asks for.
@@ -33,9 +79,8 @@ impl IfMatch {
     ///
     /// # Errors
     /// 400 when a header is not a list of quoted entity tags.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
-        let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
-        if values.peek().is_none() {
+    pub fn parse(values: &[HeaderValue]) -> Result<Self, ApiError> {
+        if values.is_empty() {
             return Ok(Self::Absent);
         }
         let mut versions = Vec::new();
@@ -84,10 +129,13 @@ fn parse_tag(tag: &str) -> Result<Option<JourneyVersion>, ApiError> {
     Ok(inner.parse::<u64>().ok().map(JourneyVersion::new))
 }
 
-/// Whether an `If-None-Match` header already names `current` (the client's copy is fresh).
-pub fn none_match(headers: &HeaderMap, current: JourneyVersion) -> bool {
+/// Whether one of the `If-None-Match` values already names `current`.
+fn none_match(values: &[HeaderValue], current: JourneyVersion) -> bool {
+    if values.is_empty() {
+        return false;
+    }
     let ours = format!("\"{current}\"");
-    headers.get_all(header::IF_NONE_MATCH).iter().any(|value| {
+    values.iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',').map(str::trim).any(|tag| {
                 // If-None-Match uses the weak comparison.
@@ -102,12 +150,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn headers(name: header::HeaderName, values: &[&str]) -> HeaderMap {
+    fn headers(name: header::HeaderName, values: &[&str]) -> Conditions {
         let mut h = HeaderMap::new();
         for v in values {
             h.append(name.clone(), HeaderValue::from_str(v).unwrap());
         }
-        h
+        Conditions::of(&h)
     }
 
     fn v(n: u64) -> JourneyVersion {
@@ -116,7 +164,7 @@ mod tests {
 
     #[test]
     fn if_match_forms() {
-        let parse = |vals: &[&str]| IfMatch::from_headers(&headers(header::IF_MATCH, vals));
+        let parse = |vals: &[&str]| headers(header::IF_MATCH, vals).if_match();
         assert_eq!(parse(&[]).unwrap(), IfMatch::Absent);
         assert_eq!(parse(&["*"]).unwrap(), IfMatch::Any);
         assert_eq!(parse(&["\"3\""]).unwrap(), IfMatch::Versions(vec![v(3)]));
@@ -136,23 +184,22 @@ mod tests {
 
     #[test]
     fn if_none_match_is_weak() {
-        assert!(none_match(
-            &headers(header::IF_NONE_MATCH, &["W/\"4\""]),
-            v(4)
-        ));
-        assert!(none_match(
-            &headers(header::IF_NONE_MATCH, &["\"1\", \"4\""]),
-            v(4)
-        ));
-        assert!(!none_match(
-            &headers(header::IF_NONE_MATCH, &["\"3\""]),
-            v(4)
-        ));
-        assert!(!none_match(&HeaderMap::new(), v(4)));
+        assert!(headers(header::IF_NONE_MATCH, &["W/\"4\""]).none_match(v(4)));
+        assert!(headers(header::IF_NONE_MATCH, &["\"1\", \"4\""]).none_match(v(4)));
+        assert!(headers(header::IF_NONE_MATCH, &["*"]).none_match(v(4)));
+        assert!(!headers(header::IF_NONE_MATCH, &["\"3\""]).none_match(v(4)));
+        assert!(!Conditions::default().none_match(v(4)));
+        // Only the two condition headers are taken.
+        assert!(!headers(header::IF_MATCH, &["\"4\""]).none_match(v(4)));
     }
 
     #[test]
     fn etag_is_the_quoted_version() {
         assert_eq!(etag(v(12)), HeaderValue::from_static("\"12\""));
+        assert_eq!(etag(v(0)), HeaderValue::from_static("\"0\""));
+        assert_eq!(
+            etag(v(u64::MAX)),
+            HeaderValue::from_static("\"18446744073709551615\"")
+        );
     }
 }

@@ -11,7 +11,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flyrtech_core::{
     Journey, JourneyId, JourneyStatus, JourneyStore, JourneyVersion, SegmentId, SegmentStatus,
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::etag::{IfMatch, etag, none_match};
+use super::etag::{Conditions, IfMatch, etag};
 use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 /// `GET /api/journeys`: the original's shape.
@@ -194,13 +194,13 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    conditions: Conditions,
 ) -> Result<Response, ApiError> {
     let Path(raw) = path?;
     let id = journey_id(&raw)?;
     let journey = app.store.get(&id).await?;
     let tag = etag(journey.version);
-    if none_match(&headers, journey.version) {
+    if conditions.none_match(journey.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     Ok(([(header::ETAG, tag)], Json(journey)).into_response())
@@ -260,18 +260,18 @@ pub async fn create(
 pub async fn update_segment(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    conditions: Conditions,
     payload: Result<Json<SegmentStatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path((journey, segment)) = path?;
     let Json(body) = payload?;
     // The original's one sentence for a missing journey or segment, on this route.
-    let missing = format!("Journey '{journey}' or segment '{segment}' not found");
+    let missing = || format!("Journey '{journey}' or segment '{segment}' not found");
     let (Ok(id), Ok(segment_id)) = (JourneyId::parse(&*journey), SegmentId::parse(&*segment))
     else {
         return Err(
             ApiError::impossible_journey(&journey, &id_rules(&journey, &segment))
-                .with_not_found_message(missing),
+                .with_not_found_message(missing()),
         );
     };
     let status = SegmentStatus::parse(&body.status)?;
@@ -279,10 +279,10 @@ pub async fn update_segment(
         &app,
         &id,
         StatusChange::Segment { segment_id, status },
-        &headers,
+        &conditions,
     )
     .await
-    .map_err(|e| e.with_not_found_message(missing))
+    .map_err(|e| e.with_not_found_message(missing()))
 }
 
 /// Sets the journey's own status.
@@ -302,14 +302,14 @@ pub async fn update_segment(
 pub async fn update_journey(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    conditions: Conditions,
     payload: Result<Json<JourneyStatusRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(journey) = path?;
     let Json(body) = payload?;
     let id = journey_id(&journey)?;
     let status = JourneyStatus::parse(&body.status)?;
-    apply(&app, &id, StatusChange::Journey { status }, &headers).await
+    apply(&app, &id, StatusChange::Journey { status }, &conditions).await
 }
 
 /// A path's journey id; one our rules reject names no journey, so it is a 404.
@@ -330,11 +330,11 @@ async fn apply(
     app: &AppState,
     id: &JourneyId,
     change: StatusChange,
-    headers: &HeaderMap,
+    conditions: &Conditions,
 ) -> Result<Response, ApiError> {
     let strategy = app.store.strategy();
     app.check_outbox()?;
-    let expected = expected_version(app, id, headers).await?;
+    let expected = expected_version(app, id, conditions).await?;
     let target = change.target();
     let outcome = match app.store.update(id, &change, expected).await {
         Ok(outcome) => outcome,
@@ -397,9 +397,9 @@ async fn apply(
 async fn expected_version(
     app: &AppState,
     id: &JourneyId,
-    headers: &HeaderMap,
+    conditions: &Conditions,
 ) -> Result<Option<JourneyVersion>, ApiError> {
-    match IfMatch::from_headers(headers)? {
+    match conditions.if_match()? {
         IfMatch::Absent | IfMatch::Any => Ok(None),
         IfMatch::Versions(list) if list.len() == 1 => Ok(list.first().copied()),
         condition => {

@@ -9,9 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
@@ -112,23 +110,20 @@ impl Limiter {
             .check_key(client)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
-}
 
-/// The middleware: 429 with `Retry-After` (whole seconds, at least one) over the limit.
-pub async fn enforce(
-    State(limiter): State<Arc<Limiter>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(client) = Client::of(&mut request) else {
-        // No key and no peer address (an in-process caller): nothing to key a limit on.
-        return next.run(request).await;
-    };
-    match limiter.check(&client) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
+    /// Whether `request`'s client is within its limit. Run by [`super::gate`] first of all, so
+    /// a client over its limit costs no key check and no Redis.
+    ///
+    /// # Errors
+    /// 429 with `Retry-After` (whole seconds, at least one) over the limit.
+    pub fn admit(&self, request: &mut Request) -> Result<(), ApiError> {
+        let Some(client) = Client::of(request) else {
+            // No key and no peer address (an in-process caller): nothing to key a limit on.
+            return Ok(());
+        };
+        self.check(&client).map_err(|wait| {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::too_many_requests(seconds.max(1)).into_response()
-        }
+            ApiError::too_many_requests(seconds.max(1))
+        })
     }
 }

@@ -12,6 +12,8 @@
 //! change is safe because it is idempotent.
 //!
 //! # Layout
+//! - [`gate`]: what every request passes around its handler, in one middleware: the rate limit,
+//!   the key check, the deadline, the request metrics and log lines.
 //! - [`auth`]: API keys and their scopes, checked before any handler.
 //! - [`limit`]: the per-client rate limit.
 //! - [`journeys`], [`cache`], [`ops`]: the handlers.
@@ -22,6 +24,7 @@
 pub mod auth;
 pub mod cache;
 pub mod etag;
+pub mod gate;
 pub mod journeys;
 pub mod limit;
 pub mod openapi;
@@ -33,13 +36,12 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auth::Access;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::get;
 use cache::CacheLimits;
 use flyrtech_core::{Journey, StoreError};
@@ -52,7 +54,6 @@ use flyrtech_infrastructure::{
 use limit::{Limiter, RateLimit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::problem::ApiError;
@@ -162,11 +163,11 @@ pub struct Inner {
     pub cache_limits: CacheLimits,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    request_timeout: Duration,
+    /// `/health`'s body, the same for the life of the process.
+    up: axum::body::Bytes,
     in_flight: Arc<AtomicUsize>,
     allow_eviction: bool,
     backlog: BacklogWatch,
-    access: Access,
 }
 
 impl Deref for AppState {
@@ -278,20 +279,12 @@ impl Inner {
             .collect()
     }
 
-    fn health(&self, status: &'static str) -> ops::Health {
+    /// `/ready`'s answer: up, and what an operator should look at.
+    fn ready(&self) -> ops::Health {
         ops::Health {
-            warnings: if status == "ready" {
-                self.warnings()
-            } else {
-                Vec::new()
-            },
-            status,
-            strategy: self.store.strategy().name(),
-            redis: if self.store.redis().is_cluster() {
-                "cluster"
-            } else {
-                "standalone"
-            },
+            status: "ready",
+            warnings: self.warnings(),
+            ..ops::Health::up(&self.store)
         }
     }
 }
@@ -342,16 +335,16 @@ impl Application {
             config.backlog,
         )
         .await;
+        let up = serde_json::to_vec(&ops::Health::up(&store)).unwrap_or_default();
         let state = AppState(Arc::new(Inner {
+            up: up.into(),
             store,
             cache: RedisCache::new(redis, config.cache.max_entries),
             cache_limits: config.cache,
             metrics: prometheus(),
-            request_timeout: config.request_timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
             backlog,
-            access: config.access.clone(),
         }));
         let listener =
             TcpListener::bind(config.listen)
@@ -360,13 +353,19 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        let limiter = config
-            .rate_limit
-            .map(Limiter::new)
-            .transpose()?
-            .map(Arc::new);
+        let gate = gate::Gate {
+            in_flight: Arc::clone(&state.in_flight),
+            limiter: config
+                .rate_limit
+                .map(Limiter::new)
+                .transpose()?
+                .map(Arc::new),
+            access: config.access,
+            request_timeout: config.request_timeout,
+            metrics: gate::RouteMetrics::default(),
+        };
         Ok(Self {
-            router: router(state.clone(), config.body_limit, limiter.clone()),
+            router: router(state.clone(), config.body_limit, gate),
             listener,
             state,
             seeded,
@@ -420,8 +419,8 @@ impl Application {
     }
 }
 
-/// The routes and the middleware around them.
-fn router(state: AppState, body_limit: usize, limiter: Option<Arc<Limiter>>) -> Router {
+/// The routes and the one middleware around them ([`gate`]).
+fn router(state: AppState, body_limit: usize, gate: gate::Gate) -> Router {
     let mut api = Router::new()
         .route("/api/journeys", get(journeys::list).post(journeys::create))
         .route("/api/journeys/{id}", get(journeys::get))
@@ -451,76 +450,15 @@ fn router(state: AppState, body_limit: usize, limiter: Option<Arc<Limiter>>) -> 
     }
     let api = api
         .fallback(|| async { ApiError::not_found("no such route", "Not found") })
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authorize,
-        ));
-    // Outermost of the API routes: a client over its limit costs no key check and no Redis.
-    let api = match limiter {
-        Some(limiter) => api.layer(middleware::from_fn_with_state(limiter, limit::enforce)),
-        None => api,
-    }
-    .with_state(state.clone());
+        .with_state(state);
     Router::new()
         .merge(
             SwaggerUi::new("/swagger-ui")
                 .external_url_unchecked("/api-docs/openapi.json", openapi::document()),
         )
         .merge(api)
-        .layer(middleware::from_fn_with_state(state, observe))
-        .layer(TraceLayer::new_for_http())
-}
-
-/// Answers 503 with `Retry-After` when a request outlives the configured timeout, so a client
-/// never hangs on a slow Redis. The store's own command timeout (1 s) normally answers first.
-async fn deadline(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(app.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::timed_out(app.request_timeout).into_response(),
-    }
-}
-
-/// Counts requests in flight and records `http_requests_total` and
-/// `http_request_duration_seconds` by method, route template and status.
-async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let started = Instant::now();
-    let response = {
-        // Decremented on drop, so a request the client abandons is not counted forever.
-        let _in_flight = InFlight::enter(&app.in_flight);
-        next.run(request).await
-    };
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// One request in flight, counted for as long as it lives.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+        .layer(middleware::from_fn_with_state(Arc::new(gate), gate::pass))
 }
 
 /// How often the exporter's upkeep runs when nobody scrapes `/metrics`.

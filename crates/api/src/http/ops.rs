@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use flyrtech_infrastructure::RedisJourneyStore;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,10 +27,27 @@ pub struct Health {
     pub warnings: Vec<String>,
 }
 
+impl Health {
+    /// `/health`'s answer for an instance of `store`.
+    pub fn up(store: &RedisJourneyStore) -> Self {
+        Self {
+            status: "up",
+            strategy: store.strategy().name(),
+            redis: if store.redis().is_cluster() {
+                "cluster"
+            } else {
+                "standalone"
+            },
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// The process is up (it does not ask Redis).
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health", responses((status = 200, body = Health)))]
-pub async fn health(State(app): State<AppState>) -> Json<Health> {
-    Json(app.health("up"))
+pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    // The same body for the life of the process: rendered once (see `Inner::up`).
+    ([(header::CONTENT_TYPE, "application/json")], app.up.clone())
 }
 
 /// Redis answers, the dataset is in a layout this instance's strategy serves (its own, or
@@ -44,7 +62,7 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError
     app.check_replicas()?;
     app.check_server().await?;
     app.check_layout().await?;
-    Ok(Json(app.health("ready")))
+    Ok(Json(app.ready()))
 }
 
 /// Prometheus text format: the store's metrics (see `flyrtech_infrastructure::plumbing::telemetry`) and

@@ -34,7 +34,24 @@ pub enum Driver {
         /// The same strategy in-process on the servers' own Redis, when the lab was given its
         /// URL: the Redis ceiling is measured through it.
         twin: Option<Box<Driver>>,
+        /// The floor of the stack on the same Redis (`crates/api/examples/floor.rs`), when
+        /// given: its routes are measured beside the first server's ([`Driver::floor_ratios`]).
+        floor: Option<String>,
     },
+}
+
+/// One route measured on the service and on the floor, one after the other, with the same
+/// client and concurrency.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteRatio {
+    /// `/health`, `GET journey` or `PUT segment status`.
+    pub route: &'static str,
+    /// The service's 2xx answers per second.
+    pub service_per_second: f64,
+    /// The floor's 2xx answers per second.
+    pub floor_per_second: f64,
+    /// `service / floor`.
+    pub ratio: f64,
 }
 
 /// What the servers answer when nothing stands behind HTTP: `GET /health` at the run's
@@ -117,7 +134,17 @@ impl Driver {
             bases,
             client,
             twin: None,
+            floor: None,
         })
+    }
+
+    /// Also measures the routes of the floor at `floor` beside the servers' after each run.
+    #[must_use]
+    pub fn with_floor(mut self, url: Option<String>) -> Self {
+        if let Self::Http { floor, .. } = &mut self {
+            *floor = url;
+        }
+        self
     }
 
     /// Also measures the Redis ceiling of the servers' strategy, through an in-process store
@@ -131,6 +158,7 @@ impl Driver {
             strategy,
             bases,
             client,
+            floor,
             ..
         } = self
         else {
@@ -155,6 +183,7 @@ impl Driver {
             bases,
             client,
             twin: Some(Box::new(twin)),
+            floor,
         })
     }
 
@@ -176,37 +205,82 @@ impl Driver {
         let Self::Http { bases, client, .. } = self else {
             return None;
         };
-        let writers = writers.max(1);
-        let started = Instant::now();
-        let deadline = started + duration;
-        let counts = join_all((0..writers).map(|w| {
-            let url = format!("{}/health", bases[w % bases.len()]);
-            async move {
-                let (mut ok, mut failed) = (0u64, 0u64);
-                while Instant::now() < deadline {
-                    let answered = match client.get(&url).send().await {
-                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                        _ => false,
-                    };
-                    if answered {
-                        ok += 1;
+        let urls: Vec<String> = bases.iter().map(|b| format!("{b}/health")).collect();
+        Some(hammer(writers, duration, |w, _| client.get(&urls[w % urls.len()])).await)
+    }
+
+    /// The floor's routes beside the first server's, each driven for `duration` by `writers`
+    /// clients, service then floor: `/health`, `GET` of `journey` (created on the server
+    /// first, with two segments, so that the run's own changes do not matter), and `PUT` of its
+    /// first segment's status (alternating `Delayed` and `Scheduled`, as tools/http-bench does).
+    /// `None` without a floor or in-process.
+    ///
+    /// # Errors
+    /// When the journey cannot be created on the server.
+    pub async fn floor_ratios(
+        &self,
+        writers: usize,
+        duration: Duration,
+        journey: &JourneyId,
+    ) -> Result<Option<Vec<RouteRatio>>, LabError> {
+        let Self::Http {
+            bases,
+            client,
+            floor: Some(floor),
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let Some(base) = bases.first() else {
+            return Ok(None);
+        };
+        let created =
+            super::synthetic_journey(journey, 2).map_err(|e| LabError::Task(e.to_string()))?;
+        let segment = super::synthetic_segment_id(0).map_err(|e| LabError::Task(e.to_string()))?;
+        let url = format!("{base}/api/journeys");
+        client
+            .post(&url)
+            .json(&created)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| http_error(&url, &e))?;
+        let routes = [
+            ("/health", "/health".to_owned()),
+            ("GET journey", format!("/api/journeys/{journey}")),
+            (
+                "PUT segment status",
+                format!("/api/journeys/{journey}/segments/{segment}/status"),
+            ),
+        ];
+        let mut out = Vec::with_capacity(routes.len());
+        for (route, path) in routes {
+            let mut rates = [0.0; 2];
+            for (rate, host) in rates.iter_mut().zip([base, floor]) {
+                let url = format!("{host}{path}");
+                let measured = hammer(writers, duration, |_, n| {
+                    if route.starts_with("PUT") {
+                        let status = if n % 2 == 0 { "Delayed" } else { "Scheduled" };
+                        client
+                            .put(&url)
+                            .json(&serde_json::json!({ "status": status }))
                     } else {
-                        failed += 1;
+                        client.get(&url)
                     }
-                }
-                (ok, failed)
+                })
+                .await;
+                *rate = measured.requests_per_second;
             }
-        }))
-        .await;
-        let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-        let (ok, failed) = counts.iter().fold((0, 0), |(a, b), (o, f)| (a + o, b + f));
-        Some(HttpCeiling {
-            requests_per_second: ok as f64 / elapsed,
-            requests: ok,
-            failed,
-            connections: writers,
-            duration_ms: elapsed * 1e3,
-        })
+            let [service, floor] = rates;
+            out.push(RouteRatio {
+                route,
+                service_per_second: service,
+                floor_per_second: floor,
+                ratio: service / floor.max(f64::EPSILON),
+            });
+        }
+        Ok(Some(out))
     }
 
     /// The strategy under test, as reports name it.
@@ -385,5 +459,45 @@ async fn unexpected(url: &str, response: reqwest::Response) -> LabError {
     LabError::Http {
         url: url.to_owned(),
         message: format!("{status}: {body}"),
+    }
+}
+
+/// `writers` clients sending the request `make(writer, n)` (their `n`th) one after the other
+/// for `duration`: how many were answered 2xx per second.
+async fn hammer(
+    writers: usize,
+    duration: Duration,
+    make: impl Fn(usize, u64) -> reqwest::RequestBuilder,
+) -> HttpCeiling {
+    let writers = writers.max(1);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let make = &make;
+    let counts = join_all((0..writers).map(|w| async move {
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            let answered = match make(w, n).send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            };
+            n += 1;
+            if answered {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed)
+    }))
+    .await;
+    let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+    let (ok, failed) = counts.iter().fold((0, 0), |(a, b), (o, f)| (a + o, b + f));
+    HttpCeiling {
+        requests_per_second: ok as f64 / elapsed,
+        requests: ok,
+        failed,
+        connections: writers,
+        duration_ms: elapsed * 1e3,
     }
 }

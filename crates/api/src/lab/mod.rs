@@ -397,6 +397,11 @@ pub async fn run_with(
     // As long as the run, within bounds: long enough to be steady, short beside the run.
     let http_window = outcome.elapsed.clamp(HTTP_CEILING_MIN, HTTP_CEILING_MAX);
     let http_ceiling = driver.http_ceiling(params.writers, http_window).await;
+    let floor_journey = JourneyId::parse(format!("LAB-floor-{}", rand::random::<u64>()))
+        .map_err(|e| LabError::Task(e.to_string()))?;
+    let floor = driver
+        .floor_ratios(params.writers, HTTP_CEILING_MIN, &floor_journey)
+        .await?;
     let mut report = RunReport::new(
         driver.strategy_name(),
         scenario,
@@ -407,6 +412,7 @@ pub async fn run_with(
         ceiling,
     );
     report.audit = audits;
+    report.floor = floor;
     Ok(report.with_http_ceiling(http_ceiling))
 }
 
@@ -471,6 +477,9 @@ pub struct Comparison {
     /// The Redis those servers use, when known: their strategy's Redis ceiling is measured
     /// on it.
     pub http_redis: Option<String>,
+    /// The floor of the stack on the same Redis (`crates/api/examples/floor.rs`): after each
+    /// run its routes are measured beside the first server's.
+    pub http_floor: Option<String>,
     /// After each in-process run, drain the outbox and audit the run's journeys
     /// ([`crate::lab::audit::drain_and_audit`]).
     pub audit: bool,
@@ -495,7 +504,9 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
     let http = if comparison.http.is_empty() {
         None
     } else {
-        let driver = Driver::http(comparison.http.clone()).await?;
+        let driver = Driver::http(comparison.http.clone())
+            .await?
+            .with_floor(comparison.http_floor.clone());
         let driver = match &comparison.http_redis {
             Some(redis_url) => driver.with_redis(redis_url).await?,
             None => driver,

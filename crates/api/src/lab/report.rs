@@ -9,7 +9,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::{Serialize, Serializer};
 
 use super::ceiling::Ceiling;
-use super::driver::HttpCeiling;
+use super::driver::{HttpCeiling, RouteRatio};
 use super::verify::Check;
 use super::workload::Outcome;
 use super::{LabError, Params, SCALING_FIXED_WRITERS, Scenario};
@@ -68,6 +68,10 @@ pub struct RunReport {
     pub http_ceiling: Option<HttpCeiling>,
     /// `throughput / http_ceiling.requests_per_second`.
     pub fraction_of_http_ceiling: Option<f64>,
+    /// Over HTTP with `--http-floor`: `/health`, `GET` and `PUT` on the first server and on
+    /// the floor of the stack, side by side (issue 26).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<Vec<RouteRatio>>,
     /// With an arrival window: the model's probability that an update is lost
     /// (`super::model_loss_probability`), to set beside `lost / changed`.
     pub model_loss_probability: Option<f64>,
@@ -124,6 +128,7 @@ impl RunReport {
             ceiling,
             http_ceiling: None,
             fraction_of_http_ceiling: None,
+            floor: None,
             model_loss_probability: params
                 .arrival_window
                 .map(|t| super::model_loss_probability(params.writers, params.processing_delay, t)),
@@ -290,6 +295,23 @@ pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
         find("redlock", Scenario::SameSegment, &|_| true).map(|r| r.latency_us.p99 as f64 / 1000.0),
         REDLOCK_SAME_SEGMENT_P99_BEFORE_MS / 3.0,
     ));
+    // Issue 26: the HTTP path against the floor of its stack (axum + redis-rs, no middleware),
+    // measured in the same run. PUT is judged for hash, whose script is the nearest to the
+    // floor's one HINCRBY; the other strategies' PUTs are set against their Redis ceilings.
+    for run in runs {
+        for route in run.floor.iter().flatten() {
+            let threshold = match route.route {
+                "/health" => 0.9,
+                "PUT segment status" if !run.strategy.starts_with("hash") => continue,
+                _ => 0.85,
+            };
+            out.push(at_least(
+                format!("{}: {} / the floor's, same run", run.strategy, route.route),
+                Some(route.ratio),
+                threshold,
+            ));
+        }
+    }
     let correct: Vec<&RunReport> = runs
         .iter()
         .filter(|r| {

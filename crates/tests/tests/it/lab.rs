@@ -37,6 +37,7 @@ async fn run(
         knobs: knobs.clone(),
         http: Vec::new(),
         http_redis: None,
+        http_floor: None,
         audit: false,
         replicas: None,
     };
@@ -120,6 +121,9 @@ async fn the_http_mode_drives_running_servers() {
         knobs: small(),
         http: servers.iter().map(|s| s.base.clone()).collect(),
         http_redis: Some(redis.url()),
+        // Any server answering the floor's routes will do to check the mechanism; the second
+        // instance stands in for crates/api/examples/floor.rs.
+        http_floor: Some(servers[1].base.clone()),
         audit: false,
         replicas: None,
     };
@@ -156,6 +160,42 @@ async fn the_http_mode_drives_running_servers() {
             .any(|c| c.command.contains("EVALSHA"))
     );
     assert!(r.fraction_of_ceiling.is_some());
+
+    // The floor's routes beside the first server's, each answered 2xx on both (the PUT's
+    // journey is created for the measurement), and judged: /health and GET for every strategy,
+    // PUT for hash.
+    let floor = r.floor.as_ref().expect("--http-floor measures the floor");
+    let routes: Vec<&str> = floor.iter().map(|f| f.route).collect();
+    assert_eq!(routes, ["/health", "GET journey", "PUT segment status"]);
+    for f in floor {
+        assert!(
+            f.service_per_second > 0.0 && f.floor_per_second > 0.0,
+            "{f:?}"
+        );
+        assert!((f.ratio - f.service_per_second / f.floor_per_second).abs() < 1e-9);
+    }
+    let judged: Vec<(String, f64)> = report::targets(std::slice::from_ref(&r))
+        .into_iter()
+        .filter(|t| t.target.contains("the floor's"))
+        .map(|t| (t.target, t.threshold))
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            (
+                "hash (http): /health / the floor's, same run".to_owned(),
+                0.9
+            ),
+            (
+                "hash (http): GET journey / the floor's, same run".to_owned(),
+                0.85
+            ),
+            (
+                "hash (http): PUT segment status / the floor's, same run".to_owned(),
+                0.85
+            ),
+        ]
+    );
 }
 
 /// With redis-benchmark installed (CI installs it), script strategies get the ceiling of their
@@ -411,6 +451,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
         knobs: small(),
         http: Vec::new(),
         http_redis: None,
+        http_floor: None,
         audit: false,
         replicas: Some(flyrtech_infrastructure::ReplicaWait {
             replicas: 1,

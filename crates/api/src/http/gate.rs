@@ -1,0 +1,211 @@
+//! What every request passes around its handler, in one middleware: the count of requests in
+//! flight, the rate limit, the key check, the deadline, the request metrics and the request's
+//! log lines.
+//!
+//! They were five layers (four `from_fn` middlewares and tower-http's `TraceLayer`), and each
+//! layer costs every request a clone of the route's boxed service, a boxed future and a wrapped
+//! body, whatever it then decides. Side by side with the floor of the stack (issue 26,
+//! docs/lab.md), that was a fifth of what `/health` cost. One middleware costs one of each; the
+//! order of the checks is the one the layers had:
+//!
+//! 1. counted in flight (until the response is made, or the client goes away);
+//! 2. the rate limit ([`Limiter::admit`]): a client over its limit costs no key check and no Redis;
+//! 3. the key check ([`Access::admit`]): 401 or 403;
+//! 4. the handler, within the request timeout (503 with `Retry-After` past it);
+//! 5. `http_requests_total` and `http_request_duration_seconds` by method, route template and
+//!    status, through handles made once per label set ([`RouteMetrics`]) instead of a registry
+//!    lookup with three label strings made per request;
+//! 6. the log lines `TraceLayer` wrote: `finished processing request` at DEBUG, and `response
+//!    failed` at ERROR for a 5xx.
+//!
+//! # What it bounds
+//! The method label is one of the nine standard methods or `OTHER`, and the route label a route
+//! template or `unmatched`: a client cannot grow the metrics (or [`RouteMetrics`]' table) by
+//! inventing methods or paths.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Access;
+use super::limit::Limiter;
+use super::problem::ApiError;
+
+/// What the gate checks requests against; shared by every route.
+#[derive(Debug)]
+pub struct Gate {
+    /// Requests being handled right now.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The per-client rate limit; `None` for none.
+    pub limiter: Option<Arc<Limiter>>,
+    /// The keys and what they may do.
+    pub access: Access,
+    /// Longest a handler may take.
+    pub request_timeout: Duration,
+    /// The request metrics' handles.
+    pub metrics: RouteMetrics,
+}
+
+/// The middleware (see the module's documentation for its steps).
+pub async fn pass(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Decremented on drop, so a request the client abandons is not counted forever.
+    let in_flight = InFlight::enter(&gate.in_flight);
+    let method = method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+    let admitted = match &gate.limiter {
+        Some(limiter) => limiter.admit(&mut request),
+        None => Ok(()),
+    }
+    .and_then(|()| gate.access.admit(&mut request));
+    let response = match admitted {
+        Err(refused) => refused.into_response(),
+        Ok(()) => match tokio::time::timeout(gate.request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::timed_out(gate.request_timeout).into_response(),
+        },
+    };
+    drop(in_flight);
+    let latency = started.elapsed();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = response.status();
+    gate.metrics.record(method, route, status, latency);
+    let latency_ms = latency.as_secs_f64() * 1e3;
+    if status.is_server_error() {
+        tracing::error!(
+            method,
+            route,
+            status = status.as_u16(),
+            latency_ms,
+            "response failed"
+        );
+    } else if let Some(uri) = uri {
+        tracing::debug!(method, %uri, status = status.as_u16(), latency_ms, "finished processing request");
+    }
+    response
+}
+
+/// The method as a metric label: a standard method's name, else `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::PUT, "PUT"),
+        (Method::POST, "POST"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::TRACE, "TRACE"),
+        (Method::CONNECT, "CONNECT"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("OTHER", |(_, label)| label)
+}
+
+/// The handles of `http_requests_total` and `http_request_duration_seconds`, one pair per
+/// method, status and route template, made on first use from the installed recorder and kept.
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    handles: RwLock<HashMap<(&'static str, u16), ByRoute>>,
+}
+
+/// The handles of one method and status, by route template.
+type ByRoute = HashMap<Box<str>, Handles>;
+
+#[derive(Debug, Clone)]
+struct Handles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one request and records how long it took.
+    pub fn record(&self, method: &'static str, route: &str, status: StatusCode, took: Duration) {
+        let key = (method, status.as_u16());
+        let known = self.handles.read().ok().and_then(|table| {
+            table
+                .get(&key)
+                .and_then(|routes| routes.get(route))
+                .cloned()
+        });
+        let handles = known.unwrap_or_else(|| self.register(key, route));
+        handles.requests.increment(1);
+        handles.duration.record(took.as_secs_f64());
+    }
+
+    #[cold]
+    fn register(&self, (method, status): (&'static str, u16), route: &str) -> Handles {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let handles = Handles {
+            requests: metrics::counter!("http_requests_total", &labels),
+            duration: metrics::histogram!("http_request_duration_seconds", &labels),
+        };
+        // A poisoned table only means another request panicked mid-insert: the handles are
+        // still right, so keep them.
+        let mut table = self
+            .handles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table
+            .entry((method, status))
+            .or_default()
+            .entry(route.into())
+            .or_insert_with(|| handles.clone());
+        handles
+    }
+}
+
+/// One request in flight, counted for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_bounded_labels() {
+        assert_eq!(method_label(&Method::PUT), "PUT");
+        assert_eq!(method_label(&Method::CONNECT), "CONNECT");
+        let invented = Method::from_bytes(b"BREW").expect("a token is a method");
+        assert_eq!(method_label(&invented), "OTHER");
+    }
+
+    #[test]
+    fn handles_are_made_once_per_label_set() {
+        let metrics = RouteMetrics::default();
+        for _ in 0..3 {
+            metrics.record("GET", "/health", StatusCode::OK, Duration::from_millis(1));
+        }
+        metrics.record("GET", "/health", StatusCode::NOT_FOUND, Duration::ZERO);
+        metrics.record("PUT", "/health", StatusCode::OK, Duration::ZERO);
+        let table = metrics.handles.read().expect("not poisoned");
+        let sets: usize = table.values().map(HashMap::len).sum();
+        assert_eq!(sets, 3);
+    }
+}
