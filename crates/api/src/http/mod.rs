@@ -294,6 +294,9 @@ impl Inner {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Whether requests carry their peer's address: the rate limit keys on it, and nothing
+    /// else reads it, so without a limit no request pays for it.
+    peer_addresses: bool,
     state: AppState,
     seeded: SeedReport,
 }
@@ -365,6 +368,7 @@ impl Application {
             metrics: gate::RouteMetrics::default(),
         };
         Ok(Self {
+            peer_addresses: gate.limiter.is_some(),
             router: router(state.clone(), config.body_limit, gate),
             listener,
             state,
@@ -406,14 +410,20 @@ impl Application {
             cluster = self.state.store.redis().is_cluster(),
             "serving the journey API (Swagger UI at /swagger-ui)"
         );
-        // The peer address is the rate limit's key for requests without an API key.
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        if self.peer_addresses {
+            // The peer address is the rate limit's key for requests without an API key.
+            axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        } else {
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
         tracing::info!("all in-flight requests finished; stopped");
         Ok(())
     }

@@ -199,6 +199,7 @@ pub struct RedisJourneyStore {
     elsewhere: UpdateScript,
     base: Base,
     index: String,
+    telemetry: crate::plumbing::telemetry::UpdateTelemetry,
 }
 
 impl fmt::Debug for RedisJourneyStore {
@@ -257,6 +258,10 @@ impl RedisJourneyStore {
                 ..base_for_elsewhere
             },
             index: config.index.clone(),
+            telemetry: crate::plumbing::telemetry::UpdateTelemetry::new(
+                config.strategy.name(),
+                config.strategy.takes_lock(),
+            ),
         })
     }
 
@@ -434,11 +439,7 @@ impl JourneyStore for RedisJourneyStore {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         let result = self.update_anywhere(id, change, expected).await;
-        crate::plumbing::telemetry::update(
-            self.strategy.name(),
-            self.strategy.takes_lock(),
-            &result,
-        );
+        self.telemetry.update(&result);
         result
     }
 }
