@@ -9,6 +9,7 @@
 //! a journey that does not exist: 404 with that message, before anything reaches Redis.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -198,12 +199,33 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let Path(raw) = path?;
     let id = journey_id(&raw)?;
-    let journey = app.store.get(&id).await?;
+    // The journey's JSON as `Json(journey)` would write it, decoded and encoded only when Redis
+    // returned bytes not rendered before (flyrtech_infrastructure::store::render).
+    let journey = app.store.get_json(&id).await?;
     let tag = etag(journey.version);
     if conditions.none_match(journey.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(([(header::ETAG, tag)], Json(journey)).into_response())
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, tag),
+        ],
+        Body::from(Bytes::from_owner(ArcText(journey.json))),
+    )
+        .into_response())
+}
+
+/// Shared JSON text as a response body, without copying it.
+struct ArcText(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for ArcText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// Creates a journey from the same JSON shape `GET` returns. Never overwrites.

@@ -89,7 +89,11 @@ pub(crate) async fn commit_unchecked(base: &Base, journey: &Journey) -> Result<b
 
 /// Reads and decodes one journey on `conn`.
 pub(crate) async fn read(conn: &mut Conn, id: &JourneyId) -> Result<Journey, StoreError> {
+    decode(id, &read_raw(conn, id).await?)
+}
+
+/// The document's text, undecoded.
+pub(crate) async fn read_raw(conn: &mut Conn, id: &JourneyId) -> Result<String, StoreError> {
     let raw: Option<String> = conn.get(keys::journey_document(id)).await.store_err()?;
-    let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
-    decode(id, &raw)
+    raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))
 }

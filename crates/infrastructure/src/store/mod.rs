@@ -11,6 +11,8 @@
 //! - [`index`]: the set that lists a store's journeys.
 //! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
 //! - [`cache`]: the namespaced general-purpose cache.
+//! - [`render`]: the journey as JSON text for readers, decoded and encoded once per distinct
+//!   read.
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
 //!
 //! # What it may import
@@ -22,5 +24,6 @@ pub(crate) mod document;
 pub mod index;
 pub mod layout;
 pub mod outbox;
+pub mod render;
 pub(crate) mod script_reply;
 pub mod strategy;

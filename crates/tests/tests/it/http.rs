@@ -925,3 +925,95 @@ async fn ready_says_when_redis_may_evict_journeys() {
         }
     }
 }
+
+/// A read is rendered from exactly the bytes Redis returned (issue 26: the service decodes and
+/// encodes a journey only for a read it has not rendered before): the body is always what
+/// encoding the decoded journey gives, after a change through the API, and after a foreign
+/// writer changed a field behind the service's back without a new version.
+#[rstest]
+#[case::document(S::Lua)]
+#[case::hash(S::Hash)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: Strategy) {
+    use flyrtech_core::{JourneyId, JourneyStore};
+    use flyrtech_infrastructure::plumbing::keys;
+
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), strategy).await;
+    let admin = redis.connect().await;
+    let store = flyrtech_tests::store_with(&admin, StoreConfig::new(strategy)).await;
+    let client = http_client();
+    let id = JourneyId::parse("JRN-001").unwrap();
+    let url = server.url("/api/journeys/JRN-001");
+    let body = || async {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        response.text().await.unwrap()
+    };
+    let decoded = || async { serde_json::to_string(&store.get(&id).await.unwrap()).unwrap() };
+
+    let first = body().await;
+    assert_eq!(first, decoded().await);
+    assert_eq!(body().await, first, "the same read, the same body");
+
+    // A change through the API: a new read, a new body.
+    let put = client
+        .put(server.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
+        .json(&json!({ "status": "Delayed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let changed = body().await;
+    assert_ne!(changed, first);
+    assert_eq!(changed, decoded().await);
+
+    // A foreign writer renames the passenger and leaves the version as it was.
+    let mut conn = admin.shared();
+    if strategy == S::Hash {
+        let key = keys::journey_hash(&id);
+        let header: String = redis::cmd("HGET")
+            .arg(&key)
+            .arg("header")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(header.contains("John Smith"), "{header}");
+        let () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("header")
+            .arg(header.replace("John Smith", "Jane Smith"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let key = keys::journey_document(&id);
+        let text: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(text.replace("John Smith", "Jane Smith"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let renamed = body().await;
+    assert!(renamed.contains("Jane Smith"), "{renamed}");
+    assert_eq!(renamed, decoded().await);
+    let versions: Vec<u64> = [&changed, &renamed]
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["version"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        versions[0], versions[1],
+        "the foreign write kept the version"
+    );
+}

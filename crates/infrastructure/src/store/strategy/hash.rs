@@ -90,6 +90,33 @@ impl Hash {
         }
         from_fields(&key, id, &fields)
     }
+
+    /// The journey's fields in the order Redis sent them, undecoded.
+    pub(crate) async fn read_raw(
+        &self,
+        id: &JourneyId,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let fields: Vec<(String, String)> = self
+            .base
+            .redis
+            .shared()
+            .hgetall(keys::journey_hash(id))
+            .await
+            .store_err()?;
+        if fields.is_empty() {
+            return Err(StoreError::JourneyNotFound(id.clone()));
+        }
+        Ok(fields)
+    }
+
+    /// Decodes fields as [`Hash::read_raw`] returns them.
+    pub(crate) fn decode_raw(
+        id: &JourneyId,
+        fields: &[(String, String)],
+    ) -> Result<Journey, StoreError> {
+        let fields: HashMap<String, String> = fields.iter().cloned().collect();
+        from_fields(&keys::journey_hash(id), id, &fields)
+    }
 }
 
 /// Appends the JSON object `object` to `out` with `extra` members (name, JSON text) added at its

@@ -51,6 +51,7 @@ use crate::plumbing::retry::RetryPolicy;
 use crate::plumbing::script::ScriptCmd;
 use crate::store::document;
 use crate::store::layout::{Copies, Layout};
+use crate::store::render::Rendered;
 use crate::store::script_reply::{ScriptCall, UpdateScript};
 
 pub use crate::plumbing::wakeup::LockWaiters;
@@ -200,6 +201,7 @@ pub struct RedisJourneyStore {
     base: Base,
     index: String,
     telemetry: crate::plumbing::telemetry::UpdateTelemetry,
+    memo: crate::store::render::RenderMemo,
 }
 
 impl fmt::Debug for RedisJourneyStore {
@@ -262,6 +264,7 @@ impl RedisJourneyStore {
                 config.strategy.name(),
                 config.strategy.takes_lock(),
             ),
+            memo: crate::store::render::RenderMemo::default(),
         })
     }
 
@@ -407,6 +410,36 @@ impl RedisJourneyStore {
             "the journey is being moved between layouts; retry",
             format!("journey {id} changed layout {LAYOUT_HOPS} times during one update"),
         ))
+    }
+}
+
+impl RedisJourneyStore {
+    /// The journey as JSON text, with its version: what encoding [`JourneyStore::get`]'s
+    /// journey gives, from the same one read, decoded and encoded only when the read returned
+    /// bytes not rendered before (see [`crate::store::render`]).
+    ///
+    /// # Errors
+    /// As [`JourneyStore::get`].
+    pub async fn get_json(&self, id: &JourneyId) -> Result<Rendered, StoreError> {
+        use crate::store::render::Raw;
+        let raw = match &self.writer {
+            Writer::Hash(h) => h.read_raw(id).await.map(Raw::Fields),
+            _ => document::read_raw(&mut self.redis.shared(), id)
+                .await
+                .map(Raw::Document),
+        };
+        match absent_here(raw)? {
+            Some(raw) => self.memo.render(id, raw, |raw| match raw {
+                Raw::Fields(fields) => hash::Hash::decode_raw(id, fields),
+                Raw::Document(text) => document::decode(id, text),
+            }),
+            // Not in our layout: one atomic read of both finds it wherever it is now.
+            None => Rendered::of(
+                &Copies::read(&mut self.redis.shared(), id)
+                    .await?
+                    .journey(id)?,
+            ),
+        }
     }
 }
 

@@ -1,0 +1,230 @@
+//! The journey as JSON text for readers (`GET /api/journeys/{id}`), remembered by exactly what
+//! Redis returned.
+//!
+//! Decoding a stored journey and encoding it again as the response was a third of what a `GET`
+//! cost `serve` (perf, issue 26): the same few hundred bytes parsed (dates, decimals, every
+//! segment) and printed again on every read, though a journey is read far more often than it
+//! changes. [`RenderMemo`] keeps, per journey, the raw read (the document's text, or the hash
+//! layout's fields in the order Redis sent them) and the JSON made from it.
+//!
+//! # Why it is never stale
+//! It is not a cache of the journey: every read still asks Redis, in the same one round trip as
+//! before. The memo only skips the decoding and encoding when the bytes Redis returned are *the
+//! same bytes* it rendered before, compared in full; rendering is a pure function of them. A
+//! change, a migration to the other layout, a journey re-created with the same id and version,
+//! or a foreign writer that changed a field without a new version: each returns other bytes, and
+//! is rendered from them. The journey a reader gets is therefore exactly what decoding the read
+//! would give (the test suite compares both), including a 500 for a stored journey that cannot be
+//! decoded, which is never remembered.
+//!
+//! # What it bounds
+//! At most [`RenderMemo::MAX_BYTES`] of reads and renderings together; a journey larger than an
+//! eighth of that is rendered every time and not kept. When an entry does not fit, entries are
+//! forgotten (whichever the table yields first) until it does: a forgotten journey costs one
+//! decoding on its next read, nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use flyrtech_core::{Journey, JourneyId, JourneyVersion, StoreError};
+
+/// A journey's JSON text (the `serde_json` encoding of [`Journey`]) and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The journey's version (its `ETag`).
+    pub version: JourneyVersion,
+    /// `serde_json::to_string(&journey)`.
+    pub json: Arc<str>,
+}
+
+impl Rendered {
+    /// Encodes `journey`.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the journey cannot be encoded (it always can).
+    pub fn of(journey: &Journey) -> Result<Self, StoreError> {
+        let json = serde_json::to_string(journey).map_err(|e| StoreError::Corrupt {
+            key: journey.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            version: journey.version,
+            json: json.into(),
+        })
+    }
+}
+
+/// What one read of a journey returned, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Raw {
+    /// The document layout's JSON text.
+    Document(String),
+    /// The hash layout's fields, in the order Redis sent them.
+    Fields(Vec<(String, String)>),
+}
+
+impl Raw {
+    fn size(&self) -> usize {
+        match self {
+            Self::Document(text) => text.len(),
+            Self::Fields(fields) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+}
+
+/// Renderings by journey, keyed by the read they were made from.
+#[derive(Debug, Default)]
+pub(crate) struct RenderMemo {
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<JourneyId, (Raw, Rendered)>,
+    bytes: usize,
+}
+
+fn footprint(id: &JourneyId, raw: &Raw, rendered: &Rendered) -> usize {
+    id.as_str().len() + raw.size() + rendered.json.len()
+}
+
+impl RenderMemo {
+    /// The most the memo holds: reads and renderings together.
+    pub(crate) const MAX_BYTES: usize = 8 * 1024 * 1024;
+
+    /// The rendering of `raw` for `id`, decoding it with `decode` unless these very bytes were
+    /// rendered before.
+    ///
+    /// # Errors
+    /// What `decode` returns (a journey that cannot be decoded is not remembered).
+    pub(crate) fn render(
+        &self,
+        id: &JourneyId,
+        raw: Raw,
+        decode: impl FnOnce(&Raw) -> Result<Journey, StoreError>,
+    ) -> Result<Rendered, StoreError> {
+        if let Some(rendered) = self.recall(id, &raw) {
+            return Ok(rendered);
+        }
+        let rendered = Rendered::of(&decode(&raw)?)?;
+        self.remember(id, raw, rendered.clone());
+        Ok(rendered)
+    }
+
+    fn recall(&self, id: &JourneyId, raw: &Raw) -> Option<Rendered> {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        match table.entries.get(id) {
+            Some((seen, rendered)) if seen == raw => Some(rendered.clone()),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, id: &JourneyId, raw: Raw, rendered: Rendered) {
+        let size = footprint(id, &raw, &rendered);
+        if size > Self::MAX_BYTES / 8 {
+            return;
+        }
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = &mut *table;
+        if let Some((old_raw, old)) = table.entries.remove(id) {
+            table.bytes -= footprint(id, &old_raw, &old);
+        }
+        while table.bytes + size > Self::MAX_BYTES {
+            let Some(victim) = table.entries.keys().next().cloned() else {
+                break;
+            };
+            if let Some((old_raw, old)) = table.entries.remove(&victim) {
+                table.bytes -= footprint(&victim, &old_raw, &old);
+            }
+        }
+        table.bytes += size;
+        table.entries.insert(id.clone(), (raw, rendered));
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn journey(id: &str, version: u64) -> Journey {
+        let mut j: Journey = serde_json::from_str(&format!(
+            r#"{{"id":"{id}","passengerName":"A","passengerEmail":"a@example.com",
+               "bookingDate":"2025-12-01T10:30:00Z","status":"Confirmed","totalPrice":1.00,
+               "segments":[]}}"#
+        ))
+        .unwrap();
+        j.version = JourneyVersion::new(version);
+        j
+    }
+
+    #[test]
+    fn the_same_bytes_are_decoded_once_and_other_bytes_again() {
+        let memo = RenderMemo::default();
+        let id = JourneyId::parse("JRN-1").unwrap();
+        let decodes = Cell::new(0);
+        let mut read = |raw: &str, version| {
+            memo.render(&id, Raw::Document(raw.to_owned()), |_| {
+                decodes.set(decodes.get() + 1);
+                Ok(journey("JRN-1", version))
+            })
+            .unwrap()
+        };
+        let first = read("v1", 1);
+        let again = read("v1", 1);
+        assert_eq!(first, again);
+        assert_eq!(decodes.get(), 1);
+        // Other bytes, even at the same version, are decoded.
+        let changed = read("v1 changed", 1);
+        assert_eq!(decodes.get(), 2);
+        assert_eq!(changed, Rendered::of(&journey("JRN-1", 1)).unwrap());
+        assert_eq!(first.json, Rendered::of(&journey("JRN-1", 1)).unwrap().json);
+    }
+
+    #[test]
+    fn a_read_that_cannot_be_decoded_is_not_remembered() {
+        let memo = RenderMemo::default();
+        let id = JourneyId::parse("JRN-1").unwrap();
+        let corrupt = || StoreError::Corrupt {
+            key: "k".into(),
+            reason: "bad".into(),
+        };
+        for _ in 0..2 {
+            let raw = Raw::Document("{".into());
+            assert!(memo.render(&id, raw, |_| Err(corrupt())).is_err());
+        }
+        assert_eq!(memo.bytes(), 0);
+    }
+
+    #[test]
+    fn it_holds_at_most_its_bound() {
+        let memo = RenderMemo::default();
+        let big = "x".repeat(RenderMemo::MAX_BYTES / 16);
+        for n in 0..64 {
+            let id = JourneyId::parse(format!("JRN-{n}")).unwrap();
+            let raw = Raw::Fields(vec![("header".into(), big.clone())]);
+            memo.render(&id, raw, |_| Ok(journey(id.as_str(), 0)))
+                .unwrap();
+            assert!(memo.bytes() <= RenderMemo::MAX_BYTES, "{}", memo.bytes());
+        }
+        assert!(memo.bytes() > RenderMemo::MAX_BYTES / 2);
+        // Larger than an eighth: rendered, not kept.
+        let id = JourneyId::parse("JRN-huge").unwrap();
+        let before = memo.bytes();
+        let raw = Raw::Document("y".repeat(RenderMemo::MAX_BYTES / 4));
+        memo.render(&id, raw, |_| Ok(journey("JRN-huge", 0)))
+            .unwrap();
+        assert_eq!(memo.bytes(), before);
+    }
+}
