@@ -50,8 +50,8 @@ fn main() -> anyhow::Result<()> {
             .get_multiplexed_async_connection()
             .await
             .context("cannot reach Redis")?;
-        // About the size of a sample journey's JSON.
-        let () = redis.set(DOCUMENT_KEY, "x".repeat(600)).await?;
+        // The size of the sample journey JRN-001 as `GET` answers it (703 bytes).
+        let () = redis.set(DOCUMENT_KEY, "x".repeat(703)).await?;
         let app = Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/api/journeys/{id}", get(read))

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Where a request's CPU goes, floor against service: for each route, wrk (2 threads, 50
+# connections) against the floor (crates/api/examples/floor.rs) and against `flyrtech serve`,
+# each on a private redis-server, and the CPU each process spent per answered request: the
+# server's (utime + stime from /proc) and Redis' (INFO cpu). On a machine where wrk, the server
+# and Redis share the cores, throughput is the cores divided by the sum of the three, so this
+# says how far a ratio to the floor can go: a request that costs Redis more than the floor's
+# one command caps the ratio even with a server as cheap as the floor.
+#
+#   tools/http-bench/cpu-split.sh [STRATEGY ...]      (default: hash lua)
+#
+# Environment: DURATION (seconds per run, default 5), OUT (default docs/results/http-cpu.txt).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+strategies=("$@")
+[ ${#strategies[@]} -gt 0 ] || strategies=(hash lua)
+duration=${DURATION:-5}
+out=${OUT:-docs/results/http-cpu.txt}
+mkdir -p "$(dirname "$out")"
+cargo build --release -q -p flyrtech-api --bin flyrtech --example floor
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks=$(getconf CLK_TCK)
+
+measure() { # server(floor|serve) strategy route(health|get|put)
+  local which=$1 strategy=$2 route=$3 rport hport rpid spid url script=()
+  rport=$(free_port); hport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+    --logfile "$work/redis.log" &
+  rpid=$!; pids+=("$rpid")
+  until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+  if [ "$which" = serve ]; then
+    target/release/flyrtech --redis-url "redis://127.0.0.1:$rport" serve --strategy "$strategy" \
+      --rate-limit off --listen "127.0.0.1:$hport" 2>"$work/serve.log" &
+  else
+    target/release/examples/floor "redis://127.0.0.1:$rport" "127.0.0.1:$hport" 2>"$work/floor.log" &
+  fi
+  spid=$!; pids+=("$spid")
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$hport/health" >/dev/null && break; sleep 0.05; done
+  case $route in
+    health) url="http://127.0.0.1:$hport/health" ;;
+    get) url="http://127.0.0.1:$hport/api/journeys/JRN-001" ;;
+    put) url="http://127.0.0.1:$hport"; script=(-s tools/http-bench/put.lua) ;;
+  esac
+  wrk -t2 -c50 -d1s "${script[@]}" "$url" >/dev/null # warm-up
+  local redis_cpu server_cpu
+  redis_cpu() { redis-cli -p "$rport" info cpu | awk -F: '/used_cpu_(user|sys):/ {t += $2} END {printf "%.6f", t}'; }
+  server_cpu() { awk -v hz="$ticks" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$spid/stat"; }
+  local r0 s0 r1 s1 report
+  r0=$(redis_cpu); s0=$(server_cpu)
+  report=$(wrk -t2 -c50 -d"${duration}s" "${script[@]}" "$url")
+  r1=$(redis_cpu); s1=$(server_cpu)
+  kill "$spid" "$rpid"; wait "$spid" "$rpid" 2>/dev/null || true
+  echo "$report" | awk -v r0="$r0" -v r1="$r1" -v s0="$s0" -v s1="$s1" -v which="$which" \
+    -v strategy="$strategy" -v route="$route" '
+    / requests in / {n = $1}
+    /Non-2xx or 3xx responses:/ {bad = $5}
+    /Requests\/sec/ {rate = $2}
+    END {printf "%-6s %-10s %-7s %10.0f %8d %14.2f %14.2f %14.2f\n", which, strategy, route,
+      rate, bad, (s1 - s0) * 1e6 / n, (r1 - r0) * 1e6 / n, ((s1 - s0) + (r1 - r0)) * 1e6 / n}'
+}
+
+{
+  echo "# tools/http-bench/cpu-split.sh ${strategies[*]}  ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo "# wrk 2 threads, 50 connections, ${duration}s per run; redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); $(nproc) cores; CPU per request in microseconds"
+  printf '%-6s %-10s %-7s %10s %8s %14s %14s %14s\n' server strategy route req/s non-2xx server_us/req redis_us/req both_us/req
+} | tee "$out"
+for route in health get put; do
+  measure floor - "$route" | tee -a "$out"
+  for strategy in "${strategies[@]}"; do
+    measure serve "$strategy" "$route" | tee -a "$out"
+  done
+done
