@@ -17,9 +17,9 @@
 # credited with its refusals. Then the lab's view of the same server: `flyrtech compare --http
 # BASE --http-floor FLOOR` (spread, 50 writers), which drives /health with its own client too,
 # judges the floor targets, and replays the strategy's commands with redis-benchmark on the
-# server's Redis: that ceiling is the PUT's second yardstick (`put/ceiling`), since a strategy's
-# script or round trips cost Redis more than the floor's one HINCRBY. Everything started is
-# stopped on exit.
+# server's Redis, on journeys of two segments like JRN-001: that ceiling is the PUT's second
+# yardstick (`put/ceiling`), since a strategy's script or round trips cost Redis more than the
+# floor's one HINCRBY. Each strategy's processes are stopped before the next one's start.
 #
 # Environment: DURATION (seconds per wrk run, default 5), ROUNDS (3), CONNECTIONS (50),
 # OUT (default docs/results/http.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json),
@@ -40,9 +40,13 @@ cargo build --release -q -p flyrtech-api --example floor
 floor=target/release/examples/floor
 work=$(mktemp -d)
 pids=()
-cleanup() {
+stop_all() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -108,7 +112,7 @@ for strategy in "${strategies[@]}"; do
   fmh=$(median "${fh[@]}"); fmg=$(median "${fg[@]}"); fmp=$(median "${fp[@]}")
   lab_json="$(dirname "$out")/http-lab-$strategy.json"
   lab_row=$("$bin" --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --http-floor "$fbase" \
-    --scenario spread --json "$lab_json" 2>/dev/null | grep -F "│ $strategy (http)" || true)
+    --scenario spread --segments 2 --json "$lab_json" 2>/dev/null | grep -F "│ $strategy (http)" || true)
   ceiling=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(round((r.get("ceiling") or {}).get("updates_per_second") or 0))' "$lab_json" 2>/dev/null || echo 0)
   printf '%-10s %10.0f %10.0f %10.0f %8.2f %8.2f | %10.0f %10.0f %10.0f | %9.2f %9.2f %9.2f | %10.0f %11s\n' \
     "$strategy" "$mh" "$mg" "$mp" "$(echo "$mg / $mh" | bc -l)" "$(echo "$mp / $mh" | bc -l)" \
@@ -117,4 +121,5 @@ for strategy in "${strategies[@]}"; do
     "$ceiling" "$( [ "$ceiling" -gt 0 ] && printf '%.2f' "$(echo "$mp / $ceiling" | bc -l)" || echo -)" \
     | tee -a "$out"
   [ -z "$lab_row" ] || echo "$lab_row" | tee -a "$out"
+  stop_all
 done

@@ -884,6 +884,166 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
     );
 }
 
+/// Three `flyrtech project` share one partitioned stream (issue 27): each takes partitions of
+/// its own, and when one is SIGKILLed part-way the other two take its partitions over and finish
+/// the projection without it; started again later, it finds nothing left. The projection ends
+/// equal to one application of each change, every journey's versions applied in order (no
+/// version committed after a later one), nothing held, and `audit --projection` exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
+    use flyrtech_infrastructure::{LocalNats, LocalPostgres};
+
+    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+    let (Some(nats), Some(pg)) = (
+        service("nats-server", LocalNats::start()),
+        service("PostgreSQL", LocalPostgres::start()),
+    ) else {
+        return;
+    };
+    let (url, bus, db) = (local.url(), nats.url(), pg.url());
+    // Enough changes, applied one per transaction, that the three are still at work when one
+    // is killed.
+    let (journeys, changes) = (500, 4);
+    journeys_with_changes(&url, "SHARE", journeys, changes).await;
+    let total = i64::try_from(journeys * changes).unwrap();
+    let relayed = flyrtech()
+        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
+        .args(["--partitions", "6"])
+        .output()
+        .unwrap();
+    assert!(
+        relayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&relayed.stderr)
+    );
+    // Another count on the same stream is refused, and says why.
+    let refused = flyrtech()
+        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
+        .args(["--partitions", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("records 6"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let logs = tempfile::tempdir().unwrap();
+    let project = |n: usize| {
+        let log = std::fs::File::create(logs.path().join(format!("projector-{n}.log"))).unwrap();
+        flyrtech()
+            .args(["project", "--bus", &bus, "--postgres", &db, "--batch", "1"])
+            .args(["--ack-wait-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let took = |n: usize| {
+        std::fs::read_to_string(logs.path().join(format!("projector-{n}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("took a partition"))
+            .count()
+    };
+    let client = flyrtech_infrastructure::events::projection::connect(&db)
+        .await
+        .unwrap();
+    let sum = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map_or(0, |r| r.get::<_, i64>(0))
+        }
+    };
+    const POSITIONS: &str = "SELECT COALESCE(sum(last_version), 0)::bigint FROM journey_positions";
+    let mut projectors: Vec<std::process::Child> = (0..3).map(project).collect();
+    // All three hold partitions and the projection has begun before one is killed.
+    let mut projected = 0;
+    for _ in 0..6000 {
+        projected = sum(POSITIONS).await;
+        if projected > 0 && (0..3).all(|n| took(n) > 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let log = |n: usize| {
+        std::fs::read_to_string(logs.path().join(format!("projector-{n}.log"))).unwrap_or_default()
+    };
+    assert!(
+        (0..3).all(|n| took(n) > 0),
+        "every projector took a partition: {}\n{}\n{}",
+        log(0),
+        log(1),
+        log(2)
+    );
+    projectors[0].kill().unwrap(); // SIGKILL, wherever it is
+    projectors[0].wait().unwrap();
+    assert!(
+        projected > 0 && projected < total,
+        "killed part-way: {projected} of {total} projected"
+    );
+    // The survivors finish: the dead one's partitions were taken over.
+    for _ in 0..6000 {
+        if sum(POSITIONS).await == total {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sum(POSITIONS).await, total, "the survivors took over");
+    assert!(
+        took(1) + took(2) > 4,
+        "6 partitions, 2 each, then the dead one's"
+    );
+    // Started again later, it finds the work done.
+    let again = flyrtech()
+        .args(["project", "--bus", &bus, "--postgres", &db, "--drain"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    for mut survivor in projectors.drain(1..) {
+        survivor.kill().unwrap();
+        survivor.wait().unwrap();
+    }
+
+    assert_eq!(sum(POSITIONS).await, total);
+    assert_eq!(sum("SELECT count(*) FROM status_history").await, total);
+    assert_eq!(sum("SELECT count(*) FROM processed_events").await, total);
+    assert_eq!(sum("SELECT count(*) FROM held_events").await, 0);
+    let out_of_order = sum(
+        "SELECT count(*) FROM status_history a JOIN status_history b \
+         ON a.journey_id = b.journey_id AND a.version < b.version AND a.projected_at > b.projected_at",
+    )
+    .await;
+    assert_eq!(out_of_order, 0, "a version was committed after a later one");
+    let audit = flyrtech()
+        .args([
+            "--redis-url",
+            &url,
+            "--strategy",
+            "lua",
+            "audit",
+            "--projection",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}
+
 /// Like the suite's own helper: a developer without NATS or PostgreSQL is told and the test
 /// returns; CI installs both, and there a missing one fails.
 fn service<T>(what: &str, started: Result<T, flyrtech_infrastructure::LaunchError>) -> Option<T> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use flyrtech_infrastructure::events::nats::{JetStream, StreamSettings};
 use flyrtech_infrastructure::events::projection::{
-    self, Projector, ProjectorSettings, ProjectorStats,
+    self, PartitionedProjector, ProjectorSettings, ProjectorStats,
 };
 
 use super::{DONE, shutdown_signal};
@@ -42,12 +42,13 @@ pub struct ProjectArgs {
     #[arg(long, default_value = "projection")]
     pub consumer: String,
     /// How long a delivered change may stay unacknowledged before JetStream redelivers it
-    /// (a projector killed mid-batch), in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    /// (a projector killed mid-batch: how long the rest of its last batch waits for whoever
+    /// takes its partition over), in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
     pub ack_wait_ms: u64,
 }
 
-/// Connects both ends and builds the projector.
+/// Connects both ends and joins the projectors sharing the stream's partitions.
 ///
 /// # Errors
 /// Either server unreachable, or the schema cannot be applied.
@@ -55,13 +56,13 @@ pub async fn projector(
     bus: &str,
     postgres: &str,
     settings: ProjectorSettings,
-) -> anyhow::Result<Projector> {
+) -> anyhow::Result<PartitionedProjector> {
     if settings.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
     let bus = JetStream::connect(bus, StreamSettings::default()).await?;
     let client = projection::connect(postgres).await?;
-    Ok(Projector::new(&bus, client, settings).await?)
+    Ok(PartitionedProjector::join(&bus, client, settings).await?)
 }
 
 /// Runs the projector until `shutdown` (or, with `--drain`, until caught up).

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::project::projector;
 use super::{DONE, connect, emit, shutdown_signal};
 use crate::config::Settings;
+use flyrtech_infrastructure::events::projection::PartitionedProjector;
 
 /// Runs `flyrtech project-bench` and prints (and with `--json` writes) its report.
 ///
@@ -56,6 +57,10 @@ pub struct ProjectBenchArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Projectors sharing the stream's partitions in both measurements (each with its own
+    /// PostgreSQL session, in this process).
+    #[arg(long, default_value_t = 1)]
+    pub projectors: usize,
 }
 
 /// What `flyrtech project-bench` measured.
@@ -84,6 +89,11 @@ pub struct Lag {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Projectors sharing the partitions.
+    pub projectors: usize,
+    /// The p99 of the changes projected in each 10 s of the run (by when they were applied):
+    /// flat when the projection keeps up, rising when it falls behind.
+    pub p99_ms_by_10s: Vec<f64>,
 }
 
 /// The backlog's figures.
@@ -98,6 +108,10 @@ pub struct Drain {
     pub project_rate_per_second: f64,
     /// Sum of the journeys' projected positions: `entries` when every change was applied once.
     pub projected_versions: i64,
+    /// Projectors sharing the partitions.
+    pub projectors: usize,
+    /// The stream's partition count.
+    pub partitions: u32,
 }
 
 /// Runs both measurements on private servers unless URLs are given.
@@ -109,9 +123,13 @@ pub async fn bench(
     url: &str,
     redis: Redis,
 ) -> anyhow::Result<ProjectBenchReport> {
-    if args.entries == 0 || args.journeys == 0 || !args.lag_secs.is_finite() || args.lag_secs <= 0.0
+    if args.entries == 0
+        || args.journeys == 0
+        || args.projectors == 0
+        || !args.lag_secs.is_finite()
+        || args.lag_secs <= 0.0
     {
-        anyhow::bail!("--entries, --journeys and --lag-secs must be positive");
+        anyhow::bail!("--entries, --journeys, --projectors and --lag-secs must be positive");
     }
     let started_at = chrono::Utc::now().to_rfc3339();
     let nats = match &args.bus {
@@ -139,6 +157,7 @@ pub async fn bench(
         &pg_url,
         Duration::from_secs_f64(args.lag_secs),
         args.lag_writers,
+        args.projectors,
     )
     .await?;
     tracing::info!(
@@ -180,11 +199,12 @@ async fn measure_lag(
     pg_url: &str,
     window: Duration,
     writers: Option<usize>,
+    projectors: usize,
 ) -> anyhow::Result<Lag> {
     use crate::lab::{self, Driver, Knobs, Scenario};
     let strategy = flyrtech_infrastructure::Strategy::Hash;
     let relay = jetstream_relay(redis, bus_url).await?;
-    let mut projector = projector(bus_url, pg_url, ProjectorSettings::default()).await?;
+    let group = join(projectors, bus_url, pg_url).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The relay and the projector run beside the writers, in this task (the writers are tasks
     // of their own); the relay drains what is left once the writers are done, then both stop.
@@ -194,20 +214,7 @@ async fn measure_lag(
             let _ = stop.wait_for(|s| *s).await;
         })
     };
-    let projector_runs = async {
-        let mut lags = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-        loop {
-            let applied = projector.step().await?;
-            let now = chrono::Utc::now();
-            for at in applied.occurred_at {
-                let us = (now - at).num_microseconds().unwrap_or(i64::MAX).max(1);
-                lags.saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
-            }
-            if *stop_rx.borrow() && applied.stats.received == 0 && projector.caught_up().await? {
-                return anyhow::Ok(lags);
-            }
-        }
-    };
+    let projector_runs = run_group(group, stop_rx, Instant::now());
     let config = flyrtech_infrastructure::StoreConfig {
         index: lab::LAB_INDEX.to_owned(),
         ..flyrtech_infrastructure::StoreConfig::new(strategy)
@@ -234,9 +241,19 @@ async fn measure_lag(
         report
     };
     let (_, lags, report) = tokio::join!(relay_runs, projector_runs, writers);
-    let (lags, report) = (lags?, report?);
+    let (slots, report) = (lags?, report?);
+    let mut lags = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for slot in &slots {
+        lags.add(slot)?;
+    }
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(Lag {
+        projectors,
+        p99_ms_by_10s: slots
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| ms(s.value_at_quantile(0.99)))
+            .collect(),
         strategy: strategy.name().into(),
         writers: report.params.writers,
         updates: report.acknowledged as u64,
@@ -267,14 +284,14 @@ async fn measure_drain(
     let published = relay.drain().await?.published;
     let publish_seconds = publish.elapsed().as_secs_f64();
     tracing::info!(published, publish_seconds, "backlog published; projecting");
-    let mut projector = projector(bus_url, pg_url, ProjectorSettings::default()).await?;
+    let group = join(args.projectors, bus_url, pg_url).await?;
+    let partitions = JetStream::connect(bus_url, StreamSettings::default())
+        .await?
+        .partitions();
     let project = Instant::now();
-    loop {
-        let applied = projector.step().await?;
-        if applied.stats.received == 0 && projector.caught_up().await? {
-            break;
-        }
-    }
+    // Nothing more is coming: every projector stops once every partition is caught up.
+    let (_done, stop) = tokio::sync::watch::channel(true);
+    run_group(group, stop, project).await?;
     let project_seconds = project.elapsed().as_secs_f64();
     let client = projection::connect(pg_url).await?;
     let prefix = format!("BACKLOG-{nonce}-%");
@@ -295,5 +312,62 @@ async fn measure_drain(
         project_seconds,
         project_rate_per_second: rate(args.entries, project_seconds),
         projected_versions,
+        projectors: args.projectors,
+        partitions,
     })
+}
+
+/// `count` projectors joining the stream's projectors, each with its own PostgreSQL session.
+async fn join(
+    count: usize,
+    bus_url: &str,
+    pg_url: &str,
+) -> anyhow::Result<Vec<PartitionedProjector>> {
+    let mut group = Vec::with_capacity(count);
+    for _ in 0..count {
+        group.push(projector(bus_url, pg_url, ProjectorSettings::default()).await?);
+    }
+    Ok(group)
+}
+
+/// Runs `group` side by side until `stop` is true and every partition is caught up; the lag
+/// of every change applied, in one histogram per 10 s since `since`.
+async fn run_group(
+    group: Vec<PartitionedProjector>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    since: Instant,
+) -> anyhow::Result<Vec<Histogram<u64>>> {
+    const SLOT: Duration = Duration::from_secs(10);
+    let runs = group.into_iter().map(|mut projector| {
+        let stop = stop.clone();
+        async move {
+            let mut slots: Vec<Histogram<u64>> = Vec::new();
+            loop {
+                let applied = projector.step().await?;
+                let now = chrono::Utc::now();
+                let slot = usize::try_from(since.elapsed().as_secs() / SLOT.as_secs())
+                    .unwrap_or(usize::MAX);
+                while slots.len() <= slot {
+                    slots.push(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?);
+                }
+                for at in applied.occurred_at {
+                    let us = (now - at).num_microseconds().unwrap_or(i64::MAX).max(1);
+                    slots[slot].saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
+                }
+                if *stop.borrow() && applied.stats.received == 0 && projector.caught_up().await? {
+                    return anyhow::Ok(slots);
+                }
+            }
+        }
+    });
+    let mut merged: Vec<Histogram<u64>> = Vec::new();
+    for slots in futures::future::try_join_all(runs).await? {
+        for (n, slot) in slots.iter().enumerate() {
+            while merged.len() <= n {
+                merged.push(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?);
+            }
+            merged[n].add(slot)?;
+        }
+    }
+    Ok(merged)
 }

@@ -59,6 +59,11 @@ pub struct BusArgs {
     /// read them (counted in `bus_trimmed_over_cap_total`, and logged).
     #[arg(long, default_value_t = Retention::default().hard_cap)]
     pub bus_hard_cap: usize,
+    /// With --bus: the partition count to record if this relay creates the JetStream stream
+    /// [default: 8]; an existing stream's count must be the same (changing it is a migration:
+    /// docs/outbox/SCHEMA.md, "Partitions").
+    #[arg(long)]
+    pub partitions: Option<u32>,
 }
 
 impl BusArgs {
@@ -100,6 +105,7 @@ impl BusArgs {
                                 max_messages: i64::try_from(self.retention().hard_cap)
                                     .unwrap_or(i64::MAX),
                             }),
+                            partitions: self.partitions,
                             ..StreamSettings::default()
                         },
                     )

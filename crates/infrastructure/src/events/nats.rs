@@ -5,10 +5,23 @@
 //! | setting | value | why |
 //! |---|---|---|
 //! | name | `JOURNEY_EVENTS` | |
-//! | subjects | `journeys.>` | one subject per journey, `journeys.<journey id>` |
+//! | subjects | `journeys.>` | one subject per journey, `journeys.<partition>.<journey id>` |
+//! | description | `flyrtech journey changes; partitions=8` | the partition count, recorded once (below) |
 //! | storage | file | survives a restart of the server |
 //! | retention | limits, no age or size limit | consumers replay from the start; the operator sets limits to taste |
 //! | duplicate window | 2 minutes (JetStream's default) | how long a republished entry is recognised |
+//!
+//! # Partitions
+//! A journey's changes go to one of `partitions` subjects, `journeys.<partition>.<journey id>`,
+//! the partition being [`partition_of`] its id: FNV-1a (64-bit) of the id's bytes, modulo the
+//! count. A journey always maps to the same partition, so its changes stay in one subject, in
+//! order, and a projector that owns a partition (`crate::events::projection`) sees every change
+//! of its journeys. The count is written into the stream's description when the stream is
+//! created (`--partitions` of whoever creates it, else [`DEFAULT_PARTITIONS`]) and read from it
+//! by every relay and projector after: they cannot disagree. Asking for another count on an
+//! existing stream is refused, never applied silently; changing it is a migration
+//! (docs/outbox/SCHEMA.md, "Partitions"): stop the relays, let the projectors drain the stream,
+//! delete it, start the relays with the new count.
 //!
 //! Each outbox entry (one journey change, an [`Envelope`]) is one message on its journey's
 //! subject, the envelope as JSON, with `Nats-Msg-Id` set to the change's first event id: a
@@ -25,7 +38,35 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
+use flyrtech_core::{Envelope, EventPublisher, InvalidInput, PublishError, StoreError};
+
+/// The partition count of a stream created without `--partitions`.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+/// The most partitions a stream may have (each is a JetStream consumer of its own).
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// The partition of journey `id` among `partitions`: FNV-1a (64-bit) of the id's UTF-8 bytes,
+/// modulo the count. Stable across processes, versions and machines (it is part of the bus'
+/// format: docs/outbox/SCHEMA.md).
+pub fn partition_of(id: &str, partitions: u32) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = id
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    u32::try_from(hash % u64::from(partitions.max(1))).unwrap_or(0)
+}
+
+const DESCRIPTION: &str = "flyrtech journey changes; partitions=";
+
+/// The partition count a stream's description records, if it is one of ours.
+fn recorded_partitions(description: Option<&str>) -> Option<u32> {
+    description?
+        .strip_prefix(DESCRIPTION)?
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+}
 
 /// The stream's configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +81,10 @@ pub struct StreamSettings {
     /// messages whatever its consumers have read, like the Redis bus's hard cap). `None` leaves
     /// an existing stream's limits as they are (projectors).
     pub limits: Option<StreamLimits>,
+    /// The partition count to record if this connection creates the stream; an existing
+    /// stream's must be the same. `None`: whatever the stream records ([`DEFAULT_PARTITIONS`]
+    /// for a new one).
+    pub partitions: Option<u32>,
 }
 
 /// How much of the JetStream stream is kept.
@@ -58,14 +103,8 @@ impl Default for StreamSettings {
             subject_prefix: "journeys".into(),
             duplicate_window: Duration::from_secs(120),
             limits: None,
+            partitions: None,
         }
-    }
-}
-
-impl StreamSettings {
-    /// The subject of one journey's changes.
-    pub fn subject(&self, envelope: &Envelope) -> String {
-        format!("{}.{}", self.subject_prefix, envelope.journey_id)
     }
 }
 
@@ -75,14 +114,28 @@ pub struct JetStream {
     context: jetstream::Context,
     stream: stream::Stream,
     settings: StreamSettings,
+    partitions: u32,
 }
 
 impl JetStream {
-    /// Connects to `url` (`nats://host:port`) and creates the stream if it does not exist.
+    /// Connects to `url` (`nats://host:port`) and creates the stream if it does not exist,
+    /// recording its partition count.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the stream.
+    /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the stream;
+    /// [`StoreError::InvalidInput`] when `settings.partitions` is not 1 to [`MAX_PARTITIONS`],
+    /// differs from the count the stream records, or the stream records none (it was made by
+    /// another program, or before partitions).
     pub async fn connect(url: &str, settings: StreamSettings) -> Result<Self, StoreError> {
+        if let Some(n) = settings.partitions
+            && !(1..=MAX_PARTITIONS).contains(&n)
+        {
+            return Err(InvalidInput::new(
+                "partitions",
+                format!("must be 1 to {MAX_PARTITIONS}, not {n}"),
+            )
+            .into());
+        }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(2))
             .retry_on_initial_connect()
@@ -96,35 +149,91 @@ impl JetStream {
                 StoreError::unavailable(format!("cannot connect to NATS at {shown}"), e)
             })?;
         let context = jetstream::new(client);
+        let asked = settings.partitions.unwrap_or(DEFAULT_PARTITIONS);
         let mut config = stream::Config {
             name: settings.name.clone(),
             subjects: vec![format!("{}.>", settings.subject_prefix)],
+            description: Some(format!("{DESCRIPTION}{asked}")),
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: settings.duplicate_window,
             ..Default::default()
         };
-        let stream =
-            match settings.limits {
-                None => context.get_or_create_stream(config).await.map_err(|e| {
-                    StoreError::unavailable("cannot create the JetStream stream", e)
-                })?,
-                Some(limits) => {
-                    config.max_age = limits.max_age.unwrap_or_default();
-                    config.max_messages = limits.max_messages;
-                    context.create_or_update_stream(config).await.map_err(|e| {
-                        StoreError::unavailable("cannot create or update the JetStream stream", e)
-                    })?;
-                    context.get_stream(&settings.name).await.map_err(|e| {
-                        StoreError::unavailable("cannot open the JetStream stream", e)
-                    })?
-                }
-            };
+        // Created with our description, or as it is: either way the stream's own record counts.
+        let mut stream = context
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| StoreError::unavailable("cannot create the JetStream stream", e))?;
+        let description = stream.cached_info().config.description.clone();
+        let partitions = recorded_partitions(description.as_deref()).ok_or_else(|| {
+            InvalidInput::new(
+                "partitions",
+                format!(
+                    "the JetStream stream {} records no partition count (its description is \
+                     {description:?}): it was made by another program or before partitions; \
+                     drain it with the projector that wrote it, delete it, and start again \
+                     (docs/outbox/SCHEMA.md, \"Partitions\")",
+                    settings.name
+                ),
+            )
+        })?;
+        if let Some(n) = settings.partitions
+            && n != partitions
+        {
+            return Err(InvalidInput::new(
+                "partitions",
+                format!(
+                    "{n} asked for, but the JetStream stream {} records {partitions}: changing \
+                     the count is a migration, never done on the fly (docs/outbox/SCHEMA.md, \
+                     \"Partitions\")",
+                    settings.name
+                ),
+            )
+            .into());
+        }
+        if let Some(limits) = settings.limits {
+            config.description = description;
+            config.max_age = limits.max_age.unwrap_or_default();
+            config.max_messages = limits.max_messages;
+            context.update_stream(config).await.map_err(|e| {
+                StoreError::unavailable("cannot set the JetStream stream's limits", e)
+            })?;
+            stream = context
+                .get_stream(&settings.name)
+                .await
+                .map_err(|e| StoreError::unavailable("cannot open the JetStream stream", e))?;
+        }
         Ok(Self {
             context,
             stream,
             settings,
+            partitions,
         })
+    }
+
+    /// The partition count the stream records.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The subject of one journey's changes: `<prefix>.<partition>.<journey id>`.
+    pub fn subject(&self, envelope: &Envelope) -> String {
+        let id = envelope.journey_id.as_str();
+        format!(
+            "{}.{}.{id}",
+            self.settings.subject_prefix,
+            partition_of(id, self.partitions)
+        )
+    }
+
+    /// The subjects of one partition, as a consumer filters them: `<prefix>.<partition>.>`.
+    pub fn partition_subjects(&self, partition: u32) -> String {
+        format!("{}.{partition}.>", self.settings.subject_prefix)
+    }
+
+    /// The JetStream context, for consumers of the stream.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
     }
 
     /// The stream.
@@ -182,7 +291,7 @@ impl EventPublisher for JetStreamPublisher {
             let sent = self
                 .bus
                 .context
-                .publish_with_headers(self.bus.settings.subject(envelope), headers, payload.into())
+                .publish_with_headers(self.bus.subject(envelope), headers, payload.into())
                 .await;
             match sent {
                 Ok(ack) => pending.push(ack),
@@ -215,4 +324,51 @@ async fn settle(
         published += 1;
     }
     Ok(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_is_fnv1a_of_the_id() {
+        // FNV-1a 64 reference values: "" and "a".
+        assert_eq!(
+            partition_of("", u32::MAX),
+            (0xcbf2_9ce4_8422_2325u64 % u64::from(u32::MAX)) as u32
+        );
+        assert_eq!(
+            partition_of("a", u32::MAX),
+            (0xaf63_dc4c_8601_ec8cu64 % u64::from(u32::MAX)) as u32
+        );
+        for id in ["JRN-001", "JRN-002", "LAB-x-1"] {
+            assert!(partition_of(id, 8) < 8);
+            assert_eq!(partition_of(id, 8), partition_of(id, 8));
+            assert_eq!(partition_of(id, 1), 0);
+        }
+        // Spread: 1,000 ids over 8 partitions, none empty, none with more than twice its share.
+        let mut counts = [0u32; 8];
+        for n in 0..1000 {
+            counts[partition_of(&format!("JRN-{n}"), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (1..250).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn only_our_description_records_a_count() {
+        assert_eq!(
+            recorded_partitions(Some("flyrtech journey changes; partitions=8")),
+            Some(8)
+        );
+        assert_eq!(
+            recorded_partitions(Some("flyrtech journey changes; partitions=0")),
+            None
+        );
+        assert_eq!(
+            recorded_partitions(Some("flyrtech journey changes; partitions=x")),
+            None
+        );
+        assert_eq!(recorded_partitions(Some("another stream")), None);
+        assert_eq!(recorded_partitions(None), None);
+    }
 }

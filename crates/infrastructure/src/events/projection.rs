@@ -84,18 +84,34 @@ pub async fn connect(url: &str) -> Result<Client, ProjectionError> {
 /// # Errors
 /// [`ProjectionError::Postgres`].
 pub async fn ensure_schema(client: &Client) -> Result<bool, ProjectionError> {
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(t.name) IS NULL",
-            &[&TABLES.to_vec()],
-        )
-        .await?;
-    let missing: i64 = row.get(0);
-    if missing == 0 {
+    let missing = || async {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(t.name) IS NULL",
+                &[&TABLES.to_vec()],
+            )
+            .await?;
+        Ok::<i64, ProjectionError>(row.get(0))
+    };
+    if missing().await? == 0 {
         return Ok(false);
     }
-    client.batch_execute(SCHEMA_SQL).await?;
-    Ok(true)
+    // Projectors started together would each create the tables, and PostgreSQL's CREATE ...
+    // IF NOT EXISTS is not safe against a concurrent one (a duplicate key in its catalog): one
+    // at a time, under a session lock that a dead projector's session releases.
+    let lock = namespace("flyrtech:schema");
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&i64::from(lock)])
+        .await?;
+    let applied = match missing().await {
+        Ok(0) => Ok(false),
+        Ok(_) => client.batch_execute(SCHEMA_SQL).await.map(|()| true).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&i64::from(lock)])
+        .await?;
+    applied
 }
 
 /// What became of one change.
@@ -715,8 +731,91 @@ impl Default for ProjectorSettings {
             consumer: "projection".into(),
             batch: 512,
             idle_wait: Duration::from_millis(200),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(5),
         }
+    }
+}
+
+type PullConsumer =
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>;
+
+/// Fetches up to `batch` messages from `consumer` (waiting at most `wait` for them), applies the
+/// changes among them in one transaction on `client`, and acknowledges them after the commit.
+async fn fetch_and_apply(
+    consumer: &PullConsumer,
+    client: &mut Client,
+    batch: usize,
+    wait: Duration,
+    stats: &mut ProjectorStats,
+) -> Result<Applied, ProjectionError> {
+    use futures::StreamExt;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ProjectionError::Store(StoreError::unavailable(
+            "JetStream fetch failed",
+            e.to_string(),
+        ))
+    };
+    let mut messages = consumer
+        .fetch()
+        .max_messages(batch)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut received = Vec::new();
+    while let Some(message) = messages.next().await {
+        received.push(message.map_err(|e| unavailable(&e))?);
+    }
+    let mut changes = Vec::with_capacity(received.len());
+    let mut keep = Vec::with_capacity(received.len());
+    for message in received {
+        match serde_json::from_slice::<Envelope>(&message.payload) {
+            Ok(envelope) if !envelope.events.is_empty() => {
+                changes.push(envelope);
+                keep.push(message);
+            }
+            other => {
+                tracing::warn!(subject = %message.subject, error = ?other.err().map(|e| e.to_string()), "not a change; terminated");
+                stats.rejected += 1;
+                let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(Applied::default());
+    }
+    let applied = apply_batch(client, &changes).await?;
+    // Committed: now (and only now) the messages may go. A lost ack is a redelivery, which
+    // the processed_events rows turn into a no-op.
+    for message in &keep {
+        if let Err(e) = message.ack().await {
+            tracing::debug!(error = %e, "ack not sent; the change will be redelivered as a duplicate");
+        }
+    }
+    stats.changes += applied.stats;
+    stats.batches += 1;
+    record(&applied);
+    Ok(applied)
+}
+
+/// The projector's metrics for one applied batch: `projector_changes_total` by outcome and
+/// `projector_lag_seconds` (commit in Redis to commit in PostgreSQL) of each applied change.
+fn record(applied: &Applied) {
+    let s = applied.stats;
+    for (outcome, n) in [
+        ("applied", s.applied),
+        ("duplicate", s.duplicates),
+        ("held", s.held),
+        ("stale", s.stale),
+    ] {
+        if n > 0 {
+            metrics::counter!("projector_changes_total", "outcome" => outcome).increment(n);
+        }
+    }
+    let now = Utc::now();
+    let lag = metrics::histogram!("projector_lag_seconds");
+    for at in &applied.occurred_at {
+        lag.record((now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
     }
 }
 
@@ -791,54 +890,14 @@ impl Projector {
     /// [`ProjectionError`]: nothing of the batch was committed or acknowledged (JetStream
     /// redelivers it).
     pub async fn step(&mut self) -> Result<Applied, ProjectionError> {
-        use futures::StreamExt;
-        let unavailable = |e: &dyn std::fmt::Display| {
-            ProjectionError::Store(StoreError::unavailable(
-                "JetStream fetch failed",
-                e.to_string(),
-            ))
-        };
-        let mut messages = self
-            .consumer
-            .fetch()
-            .max_messages(self.settings.batch)
-            .expires(self.settings.idle_wait)
-            .messages()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let mut received = Vec::new();
-        while let Some(message) = messages.next().await {
-            received.push(message.map_err(|e| unavailable(&e))?);
-        }
-        let mut changes = Vec::with_capacity(received.len());
-        let mut keep = Vec::with_capacity(received.len());
-        for message in received {
-            match serde_json::from_slice::<Envelope>(&message.payload) {
-                Ok(envelope) if !envelope.events.is_empty() => {
-                    changes.push(envelope);
-                    keep.push(message);
-                }
-                other => {
-                    tracing::warn!(subject = %message.subject, error = ?other.err().map(|e| e.to_string()), "not a change; terminated");
-                    self.stats.rejected += 1;
-                    let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
-                }
-            }
-        }
-        if changes.is_empty() {
-            return Ok(Applied::default());
-        }
-        let applied = apply_batch(&mut self.client, &changes).await?;
-        // Committed: now (and only now) the messages may go. A lost ack is a redelivery, which
-        // the processed_events rows turn into a no-op.
-        for message in &keep {
-            if let Err(e) = message.ack().await {
-                tracing::debug!(error = %e, "ack not sent; the change will be redelivered as a duplicate");
-            }
-        }
-        self.stats.changes += applied.stats;
-        self.stats.batches += 1;
-        Ok(applied)
+        fetch_and_apply(
+            &self.consumer,
+            &mut self.client,
+            self.settings.batch,
+            self.settings.idle_wait,
+            &mut self.stats,
+        )
+        .await
     }
 
     /// Whether the consumer has delivered everything in the stream and nothing awaits an
@@ -853,5 +912,274 @@ impl Projector {
             .await
             .map_err(|e| StoreError::unavailable("cannot read the consumer's state", e))?;
         Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    }
+}
+
+/// How often a [`PartitionedProjector`] counts the projectors and takes or gives up partitions.
+pub const BALANCE_EVERY: Duration = Duration::from_secs(1);
+
+/// One of several projectors sharing a partitioned stream (`crate::events::nats`, "Partitions")
+/// without anyone assigning the partitions.
+///
+/// # Leases
+/// A projector owns a partition while its PostgreSQL session holds the advisory lock of that
+/// partition (`pg_try_advisory_lock(<partitions namespace>, <partition>)`, the namespace derived
+/// from the consumer's name), and fetches only from the partition's own durable JetStream
+/// consumer (`<consumer>-p<partition>`, filtered on `journeys.<partition>.>`). Every projector
+/// also holds a member lock (`<members namespace>, <random id>`) for as long as its session
+/// lives, so the live projectors are counted from `pg_locks`, with no table to clean up.
+///
+/// Every [`BALANCE_EVERY`] a projector computes its fair share, `ceil(partitions / projectors)`:
+/// above it, it gives up its highest partitions (between batches, so it holds no unacknowledged
+/// message of them); below it, it takes free partitions. Shutting down ends the session, which
+/// releases every lock. A projector that dies (SIGKILL, a lost machine) loses its session with
+/// its process: PostgreSQL drops its locks when the connection closes, and within a balance
+/// period the others take its partitions over; the changes it had fetched but not committed are
+/// redelivered by JetStream after the consumer's `ack_wait` ([`ProjectorSettings::ack_wait`]).
+///
+/// # Why a takeover applies nothing twice and skips nothing
+/// The leases only share the work; correctness stays with the projection's rules (module docs):
+/// a change applied by the dead projector is in `processed_events` (a redelivery is a
+/// duplicate), one it had not committed is redelivered, and a journey's versions are applied
+/// in order whatever order they arrive in. Two projectors briefly fetching one partition (a
+/// session that PostgreSQL has not yet noticed is gone) is therefore safe too.
+#[derive(Debug)]
+pub struct PartitionedProjector {
+    bus: crate::events::nats::JetStream,
+    /// One session: it holds the leases and applies the changes.
+    client: Client,
+    settings: ProjectorSettings,
+    members_namespace: i32,
+    partitions_namespace: i32,
+    owned: BTreeMap<u32, PullConsumer>,
+    /// Where the round robin over the owned partitions continues.
+    next: u32,
+    balanced_at: Option<std::time::Instant>,
+    stats: ProjectorStats,
+}
+
+/// A positive lock namespace for `name` (FNV-1a, as the partitions).
+fn namespace(name: &str) -> i32 {
+    let n = crate::events::nats::partition_of(name, i32::MAX.unsigned_abs());
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl PartitionedProjector {
+    /// Joins the projectors of `settings.consumer` on `bus`: makes sure the schema and every
+    /// partition's consumer exist, and takes the member lock. Partitions are taken by the first
+    /// [`PartitionedProjector::step`].
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when PostgreSQL fails; [`StoreError::Unavailable`] (inside
+    /// [`ProjectionError::Store`]) when JetStream does.
+    pub async fn join(
+        bus: &crate::events::nats::JetStream,
+        client: Client,
+        settings: ProjectorSettings,
+    ) -> Result<Self, ProjectionError> {
+        if ensure_schema(&client).await? {
+            tracing::info!("applied docs/outbox/SCHEMA.sql: the projection's tables were missing");
+        }
+        let members_namespace = namespace(&format!("flyrtech:{}:members", settings.consumer));
+        let partitions_namespace = namespace(&format!("flyrtech:{}:partitions", settings.consumer));
+        // A member id no live projector holds: try until one is free.
+        loop {
+            let id = rand::random::<i32>() & i32::MAX;
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&members_namespace, &id],
+                )
+                .await?;
+            if row.get::<_, bool>(0) {
+                break;
+            }
+        }
+        let projector = Self {
+            bus: bus.clone(),
+            client,
+            settings,
+            members_namespace,
+            partitions_namespace,
+            owned: BTreeMap::new(),
+            next: 0,
+            balanced_at: None,
+            stats: ProjectorStats::default(),
+        };
+        for partition in 0..bus.partitions() {
+            projector.consumer(partition).await?;
+        }
+        Ok(projector)
+    }
+
+    /// The durable consumer of one partition, created if absent.
+    async fn consumer(&self, partition: u32) -> Result<PullConsumer, ProjectionError> {
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+        let name = format!("{}-p{partition}", self.settings.consumer);
+        let consumer = self
+            .bus
+            .stream()
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.bus.partition_subjects(partition),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: self.settings.ack_wait,
+                    max_ack_pending: i64::try_from(self.settings.batch.saturating_mul(4))
+                        .unwrap_or(i64::MAX),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| StoreError::unavailable("cannot create the JetStream consumer", e))?;
+        Ok(consumer)
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> &ProjectorStats {
+        &self.stats
+    }
+
+    /// The partitions this projector owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.owned.keys().copied().collect()
+    }
+
+    /// Counts the projectors and takes or gives up partitions to hold its fair share.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when PostgreSQL or JetStream fails.
+    pub async fn balance(&mut self) -> Result<(), ProjectionError> {
+        const HELD: &str = "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' \
+                            AND classid = $1::int8::oid AND objsubid = 2 AND granted";
+        let members: i64 = self
+            .client
+            .query_one(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' \
+                 AND classid = $1::int8::oid AND objsubid = 2 AND granted",
+                &[&i64::from(self.members_namespace)],
+            )
+            .await?
+            .get(0);
+        let partitions = self.bus.partitions();
+        let members = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
+        let share = usize::try_from(partitions.div_ceil(members)).unwrap_or(usize::MAX);
+        while self.owned.len() > share {
+            let Some((partition, _)) = self.owned.pop_last() else {
+                break;
+            };
+            self.client
+                .query_one(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[
+                        &self.partitions_namespace,
+                        &i32::try_from(partition).unwrap_or(0),
+                    ],
+                )
+                .await?;
+            tracing::info!(partition, share, members, "gave up a partition");
+        }
+        if self.owned.len() < share {
+            let held: HashSet<i64> = self
+                .client
+                .query(HELD, &[&i64::from(self.partitions_namespace)])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            // Start somewhere different in each projector, so that they do not all race for
+            // partition 0 first.
+            let start = rand::random::<u32>() % partitions.max(1);
+            for k in 0..partitions {
+                if self.owned.len() >= share {
+                    break;
+                }
+                let partition = (start + k) % partitions;
+                if held.contains(&i64::from(partition)) {
+                    continue;
+                }
+                let taken: bool = self
+                    .client
+                    .query_one(
+                        "SELECT pg_try_advisory_lock($1, $2)",
+                        &[
+                            &self.partitions_namespace,
+                            &i32::try_from(partition).unwrap_or(0),
+                        ],
+                    )
+                    .await?
+                    .get(0);
+                if taken {
+                    let consumer = self.consumer(partition).await?;
+                    self.owned.insert(partition, consumer);
+                    tracing::info!(partition, share, members, "took a partition");
+                }
+            }
+        }
+        metrics::gauge!("projector_owned_partitions").set(self.owned.len() as f64);
+        self.balanced_at = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Balances when it is time, then fetches and applies one batch of the next owned
+    /// partition in turn; answers what it applied (empty when that partition had nothing, or
+    /// when this projector owns none: then it waits `idle_wait` first).
+    ///
+    /// # Errors
+    /// [`ProjectionError`]: nothing of the batch was committed or acknowledged (JetStream
+    /// redelivers it).
+    pub async fn step(&mut self) -> Result<Applied, ProjectionError> {
+        if self
+            .balanced_at
+            .is_none_or(|at| at.elapsed() >= BALANCE_EVERY)
+        {
+            self.balance().await?;
+        }
+        let Some((&partition, consumer)) = self
+            .owned
+            .range(self.next..)
+            .next()
+            .or_else(|| self.owned.iter().next())
+        else {
+            tokio::time::sleep(self.settings.idle_wait).await;
+            return Ok(Applied::default());
+        };
+        self.next = partition + 1;
+        // Each owned partition waits its share of the idle wait, so a round over them all
+        // takes about one idle wait when the bus is quiet.
+        let count = u32::try_from(self.owned.len()).unwrap_or(u32::MAX).max(1);
+        let wait = (self.settings.idle_wait / count).max(Duration::from_millis(10));
+        let consumer = consumer.clone();
+        fetch_and_apply(
+            &consumer,
+            &mut self.client,
+            self.settings.batch,
+            wait,
+            &mut self.stats,
+        )
+        .await
+    }
+
+    /// Whether every partition's consumer has delivered everything and nothing awaits an
+    /// acknowledgement (all partitions, owned by this projector or not).
+    ///
+    /// # Errors
+    /// [`ProjectionError::Store`] when JetStream cannot say.
+    pub async fn caught_up(&mut self) -> Result<bool, ProjectionError> {
+        for partition in 0..self.bus.partitions() {
+            let name = format!("{}-p{partition}", self.settings.consumer);
+            let info = self
+                .bus
+                .stream()
+                .consumer_info(&name)
+                .await
+                .map_err(|e| StoreError::unavailable("cannot read the consumer's state", e))?;
+            if info.num_pending != 0 || info.num_ack_pending != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }

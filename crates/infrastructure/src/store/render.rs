@@ -174,7 +174,7 @@ mod tests {
         let memo = RenderMemo::default();
         let id = JourneyId::parse("JRN-1").unwrap();
         let decodes = Cell::new(0);
-        let mut read = |raw: &str, version| {
+        let read = |raw: &str, version| {
             memo.render(&id, Raw::Document(raw.to_owned()), |_| {
                 decodes.set(decodes.get() + 1);
                 Ok(journey("JRN-1", version))
