@@ -45,9 +45,13 @@ wait-cost:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
 
-# serve against its own GET /health ceiling with wrk (or oha), then the lab's view (compare --http); writes docs/results/http.txt.
+# serve against the stack's floor (crates/api/examples/floor.rs) and its Redis ceiling, every strategy, with wrk (or oha), then the lab's view (compare --http --http-floor); writes docs/results/http-floor.txt.
 http-bench *STRATEGIES:
-    tools/http-bench/run.sh {{STRATEGIES}}
+    OUT=docs/results/http-floor.txt tools/http-bench/run.sh {{STRATEGIES}}
+
+# Where a request's CPU goes: server and Redis, floor against serve, route by route; writes docs/results/http-cpu.txt.
+http-cpu *STRATEGIES:
+    tools/http-bench/cpu-split.sh {{STRATEGIES}}
 
 # The events' way out: end-to-end lag under spread and a 1,000,000-entry backlog into JetStream and PostgreSQL (private servers); writes docs/results/projection.json.
 project-bench:

@@ -930,15 +930,21 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     );
 
     let logs = tempfile::tempdir().unwrap();
+    // Projector 1 serves its metrics.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let project = |n: usize| {
         let log = std::fs::File::create(logs.path().join(format!("projector-{n}.log"))).unwrap();
-        flyrtech()
-            .args(["project", "--bus", &bus, "--postgres", &db, "--batch", "1"])
-            .args(["--ack-wait-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        let mut cmd = flyrtech();
+        cmd.args(["project", "--bus", &bus, "--postgres", &db, "--batch", "1"])
+            .args(["--ack-wait-ms", "1000"]);
+        if n == 1 {
+            cmd.args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+        }
+        cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
     };
     let took = |n: usize| {
         std::fs::read_to_string(logs.path().join(format!("projector-{n}.log")))
@@ -994,6 +1000,21 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert_eq!(sum(POSITIONS).await, total, "the survivors took over");
+    let metrics = http()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "projector_changes_total{outcome=\"applied\"}",
+        "projector_owned_partitions",
+        "projector_lag_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
     assert!(
         took(1) + took(2) > 4,
         "6 partitions, 2 each, then the dead one's"

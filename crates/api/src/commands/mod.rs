@@ -164,3 +164,31 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
+
+/// Serves the process' Prometheus metrics on `GET /metrics` at `addr` (`--metrics-listen` of
+/// `relay` and `project`), from a task of its own; without an address the recorder is installed
+/// all the same, so that gauges are kept.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve_metrics(addr: Option<std::net::SocketAddr>, what: &str) -> anyhow::Result<()> {
+    let handle = crate::http::prometheus();
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    tracing::info!(%addr, "serving {what} metrics on /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}

@@ -46,6 +46,11 @@ pub struct ProjectArgs {
     /// takes its partition over), in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub ack_wait_ms: u64,
+    /// Serve Prometheus metrics on this address (`GET /metrics`): `projector_changes_total` by
+    /// outcome, `projector_lag_seconds` (commit in Redis to commit here), and
+    /// `projector_owned_partitions`.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Connects both ends and joins the projectors sharing the stream's partitions.
@@ -73,6 +78,7 @@ pub async fn project(
     args: &ProjectArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ProjectorStats> {
+    super::serve_metrics(args.metrics_listen, "projector").await?;
     let mut projector = projector(
         &args.bus,
         &args.postgres,

@@ -200,26 +200,7 @@ pub async fn relay(
 ) -> anyhow::Result<RelayStats> {
     let settings = args.settings()?;
     let publisher = args.bus.publisher(&redis).await?;
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let handle = crate::http::prometheus();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let handle = handle.clone();
-                async move { handle.render() }
-            }),
-        );
-        tracing::info!(%addr, "serving relay metrics on /metrics");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "the metrics listener stopped");
-            }
-        });
-    } else {
-        // Installs the recorder so that the gauges are kept even without a listener.
-        let _ = crate::http::prometheus();
-    }
+    super::serve_metrics(args.metrics_listen, "relay").await?;
     let relay = Relay::new(redis, publisher, settings).await?;
     tracing::info!(
         consumer = %relay.settings().consumer,

@@ -105,7 +105,11 @@ pub async fn ensure_schema(client: &Client) -> Result<bool, ProjectionError> {
         .await?;
     let applied = match missing().await {
         Ok(0) => Ok(false),
-        Ok(_) => client.batch_execute(SCHEMA_SQL).await.map(|()| true).map_err(Into::into),
+        Ok(_) => client
+            .batch_execute(SCHEMA_SQL)
+            .await
+            .map(|()| true)
+            .map_err(Into::into),
         Err(e) => Err(e),
     };
     client
