@@ -765,37 +765,24 @@ async fn import_legacy_reports_what_it_skipped_in_its_exit_status() {
 /// with (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
-    use flyrtech_infrastructure::{LocalNats, LocalPostgres};
-
-    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
-    let (Some(nats), Some(pg)) = (
-        service("nats-server", LocalNats::start()),
-        service("PostgreSQL", LocalPostgres::start()),
-    ) else {
+    let Some(rig) = ProjectionRig::relayed("PROJ", 200, 5, &[]).await else {
         return;
     };
-    let (url, bus, db) = (local.url(), nats.url(), pg.url());
-    let (journeys, changes) = (200, 5);
-    journeys_with_changes(&url, "PROJ", journeys, changes).await;
-    let total = i64::try_from(journeys * changes).unwrap();
-    let relayed = flyrtech()
-        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
-        .output()
-        .unwrap();
-    assert!(
-        relayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&relayed.stderr)
+    let (url, bus, db, total) = (
+        rig.url.as_str(),
+        rig.bus.as_str(),
+        rig.db.as_str(),
+        rig.total,
     );
 
     let project = |extra: &[&str]| {
         let mut cmd = flyrtech();
-        cmd.args(["project", "--bus", &bus, "--postgres", &db, "--batch", "4"])
+        cmd.args(["project", "--bus", bus, "--postgres", db, "--batch", "4"])
             .args(["--ack-wait-ms", "1000"])
             .args(extra);
         cmd
     };
-    let client = flyrtech_infrastructure::events::projection::connect(&db)
+    let client = flyrtech_infrastructure::events::projection::connect(db)
         .await
         .unwrap();
     let sum = |sql: &'static str| {
@@ -843,12 +830,12 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
         flyrtech()
             .args([
                 "--redis-url",
-                &url,
+                url,
                 "--strategy",
                 "lua",
                 "audit",
                 "--projection",
-                &db,
+                db,
             ])
             .output()
             .unwrap()
@@ -891,34 +878,20 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
 /// version committed after a later one), nothing held, and `audit --projection` exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
-    use flyrtech_infrastructure::{LocalNats, LocalPostgres};
-
-    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
-    let (Some(nats), Some(pg)) = (
-        service("nats-server", LocalNats::start()),
-        service("PostgreSQL", LocalPostgres::start()),
-    ) else {
-        return;
-    };
-    let (url, bus, db) = (local.url(), nats.url(), pg.url());
     // Enough changes, applied one per transaction, that the three are still at work when one
     // is killed.
-    let (journeys, changes) = (500, 4);
-    journeys_with_changes(&url, "SHARE", journeys, changes).await;
-    let total = i64::try_from(journeys * changes).unwrap();
-    let relayed = flyrtech()
-        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
-        .args(["--partitions", "6"])
-        .output()
-        .unwrap();
-    assert!(
-        relayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&relayed.stderr)
+    let Some(rig) = ProjectionRig::relayed("SHARE", 500, 4, &["--partitions", "6"]).await else {
+        return;
+    };
+    let (url, bus, db, total) = (
+        rig.url.as_str(),
+        rig.bus.as_str(),
+        rig.db.as_str(),
+        rig.total,
     );
     // Another count on the same stream is refused, and says why.
     let refused = flyrtech()
-        .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
+        .args(["--redis-url", url, "relay", "--drain", "--bus", bus])
         .args(["--partitions", "4"])
         .output()
         .unwrap();
@@ -939,7 +912,7 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     let project = |n: usize| {
         let log = std::fs::File::create(logs.path().join(format!("projector-{n}.log"))).unwrap();
         let mut cmd = flyrtech();
-        cmd.args(["project", "--bus", &bus, "--postgres", &db, "--batch", "1"])
+        cmd.args(["project", "--bus", bus, "--postgres", db, "--batch", "1"])
             .args(["--ack-wait-ms", "1000"]);
         if n == 1 {
             cmd.args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
@@ -953,7 +926,7 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
             .filter(|l| l.contains("took a partition"))
             .count()
     };
-    let client = flyrtech_infrastructure::events::projection::connect(&db)
+    let client = flyrtech_infrastructure::events::projection::connect(db)
         .await
         .unwrap();
     let sum = |sql: &'static str| {
@@ -1021,7 +994,7 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     );
     // Started again later, it finds the work done.
     let again = flyrtech()
-        .args(["project", "--bus", &bus, "--postgres", &db, "--drain"])
+        .args(["project", "--bus", bus, "--postgres", db, "--drain"])
         .output()
         .unwrap();
     assert!(
@@ -1047,12 +1020,12 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     let audit = flyrtech()
         .args([
             "--redis-url",
-            &url,
+            url,
             "--strategy",
             "lua",
             "audit",
             "--projection",
-            &db,
+            db,
         ])
         .output()
         .unwrap();
@@ -1063,6 +1036,55 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
         String::from_utf8_lossy(&audit.stdout),
         String::from_utf8_lossy(&audit.stderr)
     );
+}
+
+/// A private Redis, nats-server and PostgreSQL; journeys with changes in the outbox, relayed
+/// into JetStream by `flyrtech relay --drain --bus` with `relay_args`.
+struct ProjectionRig {
+    _servers: (
+        flyrtech_infrastructure::LocalRedis,
+        flyrtech_infrastructure::LocalNats,
+        flyrtech_infrastructure::LocalPostgres,
+    ),
+    url: String,
+    bus: String,
+    db: String,
+    /// Changes relayed.
+    total: i64,
+}
+
+impl ProjectionRig {
+    /// `None` when NATS or PostgreSQL is missing outside CI (see [`service`]).
+    async fn relayed(
+        prefix: &str,
+        journeys: usize,
+        changes: usize,
+        relay_args: &[&str],
+    ) -> Option<Self> {
+        use flyrtech_infrastructure::{LocalNats, LocalPostgres};
+        let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+        let nats = service("nats-server", LocalNats::start())?;
+        let pg = service("PostgreSQL", LocalPostgres::start())?;
+        let (url, bus, db) = (local.url(), nats.url(), pg.url());
+        journeys_with_changes(&url, prefix, journeys, changes).await;
+        let relayed = flyrtech()
+            .args(["--redis-url", &url, "relay", "--drain", "--bus", &bus])
+            .args(relay_args)
+            .output()
+            .unwrap();
+        assert!(
+            relayed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&relayed.stderr)
+        );
+        Some(Self {
+            _servers: (local, nats, pg),
+            url,
+            bus,
+            db,
+            total: i64::try_from(journeys * changes).unwrap(),
+        })
+    }
 }
 
 /// Like the suite's own helper: a developer without NATS or PostgreSQL is told and the test

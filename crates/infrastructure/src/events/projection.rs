@@ -743,6 +743,43 @@ impl Default for ProjectorSettings {
 type PullConsumer =
     async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>;
 
+/// [`ensure_schema`], saying so when it applied the schema.
+async fn prepare_schema(client: &Client) -> Result<(), ProjectionError> {
+    if ensure_schema(client).await? {
+        tracing::info!("applied docs/outbox/SCHEMA.sql: the projection's tables were missing");
+    }
+    Ok(())
+}
+
+/// The durable pull consumer `name` on `bus` (every subject when `filter` is empty), created if
+/// absent: explicit acks, from the stream's start, redelivery after `settings.ack_wait`.
+async fn durable_consumer(
+    bus: &crate::events::nats::JetStream,
+    name: &str,
+    filter: String,
+    settings: &ProjectorSettings,
+) -> Result<PullConsumer, ProjectionError> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let consumer = bus
+        .stream()
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter,
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: i64::try_from(settings.batch.saturating_mul(4))
+                    .unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| StoreError::unavailable("cannot create the JetStream consumer", e))?;
+    Ok(consumer)
+}
+
 /// Fetches up to `batch` messages from `consumer` (waiting at most `wait` for them), applies the
 /// changes among them in one transaction on `client`, and acknowledges them after the commit.
 async fn fetch_and_apply(
@@ -855,26 +892,8 @@ impl Projector {
         client: Client,
         settings: ProjectorSettings,
     ) -> Result<Self, ProjectionError> {
-        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-        if ensure_schema(&client).await? {
-            tracing::info!("applied docs/outbox/SCHEMA.sql: the projection's tables were missing");
-        }
-        let consumer = bus
-            .stream()
-            .get_or_create_consumer(
-                &settings.consumer,
-                pull::Config {
-                    durable_name: Some(settings.consumer.clone()),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: settings.ack_wait,
-                    max_ack_pending: i64::try_from(settings.batch.saturating_mul(4))
-                        .unwrap_or(i64::MAX),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| StoreError::unavailable("cannot create the JetStream consumer", e))?;
+        prepare_schema(&client).await?;
+        let consumer = durable_consumer(bus, &settings.consumer, String::new(), &settings).await?;
         Ok(Self {
             consumer,
             client,
@@ -981,9 +1000,7 @@ impl PartitionedProjector {
         client: Client,
         settings: ProjectorSettings,
     ) -> Result<Self, ProjectionError> {
-        if ensure_schema(&client).await? {
-            tracing::info!("applied docs/outbox/SCHEMA.sql: the projection's tables were missing");
-        }
+        prepare_schema(&client).await?;
         let members_namespace = namespace(&format!("flyrtech:{}:members", settings.consumer));
         let partitions_namespace = namespace(&format!("flyrtech:{}:partitions", settings.consumer));
         // A member id no live projector holds: try until one is free.
@@ -1018,27 +1035,9 @@ impl PartitionedProjector {
 
     /// The durable consumer of one partition, created if absent.
     async fn consumer(&self, partition: u32) -> Result<PullConsumer, ProjectionError> {
-        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
         let name = format!("{}-p{partition}", self.settings.consumer);
-        let consumer = self
-            .bus
-            .stream()
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: self.bus.partition_subjects(partition),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: self.settings.ack_wait,
-                    max_ack_pending: i64::try_from(self.settings.batch.saturating_mul(4))
-                        .unwrap_or(i64::MAX),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| StoreError::unavailable("cannot create the JetStream consumer", e))?;
-        Ok(consumer)
+        let filter = self.bus.partition_subjects(partition);
+        durable_consumer(&self.bus, &name, filter, &self.settings).await
     }
 
     /// Totals so far.
