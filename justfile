@@ -58,6 +58,11 @@ project-bench:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- project-bench --json docs/results/projection.json
 
+# The same with the stream's partitions shared by 1, then 4 projectors, 60 s of lag; writes docs/results/projection-1.json and projection-4.json.
+project-bench-shared:
+    mkdir -p docs/results
+    for n in 1 4; do cargo run --release -q -p flyrtech-api -- project-bench --projectors $n --lag-secs 60 --json docs/results/projection-$n.json; done
+
 # The incident five times for the strategies whose goals are ratios of the serial bound (run-to-run noise on this VM is larger than their margins); writes docs/results/incident-runs.txt.
 incident-runs:
     mkdir -p docs/results
