@@ -782,19 +782,8 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
             .args(extra);
         cmd
     };
-    let client = flyrtech_infrastructure::events::projection::connect(db)
-        .await
-        .unwrap();
-    let sum = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[])
-                .await
-                .map_or(0, |r| r.get::<_, i64>(0))
-        }
-    };
-    const POSITIONS: &str = "SELECT COALESCE(sum(last_version), 0)::bigint FROM journey_positions";
+    let client = &rig.client;
+    let sum = |sql: &'static str| rig.count(sql);
     let mut doomed = project(&[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -926,19 +915,7 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
             .filter(|l| l.contains("took a partition"))
             .count()
     };
-    let client = flyrtech_infrastructure::events::projection::connect(db)
-        .await
-        .unwrap();
-    let sum = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[])
-                .await
-                .map_or(0, |r| r.get::<_, i64>(0))
-        }
-    };
-    const POSITIONS: &str = "SELECT COALESCE(sum(last_version), 0)::bigint FROM journey_positions";
+    let sum = |sql: &'static str| rig.count(sql);
     let mut projectors: Vec<std::process::Child> = (0..3).map(project).collect();
     // All three hold partitions and the projection has begun before one is killed.
     let mut projected = 0;
@@ -1051,7 +1028,12 @@ struct ProjectionRig {
     db: String,
     /// Changes relayed.
     total: i64,
+    /// A session on the projection's database.
+    client: tokio_postgres::Client,
 }
+
+/// The sum of the projection's positions: the changes applied.
+const POSITIONS: &str = "SELECT COALESCE(sum(last_version), 0)::bigint FROM journey_positions";
 
 impl ProjectionRig {
     /// `None` when NATS or PostgreSQL is missing outside CI (see [`service`]).
@@ -1077,13 +1059,25 @@ impl ProjectionRig {
             "{}",
             String::from_utf8_lossy(&relayed.stderr)
         );
+        let client = flyrtech_infrastructure::events::projection::connect(&db)
+            .await
+            .unwrap();
         Some(Self {
             _servers: (local, nats, pg),
             url,
             bus,
             db,
             total: i64::try_from(journeys * changes).unwrap(),
+            client,
         })
+    }
+
+    /// The one `bigint` that `sql` answers on the projection (0 before its tables exist).
+    async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0))
     }
 }
 
