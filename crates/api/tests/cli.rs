@@ -768,12 +768,7 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
     let Some(rig) = ProjectionRig::relayed("PROJ", 200, 5, &[]).await else {
         return;
     };
-    let (url, bus, db, total) = (
-        rig.url.as_str(),
-        rig.bus.as_str(),
-        rig.db.as_str(),
-        rig.total,
-    );
+    let (bus, db, total) = (rig.bus.as_str(), rig.db.as_str(), rig.total);
 
     let project = |extra: &[&str]| {
         let mut cmd = flyrtech();
@@ -810,34 +805,7 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
         "{}",
         String::from_utf8_lossy(&finished.stderr)
     );
-    assert_eq!(sum(POSITIONS).await, total);
-    assert_eq!(sum("SELECT count(*) FROM status_history").await, total);
-    assert_eq!(sum("SELECT count(*) FROM processed_events").await, total);
-    assert_eq!(sum("SELECT count(*) FROM held_events").await, 0);
-
-    let audit = || {
-        flyrtech()
-            .args([
-                "--redis-url",
-                url,
-                "--strategy",
-                "lua",
-                "audit",
-                "--projection",
-                db,
-            ])
-            .output()
-            .unwrap()
-    };
-    let clean = audit();
-    let stdout = String::from_utf8_lossy(&clean.stdout);
-    assert_eq!(
-        clean.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&clean.stderr)
-    );
-    assert!(stdout.contains("0 differences"), "{stdout}");
+    rig.assert_projected_once().await;
 
     client
         .execute(
@@ -846,7 +814,7 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
         )
         .await
         .unwrap();
-    let dirty = audit();
+    let dirty = rig.audit();
     assert_eq!(
         dirty.status.code(),
         Some(1),
@@ -984,35 +952,7 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
         survivor.wait().unwrap();
     }
 
-    assert_eq!(sum(POSITIONS).await, total);
-    assert_eq!(sum("SELECT count(*) FROM status_history").await, total);
-    assert_eq!(sum("SELECT count(*) FROM processed_events").await, total);
-    assert_eq!(sum("SELECT count(*) FROM held_events").await, 0);
-    let out_of_order = sum(
-        "SELECT count(*) FROM status_history a JOIN status_history b \
-         ON a.journey_id = b.journey_id AND a.version < b.version AND a.projected_at > b.projected_at",
-    )
-    .await;
-    assert_eq!(out_of_order, 0, "a version was committed after a later one");
-    let audit = flyrtech()
-        .args([
-            "--redis-url",
-            url,
-            "--strategy",
-            "lua",
-            "audit",
-            "--projection",
-            db,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        audit.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&audit.stdout),
-        String::from_utf8_lossy(&audit.stderr)
-    );
+    rig.assert_projected_once().await;
 }
 
 /// A private Redis, nats-server and PostgreSQL; journeys with changes in the outbox, relayed
@@ -1070,6 +1010,49 @@ impl ProjectionRig {
             total: i64::try_from(journeys * changes).unwrap(),
             client,
         })
+    }
+
+    /// `flyrtech audit --projection` of the rig's journeys.
+    fn audit(&self) -> std::process::Output {
+        flyrtech()
+            .args(["--redis-url", &self.url, "--strategy", "lua", "audit"])
+            .args(["--projection", &self.db])
+            .output()
+            .unwrap()
+    }
+
+    /// The projection holds each change once: positions, history and `processed_events` each
+    /// equal to the changes relayed, nothing held, no journey's version committed after a later
+    /// one, and `audit --projection` finds no difference (exit 0).
+    async fn assert_projected_once(&self) {
+        let total = self.total;
+        assert_eq!(self.count(POSITIONS).await, total);
+        assert_eq!(
+            self.count("SELECT count(*) FROM status_history").await,
+            total
+        );
+        assert_eq!(
+            self.count("SELECT count(*) FROM processed_events").await,
+            total
+        );
+        assert_eq!(self.count("SELECT count(*) FROM held_events").await, 0);
+        let out_of_order = self
+            .count(
+                "SELECT count(*) FROM status_history a JOIN status_history b \
+                 ON a.journey_id = b.journey_id AND a.version < b.version \
+                 AND a.projected_at > b.projected_at",
+            )
+            .await;
+        assert_eq!(out_of_order, 0, "a version was committed after a later one");
+        let clean = self.audit();
+        let stdout = String::from_utf8_lossy(&clean.stdout);
+        assert_eq!(
+            clean.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&clean.stderr)
+        );
+        assert!(stdout.contains("0 differences"), "{stdout}");
     }
 
     /// The one `bigint` that `sql` answers on the projection (0 before its tables exist).
