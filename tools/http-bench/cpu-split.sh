@@ -26,7 +26,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=tools/http-bench/lib.sh
+source tools/http-bench/lib.sh
 ticks=$(getconf CLK_TCK)
 
 measure() { # server(floor|serve) strategy route(health|get|put)
@@ -43,7 +44,7 @@ measure() { # server(floor|serve) strategy route(health|get|put)
     target/release/examples/floor "redis://127.0.0.1:$rport" "127.0.0.1:$hport" 2>"$work/floor.log" &
   fi
   spid=$!; pids+=("$spid")
-  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$hport/health" >/dev/null && break; sleep 0.05; done
+  wait_for "http://127.0.0.1:$hport/health"
   case $route in
     health) url="http://127.0.0.1:$hport/health" ;;
     get) url="http://127.0.0.1:$hport/api/journeys/JRN-001" ;;

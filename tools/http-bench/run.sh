@@ -51,8 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+# shellcheck source=tools/http-bench/lib.sh
+source tools/http-bench/lib.sh
 
 if command -v wrk >/dev/null; then
   tool="wrk $( (wrk -v 2>&1 || true) | head -1 | awk '{print $2}')"

@@ -1055,17 +1055,17 @@ impl PartitionedProjector {
     /// # Errors
     /// [`ProjectionError`] when PostgreSQL or JetStream fails.
     pub async fn balance(&mut self) -> Result<(), ProjectionError> {
-        const HELD: &str = "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' \
+        // The advisory locks of a namespace held now (two-key locks: objsubid 2).
+        const HELD: &str = "SELECT pid, objid::int8 FROM pg_locks WHERE locktype = 'advisory' \
                             AND classid = $1::int8::oid AND objsubid = 2 AND granted";
-        let members: i64 = self
+        let members = self
             .client
-            .query_one(
-                "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' \
-                 AND classid = $1::int8::oid AND objsubid = 2 AND granted",
-                &[&i64::from(self.members_namespace)],
-            )
+            .query(HELD, &[&i64::from(self.members_namespace)])
             .await?
-            .get(0);
+            .iter()
+            .map(|row| row.get::<_, i32>(0))
+            .collect::<HashSet<i32>>()
+            .len();
         let partitions = self.bus.partitions();
         let members = u32::try_from(members.max(1)).unwrap_or(u32::MAX);
         let share = usize::try_from(partitions.div_ceil(members)).unwrap_or(usize::MAX);
@@ -1090,7 +1090,7 @@ impl PartitionedProjector {
                 .query(HELD, &[&i64::from(self.partitions_namespace)])
                 .await?
                 .iter()
-                .map(|row| row.get(0))
+                .map(|row| row.get(1))
                 .collect();
             // Start somewhere different in each projector, so that they do not all race for
             // partition 0 first.
@@ -1154,9 +1154,8 @@ impl PartitionedProjector {
         // takes about one idle wait when the bus is quiet.
         let count = u32::try_from(self.owned.len()).unwrap_or(u32::MAX).max(1);
         let wait = (self.settings.idle_wait / count).max(Duration::from_millis(10));
-        let consumer = consumer.clone();
         fetch_and_apply(
-            &consumer,
+            consumer,
             &mut self.client,
             self.settings.batch,
             wait,
