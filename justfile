@@ -47,7 +47,7 @@ wait-cost:
 
 # serve against the stack's floor (crates/api/examples/floor.rs) and its Redis ceiling, every strategy, with wrk (or oha), then the lab's view (compare --http --http-floor); writes docs/results/http-floor.txt.
 http-bench *STRATEGIES:
-    OUT=docs/results/http-floor.txt tools/http-bench/run.sh {{STRATEGIES}}
+    tools/http-bench/run.sh {{STRATEGIES}}
 
 # Where a request's CPU goes: server and Redis, floor against serve, route by route; writes docs/results/http-cpu.txt.
 http-cpu *STRATEGIES:

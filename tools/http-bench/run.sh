@@ -22,7 +22,7 @@
 # floor's one HINCRBY. Each strategy's processes are stopped before the next one's start.
 #
 # Environment: DURATION (seconds per wrk run, default 5), ROUNDS (3), CONNECTIONS (50),
-# OUT (default docs/results/http.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json),
+# OUT (default docs/results/http-floor.txt; the lab's JSON goes beside it as http-lab-STRATEGY.json),
 # FLYRTECH_BIN (another build of flyrtech to measure, e.g. an older commit's; default: this one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +31,7 @@ strategies=("$@")
 duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-50}
-out=${OUT:-docs/results/http.txt}
+out=${OUT:-docs/results/http-floor.txt}
 mkdir -p "$(dirname "$out")"
 
 bin=${FLYRTECH_BIN:-target/release/flyrtech}
