@@ -29,6 +29,14 @@ fn validate_id(kind: &'static str, raw: &str) -> Result<(), InvalidInput> {
             format!("contains {bad:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"),
         ));
     }
+    // `.` and `..` are path segments with a meaning of their own: `/api/journeys/..` resolves to
+    // `/api/` (RFC 3986, 5.2.4), so a journey so named could never be addressed.
+    if raw.bytes().all(|b| b == b'.') && raw.len() <= 2 {
+        return Err(InvalidInput::new(
+            kind,
+            "cannot be \".\" or \"..\", which URLs resolve as path steps",
+        ));
+    }
     Ok(())
 }
 
@@ -101,6 +109,8 @@ mod tests {
     #[case("JRN-001")]
     #[case("a")]
     #[case("seg_1.2")]
+    #[case("...")]
+    #[case(".a")]
     fn accepts_key_safe_ids(#[case] raw: &str) {
         assert_eq!(
             JourneyId::parse(raw).map(|id| id.to_string()),
@@ -114,6 +124,8 @@ mod tests {
     #[case("a:b")]
     #[case("has space")]
     #[case("é")]
+    #[case(".")]
+    #[case("..")]
     fn rejects_ids_that_could_break_a_key(#[case] raw: &str) {
         assert!(SegmentId::parse(raw).is_err(), "{raw:?} was accepted");
     }

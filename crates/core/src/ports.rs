@@ -243,4 +243,11 @@ pub trait EventPublisher: Send + Sync {
         &self,
         batch: &[crate::events::Envelope],
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// Brings the bus within its retention now, as a relay does before it exits: a bus trimmed
+    /// only every so often would otherwise keep what arrived since its last trim. The default
+    /// does nothing (a bus that keeps its own bounds, as JetStream does).
+    fn settle(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

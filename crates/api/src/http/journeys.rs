@@ -21,6 +21,8 @@ use flyrtech_core::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use flyrtech_infrastructure::store::index::PageCursor;
+
 use super::AppState;
 use super::etag::{Conditions, IfMatch, etag};
 use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
@@ -29,7 +31,7 @@ use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JourneyIds {
-    /// The journey ids of this page, sorted (every id when they fit on one page).
+    /// The journey ids of this page, sorted, at most `limit` (every id when they fit on one page).
     pub journey_ids: Vec<JourneyId>,
     /// How many ids this page holds (all of them when they fit on one page).
     pub count: usize,
@@ -50,7 +52,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 10_000)]
     pub limit: Option<String>,
     /// Where to continue: the `nextCursor` of the previous page.
-    #[param(pattern = "^[0-9]{1,20}$")]
+    #[param(pattern = "^[0-9]{1,20}(:[A-Za-z0-9._-]{1,64})?$")]
     pub cursor: Option<String>,
 }
 
@@ -150,31 +152,28 @@ pub async fn list(
             .into());
         }
     };
-    let cursor = match params.cursor.as_deref().map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        Some(Err(_)) => {
-            return Err(flyrtech_core::InvalidInput::new(
-                "cursor",
-                "is not a cursor: use the nextCursor of the previous page",
-            )
-            .into());
-        }
-    };
+    let cursor = params
+        .cursor
+        .as_deref()
+        .map(str::parse::<PageCursor>)
+        .transpose()
+        .map_err(|e| flyrtech_core::InvalidInput::new("cursor", e.to_string()))?;
+    let paged = cursor.is_some();
     let page = app.store.list_page(cursor, limit).await?;
-    let paged = cursor.is_some() || page.next.is_some();
+    let next = page.next.map(|c| c.to_string());
+    let paged = paged || next.is_some();
+    let link = next
+        .as_ref()
+        .map(|next| format!("</api/journeys?limit={limit}&cursor={next}>; rel=\"next\""));
     let body = JourneyIds {
         count: page.ids.len(),
         journey_ids: page.ids,
-        next_cursor: page.next.map(|c| c.to_string()),
+        next_cursor: next,
         total: paged.then_some(page.total),
     };
     let mut response = Json(body).into_response();
-    if let Some(next) = page.next {
-        let link = format!("</api/journeys?limit={limit}&cursor={next}>; rel=\"next\"");
-        if let Ok(value) = HeaderValue::try_from(link) {
-            response.headers_mut().insert(header::LINK, value);
-        }
+    if let Some(value) = link.and_then(|link| HeaderValue::try_from(link).ok()) {
+        response.headers_mut().insert(header::LINK, value);
     }
     Ok(response)
 }
@@ -289,13 +288,10 @@ pub async fn update_segment(
     let Json(body) = payload?;
     // The original's one sentence for a missing journey or segment, on this route.
     let missing = || format!("Journey '{journey}' or segment '{segment}' not found");
-    let (Ok(id), Ok(segment_id)) = (JourneyId::parse(&*journey), SegmentId::parse(&*segment))
-    else {
-        return Err(
-            ApiError::impossible_journey(&journey, &id_rules(&journey, &segment))
-                .with_not_found_message(missing()),
-        );
-    };
+    let id = journey_id(&journey).map_err(|e| e.with_not_found_message(missing()))?;
+    let segment_id = SegmentId::parse(&*segment).map_err(|e| {
+        ApiError::impossible_segment(&journey, &segment, &e).with_not_found_message(missing())
+    })?;
     let status = SegmentStatus::parse(&body.status)?;
     apply(
         &app,
@@ -337,14 +333,6 @@ pub async fn update_journey(
 /// A path's journey id; one our rules reject names no journey, so it is a 404.
 fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
     JourneyId::parse(raw).map_err(|e| ApiError::impossible_journey(raw, &e))
-}
-
-/// Why a journey or segment id of a path names nothing.
-fn id_rules(journey: &str, segment: &str) -> flyrtech_core::InvalidInput {
-    JourneyId::parse(journey)
-        .err()
-        .or_else(|| SegmentId::parse(segment).err())
-        .unwrap_or_else(|| flyrtech_core::InvalidInput::new("id", "is not valid"))
 }
 
 /// Runs one status change through the store and answers with what it did.

@@ -112,6 +112,19 @@ impl ApiError {
         .with_not_found_message(format!("Journey '{raw}' not found"))
     }
 
+    /// 404 for a segment id no segment can have, naming the segment (the journey id is valid).
+    pub fn impossible_segment(journey: &str, raw: &str, reason: &InvalidInput) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "segment-not-found",
+            "Segment not found",
+            format!(
+                "no segment can have the id {raw:?} (journey {journey:?}): {}",
+                reason.reason
+            ),
+        )
+    }
+
     fn retry_later(mut self) -> Self {
         self.retry_after = Some(RETRY_AFTER_SECONDS);
         self
@@ -354,12 +367,16 @@ impl From<StoreError> for ApiError {
                 ),
             )
             .retry_later(),
-            StoreError::Corrupt { .. } => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "corrupt-data",
-                "Stored data is corrupt",
-                detail,
-            ),
+            StoreError::Corrupt { key, reason } => {
+                // Permanent until someone repairs the key: no Retry-After, and the key in the log.
+                tracing::error!(%key, %reason, "stored data cannot be decoded");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt-journey",
+                    "A stored journey is corrupt",
+                    detail,
+                )
+            }
             // Unavailable, and anything a newer core adds.
             _ => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

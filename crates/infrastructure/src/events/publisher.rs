@@ -326,6 +326,14 @@ impl EventPublisher for RedisStreamPublisher {
         self.maybe_trim().await;
         Ok(())
     }
+
+    async fn settle(&self) {
+        if self.retention.is_some()
+            && let Err(e) = self.trim().await
+        {
+            tracing::warn!(stream = %self.stream, error = %e, "could not trim the event stream");
+        }
+    }
 }
 
 /// Every envelope on a bus stream, oldest first, with its bus entry id.
@@ -362,6 +370,13 @@ impl EventPublisher for Bus {
         match self {
             Self::Redis(p) => p.publish(batch).await,
             Self::JetStream(p) => p.publish(batch).await,
+        }
+    }
+
+    async fn settle(&self) {
+        match self {
+            Self::Redis(p) => p.settle().await,
+            Self::JetStream(p) => p.settle().await,
         }
     }
 }

@@ -222,6 +222,7 @@ impl<P: EventPublisher> Relay<P> {
         loop {
             let depth = depth(&self.redis).await?;
             if depth.entries == 0 {
+                self.publisher.settle().await;
                 return Ok(self.stats());
             }
             if !self.sweep_partitions(&depth.partitions).await? {
@@ -245,7 +246,10 @@ impl<P: EventPublisher> Relay<P> {
             };
             tokio::select! {
                 biased;
-                () = &mut shutdown => return self.stats(),
+                () = &mut shutdown => {
+                    self.publisher.settle().await;
+                    return self.stats();
+                }
                 () = tokio::time::sleep(pause) => {}
             }
         }

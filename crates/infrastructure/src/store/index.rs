@@ -47,32 +47,81 @@ pub(crate) async fn list_ids(redis: &Redis, index: &str) -> Result<Vec<JourneyId
 /// the index lists in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
-    /// The page's ids, sorted, each once.
+    /// The page's ids, sorted, each once; never more than the page's `limit`.
     pub ids: Vec<JourneyId>,
     /// Where the next page starts; `None` on the last.
-    pub next: Option<u64>,
+    pub next: Option<PageCursor>,
     /// Ids listed in all (`SCARD`).
     pub total: u64,
 }
 
-/// Most `SSCAN` calls one page makes: a sparse set can answer a call with nothing.
-const SCANS_PER_PAGE: usize = 64;
+/// Where a page of the index starts: an `SSCAN` cursor, and, when the previous page ended in the
+/// middle of what that cursor's call returns, the last id it took from it. Written `SCAN` or
+/// `SCAN:LAST` (`1840`, `1840:JRN-0417`): ids never hold a `:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// The `SSCAN` cursor to call.
+    pub scan: u64,
+    /// Ids up to this one (in sorted order) of that call's batch were on earlier pages.
+    pub after: Option<JourneyId>,
+}
 
-/// A page of about `limit` ids from `cursor` (`None`: the first page). An index of at most
+impl std::fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.after {
+            None => write!(f, "{}", self.scan),
+            Some(after) => write!(f, "{}:{after}", self.scan),
+        }
+    }
+}
+
+/// A cursor that is not one this service wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("is not a cursor: use the nextCursor of the previous page")]
+pub struct BadCursor;
+
+impl std::str::FromStr for PageCursor {
+    type Err = BadCursor;
+    fn from_str(raw: &str) -> Result<Self, BadCursor> {
+        let (scan, after) = match raw.split_once(':') {
+            Some((scan, after)) => (scan, Some(JourneyId::parse(after).map_err(|_| BadCursor)?)),
+            None => (raw, None),
+        };
+        if scan.is_empty() || !scan.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadCursor);
+        }
+        Ok(Self {
+            scan: scan.parse().map_err(|_| BadCursor)?,
+            after,
+        })
+    }
+}
+
+/// Most `SSCAN` calls one page makes beyond what `limit` needs: a sparse set can answer a call
+/// with nothing.
+const SPARE_SCANS: usize = 64;
+
+/// A page of at most `limit` ids from `cursor` (`None`: the first page). An index of at most
 /// `limit` ids is one page, read whole and sorted, as the original listed it. A larger one is
-/// read with `SSCAN` (`COUNT limit`), so a page costs the same at any size; its guarantees are
-/// SSCAN's: every id listed for the whole walk appears on some page, an id may appear on two
-/// pages if the set is resized between them, and a page may hold somewhat more or fewer than
-/// `limit`.
+/// read with `SSCAN` (`COUNT limit`), so a page costs the same at any size.
+///
+/// The race it closes is between what one `SSCAN` call returns and what a page may hold: a call
+/// returns whole buckets, more or fewer than `COUNT`. A page that ends inside a call's batch
+/// takes the batch's first ids in sorted order and records the last it took; the next page calls
+/// the same cursor again and skips the ids up to that one. So an id listed for the whole walk is
+/// on exactly one page (unless the set is resized mid-walk, when `SSCAN` itself may return an id
+/// twice: a page never holds one twice), ids added or removed during the walk may or may not
+/// appear, and no page holds more than `limit`.
 ///
 /// # Errors
 /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for a member that is not an id.
 pub async fn page(
     redis: &Redis,
     index: &str,
-    cursor: Option<u64>,
+    cursor: Option<PageCursor>,
     limit: usize,
 ) -> Result<Page, StoreError> {
+    let limit = limit.max(1);
     let mut conn = redis.shared();
     let total: u64 = conn.scard(index).await.store_err()?;
     let parse = |raw: Vec<String>| {
@@ -89,29 +138,55 @@ pub async fn page(
             total,
         });
     }
-    let mut at = cursor.unwrap_or(0);
-    let mut raw: Vec<String> = Vec::new();
-    for _ in 0..SCANS_PER_PAGE {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SSCAN")
+    let PageCursor { scan, mut after } = cursor.unwrap_or(PageCursor {
+        scan: 0,
+        after: None,
+    });
+    let mut at = scan;
+    let mut ids: Vec<JourneyId> = Vec::with_capacity(limit.min(MAX_PREALLOCATED));
+    let mut next = None;
+    for _ in 0..limit.div_ceil(SCAN_COUNT_MAX) + SPARE_SCANS {
+        let (following, raw): (u64, Vec<String>) = redis::cmd("SSCAN")
             .arg(index)
             .arg(at)
             .arg("COUNT")
-            .arg(limit)
+            .arg(limit.min(SCAN_COUNT_MAX))
             .query_async(&mut conn)
             .await
             .store_err()?;
-        raw.extend(batch);
-        at = next;
-        if at == 0 || raw.len() >= limit {
+        let mut batch = parse(raw)?;
+        batch.sort();
+        batch.dedup();
+        if let Some(after) = after.take() {
+            batch.retain(|id| *id > after);
+        }
+        let room = limit - ids.len();
+        if batch.len() > room {
+            // The page ends inside this batch: the next one calls the same cursor again.
+            batch.truncate(room);
+            next = Some(PageCursor {
+                scan: at,
+                after: batch.last().cloned(),
+            });
+            ids.extend(batch);
+            break;
+        }
+        ids.extend(batch);
+        at = following;
+        next = (at != 0).then_some(PageCursor {
+            scan: at,
+            after: None,
+        });
+        if next.is_none() || ids.len() == limit {
             break;
         }
     }
-    let mut ids = parse(raw)?;
     ids.sort();
     ids.dedup();
-    Ok(Page {
-        ids,
-        next: (at != 0).then_some(at),
-        total,
-    })
+    Ok(Page { ids, next, total })
 }
+
+/// `COUNT` of one `SSCAN` call at most.
+const SCAN_COUNT_MAX: usize = 1000;
+/// Ids a page reserves room for before it reads any.
+const MAX_PREALLOCATED: usize = 1024;

@@ -183,6 +183,12 @@ pub(crate) fn interpret(
         Some("invalid_transition") => Err(change
             .invalid_from(reply.get(1).map_or("", String::as_str))
             .into()),
+        Some("corrupt") => Err(corrupt(
+            key,
+            reply
+                .get(1)
+                .map_or("the script could not decode it", String::as_str),
+        )),
         _ => Err(corrupt(key, format!("unexpected script reply {reply:?}"))),
     }
 }

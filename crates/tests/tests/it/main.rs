@@ -31,6 +31,7 @@ mod cache;
 mod contract;
 mod domain;
 mod events;
+mod hostile;
 mod http;
 mod import;
 mod incident;

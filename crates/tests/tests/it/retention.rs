@@ -325,3 +325,58 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
     })
     .await;
 }
+
+/// A relay that stops (here: `drain`, as `relay --drain` does) leaves the stream within its
+/// bounds: the once-a-second trim would otherwise keep what arrived since the last one.
+#[tokio::test]
+async fn a_relay_trims_the_stream_to_its_bounds_before_it_returns() {
+    use flyrtech_core::{JourneyStore, SegmentStatus, StatusChange};
+    use flyrtech_infrastructure::Strategy;
+    use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+
+    const CHANGES: usize = 600;
+    const MAX_LEN: usize = 100;
+    let server = TestRedis::single();
+    let redis = server.connect().await;
+    let store = flyrtech_tests::store(&redis, Strategy::Lua).await;
+    let id = unique_id("TRIM");
+    store
+        .create(&flyrtech_tests::journey(&id, 1))
+        .await
+        .unwrap();
+    for n in 0..CHANGES {
+        let status = if n % 2 == 0 {
+            SegmentStatus::Delayed
+        } else {
+            SegmentStatus::Scheduled
+        };
+        let change = StatusChange::Segment {
+            segment_id: flyrtech_tests::segment_id(0),
+            status,
+        };
+        store.update(&id, &change, None).await.unwrap();
+    }
+    let relay = Relay::new(
+        redis.clone(),
+        RedisStreamPublisher::new(
+            redis.clone(),
+            STREAM,
+            Some(retention(MAX_LEN, None, 100_000)),
+        ),
+        // Batches of 50: the first is trimmed after, the next eleven come within the second.
+        RelaySettings {
+            batch: 50,
+            ..RelaySettings::new()
+        },
+    )
+    .await
+    .unwrap();
+    let stats = relay.drain().await.unwrap();
+    assert_eq!(stats.published, CHANGES as u64);
+    let kept = len(&redis).await;
+    // `~` trims whole nodes of 100 entries: at least MAX_LEN stay, about a node more at most.
+    assert!(
+        (MAX_LEN as u64..=2 * MAX_LEN as u64).contains(&kept),
+        "{kept}"
+    );
+}

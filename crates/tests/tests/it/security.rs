@@ -387,19 +387,79 @@ mod cache_limits {
     }
 }
 
-/// `GET /api/journeys` a page at a time: every journey on some page, each page bounded, the
-/// next page named in the body and the `Link` header; a bad `limit` or `cursor` is 422.
+/// `GET /api/journeys` a page at a time: every journey on exactly one page, no page above its
+/// `limit` (whatever one `SSCAN` call returns: 2,503 ids are a hashtable, and the limits do not
+/// divide them), the next page named in the body and the `Link` header; the three sample
+/// journeys with `limit=2` are two pages; a bad `limit` or `cursor` is 422.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_journey_list_comes_in_bounded_pages() {
+async fn the_journey_list_comes_in_pages_of_at_most_limit_without_repeats() {
     use std::collections::BTreeSet;
 
     use flyrtech_core::JourneyStore;
     use flyrtech_infrastructure::RedisJourneyStore;
 
-    const MORE: usize = 2500;
-    const LIMIT: usize = 400;
+    let client = http_client();
+    let walk = |server: &TestServer, limit: usize| {
+        let first = server.url(&format!("/api/journeys?limit={limit}"));
+        let server_url = server.url("");
+        let client = client.clone();
+        async move {
+            let mut seen = BTreeSet::new();
+            let mut pages = Vec::new();
+            let mut url = first;
+            loop {
+                let response = client.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let link = response
+                    .headers()
+                    .get("link")
+                    .map(|l| l.to_str().unwrap().to_owned());
+                let body: Value = response.json().await.unwrap();
+                let ids = body["journeyIds"].as_array().unwrap();
+                assert_eq!(body["count"], ids.len());
+                assert!(
+                    ids.len() <= limit,
+                    "a page of {} at limit {limit}",
+                    ids.len()
+                );
+                for id in ids {
+                    let id = id.as_str().unwrap().to_owned();
+                    assert!(
+                        seen.insert(id.clone()),
+                        "{id} on two pages (limit {limit}, page {}, {url})",
+                        pages.len()
+                    );
+                }
+                pages.push((ids.len(), body["total"].clone()));
+                assert!(pages.len() <= 10_000, "the walk does not end");
+                match body["nextCursor"].as_str() {
+                    None => {
+                        assert!(link.is_none());
+                        break;
+                    }
+                    Some(cursor) => {
+                        let next = format!("/api/journeys?limit={limit}&cursor={cursor}");
+                        assert_eq!(link.unwrap(), format!("<{next}>; rel=\"next\""));
+                        url = format!("{}{next}", server_url.trim_end_matches('/'));
+                    }
+                }
+            }
+            (seen, pages)
+        }
+    };
+
     let redis = TestRedis::single();
     let server = TestServer::start(&redis.url(), Strategy::Hash).await;
+    // The three sample journeys: a small set, which one SSCAN call returns whole.
+    let (seen, pages) = walk(&server, 2).await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        pages.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![2, 1],
+        "{pages:?}"
+    );
+
+    const MORE: usize = 2500;
     let store = RedisJourneyStore::new(redis.connect().await, &StoreConfig::new(Strategy::Hash))
         .await
         .unwrap();
@@ -413,40 +473,16 @@ async fn the_journey_list_comes_in_bounded_pages() {
     .await;
     assert!(created.iter().all(Result::is_ok));
     let total = MORE + 3;
-    let client = http_client();
-
-    let mut seen = BTreeSet::new();
-    let mut url = server.url(&format!("/api/journeys?limit={LIMIT}"));
-    let mut pages = 0;
-    loop {
-        let response = client.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let link = response
-            .headers()
-            .get("link")
-            .map(|l| l.to_str().unwrap().to_owned());
-        let body: Value = response.json().await.unwrap();
-        let ids = body["journeyIds"].as_array().unwrap();
-        assert_eq!(body["count"], ids.len());
-        assert_eq!(body["total"], total);
-        assert!(ids.len() <= 2 * LIMIT, "a page of {}", ids.len());
-        seen.extend(ids.iter().map(|id| id.as_str().unwrap().to_owned()));
-        pages += 1;
-        assert!(pages <= total, "the walk does not end");
-        match body["nextCursor"].as_str() {
-            None => {
-                assert!(link.is_none());
-                break;
-            }
-            Some(cursor) => {
-                let next = format!("/api/journeys?limit={LIMIT}&cursor={cursor}");
-                assert_eq!(link.unwrap(), format!("<{next}>; rel=\"next\""));
-                url = server.url(&next);
-            }
-        }
+    for limit in [7, 400, 999] {
+        let (seen, pages) = walk(&server, limit).await;
+        assert_eq!(seen.len(), total, "limit {limit}");
+        assert!(pages.iter().all(|(_, t)| *t == total), "limit {limit}");
+        assert!(
+            pages.len() >= total.div_ceil(limit),
+            "limit {limit}: {} pages",
+            pages.len()
+        );
     }
-    assert_eq!(seen.len(), total);
-    assert!(pages >= total / (2 * LIMIT), "{pages} pages");
 
     for bad in [
         "limit=0",
@@ -454,6 +490,8 @@ async fn the_journey_list_comes_in_bounded_pages() {
         "limit=many",
         "cursor=next",
         "cursor=1&cursor=2",
+        "cursor=12:no%20id",
+        "cursor=:JRN-001",
     ] {
         let response = client
             .get(server.url(&format!("/api/journeys?{bad}")))

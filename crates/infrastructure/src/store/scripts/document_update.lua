@@ -9,14 +9,19 @@
 -- ARGV[8..] statuses the target may be reached from (from the Rust transition table)
 -- Replies {outcome, detail}: changed/unchanged + version, not_found (in neither layout), moved
 -- (the journey is in the hash layout: nothing written), segment_not_found,
--- version_mismatch + version, invalid_transition + current status.
+-- version_mismatch + version, invalid_transition + current status, corrupt + why.
 -- Every check runs before the first write (a script that fails after writing keeps its writes).
 local raw = redis.call('GET', KEYS[1])
 if not raw then
   if redis.call('EXISTS', KEYS[3]) == 1 then return {'moved'} end
   return {'not_found'}
 end
-local doc = cjson.decode(raw)
+-- A document that does not decode is answered as corrupt, never as a script error (which the
+-- service would report as Redis being unavailable, and a client would retry for ever).
+local decoded, doc = pcall(cjson.decode, raw)
+if not decoded or type(doc) ~= 'table' or type(doc.segments) ~= 'table' then
+  return {'corrupt', 'the journey document is not a journey: ' .. tostring(doc)}
+end
 local version = tonumber(doc.version) or 0
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then
   return {'version_mismatch', tostring(version)}

@@ -5,12 +5,15 @@
 -- (all one slot)
 -- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
 -- expected version, journey id, occurred-at, event id, completion event id, predecessors...
--- Same replies as document_update.lua ('moved': the journey is in the document layout).
+-- Same replies as document_update.lua, corrupt included ('moved': the journey is in the document layout).
 -- Nothing is created for a missing segment.
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then
   if redis.call('EXISTS', KEYS[3]) == 1 then return {'moved'} end
   return {'not_found'}
+end
+if not tonumber(version) then
+  return {'corrupt', 'the version field is not a number: ' .. version}
 end
 if ARGV[3] ~= '' and ARGV[3] ~= version then
   return {'version_mismatch', version}
@@ -29,7 +32,10 @@ local next_version = tostring(tonumber(version) + 1)
 local entry = {'journey', ARGV[4], 'version', next_version, 'at', ARGV[5],
   'target', ARGV[1], 'from', current, 'to', ARGV[2], 'id', ARGV[6]}
 if ARGV[7] ~= '' then
-  local header = cjson.decode(redis.call('HGET', KEYS[1], 'header'))
+  local decoded, header = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'header') or '')
+  if not decoded or type(header) ~= 'table' then
+    return {'corrupt', 'the header field is not a journey header'}
+  end
   local done = {'done_id', ARGV[7], 'customer', header.passengerEmail,
     'total', cjson.encode(header.totalPrice)}
   for _, v in ipairs(done) do entry[#entry + 1] = v end

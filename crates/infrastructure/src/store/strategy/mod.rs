@@ -284,7 +284,7 @@ impl RedisJourneyStore {
     /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for a listed id that is not valid.
     pub async fn list_page(
         &self,
-        cursor: Option<u64>,
+        cursor: Option<super::index::PageCursor>,
         limit: usize,
     ) -> Result<super::index::Page, StoreError> {
         super::index::page(&self.redis, &self.index, cursor, limit).await
