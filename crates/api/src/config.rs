@@ -194,12 +194,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML for [`FileConfig`].
-    #[error("invalid config file {path}: {source}")]
+    /// The file is not valid TOML for [`FileConfig`]. Where, and what is wrong, but never the
+    /// offending line itself: it may hold a secret (a URL with its password).
+    #[error("invalid config file {path}: {reason}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: toml::de::Error,
+        /// The line and column, and toml's message with every password redacted (and none at
+        /// all for a key that holds URLs).
+        reason: String,
     },
     /// A strategy name is not known.
     #[error(transparent)]
@@ -241,10 +243,38 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            reason: parse_reason(&text, &e),
         })
+    }
+}
+
+/// The keys whose values may hold a secret: URLs, with their passwords.
+const SECRET_KEYS: [&str; 4] = ["redis_url", "lock_urls", "bus_url", "postgres_url"];
+
+/// Where a TOML error is and what it says, without quoting the file: toml's own `Display`
+/// prints the offending line, which for `redis_url = "redis://:pw@host` is the password.
+fn parse_reason(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return flyrtech_infrastructure::plumbing::secret::redact_text(error.message());
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default();
+    let secret = SECRET_KEYS
+        .iter()
+        .find(|key| line_text.trim_start().starts_with(**key));
+    match secret {
+        Some(key) => format!(
+            "line {line}, column {column}: the value of {key} is not valid (not shown: it may \
+             hold a password)"
+        ),
+        None => format!(
+            "line {line}, column {column}: {}",
+            flyrtech_infrastructure::plumbing::secret::redact_text(error.message())
+        ),
     }
 }
 
@@ -623,6 +653,34 @@ mod tests {
                 .contains("valid strategies: naive, local-lock"),
             "{err}"
         );
+    }
+
+    /// toml's own message quotes the offending line; ours says where it is and never prints a
+    /// value of a key that holds URLs.
+    #[test]
+    fn a_config_error_never_quotes_a_password() {
+        for (text, expected) in [
+            (
+                "redis_url = \"redis://:Sl/ash?Pw#991@127.0.0.1:5555\n",
+                "line 1",
+            ),
+            (
+                "strategy = \"lua\"\nlock_urls = \"redis://:Sl/ash?Pw#991@h:1\"\n",
+                "line 2",
+            ),
+            (
+                "redis_url = 'redis://u:Sl/ash?Pw#991@h:1'\nstrategy = 5\n",
+                "line 2",
+            ),
+            ("listen = \"redis://:Sl/ash?Pw#991@h:1\"\n", "line 1"),
+        ] {
+            let f = file(text);
+            let err = Settings::resolve(&args(Some(f.path().to_owned()), None, None))
+                .expect_err("a bad file");
+            let shown = format!("{err:#}");
+            assert!(!shown.contains("Pw#991"), "{shown}");
+            assert!(shown.contains(expected), "{shown}");
+        }
     }
 
     #[test]

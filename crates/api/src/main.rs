@@ -80,7 +80,10 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // An operator's error reads like a CLI's: one line with its causes, never a stack
             // backtrace, whatever RUST_BACKTRACE says (panics keep theirs).
-            eprintln!("error: {e:#}");
+            // Redacted as a last line of defence: whatever an error quotes (a URL that did not
+            // parse, a line of a config file), no password reaches the terminal.
+            let message = flyrtech_infrastructure::plumbing::secret::redact_text(&format!("{e:#}"));
+            eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
         }
     }
