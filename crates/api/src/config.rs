@@ -15,6 +15,9 @@ use flyrtech_infrastructure::store::cache::CacheLimits;
 use flyrtech_infrastructure::{Fsync, ReplicaWait, Strategy};
 use serde::Deserialize;
 
+use crate::http::limit::{RateLimit, TrustedProxies};
+use crate::http::server::Connections;
+
 /// Options every subcommand shares.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -124,6 +127,30 @@ pub struct ServeArgs {
     /// Requests a client may send at once above its rate [default: twice the rate].
     #[arg(long)]
     pub rate_burst: Option<u32>,
+    /// Clients the rate limit tracks at most; past them, new clients share one budget
+    /// [default: 100000].
+    #[arg(long)]
+    pub rate_clients: Option<usize>,
+    /// Reverse proxies (networks or addresses, comma-separated) whose `Forwarded` or
+    /// `X-Forwarded-For` names the client's address; anyone else's is ignored [default: none].
+    #[arg(long, env = "FLYRTECH_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond) [default: 65536].
+    #[arg(long)]
+    pub max_journey_bytes: Option<usize>,
+    /// Longest a connection may take to send a request's headers, from when it starts waiting
+    /// for them (also bounds an idle keep-alive connection) [default: 10000].
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
+    /// Longest a connection may stay open with no request in flight [default: 60000].
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections held open at once; one more is closed at once [default: 10000].
+    #[arg(long, env = "FLYRTECH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest shutdown waits for requests in flight before closing what is left [default: 10000].
+    #[arg(long)]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
@@ -182,6 +209,13 @@ pub struct FileConfig {
     pub cache_max_entries: Option<u64>,
     pub rate_limit: Option<String>,
     pub rate_burst: Option<u32>,
+    pub rate_clients: Option<usize>,
+    pub trusted_proxies: Option<String>,
+    pub max_journey_bytes: Option<usize>,
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// Why the configuration is unusable.
@@ -421,8 +455,14 @@ pub struct ServeSettings {
     pub insecure_no_auth: bool,
     /// What the cache accepts, and whether it is served.
     pub cache: CacheLimits,
-    /// Requests per client, `(per second, burst)`; `None` for no limit.
-    pub rate_limit: Option<(u32, u32)>,
+    /// Requests per client; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Whose forwarding headers name the client's address.
+    pub trusted_proxies: TrustedProxies,
+    /// Largest journey document created, in bytes.
+    pub max_journey_bytes: usize,
+    /// Timeouts and the cap on connections.
+    pub connections: Connections,
 }
 
 impl ServeSettings {
@@ -473,9 +513,34 @@ impl ServeSettings {
             ..defaults
         };
         let cache = cache_limits(args, file)?;
+        let rate_clients = args
+            .rate_clients
+            .or(file.rate_clients)
+            .unwrap_or(crate::http::limit::DEFAULT_MAX_CLIENTS);
+        if rate_clients == 0 {
+            return Err(ConfigError::Value {
+                key: "rate_clients",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let trusted_proxies = match args
+            .trusted_proxies
+            .as_deref()
+            .or(file.trusted_proxies.as_deref())
+        {
+            None => TrustedProxies::default(),
+            Some(text) => text.parse().map_err(|reason| ConfigError::Value {
+                key: "trusted_proxies",
+                reason,
+            })?,
+        };
+        let connections = connections(args, file)?;
         let rate_limit = match args.rate_limit.as_deref().or(file.rate_limit.as_deref()) {
             Some("off") => None,
-            None => Some((1000, 2000)),
+            None => Some(RateLimit {
+                max_clients: rate_clients,
+                ..RateLimit::default()
+            }),
             Some(text) => {
                 let per_second: u32 =
                     text.parse()
@@ -495,7 +560,11 @@ impl ServeSettings {
                         reason: "must be at least 1".into(),
                     });
                 }
-                Some((per_second, burst))
+                Some(RateLimit {
+                    per_second,
+                    burst,
+                    max_clients: rate_clients,
+                })
             }
         };
         Ok(Self {
@@ -518,8 +587,65 @@ impl ServeSettings {
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             cache,
             rate_limit,
+            trusted_proxies,
+            max_journey_bytes: positive(
+                "max_journey_bytes",
+                args.max_journey_bytes.or(file.max_journey_bytes),
+                crate::http::DEFAULT_MAX_JOURNEY_BYTES,
+            )?,
+            connections,
         })
     }
+}
+
+/// `value`, or `default` when no layer sets it; zero is refused.
+fn positive<T: PartialEq + Default>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = value.unwrap_or(default);
+    if value == T::default() {
+        return Err(ConfigError::Value {
+            key,
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
+}
+
+/// The connections' bounds: flags over the file over the defaults.
+fn connections(args: &ServeArgs, file: &FileConfig) -> Result<Connections, ConfigError> {
+    let defaults = Connections::default();
+    let ms = |key, flag: Option<u64>, file: Option<u64>, default: Duration| {
+        let ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        positive(key, flag.or(file), ms).map(Duration::from_millis)
+    };
+    Ok(Connections {
+        header_timeout: ms(
+            "header_timeout_ms",
+            args.header_timeout_ms,
+            file.header_timeout_ms,
+            defaults.header_timeout,
+        )?,
+        idle_timeout: ms(
+            "idle_timeout_ms",
+            args.idle_timeout_ms,
+            file.idle_timeout_ms,
+            defaults.idle_timeout,
+        )?,
+        max_connections: positive(
+            "max_connections",
+            args.max_connections.or(file.max_connections),
+            defaults.max_connections,
+        )?,
+        shutdown_grace: ms(
+            "shutdown_grace_ms",
+            args.shutdown_grace_ms,
+            file.shutdown_grace_ms,
+            defaults.shutdown_grace,
+        )?,
+    })
 }
 
 /// The cache's limits: flags over the file over the defaults.

@@ -323,12 +323,35 @@ impl Journey {
         if self.metadata.len() > 64 {
             return Err(InvalidInput::new("metadata", "at most 64 entries"));
         }
+        for (key, value) in &self.metadata {
+            if key.chars().count() > MAX_METADATA_KEY_CHARS {
+                return Err(InvalidInput::new(
+                    "metadata",
+                    format!("a key is at most {MAX_METADATA_KEY_CHARS} characters"),
+                ));
+            }
+            if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+                return Err(InvalidInput::new(
+                    "metadata",
+                    format!(
+                        "the value of {key:?} is longer than {MAX_METADATA_VALUE_CHARS} characters"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
 
 /// Most segments one journey may have.
 pub const MAX_SEGMENTS: usize = 1000;
+
+/// Longest metadata key, in characters.
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+
+/// Longest metadata value, in characters: every update of a document strategy reads and writes
+/// the whole journey, so what a client may store in one bounds what each update costs Redis.
+pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 
 fn set_status<S: Status>(
     current: &mut S,

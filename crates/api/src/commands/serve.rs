@@ -8,7 +8,6 @@ use super::{DEFAULT_SERVE_STRATEGY, DONE, shutdown_signal};
 use crate::config::{ServeArgs, ServeSettings, Settings};
 use crate::deployment::{Deployment, Private};
 use crate::http::auth::{Access, ApiKeys};
-use crate::http::limit::RateLimit;
 use crate::http::{Application, ServeConfig};
 
 /// Runs `flyrtech serve` until ctrl-c or SIGTERM.
@@ -71,9 +70,10 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
         })?),
         None => None,
     };
-    config.rate_limit = serve
-        .rate_limit
-        .map(|(per_second, burst)| RateLimit { per_second, burst });
+    config.rate_limit = serve.rate_limit;
+    config.trusted_proxies = serve.trusted_proxies;
+    config.max_journey_bytes = serve.max_journey_bytes;
+    config.connections = serve.connections;
     let app = Application::build(config).await?;
     let seeded = app.seeded();
     tracing::info!(

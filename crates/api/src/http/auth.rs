@@ -23,6 +23,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::Method;
@@ -105,6 +106,7 @@ pub enum KeysError {
 /// One stored key: its name and scope, and the SHA-256 of the secret.
 #[derive(Clone)]
 struct StoredKey {
+    name: Arc<str>,
     scope: Scope,
     hash: [u8; 32],
 }
@@ -184,7 +186,11 @@ impl ApiKeys {
             let scope = scope.parse().map_err(|e: String| line_error(n + 1, &e))?;
             let hash = unhex(hash)
                 .ok_or_else(|| line_error(n + 1, "the hash is not 64 hex digits (SHA-256)"))?;
-            keys.push(StoredKey { scope, hash });
+            keys.push(StoredKey {
+                name: name.into(),
+                scope,
+                hash,
+            });
         }
         if keys.is_empty() {
             return Err(KeysError::Empty(path.to_owned()));
@@ -220,25 +226,38 @@ impl ApiKeys {
     /// The scope of `presented`, if it is one of the keys. Every stored hash is compared, in
     /// constant time.
     pub fn scope_of(&self, presented: &str) -> Option<Scope> {
-        self.scope_of_digest(KeyDigest(sha256(presented)))
+        self.known(KeyDigest(sha256(presented)))
+            .map(|key| key.scope)
     }
 
-    /// The scope of a presented key by its hash, compared with every stored hash in constant
-    /// time.
-    pub fn scope_of_digest(&self, KeyDigest(hash): KeyDigest) -> Option<Scope> {
-        let mut found: Option<Scope> = None;
+    /// The key a presented hash is, compared with every stored hash in constant time (no early
+    /// exit); of two keys with the same secret, the wider scope.
+    pub fn known(&self, KeyDigest(hash): KeyDigest) -> Option<KnownKey> {
+        let mut found: Option<&StoredKey> = None;
         for key in &self.keys {
-            if bool::from(key.hash.ct_eq(&hash)) {
-                found = Some(found.map_or(key.scope, |s| s.max(key.scope)));
+            if bool::from(key.hash.ct_eq(&hash)) && found.is_none_or(|f| key.scope > f.scope) {
+                found = Some(key);
             }
         }
-        found
+        found.map(|key| KnownKey {
+            name: Arc::clone(&key.name),
+            scope: key.scope,
+        })
     }
 }
 
-/// The SHA-256 of the bearer key a request presents. The rate limit keys on it and the key
-/// check compares it, so a request's key is hashed once, by whichever layer asks first (the
-/// hash is kept in the request's extensions). Its `Debug` shows nothing of it.
+/// A key the service knows, as a request presented it: its name (the rate limit's and the
+/// quotas' client) and scope. Never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    /// The name given at `flyrtech api-key new NAME`.
+    pub name: Arc<str>,
+    /// What it may do.
+    pub scope: Scope,
+}
+
+/// The SHA-256 of the bearer key a request presents, hashed once per request (kept in its
+/// extensions) and compared with every key. Its `Debug` shows nothing of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyDigest([u8; 32]);
 
@@ -294,28 +313,51 @@ fn needed(method: &Method, path: &str, open_reads: bool) -> Option<Scope> {
     }
 }
 
+/// Who a request says it is: the key it presented when that is one of the service's keys.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The verified key; `None` without keys, without a bearer, or for one that is not a key.
+    pub key: Option<KnownKey>,
+    /// Whether a bearer value was presented at all (to word the 401).
+    pub presented: bool,
+}
+
 impl Access {
-    /// Whether `request` may reach its handler: 401 without a known key, 403 without the scope
-    /// its route needs. Run by [`super::gate`] before the handler.
+    /// Who `request` is: its bearer value hashed once and compared with every key. Without
+    /// keys nothing is hashed, and every request is anonymous: a bearer value then names
+    /// nobody, so it cannot buy a request a rate limit of its own.
+    pub fn identify(&self, request: &mut Request) -> Identity {
+        let Some(keys) = &self.keys else {
+            return Identity::default();
+        };
+        let presented = KeyDigest::of(request);
+        Identity {
+            key: presented.and_then(|digest| keys.known(digest)),
+            presented: presented.is_some(),
+        }
+    }
+
+    /// Whether `request`, made by `identity`, may reach its handler: 401 without a known key,
+    /// 403 without the scope its route needs. Run by [`super::gate`] before the handler.
     ///
     /// # Errors
     /// The 401 or 403 to answer instead.
-    pub fn admit(&self, request: &mut Request) -> Result<(), ApiError> {
-        let Some(keys) = &self.keys else {
+    pub fn authorize(&self, request: &Request, identity: &Identity) -> Result<(), ApiError> {
+        if self.keys.is_none() {
             return Ok(());
-        };
+        }
         let Some(scope) = needed(request.method(), request.uri().path(), self.open_reads) else {
             return Ok(());
         };
-        let presented = KeyDigest::of(request);
-        match presented.and_then(|digest| keys.scope_of_digest(digest)) {
-            None => Err(ApiError::unauthorized(if presented.is_some() {
+        match &identity.key {
+            None => Err(ApiError::unauthorized(if identity.presented {
                 "the bearer key is not one of this service's keys"
             } else {
                 "this route needs `Authorization: Bearer <key>` (`flyrtech api-key new`)"
             })),
-            Some(held) if held < scope => Err(ApiError::forbidden(format!(
-                "this route needs a key with the {scope} scope; the key presented has {held}"
+            Some(key) if key.scope < scope => Err(ApiError::forbidden(format!(
+                "this route needs a key with the {scope} scope; the key presented has {}",
+                key.scope
             ))),
             Some(_) => Ok(()),
         }
@@ -361,6 +403,8 @@ mod tests {
         assert_eq!(keys.scope_of("flyr_0000"), None);
         assert_eq!(keys.scope_of(&writer[..writer.len() - 1]), None);
         assert_eq!(format!("{keys:?}"), "ApiKeys { keys: 2 }");
+        let known = keys.known(KeyDigest(sha256(&writer))).expect("known");
+        assert_eq!((&*known.name, known.scope), ("ci", Scope::Write));
     }
 
     #[test]

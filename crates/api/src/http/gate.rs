@@ -9,8 +9,11 @@
 //! order of the checks is the one the layers had:
 //!
 //! 1. counted in flight (until the response is made, or the client goes away);
-//! 2. the rate limit ([`Limiter::admit`]): a client over its limit costs no key check and no Redis;
-//! 3. the key check ([`Access::admit`]): 401 or 403;
+//! 2. who it is ([`Access::identify`]: the key verified, else the address, see [`Client`]), then
+//!    the rate limit on that ([`Limiter::admit`]): a client over its limit costs no handler and
+//!    no Redis;
+//! 3. the key check's verdict ([`Access::authorize`]): 401 or 403; the [`Client`] goes into the
+//!    request's extensions for the handlers' quotas;
 //! 4. the handler, within the request timeout (503 with `Retry-After` past it);
 //! 5. `http_requests_total` and `http_request_duration_seconds` by method, route template and
 //!    status, through handles made once per label set ([`RouteMetrics`]) instead of a registry
@@ -34,7 +37,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Access;
-use super::limit::Limiter;
+use super::limit::{Client, Limiter, TrustedProxies, request_addr};
 use super::problem::ApiError;
 
 /// What the gate checks requests against; shared by every route.
@@ -46,6 +49,8 @@ pub struct Gate {
     pub limiter: Option<Arc<Limiter>>,
     /// The keys and what they may do.
     pub access: Access,
+    /// Whose forwarding headers name the client's address.
+    pub proxies: TrustedProxies,
     /// Longest a handler may take.
     pub request_timeout: Duration,
     /// The request metrics' handles.
@@ -60,11 +65,17 @@ pub async fn pass(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+    // Who it is first (the key verified, else the address), so that the limit keys on a
+    // verified identity: a made-up bearer value draws on its address' budget.
+    let identity = gate.access.identify(&mut request);
+    let client = Client::of(&identity, request_addr(&request, &gate.proxies));
     let admitted = match &gate.limiter {
-        Some(limiter) => limiter.admit(&mut request),
+        Some(limiter) => limiter.admit(client.clone()),
         None => Ok(()),
     }
-    .and_then(|()| gate.access.admit(&mut request));
+    .and_then(|()| gate.access.authorize(&request, &identity));
+    // The handlers' quotas are per client.
+    request.extensions_mut().insert(client);
     let response = match admitted {
         Err(refused) => refused.into_response(),
         Ok(()) => match tokio::time::timeout(gate.request_timeout, next.run(request)).await {

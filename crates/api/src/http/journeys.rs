@@ -247,6 +247,11 @@ pub async fn create(
     payload: Result<Json<Journey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(journey) = payload?;
+    journey.validate_new()?;
+    let bytes = serde_json::to_vec(&journey).map_or(usize::MAX, |doc| doc.len());
+    if bytes > app.max_journey_bytes {
+        return Err(ApiError::journey_too_large(bytes, app.max_journey_bytes));
+    }
     app.check_layout().await?;
     app.store.create(&journey).await?;
     tracing::info!(journey = %journey.id, strategy = %app.store.strategy(), "journey created");

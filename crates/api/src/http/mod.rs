@@ -18,6 +18,8 @@
 //! - [`limit`]: the per-client rate limit.
 //! - [`journeys`], [`cache`], [`ops`]: the handlers.
 //! - [`problem`]: the one mapping from errors to `application/problem+json`.
+//! - [`server`]: the accept loop: header and idle timeouts, the connection cap, the bounded
+//!   drain at shutdown.
 //! - [`etag`]: versions as entity tags, `If-Match`, `If-None-Match`.
 //! - [`openapi`]: the OpenAPI document behind `/swagger-ui`.
 
@@ -30,6 +32,7 @@ pub mod limit;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +76,12 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond).
+    pub max_journey_bytes: usize,
+    /// Header and idle timeouts, the connection cap, the shutdown grace.
+    pub connections: server::Connections,
+    /// Whose `Forwarded` / `X-Forwarded-For` name the client's address.
+    pub trusted_proxies: limit::TrustedProxies,
     /// Serve even though Redis' maxmemory-policy can evict journeys.
     pub allow_eviction: bool,
     /// When the outbox's backlog is named on `/ready`, and when updates stop.
@@ -99,6 +108,9 @@ impl ServeConfig {
             seed: Vec::new(),
             request_timeout: Duration::from_secs(10),
             body_limit: 1024 * 1024,
+            max_journey_bytes: DEFAULT_MAX_JOURNEY_BYTES,
+            connections: server::Connections::default(),
+            trusted_proxies: limit::TrustedProxies::default(),
             allow_eviction: false,
             backlog: BacklogLimits::default(),
             access: Access::default(),
@@ -109,6 +121,10 @@ impl ServeConfig {
         }
     }
 }
+
+/// The largest journey document stored unless configured otherwise: 64 KiB, about 250
+/// segments, where an update of a document strategy costs Redis well under a millisecond.
+pub const DEFAULT_MAX_JOURNEY_BYTES: usize = 64 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +177,8 @@ pub struct Inner {
     pub cache: RedisCache,
     /// What the cache accepts.
     pub cache_limits: CacheLimits,
+    /// Largest journey document created, in bytes.
+    pub max_journey_bytes: usize,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// `/health`'s body, the same for the life of the process.
@@ -294,9 +312,8 @@ impl Inner {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    /// Whether requests carry their peer's address: the rate limit keys on it, and nothing
-    /// else reads it, so without a limit no request pays for it.
-    peer_addresses: bool,
+    /// How connections are bounded.
+    connections: server::Connections,
     state: AppState,
     seeded: SeedReport,
 }
@@ -344,6 +361,7 @@ impl Application {
             store,
             cache: RedisCache::new(redis, config.cache.max_entries),
             cache_limits: config.cache,
+            max_journey_bytes: config.max_journey_bytes,
             metrics: prometheus(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
@@ -364,11 +382,12 @@ impl Application {
                 .transpose()?
                 .map(Arc::new),
             access: config.access,
+            proxies: config.trusted_proxies,
             request_timeout: config.request_timeout,
             metrics: gate::RouteMetrics::default(),
         };
         Ok(Self {
-            peer_addresses: gate.limiter.is_some(),
+            connections: config.connections,
             router: router(state.clone(), config.body_limit, gate),
             listener,
             state,
@@ -395,7 +414,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting connections and waits for the
-    /// requests in flight to finish.
+    /// requests in flight to finish, at most the shutdown grace ([`server`]).
     ///
     /// # Errors
     /// An I/O error of the listener.
@@ -410,20 +429,7 @@ impl Application {
             cluster = self.state.store.redis().is_cluster(),
             "serving the journey API (Swagger UI at /swagger-ui)"
         );
-        if self.peer_addresses {
-            // The peer address is the rate limit's key for requests without an API key.
-            axum::serve(
-                self.listener,
-                self.router
-                    .into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        } else {
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(shutdown)
-                .await?;
-        }
+        server::serve(self.listener, self.router, self.connections, shutdown).await?;
         tracing::info!("all in-flight requests finished; stopped");
         Ok(())
     }

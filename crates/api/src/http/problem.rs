@@ -44,7 +44,8 @@ pub enum BodyRejected {
     /// Malformed JSON, or a header that cannot be parsed (If-Match).
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(Problem),
-    /// Body over 1 MiB.
+    /// Body over 1 MiB; on `POST /api/journeys` also a journey whose document is over
+    /// `--max-journey-bytes` (`/problems/journey-too-large`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
     /// The body is not `application/json`.
@@ -121,6 +122,20 @@ impl ApiError {
             format!(
                 "no segment can have the id {raw:?} (journey {journey:?}): {}",
                 reason.reason
+            ),
+        )
+    }
+
+    /// 413 for a journey whose document would be larger than the service stores.
+    pub fn journey_too_large(bytes: usize, max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "journey-too-large",
+            "Journey too large",
+            format!(
+                "the journey's document would be {bytes} bytes; the most this service stores is \
+                 {max} (--max-journey-bytes), so that one update's cost in Redis stays bounded; \
+                 nothing was created"
             ),
         )
     }

@@ -1,0 +1,242 @@
+//! The accept loop: every connection bounded before its first header arrives, and a shutdown
+//! that no client can hold.
+//!
+//! `axum::serve` builds hyper's connection without a timer, so hyper's header-read timeout
+//! never fires there: a client that sends `GET /health HTTP/1.1`, a header name and then a byte
+//! a second keeps its connection (and a file descriptor) for as long as it likes, and thousands
+//! of them take the service down without a key. This loop is axum's, with what it lacks:
+//!
+//! - **A header-read timeout** ([`Connections::header_timeout`]): hyper's, with Tokio's timer.
+//!   It runs from the moment a connection waits for a request head, so it also bounds a
+//!   keep-alive connection that never sends its next request.
+//! - **An idle timeout** ([`Connections::idle_timeout`]): a connection with no request in
+//!   flight for this long is closed, whatever state its next head is in.
+//! - **A cap on open connections** ([`Connections::max_connections`]): one beyond it is closed
+//!   at once, before a byte is read, and counted in `http_connections_refused_total`;
+//!   `http_connections_open` is the gauge of those held.
+//! - **A bounded drain** ([`Connections::shutdown_grace`]): at shutdown the listener closes,
+//!   every connection is told to finish (hyper answers the request in flight, then closes; an
+//!   idle one closes at once), and whatever is still open after the grace is dropped, so a
+//!   half-sent request never holds the process.
+//!
+//! Each request carries its peer's address (`ConnectInfo<SocketAddr>`): the rate limit and the
+//! quotas key on it when no known key is presented.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How connections are bounded (`serve`'s `--header-timeout-ms`, `--idle-timeout-ms`,
+/// `--max-connections`, `--shutdown-grace-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// Longest a connection may take to send a whole request head, from when it starts waiting
+    /// for one.
+    pub header_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// Connections held at once; one more is closed at once.
+    pub max_connections: usize,
+    /// Longest shutdown waits for requests in flight before it closes what is left.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Connections {
+    /// 10 s for a head, 60 s idle, 10,000 connections (the process' file limit is 20,000 here,
+    /// and Redis needs some), 10 s to drain.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains within the grace.
+///
+/// # Errors
+/// None today: accept errors (a full file table) are logged and retried after a pause.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Connections,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            // Reap finished connections so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and friends: the connections held must finish first. A pause,
+                        // not a busy loop.
+                        tracing::warn!(error = %e, "cannot accept a connection; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                    metrics::counter!("http_connections_refused_total").increment(1);
+                    drop(stream);
+                    continue;
+                };
+                metrics::gauge!("http_connections_open").increment(1.0);
+                let router = router.clone();
+                let stopping = stopping.clone();
+                connections.spawn(async move {
+                    connection(stream, peer, router, limits, stopping).await;
+                    metrics::gauge!("http_connections_open").decrement(1.0);
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            grace_ms = limits.shutdown_grace.as_millis() as u64,
+            "connections still open after the shutdown grace; closing them"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// One connection: hyper's HTTP/1 with the header timer, watched for idleness and shutdown.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Connections,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut router = router.clone();
+            let busy = Busy::enter(&activity);
+            async move {
+                let response: Result<axum::response::Response, Infallible> =
+                    tower_service::Service::call(&mut router, request).await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        // While a request is in flight the connection is not idle: look again a timeout later.
+        let idle_until = if activity.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + limits.idle_timeout
+        } else {
+            activity.idle_since() + limits.idle_timeout
+        };
+        tokio::select! {
+            finished = conn.as_mut() => {
+                if let Err(e) = finished {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            changed = stopping.changed(), if !closing => {
+                // A dropped sender is a shutdown too.
+                if changed.is_err() || *stopping.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep_until(idle_until), if !closing => {
+                if activity.is_idle_for(limits.idle_timeout) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// What one connection is doing: requests in flight, and since when it has had none.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn idle_since(&self) -> Instant {
+        *self
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_idle_for(&self, limit: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.idle_since().elapsed() >= limit
+    }
+}
+
+/// A request in flight on its connection; the connection is idle again from its drop.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self
+            .0
+            .idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
