@@ -18,7 +18,8 @@ const INFRASTRUCTURE: &[Rule] = &[
 ];
 
 const API: &[Rule] = &[
-    ("config", &[]),
+    // config reads flags, file and environment into the settings types http owns.
+    ("config", &["http"]),
     ("deployment", &[]),
     ("http", &[]),
     ("lab", &[]),
