@@ -2,6 +2,8 @@
 # The OpenAPI document is the contract: an independent fuzzer (schemathesis, pinned) runs every
 # check in every phase (examples, coverage, fuzzing, stateful) against `flyrtech serve` for each
 # strategy named (default: all six), each on a free port with its own private redis-server.
+# Each strategy runs in two modes (API_CHECK_MODES, default "keys open"): with API keys, the
+# fuzzer holding a write key; and without keys, where the document must ask for none.
 # Exits non-zero on the first strategy with any failure. Usage: tools/api-check/run.sh [STRATEGY...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,10 +44,18 @@ stop_server() {
 }
 trap stop_server EXIT
 
+read -r -a modes <<<"${API_CHECK_MODES:-keys open}"
+
 for strategy in "${strategies[@]}"; do
-  log="$work/serve-$strategy.log"
-  env -u FLYRTECH_REDIS_URL -u REDIS_URL RUST_LOG=info NO_COLOR=1 \
-    "$binary" serve --strategy "$strategy" --listen 127.0.0.1:0 --api-keys "$work/keys" >"$log" 2>&1 &
+ for mode in "${modes[@]}"; do
+  log="$work/serve-$strategy-$mode.log"
+  case "$mode" in
+    keys) serve_args=(--api-keys "$work/keys"); auth_args=(--header "Authorization: Bearer $write_key") ;;
+    open) serve_args=(); auth_args=() ;;
+    *) echo "api-check: unknown mode $mode (keys or open)" >&2; exit 2 ;;
+  esac
+  env -u FLYRTECH_REDIS_URL -u REDIS_URL -u FLYRTECH_API_KEYS RUST_LOG=info NO_COLOR=1 \
+    "$binary" serve --strategy "$strategy" --listen 127.0.0.1:0 "${serve_args[@]}" >"$log" 2>&1 &
   server=$!
   # The bound port is in the start-up log; poll for it (bounded), never sleep blindly.
   addr=""
@@ -57,13 +67,14 @@ for strategy in "${strategies[@]}"; do
     sleep 0.1
   done
   [ -n "$addr" ] || { cat "$log"; echo "api-check: serve did not start" >&2; exit 1; }
-  echo "api-check: $strategy on $addr"
+  echo "api-check: $strategy ($mode) on $addr"
   (cd "$work" && "$OLDPWD/$venv/bin/schemathesis" \
       --config-file "$OLDPWD/tools/api-check/schemathesis.toml" \
       run "http://$addr/api-docs/openapi.json" \
       --checks all --phases examples,coverage,fuzzing,stateful \
-      --header "Authorization: Bearer $write_key" \
+      "${auth_args[@]}" \
       --max-examples "$MAX_EXAMPLES" "${seed_args[@]}" --no-color)
   stop_server
+ done
 done
-echo "api-check: 0 failures for: ${strategies[*]}"
+echo "api-check: 0 failures for: ${strategies[*]} (modes: ${modes[*]})"

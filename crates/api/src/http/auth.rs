@@ -298,7 +298,7 @@ pub struct Access {
 }
 
 /// The scope a request needs, or `None` for the open routes.
-fn needed(method: &Method, path: &str, open_reads: bool) -> Option<Scope> {
+pub(crate) fn needed(method: &Method, path: &str, open_reads: bool) -> Option<Scope> {
     if path == "/metrics" {
         return Some(Scope::Admin);
     }

@@ -374,6 +374,7 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        let document = openapi::document(&config.access);
         let gate = gate::Gate {
             in_flight: Arc::clone(&state.in_flight),
             limiter: config
@@ -388,7 +389,7 @@ impl Application {
         };
         Ok(Self {
             connections: config.connections,
-            router: router(state.clone(), config.body_limit, gate),
+            router: router(state.clone(), config.body_limit, gate, document),
             listener,
             state,
             seeded,
@@ -436,7 +437,12 @@ impl Application {
 }
 
 /// The routes and the one middleware around them ([`gate`]).
-fn router(state: AppState, body_limit: usize, gate: gate::Gate) -> Router {
+fn router(
+    state: AppState,
+    body_limit: usize,
+    gate: gate::Gate,
+    document: serde_json::Value,
+) -> Router {
     let mut api = Router::new()
         .route("/api/journeys", get(journeys::list).post(journeys::create))
         .route("/api/journeys/{id}", get(journeys::get))
@@ -471,7 +477,7 @@ fn router(state: AppState, body_limit: usize, gate: gate::Gate) -> Router {
     Router::new()
         .merge(
             SwaggerUi::new("/swagger-ui")
-                .external_url_unchecked("/api-docs/openapi.json", openapi::document()),
+                .external_url_unchecked("/api-docs/openapi.json", document),
         )
         .merge(api)
         .layer(middleware::from_fn_with_state(Arc::new(gate), gate::pass))

@@ -3,6 +3,7 @@
 
 use utoipa::OpenApi;
 
+use super::auth::{Access, needed};
 use super::{cache, journeys, ops, problem};
 
 /// The API's OpenAPI 3.1 document.
@@ -30,18 +31,22 @@ pub struct ApiDoc;
 /// The document as served. utoipa 5.5 serializes a response link's fields in snake case
 /// (`operation_id`); OpenAPI names them `operationId`, `operationRef`, `requestBody`, and clients
 /// and fuzzers ignore links otherwise. The fix is applied once, when the server is built.
-pub fn document() -> serde_json::Value {
+///
+/// The document follows the configuration: the bearer scheme only where this service asks for
+/// a key (none without keys; reads public with `--open-reads`), so a client (or a fuzzer) told
+/// a route needs a key finds that it does.
+pub fn document(access: &Access) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     fix_links(&mut doc);
-    declare_access(&mut doc);
+    declare_access(&mut doc, access);
     doc
 }
 
 /// The answers of the layers in front of every handler, added to every operation rather than
-/// repeated in each annotation: the bearer scheme and 401/403 where a key is needed (the API
-/// routes and `/metrics`; `--open-reads` and a service without keys ask less), and 429 from the
-/// rate limit everywhere.
-fn declare_access(doc: &mut serde_json::Value) {
+/// repeated in each annotation: the bearer scheme and 401/403 where this service needs a key
+/// (the API routes and `/metrics` with keys; reads not with `--open-reads`; nowhere without
+/// keys), and 429 from the rate limit everywhere.
+fn declare_access(doc: &mut serde_json::Value, access: &Access) {
     use serde_json::json;
     let problem = |description: &str, retry: bool| {
         let mut response = json!({
@@ -56,20 +61,24 @@ fn declare_access(doc: &mut serde_json::Value) {
         }
         response
     };
-    doc["components"]["securitySchemes"] = json!({"bearer": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API key made with `flyrtech api-key new NAME --scope read|write|admin` (docs/security.md)"
-    }});
+    if access.keys.is_some() {
+        doc["components"]["securitySchemes"] = json!({"bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key made with `flyrtech api-key new NAME --scope read|write|admin` (docs/security.md)"
+        }});
+    }
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        let keyed = path.starts_with("/api/") || path == "/metrics";
         let Some(operations) = item.as_object_mut() else {
             continue;
         };
-        for operation in operations.values_mut() {
+        for (method, operation) in operations.iter_mut() {
+            let keyed = access.keys.is_some()
+                && axum::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .is_ok_and(|m| needed(&m, path, access.open_reads).is_some());
             let Some(responses) = operation
                 .get_mut("responses")
                 .and_then(serde_json::Value::as_object_mut)
@@ -134,7 +143,7 @@ mod tests {
     /// loosens the document fails `cargo test` before it reaches the fuzzer.
     #[test]
     fn the_document_states_what_the_service_enforces() {
-        let doc = document();
+        let doc = document(&keyed(false));
         let paths = &doc["paths"];
         for (path, method) in [
             ("/api/journeys", "post"),
@@ -168,11 +177,46 @@ mod tests {
         assert!(retry_after.get("Retry-After").is_some(), "{retry_after}");
     }
 
+    fn keyed(open_reads: bool) -> Access {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys");
+        super::super::auth::ApiKeys::create(&path, "ci", super::super::auth::Scope::Write)
+            .expect("a key");
+        Access {
+            keys: Some(super::super::auth::ApiKeys::load(&path).expect("keys")),
+            open_reads,
+        }
+    }
+
+    /// Without keys the document asks for none (schemathesis' ST401 found it did); with
+    /// `--open-reads`, reads are public and writes still keyed.
+    #[test]
+    fn the_document_asks_for_keys_only_where_the_service_does() {
+        let open = document(&Access::default());
+        assert!(open["components"].get("securitySchemes").is_none());
+        let reads_open = document(&keyed(true));
+        for (doc, get_keyed) in [(&open, false), (&reads_open, false)] {
+            for (path, item) in doc["paths"].as_object().expect("paths") {
+                for (method, operation) in item.as_object().expect("operations") {
+                    let keyed = match method.as_str() {
+                        "get" if path == "/metrics" => doc == &reads_open,
+                        "get" => get_keyed,
+                        _ => doc == &reads_open && path.starts_with("/api/"),
+                    };
+                    assert_eq!(operation.get("security").is_some(), keyed, "{method} {path}");
+                    let responses = &operation["responses"];
+                    assert_eq!(responses.get("401").is_some(), keyed, "{method} {path}");
+                    assert!(responses.get("429").is_some(), "{method} {path}");
+                }
+            }
+        }
+    }
+
     /// The layers in front of the handlers are in the contract: the bearer scheme, 401 and 403
     /// on every keyed route, 429 everywhere, probes open.
     #[test]
     fn the_document_declares_keys_scopes_and_the_rate_limit() {
-        let doc = document();
+        let doc = document(&keyed(false));
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
@@ -203,7 +247,7 @@ mod tests {
 
     #[test]
     fn links_use_the_openapi_field_names() {
-        let doc = document();
+        let doc = document(&Access::default());
         let link =
             &doc["paths"]["/api/journeys"]["post"]["responses"]["201"]["links"]["GetJourney"];
         assert_eq!(link["operationId"], "getJourney", "{link}");
