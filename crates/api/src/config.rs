@@ -16,7 +16,9 @@ use flyrtech_infrastructure::{Fsync, ReplicaWait, Strategy};
 use serde::Deserialize;
 
 use crate::http::limit::{RateLimit, TrustedProxies};
+use crate::http::quota::QuotaLimits;
 use crate::http::server::Connections;
+use flyrtech_infrastructure::store::quota::JourneyQuota;
 
 /// Options every subcommand shares.
 #[derive(Debug, Clone, Args)]
@@ -151,6 +153,17 @@ pub struct ServeArgs {
     /// Longest shutdown waits for requests in flight before closing what is left [default: 10000].
     #[arg(long)]
     pub shutdown_grace_ms: Option<u64>,
+    /// Journeys one client (API key, or address without one) may create; `off` for no ceiling
+    /// [default: 100000].
+    #[arg(long)]
+    pub quota_journeys: Option<String>,
+    /// Cache entries one client's writes may hold [default: a tenth of --cache-max-entries].
+    #[arg(long)]
+    pub quota_cache_entries: Option<u64>,
+    /// The share of --outbox-hard-cap one client's changes may hold waiting for the relay,
+    /// above 0 and at most 1; `off` for none [default: 0.25].
+    #[arg(long)]
+    pub quota_outbox_share: Option<String>,
 }
 
 /// A duration flag that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
@@ -212,6 +225,9 @@ pub struct FileConfig {
     pub rate_clients: Option<usize>,
     pub trusted_proxies: Option<String>,
     pub max_journey_bytes: Option<usize>,
+    pub quota_journeys: Option<toml::Value>,
+    pub quota_cache_entries: Option<u64>,
+    pub quota_outbox_share: Option<toml::Value>,
     pub header_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,
@@ -457,6 +473,8 @@ pub struct ServeSettings {
     pub cache: CacheLimits,
     /// Requests per client; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Each client's share of the journeys and the outbox (its cache share is in `cache`).
+    pub quotas: QuotaLimits,
     /// Whose forwarding headers name the client's address.
     pub trusted_proxies: TrustedProxies,
     /// Largest journey document created, in bytes.
@@ -587,6 +605,11 @@ impl ServeSettings {
             insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             cache,
             rate_limit,
+            quotas: QuotaLimits {
+                journeys: quota_journeys(args, file)?,
+                outbox_share: quota_outbox_share(args, file)?,
+                max_clients: rate_clients,
+            },
             trusted_proxies,
             max_journey_bytes: positive(
                 "max_journey_bytes",
@@ -595,6 +618,54 @@ impl ServeSettings {
             )?,
             connections,
         })
+    }
+}
+
+/// A setting that is a number or `off`, from the flag or else the file (where it may be a TOML
+/// number or a string).
+fn number_or_off(flag: Option<&str>, file: Option<&toml::Value>) -> Option<String> {
+    flag.map(str::to_owned).or_else(|| {
+        file.map(|value| match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => format!("a {}", other.type_str()),
+        })
+    })
+}
+
+/// `--quota-journeys`: a positive count or `off`.
+fn quota_journeys(args: &ServeArgs, file: &FileConfig) -> Result<Option<u64>, ConfigError> {
+    match number_or_off(args.quota_journeys.as_deref(), file.quota_journeys.as_ref()).as_deref() {
+        None => Ok(Some(JourneyQuota::DEFAULT_LIMIT)),
+        Some("off") => Ok(None),
+        Some(text) => match text.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(ConfigError::Value {
+                key: "quota_journeys",
+                reason: format!("{text:?} is neither a positive whole number nor off"),
+            }),
+        },
+    }
+}
+
+/// `--quota-outbox-share`: a fraction above 0 and at most 1, or `off`.
+fn quota_outbox_share(args: &ServeArgs, file: &FileConfig) -> Result<Option<f64>, ConfigError> {
+    match number_or_off(
+        args.quota_outbox_share.as_deref(),
+        file.quota_outbox_share.as_ref(),
+    )
+    .as_deref()
+    {
+        None => Ok(Some(QuotaLimits::DEFAULT_OUTBOX_SHARE)),
+        Some("off") => Ok(None),
+        Some(text) => match text.parse::<f64>() {
+            Ok(share) if share > 0.0 && share <= 1.0 => Ok(Some(share)),
+            _ => Err(ConfigError::Value {
+                key: "quota_outbox_share",
+                reason: format!("{text:?} is neither a fraction above 0 and at most 1 nor off"),
+            }),
+        },
     }
 }
 
@@ -678,6 +749,10 @@ fn cache_limits(args: &ServeArgs, file: &FileConfig) -> Result<CacheLimits, Conf
             });
         }
     };
+    let max_entries = args
+        .cache_max_entries
+        .or(file.cache_max_entries)
+        .unwrap_or(defaults.max_entries);
     let limits = CacheLimits {
         enabled,
         max_value_bytes: args
@@ -696,15 +771,22 @@ fn cache_limits(args: &ServeArgs, file: &FileConfig) -> Result<CacheLimits, Conf
             "cache_max_ttl",
             defaults.max_ttl,
         )?,
-        max_entries: args
-            .cache_max_entries
-            .or(file.cache_max_entries)
-            .unwrap_or(defaults.max_entries),
+        max_entries,
+        max_entries_per_client: args
+            .quota_cache_entries
+            .or(file.quota_cache_entries)
+            .unwrap_or((max_entries / 10).max(1)),
     };
     if limits.default_ttl > limits.max_ttl {
         return Err(ConfigError::Value {
             key: "cache_default_ttl",
             reason: "is longer than cache_max_ttl".into(),
+        });
+    }
+    if limits.max_entries_per_client == 0 {
+        return Err(ConfigError::Value {
+            key: "quota_cache_entries",
+            reason: "must be at least 1".into(),
         });
     }
     if limits.max_entries == 0 || limits.max_value_bytes == 0 {
@@ -851,6 +933,75 @@ mod tests {
         assert!(err.to_string().contains("fsync"), "{err}");
         let missing = Seed::File(PathBuf::from("/nonexistent/journeys.json"));
         assert!(matches!(missing.load(), Err(ConfigError::SeedRead { .. })));
+    }
+
+    #[test]
+    fn quotas_come_from_flags_over_the_file_with_off_and_clear_errors() {
+        let defaults = ServeSettings::resolve(&ServeArgs::default(), &FileConfig::default())
+            .expect("defaults");
+        assert_eq!(defaults.quotas.journeys, Some(JourneyQuota::DEFAULT_LIMIT));
+        assert_eq!(
+            defaults.quotas.outbox_share,
+            Some(QuotaLimits::DEFAULT_OUTBOX_SHARE)
+        );
+        assert_eq!(defaults.cache.max_entries_per_client, 1000);
+
+        let file: FileConfig = toml::from_str(
+            "quota_journeys = 50\nquota_outbox_share = 0.5\ncache_max_entries = 30\n",
+        )
+        .expect("toml");
+        let from_file = ServeSettings::resolve(&ServeArgs::default(), &file).expect("file");
+        assert_eq!(from_file.quotas.journeys, Some(50));
+        assert_eq!(from_file.quotas.outbox_share, Some(0.5));
+        // A tenth of the cache unless set.
+        assert_eq!(from_file.cache.max_entries_per_client, 3);
+
+        let flags = ServeArgs {
+            quota_journeys: Some("off".into()),
+            quota_outbox_share: Some("off".into()),
+            quota_cache_entries: Some(7),
+            ..ServeArgs::default()
+        };
+        let off = ServeSettings::resolve(&flags, &file).expect("flags");
+        assert_eq!((off.quotas.journeys, off.quotas.outbox_share), (None, None));
+        assert_eq!(off.cache.max_entries_per_client, 7);
+
+        for (args, key) in [
+            (
+                ServeArgs {
+                    quota_journeys: Some("0".into()),
+                    ..ServeArgs::default()
+                },
+                "quota_journeys",
+            ),
+            (
+                ServeArgs {
+                    quota_outbox_share: Some("1.5".into()),
+                    ..ServeArgs::default()
+                },
+                "quota_outbox_share",
+            ),
+            (
+                ServeArgs {
+                    quota_outbox_share: Some("0".into()),
+                    ..ServeArgs::default()
+                },
+                "quota_outbox_share",
+            ),
+            (
+                ServeArgs {
+                    quota_cache_entries: Some(0),
+                    ..ServeArgs::default()
+                },
+                "quota_cache_entries",
+            ),
+        ] {
+            let err = ServeSettings::resolve(&args, &FileConfig::default()).expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let bad: FileConfig = toml::from_str("quota_journeys = true\n").expect("toml");
+        let err = ServeSettings::resolve(&ServeArgs::default(), &bad).expect_err("a boolean");
+        assert!(err.to_string().contains("boolean"), "{err}");
     }
 
     #[test]

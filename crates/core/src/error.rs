@@ -134,6 +134,17 @@ pub enum StoreError {
         /// The cap.
         limit: u64,
     },
+    /// One client's share of something every client shares is used up; nothing was written.
+    /// Other clients are not affected.
+    #[error("{owner} holds its quota of {limit} {quota}")]
+    OverQuota {
+        /// Which quota.
+        quota: Quota,
+        /// The client, as the quota names it (`key:NAME` or `addr:ADDRESS`).
+        owner: String,
+        /// The quota.
+        limit: u64,
+    },
     /// The stored data could not be decoded: a bug or a foreign writer, never bad user input.
     #[error("stored data for {key} is corrupt: {reason}")]
     Corrupt {
@@ -155,6 +166,24 @@ pub enum StoreError {
     },
 }
 
+/// A per-client quota on what the service's clients share (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Journeys a client has created.
+    Journeys,
+    /// Cache entries a client's writes hold.
+    CacheEntries,
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Journeys => "journeys created",
+            Self::CacheEntries => "cache entries",
+        })
+    }
+}
+
 impl StoreError {
     /// A stable, low-cardinality name for the error, for metrics labels and log fields.
     pub fn kind(&self) -> &'static str {
@@ -169,6 +198,7 @@ impl StoreError {
             Self::StaleFencingToken { .. } => "stale_fencing_token",
             Self::NotReplicated { .. } => "not_replicated",
             Self::CacheFull { .. } => "cache_full",
+            Self::OverQuota { .. } => "over_quota",
             Self::Corrupt { .. } => "corrupt",
             Self::Unavailable { .. } => "unavailable",
         }

@@ -71,6 +71,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     config.rate_limit = serve.rate_limit;
+    config.quotas = serve.quotas;
     config.trusted_proxies = serve.trusted_proxies;
     config.max_journey_bytes = serve.max_journey_bytes;
     config.connections = serve.connections;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use flyrtech_core::{CacheKey, CacheService, InvalidInput};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 pub use flyrtech_infrastructure::store::cache::CacheLimits;
 
 use super::AppState;
+use super::limit::Client;
 use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 const PROBLEM: &str = "application/problem+json";
@@ -110,14 +111,21 @@ pub struct CacheDemo {
 /// lives it answers the cached value. Racing requests agree on one value (`SET NX GET`).
 #[utoipa::path(get, path = "/api/cache/demo", tag = "cache", operation_id = "cacheDemo",
     responses((status = 200, body = CacheDemo), Unavailable))]
-pub async fn demo(State(app): State<AppState>) -> Result<Json<CacheDemo>, ApiError> {
+pub async fn demo(
+    State(app): State<AppState>,
+    Extension(client): Extension<Client>,
+) -> Result<Json<CacheDemo>, ApiError> {
     let key = CacheKey::parse(DEMO_KEY)?;
     let generated = chrono::Utc::now()
         .format("Generated at %Y-%m-%d %H:%M:%S UTC")
         .to_string();
     let ttl = Duration::from_secs(DEMO_TTL_SECONDS);
     Ok(Json(
-        match app.cache.set_if_absent(&key, &generated, ttl).await? {
+        match app
+            .cache_for(&client)
+            .set_if_absent(&key, &generated, ttl)
+            .await?
+        {
             None => CacheDemo {
                 source: DemoSource::Computed,
                 value: generated,
@@ -165,12 +173,13 @@ pub async fn get(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`), or this client holds its quota of entries (`cache-quota`)"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]
 pub async fn set(
     State(app): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<CacheSetRequest>, JsonRejection>,
 ) -> Result<Json<CacheStored>, ApiError> {
@@ -199,7 +208,9 @@ pub async fn set(
         },
     };
     let ttl = requested.map_or(limits.default_ttl, Duration::from_secs);
-    app.cache.set(&key, &body.value, Some(ttl)).await?;
+    app.cache_for(&client)
+        .set(&key, &body.value, Some(ttl))
+        .await?;
     Ok(Json(CacheStored {
         message: "Value cached successfully",
         key: key.as_str().to_owned(),
@@ -238,15 +249,16 @@ pub async fn remove(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`), or this client holds its quota of entries (`cache-quota`)"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]
 pub async fn set_demo(
     state: State<AppState>,
+    client: Extension<Client>,
     payload: Result<Json<CacheSetRequest>, JsonRejection>,
 ) -> Result<Json<CacheStored>, ApiError> {
-    set(state, Ok(Path("demo".to_owned())), payload).await
+    set(state, client, Ok(Path("demo".to_owned())), payload).await
 }
 
 /// `DELETE /api/cache/demo`: the cache entry named `demo`, as in the original.

@@ -11,7 +11,7 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flyrtech_core::{
@@ -25,6 +25,7 @@ use flyrtech_infrastructure::store::index::PageCursor;
 
 use super::AppState;
 use super::etag::{Conditions, IfMatch, etag};
+use super::limit::Client;
 use super::problem::{ApiError, BodyRejected, Problem, Unavailable};
 
 /// `GET /api/journeys`: the original's shape.
@@ -118,6 +119,11 @@ pub enum UpdateRefused {
     /// A status that is not one of the enum, or a body without `status`.
     #[response(status = 422, content_type = "application/problem+json")]
     InvalidStatus(Problem),
+    /// This client's changes waiting in the outbox fill its share (`/problems/outbox-quota`);
+    /// nothing was changed.
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("Retry-After" = u64)))]
+    OverShare(Problem),
     /// The stored journey cannot be decoded (a foreign writer).
     #[response(status = 500, content_type = "application/problem+json")]
     Corrupt(Problem),
@@ -240,10 +246,12 @@ impl AsRef<[u8]> for ArcText {
         BodyRejected,
         (status = 409, body = Problem, content_type = PROBLEM, description = "A journey with this id exists; it is untouched"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields, including rules a schema cannot state: segment ids unique within the journey, arrivalTime not before departureTime, prices in whole cents"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "This client has created its quota of journeys (`journey-quota`); nothing was created"),
         Unavailable,
     ))]
 pub async fn create(
     State(app): State<AppState>,
+    Extension(client): Extension<Client>,
     payload: Result<Json<Journey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(journey) = payload?;
@@ -253,7 +261,14 @@ pub async fn create(
         return Err(ApiError::journey_too_large(bytes, app.max_journey_bytes));
     }
     app.check_layout().await?;
-    app.store.create(&journey).await?;
+    let owner = client.to_string();
+    if let Some(quota) = &app.journey_quota {
+        quota.take(&owner).await?;
+    }
+    if let Err(e) = app.store.create(&journey).await {
+        give_back(&app, &owner, &e).await;
+        return Err(e.into());
+    }
     tracing::info!(journey = %journey.id, strategy = %app.store.strategy(), "journey created");
     let location = HeaderValue::try_from(format!("/api/journeys/{}", journey.id))
         .expect("journey ids are URL- and header-safe by construction");
@@ -266,6 +281,20 @@ pub async fn create(
         Json(journey),
     )
         .into_response())
+}
+
+/// Gives back the journey quota's unit a create that wrote nothing took; an outcome the store
+/// cannot know (unavailable) keeps it (store::quota).
+async fn give_back(app: &AppState, owner: &str, error: &StoreError) {
+    let Some(quota) = &app.journey_quota else {
+        return;
+    };
+    if matches!(error, StoreError::Unavailable { .. }) {
+        return;
+    }
+    if let Err(e) = quota.give_back(owner).await {
+        tracing::warn!(%owner, error = %e, "cannot give back a journey quota unit; it stays counted");
+    }
 }
 
 /// Sets one segment's status.
@@ -285,6 +314,7 @@ pub async fn create(
     ))]
 pub async fn update_segment(
     State(app): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<(String, String)>, PathRejection>,
     conditions: Conditions,
     payload: Result<Json<SegmentStatusRequest>, JsonRejection>,
@@ -300,6 +330,7 @@ pub async fn update_segment(
     let status = SegmentStatus::parse(&body.status)?;
     apply(
         &app,
+        &client,
         &id,
         StatusChange::Segment { segment_id, status },
         &conditions,
@@ -324,6 +355,7 @@ pub async fn update_segment(
     ))]
 pub async fn update_journey(
     State(app): State<AppState>,
+    Extension(client): Extension<Client>,
     path: Result<Path<String>, PathRejection>,
     conditions: Conditions,
     payload: Result<Json<JourneyStatusRequest>, JsonRejection>,
@@ -332,7 +364,14 @@ pub async fn update_journey(
     let Json(body) = payload?;
     let id = journey_id(&journey)?;
     let status = JourneyStatus::parse(&body.status)?;
-    apply(&app, &id, StatusChange::Journey { status }, &conditions).await
+    apply(
+        &app,
+        &client,
+        &id,
+        StatusChange::Journey { status },
+        &conditions,
+    )
+    .await
 }
 
 /// A path's journey id; one our rules reject names no journey, so it is a 404.
@@ -343,12 +382,14 @@ fn journey_id(raw: &str) -> Result<JourneyId, ApiError> {
 /// Runs one status change through the store and answers with what it did.
 async fn apply(
     app: &AppState,
+    client: &Client,
     id: &JourneyId,
     change: StatusChange,
     conditions: &Conditions,
 ) -> Result<Response, ApiError> {
     let strategy = app.store.strategy();
     app.check_outbox()?;
+    app.check_outbox_share(client)?;
     let expected = expected_version(app, id, conditions).await?;
     let target = change.target();
     let outcome = match app.store.update(id, &change, expected).await {
@@ -371,6 +412,9 @@ async fn apply(
             return Err(e.into());
         }
     };
+    if outcome.changed {
+        app.record_change(client);
+    }
     // One line per acknowledged update is an access log: at DEBUG, so that a busy service does
     // not write megabytes a second by default (RUST_LOG=info,flyrtech_api=debug turns it on).
     // Refusals and failures above are logged every time.

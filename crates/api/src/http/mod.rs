@@ -16,6 +16,7 @@
 //!   the key check, the deadline, the request metrics and log lines.
 //! - [`auth`]: API keys and their scopes, checked before any handler.
 //! - [`limit`]: the per-client rate limit.
+//! - [`quota`]: per-client shares of what every client shares (journeys, cache, outbox).
 //! - [`journeys`], [`cache`], [`ops`]: the handlers.
 //! - [`problem`]: the one mapping from errors to `application/problem+json`.
 //! - [`server`]: the accept loop: header and idle timeouts, the connection cap, the bounded
@@ -32,6 +33,7 @@ pub mod limit;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod quota;
 pub mod server;
 
 use std::future::Future;
@@ -50,6 +52,7 @@ use cache::CacheLimits;
 use flyrtech_core::{Journey, StoreError};
 use flyrtech_infrastructure::events::backlog::{BacklogLimits, BacklogWatch};
 use flyrtech_infrastructure::plumbing::secret::redact;
+use flyrtech_infrastructure::store::quota::JourneyQuota;
 use flyrtech_infrastructure::{
     DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
     dataset,
@@ -94,6 +97,8 @@ pub struct ServeConfig {
     pub insecure_no_auth: bool,
     /// Requests per client; `None` for no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Each client's share of the journeys, the cache and the outbox.
+    pub quotas: quota::QuotaLimits,
     /// The authorities a `rediss://` server must chain to (PEM); `None`: the system's roots.
     pub redis_ca: Option<Vec<u8>>,
 }
@@ -116,6 +121,7 @@ impl ServeConfig {
             access: Access::default(),
             cache: CacheLimits::default(),
             rate_limit: Some(RateLimit::default()),
+            quotas: quota::QuotaLimits::default(),
             redis_ca: None,
             insecure_no_auth: false,
         }
@@ -179,6 +185,10 @@ pub struct Inner {
     pub cache_limits: CacheLimits,
     /// Largest journey document created, in bytes.
     pub max_journey_bytes: usize,
+    /// The ceiling on journeys each client creates; `None` for none.
+    pub journey_quota: Option<JourneyQuota>,
+    /// Each client's changes waiting in the outbox; `None` when there is no share to keep.
+    pub outbox_shares: Option<quota::OutboxShares>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// `/health`'s body, the same for the life of the process.
@@ -280,6 +290,30 @@ impl Inner {
         }
     }
 
+    /// Whether `client`'s changes waiting in the outbox leave room for another.
+    ///
+    /// # Errors
+    /// [`ApiError`] 429 `outbox-quota`.
+    pub fn check_outbox_share(&self, client: &limit::Client) -> Result<(), ApiError> {
+        match &self.outbox_shares {
+            Some(shares) => shares.admit(client, self.backlog.oldest_age()),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts an acknowledged change of `client`'s towards its outbox share.
+    pub fn record_change(&self, client: &limit::Client) {
+        if let Some(shares) = &self.outbox_shares {
+            shares.record(client, self.backlog.oldest_age());
+        }
+    }
+
+    /// The cache, written on behalf of `client` within its quota of entries.
+    pub fn cache_for(&self, client: &limit::Client) -> RedisCache {
+        self.cache
+            .owned_by(client.to_string(), self.cache_limits.max_entries_per_client)
+    }
+
     /// What `/ready` names without failing: an outbox no relay keeps up with.
     fn warnings(&self) -> Vec<String> {
         self.backlog
@@ -356,7 +390,14 @@ impl Application {
         )
         .await;
         let up = serde_json::to_vec(&ops::Health::up(&store)).unwrap_or_default();
+        let journey_quota = config
+            .quotas
+            .journeys
+            .map(|limit| JourneyQuota::new(redis.clone(), limit));
+        let outbox_shares = quota::OutboxShares::new(&config.quotas, &backlog);
         let state = AppState(Arc::new(Inner {
+            journey_quota,
+            outbox_shares,
             up: up.into(),
             store,
             cache: RedisCache::new(redis, config.cache.max_entries),

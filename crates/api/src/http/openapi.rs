@@ -85,10 +85,17 @@ fn declare_access(doc: &mut serde_json::Value, access: &Access) {
             else {
                 continue;
             };
+            // A route that declares 429 itself (an update's outbox share) says what else it
+            // means; the rate limit's is added to it.
+            let also = responses
+                .get("429")
+                .and_then(|r| r["description"].as_str())
+                .map(|d| format!("; or: {d}"))
+                .unwrap_or_default();
             responses.insert(
                 "429".into(),
                 problem(
-                    "Over this client's rate limit (`/problems/too-many-requests`)",
+                    &format!("Over this client's rate limit (`/problems/too-many-requests`){also}"),
                     true,
                 ),
             );
@@ -203,7 +210,11 @@ mod tests {
                         "get" => get_keyed,
                         _ => doc == &reads_open && path.starts_with("/api/"),
                     };
-                    assert_eq!(operation.get("security").is_some(), keyed, "{method} {path}");
+                    assert_eq!(
+                        operation.get("security").is_some(),
+                        keyed,
+                        "{method} {path}"
+                    );
                     let responses = &operation["responses"];
                     assert_eq!(responses.get("401").is_some(), keyed, "{method} {path}");
                     assert!(responses.get("429").is_some(), "{method} {path}");

@@ -8,7 +8,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flyrtech_core::{InvalidInput, JourneyVersion, StoreError};
+use flyrtech_core::{InvalidInput, JourneyVersion, Quota, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -282,6 +282,18 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 429 on an update: this client's changes waiting in the outbox have reached its share of
+    /// the outbox's cap (`--quota-outbox-share`); other clients' updates are served.
+    pub fn outbox_quota(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "outbox-quota",
+            "This client's changes fill its share of the outbox",
+            detail.into(),
+        )
+        .retry_later()
+    }
+
     /// 503 on `/ready`: Redis' `maxmemory-policy` can evict journeys.
     pub fn eviction_risk(detail: impl Into<String>) -> Self {
         Self::new(
@@ -379,6 +391,29 @@ impl From<StoreError> for ApiError {
                 format!(
                     "{detail}; entries expire, so room comes back, or delete one you set \
                      (journeys are never affected)"
+                ),
+            )
+            .retry_later(),
+            StoreError::OverQuota {
+                quota: Quota::Journeys,
+                ..
+            } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "journey-quota",
+                "This client has created its quota of journeys",
+                format!(
+                    "{detail}: journeys are kept for good, so one client may not take the                      memory every client shares (--quota-journeys); nothing was created, and                      other clients are not affected"
+                ),
+            ),
+            StoreError::OverQuota {
+                quota: Quota::CacheEntries,
+                ..
+            } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "cache-quota",
+                "This client holds its quota of cache entries",
+                format!(
+                    "{detail} (--quota-cache-entries); entries expire, so room comes back, or                      delete one you set; nothing was stored, and other clients are not affected"
                 ),
             )
             .retry_later(),

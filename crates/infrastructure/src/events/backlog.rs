@@ -114,6 +114,12 @@ impl BacklogWatch {
         (oldest != EMPTY && age > self.limits.stale_after).then_some(age)
     }
 
+    /// The oldest entry's age at the last measurement; `None` when the outbox was empty.
+    pub fn oldest_age(&self) -> Option<Duration> {
+        let oldest = self.last.oldest_ms.load(Ordering::Relaxed);
+        (oldest != EMPTY).then(|| Duration::from_millis(oldest))
+    }
+
     /// Whether the backlog has reached the cap.
     pub fn full(&self) -> Option<Full> {
         let cap = self.limits.hard_cap?;

@@ -175,6 +175,18 @@ pub fn cache_entry(key: &CacheKey) -> String {
 /// epoch), which is what lets the cache count its entries and refuse past its cap.
 pub const CACHE_INDEX: &str = "cache:{c}:index";
 
+/// Each cache entry's owner, the client whose write it holds (a hash, key to owner), in the
+/// cache's slot.
+pub const CACHE_OWNERS: &str = "cache:{c}:owners";
+
+/// How many cache entries each owner holds (a hash, owner to count), in the cache's slot: what
+/// the per-client cache quota is checked against.
+pub const CACHE_OWNED: &str = "cache:{c}:owned";
+
+/// How many journeys each client has created (a hash, client to count): what the per-client
+/// journey quota is checked against.
+pub const JOURNEY_QUOTA: &str = "quota:journeys";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +249,9 @@ mod tests {
         assert_eq!(slot(&cache_entry(&key)), slot(CACHE_INDEX));
         let index = CacheKey::parse("index").expect("valid cache key");
         assert_ne!(cache_entry(&index), CACHE_INDEX);
+        for internal in [CACHE_OWNERS, CACHE_OWNED] {
+            assert_eq!(slot(internal), slot(CACHE_INDEX));
+            assert!(!internal.starts_with("cache:{c}:e:"));
+        }
     }
 }

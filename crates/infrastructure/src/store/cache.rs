@@ -10,33 +10,68 @@
 //! (`scripts/cache_set.lua`) that drops the index's expired keys, refuses a new key once the cap
 //! is reached ([`StoreError::CacheFull`]), and records the key with its expiry, so the count is
 //! exact under concurrent writers. The HTTP layer bounds each value's size and time to live.
+//!
+//! # Shared fairly
+//! A cap alone lets one client fill the cache for everyone. Every entry therefore has an owner,
+//! the client whose write it holds ([`RedisCache::owned_by`]), and the same script counts each
+//! owner's entries and refuses a write that would take an owner past its quota
+//! ([`StoreError::OverQuota`]). An entry overwritten by another client becomes that client's;
+//! an expired or removed one leaves its owner's count in the same step that drops it from the
+//! index, so the counts stay exact and the owners' table never outgrows the cache.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use flyrtech_core::{CacheKey, CacheService, InvalidInput, StoreError};
+use std::sync::Arc;
+
+use flyrtech_core::{CacheKey, CacheService, InvalidInput, Quota, StoreError};
 use redis::{AsyncCommands, Script, Value};
 
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys;
 
-/// [`CacheService`] on Redis, holding at most `max_entries` entries.
+/// [`CacheService`] on Redis, holding at most `max_entries` entries, written on behalf of one
+/// owner ([`RedisCache::owned_by`]).
 #[derive(Debug, Clone)]
 pub struct RedisCache {
     redis: Redis,
     max_entries: u64,
+    owner: Arc<str>,
+    owner_max_entries: u64,
 }
 
 static SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/cache_set.lua")));
+static REMOVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/cache_remove.lua")));
 
 impl RedisCache {
     /// The default cap: 10,000 entries.
     pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
-    /// A cache on `redis` of at most `max_entries` entries.
+    /// The owner of entries written without one named (`service`), whose quota is the cap.
+    pub const SERVICE_OWNER: &str = "service";
+
+    /// A cache on `redis` of at most `max_entries` entries, written by [`Self::SERVICE_OWNER`].
     pub fn new(redis: Redis, max_entries: u64) -> Self {
-        Self { redis, max_entries }
+        Self {
+            redis,
+            max_entries,
+            owner: Arc::from(Self::SERVICE_OWNER),
+            owner_max_entries: max_entries,
+        }
+    }
+
+    /// The same cache, written on behalf of `owner`, who may hold at most `max_entries` of its
+    /// entries (a client's quota).
+    #[must_use]
+    pub fn owned_by(&self, owner: impl Into<Arc<str>>, max_entries: u64) -> Self {
+        Self {
+            redis: self.redis.clone(),
+            max_entries: self.max_entries,
+            owner: owner.into(),
+            owner_max_entries: max_entries,
+        }
     }
 
     /// The capped write: `Ok(None)` stored, `Ok(Some(held))` (absent-only) a value is held.
@@ -51,11 +86,15 @@ impl RedisCache {
         let reply: Vec<Value> = SET
             .key(keys::cache_entry(key))
             .key(keys::CACHE_INDEX)
+            .key(keys::CACHE_OWNERS)
+            .key(keys::CACHE_OWNED)
             .arg(value)
             .arg(ttl_ms)
             .arg(self.max_entries)
             .arg(key.as_str())
             .arg(if only_if_absent { "1" } else { "0" })
+            .arg(&*self.owner)
+            .arg(self.owner_max_entries)
             .invoke_async(&mut self.redis.shared())
             .await
             .store_err()?;
@@ -63,6 +102,11 @@ impl RedisCache {
             [Value::Int(1)] => Ok(None),
             [Value::Int(0)] => Err(StoreError::CacheFull {
                 limit: self.max_entries,
+            }),
+            [Value::Int(3)] => Err(StoreError::OverQuota {
+                quota: Quota::CacheEntries,
+                owner: self.owner.to_string(),
+                limit: self.owner_max_entries,
             }),
             [Value::Int(2), held] => Ok(Some(
                 redis::from_redis_value_ref(held)
@@ -89,10 +133,13 @@ pub struct CacheLimits {
     pub max_ttl: Duration,
     /// Entries the cache may hold (507 for a new key beyond).
     pub max_entries: u64,
+    /// Entries one client's writes may hold (507 `cache-quota` beyond).
+    pub max_entries_per_client: u64,
 }
 
 impl Default for CacheLimits {
-    /// 64 KiB values, an hour by default, a day at most, 10,000 entries.
+    /// 64 KiB values, an hour by default, a day at most, 10,000 entries, a tenth of them per
+    /// client.
     fn default() -> Self {
         Self {
             enabled: true,
@@ -100,6 +147,7 @@ impl Default for CacheLimits {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(86_400),
             max_entries: RedisCache::DEFAULT_MAX_ENTRIES,
+            max_entries_per_client: RedisCache::DEFAULT_MAX_ENTRIES / 10,
         }
     }
 }
@@ -140,11 +188,13 @@ impl CacheService for RedisCache {
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<bool, StoreError> {
-        let (removed, _): (i64, i64) = redis::pipe()
-            .atomic()
-            .del(keys::cache_entry(key))
-            .zrem(keys::CACHE_INDEX, key.as_str())
-            .query_async(&mut self.redis.shared())
+        let removed: i64 = REMOVE
+            .key(keys::cache_entry(key))
+            .key(keys::CACHE_INDEX)
+            .key(keys::CACHE_OWNERS)
+            .key(keys::CACHE_OWNED)
+            .arg(key.as_str())
+            .invoke_async(&mut self.redis.shared())
             .await
             .store_err()?;
         Ok(removed > 0)

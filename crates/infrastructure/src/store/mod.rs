@@ -10,7 +10,8 @@
 //! - `script_reply`: the reply protocol of the in-Redis update scripts (`lua`, `hash`).
 //! - [`index`]: the set that lists a store's journeys.
 //! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
-//! - [`cache`]: the namespaced general-purpose cache.
+//! - [`cache`]: the namespaced general-purpose cache, with a quota of entries per client.
+//! - [`quota`]: the count of journeys each client has created, with a ceiling.
 //! - [`render`]: the journey as JSON text for readers, decoded and encoded once per distinct
 //!   read.
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
@@ -24,6 +25,7 @@ pub(crate) mod document;
 pub mod index;
 pub mod layout;
 pub mod outbox;
+pub mod quota;
 pub mod render;
 pub(crate) mod script_reply;
 pub mod strategy;

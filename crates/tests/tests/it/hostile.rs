@@ -362,3 +362,524 @@ mod connections {
         );
     }
 }
+
+/// Fair shares (issue 32, part 3): one client (here one API key) that uses up its quota of
+/// journeys, cache entries or outbox share is refused with its quota's own problem, nothing
+/// changes, and another client is served.
+mod quotas {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use flyrtech_api::http::auth::Access;
+    use flyrtech_api::http::cache::CacheLimits;
+    use flyrtech_api::http::quota::QuotaLimits;
+    use flyrtech_api::http::server::Connections;
+    use flyrtech_infrastructure::events::backlog::BacklogLimits;
+    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::{StoreConfig, Strategy};
+    use flyrtech_tests::{TestRedis, TestServer, http_client, poll_until, serve_config};
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    /// A server with keys (a writer and an admin: two clients that may write).
+    async fn server(
+        redis: &TestRedis,
+        tune: impl FnOnce(&mut flyrtech_api::http::ServeConfig),
+    ) -> (TestServer, tempfile::TempDir, String, String) {
+        let (dir, keys, [_, writer, admin]) = crate::security::keys();
+        let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));
+        config.access = Access {
+            keys: Some(keys),
+            open_reads: false,
+        };
+        config.connections = Connections::default();
+        tune(&mut config);
+        (TestServer::start_with(config).await, dir, writer, admin)
+    }
+
+    fn journey(id: &str) -> Value {
+        let mut journeys: Value =
+            serde_json::from_str(flyrtech_tests::sample_journeys_json()).unwrap();
+        let mut journey = journeys["journeys"][0].take();
+        journey["id"] = json!(id);
+        journey
+    }
+
+    async fn problem_type(response: reqwest::Response) -> String {
+        let problem: Value = response.json().await.unwrap();
+        problem["type"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journeys_created_are_counted_per_client_and_capped() {
+        const QUOTA: u64 = 3;
+        let redis = TestRedis::single();
+        let (server, _dir, writer, admin) = server(&redis, |config| {
+            config.quotas.journeys = Some(QUOTA);
+        })
+        .await;
+        let client = http_client();
+        let create = |key: &str, id: &str| {
+            client
+                .post(server.url("/api/journeys"))
+                .bearer_auth(key)
+                .json(&journey(id))
+                .send()
+        };
+        // An id that exists (a sample journey) creates nothing and costs nothing.
+        assert_eq!(
+            create(&writer, "JRN-001").await.unwrap().status(),
+            StatusCode::CONFLICT
+        );
+        // Eight creates at once for a quota of three: the count is one atomic step, so
+        // exactly three are created whatever the interleaving.
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let (client, url, key, barrier) = (
+                    client.clone(),
+                    server.url("/api/journeys"),
+                    writer.clone(),
+                    Arc::clone(&barrier),
+                );
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let response = client
+                        .post(url)
+                        .bearer_auth(key)
+                        .json(&journey(&format!("Q-{n}")))
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    (status, problem_type(response).await)
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                (StatusCode::CREATED, _) => created += 1,
+                (StatusCode::INSUFFICIENT_STORAGE, kind) => {
+                    assert_eq!(kind, "/problems/journey-quota");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(created, QUOTA);
+        let mut conn = redis.connect().await.shared();
+        let counted: u64 = redis::cmd("HGET")
+            .arg(keys::JOURNEY_QUOTA)
+            .arg("key:write")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(counted, QUOTA);
+        let listed: Value = client
+            .get(server.url("/api/journeys"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = listed["journeyIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|id| id.starts_with("Q-"))
+            .collect();
+        assert_eq!(ids.len(), 3, "{listed}");
+        // Refused: nothing written, no Location, and no Retry-After (the quota does not free
+        // itself).
+        let refused = create(&writer, "Q-late").await.unwrap();
+        assert_eq!(refused.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(refused.headers().get("location").is_none());
+        assert!(refused.headers().get("retry-after").is_none());
+        let problem: Value = refused.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains("key:write"),
+            "{problem}"
+        );
+        let missing = client
+            .get(server.url("/api/journeys/Q-late"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        // Another client is served.
+        assert_eq!(
+            create(&admin, "Q-late").await.unwrap().status(),
+            StatusCode::CREATED
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cache_entries_are_owned_counted_and_capped_per_client() {
+        let redis = TestRedis::single();
+        let (server, _dir, writer, admin) = server(&redis, |config| {
+            config.cache = CacheLimits {
+                max_entries: 10,
+                max_entries_per_client: 2,
+                ..CacheLimits::default()
+            };
+        })
+        .await;
+        let client = http_client();
+        let set = |key: &str, entry: &str, body: Value| {
+            client
+                .post(server.url(&format!("/api/cache/{entry}")))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+        };
+        let value = || json!({"value": "v"});
+        let owned = || {
+            let redis = &redis;
+            async move {
+                let mut conn = redis.connect().await.shared();
+                let counts: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+                    .arg(keys::CACHE_OWNED)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                counts
+            }
+        };
+        for entry in ["a", "b"] {
+            assert_eq!(
+                set(&writer, entry, value()).await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        // A third key is over the writer's quota; overwriting its own is not a new entry.
+        let refused = set(&writer, "c", value()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_eq!(problem_type(refused).await, "/problems/cache-quota");
+        let absent = client
+            .get(server.url("/api/cache/c"))
+            .bearer_auth(&writer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(absent.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            set(&writer, "a", json!({"value": "w"}))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        // Another client is served, and an entry it overwrites becomes its own.
+        assert_eq!(
+            set(&admin, "c", value()).await.unwrap().status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            set(&admin, "a", value()).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let counts = owned().await;
+        assert_eq!(counts.get("key:write"), Some(&1), "{counts:?}");
+        assert_eq!(counts.get("key:admin"), Some(&2), "{counts:?}");
+        // Deleting gives the entry back to its owner's count.
+        let deleted = client
+            .delete(server.url("/api/cache/b"))
+            .bearer_auth(&writer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::OK);
+        assert_eq!(owned().await.get("key:write"), None);
+        // An entry that expires leaves its owner's count on the next write: the writer fills
+        // its quota with one entry of one second, and is served again once it has expired.
+        for (entry, body) in [
+            ("short", json!({"value": "v", "expirationSeconds": 1})),
+            ("long", value()),
+        ] {
+            assert_eq!(
+                set(&writer, entry, body).await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        assert_eq!(
+            set(&writer, "next", value()).await.unwrap().status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        poll_until(
+            Duration::from_secs(10),
+            "the expired entry leaves the count",
+            || {
+                let response = set(&writer, "next", value());
+                async move { response.await.unwrap().status() == StatusCode::OK }
+            },
+        )
+        .await;
+        let counts = owned().await;
+        assert_eq!(counts.get("key:write"), Some(&2), "{counts:?}");
+        let mut conn = redis.connect().await.shared();
+        let owners: u64 = redis::cmd("HLEN")
+            .arg(keys::CACHE_OWNERS)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            owners, 4,
+            "a, c, long and next are owned; b and short are gone"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_clients_changes_cannot_fill_the_outbox_for_the_others() {
+        use flyrtech_infrastructure::events::publisher::RedisStreamPublisher as Stream;
+        use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+
+        const CAP: u64 = 40;
+        let redis = TestRedis::single();
+        let (server, _dir, writer, admin) = server(&redis, |config| {
+            config.backlog = BacklogLimits {
+                stale_after: Duration::from_secs(60),
+                hard_cap: Some(CAP),
+                every: Duration::from_millis(20),
+            };
+            config.quotas = QuotaLimits {
+                outbox_share: Some(0.25),
+                ..QuotaLimits::default()
+            };
+        })
+        .await;
+        let client = http_client();
+        let put = |key: &str, journey: &str, segment: &str, status: &str| {
+            client
+                .put(server.url(&format!(
+                    "/api/journeys/{journey}/segments/{segment}/status"
+                )))
+                .bearer_auth(key)
+                .json(&json!({ "status": status }))
+                .send()
+        };
+        // No relay runs: the writer cycles one segment until its share (a quarter of the cap:
+        // 10 changes) is used up.
+        let cycle = ["Delayed", "Scheduled"];
+        let mut accepted = 0;
+        let refused = loop {
+            let response = put(&writer, "JRN-001", "SEG-001-1", cycle[accepted % 2])
+                .await
+                .unwrap();
+            if response.status() != StatusCode::OK {
+                break response;
+            }
+            accepted += 1;
+            assert!(accepted <= 10, "the share let more than 10 changes wait");
+        };
+        assert_eq!(accepted, 10);
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers().contains_key("retry-after"));
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/outbox-quota", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("key:write"),
+            "{problem}"
+        );
+        // Refused before the store: the journey is where the tenth change left it.
+        let journey: Value = client
+            .get(server.url("/api/journeys/JRN-001"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(journey["version"], json!(10), "{journey}");
+        assert_eq!(journey["segments"][0]["status"], "Scheduled", "{journey}");
+        // The outbox is a quarter full: every other client's updates are served.
+        let other = put(&admin, "JRN-002", "SEG-002-1", "Delayed")
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+
+        // A relay publishes the backlog: the writer's changes have left the outbox, and its
+        // updates are served again.
+        let conn = redis.connect().await;
+        let relay = Relay::new(
+            conn.clone(),
+            Stream::new(conn.clone(), "events", None),
+            RelaySettings::new(),
+        )
+        .await
+        .unwrap();
+        relay.drain().await.unwrap();
+        poll_until(Duration::from_secs(10), "the writer served again", || {
+            let response = put(&writer, "JRN-001", "SEG-001-1", cycle[accepted % 2]);
+            async move {
+                let status = response.await.unwrap().status();
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS,
+                    "{status}"
+                );
+                status == StatusCode::OK
+            }
+        })
+        .await;
+    }
+}
+
+/// Bounded journeys (issue 32, part 4): a metadata value past its length is 422, a document past
+/// `--max-journey-bytes` is 413 naming the limit, and neither reaches Redis (SLOWLOG, logging
+/// every command, holds none of them); the largest journey accepted is stored at its size, so
+/// what one update of it costs Redis is bounded by it. The median time Redis spent in one
+/// update of that journey is printed (`-- --nocapture`): speed is measured, not asserted.
+#[rstest::rstest]
+#[case::document(Strategy::Lua)]
+#[case::hash(Strategy::Hash)]
+#[tokio::test]
+async fn journeys_are_bounded_in_size_and_what_is_refused_never_reaches_redis(
+    #[case] strategy: Strategy,
+) {
+    use flyrtech_api::http::DEFAULT_MAX_JOURNEY_BYTES;
+
+    let redis = TestRedis::single();
+    let server = TestServer::start(&redis.url(), strategy).await;
+    let client = http_client();
+    let mut conn = redis.connect().await.shared();
+    let config = |name: &str, value: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .to_owned()
+    };
+    let _: () = config("slowlog-log-slower-than", "0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = config("slowlog-max-len", "10000")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let with_metadata = |id: &str, entries: usize, value: &str| {
+        let mut journeys: Value =
+            serde_json::from_str(flyrtech_tests::sample_journeys_json()).unwrap();
+        let mut journey = journeys["journeys"][0].take();
+        journey["id"] = json!(id);
+        journey["metadata"] = (0..entries)
+            .map(|n| (format!("k{n:02}"), json!(value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        journey
+    };
+    let post = |journey: Value| {
+        client
+            .post(server.url("/api/journeys"))
+            .json(&journey)
+            .send()
+    };
+
+    // One value past 1024 characters: 422, naming the field.
+    let long = post(with_metadata("BIG-VALUE", 1, &"x".repeat(1025)))
+        .await
+        .unwrap();
+    assert_eq!(long.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = long.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("1024"),
+        "{problem}"
+    );
+    // 64 values of 1024 characters of four bytes each: every value is allowed, the document
+    // (about 256 KiB) is not: 413 naming both sizes.
+    let large = post(with_metadata("BIG-DOC", 64, &"\u{1F6EB}".repeat(1024)))
+        .await
+        .unwrap();
+    assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = large.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/journey-too-large", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&DEFAULT_MAX_JOURNEY_BYTES.to_string()),
+        "{problem}"
+    );
+    // The largest journey accepted: 60 values of 1000 characters, under 64 KiB.
+    let largest = with_metadata("BIG-OK", 60, &"y".repeat(1000));
+    assert!(serde_json::to_vec(&largest).unwrap().len() <= DEFAULT_MAX_JOURNEY_BYTES);
+    assert_eq!(post(largest).await.unwrap().status(), StatusCode::CREATED);
+    let key = strategy
+        .layout()
+        .key(&flyrtech_core::JourneyId::parse("BIG-OK").unwrap());
+    let stored: u64 = match strategy.layout() {
+        flyrtech_infrastructure::store::layout::Layout::Document => redis::cmd("STRLEN")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap(),
+        flyrtech_infrastructure::store::layout::Layout::Hash => {
+            let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            fields.iter().map(|(f, v)| (f.len() + v.len()) as u64).sum()
+        }
+    };
+    assert!(
+        stored > 60_000 && stored <= 2 * DEFAULT_MAX_JOURNEY_BYTES as u64,
+        "{stored} bytes stored"
+    );
+    let statuses = ["Delayed", "Scheduled"];
+    for n in 0..40 {
+        let response = client
+            .put(server.url("/api/journeys/BIG-OK/segments/SEG-001-1/status"))
+            .json(&json!({"status": statuses[n % 2]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // SLOWLOG: every command since the reset, with its arguments (each cut at 128 bytes).
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut update_micros = Vec::new();
+    for entry in &log {
+        let redis::Value::Array(fields) = entry else {
+            panic!("{entry:?}");
+        };
+        let micros: u64 = redis::from_redis_value_ref(&fields[2]).unwrap();
+        let args: Vec<String> = redis::from_redis_value_ref(&fields[3]).unwrap();
+        let line = args.join(" ");
+        assert!(
+            !line.contains("BIG-VALUE") && !line.contains("BIG-DOC"),
+            "a refused journey reached Redis: {line}"
+        );
+        if args[0].eq_ignore_ascii_case("EVALSHA") && line.contains("BIG-OK") {
+            update_micros.push(micros);
+        }
+    }
+    assert!(
+        update_micros.len() >= 40,
+        "{} updates of BIG-OK in SLOWLOG",
+        update_micros.len()
+    );
+    update_micros.sort_unstable();
+    eprintln!(
+        "{strategy}: {stored} bytes stored; Redis time per update of the largest journey: \
+         median {} us, max {} us ({} updates)",
+        update_micros[update_micros.len() / 2],
+        update_micros[update_micros.len() - 1],
+        update_micros.len()
+    );
+}

@@ -190,6 +190,8 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
         hard_cap: Some(CAP),
         every: Duration::from_millis(20),
     };
+    // The hard cap alone: one client's share of it has a test of its own (hostile::quotas).
+    config.quotas.outbox_share = None;
     let server = TestServer::start_with(config).await;
     let client = http_client();
     let put = |status: &'static str| {
