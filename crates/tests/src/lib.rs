@@ -188,6 +188,16 @@ pub fn sample_journeys_json() -> &'static str {
     include_str!("../../../data/journeys.json")
 }
 
+/// The first sample journey (`JRN-001`) as JSON, under another id: a body for
+/// `POST /api/journeys`.
+pub fn sample_journey(id: &str) -> serde_json::Value {
+    let mut journeys: serde_json::Value =
+        serde_json::from_str(sample_journeys_json()).expect("the sample journeys are valid JSON");
+    let mut journey = journeys["journeys"][0].take();
+    journey["id"] = serde_json::Value::from(id);
+    journey
+}
+
 /// A `serve` configuration for tests: port 0, the sample journeys seeded.
 pub fn serve_config(redis_url: &str, store: StoreConfig) -> ServeConfig {
     let mut config = ServeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), redis_url, store);

@@ -397,26 +397,36 @@ impl From<StoreError> for ApiError {
             StoreError::OverQuota {
                 quota: Quota::Journeys,
                 ..
-            } => Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "journey-quota",
-                "This client has created its quota of journeys",
-                format!(
-                    "{detail}: journeys are kept for good, so one client may not take the                      memory every client shares (--quota-journeys); nothing was created, and                      other clients are not affected"
-                ),
-            ),
+            } => {
+                metrics::counter!("http_quota_refused_total", "quota" => "journeys").increment(1);
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "journey-quota",
+                    "This client has created its quota of journeys",
+                    format!(
+                        "{detail}: journeys are kept for good, so one client may not take the \
+                         memory every client shares (--quota-journeys); nothing was created, \
+                         and other clients are not affected"
+                    ),
+                )
+            }
             StoreError::OverQuota {
                 quota: Quota::CacheEntries,
                 ..
-            } => Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "cache-quota",
-                "This client holds its quota of cache entries",
-                format!(
-                    "{detail} (--quota-cache-entries); entries expire, so room comes back, or                      delete one you set; nothing was stored, and other clients are not affected"
-                ),
-            )
-            .retry_later(),
+            } => {
+                metrics::counter!("http_quota_refused_total", "quota" => "cache").increment(1);
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "cache-quota",
+                    "This client holds its quota of cache entries",
+                    format!(
+                        "{detail} (--quota-cache-entries); entries expire, so room comes back, \
+                         or delete one you set; nothing was stored, and other clients are not \
+                         affected"
+                    ),
+                )
+                .retry_later()
+            }
             StoreError::Corrupt { key, reason } => {
                 // Permanent until someone repairs the key: no Retry-After, and the key in the log.
                 tracing::error!(%key, %reason, "stored data cannot be decoded");

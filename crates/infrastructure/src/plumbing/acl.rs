@@ -12,7 +12,8 @@ use std::fmt::Write;
 /// Who connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `serve`: the journeys, their outbox, the index, the dataset record, the cache; with
+    /// `serve`: the journeys, their outbox, the index, the dataset record, the cache, the
+    /// journey quota's counts; with
     /// `locks`, Redlock's lock keys and release channels (the `redlock` strategy).
     Serve {
         /// The strategy takes Redlock locks.
@@ -69,7 +70,17 @@ const JOURNEYS: &[&str] = &[
     "xadd",
 ];
 
-const CACHE: &[&str] = &["zadd", "zcard", "zrem", "zremrangebyscore", "zscore"];
+/// The cache's scripts: the index (a sorted set) and the owners' counts (hashes).
+const CACHE: &[&str] = &[
+    "zadd",
+    "zcard",
+    "zrem",
+    "zrangebyscore",
+    "zremrangebyscore",
+    "zscore",
+    "hincrby",
+    "hdel",
+];
 
 /// `serve` watches the outbox's backlog (`XLEN` of each partition, `XRANGE` for the oldest).
 const BACKLOG: &[&str] = &["xlen", "xrange"];
@@ -118,7 +129,8 @@ impl Role {
         match self {
             Self::Serve { locks } => {
                 let mut keys = journeys;
-                keys.push("cache:*");
+                // The cache, and the per-client journey quota's counts.
+                keys.extend(["cache:*", "quota:*"]);
                 let mut commands = [JOURNEYS, CACHE, OPTIMISTIC, BACKLOG].concat();
                 let mut channels = Vec::new();
                 if locks {

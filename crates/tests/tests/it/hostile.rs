@@ -19,10 +19,7 @@ async fn path_steps_are_not_ids_and_a_bad_segment_is_named() {
     let server = TestServer::start(&redis.url(), Strategy::Lua).await;
     let client = http_client();
     for id in [".", ".."] {
-        let mut journey: Value =
-            serde_json::from_str(flyrtech_tests::sample_journeys_json()).unwrap();
-        let mut journey = journey["journeys"][0].take();
-        journey["id"] = json!(id);
+        let journey = flyrtech_tests::sample_journey(id);
         let response = client
             .post(server.url("/api/journeys"))
             .json(&journey)
@@ -397,13 +394,7 @@ mod quotas {
         (TestServer::start_with(config).await, dir, writer, admin)
     }
 
-    fn journey(id: &str) -> Value {
-        let mut journeys: Value =
-            serde_json::from_str(flyrtech_tests::sample_journeys_json()).unwrap();
-        let mut journey = journeys["journeys"][0].take();
-        journey["id"] = json!(id);
-        journey
-    }
+    use flyrtech_tests::sample_journey as journey;
 
     async fn problem_type(response: reqwest::Response) -> String {
         let problem: Value = response.json().await.unwrap();
@@ -768,10 +759,7 @@ async fn journeys_are_bounded_in_size_and_what_is_refused_never_reaches_redis(
         .await
         .unwrap();
     let with_metadata = |id: &str, entries: usize, value: &str| {
-        let mut journeys: Value =
-            serde_json::from_str(flyrtech_tests::sample_journeys_json()).unwrap();
-        let mut journey = journeys["journeys"][0].take();
-        journey["id"] = json!(id);
+        let mut journey = flyrtech_tests::sample_journey(id);
         journey["metadata"] = (0..entries)
             .map(|n| (format!("k{n:02}"), json!(value)))
             .collect::<serde_json::Map<_, _>>()

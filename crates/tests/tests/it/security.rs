@@ -587,6 +587,14 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
                 .status(),
             StatusCode::OK
         );
+        // A create, counted against the client's journey quota (`quota:journeys`).
+        let created = client
+            .post(server.url("/api/journeys"))
+            .json(&flyrtech_tests::sample_journey("ACL-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED, "{strategy}");
 
         // The relay, as its own user, publishes both changes.
         let relay_url = create_user(&admin, &redis.url(), "relay", Role::Relay).await;
