@@ -221,7 +221,7 @@ impl Inner {
                  strategy {} writes the {own} layout. Restart it with a strategy of the \
                  {settled} layout: {}",
                 self.store.strategy(),
-                settled.strategies()
+                flyrtech_infrastructure::Strategy::writing(settled)
             ))),
             _ => Ok(()),
         }

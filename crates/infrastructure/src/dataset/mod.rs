@@ -78,7 +78,7 @@ pub enum DatasetError {
          (online: instances of both layouts may serve while it runs), or run a strategy of the \
          `{dataset}` layout: {strategies}",
         wanted = strategy.layout(),
-        strategies = dataset.strategies()
+        strategies = Strategy::writing(*dataset)
     )]
     WrongLayout {
         /// The dataset's layout.

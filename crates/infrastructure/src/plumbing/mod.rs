@@ -4,6 +4,8 @@
 //! - [`acl`]: the `ACL SETUSER` line each role needs (least privilege).
 //! - [`connection`]: the [`Redis`](connection::Redis) handle: a shared multiplexed connection
 //!   plus a pool of dedicated connections for WATCH, standalone or cluster, counting round trips.
+//! - [`settings`]: how to reach Redis ([`RedisSettings`](settings::RedisSettings)), read by the
+//!   connections and the per-primary connections alike.
 //! - `nodes`: the primaries of a deployment, each reached by connections that are never silently
 //!   replaced (a WATCH or a WAIT belongs to one connection).
 //! - [`keys`]: every key name, with the journey's hash tag where atomicity needs it.
@@ -30,5 +32,6 @@ pub mod retry;
 pub(crate) mod script;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub(crate) mod telemetry;
 pub(crate) mod wakeup;

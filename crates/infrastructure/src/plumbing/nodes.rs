@@ -23,8 +23,8 @@ use flyrtech_core::StoreError;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, Value};
 
-use crate::plumbing::connection::RedisSettings;
 use crate::plumbing::error::RedisResultExt;
+use crate::plumbing::settings::RedisSettings;
 
 /// `host:port` of one primary.
 pub(crate) type NodeAddr = Arc<str>;

@@ -16,7 +16,7 @@ use crate::plumbing::connection::Conn;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys;
 use crate::plumbing::script::LuaScript;
-use crate::store::strategy::Base;
+use crate::store::write::WriteContext;
 
 /// Encodes a journey for storage.
 pub(crate) fn encode(journey: &Journey) -> Result<String, StoreError> {
@@ -69,7 +69,10 @@ pub(crate) type Committed = Option<(String, String)>;
 /// The write of `naive` and `local-lock` (`scripts/document_commit.lua`): the document and its
 /// outbox entry, without a version check (their bug, kept on purpose), but only while the
 /// document exists. `Ok(false)` when a migration has moved the journey away (nothing written).
-pub(crate) async fn commit_unchecked(base: &Base, journey: &Journey) -> Result<bool, StoreError> {
+pub(crate) async fn commit_unchecked(
+    ctx: &WriteContext,
+    journey: &Journey,
+) -> Result<bool, StoreError> {
     static SCRIPT: LazyLock<LuaScript> =
         LazyLock::new(|| LuaScript::new(include_str!("scripts/document_commit.lua")));
     let fields = crate::store::outbox::encode(journey.events.pending())
@@ -78,7 +81,7 @@ pub(crate) async fn commit_unchecked(base: &Base, journey: &Journey) -> Result<b
         keys::journey_document(&journey.id),
         keys::journey_outbox(&journey.id),
     ];
-    let written: i64 = base
+    let written: i64 = ctx
         .run(SCRIPT.call(
             &keys,
             (encode(journey)?, crate::store::outbox::xadd_args(&fields)),

@@ -15,17 +15,17 @@ use crate::plumbing::error::{RedisResultExt, corrupt};
 
 /// Lists the id in `index` (idempotent; also repairs an interrupted create).
 pub(crate) async fn add_to_index(
-    base: &super::strategy::Base,
+    ctx: &crate::store::write::WriteContext,
     index: &str,
     id: &JourneyId,
 ) -> Result<(), StoreError> {
     let mut sadd = redis::cmd("SADD");
     sadd.arg(index).arg(id.as_str());
-    match &base.replication {
+    match &ctx.replication {
         // The listing is confirmed like the journey: a failover must not unlist it.
         Some(replication) => replication.write(index, vec![sadd], None).await.map(drop),
         None => sadd
-            .query_async::<i64>(&mut base.redis.shared())
+            .query_async::<i64>(&mut ctx.redis.shared())
             .await
             .store_err()
             .map(drop),

@@ -32,7 +32,7 @@ use crate::plumbing::keys;
 use crate::plumbing::replication::Replication;
 use crate::plumbing::script::LuaScript;
 use crate::store::document;
-use crate::store::strategy::{Strategy, hash};
+use crate::store::hash_fields;
 
 /// How a journey is laid out in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -70,16 +70,6 @@ impl Layout {
             Self::Document => Self::Hash,
             Self::Hash => Self::Document,
         }
-    }
-
-    /// The strategies that write this layout, comma-separated, for messages.
-    pub fn strategies(self) -> String {
-        Strategy::ALL
-            .into_iter()
-            .filter(|s| s.layout() == self)
-            .map(Strategy::name)
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -133,7 +123,11 @@ impl Copies {
         let hash = if self.hash.is_empty() {
             None
         } else {
-            Some(hash::from_fields(&keys::journey_hash(id), id, &self.hash)?)
+            Some(hash_fields::from_fields(
+                &keys::journey_hash(id),
+                id,
+                &self.hash,
+            )?)
         };
         Ok([document, hash])
     }
@@ -316,7 +310,7 @@ impl Converter {
         ];
         match (value, to) {
             (Some(journey), Layout::Hash) => {
-                for (field, value) in hash::to_fields(&journey)? {
+                for (field, value) in hash_fields::to_fields(&journey)? {
                     args.push(field);
                     args.push(value);
                 }
@@ -528,7 +522,7 @@ impl Converter {
 /// [`StoreError::AlreadyExists`] (the index is still repaired), [`StoreError::InvalidInput`],
 /// [`StoreError::Unavailable`].
 pub(crate) async fn create(
-    base: &crate::store::strategy::Base,
+    ctx: &crate::store::write::WriteContext,
     index: &str,
     journey: &Journey,
     layout: Layout,
@@ -544,14 +538,14 @@ pub(crate) async fn create(
     match layout {
         Layout::Document => args.push(document::encode(journey)?),
         Layout::Hash => {
-            for (field, value) in hash::to_fields(journey)? {
+            for (field, value) in hash_fields::to_fields(journey)? {
                 args.push(field);
                 args.push(value);
             }
         }
     }
-    let created: i64 = base.run(SCRIPT.call(&keys, &args)).await?;
-    super::index::add_to_index(base, index, &journey.id).await?;
+    let created: i64 = ctx.run(SCRIPT.call(&keys, &args)).await?;
+    super::index::add_to_index(ctx, index, &journey.id).await?;
     if created == 1 {
         Ok(())
     } else {

@@ -6,7 +6,9 @@
 //!   the configured one.
 //! - [`layout`]: the two layouts (`document`, `hash`), creation that never makes a second copy,
 //!   and the atomic conversion of one journey between them.
+//! - `write`: what every strategy's write step shares (the write context, the processing delay).
 //! - `document`: the one-JSON-document layout shared by every strategy but `hash`.
+//! - `hash_fields`: the hash layout's codec (a journey as hash fields, and back).
 //! - `script_reply`: the reply protocol of the in-Redis update scripts (`lua`, `hash`).
 //! - [`index`]: the set that lists a store's journeys.
 //! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
@@ -22,6 +24,7 @@
 
 pub mod cache;
 pub(crate) mod document;
+pub(crate) mod hash_fields;
 pub mod index;
 pub mod layout;
 pub mod outbox;
@@ -29,3 +32,4 @@ pub mod quota;
 pub mod render;
 pub(crate) mod script_reply;
 pub mod strategy;
+pub(crate) mod write;

@@ -15,7 +15,7 @@ use crate::plumbing::keys;
 use crate::plumbing::script::LuaScript;
 use crate::store::layout::Layout;
 use crate::store::outbox::Stamp;
-use crate::store::strategy::{Base, process};
+use crate::store::write::{WriteContext, simulate_processing};
 
 /// An in-Redis update script (`lua`'s or `hash`'s): the script, its source, and the layout it
 /// updates. Both strategies update through this one path, and every store keeps the other
@@ -42,34 +42,34 @@ impl UpdateScript {
     /// The processing delay, then the one atomic call.
     pub(crate) async fn update(
         &self,
-        base: &Base,
+        ctx: &WriteContext,
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
-        process(base.delay).await;
-        self.apply(base, id, change, expected).await
+        simulate_processing(ctx.delay).await;
+        self.apply(ctx, id, change, expected).await
     }
 
     /// The one atomic call, without the processing delay. `Ok(None)` when the journey is in
     /// the other layout (nothing written).
     pub(crate) async fn apply(
         &self,
-        base: &Base,
+        ctx: &WriteContext,
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
-        let call = self.call(base, id, change, expected);
+        let call = self.call(ctx, id, change, expected);
         // With replicas required, a batch confirms the change, or the no-op, before it returns.
-        let reply: Vec<String> = base.run(self.script.call(&call.keys, &call.args)).await?;
+        let reply: Vec<String> = ctx.run(self.script.call(&call.keys, &call.args)).await?;
         interpret(&call.keys[0], id, change, expected, &reply)
     }
 
     /// The exact script call an update sends, stamped with fresh event ids and the clock's now.
     pub(crate) fn call(
         &self,
-        base: &Base,
+        ctx: &WriteContext,
         id: &JourneyId,
         change: &StatusChange,
         expected: Option<JourneyVersion>,
@@ -80,7 +80,7 @@ impl UpdateScript {
             id,
             change,
             expected,
-            &Stamp::new(base.clock.as_ref(), change),
+            &Stamp::new(ctx.clock.as_ref(), change),
         )
     }
 }

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::Base;
 use super::naive::Naive;
+use crate::store::write::WriteContext;
 
 type LockTable = HashMap<JourneyId, Arc<tokio::sync::Mutex<()>>>;
 
@@ -30,9 +30,9 @@ pub struct LocalLock {
 }
 
 impl LocalLock {
-    pub(crate) fn new(base: Base) -> Self {
+    pub(crate) fn new(ctx: WriteContext) -> Self {
         Self {
-            inner: Naive::new(base),
+            inner: Naive::new(ctx),
             locks: Mutex::new(HashMap::new()),
         }
     }

@@ -20,21 +20,21 @@
 
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::Base;
 use crate::store::layout::Layout;
 use crate::store::script_reply::{ScriptCall, UpdateScript};
+use crate::store::write::WriteContext;
 
 /// The read-modify-write as one Lua script.
 #[derive(Debug)]
 pub struct Lua {
-    base: Base,
+    ctx: WriteContext,
     script: UpdateScript,
 }
 
 impl Lua {
-    pub(crate) fn new(base: Base) -> Self {
+    pub(crate) fn new(ctx: WriteContext) -> Self {
         Self {
-            base,
+            ctx,
             script: UpdateScript::of(Layout::Document),
         }
     }
@@ -45,11 +45,11 @@ impl Lua {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
-        self.script.update(&self.base, id, change, expected).await
+        self.script.update(&self.ctx, id, change, expected).await
     }
 
     /// The exact script call an update sends.
     pub(crate) fn call(&self, id: &JourneyId, change: &StatusChange) -> ScriptCall {
-        self.script.call(&self.base, id, change, None)
+        self.script.call(&self.ctx, id, change, None)
     }
 }

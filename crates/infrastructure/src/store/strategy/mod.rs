@@ -38,21 +38,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flyrtech_core::{
-    Applied, Clock, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError,
-    SystemClock, UpdateOutcome,
+    Clock, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError, SystemClock,
+    UpdateOutcome,
 };
 
 use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
 pub use crate::plumbing::replication::ReplicaWait;
 use crate::plumbing::replication::{Replication, Shortfall};
 use crate::plumbing::retry::RetryPolicy;
-use crate::plumbing::script::ScriptCmd;
 use crate::store::document;
 use crate::store::layout::{Copies, Layout};
 use crate::store::render::Rendered;
 use crate::store::script_reply::{ScriptCall, UpdateScript};
+use crate::store::write::{WriteContext, absent_here};
 
 pub use crate::plumbing::wakeup::LockWaiters;
 pub use redlock::{FencingToken, LockGuard, LockSettings};
@@ -114,6 +113,18 @@ impl Strategy {
     /// Whether the strategy loses no acknowledged update however many service instances run.
     pub fn is_correct_across_instances(self) -> bool {
         !matches!(self, Self::Naive | Self::LocalLock)
+    }
+}
+
+impl Strategy {
+    /// The strategies that write `layout`, comma-separated, for messages.
+    pub fn writing(layout: Layout) -> String {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.layout() == layout)
+            .map(Self::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -198,7 +209,7 @@ pub struct RedisJourneyStore {
     writer: Writer,
     /// The other layout's update script, for journeys a migration has moved.
     elsewhere: UpdateScript,
-    base: Base,
+    ctx: WriteContext,
     index: String,
     telemetry: crate::plumbing::telemetry::UpdateTelemetry,
     memo: crate::store::render::RenderMemo,
@@ -229,7 +240,7 @@ impl RedisJourneyStore {
     /// [`StoreError::Unavailable`] when the lock masters of `redlock` cannot be reached, and
     /// [`StoreError::InvalidInput`] when their URLs are malformed.
     pub async fn new(redis: Redis, config: &StoreConfig) -> Result<Self, StoreError> {
-        let base = Base {
+        let ctx = WriteContext {
             redis: redis.clone(),
             delay: config.processing_delay,
             clock: Arc::clone(&config.clock),
@@ -237,25 +248,25 @@ impl RedisJourneyStore {
                 .replicas
                 .map(|wait| Arc::new(Replication::new(Arc::clone(redis.nodes()), wait))),
         };
-        let base_for_elsewhere = base.clone();
+        let base_for_elsewhere = ctx.clone();
         let writer = match config.strategy {
-            Strategy::Naive => Writer::Naive(naive::Naive::new(base)),
-            Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(base)),
+            Strategy::Naive => Writer::Naive(naive::Naive::new(ctx)),
+            Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(ctx)),
             Strategy::Optimistic => {
-                Writer::Optimistic(optimistic::Optimistic::new(base, config.retry))
+                Writer::Optimistic(optimistic::Optimistic::new(ctx, config.retry))
             }
             Strategy::Redlock => Writer::Redlock(Box::new(
-                redlock::Redlock::connect(base, config.retry, &config.lock).await?,
+                redlock::Redlock::connect(ctx, config.retry, &config.lock).await?,
             )),
-            Strategy::Lua => Writer::Lua(lua::Lua::new(base)),
-            Strategy::Hash => Writer::Hash(hash::Hash::new(base)),
+            Strategy::Lua => Writer::Lua(lua::Lua::new(ctx)),
+            Strategy::Hash => Writer::Hash(hash::Hash::new(ctx)),
         };
         Ok(Self {
             redis,
             strategy: config.strategy,
             writer,
             elsewhere: UpdateScript::of(config.strategy.layout().other()),
-            base: Base {
+            ctx: WriteContext {
                 delay: Duration::ZERO,
                 ..base_for_elsewhere
             },
@@ -303,7 +314,7 @@ impl RedisJourneyStore {
     /// The primaries known to lack the replicas `--wait-replicas` requires, whose writes are
     /// refused at once until a probe finds them again; empty without `--wait-replicas`.
     pub fn replica_shortfalls(&self) -> Vec<Shortfall> {
-        self.base
+        self.ctx
             .replication
             .as_ref()
             .map(|r| r.shortfalls())
@@ -400,7 +411,7 @@ impl RedisJourneyStore {
             // says it is in neither (404), or that it has just moved back to ours (try again).
             if let Some(done) = self
                 .elsewhere
-                .apply(&self.base, id, change, expected)
+                .apply(&self.ctx, id, change, expected)
                 .await?
             {
                 return Ok(done);
@@ -462,7 +473,7 @@ impl JourneyStore for RedisJourneyStore {
     }
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
-        crate::store::layout::create(&self.base, &self.index, journey, self.layout()).await
+        crate::store::layout::create(&self.ctx, &self.index, journey, self.layout()).await
     }
 
     async fn update(
@@ -474,111 +485,5 @@ impl JourneyStore for RedisJourneyStore {
         let result = self.update_anywhere(id, change, expected).await;
         self.telemetry.update(&result);
         result
-    }
-}
-
-/// `JourneyNotFound` as `None`: the writer's own layout does not hold the journey (it may not
-/// exist, or a migration may have moved it to the other layout).
-pub(crate) fn absent_here<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(StoreError::JourneyNotFound(_)) => Ok(None),
-        Err(other) => Err(other),
-    }
-}
-
-/// What every writer needs: the Redis handle, the modelled processing delay, the clock, and
-/// the replica-confirmed writer when `--wait-replicas` is set.
-#[derive(Debug, Clone)]
-pub(crate) struct Base {
-    pub(crate) redis: Redis,
-    pub(crate) delay: Duration,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) replication: Option<Arc<Replication>>,
-}
-
-impl Base {
-    /// Runs one script call that writes in `call.key`'s slot: alone on the shared connection,
-    /// or, with replicas required, in the next replica-confirmed batch of that slot's primary.
-    /// Loads the script and sends the call again on `NOSCRIPT`.
-    ///
-    /// # Errors
-    /// [`StoreError::NotReplicated`], [`StoreError::Unavailable`] (for a write that was sent,
-    /// its outcome is then unknown).
-    pub(crate) async fn run<T: redis::FromRedisValue>(
-        &self,
-        call: ScriptCmd,
-    ) -> Result<T, StoreError> {
-        let Some(replication) = &self.replication else {
-            let mut conn = self.redis.shared();
-            return match call.cmd.query_async::<T>(&mut conn).await {
-                Err(e) if e.code() == Some("NOSCRIPT") => {
-                    let _: String = redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(call.source)
-                        .query_async(&mut conn)
-                        .await
-                        .store_err()?;
-                    call.cmd.query_async(&mut conn).await.store_err()
-                }
-                other => other.store_err(),
-            };
-        };
-        let reply = replication
-            .write(&call.key, vec![call.cmd], Some(call.source))
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or(redis::Value::Nil);
-        crate::plumbing::error::decode(reply)
-    }
-
-    /// Acknowledges a no-op on `key`'s journey: with replicas required, only once they hold
-    /// what the primary holds now (the no-op may be the retry of an unconfirmed write).
-    ///
-    /// # Errors
-    /// As [`Base::run`].
-    pub(crate) async fn confirm(&self, key: &str) -> Result<(), StoreError> {
-        match &self.replication {
-            Some(replication) => replication.confirm(key).await,
-            None => Ok(()),
-        }
-    }
-
-    /// The "modify" of read-modify-write, done in Rust by the aggregate: checks the caller's
-    /// expected version, then applies the change at the clock's "now", which raises its events
-    /// on the journey.
-    pub(crate) fn modify(
-        &self,
-        journey: &mut Journey,
-        change: &StatusChange,
-        expected: Option<JourneyVersion>,
-    ) -> Result<Applied, StoreError> {
-        if let Some(expected) = expected
-            && expected != journey.version
-        {
-            return Err(StoreError::VersionMismatch {
-                expected,
-                actual: journey.version,
-            });
-        }
-        Ok(journey.apply(change, self.clock.now())?)
-    }
-}
-
-/// The outcome of a single-attempt, lock-free update.
-pub(crate) fn outcome(journey: &Journey, applied: Applied) -> UpdateOutcome {
-    UpdateOutcome {
-        version: journey.version,
-        changed: matches!(applied, Applied::Changed { .. }),
-        attempts: 1,
-        lock_wait: Duration::ZERO,
-    }
-}
-
-/// Simulated processing between read and write.
-pub(crate) async fn process(delay: Duration) {
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
     }
 }

@@ -13,18 +13,18 @@
 
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::{Base, absent_here, outcome, process};
 use crate::store::document;
+use crate::store::write::{WriteContext, absent_here, outcome, simulate_processing};
 
 /// The unsafe read-modify-write.
 #[derive(Debug)]
 pub struct Naive {
-    base: Base,
+    ctx: WriteContext,
 }
 
 impl Naive {
-    pub(crate) fn new(base: Base) -> Self {
-        Self { base }
+    pub(crate) fn new(ctx: WriteContext) -> Self {
+        Self { ctx }
     }
 
     pub(crate) async fn update(
@@ -33,22 +33,22 @@ impl Naive {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
-        let mut conn = self.base.redis.shared();
+        let mut conn = self.ctx.redis.shared();
         let Some(mut journey) = absent_here(document::read(&mut conn, id).await)? else {
             return Ok(None);
         };
-        let applied = self.base.modify(&mut journey, change, expected)?;
-        process(self.base.delay).await;
+        let applied = self.ctx.modify(&mut journey, change, expected)?;
+        simulate_processing(self.ctx.delay).await;
         match applied {
             // The bug: whatever was written since our GET is overwritten here. The outbox entry
             // is still written with it, which is how the audit sees the loss.
             Applied::Changed { .. } => {
-                if !document::commit_unchecked(&self.base, &journey).await? {
+                if !document::commit_unchecked(&self.ctx, &journey).await? {
                     return Ok(None);
                 }
             }
             Applied::Unchanged => {
-                self.base
+                self.ctx
                     .confirm(&crate::plumbing::keys::journey_document(id))
                     .await?;
             }

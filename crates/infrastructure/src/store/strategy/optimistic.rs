@@ -20,22 +20,22 @@
 
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use super::{Base, outcome, process};
 use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
 use crate::plumbing::retry::{Attempts, RetryPolicy};
 use crate::store::document;
+use crate::store::write::{WriteContext, outcome, simulate_processing};
 
 /// WATCH/MULTI/EXEC with bounded, jittered retries.
 #[derive(Debug)]
 pub struct Optimistic {
-    base: Base,
+    ctx: WriteContext,
     retry: RetryPolicy,
 }
 
 impl Optimistic {
-    pub(crate) fn new(base: Base, retry: RetryPolicy) -> Self {
-        Self { base, retry }
+    pub(crate) fn new(ctx: WriteContext, retry: RetryPolicy) -> Self {
+        Self { ctx, retry }
     }
 
     pub(crate) async fn update(
@@ -47,8 +47,8 @@ impl Optimistic {
         let key = keys::journey_document(id);
         let mut attempts = Attempts::new(self.retry);
         loop {
-            let (mut conn, primary) = self.base.redis.dedicated(&key).await?;
-            if let Some(replication) = &self.base.replication {
+            let (mut conn, primary) = self.ctx.redis.dedicated(&key).await?;
+            if let Some(replication) = &self.ctx.replication {
                 // A primary known to lack its replicas: refused before any work.
                 replication.check(&primary).await?;
             }
@@ -66,7 +66,7 @@ impl Optimistic {
                 Ok(read) => read,
                 Err(e) => {
                     // A moved slot or a dead primary: the next attempt asks the new map.
-                    self.base.redis.nodes().refresh().await.ok();
+                    self.ctx.redis.nodes().refresh().await.ok();
                     return Err(e);
                 }
             };
@@ -74,18 +74,18 @@ impl Optimistic {
             // Absent: not created, or moved to the hash layout by a migration.
             let Some(raw) = raw else { return Ok(None) };
             let mut journey = document::decode(id, &raw)?;
-            let applied = self.base.modify(&mut journey, change, expected)?;
-            process(self.base.delay).await;
+            let applied = self.ctx.modify(&mut journey, change, expected)?;
+            simulate_processing(self.ctx.delay).await;
             let done = UpdateOutcome {
                 attempts: attempts.made(),
                 ..outcome(&journey, applied)
             };
             if let Applied::Unchanged = applied {
                 // Nothing to write; the WATCH is cleared by the next user of the connection.
-                self.base.confirm(&key).await?;
+                self.ctx.confirm(&key).await?;
                 return Ok(Some(done));
             }
-            let committed = match &self.base.replication {
+            let committed = match &self.ctx.replication {
                 None => document::commit(&journey, true)?
                     .query_async::<document::Committed>(&mut conn)
                     .await

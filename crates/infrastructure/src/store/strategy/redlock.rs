@@ -54,14 +54,15 @@ use futures::future::join_all;
 use rand::RngExt;
 use redis::Script;
 
-use super::{Base, absent_here, process};
-use crate::plumbing::connection::{Redis, RedisSettings};
+use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys;
 use crate::plumbing::retry::{Attempts, RetryPolicy};
 use crate::plumbing::script::LuaScript;
+use crate::plumbing::settings::RedisSettings;
 use crate::plumbing::wakeup::{self, LockWaiters, Waiter, Wakeups};
 use crate::store::document;
+use crate::store::write::{WriteContext, absent_here, simulate_processing};
 
 /// Redlock knobs.
 #[derive(Debug, Clone)]
@@ -115,7 +116,7 @@ pub struct LockGuard {
 /// The Redlock writer.
 #[derive(Debug)]
 pub struct Redlock {
-    base: Base,
+    ctx: WriteContext,
     nodes: Vec<Redis>,
     settings: LockSettings,
     retry: RetryPolicy,
@@ -127,7 +128,7 @@ pub struct Redlock {
 
 impl Redlock {
     pub(crate) async fn connect(
-        base: Base,
+        ctx: WriteContext,
         retry: RetryPolicy,
         settings: &LockSettings,
     ) -> Result<Self, StoreError> {
@@ -142,12 +143,12 @@ impl Redlock {
             nodes.push(Redis::connect(&node).await?);
         }
         if nodes.is_empty() {
-            nodes.push(base.redis.clone());
+            nodes.push(ctx.redis.clone());
         }
         let wakeups = Wakeups::start(&nodes).await;
         Ok(Self {
             wakeups,
-            base,
+            ctx,
             nodes,
             settings: settings.clone(),
             retry,
@@ -377,7 +378,7 @@ impl Redlock {
         let (token, raw): (u64, Option<String>) = redis::pipe()
             .incr(keys::journey_fence(id), 1)
             .get(keys::journey_document(id))
-            .query_async(&mut self.base.redis.shared())
+            .query_async(&mut self.ctx.redis.shared())
             .await
             .store_err()?;
         let raw = raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))?;
@@ -404,7 +405,7 @@ impl Redlock {
             keys::journey_outbox(&journey.id),
         ];
         let (written, newest): (i64, u64) = self
-            .base
+            .ctx
             .run(self.write_script.call(
                 &keys,
                 (
@@ -465,11 +466,11 @@ impl Redlock {
         expected: Option<JourneyVersion>,
     ) -> Result<(JourneyVersion, bool), StoreError> {
         let (token, mut journey) = self.read_fenced(id).await?;
-        let applied = self.base.modify(&mut journey, change, expected)?;
-        process(self.base.delay).await;
+        let applied = self.ctx.modify(&mut journey, change, expected)?;
+        simulate_processing(self.ctx.delay).await;
         match applied {
             Applied::Changed { .. } => self.write_fenced(token, &journey).await?,
-            Applied::Unchanged => self.base.confirm(&keys::journey_document(id)).await?,
+            Applied::Unchanged => self.ctx.confirm(&keys::journey_document(id)).await?,
         }
         Ok((journey.version, matches!(applied, Applied::Changed { .. })))
     }
