@@ -74,6 +74,44 @@ fn crate_paths(code: &str) -> BTreeSet<String> {
     found
 }
 
+/// The rooms of the files `text` (the source at `file`) borrows with `include_str!`, when they are
+/// inside `src`.
+fn included(src: &Path, file: &Path, text: &str) -> BTreeSet<String> {
+    let mut rooms = BTreeSet::new();
+    for (at, _) in text.match_indices("include_str!(\"") {
+        let rest = &text[at + "include_str!(\"".len()..];
+        let Some(end) = rest.find('"') else { continue };
+        let target = file.parent().unwrap().join(&rest[..end]);
+        let Ok(resolved) = normalise(&target).strip_prefix(src).map(Path::to_path_buf) else {
+            continue;
+        };
+        if let Some(first) = resolved.components().next() {
+            rooms.insert(
+                first
+                    .as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_owned(),
+            );
+        }
+    }
+    rooms
+}
+
+/// `path` with its `..` steps taken (no file system access).
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Every arrow that breaks `rules`, as `room -> target (file)`.
 fn wrong_arrows(crate_dir: &str, rules: &[Rule]) -> Vec<String> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -98,7 +136,10 @@ fn wrong_arrows(crate_dir: &str, rules: &[Rule]) -> Vec<String> {
             continue;
         };
         let text = std::fs::read_to_string(&file).unwrap();
-        for target in crate_paths(&code(&text)) {
+        let mut targets = crate_paths(&code(&text));
+        // A file borrowed with include_str! from another room is an arrow to that room.
+        targets.extend(included(&src, &file, &text));
+        for target in targets {
             let fine = target == room
                 || target == "self"
                 || (rooms.contains(target.as_str()) && allowed.contains(&target.as_str()));
@@ -137,4 +178,132 @@ fn the_api_rooms_import_one_way() {
         wrong.is_empty(),
         "arrows against docs/ARCHITECTURE.md: {wrong:#?}"
     );
+}
+
+/// The modules of one room (`store/document.rs` is `document`, `store/strategy/*` is `strategy`)
+/// and the modules each imports (`crate::store::X`, and `super::X` from a file directly in the
+/// room).
+fn module_arrows(
+    crate_dir: &str,
+    room: &str,
+) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(crate_dir)
+        .join("src");
+    let root = src.join(room);
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let mut arrows = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    let prefix = format!("crate::{room}::");
+    for file in files {
+        let relative = file.strip_prefix(&root).unwrap();
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if parts == ["mod.rs"] {
+            // The room's root declares its modules.
+            continue;
+        }
+        let module = parts[0].trim_end_matches(".rs").to_owned();
+        let text = code(&std::fs::read_to_string(&file).unwrap());
+        let mut targets = BTreeSet::new();
+        let mut add = |rest: &str| {
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for member in group.split(',') {
+                    targets.insert(ident(member.trim()));
+                }
+            } else {
+                targets.insert(ident(rest));
+            }
+        };
+        for (at, _) in text.match_indices(&prefix) {
+            add(&text[at + prefix.len()..]);
+        }
+        if parts.len() == 1 {
+            for (at, _) in text.match_indices("super::") {
+                add(&text[at + "super::".len()..]);
+            }
+        }
+        targets.retain(|t| !t.is_empty() && *t != module && t != "self");
+        arrows.entry(module).or_default().extend(targets);
+    }
+    arrows
+}
+
+fn ident(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// A circle among `arrows`, as the modules along it, if there is one.
+fn circle(arrows: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        arrows: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut found = path[at..].to_vec();
+            found.push(node.to_owned());
+            return Some(found);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in arrows.get(node).into_iter().flatten() {
+            if let Some(found) = visit(next, arrows, path, done) {
+                return Some(found);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    arrows
+        .keys()
+        .find_map(|node| visit(node, arrows, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_circle_finder_finds_one_and_only_one() {
+    let arrows = |pairs: &[(&str, &str)]| {
+        let mut map = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for (from, to) in pairs {
+            map.entry((*from).to_owned())
+                .or_default()
+                .insert((*to).to_owned());
+        }
+        map
+    };
+    assert_eq!(circle(&arrows(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
+    assert_eq!(
+        circle(&arrows(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
+
+#[test]
+fn no_room_has_a_circle_inside() {
+    for (crate_dir, rules) in [("infrastructure", INFRASTRUCTURE), ("api", API)] {
+        for (room, _) in rules {
+            if !Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(crate_dir)
+                .join("src")
+                .join(room)
+                .is_dir()
+            {
+                continue;
+            }
+            let arrows = module_arrows(crate_dir, room);
+            assert_eq!(circle(&arrows), None, "{crate_dir}/{room}: {arrows:#?}");
+        }
+    }
 }
