@@ -55,6 +55,14 @@ fn compare_starts_its_own_redis_and_reports_the_incident() {
         stdout.contains("hash (incident): 20 of 20 updates acknowledged (20 changes), 0 lost"),
         "{stdout}"
     );
+    // The table fits a 120-column terminal, and lists no target this run did not measure.
+    let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest <= 120, "{widest} columns:\n{stdout}");
+    assert!(!stdout.contains("not run"), "{stdout}");
+    assert!(
+        stdout.contains("p99 ms") && !stdout.contains("lock wait ms"),
+        "{stdout}"
+    );
 }
 
 #[test]

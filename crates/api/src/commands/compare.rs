@@ -78,6 +78,9 @@ pub struct CompareArgs {
     /// it and on the first server, and service / floor is judged (docs/lab.md).
     #[arg(long, requires = "http")]
     pub http_floor: Option<String>,
+    /// Print every column of the runs' table (the default fits 120 columns).
+    #[arg(long)]
+    pub wide: bool,
     /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
     #[arg(long)]
     pub cluster: bool,
@@ -149,11 +152,14 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
     let targets = report::targets(&runs);
     #[allow(clippy::print_stdout)]
     {
-        println!("{}", report::table(&runs));
+        println!("{}", report::table(&runs, args.wide));
         for r in &runs {
             println!("{}", r.summary_line());
         }
-        println!("{}", report::targets_table(&targets));
+        let targets_table = report::targets_table(&targets);
+        if !targets_table.is_empty() {
+            println!("{targets_table}");
+        }
     }
     if let Some(path) = &args.json {
         let deployment_kind = if !args.http.is_empty() {

@@ -172,56 +172,151 @@ impl RunReport {
     }
 }
 
-/// Renders one row per run.
-pub fn table(runs: &[RunReport]) -> String {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "strategy",
-        "scenario",
-        "writers",
-        "segs",
-        "sent",
-        "acked",
-        "rejected",
-        "lost",
-        "stale",
-        "updates/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "attempts",
-        "lock wait ms",
-        "RTT/update",
-        "of ceiling",
-        "of HTTP ceiling",
-    ]);
-    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
-    for r in runs {
-        table.add_row([
-            r.strategy.clone(),
-            r.scenario.name().to_owned(),
-            r.params.writers.to_string(),
-            r.params.segments.to_string(),
-            r.attempted.to_string(),
-            r.acknowledged.to_string(),
-            r.rejected.to_string(),
-            r.lost.to_string(),
-            r.stale_targets.to_string(),
-            format!("{:.0}", r.throughput),
-            ms(r.latency_us.p50),
-            ms(r.latency_us.p99),
-            ms(r.latency_us.max),
-            format!("{:.2}", r.attempts_per_update),
-            format!("{:.2}", r.lock_wait_ms_mean),
+/// One column of the runs' table: its header, whether the narrow table shows it, and its cell.
+struct Column {
+    header: &'static str,
+    narrow: bool,
+    cell: fn(&RunReport) -> String,
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0))
+}
+
+const COLUMNS: &[Column] = &[
+    Column {
+        header: "strategy",
+        narrow: true,
+        cell: |r| r.strategy.clone(),
+    },
+    Column {
+        header: "scenario",
+        narrow: true,
+        cell: |r| r.scenario.name().to_owned(),
+    },
+    Column {
+        header: "writers",
+        narrow: true,
+        cell: |r| r.params.writers.to_string(),
+    },
+    Column {
+        header: "segs",
+        narrow: false,
+        cell: |r| r.params.segments.to_string(),
+    },
+    Column {
+        header: "sent",
+        narrow: false,
+        cell: |r| r.attempted.to_string(),
+    },
+    Column {
+        header: "acked",
+        narrow: true,
+        cell: |r| r.acknowledged.to_string(),
+    },
+    Column {
+        header: "rejected",
+        narrow: false,
+        cell: |r| r.rejected.to_string(),
+    },
+    Column {
+        header: "lost",
+        narrow: true,
+        cell: |r| r.lost.to_string(),
+    },
+    Column {
+        header: "stale",
+        narrow: false,
+        cell: |r| r.stale_targets.to_string(),
+    },
+    Column {
+        header: "updates/s",
+        narrow: true,
+        cell: |r| format!("{:.0}", r.throughput),
+    },
+    Column {
+        header: "p50 ms",
+        narrow: true,
+        cell: |r| ms(r.latency_us.p50),
+    },
+    Column {
+        header: "p99 ms",
+        narrow: true,
+        cell: |r| ms(r.latency_us.p99),
+    },
+    Column {
+        header: "max ms",
+        narrow: false,
+        cell: |r| ms(r.latency_us.max),
+    },
+    Column {
+        header: "attempts",
+        narrow: true,
+        cell: |r| format!("{:.2}", r.attempts_per_update),
+    },
+    Column {
+        header: "lock wait ms",
+        narrow: false,
+        cell: |r| format!("{:.2}", r.lock_wait_ms_mean),
+    },
+    Column {
+        header: "RTT/update",
+        narrow: false,
+        cell: |r| {
             r.round_trips_per_update
-                .map_or_else(|| "-".into(), |x| format!("{x:.1}")),
-            r.fraction_of_ceiling
-                .map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0)),
-            r.fraction_of_http_ceiling
-                .map_or_else(|| "-".into(), |f| format!("{:.0}%", f * 100.0)),
-        ]);
+                .map_or_else(|| "-".into(), |x| format!("{x:.1}"))
+        },
+    },
+    Column {
+        header: "of ceiling",
+        narrow: true,
+        cell: |r| percent(r.fraction_of_ceiling),
+    },
+    Column {
+        header: "of HTTP ceiling",
+        narrow: true,
+        cell: |r| percent(r.fraction_of_http_ceiling),
+    },
+];
+
+/// Renders one row per run. The narrow table (the default) has the columns a comparison is read
+/// by and fits a 120-column terminal; `wide` has every column. A column no run measured (all
+/// `-`) is left out of either.
+pub fn table(runs: &[RunReport], wide: bool) -> String {
+    let shown: Vec<&Column> = COLUMNS
+        .iter()
+        .filter(|c| wide || c.narrow)
+        .filter(|c| runs.is_empty() || runs.iter().any(|r| (c.cell)(r) != "-"))
+        .collect();
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(shown.iter().map(|c| c.header));
+    for r in runs {
+        table.add_row(shown.iter().map(|c| (c.cell)(r)));
     }
     table.to_string()
+}
+
+/// A figure to three significant digits, without trailing zeros (`61.8`, `0.8`, `1.05`, `3650`):
+/// what a threshold or a ratio means, not the float's noise.
+pub fn figure(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = usize::try_from((2 - magnitude).max(0)).unwrap_or(0);
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
 }
 
 /// One of the targets, checked against this run's measurements.
@@ -357,18 +452,22 @@ fn at_least(target: String, measured: Option<f64>, threshold: f64) -> TargetChec
     }
 }
 
-/// Renders the targets.
+/// Renders the targets this run measured (the others are left out: the JSON report keeps them
+/// all, unmeasured ones with `measured: null`); empty when it measured none.
 pub fn targets_table(targets: &[TargetCheck]) -> String {
+    let measured: Vec<&TargetCheck> = targets.iter().filter(|t| t.measured.is_some()).collect();
+    if measured.is_empty() {
+        return String::new();
+    }
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_header(["target", "threshold", "measured", "met"]);
-    for t in targets {
+    for t in measured {
         table.add_row([
             t.target.clone(),
-            format!("{}", t.threshold),
-            t.measured
-                .map_or_else(|| "not run".into(), |m| format!("{m:.3}")),
+            figure(t.threshold),
+            t.measured.map_or_else(String::new, figure),
             match t.met {
                 Some(true) => "yes".into(),
                 Some(false) => "NO".into(),
@@ -459,5 +558,39 @@ pub(crate) fn millis_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S:
     match d {
         Some(d) => millis(d, s),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_keep_three_significant_digits() {
+        for (x, shown) in [
+            (185.47 / 3.0, "61.8"),
+            (0.8, "0.8"),
+            (1.05, "1.05"),
+            (1.3, "1.3"),
+            (3650.4, "3650"),
+            (0.012_345, "0.0123"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(figure(x), shown, "{x}");
+        }
+    }
+
+    #[test]
+    fn targets_not_measured_are_left_out() {
+        let targets = [
+            at_most("measured".into(), Some(0.5), 1.0),
+            at_most("not measured".into(), None, 1.0),
+        ];
+        let table = targets_table(&targets);
+        assert!(
+            table.contains("measured") && !table.contains("not measured"),
+            "{table}"
+        );
+        assert!(targets_table(&targets[1..]).is_empty());
     }
 }
