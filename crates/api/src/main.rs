@@ -11,7 +11,7 @@ use flyrtech_api::config::{CommonArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
-/// measured with perf, docs/results/http.md); mimalloc's thread-local free lists do not.
+/// measured with perf: docs/lab.md, "The HTTP path and its ceiling"); mimalloc's thread-local free lists do not.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -92,7 +92,7 @@ fn main() -> std::process::ExitCode {
 fn run_main() -> anyhow::Result<i32> {
     // Log lines are written by a thread of their own, batched into one write when several are
     // waiting: under load, one `write(2)` per line on the request path cost `serve` about 7 % of
-    // its CPU (perf, docs/results/http.md). Not lossy: a full queue slows logging callers down
+    // its CPU (perf: docs/lab.md, "The HTTP path and its ceiling"). Not lossy: a full queue slows logging callers down
     // rather than dropping lines. The guard flushes what is left when this function returns.
     let (log, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)

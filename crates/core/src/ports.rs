@@ -227,8 +227,8 @@ impl PublishError {
     }
 }
 
-/// Where the relay publishes: a Redis Stream by default; NATS JetStream or Kafka adapters
-/// implement the same contract (see `docs/outbox/SCHEMA.md`).
+/// Where the relay publishes: a Redis Stream by default, or NATS JetStream; any other bus
+/// implements the same contract (see `docs/outbox/SCHEMA.md`).
 ///
 /// Contract: envelopes are published in the order given (so a journey's changes keep their
 /// order), and a successful return means the bus has durably accepted all of them. Publishing

@@ -4,7 +4,7 @@
 //! `cache:journey:JRN-001` and can never replace the journey (the original let it). The one
 //! visible change for existing clients: `GET /api/cache/journey:JRN-001` no longer returns the
 //! journey document, it answers 404 unless a cache entry of that name was set. Every body is
-//! the original's, field for field (CONTRACT.md), including the cache-aside demo on
+//! the original's, field for field (docs/api.md, "Endpoints"), including the cache-aside demo on
 //! `demo:timestamp`.
 
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! [`JourneyStore::update`] of the configured strategy, with the client's `If-Match` passed down
 //! as the expected version so the check happens inside the strategy's atomic step.
 //!
-//! The original's bodies, field for field (CONTRACT.md): `newStatus` in both update replies, and
+//! The original's bodies, field for field (docs/api.md, "Endpoints"): `newStatus` in both update replies, and
 //! on every 404 the original's `message`. An id no journey can have (our id rules reject it) is
 //! a journey that does not exist: 404 with that message, before anything reaches Redis.
 

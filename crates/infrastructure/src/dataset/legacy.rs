@@ -1,4 +1,5 @@
-//! Import from the original .NET service's Redis (`../shared/compat/CONTRACT.md`).
+//! Import from the original .NET service's Redis (its format: docs/migration.md,
+//! "`flyrtech import-legacy`").
 //!
 //! The original kept each journey at `journey:{journeyId}` as one JSON document written by
 //! `System.Text.Json` with default options (PascalCase names, decimals with their scale, dates as

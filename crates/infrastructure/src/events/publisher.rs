@@ -17,8 +17,8 @@
 //!   `bus_trimmed_over_cap_total` and logged as a warning naming the lagging groups.
 //!
 //! Other buses plug in by implementing [`EventPublisher`]: NATS JetStream is built in
-//! ([`super::nats`]), and [`Bus`] is the relay's choice between the two at start-up. A Kafka
-//! adapter would produce with the journey id as the record key (one partition per journey keeps
+//! ([`super::nats`]), and [`Bus`] is the relay's choice between the two at start-up. A Kafka adapter
+//! (none is built) would produce with the journey id as the record key (one partition per journey keeps
 //! the order), `acks=all` and `enable.idempotence=true`, and return after the batch's futures
 //! complete. Adapters report [`PublishError::Unavailable`] for broker outages and
 //! [`PublishError::Rejected`] for a record the broker refuses (too large, not authorised).

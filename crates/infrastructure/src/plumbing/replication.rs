@@ -476,7 +476,7 @@ impl Committer {
         });
         let tasks = (0..WRITERS_PER_NODE)
             .map(|_| {
-                let writer = Writer {
+                let writer = CommitConnection {
                     primary: Arc::clone(&primary),
                     conn: None,
                 };
@@ -492,7 +492,7 @@ impl Committer {
 }
 
 /// One connection of a primary's group commit.
-struct Writer {
+struct CommitConnection {
     primary: Arc<Primary>,
     conn: Option<MultiplexedConnection>,
 }
@@ -507,7 +507,7 @@ enum Tail {
     Garbled(String),
 }
 
-impl Writer {
+impl CommitConnection {
     async fn run(mut self, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
         loop {
             let batch = {

@@ -1,4 +1,4 @@
-//! `import-legacy`: the original service's Redis data (CONTRACT.md: PascalCase JSON documents at
+//! `import-legacy`: the original service's Redis data (docs/migration.md, the legacy import: PascalCase JSON documents at
 //! `journey:{id}`, the id list at `journey:ids`, cache entries beside them) brought into ours.
 
 use std::collections::BTreeMap;

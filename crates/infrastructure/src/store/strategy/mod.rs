@@ -23,7 +23,7 @@
 //! moved. Reads fall back the same way, with one atomic read of both keys.
 //!
 //! Adding a strategy: a module with an `update` method, a variant in [`Strategy`] and in
-//! `Writer`, one arm in each `match` below; the test suite's strategy list gets one more line.
+//! `ChosenStrategy`, one arm in each `match` below; the test suite's strategy list gets one more line.
 
 pub mod hash;
 pub mod local_lock;
@@ -192,7 +192,7 @@ impl StoreConfig {
     }
 }
 
-enum Writer {
+enum ChosenStrategy {
     Naive(naive::Naive),
     LocalLock(local_lock::LocalLock),
     Optimistic(optimistic::Optimistic),
@@ -206,7 +206,7 @@ enum Writer {
 pub struct RedisJourneyStore {
     redis: Redis,
     strategy: Strategy,
-    writer: Writer,
+    writer: ChosenStrategy,
     /// The other layout's update script, for journeys a migration has moved.
     elsewhere: UpdateScript,
     ctx: WriteContext,
@@ -250,16 +250,16 @@ impl RedisJourneyStore {
         };
         let base_for_elsewhere = ctx.clone();
         let writer = match config.strategy {
-            Strategy::Naive => Writer::Naive(naive::Naive::new(ctx)),
-            Strategy::LocalLock => Writer::LocalLock(local_lock::LocalLock::new(ctx)),
+            Strategy::Naive => ChosenStrategy::Naive(naive::Naive::new(ctx)),
+            Strategy::LocalLock => ChosenStrategy::LocalLock(local_lock::LocalLock::new(ctx)),
             Strategy::Optimistic => {
-                Writer::Optimistic(optimistic::Optimistic::new(ctx, config.retry))
+                ChosenStrategy::Optimistic(optimistic::Optimistic::new(ctx, config.retry))
             }
-            Strategy::Redlock => Writer::Redlock(Box::new(
+            Strategy::Redlock => ChosenStrategy::Redlock(Box::new(
                 redlock::Redlock::connect(ctx, config.retry, &config.lock).await?,
             )),
-            Strategy::Lua => Writer::Lua(lua::Lua::new(ctx)),
-            Strategy::Hash => Writer::Hash(hash::Hash::new(ctx)),
+            Strategy::Lua => ChosenStrategy::Lua(lua::Lua::new(ctx)),
+            Strategy::Hash => ChosenStrategy::Hash(hash::Hash::new(ctx)),
         };
         Ok(Self {
             redis,
@@ -324,7 +324,7 @@ impl RedisJourneyStore {
     /// The Redlock writer, for tests that drive the lock and fencing step by step.
     pub fn redlock(&self) -> Option<&redlock::Redlock> {
         match &self.writer {
-            Writer::Redlock(r) => Some(r),
+            ChosenStrategy::Redlock(r) => Some(r),
             _ => None,
         }
     }
@@ -333,8 +333,8 @@ impl RedisJourneyStore {
     /// script (`lua`, `hash`); `None` for the others. The lab replays it with redis-benchmark.
     pub fn script_call(&self, id: &JourneyId, change: &StatusChange) -> Option<ScriptCall> {
         match &self.writer {
-            Writer::Lua(w) => Some(w.call(id, change)),
-            Writer::Hash(w) => Some(w.call(id, change)),
+            ChosenStrategy::Lua(w) => Some(w.call(id, change)),
+            ChosenStrategy::Hash(w) => Some(w.call(id, change)),
             _ => None,
         }
     }
@@ -388,12 +388,12 @@ impl RedisJourneyStore {
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
         match &self.writer {
-            Writer::Naive(w) => w.update(id, change, expected).await,
-            Writer::LocalLock(w) => w.update(id, change, expected).await,
-            Writer::Optimistic(w) => w.update(id, change, expected).await,
-            Writer::Redlock(w) => w.update(id, change, expected).await,
-            Writer::Lua(w) => w.update(id, change, expected).await,
-            Writer::Hash(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Naive(w) => w.update(id, change, expected).await,
+            ChosenStrategy::LocalLock(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Optimistic(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Redlock(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Lua(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Hash(w) => w.update(id, change, expected).await,
         }
     }
 
@@ -434,7 +434,7 @@ impl RedisJourneyStore {
     pub async fn get_json(&self, id: &JourneyId) -> Result<Rendered, StoreError> {
         use crate::store::render::Raw;
         let raw = match &self.writer {
-            Writer::Hash(h) => h.read_raw(id).await.map(Raw::Fields),
+            ChosenStrategy::Hash(h) => h.read_raw(id).await.map(Raw::Fields),
             _ => document::read_raw(&mut self.redis.shared(), id)
                 .await
                 .map(Raw::Document),
@@ -458,7 +458,7 @@ impl JourneyStore for RedisJourneyStore {
     async fn get(&self, id: &JourneyId) -> Result<Journey, StoreError> {
         let mut conn = self.redis.shared();
         let here = match &self.writer {
-            Writer::Hash(h) => h.read(id).await,
+            ChosenStrategy::Hash(h) => h.read(id).await,
             _ => document::read(&mut conn, id).await,
         };
         match absent_here(here)? {
