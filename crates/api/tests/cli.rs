@@ -1007,7 +1007,7 @@ impl ProjectionRig {
             "{}",
             String::from_utf8_lossy(&relayed.stderr)
         );
-        let client = flyrtech_infrastructure::events::projection::connect(&db)
+        let client = flyrtech_infrastructure::projection::connect(&db)
             .await
             .unwrap();
         Some(Self {

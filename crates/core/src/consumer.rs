@@ -27,6 +27,117 @@ pub trait Projection {
     fn apply(&mut self, envelope: &Envelope);
 }
 
+/// What becomes of one delivered change: the rule every consumer of the bus follows, the
+/// in-memory [`Consumer`] here and the PostgreSQL projector alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The next version of its journey: apply it now.
+    Apply,
+    /// Seen before (its id is known): skip it, nothing changes.
+    Duplicate,
+    /// Beyond the next version: park it until the gap fills.
+    Park,
+    /// An unseen change for a version already applied or already parked: ignore it (with a
+    /// correct store this never happens; with the naive one it is a lost update).
+    Stale,
+}
+
+/// Decides one delivery of `version` for a journey whose last applied version is `applied`;
+/// `seen` when its id was consumed before, `parked` when another change already waits at that
+/// version.
+pub fn decide(
+    seen: bool,
+    applied: JourneyVersion,
+    version: JourneyVersion,
+    parked: bool,
+) -> Decision {
+    if seen {
+        Decision::Duplicate
+    } else if version <= applied || parked {
+        Decision::Stale
+    } else if version == applied.next() {
+        Decision::Apply
+    } else {
+        Decision::Park
+    }
+}
+
+/// One journey's place in its changes: the last version applied and the changes parked behind a
+/// gap. [`Sequence::offer`] applies [`decide`] and releases what an applied change unblocks, so a
+/// journey's changes come out exactly once each and in version order.
+#[derive(Debug, Clone)]
+pub struct Sequence<T> {
+    applied: JourneyVersion,
+    parked: BTreeMap<JourneyVersion, T>,
+}
+
+impl<T> Default for Sequence<T> {
+    fn default() -> Self {
+        Self::new(JourneyVersion::INITIAL)
+    }
+}
+
+/// What [`Sequence::offer`] did with a change.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered<T> {
+    /// Applied: the change itself, then the parked changes it released, in version order.
+    Applied(Vec<T>),
+    /// Parked behind a gap.
+    Parked,
+    /// Ignored as stale; handed back.
+    Stale(T),
+}
+
+impl<T> Sequence<T> {
+    /// A journey whose changes up to `applied` are applied and none is parked.
+    pub fn new(applied: JourneyVersion) -> Self {
+        Self {
+            applied,
+            parked: BTreeMap::new(),
+        }
+    }
+
+    /// Puts back a change parked earlier (read from where a consumer keeps them).
+    pub fn restore(&mut self, version: JourneyVersion, item: T) {
+        self.parked.insert(version, item);
+    }
+
+    /// Offers one unseen change at `version`.
+    pub fn offer(&mut self, version: JourneyVersion, item: T) -> Offered<T> {
+        match decide(
+            false,
+            self.applied,
+            version,
+            self.parked.contains_key(&version),
+        ) {
+            Decision::Apply => {
+                self.applied = version;
+                let mut out = vec![item];
+                while let Some(next) = self.parked.remove(&self.applied.next()) {
+                    self.applied = self.applied.next();
+                    out.push(next);
+                }
+                Offered::Applied(out)
+            }
+            Decision::Park => {
+                self.parked.insert(version, item);
+                Offered::Parked
+            }
+            Decision::Stale | Decision::Duplicate => Offered::Stale(item),
+        }
+    }
+
+    /// The last version applied.
+    pub fn applied(&self) -> JourneyVersion {
+        self.applied
+    }
+
+    /// The parked changes, in version order.
+    pub fn parked(&self) -> impl Iterator<Item = (&JourneyVersion, &T)> {
+        self.parked.iter()
+    }
+}
+
 /// What became of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -55,17 +166,11 @@ pub struct ConsumerStats {
     pub held: u64,
 }
 
-#[derive(Debug, Default)]
-struct Cursor {
-    applied: JourneyVersion,
-    held: BTreeMap<JourneyVersion, Envelope>,
-}
-
 /// Applies envelopes to a [`Projection`] exactly once each, in per-journey version order.
 #[derive(Debug)]
 pub struct Consumer<P> {
     projection: P,
-    journeys: HashMap<JourneyId, Cursor>,
+    journeys: HashMap<JourneyId, Sequence<Envelope>>,
     seen: HashSet<EventId>,
     stats: ConsumerStats,
 }
@@ -88,38 +193,39 @@ impl<P: Projection> Consumer<P> {
             self.stats.duplicates += 1;
             return Delivery::Duplicate;
         }
-        let cursor = self
+        let ids: Vec<EventId> = envelope.events.iter().map(|e| e.id).collect();
+        let sequence = self
             .journeys
             .entry(envelope.journey_id.clone())
             .or_default();
-        if envelope.version <= cursor.applied || cursor.held.contains_key(&envelope.version) {
-            self.stats.stale += 1;
-            return Delivery::Stale;
+        match sequence.offer(envelope.version, envelope) {
+            Offered::Stale(_) => {
+                self.stats.stale += 1;
+                Delivery::Stale
+            }
+            Offered::Parked => {
+                self.seen.extend(ids);
+                self.stats.held += 1;
+                Delivery::Held
+            }
+            Offered::Applied(ready) => {
+                self.seen.extend(ids);
+                for envelope in &ready {
+                    self.projection.apply(envelope);
+                }
+                self.stats.applied += ready.len() as u64;
+                Delivery::Applied {
+                    released: ready.len() - 1,
+                }
+            }
         }
-        self.seen.extend(envelope.events.iter().map(|e| e.id));
-        if envelope.version != cursor.applied.next() {
-            cursor.held.insert(envelope.version, envelope);
-            self.stats.held += 1;
-            return Delivery::Held;
-        }
-        cursor.applied = envelope.version;
-        self.projection.apply(&envelope);
-        self.stats.applied += 1;
-        let mut released = 0;
-        while let Some(next) = cursor.held.remove(&cursor.applied.next()) {
-            cursor.applied = next.version;
-            self.projection.apply(&next);
-            self.stats.applied += 1;
-            released += 1;
-        }
-        Delivery::Applied { released }
     }
 
     /// The last version applied for a journey (0 when none).
     pub fn applied(&self, journey: &JourneyId) -> JourneyVersion {
         self.journeys
             .get(journey)
-            .map_or(JourneyVersion::INITIAL, |c| c.applied)
+            .map_or(JourneyVersion::INITIAL, Sequence::applied)
     }
 
     /// The envelopes held behind a gap, per journey: (journey, first missing version, held
@@ -128,12 +234,12 @@ impl<P: Projection> Consumer<P> {
         let mut gaps: Vec<_> = self
             .journeys
             .iter()
-            .filter(|(_, c)| !c.held.is_empty())
-            .map(|(id, c)| {
+            .filter(|(_, s)| s.parked().next().is_some())
+            .map(|(id, s)| {
                 (
                     id.clone(),
-                    c.applied.next(),
-                    c.held.keys().copied().collect(),
+                    s.applied().next(),
+                    s.parked().map(|(v, _)| *v).collect(),
                 )
             })
             .collect();
@@ -191,5 +297,63 @@ impl Projection for StatusHistory {
             .events
             .iter()
             .any(|e| matches!(e.kind, crate::EventKind::JourneyCompleted { .. }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(n: u64) -> JourneyVersion {
+        JourneyVersion::new(n)
+    }
+
+    #[test]
+    fn the_decision_table() {
+        assert_eq!(decide(true, v(1), v(2), false), Decision::Duplicate);
+        assert_eq!(decide(false, v(1), v(2), false), Decision::Apply);
+        assert_eq!(decide(false, v(1), v(4), false), Decision::Park);
+        assert_eq!(decide(false, v(1), v(4), true), Decision::Stale);
+        assert_eq!(decide(false, v(3), v(3), false), Decision::Stale);
+        assert_eq!(decide(false, v(3), v(1), false), Decision::Stale);
+    }
+
+    proptest! {
+        /// Versions 1..=n delivered in any order, each any number of times (a repeat is a
+        /// duplicate the caller filtered, or a second change at a version, which is stale): the
+        /// first delivery of each version comes out exactly once, in version order.
+        #[test]
+        fn a_sequence_releases_every_version_once_in_order(
+            order in (1u64..30).prop_flat_map(|n| {
+                proptest::collection::vec(1..=n, (n as usize)..(3 * n as usize))
+                    .prop_map(move |mut extra| { extra.extend(1..=n); extra })
+                    .prop_shuffle()
+                    .prop_map(move |o| (n, o))
+            })
+        ) {
+            let (n, deliveries) = order;
+            let mut sequence = Sequence::default();
+            let mut out = Vec::new();
+            let mut first = std::collections::HashSet::new();
+            for (i, version) in deliveries.iter().enumerate() {
+                let fresh = first.insert(*version);
+                match sequence.offer(v(*version), (*version, i)) {
+                    Offered::Applied(ready) => {
+                        prop_assert!(fresh, "a repeat of {version} was applied");
+                        out.extend(ready);
+                    }
+                    Offered::Parked => prop_assert!(fresh),
+                    Offered::Stale(item) => {
+                        prop_assert!(!fresh, "the first {version} was called stale");
+                        prop_assert_eq!(item, (*version, i));
+                    }
+                }
+            }
+            let versions: Vec<u64> = out.iter().map(|(version, _)| *version).collect();
+            prop_assert_eq!(versions, (1..=n).collect::<Vec<_>>());
+            prop_assert_eq!(sequence.applied(), v(n));
+            prop_assert!(sequence.parked().next().is_none());
+        }
     }
 }

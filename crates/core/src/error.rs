@@ -2,7 +2,8 @@
 //!
 //! One enum per boundary: [`DomainError`] is what the aggregate itself refuses, [`StoreError`]
 //! is the journey store's contract (it wraps domain refusals so that a caller matches one enum),
-//! and [`InvalidInput`] is a value that fails validation at the edge.
+//! [`CacheError`] the general-purpose cache's, [`BusError`] an event bus' (reaching it, setting up
+//! its streams), and [`InvalidInput`] is a value that fails validation at the edge.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -127,13 +128,6 @@ pub enum StoreError {
         /// Replicas required.
         required: u32,
     },
-    /// The cache holds as many entries as it may (its cap); nothing was written. Entries
-    /// expire, so room comes back without anyone deleting.
-    #[error("the cache holds its maximum of {limit} entries")]
-    CacheFull {
-        /// The cap.
-        limit: u64,
-    },
     /// One client's share of something every client shares is used up; nothing was written.
     /// Other clients are not affected.
     #[error("{owner} holds its quota of {limit} {quota}")]
@@ -171,15 +165,12 @@ pub enum StoreError {
 pub enum Quota {
     /// Journeys a client has created.
     Journeys,
-    /// Cache entries a client's writes hold.
-    CacheEntries,
 }
 
 impl std::fmt::Display for Quota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Journeys => "journeys created",
-            Self::CacheEntries => "cache entries",
         })
     }
 }
@@ -197,7 +188,6 @@ impl StoreError {
             Self::Conflict { .. } => "conflict",
             Self::StaleFencingToken { .. } => "stale_fencing_token",
             Self::NotReplicated { .. } => "not_replicated",
-            Self::CacheFull { .. } => "cache_full",
             Self::OverQuota { .. } => "over_quota",
             Self::Corrupt { .. } => "corrupt",
             Self::Unavailable { .. } => "unavailable",
@@ -212,6 +202,112 @@ impl StoreError {
         Self::Unavailable {
             message: message.into(),
             source: Some(source.into()),
+        }
+    }
+}
+
+/// The general-purpose cache's contract ([`crate::CacheService`]). Nothing is written when one is
+/// returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The request is malformed (a zero time to live).
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The cache holds as many entries as it may (its cap). Entries expire, so room comes back
+    /// without anyone deleting.
+    #[error("the cache holds its maximum of {limit} entries")]
+    Full {
+        /// The cap.
+        limit: u64,
+    },
+    /// The client's share of the cache is used up; other clients are not affected.
+    #[error("{owner} holds its quota of {limit} cache entries")]
+    OverQuota {
+        /// The client, as the quota names it (`key:NAME` or `addr:ADDRESS`).
+        owner: String,
+        /// The quota.
+        limit: u64,
+    },
+    /// The backing store could not be reached, timed out, or holds what the cache cannot read.
+    #[error("cache unavailable: {message}")]
+    Unavailable {
+        /// A short description for logs and problem responses.
+        message: String,
+        /// The underlying cause.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+}
+
+/// The cache lives in the same Redis as the journeys and goes through the same plumbing, which
+/// reports in the store's terms: what it can meet there is the server being unreachable (or a
+/// value it cannot decode), and that is the cache being unavailable.
+impl From<StoreError> for CacheError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidInput(e) => Self::InvalidInput(e),
+            StoreError::Unavailable { message, source } => Self::Unavailable { message, source },
+            other => Self::Unavailable {
+                message: other.to_string(),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+}
+
+/// Why an event bus (a Redis Stream, NATS JetStream) could not be reached or set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The settings cannot work with this bus (a partition count out of range, or other than
+    /// the one the stream records).
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// The bus could not be reached, refused, or timed out.
+    #[error("bus unavailable: {message}")]
+    Unavailable {
+        /// A short description for logs.
+        message: String,
+        /// The underlying cause.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+    /// What the bus holds cannot be decoded (a foreign writer).
+    #[error("bus entry {entry} is corrupt: {reason}")]
+    Corrupt {
+        /// The entry (a stream id, a subject).
+        entry: String,
+        /// What failed to decode.
+        reason: String,
+    },
+}
+
+impl BusError {
+    /// A [`BusError::Unavailable`] with a cause.
+    pub fn unavailable(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+/// The Redis Stream bus goes through the store's Redis plumbing, which reports in the store's
+/// terms.
+impl From<StoreError> for BusError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::InvalidInput(e) => Self::InvalidInput(e),
+            StoreError::Unavailable { message, source } => Self::Unavailable { message, source },
+            StoreError::Corrupt { key, reason } => Self::Corrupt { entry: key, reason },
+            other => Self::Unavailable {
+                message: other.to_string(),
+                source: Some(Box::new(other)),
+            },
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod money;
 pub mod ports;
 pub mod status;
 
-pub use error::{DomainError, InvalidInput, Quota, StoreError, Target};
+pub use error::{BusError, CacheError, DomainError, InvalidInput, Quota, StoreError, Target};
 pub use events::{Clock, DomainEvent, Envelope, EventId, EventKind, ManualClock, SystemClock};
 pub use ids::{JourneyId, SegmentId};
 pub use journey::{Applied, Journey, JourneyFile, JourneyVersion, Segment, StatusChange};

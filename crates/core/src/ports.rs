@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{InvalidInput, StoreError};
+use crate::error::{CacheError, InvalidInput, StoreError};
 use crate::ids::{JourneyId, SegmentId};
 use crate::journey::{Journey, JourneyVersion, StatusChange};
 use crate::status::{JourneyStatus, SegmentStatus};
@@ -146,24 +146,24 @@ pub trait CacheService: Send + Sync {
     /// Reads a value; `None` when absent or expired.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    /// [`CacheError::Unavailable`] when the backing store cannot be reached.
     fn get(
         &self,
         key: &CacheKey,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, CacheError>> + Send;
 
     /// Stores a value, replacing any previous one, expiring after `ttl` when given.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::CacheFull`] when the cache
-    /// holds its maximum of entries and `key` is not one of them; [`StoreError::Unavailable`]
+    /// [`CacheError::InvalidInput`] when `ttl` is zero; [`CacheError::Full`] when the cache
+    /// holds its maximum of entries and `key` is not one of them; [`CacheError::Unavailable`]
     /// when the backing store cannot be reached.
     fn set(
         &self,
         key: &CacheKey,
         value: &str,
         ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
 
     /// Stores `value` for `ttl` unless the key already holds a value, atomically: the
     /// cache-aside step, so two callers racing on a missing key end up with one value.
@@ -171,26 +171,26 @@ pub trait CacheService: Send + Sync {
     /// stored.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] when `ttl` is zero; [`StoreError::CacheFull`] as for `set`;
-    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
+    /// [`CacheError::InvalidInput`] when `ttl` is zero; [`CacheError::Full`] as for `set`;
+    /// [`CacheError::Unavailable`] when the backing store cannot be reached.
     fn set_if_absent(
         &self,
         key: &CacheKey,
         value: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, CacheError>> + Send;
 
     /// Removes a value; true when there was one.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
-    fn remove(&self, key: &CacheKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// [`CacheError::Unavailable`] when the backing store cannot be reached.
+    fn remove(&self, key: &CacheKey) -> impl Future<Output = Result<bool, CacheError>> + Send;
 
     /// Whether a value is present.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the backing store cannot be reached.
-    fn exists(&self, key: &CacheKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// [`CacheError::Unavailable`] when the backing store cannot be reached.
+    fn exists(&self, key: &CacheKey) -> impl Future<Output = Result<bool, CacheError>> + Send;
 }
 
 /// Why a batch of envelopes was not (entirely) published.

@@ -2,9 +2,9 @@
 //! `mod.rs` says what it owns and what it may import; the arrows run one way:
 //!
 //! ```text
-//!   dataset ──┐      events ──┐
-//!             ▼               ▼
-//!           store ──────────▶ plumbing ──▶ flyrtech-core
+//!   dataset ──┐      projection ──▶ events ──┐
+//!             ▼                                ▼
+//!           store ───────────────────────▶ plumbing ──▶ flyrtech-core
 //!   local (private servers: imports nothing of this crate)
 //! ```
 //!
@@ -14,14 +14,17 @@
 //!   entry, and [`RedisJourneyStore`], which dispatches to the configured strategy.
 //! - [`dataset`]: the layout recorded in Redis, the start-up guard, the online migration, the
 //!   import from the original service.
-//! - [`events`]: the relay, the publishers (Redis Stream, NATS JetStream), the PostgreSQL
-//!   projection, the audits.
+//! - [`events`]: the relay, the publishers (Redis Stream, NATS JetStream), the audit of the
+//!   published events.
+//! - [`projection`]: the PostgreSQL projection fed from the bus, its projectors and its
+//!   reconciliation with the stored journeys.
 //! - [`local`]: private `redis-server`, `nats-server` and PostgreSQL processes.
 
 pub mod dataset;
 pub mod events;
 pub mod local;
 pub mod plumbing;
+pub mod projection;
 pub mod store;
 
 pub use dataset::{DatasetError, DatasetState};

@@ -10,7 +10,7 @@ use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::JourneyStore;
 use flyrtech_infrastructure::events::audit::{AuditReport, audit};
-use flyrtech_infrastructure::events::projection;
+use flyrtech_infrastructure::projection;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, dataset};
 
 use super::relay::BusArgs;
@@ -134,7 +134,7 @@ pub async fn audit_projection<S: JourneyStore>(
 ) -> anyhow::Result<projection::ProjectionReport> {
     let client = projection::connect(url).await?;
     let ids = store.list_ids().await?;
-    let report = projection::audit(store, &client, &ids).await?;
+    let report = projection::reconcile(store, &client, &ids).await?;
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use flyrtech_core::{JourneyId, StoreError};
+use flyrtech_core::{BusError, JourneyId};
 use flyrtech_infrastructure::Redis;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::events::relay::{Relay, depth};
@@ -213,7 +213,7 @@ fn backlog_entry(
 }
 
 /// Whether every journey's versions appear on the bus stream in increasing order.
-async fn bus_order_kept(bus: &Redis, stream: &str) -> Result<bool, StoreError> {
+async fn bus_order_kept(bus: &Redis, stream: &str) -> Result<bool, BusError> {
     let mut last: std::collections::HashMap<JourneyId, u64> = std::collections::HashMap::new();
     for (_, envelope) in flyrtech_infrastructure::events::publisher::read_bus(bus, stream).await? {
         let v = envelope.version.get();

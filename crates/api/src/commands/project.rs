@@ -1,12 +1,12 @@
 //! `flyrtech project`: the bus' changes into the PostgreSQL projection, exactly once and in
 //! per-journey order, until SIGTERM or, with `--drain`, until every change on the bus is
-//! projected. The machinery is `flyrtech_infrastructure::events::projection`.
+//! projected. The machinery is `flyrtech_infrastructure::projection`.
 
 use std::time::Duration;
 
 use clap::Args;
 use flyrtech_infrastructure::events::nats::{JetStream, StreamSettings};
-use flyrtech_infrastructure::events::projection::{
+use flyrtech_infrastructure::projection::{
     self, PartitionedProjector, ProjectorSettings, ProjectorStats,
 };
 

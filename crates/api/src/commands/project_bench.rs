@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use flyrtech_infrastructure::events::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::events::projection::{self, ProjectorSettings};
 use flyrtech_infrastructure::events::publisher::Bus;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+use flyrtech_infrastructure::projection::{self, ProjectorSettings};
 use flyrtech_infrastructure::{LocalNats, LocalPostgres, Redis};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::project::projector;
 use super::{DONE, connect, emit, shutdown_signal};
 use crate::config::Settings;
-use flyrtech_infrastructure::events::projection::PartitionedProjector;
+use flyrtech_infrastructure::projection::PartitionedProjector;
 
 /// Runs `flyrtech project-bench` and prints (and with `--json` writes) its report.
 ///

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use flyrtech_core::StoreError;
+use flyrtech_core::{BusError, StoreError};
 use flyrtech_infrastructure::events::nats::{
     JetStream, JetStreamPublisher, StreamLimits, StreamSettings,
 };
@@ -92,8 +92,8 @@ impl BusArgs {
     /// The publisher these flags name: JetStream with `--bus`, else the Redis stream.
     ///
     /// # Errors
-    /// [`StoreError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
-    pub async fn publisher(&self, journeys: &Redis) -> Result<Bus, StoreError> {
+    /// [`BusError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
+    pub async fn publisher(&self, journeys: &Redis) -> Result<Bus, BusError> {
         match &self.bus {
             Some(url) if url.starts_with("nats://") => {
                 Ok(Bus::JetStream(Box::new(JetStreamPublisher::new(
@@ -112,7 +112,7 @@ impl BusArgs {
                     .await?,
                 ))))
             }
-            Some(other) => Err(StoreError::InvalidInput(flyrtech_core::InvalidInput::new(
+            Some(other) => Err(BusError::InvalidInput(flyrtech_core::InvalidInput::new(
                 "--bus",
                 format!("{other:?} is not a nats:// URL"),
             ))),

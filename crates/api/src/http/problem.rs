@@ -8,7 +8,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flyrtech_core::{InvalidInput, JourneyVersion, Quota, StoreError};
+use flyrtech_core::{CacheError, InvalidInput, JourneyVersion, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -384,20 +384,7 @@ impl From<StoreError> for ApiError {
                 ),
             )
             .retry_later(),
-            StoreError::CacheFull { .. } => Self::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "cache-full",
-                "The cache is full",
-                format!(
-                    "{detail}; entries expire, so room comes back, or delete one you set \
-                     (journeys are never affected)"
-                ),
-            )
-            .retry_later(),
-            StoreError::OverQuota {
-                quota: Quota::Journeys,
-                ..
-            } => {
+            StoreError::OverQuota { .. } => {
                 metrics::counter!("http_quota_refused_total", "quota" => "journeys").increment(1);
                 Self::new(
                     StatusCode::INSUFFICIENT_STORAGE,
@@ -410,10 +397,44 @@ impl From<StoreError> for ApiError {
                     ),
                 )
             }
-            StoreError::OverQuota {
-                quota: Quota::CacheEntries,
-                ..
-            } => {
+            StoreError::Corrupt { key, reason } => {
+                // Permanent until someone repairs the key: no Retry-After, and the key in the log.
+                tracing::error!(%key, %reason, "stored data cannot be decoded");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt-journey",
+                    "A stored journey is corrupt",
+                    detail,
+                )
+            }
+            // Unavailable, and anything a newer core adds.
+            _ => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Redis is unavailable",
+                detail,
+            )
+            .retry_later(),
+        }
+    }
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        let detail = e.to_string();
+        match e {
+            CacheError::InvalidInput(e) => e.into(),
+            CacheError::Full { .. } => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "cache-full",
+                "The cache is full",
+                format!(
+                    "{detail}; entries expire, so room comes back, or delete one you set \
+                     (journeys are never affected)"
+                ),
+            )
+            .retry_later(),
+            CacheError::OverQuota { .. } => {
                 metrics::counter!("http_quota_refused_total", "quota" => "cache").increment(1);
                 Self::new(
                     StatusCode::INSUFFICIENT_STORAGE,
@@ -426,16 +447,6 @@ impl From<StoreError> for ApiError {
                     ),
                 )
                 .retry_later()
-            }
-            StoreError::Corrupt { key, reason } => {
-                // Permanent until someone repairs the key: no Retry-After, and the key in the log.
-                tracing::error!(%key, %reason, "stored data cannot be decoded");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "corrupt-journey",
-                    "A stored journey is corrupt",
-                    detail,
-                )
             }
             // Unavailable, and anything a newer core adds.
             _ => Self::new(

@@ -2,8 +2,8 @@
 //! journeys are audited from their published events, so the audit's count of lost updates is
 //! printed beside the lab's own.
 
-use flyrtech_core::{JourneyId, StoreError};
-use flyrtech_infrastructure::events::audit::audit;
+use flyrtech_core::JourneyId;
+use flyrtech_infrastructure::events::audit::{AuditError, audit};
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_infrastructure::plumbing::keys;
@@ -36,12 +36,12 @@ impl std::ops::Add for AuditSummary {
 /// its own, so the run's round-trip counts stay the run's.
 ///
 /// # Errors
-/// [`StoreError`] from Redis.
+/// [`AuditError`] from Redis.
 pub async fn drain_and_audit(
     url: &str,
     strategy: flyrtech_infrastructure::Strategy,
     ids: &[JourneyId],
-) -> Result<AuditSummary, StoreError> {
+) -> Result<AuditSummary, AuditError> {
     let redis = Redis::connect(&RedisSettings::new(url)).await?;
     let store = flyrtech_infrastructure::RedisJourneyStore::new(
         redis.clone(),

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use flyrtech_core::consumer::{Consumer, StatusHistory};
 use flyrtech_core::{
-    Envelope, Journey, JourneyId, JourneyStore, JourneyVersion, Status, StoreError,
+    BusError, Envelope, Journey, JourneyId, JourneyStore, JourneyVersion, Status, StoreError,
 };
 use serde::Serialize;
 
@@ -31,6 +31,18 @@ use crate::events::publisher::read_bus;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::keys::Partition;
 use crate::store::outbox::decode;
+
+/// Why the audit could not run: one of the two sides it compares could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The stored journeys or the outbox.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
 
 /// Why a change counts as lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,14 +119,14 @@ impl AuditReport {
 /// published envelopes from the bus stream `bus_stream` on `bus`, the outbox on `redis`.
 ///
 /// # Errors
-/// [`StoreError`] from any read.
+/// [`AuditError`] from any read.
 pub async fn audit<S: JourneyStore>(
     store: &S,
     redis: &Redis,
     bus: &Redis,
     bus_stream: &str,
     journeys: Option<&[JourneyId]>,
-) -> Result<AuditReport, StoreError> {
+) -> Result<AuditReport, AuditError> {
     let ids: Vec<JourneyId> = match journeys {
         Some(ids) => ids.to_vec(),
         None => store.list_ids().await?,
@@ -176,7 +188,7 @@ pub async fn audit<S: JourneyStore>(
         let stored = match store.get(id).await {
             Ok(j) => Some(j),
             Err(StoreError::JourneyNotFound(_)) => None,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let versions = claims.remove(id).unwrap_or_default();
         report.changes_published += versions.values().map(|c| c.len() as u64).sum::<u64>();

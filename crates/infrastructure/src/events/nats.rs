@@ -15,7 +15,7 @@
 //! A journey's changes go to one of `partitions` subjects, `journeys.<partition>.<journey id>`,
 //! the partition being [`partition_of`] its id: FNV-1a (64-bit) of the id's bytes, modulo the
 //! count. A journey always maps to the same partition, so its changes stay in one subject, in
-//! order, and a projector that owns a partition (`crate::events::projection`) sees every change
+//! order, and a projector that owns a partition (`crate::projection`) sees every change
 //! of its journeys. The count is written into the stream's description when the stream is
 //! created (`--partitions` of whoever creates it, else [`DEFAULT_PARTITIONS`]) and read from it
 //! by every relay and projector after: they cannot disagree. Asking for another count on an
@@ -28,7 +28,7 @@
 //! relay that republishes an entry (it crashed between publishing and acknowledging the outbox)
 //! within the duplicate window is answered "duplicate" and the stream keeps one copy. Past the
 //! window a copy gets through; the consumer's `processed_events` row is what makes processing
-//! idempotent (`crate::events::projection`).
+//! idempotent (`crate::projection`).
 //!
 //! The publisher returns only once JetStream acknowledged every message of the batch (stored),
 //! in order; the relay acknowledges the outbox entries after that. A batch is published in
@@ -38,7 +38,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use flyrtech_core::{Envelope, EventPublisher, InvalidInput, PublishError, StoreError};
+use flyrtech_core::{BusError, Envelope, EventPublisher, InvalidInput, PublishError};
 
 /// The partition count of a stream created without `--partitions`.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -122,11 +122,11 @@ impl JetStream {
     /// recording its partition count.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the server cannot be reached or refuses the stream;
-    /// [`StoreError::InvalidInput`] when `settings.partitions` is not 1 to [`MAX_PARTITIONS`],
+    /// [`BusError::Unavailable`] when the server cannot be reached or refuses the stream;
+    /// [`BusError::InvalidInput`] when `settings.partitions` is not 1 to [`MAX_PARTITIONS`],
     /// differs from the count the stream records, or the stream records none (it was made by
     /// another program, or before partitions).
-    pub async fn connect(url: &str, settings: StreamSettings) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, settings: StreamSettings) -> Result<Self, BusError> {
         if let Some(n) = settings.partitions
             && !(1..=MAX_PARTITIONS).contains(&n)
         {
@@ -144,10 +144,8 @@ impl JetStream {
         let shown = crate::plumbing::secret::redact(url);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
-            .map_err(|e| StoreError::unavailable(format!("NATS at {shown} did not answer"), e))?
-            .map_err(|e| {
-                StoreError::unavailable(format!("cannot connect to NATS at {shown}"), e)
-            })?;
+            .map_err(|e| BusError::unavailable(format!("NATS at {shown} did not answer"), e))?
+            .map_err(|e| BusError::unavailable(format!("cannot connect to NATS at {shown}"), e))?;
         let context = jetstream::new(client);
         let asked = settings.partitions.unwrap_or(DEFAULT_PARTITIONS);
         let mut config = stream::Config {
@@ -163,7 +161,7 @@ impl JetStream {
         let mut stream = context
             .get_or_create_stream(config.clone())
             .await
-            .map_err(|e| StoreError::unavailable("cannot create the JetStream stream", e))?;
+            .map_err(|e| BusError::unavailable("cannot create the JetStream stream", e))?;
         let description = stream.cached_info().config.description.clone();
         let partitions = recorded_partitions(description.as_deref()).ok_or_else(|| {
             InvalidInput::new(
@@ -196,12 +194,12 @@ impl JetStream {
             config.max_age = limits.max_age.unwrap_or_default();
             config.max_messages = limits.max_messages;
             context.update_stream(config).await.map_err(|e| {
-                StoreError::unavailable("cannot set the JetStream stream's limits", e)
+                BusError::unavailable("cannot set the JetStream stream's limits", e)
             })?;
             stream = context
                 .get_stream(&settings.name)
                 .await
-                .map_err(|e| StoreError::unavailable("cannot open the JetStream stream", e))?;
+                .map_err(|e| BusError::unavailable("cannot open the JetStream stream", e))?;
         }
         Ok(Self {
             context,
@@ -249,13 +247,13 @@ impl JetStream {
     /// Messages in the stream now.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`].
-    pub async fn messages(&self) -> Result<u64, StoreError> {
+    /// [`BusError::Unavailable`].
+    pub async fn messages(&self) -> Result<u64, BusError> {
         let mut stream = self.stream.clone();
         let info = stream
             .info()
             .await
-            .map_err(|e| StoreError::unavailable("cannot read the stream's state", e))?;
+            .map_err(|e| BusError::unavailable("cannot read the stream's state", e))?;
         Ok(info.state.messages)
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
-use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
+use flyrtech_core::{BusError, Envelope, EventPublisher, PublishError, StoreError};
 use redis::Value;
 
 /// How much of the bus stream is kept: see the module docs.
@@ -197,8 +197,8 @@ impl RedisStreamPublisher {
     /// Trims the stream by the retention: see the module docs. Returns the entries removed.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`].
-    pub async fn trim(&self) -> Result<u64, StoreError> {
+    /// [`BusError::Unavailable`].
+    pub async fn trim(&self) -> Result<u64, BusError> {
         let Some(retention) = self.retention else {
             return Ok(0);
         };
@@ -339,8 +339,8 @@ impl EventPublisher for RedisStreamPublisher {
 /// Every envelope on a bus stream, oldest first, with its bus entry id.
 ///
 /// # Errors
-/// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for an entry that is not an envelope.
-pub async fn read_bus(redis: &Redis, stream: &str) -> Result<Vec<(String, Envelope)>, StoreError> {
+/// [`BusError::Unavailable`]; [`BusError::Corrupt`] for an entry that is not an envelope.
+pub async fn read_bus(redis: &Redis, stream: &str) -> Result<Vec<(String, Envelope)>, BusError> {
     super::read_stream(redis, stream)
         .await?
         .into_iter()

@@ -8,14 +8,14 @@
 //! The original let a client fill Redis through the cache (entries without expiry, as many as it
 //! liked). Here the cache holds at most `max_entries` entries: every write is one script
 //! (`scripts/cache_set.lua`) that drops the index's expired keys, refuses a new key once the cap
-//! is reached ([`StoreError::CacheFull`]), and records the key with its expiry, so the count is
+//! is reached ([`CacheError::Full`]), and records the key with its expiry, so the count is
 //! exact under concurrent writers. The HTTP layer bounds each value's size and time to live.
 //!
 //! # Shared fairly
 //! A cap alone lets one client fill the cache for everyone. Every entry therefore has an owner,
 //! the client whose write it holds ([`RedisCache::owned_by`]), and the same script counts each
 //! owner's entries and refuses a write that would take an owner past its quota
-//! ([`StoreError::OverQuota`]). An entry overwritten by another client becomes that client's;
+//! ([`CacheError::OverQuota`]). An entry overwritten by another client becomes that client's;
 //! an expired or removed one leaves its owner's count in the same step that drops it from the
 //! index, so the counts stay exact and the owners' table never outgrows the cache.
 
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use flyrtech_core::{CacheKey, CacheService, InvalidInput, Quota, StoreError};
+use flyrtech_core::{CacheError, CacheKey, CacheService, InvalidInput};
 use redis::{AsyncCommands, Script, Value};
 
 use crate::plumbing::connection::Redis;
@@ -81,7 +81,7 @@ impl RedisCache {
         value: &str,
         ttl: Option<Duration>,
         only_if_absent: bool,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, CacheError> {
         let ttl_ms = ttl.map(millis).transpose()?.unwrap_or(0);
         let reply: Vec<Value> = SET
             .key(keys::cache_entry(key))
@@ -100,11 +100,10 @@ impl RedisCache {
             .store_err()?;
         match reply.as_slice() {
             [Value::Int(1)] => Ok(None),
-            [Value::Int(0)] => Err(StoreError::CacheFull {
+            [Value::Int(0)] => Err(CacheError::Full {
                 limit: self.max_entries,
             }),
-            [Value::Int(3)] => Err(StoreError::OverQuota {
-                quota: Quota::CacheEntries,
+            [Value::Int(3)] => Err(CacheError::OverQuota {
                 owner: self.owner.to_string(),
                 limit: self.owner_max_entries,
             }),
@@ -115,7 +114,8 @@ impl RedisCache {
             other => Err(corrupt(
                 keys::CACHE_INDEX,
                 format!("unexpected cache script reply {other:?}"),
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -153,7 +153,7 @@ impl Default for CacheLimits {
 }
 
 /// A time to live in whole milliseconds, at least one.
-fn millis(ttl: Duration) -> Result<u64, StoreError> {
+fn millis(ttl: Duration) -> Result<u64, CacheError> {
     match u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) {
         0 => Err(InvalidInput::new("expiration", "must be at least one millisecond").into()),
         millis => Ok(millis),
@@ -161,12 +161,13 @@ fn millis(ttl: Duration) -> Result<u64, StoreError> {
 }
 
 impl CacheService for RedisCache {
-    async fn get(&self, key: &CacheKey) -> Result<Option<String>, StoreError> {
+    async fn get(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
         self.redis
             .shared()
             .get(keys::cache_entry(key))
             .await
             .store_err()
+            .map_err(Into::into)
     }
 
     async fn set(
@@ -174,7 +175,7 @@ impl CacheService for RedisCache {
         key: &CacheKey,
         value: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), CacheError> {
         self.write(key, value, ttl, false).await.map(drop)
     }
 
@@ -183,11 +184,11 @@ impl CacheService for RedisCache {
         key: &CacheKey,
         value: &str,
         ttl: Duration,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, CacheError> {
         self.write(key, value, Some(ttl), true).await
     }
 
-    async fn remove(&self, key: &CacheKey) -> Result<bool, StoreError> {
+    async fn remove(&self, key: &CacheKey) -> Result<bool, CacheError> {
         let removed: i64 = REMOVE
             .key(keys::cache_entry(key))
             .key(keys::CACHE_INDEX)
@@ -200,11 +201,12 @@ impl CacheService for RedisCache {
         Ok(removed > 0)
     }
 
-    async fn exists(&self, key: &CacheKey) -> Result<bool, StoreError> {
+    async fn exists(&self, key: &CacheKey) -> Result<bool, CacheError> {
         self.redis
             .shared()
             .exists(keys::cache_entry(key))
             .await
             .store_err()
+            .map_err(Into::into)
     }
 }

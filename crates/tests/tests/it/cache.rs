@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flyrtech_core::{CacheKey, CacheService, JourneyStore, StoreError};
+use flyrtech_core::{CacheError, CacheKey, CacheService, JourneyStore};
 use flyrtech_infrastructure::RedisCache;
 use flyrtech_tests::{S, TestRedis, journey, store, unique_id};
 
@@ -52,7 +52,7 @@ async fn a_zero_ttl_is_rejected_and_writes_nothing() {
         .set(&key, "v", Some(Duration::ZERO))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidInput(_)), "{err}");
+    assert!(matches!(err, CacheError::InvalidInput(_)), "{err}");
     assert!(!cache.exists(&key).await.unwrap());
 }
 

@@ -9,11 +9,11 @@ use flyrtech_core::{
 };
 use flyrtech_infrastructure::LocalPostgres;
 use flyrtech_infrastructure::events::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::events::projection::{
-    self, BatchStats, Projector, ProjectorSettings, apply_batch,
-};
 use flyrtech_infrastructure::events::publisher::Bus;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+use flyrtech_infrastructure::projection::{
+    self, BatchStats, Projector, ProjectorSettings, apply_batch,
+};
 use flyrtech_tests::{S, TestRedis, journey, nats, postgres, segment_id, store, t0, unique_id};
 use tokio_postgres::Client;
 
@@ -360,7 +360,7 @@ async fn every_acknowledged_change_reaches_the_projection_once() {
     }
     assert_eq!(projector.stats().changes.applied, 80);
     let check = projection::connect(&pg.url()).await.unwrap();
-    let report = projection::audit(store.as_ref(), &check, &ids)
+    let report = projection::reconcile(store.as_ref(), &check, &ids)
         .await
         .unwrap();
     assert!(report.is_clean(), "{:?}", report.differences);
@@ -374,7 +374,7 @@ async fn every_acknowledged_change_reaches_the_projection_once() {
         )
         .await
         .unwrap();
-    let report = projection::audit(store.as_ref(), &check, &ids)
+    let report = projection::reconcile(store.as_ref(), &check, &ids)
         .await
         .unwrap();
     assert_eq!(report.differences.len(), 4, "{:?}", report.differences);

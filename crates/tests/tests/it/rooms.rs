@@ -14,6 +14,7 @@ const INFRASTRUCTURE: &[Rule] = &[
     ("store", &["plumbing"]),
     ("dataset", &["plumbing", "store"]),
     ("events", &["plumbing", "store"]),
+    ("projection", &["events"]),
     ("local", &[]),
 ];
 

@@ -1,0 +1,467 @@
+//! One batch of changes applied to the projection in one transaction (the rules are the
+//! room's, [`super`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use flyrtech_core::consumer::{Offered, Sequence};
+use flyrtech_core::{Envelope, EventKind, JourneyVersion};
+use serde::Serialize;
+use tokio_postgres::{Client, GenericClient};
+use uuid::Uuid;
+
+use super::ProjectionError;
+
+/// What became of one change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied now (released: it had been held).
+    Applied,
+    /// Seen before: nothing changed.
+    Duplicate,
+    /// Ahead of the journey's position: held until its predecessor arrives.
+    Held,
+    /// At or below the journey's position: ignored.
+    Stale,
+}
+
+impl Outcome {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Held => "held",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Counts over batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BatchStats {
+    /// Changes received.
+    pub received: u64,
+    /// Applied, released held ones included.
+    pub applied: u64,
+    /// Of those, applied after waiting in `held_events`.
+    pub released: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    pub stale: u64,
+}
+
+impl std::ops::AddAssign for BatchStats {
+    fn add_assign(&mut self, o: Self) {
+        self.received += o.received;
+        self.applied += o.applied;
+        self.released += o.released;
+        self.duplicates += o.duplicates;
+        self.held += o.held;
+        self.stale += o.stale;
+    }
+}
+
+/// The changes a batch applied, for the lag measurement: when each happened.
+#[derive(Debug, Default)]
+pub struct AppliedBatch {
+    pub stats: BatchStats,
+    /// The occurred-at of every change applied by the batch.
+    pub occurred_at: Vec<DateTime<Utc>>,
+}
+
+/// A change's identity: its first event's id.
+fn change_id(envelope: &Envelope) -> Option<Uuid> {
+    envelope.events.first().map(|e| e.id.as_uuid())
+}
+
+/// Applies a batch of changes in one transaction (see the module docs). Changes without events
+/// are not changes and are skipped (the caller rejects them).
+///
+/// # Errors
+/// [`ProjectionError`]; then nothing of the batch was committed.
+pub async fn apply_batch(
+    client: &mut Client,
+    batch: &[Envelope],
+) -> Result<AppliedBatch, ProjectionError> {
+    let tx = client.transaction().await?;
+    let applied = apply_in(&tx, batch).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+async fn apply_in(
+    tx: &impl GenericClient,
+    batch: &[Envelope],
+) -> Result<AppliedBatch, ProjectionError> {
+    let mut stats = BatchStats {
+        received: batch.len() as u64,
+        ..BatchStats::default()
+    };
+    // 1. Idempotency: the changes not seen before (also within this batch).
+    let mut seen_here = HashSet::new();
+    let candidates: Vec<(Uuid, &Envelope)> = batch
+        .iter()
+        .filter_map(|e| change_id(e).map(|id| (id, e)))
+        .filter(|(id, _)| seen_here.insert(*id))
+        .collect();
+    let (ids, journeys, versions): (Vec<Uuid>, Vec<String>, Vec<i64>) = candidates
+        .iter()
+        .map(|(id, e)| (*id, e.journey_id.to_string(), version(e)))
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (x, y, z)| {
+                a.push(x);
+                b.push(y);
+                c.push(z);
+                (a, b, c)
+            },
+        );
+    let fresh: HashSet<Uuid> = tx
+        .query(
+            "INSERT INTO processed_events (event_id, journey_id, version, outcome) \
+             SELECT id, j, v, 'applied' FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS u(id, j, v) \
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            &[&ids, &journeys, &versions],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    stats.duplicates = stats.received - fresh.len() as u64;
+    let fresh: Vec<&Envelope> = candidates
+        .iter()
+        .filter(|(id, _)| fresh.contains(id))
+        .map(|(_, e)| *e)
+        .collect();
+    if fresh.is_empty() {
+        return Ok(AppliedBatch {
+            stats,
+            occurred_at: Vec::new(),
+        });
+    }
+
+    // 2. The positions of the journeys concerned, locked in a fixed order (no deadlock between
+    // projectors), and their held changes.
+    let mut touched: Vec<String> = fresh.iter().map(|e| e.journey_id.to_string()).collect();
+    touched.sort();
+    touched.dedup();
+    tx.execute(
+        "INSERT INTO journey_positions (journey_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        &[&touched],
+    )
+    .await?;
+    let positions: HashMap<String, i64> = tx
+        .query(
+            "SELECT journey_id, last_version FROM journey_positions \
+             WHERE journey_id = ANY($1) ORDER BY journey_id FOR UPDATE",
+            &[&touched],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Each journey's place: its position and the changes held in PostgreSQL (`true`: stored).
+    let mut sequences: HashMap<String, Sequence<(Envelope, bool)>> = HashMap::new();
+    for (journey, position) in &positions {
+        sequences.insert(journey.clone(), Sequence::new(as_version(*position)));
+    }
+    for row in tx
+        .query(
+            "SELECT journey_id, version, envelope FROM held_events WHERE journey_id = ANY($1)",
+            &[&touched],
+        )
+        .await?
+    {
+        let (journey, version): (String, i64) = (row.get(0), row.get(1));
+        let envelope: Envelope =
+            serde_json::from_value(row.get(2)).map_err(|e| ProjectionError::Corrupt {
+                journey: journey.clone(),
+                version,
+                reason: e.to_string(),
+            })?;
+        if let Some(sequence) = sequences.get_mut(&journey) {
+            sequence.restore(as_version(version), (envelope, true));
+        }
+    }
+
+    // 3. Decide (flyrtech_core::consumer::decide), per journey in version order: apply what
+    // follows the position and what it releases, hold what is beyond it, drop what is at or
+    // below it or claims a version already held.
+    let mut fresh = fresh;
+    fresh.sort_by_key(|e| (e.journey_id.as_str(), version(e)));
+    let mut outcomes: Vec<(Uuid, Outcome)> = Vec::new();
+    let mut to_apply: Vec<Envelope> = Vec::new();
+    let mut released: Vec<(String, i64)> = Vec::new();
+    for envelope in fresh {
+        let Some(sequence) = sequences.get_mut(envelope.journey_id.as_str()) else {
+            continue;
+        };
+        match sequence.offer(envelope.version, (envelope.clone(), false)) {
+            Offered::Stale((stale, _)) => {
+                outcomes.extend(change_id(&stale).map(|id| (id, Outcome::Stale)));
+                stats.stale += 1;
+            }
+            Offered::Parked => {}
+            Offered::Applied(ready) => {
+                for (change, was_held) in ready {
+                    if was_held {
+                        released.push((change.journey_id.to_string(), version(&change)));
+                        stats.released += 1;
+                    }
+                    outcomes.extend(change_id(&change).map(|id| (id, Outcome::Applied)));
+                    to_apply.push(change);
+                }
+            }
+        }
+    }
+    let mut newly_held: Vec<&Envelope> = Vec::new();
+    let mut new_positions: Vec<(String, i64)> = Vec::new();
+    for (journey, sequence) in &sequences {
+        for (_, (envelope, was_held)) in sequence.parked() {
+            if !was_held {
+                newly_held.push(envelope);
+                outcomes.extend(change_id(envelope).map(|id| (id, Outcome::Held)));
+                stats.held += 1;
+            }
+        }
+        let last = version_number(sequence.applied());
+        if positions.get(journey) != Some(&last) {
+            new_positions.push((journey.clone(), last));
+        }
+    }
+    stats.applied = to_apply.len() as u64;
+
+    // 4. Write it all.
+    project(tx, &to_apply).await?;
+    if !newly_held.is_empty() {
+        let journeys: Vec<String> = newly_held
+            .iter()
+            .map(|e| e.journey_id.to_string())
+            .collect();
+        let versions: Vec<i64> = newly_held.iter().map(|e| version(e)).collect();
+        let bodies: Vec<serde_json::Value> = newly_held
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+            .collect();
+        tx.execute(
+            "INSERT INTO held_events (journey_id, version, envelope) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[]) ON CONFLICT DO NOTHING",
+            &[&journeys, &versions, &bodies],
+        )
+        .await?;
+    }
+    if !released.is_empty() {
+        let (journeys, versions): (Vec<String>, Vec<i64>) = released.into_iter().unzip();
+        tx.execute(
+            "DELETE FROM held_events h USING unnest($1::text[], $2::bigint[]) AS u(j, v) \
+             WHERE h.journey_id = u.j AND h.version = u.v",
+            &[&journeys, &versions],
+        )
+        .await?;
+    }
+    let (ids, names): (Vec<Uuid>, Vec<&str>) =
+        outcomes.iter().map(|(id, o)| (*id, o.name())).unzip();
+    tx.execute(
+        "UPDATE processed_events p SET outcome = u.o FROM unnest($1::uuid[], $2::text[]) AS u(id, o) \
+         WHERE p.event_id = u.id AND p.outcome <> u.o",
+        &[&ids, &names],
+    )
+    .await?;
+    if !new_positions.is_empty() {
+        let (journeys, versions): (Vec<String>, Vec<i64>) = new_positions.into_iter().unzip();
+        tx.execute(
+            "UPDATE journey_positions p SET last_version = u.v, updated_at = now() \
+             FROM unnest($1::text[], $2::bigint[]) AS u(j, v) WHERE p.journey_id = u.j",
+            &[&journeys, &versions],
+        )
+        .await?;
+    }
+    let occurred_at = to_apply
+        .iter()
+        .filter_map(|e| e.events.first().map(|ev| ev.occurred_at))
+        .collect();
+    Ok(AppliedBatch { stats, occurred_at })
+}
+
+fn version(envelope: &Envelope) -> i64 {
+    version_number(envelope.version)
+}
+
+/// A version as PostgreSQL's `bigint`.
+fn version_number(version: JourneyVersion) -> i64 {
+    i64::try_from(version.get()).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` version read back (a negative one, never written, reads as 0).
+fn as_version(number: i64) -> JourneyVersion {
+    JourneyVersion::new(u64::try_from(number).unwrap_or(0))
+}
+
+/// Writes the effects of changes that are being applied, in version order per journey: the
+/// history rows, and each journey's and segment's latest status.
+async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), ProjectionError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    #[derive(Default)]
+    struct History {
+        id: Vec<Uuid>,
+        journey: Vec<String>,
+        version: Vec<i64>,
+        position: Vec<i16>,
+        kind: Vec<&'static str>,
+        segment: Vec<Option<String>>,
+        from: Vec<Option<String>>,
+        to: Vec<Option<String>>,
+        at: Vec<DateTime<Utc>>,
+        payload: Vec<serde_json::Value>,
+    }
+    let mut h = History::default();
+    // Latest per target, by version (the batch is in version order per journey, but keep the
+    // rule explicit).
+    let mut segments: BTreeMap<(String, String), (String, i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut journeys: BTreeMap<String, (String, i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut completions: BTreeMap<String, (DateTime<Utc>, String, i64)> = BTreeMap::new();
+    for change in changes {
+        let v = version(change);
+        for (position, event) in change.events.iter().enumerate() {
+            let journey = change.journey_id.to_string();
+            let (segment, from, to) = match &event.kind {
+                EventKind::SegmentStatusChanged {
+                    segment_id,
+                    from,
+                    to,
+                } => {
+                    let key = (journey.clone(), segment_id.to_string());
+                    if segments.get(&key).is_none_or(|(_, seen, _)| *seen < v) {
+                        segments.insert(key, (to.to_string(), v, event.occurred_at));
+                    }
+                    (
+                        Some(segment_id.to_string()),
+                        Some(from.to_string()),
+                        Some(to.to_string()),
+                    )
+                }
+                EventKind::JourneyStatusChanged { from, to } => {
+                    if journeys.get(&journey).is_none_or(|(_, seen, _)| *seen < v) {
+                        journeys.insert(journey.clone(), (to.to_string(), v, event.occurred_at));
+                    }
+                    (None, Some(from.to_string()), Some(to.to_string()))
+                }
+                EventKind::JourneyCompleted {
+                    customer_id,
+                    total_amount_cents,
+                    completed_at,
+                } => {
+                    completions.insert(
+                        journey.clone(),
+                        (*completed_at, customer_id.clone(), *total_amount_cents),
+                    );
+                    (None, None, None)
+                }
+                _ => (None, None, None),
+            };
+            h.id.push(event.id.as_uuid());
+            h.journey.push(journey);
+            h.version.push(v);
+            h.position.push(i16::try_from(position).unwrap_or(i16::MAX));
+            h.kind.push(event.kind.name());
+            h.segment.push(segment);
+            h.from.push(from);
+            h.to.push(to);
+            h.at.push(event.occurred_at);
+            h.payload
+                .push(serde_json::to_value(event).unwrap_or(serde_json::Value::Null));
+        }
+    }
+    tx.execute(
+        "INSERT INTO status_history \
+           (event_id, journey_id, version, position, event_type, segment_id, from_status, to_status, occurred_at, payload) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[]) \
+         ON CONFLICT DO NOTHING",
+        &[
+            &h.id, &h.journey, &h.version, &h.position, &h.kind, &h.segment, &h.from, &h.to,
+            &h.at, &h.payload,
+        ],
+    )
+    .await?;
+    if !segments.is_empty() {
+        let mut rows = SegmentRows::default();
+        for ((journey, segment), (status, v, at)) in segments {
+            rows.journey.push(journey);
+            rows.segment.push(segment);
+            rows.status.push(status);
+            rows.version.push(v);
+            rows.at.push(at);
+        }
+        tx.execute(
+            "INSERT INTO projected_segments (journey_id, segment_id, status, version, updated_at) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
+             ON CONFLICT (journey_id, segment_id) DO UPDATE \
+               SET status = EXCLUDED.status, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at \
+               WHERE projected_segments.version < EXCLUDED.version",
+            &[&rows.journey, &rows.segment, &rows.status, &rows.version, &rows.at],
+        )
+        .await?;
+    }
+    if !journeys.is_empty() {
+        let mut rows = JourneyRows::default();
+        for (journey, (status, v, at)) in journeys {
+            let done = completions.get(&journey);
+            rows.completed_at.push(done.map(|d| d.0));
+            rows.customer.push(done.map(|d| d.1.clone()));
+            rows.total.push(done.map(|d| d.2));
+            rows.journey.push(journey);
+            rows.status.push(status);
+            rows.version.push(v);
+            rows.at.push(at);
+        }
+        tx.execute(
+            "INSERT INTO projected_journeys \
+               (journey_id, status, version, updated_at, completed_at, customer_id, total_amount_cents) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], \
+                                  $5::timestamptz[], $6::text[], $7::bigint[]) \
+             ON CONFLICT (journey_id) DO UPDATE \
+               SET status = EXCLUDED.status, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, \
+                   completed_at = COALESCE(EXCLUDED.completed_at, projected_journeys.completed_at), \
+                   customer_id = COALESCE(EXCLUDED.customer_id, projected_journeys.customer_id), \
+                   total_amount_cents = COALESCE(EXCLUDED.total_amount_cents, projected_journeys.total_amount_cents) \
+               WHERE projected_journeys.version < EXCLUDED.version",
+            &[
+                &rows.journey,
+                &rows.status,
+                &rows.version,
+                &rows.at,
+                &rows.completed_at,
+                &rows.customer,
+                &rows.total,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Columns of `projected_segments` rows, one array each (for `unnest`).
+#[derive(Default)]
+struct SegmentRows {
+    journey: Vec<String>,
+    segment: Vec<String>,
+    status: Vec<String>,
+    version: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+}
+
+/// Columns of `projected_journeys` rows.
+#[derive(Default)]
+struct JourneyRows {
+    journey: Vec<String>,
+    status: Vec<String>,
+    version: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    customer: Vec<Option<String>>,
+    total: Vec<Option<i64>>,
+}

@@ -1,0 +1,237 @@
+//! One durable JetStream consumer feeding the projection, a batch per transaction, acknowledged
+//! after the commit.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use flyrtech_core::{BusError, Envelope};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::ProjectionError;
+use super::apply::{AppliedBatch, BatchStats, apply_batch};
+use super::schema::ensure_schema;
+use crate::events::nats::JetStream;
+
+/// How `flyrtech project` consumes the bus.
+#[derive(Debug, Clone)]
+pub struct ProjectorSettings {
+    /// The durable JetStream consumer's name: restarts resume where it left off.
+    pub consumer: String,
+    /// Changes fetched and applied per transaction.
+    pub batch: usize,
+    /// How long an empty fetch waits for messages.
+    pub idle_wait: Duration,
+    /// How long an applied but unacknowledged message stays with this projector before
+    /// JetStream redelivers it (a projector killed mid-batch).
+    pub ack_wait: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self {
+            consumer: "projection".into(),
+            batch: 512,
+            idle_wait: Duration::from_millis(200),
+            ack_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(super) type PullConsumer =
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>;
+
+/// [`ensure_schema`], saying so when it applied the schema.
+pub(super) async fn prepare_schema(client: &Client) -> Result<(), ProjectionError> {
+    if ensure_schema(client).await? {
+        tracing::info!("applied docs/outbox/SCHEMA.sql: the projection's tables were missing");
+    }
+    Ok(())
+}
+
+/// The durable pull consumer `name` on `bus` (every subject when `filter` is empty), created if
+/// absent: explicit acks, from the stream's start, redelivery after `settings.ack_wait`.
+pub(super) async fn durable_consumer(
+    bus: &JetStream,
+    name: &str,
+    filter: String,
+    settings: &ProjectorSettings,
+) -> Result<PullConsumer, ProjectionError> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let consumer = bus
+        .stream()
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter,
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: i64::try_from(settings.batch.saturating_mul(4))
+                    .unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BusError::unavailable("cannot create the JetStream consumer", e))?;
+    Ok(consumer)
+}
+
+/// Fetches up to `batch` messages from `consumer` (waiting at most `wait` for them), applies the
+/// changes among them in one transaction on `client`, and acknowledges them after the commit.
+pub(super) async fn fetch_and_apply(
+    consumer: &PullConsumer,
+    client: &mut Client,
+    batch: usize,
+    wait: Duration,
+    stats: &mut ProjectorStats,
+) -> Result<AppliedBatch, ProjectionError> {
+    use futures::StreamExt;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ProjectionError::Bus(BusError::unavailable(
+            "JetStream fetch failed",
+            e.to_string(),
+        ))
+    };
+    let mut messages = consumer
+        .fetch()
+        .max_messages(batch)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut received = Vec::new();
+    while let Some(message) = messages.next().await {
+        received.push(message.map_err(|e| unavailable(&e))?);
+    }
+    let mut changes = Vec::with_capacity(received.len());
+    let mut keep = Vec::with_capacity(received.len());
+    for message in received {
+        match serde_json::from_slice::<Envelope>(&message.payload) {
+            Ok(envelope) if !envelope.events.is_empty() => {
+                changes.push(envelope);
+                keep.push(message);
+            }
+            other => {
+                tracing::warn!(subject = %message.subject, error = ?other.err().map(|e| e.to_string()), "not a change; terminated");
+                stats.rejected += 1;
+                let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
+            }
+        }
+    }
+    if changes.is_empty() {
+        return Ok(AppliedBatch::default());
+    }
+    let applied = apply_batch(client, &changes).await?;
+    // Committed: now (and only now) the messages may go. A lost ack is a redelivery, which
+    // the processed_events rows turn into a no-op.
+    for message in &keep {
+        if let Err(e) = message.ack().await {
+            tracing::debug!(error = %e, "ack not sent; the change will be redelivered as a duplicate");
+        }
+    }
+    stats.changes += applied.stats;
+    stats.batches += 1;
+    record(&applied);
+    Ok(applied)
+}
+
+/// The projector's metrics for one applied batch: `projector_changes_total` by outcome and
+/// `projector_lag_seconds` (commit in Redis to commit in PostgreSQL) of each applied change.
+fn record(applied: &AppliedBatch) {
+    let s = applied.stats;
+    for (outcome, n) in [
+        ("applied", s.applied),
+        ("duplicate", s.duplicates),
+        ("held", s.held),
+        ("stale", s.stale),
+    ] {
+        if n > 0 {
+            metrics::counter!("projector_changes_total", "outcome" => outcome).increment(n);
+        }
+    }
+    let now = Utc::now();
+    let lag = metrics::histogram!("projector_lag_seconds");
+    for at in &applied.occurred_at {
+        lag.record((now - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+    }
+}
+
+/// Totals of a projector's run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProjectorStats {
+    #[serde(flatten)]
+    pub changes: BatchStats,
+    /// Messages that are not changes (undecodable, no events): terminated, never redelivered.
+    pub rejected: u64,
+    /// Transactions committed.
+    pub batches: u64,
+}
+
+/// The durable consumer that feeds the projection.
+#[derive(Debug)]
+pub struct Projector {
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    client: Client,
+    settings: ProjectorSettings,
+    stats: ProjectorStats,
+}
+
+impl Projector {
+    /// Creates (or resumes) the durable consumer on `bus` and makes sure the schema exists.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when PostgreSQL fails; [`BusError::Unavailable`] (inside
+    /// [`ProjectionError::Bus`]) when JetStream does.
+    pub async fn new(
+        bus: &JetStream,
+        client: Client,
+        settings: ProjectorSettings,
+    ) -> Result<Self, ProjectionError> {
+        prepare_schema(&client).await?;
+        let consumer = durable_consumer(bus, &settings.consumer, String::new(), &settings).await?;
+        Ok(Self {
+            consumer,
+            client,
+            settings,
+            stats: ProjectorStats::default(),
+        })
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> &ProjectorStats {
+        &self.stats
+    }
+
+    /// Fetches and applies one batch; answers what it applied (empty when the bus had nothing).
+    ///
+    /// # Errors
+    /// [`ProjectionError`]: nothing of the batch was committed or acknowledged (JetStream
+    /// redelivers it).
+    pub async fn step(&mut self) -> Result<AppliedBatch, ProjectionError> {
+        fetch_and_apply(
+            &self.consumer,
+            &mut self.client,
+            self.settings.batch,
+            self.settings.idle_wait,
+            &mut self.stats,
+        )
+        .await
+    }
+
+    /// Whether the consumer has delivered everything in the stream and nothing awaits an
+    /// acknowledgement.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Bus`] when JetStream cannot say.
+    pub async fn caught_up(&mut self) -> Result<bool, ProjectionError> {
+        let info = self
+            .consumer
+            .info()
+            .await
+            .map_err(|e| BusError::unavailable("cannot read the consumer's state", e))?;
+        Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    }
+}
