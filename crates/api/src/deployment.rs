@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis};
 
 /// What to start when no Redis URL is configured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Private {
     /// One server with persistence off, gone with the process (`compare`, the operator commands).
     Throwaway,

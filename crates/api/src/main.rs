@@ -37,7 +37,7 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Publish the outbox's events to the bus, at least once and in per-journey order
     /// (docs/outbox/SCHEMA.md). Runs until SIGTERM, or with --drain until the outbox is empty.
-    Relay(relay::RelayArgs),
+    Relay(flyrtech_api::config::RelayArgs),
     /// Replay the published events and compare them with the stored journeys: lost updates,
     /// version gaps, unpublished events. Exits with status 1 when it finds any.
     Audit(audit::AuditArgs),
@@ -53,7 +53,7 @@ enum Command {
     /// Apply the bus' changes (NATS JetStream, `relay --bus`) to the PostgreSQL projection,
     /// each exactly once and in per-journey order (docs/outbox/SCHEMA.md). Runs until SIGTERM,
     /// or with --drain until every change on the bus is projected.
-    Project(project::ProjectArgs),
+    Project(flyrtech_api::config::ProjectArgs),
     /// Measure the events' way out: end-to-end lag (commit to projection) under the spread
     /// scenario, and the drain of a backlog (default 1,000,000) into JetStream and PostgreSQL,
     /// on private nats-server and PostgreSQL unless URLs are given.

@@ -35,8 +35,8 @@ pub use plumbing::retry::RetryPolicy;
 pub use plumbing::settings::RedisSettings;
 pub use store::cache::RedisCache;
 pub use store::layout::Layout;
-pub use store::script_reply::ScriptCall;
 pub use store::strategy::{
     FencingToken, LockGuard, LockSettings, LockWaiters, RedisJourneyStore, ReplicaWait, SeedReport,
     StoreConfig, Strategy, UnknownStrategy,
 };
+pub use store::update_script::ScriptCall;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flyrtech_api::config::Seed;
-use flyrtech_api::http::{Application, ServeConfig};
+use flyrtech_api::config::{Seed, ServeSettings};
+use flyrtech_api::http::Application;
 
 use flyrtech_core::{Journey, JourneyId, SegmentId};
 use flyrtech_infrastructure::{
@@ -198,13 +198,18 @@ pub fn sample_journey(id: &str) -> serde_json::Value {
     journey
 }
 
-/// A `serve` configuration for tests: port 0, the sample journeys seeded.
-pub fn serve_config(redis_url: &str, store: StoreConfig) -> ServeConfig {
-    let mut config = ServeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), redis_url, store);
-    config.seed = Seed::Sample.load().unwrap();
-    // The suite drives load from one address; the rate limit has tests of its own (security).
-    config.rate_limit = None;
-    config
+/// `serve`'s settings for tests: `redis_url`, port 0, the sample journeys seeded, every other
+/// setting its default.
+pub fn serve_config(redis_url: &str, store: StoreConfig) -> ServeSettings {
+    ServeSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        redis_url: Some(redis_url.to_owned()),
+        store,
+        seed: Seed::Sample,
+        // The suite drives load from one address; the rate limit has tests of its own (security).
+        rate_limit: None,
+        ..ServeSettings::default()
+    }
 }
 
 /// The HTTP API running in-process on a free loopback port.
@@ -214,6 +219,8 @@ pub struct TestServer {
     pub base: String,
     /// What seeding did at start-up.
     pub seeded: flyrtech_infrastructure::SeedReport,
+    /// The client its request helpers send with ([`http_client`]).
+    pub client: reqwest::Client,
     in_flight: Arc<AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -225,9 +232,13 @@ impl TestServer {
         Self::start_with(serve_config(redis_url, StoreConfig::new(strategy))).await
     }
 
-    /// Serves with a custom configuration.
-    pub async fn start_with(config: ServeConfig) -> Self {
-        let app = Application::build(config).await.unwrap();
+    /// Serves with custom settings (their `redis_url` is required).
+    pub async fn start_with(settings: ServeSettings) -> Self {
+        let url = settings
+            .redis_url
+            .clone()
+            .expect("the settings name a Redis");
+        let app = Application::build(settings, &url).await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (seeded, in_flight) = (app.seeded(), app.in_flight());
@@ -238,6 +249,7 @@ impl TestServer {
         Self {
             base,
             seeded,
+            client: http_client(),
             in_flight,
             shutdown: Some(tx),
             task: Some(task),
@@ -247,6 +259,36 @@ impl TestServer {
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A request to `path`, for what the typed helpers below do not cover (keys, headers).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// GETs `path` and decodes the JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        get_json(&self.client, self.url(path)).await
+    }
+
+    /// PUTs `{"status": status}` to `path` (a journey's or a segment's status route): the
+    /// answer's status and its decoded body (`Null` when it has none).
+    pub async fn put_status(
+        &self,
+        path: &str,
+        status: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let body = serde_json::json!({ "status": status });
+        answer(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    /// POSTs `body` as JSON to `path`: the answer's status and its decoded body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        answer(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
     /// Requests being handled right now.
@@ -296,6 +338,17 @@ pub fn unpooled_http_client() -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap()
+}
+
+/// Sends `request`: the answer's status and its decoded JSON body (`Null` when it has none).
+async fn answer(request: reqwest::RequestBuilder) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// GETs `url` and decodes the JSON body, whatever the status.

@@ -13,8 +13,9 @@ use flyrtech_infrastructure::events::audit::{AuditReport, audit};
 use flyrtech_infrastructure::projection;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, dataset};
 
-use super::relay::BusArgs;
-use super::{DEFAULT_SERVE_STRATEGY, DONE, FOUND, connect};
+use super::{DONE, FOUND, connect};
+use crate::config::BusArgs;
+use crate::config::DEFAULT_SERVE_STRATEGY;
 use crate::config::Settings;
 
 /// Runs `flyrtech audit`; [`FOUND`] when it finds anything.
@@ -64,8 +65,8 @@ pub async fn run_audit<S: JourneyStore>(
     store: &S,
     redis: &Redis,
 ) -> anyhow::Result<AuditReport> {
-    let bus = args.bus.connect(redis).await?;
-    let report = audit(store, redis, &bus, &args.bus.events_stream, None).await?;
+    let bus = super::relay::bus_redis(&args.bus, redis).await?;
+    let report = audit(store, redis, &bus, args.bus.events_stream(), None).await?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         tracing::info!(path = %path.display(), "wrote the audit report");

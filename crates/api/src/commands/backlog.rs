@@ -8,15 +8,16 @@ use std::time::Instant;
 use clap::Args;
 use flyrtech_core::{BusError, JourneyId};
 use flyrtech_infrastructure::Redis;
+use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::events::relay::{Relay, depth};
-use flyrtech_infrastructure::plumbing::keys::{self, Partition};
+use flyrtech_infrastructure::events::relay::Relay;
+use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
 use flyrtech_infrastructure::store::outbox::{self, Fields};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::relay::RelayArgs;
 use super::{DONE, connect, emit, shutdown_signal};
+use crate::config::RelayArgs;
 use crate::config::Settings;
 
 /// Runs `flyrtech backlog` and prints (and with `--json` writes) its report.
@@ -60,7 +61,7 @@ pub struct BacklogReport {
     pub journeys: usize,
     pub batch: usize,
     pub parallel: usize,
-    pub partitions: usize,
+    pub outbox_shards: usize,
     /// Time to write the backlog (pipelined XADD), seconds.
     pub fill_seconds: f64,
     /// Time for one relay to publish and acknowledge all of it, seconds.
@@ -95,7 +96,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
         "{:06x}",
         rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff
     );
-    let stream = format!("{}:backlog:{nonce}", args.relay.bus.events_stream);
+    let stream = format!("{}:backlog:{nonce}", args.relay.bus.events_stream());
     let fill = Instant::now();
     fill_outbox(&redis, args.entries, args.journeys, &nonce).await?;
     let fill_seconds = fill.elapsed().as_secs_f64();
@@ -105,7 +106,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
         "backlog written; draining"
     );
 
-    let bus = args.relay.bus.connect(&redis).await?;
+    let bus = super::relay::bus_redis(&args.relay.bus, &redis).await?;
     let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None);
     let settings = args.relay.settings()?;
     let (batch, parallel) = (settings.batch, settings.parallel);
@@ -130,7 +131,7 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
         journeys: args.journeys,
         batch,
         parallel,
-        partitions: keys::PARTITIONS,
+        outbox_shards: keys::OUTBOX_SHARDS,
         fill_seconds,
         drain_seconds,
         drain_rate_per_second: rate,
@@ -156,13 +157,13 @@ pub(crate) async fn fill_outbox(
     while next < entries {
         let end = (next + 10_000).min(entries);
         // One pipeline per partition: on a cluster a pipeline may not cross slots.
-        let mut pipes: std::collections::HashMap<Partition, redis::Pipeline> =
+        let mut pipes: std::collections::HashMap<OutboxShard, redis::Pipeline> =
             std::collections::HashMap::new();
         for k in next..end {
             let id = &ids[k % journeys];
             let version = (k / journeys + 1) as u64;
             let fields = backlog_entry(id, version, at)?;
-            let partition = Partition::of(id);
+            let partition = OutboxShard::of(id);
             pipes
                 .entry(partition)
                 .or_default()

@@ -44,10 +44,6 @@ pub const FOUND: i32 = 1;
 /// The exit status when some journeys were left out (listed in the output with the reason).
 pub const INCOMPLETE: i32 = 3;
 
-/// The strategy `serve` uses when none is configured: atomic, fast, and it keeps the original's
-/// document layout (docs/strategies.md).
-pub const DEFAULT_SERVE_STRATEGY: Strategy = Strategy::Lua;
-
 /// The configured Redis, or a private one. The operator commands on a private, empty server do
 /// nothing useful, so they say so.
 pub(crate) async fn connect(
@@ -91,7 +87,7 @@ pub(crate) async fn admitted_store(
         Some(strategy) => strategy,
         None => match dataset::state(redis).await?.layout {
             Some(Layout::Hash) => Strategy::Hash,
-            _ => DEFAULT_SERVE_STRATEGY,
+            _ => crate::config::DEFAULT_SERVE_STRATEGY,
         },
     };
     let state = dataset::admit(redis, strategy).await?;

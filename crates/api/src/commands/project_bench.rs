@@ -231,7 +231,7 @@ async fn measure_lag(
         // Everything the writers committed is on the bus once the outbox is empty.
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline
-            && flyrtech_infrastructure::events::relay::depth(redis)
+            && flyrtech_infrastructure::events::backlog::depth(redis)
                 .await
                 .is_ok_and(|d| d.entries > 0)
         {

@@ -7,7 +7,8 @@ use clap::{Args, ValueEnum};
 use flyrtech_infrastructure::Strategy;
 use flyrtech_infrastructure::plumbing::acl::Role;
 
-use super::{DEFAULT_SERVE_STRATEGY, DONE};
+use super::DONE;
+use crate::config::DEFAULT_SERVE_STRATEGY;
 use crate::config::Settings;
 
 /// Which command the user is for.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use flyrtech_core::{JourneyId, JourneyStore};
+use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::Retention;
-use flyrtech_infrastructure::events::relay::depth;
 use flyrtech_infrastructure::plumbing::keys;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 use serde::Serialize;
@@ -228,12 +228,6 @@ async fn info_field(redis: &Redis, section: &str, field: &str) -> anyhow::Result
         .with_context(|| format!("INFO {section} has no {field}"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport> {
     let duration = args.duration.0.context("--duration cannot be off")?;
     let every = args
@@ -260,7 +254,7 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
     }
 
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
+    let port = flyrtech_infrastructure::local::free_port(false)?;
     let listen = format!("127.0.0.1:{port}");
     let bus_max_len = args.bus_max_len.to_string();
     let mut serve = Process::spawn(

@@ -37,8 +37,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Access;
-use super::limit::{Client, Limiter, TrustedProxies, request_addr};
+use super::limit::{Client, Limiter, request_addr};
 use super::problem::ApiError;
+use crate::config::TrustedProxies;
 
 /// What the gate checks requests against; shared by every route.
 #[derive(Debug)]

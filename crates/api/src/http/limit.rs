@@ -29,36 +29,10 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use ipnet::IpNet;
 
 use super::auth::Identity;
 use super::problem::ApiError;
-
-/// How many requests one client may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Sustained requests a second.
-    pub per_second: u32,
-    /// Requests allowed at once above the sustained rate.
-    pub burst: u32,
-    /// Clients tracked at most; the rest share one budget.
-    pub max_clients: usize,
-}
-
-impl Default for RateLimit {
-    /// 1,000 a second, bursts of 2,000, per client, 100,000 clients tracked (`serve`'s
-    /// defaults, in `config`).
-    fn default() -> Self {
-        Self {
-            per_second: 1000,
-            burst: 2000,
-            max_clients: DEFAULT_MAX_CLIENTS,
-        }
-    }
-}
-
-/// Clients the limit tracks unless configured otherwise.
-pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+use crate::config::{RateLimit, TrustedProxies};
 
 /// Who a request comes from, for the rate limit and the quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,63 +79,36 @@ fn prefix(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The reverse proxies whose forwarding headers are believed (`--trusted-proxies`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl std::str::FromStr for TrustedProxies {
-    type Err = String;
-    /// `10.0.0.0/8,192.0.2.7,::1`: networks or single addresses, comma-separated.
-    fn from_str(raw: &str) -> Result<Self, String> {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("{s:?} is neither a network (10.0.0.0/8) nor an address"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Self)
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
+/// address of the forwarding chain that is not one (`Forwarded` first, then
+/// `X-Forwarded-For`), or the peer's when the headers name none.
+pub fn client_addr(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !proxies.trusts(peer) {
+        return peer;
     }
-}
-
-impl TrustedProxies {
-    fn trusts(&self, addr: IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(&addr))
-    }
-
-    /// The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
-    /// address of the forwarding chain that is not one (`Forwarded` first, then
-    /// `X-Forwarded-For`), or the peer's when the headers name none.
-    pub fn client_addr(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusts(peer) {
-            return peer;
-        }
-        let forwarded = headers
-            .get_all(axum::http::header::FORWARDED)
+    let forwarded = headers
+        .get_all(axum::http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(forwarded_for)
+        .collect::<Vec<_>>();
+    let chain = if forwarded.is_empty() {
+        headers
+            .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(forwarded_for)
-            .collect::<Vec<_>>();
-        let chain = if forwarded.is_empty() {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| parse_addr(a.trim()))
-                .collect()
-        } else {
-            forwarded
-        };
-        chain
-            .into_iter()
-            .rev()
-            .find(|addr| !self.trusts(*addr))
-            .unwrap_or(peer)
-    }
+            .filter_map(|a| parse_addr(a.trim()))
+            .collect()
+    } else {
+        forwarded
+    };
+    chain
+        .into_iter()
+        .rev()
+        .find(|addr| !proxies.trusts(*addr))
+        .unwrap_or(peer)
 }
 
 /// The `for=` of one `Forwarded` element (RFC 7239): `for=192.0.2.60`, `for="[2001:db8::1]:4711"`.
@@ -196,7 +143,7 @@ pub fn request_addr(request: &Request, proxies: &TrustedProxies) -> IpAddr {
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             |ConnectInfo(a)| a.ip(),
         );
-    proxies.client_addr(peer, request.headers())
+    client_addr(proxies, peer, request.headers())
 }
 
 /// A limit of zero, which would refuse everything.
@@ -324,19 +271,19 @@ mod tests {
         let proxy: IpAddr = "10.1.2.3".parse().expect("addr");
         let spoofed = headers(&[("x-forwarded-for", "198.51.100.1")]);
         // Anyone else's header is ignored: the peer is the client.
-        assert_eq!(proxies.client_addr(client, &spoofed), client);
+        assert_eq!(client_addr(&proxies, client, &spoofed), client);
         // Through the proxy: the nearest untrusted address of the chain.
         let chain = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.9, 192.0.2.7")]);
-        assert_eq!(proxies.client_addr(proxy, &chain), client);
+        assert_eq!(client_addr(&proxies, proxy, &chain), client);
         let rfc = headers(&[(
             "forwarded",
             "for=198.51.100.1, for=\"[2001:db8::1]:4711\";proto=https",
         )]);
         assert_eq!(
-            proxies.client_addr(proxy, &rfc),
+            client_addr(&proxies, proxy, &rfc),
             "2001:db8::1".parse::<IpAddr>().expect("addr")
         );
-        assert_eq!(proxies.client_addr(proxy, &HeaderMap::new()), proxy);
+        assert_eq!(client_addr(&proxies, proxy, &HeaderMap::new()), proxy);
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
     }
 

@@ -43,94 +43,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use auth::Access;
+use auth::{Access, ApiKeys};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
 use cache::CacheLimits;
-use flyrtech_core::{Journey, StoreError};
-use flyrtech_infrastructure::events::backlog::{BacklogLimits, BacklogWatch};
+use flyrtech_core::StoreError;
+use flyrtech_infrastructure::events::backlog::BacklogWatch;
 use flyrtech_infrastructure::plumbing::secret::redact;
 use flyrtech_infrastructure::store::quota::JourneyQuota;
 use flyrtech_infrastructure::{
-    DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, StoreConfig,
-    dataset,
+    DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, dataset,
 };
-use limit::{Limiter, RateLimit};
+use limit::Limiter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::problem::ApiError;
-
-/// Everything `serve` needs, already merged from flags, environment and file.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// Where to listen; port 0 picks a free port.
-    pub listen: SocketAddr,
-    /// The Redis deployment (one URL, or comma-separated cluster seeds).
-    pub redis_url: String,
-    /// The strategy and its knobs.
-    pub store: StoreConfig,
-    /// Journeys created at start-up when they do not exist yet.
-    pub seed: Vec<Journey>,
-    /// Longest a request may take before it is answered 503.
-    pub request_timeout: Duration,
-    /// Largest request body accepted, in bytes.
-    pub body_limit: usize,
-    /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond).
-    pub max_journey_bytes: usize,
-    /// Header and idle timeouts, the connection cap, the shutdown grace.
-    pub connections: server::Connections,
-    /// Whose `Forwarded` / `X-Forwarded-For` name the client's address.
-    pub trusted_proxies: limit::TrustedProxies,
-    /// Serve even though Redis' maxmemory-policy can evict journeys.
-    pub allow_eviction: bool,
-    /// When the outbox's backlog is named on `/ready`, and when updates stop.
-    pub backlog: BacklogLimits,
-    /// Who may read and write.
-    pub access: Access,
-    /// What the cache accepts, and whether it is served.
-    pub cache: CacheLimits,
-    /// Serve without keys on a non-loopback address (`--insecure-no-auth`).
-    pub insecure_no_auth: bool,
-    /// Requests per client; `None` for no limit.
-    pub rate_limit: Option<RateLimit>,
-    /// Each client's share of the journeys, the cache and the outbox.
-    pub quotas: quota::QuotaLimits,
-    /// The authorities a `rediss://` server must chain to (PEM); `None`: the system's roots.
-    pub redis_ca: Option<Vec<u8>>,
-}
-
-impl ServeConfig {
-    /// Defaults: 10 s request timeout, 1 MiB body limit, no seed, the default outbox limits.
-    pub fn new(listen: SocketAddr, redis_url: impl Into<String>, store: StoreConfig) -> Self {
-        Self {
-            listen,
-            redis_url: redis_url.into(),
-            store,
-            seed: Vec::new(),
-            request_timeout: Duration::from_secs(10),
-            body_limit: 1024 * 1024,
-            max_journey_bytes: DEFAULT_MAX_JOURNEY_BYTES,
-            connections: server::Connections::default(),
-            trusted_proxies: limit::TrustedProxies::default(),
-            allow_eviction: false,
-            backlog: BacklogLimits::default(),
-            access: Access::default(),
-            cache: CacheLimits::default(),
-            rate_limit: Some(RateLimit::default()),
-            quotas: quota::QuotaLimits::default(),
-            redis_ca: None,
-            insecure_no_auth: false,
-        }
-    }
-}
-
-/// The largest journey document stored unless configured otherwise: 64 KiB, about 250
-/// segments, where an update of a document strategy costs Redis well under a millisecond.
-pub const DEFAULT_MAX_JOURNEY_BYTES: usize = 64 * 1024;
+use crate::config::{ConfigError, Connections, ServeSettings};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +85,21 @@ pub enum ServeError {
     /// Seeding the sample journeys failed.
     #[error("cannot seed the journeys")]
     Seed(#[source] StoreError),
+    /// A file the settings name (the seed) cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The API keys file cannot be read.
+    #[error(transparent)]
+    Keys(#[from] auth::KeysError),
+    /// The Redis CA file cannot be read.
+    #[error("cannot read the Redis CA file {path}")]
+    RedisCa {
+        /// The configured file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// No keys on an address others can reach.
     #[error(transparent)]
     Exposed(#[from] auth::Exposed),
@@ -172,11 +119,11 @@ pub enum ServeError {
 
 /// The state every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState(Arc<Shared>);
 
 /// What [`AppState`] holds.
 #[derive(Debug)]
-pub struct Inner {
+pub struct Shared {
     /// The journey store, writing with the configured strategy.
     pub store: RedisJourneyStore,
     /// The namespaced cache.
@@ -199,13 +146,13 @@ pub struct Inner {
 }
 
 impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
         &self.0
     }
 }
 
-impl Inner {
+impl Shared {
     /// Whether the dataset is still in a layout this instance serves: after a migration to the
     /// other layout has finished, an instance left on the old one is not ready and takes no new
     /// journeys (its updates stay correct: see `flyrtech_infrastructure::store::strategy`).
@@ -347,24 +294,51 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     /// How connections are bounded.
-    connections: server::Connections,
+    connections: Connections,
     state: AppState,
     seeded: SeedReport,
 }
 
 impl Application {
-    /// Connects, seeds and binds.
+    /// Reads the files the settings name (keys, CA, seed), connects to `redis_url` (the
+    /// settings' own, or the private server `serve` started), seeds and binds.
     ///
     /// # Errors
     /// [`ServeError`] naming the step that failed.
-    pub async fn build(config: ServeConfig) -> Result<Self, ServeError> {
-        auth::check_exposure(config.listen, &config.access, config.insecure_no_auth)?;
+    pub async fn build(config: ServeSettings, redis_url: &str) -> Result<Self, ServeError> {
+        let access = Access {
+            keys: match &config.api_keys {
+                Some(path) => {
+                    let keys = ApiKeys::load(path)?;
+                    tracing::info!(file = %path.display(), open_reads = config.open_reads, "requests need an API key");
+                    Some(keys)
+                }
+                None => {
+                    tracing::warn!(
+                        listen = %config.listen,
+                        "no API keys (--api-keys): every request is allowed; serving on a \
+                         loopback address only unless --insecure-no-auth"
+                    );
+                    None
+                }
+            },
+            open_reads: config.open_reads,
+        };
+        auth::check_exposure(config.listen, &access, config.insecure_no_auth)?;
+        let redis_ca = match &config.redis_ca {
+            Some(path) => Some(std::fs::read(path).map_err(|source| ServeError::RedisCa {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let seed = config.seed.load()?;
         let store_err = |source| ServeError::Store {
-            url: redact(&config.redis_url),
+            url: redact(redis_url),
             source,
         };
-        let mut settings = RedisSettings::new(&config.redis_url);
-        settings.tls_ca.clone_from(&config.redis_ca);
+        let mut settings = RedisSettings::new(redis_url);
+        settings.tls_ca = redis_ca;
         let redis = Redis::connect(&settings).await.map_err(store_err)?;
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
             .await
@@ -381,7 +355,7 @@ impl Application {
         // Refuses a strategy of the other layout, records ours on an empty Redis.
         let admitted = dataset::admit(&redis, config.store.strategy).await?;
         tracing::info!(dataset = %admitted, strategy = %config.store.strategy, "dataset admitted the strategy");
-        let seeded = store.seed(&config.seed).await.map_err(ServeError::Seed)?;
+        let seeded = store.seed(&seed).await.map_err(ServeError::Seed)?;
         // The watch has connections of its own: its 256 XLENs a second never queue in front of
         // the requests on the shared connection, which matters most while a primary fails over.
         let backlog = BacklogWatch::start(
@@ -395,7 +369,7 @@ impl Application {
             .journeys
             .map(|limit| JourneyQuota::new(redis.clone(), limit));
         let outbox_shares = quota::OutboxShares::new(&config.quotas, &backlog);
-        let state = AppState(Arc::new(Inner {
+        let state = AppState(Arc::new(Shared {
             journey_quota,
             outbox_shares,
             up: up.into(),
@@ -415,7 +389,7 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        let document = openapi::document(&config.access);
+        let document = openapi::document(&access);
         let gate = gate::Gate {
             in_flight: Arc::clone(&state.in_flight),
             limiter: config
@@ -423,7 +397,7 @@ impl Application {
                 .map(Limiter::new)
                 .transpose()?
                 .map(Arc::new),
-            access: config.access,
+            access,
             proxies: config.trusted_proxies,
             request_timeout: config.request_timeout,
             metrics: gate::RouteMetrics::default(),

@@ -46,7 +46,7 @@ impl Health {
 /// The process is up (it does not ask Redis).
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health", responses((status = 200, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    // The same body for the life of the process: rendered once (see `Inner::up`).
+    // The same body for the life of the process: rendered once (see `Shared::up`).
     ([(header::CONTENT_TYPE, "application/json")], app.up.clone())
 }
 

@@ -33,39 +33,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::QuotaLimits;
 use flyrtech_infrastructure::events::backlog::BacklogWatch;
-use flyrtech_infrastructure::store::quota::JourneyQuota;
 
 use super::limit::Client;
 use super::problem::ApiError;
-
-/// The quotas serve applies, as configured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QuotaLimits {
-    /// Journeys one client may create; `None` for no ceiling.
-    pub journeys: Option<u64>,
-    /// The fraction of the outbox's hard cap one client's waiting changes may hold (0 to 1);
-    /// `None` for no share (then only the hard cap applies).
-    pub outbox_share: Option<f64>,
-    /// Clients the outbox share tracks at most.
-    pub max_clients: usize,
-}
-
-impl QuotaLimits {
-    /// The default outbox share: a quarter of the hard cap.
-    pub const DEFAULT_OUTBOX_SHARE: f64 = 0.25;
-}
-
-impl Default for QuotaLimits {
-    /// [`JourneyQuota::DEFAULT_LIMIT`] journeys, [`Self::DEFAULT_OUTBOX_SHARE`] of the outbox.
-    fn default() -> Self {
-        Self {
-            journeys: Some(JourneyQuota::DEFAULT_LIMIT),
-            outbox_share: Some(Self::DEFAULT_OUTBOX_SHARE),
-            max_clients: super::limit::DEFAULT_MAX_CLIENTS,
-        }
-    }
-}
 
 /// Spans of time each client's changes are counted in, at most.
 pub const MAX_SPANS: usize = 32;

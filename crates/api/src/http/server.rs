@@ -37,33 +37,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-/// How connections are bounded (`serve`'s `--header-timeout-ms`, `--idle-timeout-ms`,
-/// `--max-connections`, `--shutdown-grace-ms`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Connections {
-    /// Longest a connection may take to send a whole request head, from when it starts waiting
-    /// for one.
-    pub header_timeout: Duration,
-    /// Longest a connection may stay open with no request in flight.
-    pub idle_timeout: Duration,
-    /// Connections held at once; one more is closed at once.
-    pub max_connections: usize,
-    /// Longest shutdown waits for requests in flight before it closes what is left.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Connections {
-    /// 10 s for a head, 60 s idle, 10,000 connections (the process' file limit is 20,000 here,
-    /// and Redis needs some), 10 s to drain.
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
+use crate::config::Connections;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains within the grace.
 ///

@@ -33,8 +33,9 @@ use serde::Serialize;
 
 use crate::plumbing::connection::{Conn, Redis};
 use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys::{self, Partition};
-use crate::store::layout::{Conversion, ConversionError, Converter, Layout};
+use crate::plumbing::keys::{self, OutboxShard};
+use crate::store::conversion::{Conversion, ConversionError, Converter};
+use crate::store::layout::Layout;
 use crate::store::strategy::Strategy;
 
 /// What the dataset record says.
@@ -429,10 +430,10 @@ async fn convert_all(
     precheck: bool,
 ) -> Vec<(String, Result<Conversion, String>)> {
     let mut results = Vec::with_capacity(ids.len());
-    let mut slots: HashMap<Partition, Vec<JourneyId>> = HashMap::new();
+    let mut slots: HashMap<OutboxShard, Vec<JourneyId>> = HashMap::new();
     for raw in ids {
         match JourneyId::parse(raw.as_str()) {
-            Ok(id) => slots.entry(Partition::of(&id)).or_default().push(id),
+            Ok(id) => slots.entry(OutboxShard::of(&id)).or_default().push(id),
             Err(e) => results.push((raw, Err(e.to_string()))),
         }
     }

@@ -29,7 +29,7 @@ use serde::Serialize;
 use super::read_stream;
 use crate::events::publisher::read_bus;
 use crate::plumbing::connection::Redis;
-use crate::plumbing::keys::Partition;
+use crate::plumbing::keys::OutboxShard;
 use crate::store::outbox::decode;
 
 /// Why the audit could not run: one of the two sides it compares could not be read.
@@ -155,7 +155,7 @@ pub async fn audit<S: JourneyStore>(
     let stats = consumer.stats();
 
     // What is still in the outbox, or parked.
-    let partitions: HashSet<Partition> = ids.iter().map(Partition::of).collect();
+    let partitions: HashSet<OutboxShard> = ids.iter().map(OutboxShard::of).collect();
     let mut pending: HashMap<JourneyId, HashSet<JourneyVersion>> = HashMap::new();
     let mut parked: HashMap<JourneyId, HashSet<JourneyVersion>> = HashMap::new();
     let mut report = AuditReport {

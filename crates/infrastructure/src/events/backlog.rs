@@ -18,6 +18,9 @@
 //!
 //! The answers are as old as the last measurement: between two, at most `every` × the write
 //! rate entries can pass the cap. A failed measurement keeps the previous answer and is logged.
+//!
+//! [`depth`] is the one measurement of the backlog: the watch, the relay (which shards to sweep),
+//! `backlog` and `soak` all read it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +28,14 @@ use std::time::Duration;
 
 use flyrtech_core::StoreError;
 
-use super::relay::depth;
+use futures::StreamExt;
+use metrics::gauge;
+use redis::Value;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::plumbing::connection::Redis;
+use crate::plumbing::error::RedisResultExt;
+use crate::plumbing::keys::{OUTBOX_SHARDS, OutboxShard};
 
 /// When a backlog is worth naming, and when writes stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,4 +191,87 @@ impl Last {
             ),
         }
     }
+}
+
+/// The outbox's backlog right now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Depth {
+    /// Entries not yet published and acknowledged.
+    pub entries: u64,
+    /// Shards holding at least one.
+    pub shards: Vec<OutboxShard>,
+    /// Age of the oldest entry, if any.
+    pub oldest_age: Option<Duration>,
+}
+
+/// Runs one command per shard, many in flight at once on the multiplexed connection (the
+/// client pipelines them), results in shard order. Not a Redis pipeline: on a cluster, a
+/// pipeline may not cross slots, and each shard is its own slot.
+async fn per_shard<T: redis::FromRedisValue>(
+    redis: &Redis,
+    shards: &[OutboxShard],
+    command: impl Fn(OutboxShard) -> redis::Cmd,
+) -> Result<Vec<T>, StoreError> {
+    // Collected first: a stream over a mapping closure makes the caller's future not provably
+    // `Send` (rust-lang/rust#102211), and the backlog watch runs on a spawned task.
+    let calls: Vec<_> = shards
+        .iter()
+        .map(|&p| {
+            let cmd = command(p);
+            let mut conn = redis.shared();
+            async move { cmd.query_async::<T>(&mut conn).await.store_err() }
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The outbox's backlog: `XLEN` of every shard, then the first entry of each non-empty
+/// one. Also sets the depth and age gauges.
+///
+/// # Errors
+/// [`StoreError::Unavailable`].
+pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
+    let all: Vec<OutboxShard> = OutboxShard::all().collect();
+    let lengths: Vec<u64> = per_shard(redis, &all, |p| {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(p.outbox());
+        cmd
+    })
+    .await?;
+    let shards: Vec<OutboxShard> = all
+        .iter()
+        .zip(&lengths)
+        .filter(|(_, n)| **n > 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let firsts: Vec<Vec<(String, Value)>> = per_shard(redis, &shards, |p| {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(p.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
+        cmd
+    })
+    .await?;
+    let oldest_ms: Option<u64> = firsts
+        .iter()
+        .flatten()
+        .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
+        .min();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let oldest_age = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
+    let entries = lengths.iter().sum();
+    #[allow(clippy::cast_precision_loss)]
+    gauge!("outbox_backlog_entries").set(entries as f64);
+    gauge!("outbox_backlog_oldest_age_seconds").set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
+    debug_assert_eq!(lengths.len(), OUTBOX_SHARDS);
+    Ok(Depth {
+        entries,
+        shards,
+        oldest_age,
+    })
 }

@@ -6,40 +6,40 @@
 //!   publishing and acknowledging leaves the entry pending; once it has been idle for
 //!   `claim_idle`, any relay claims it (`XAUTOCLAIM`) and publishes it again. Consumers absorb the
 //!   duplicate by event id ([`flyrtech_core::consumer`]).
-//! - **Per-journey order on the bus.** A journey lives in one partition and a partition's
-//!   entries are in commit order. A relay publishes a partition only while it holds the
-//!   partition's lease (`SET NX PX`), so two relays never publish one partition at once; it
-//!   drains its own pending entries before reading new ones; and it skips a partition while
+//! - **Per-journey order on the bus.** A journey lives in one shard and a shard's
+//!   entries are in commit order. A relay publishes a shard only while it holds the
+//!   shard's lease (`SET NX PX`), so two relays never publish one shard at once; it
+//!   drains its own pending entries before reading new ones; and it skips a shard while
 //!   another consumer holds pending entries there that are not yet idle enough to claim. A
 //!   relay that stalls for longer than `claim_idle` can still publish late (a duplicate, possibly
 //!   behind newer changes); consumers hold or drop such deliveries by version.
 //! - **Poison entries are parked.** An entry that cannot be decoded, or that the bus rejects,
-//!   stays pending and blocks its partition (order) until it has been delivered
+//!   stays pending and blocks its shard (order) until it has been delivered
 //!   `max_deliveries` times; then it is moved to `outbox:{P}:parked` with the reason, in one
 //!   MULTI with its acknowledgement. The journey's later changes are published after it, and
 //!   the audit reports the version gap. A bus outage is not counted against entries: the relay
 //!   backs off and retries.
-//! - **Trimmed.** Published entries are deleted, so a partition's length is its backlog.
+//! - **Trimmed.** Published entries are deleted, so a shard's length is its backlog.
 //!
 //! # Limits
 //! - Exactly-once is not offered (see docs/outbox/ANSWERS.md, Q1): consumers deduplicate.
-//! - A relay that restarts under a new consumer name leaves its old name in each partition's
-//!   group (with no pending entries once they were claimed). It costs a few bytes per partition;
+//! - A relay that restarts under a new consumer name leaves its old name in each shard's
+//!   group (with no pending entries once they were claimed). It costs a few bytes per shard;
 //!   `XGROUP DELCONSUMER` removes it, which is not automated.
 //! - The lease does not fence: a relay stalled past both its lease and `claim_idle` may publish
 //!   a batch another relay already published. Consumers drop the duplicates by event id and the
 //!   out-of-order ones by version.
 //!
 //! # Throughput
-//! Each partition batch costs a fixed number of round trips whatever its size (lease, claim,
+//! Each shard batch costs a fixed number of round trips whatever its size (lease, claim,
 //! pending check, read, one publish pipeline, one acknowledging MULTI, release: about eight), and
-//! up to `parallel` partitions are processed at once. The drain rate of a
+//! up to `parallel` shards are processed at once. The drain rate of a
 //! 1,000,000-entry backlog is measured by `flyrtech backlog` (docs/results/backlog.json).
 //!
 //! # Metrics
 //! | metric | type | meaning |
 //! |---|---|---|
-//! | `outbox_backlog_entries` | gauge | entries not yet published and acknowledged, all partitions |
+//! | `outbox_backlog_entries` | gauge | entries not yet published and acknowledged, all shards |
 //! | `outbox_backlog_oldest_age_seconds` | gauge | age of the oldest such entry (0 when none) |
 //! | `outbox_published_total` | counter | envelopes published |
 //! | `outbox_redelivered_total` | counter | envelopes published again after a previous delivery |
@@ -48,18 +48,19 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flyrtech_core::{Envelope, EventPublisher, PublishError, StoreError};
 use futures::StreamExt;
-use metrics::{counter, gauge};
+use metrics::counter;
 use rand::RngExt;
 use redis::{Script, Value};
 
 use super::GROUP;
+use super::backlog::depth;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys::{PARTITIONS, Partition};
+use crate::plumbing::keys::OutboxShard;
 use crate::store::outbox::decode;
 
 /// How a relay behaves.
@@ -67,14 +68,14 @@ use crate::store::outbox::decode;
 pub struct RelaySettings {
     /// This relay's consumer name in the group; unique per running relay.
     pub consumer: String,
-    /// Entries read and published per partition batch.
+    /// Entries read and published per shard batch.
     pub batch: usize,
-    /// Partitions processed at once.
+    /// Shards processed at once.
     pub parallel: usize,
     /// How long an entry must have been pending before another relay may claim it. Must exceed
     /// the longest time a batch takes to publish.
     pub claim_idle: Duration,
-    /// How long a partition lease lasts; one batch must fit in it.
+    /// How long a shard lease lasts; one batch must fit in it.
     pub lease: Duration,
     /// Deliveries after which an entry that keeps failing is parked.
     pub max_deliveries: u64,
@@ -120,7 +121,7 @@ pub struct RelayStats {
     pub redelivered: u64,
     /// Entries parked.
     pub parked: u64,
-    /// Partition batches processed.
+    /// OutboxShard batches processed.
     pub batches: u64,
 }
 
@@ -132,18 +133,7 @@ struct Counters {
     batches: AtomicU64,
 }
 
-/// The outbox's backlog right now.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Depth {
-    /// Entries not yet published and acknowledged.
-    pub entries: u64,
-    /// Partitions holding at least one.
-    pub partitions: Vec<Partition>,
-    /// Age of the oldest entry, if any.
-    pub oldest_age: Option<Duration>,
-}
-
-/// What one partition batch did.
+/// What one shard batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct BatchReport {
     published: u64,
@@ -177,7 +167,7 @@ type StreamEntry = (String, Option<HashMap<String, String>>);
 
 impl<P: EventPublisher> Relay<P> {
     /// A relay reading the outbox on `redis` and publishing through `publisher`. Creates the
-    /// consumer group on every partition if it does not exist yet.
+    /// consumer group on every shard if it does not exist yet.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
@@ -213,7 +203,7 @@ impl<P: EventPublisher> Relay<P> {
         }
     }
 
-    /// Publishes until the outbox is empty, then returns the totals. A partition blocked by
+    /// Publishes until the outbox is empty, then returns the totals. A shard blocked by
     /// another relay's pending entries waits until they can be claimed.
     ///
     /// # Errors
@@ -225,7 +215,7 @@ impl<P: EventPublisher> Relay<P> {
                 self.publisher.settle().await;
                 return Ok(self.stats());
             }
-            if !self.sweep_partitions(&depth.partitions).await? {
+            if !self.sweep_shards(&depth.shards).await? {
                 tokio::time::sleep(self.settings.poll_interval).await;
             }
         }
@@ -255,20 +245,20 @@ impl<P: EventPublisher> Relay<P> {
         }
     }
 
-    /// One pass over the partitions that hold entries. True when something was published,
+    /// One pass over the shards that hold entries. True when something was published,
     /// parked or acknowledged.
     ///
     /// # Errors
     /// [`StoreError`] when the outbox's Redis fails.
     pub async fn sweep(&self) -> Result<bool, StoreError> {
         let depth = depth(&self.redis).await?;
-        self.sweep_partitions(&depth.partitions).await
+        self.sweep_shards(&depth.shards).await
     }
 
-    async fn sweep_partitions(&self, partitions: &[Partition]) -> Result<bool, StoreError> {
+    async fn sweep_shards(&self, shards: &[OutboxShard]) -> Result<bool, StoreError> {
         let results: Vec<Result<BatchReport, StoreError>> =
-            futures::stream::iter(partitions.iter().copied())
-                .map(|p| self.partition(p))
+            futures::stream::iter(shards.iter().copied())
+                .map(|p| self.shard(p))
                 .buffer_unordered(self.settings.parallel.max(1))
                 .collect()
                 .await;
@@ -280,8 +270,8 @@ impl<P: EventPublisher> Relay<P> {
         Ok(progressed)
     }
 
-    /// Processes one batch of a partition under its lease.
-    async fn partition(&self, p: Partition) -> Result<BatchReport, StoreError> {
+    /// Processes one batch of a shard under its lease.
+    async fn shard(&self, p: OutboxShard) -> Result<BatchReport, StoreError> {
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         let mut conn = self.redis.shared();
         let leased: Option<String> = redis::cmd("SET")
@@ -301,7 +291,7 @@ impl<P: EventPublisher> Relay<P> {
         release.arg(&self.settings.consumer);
         let released: Result<i64, _> = release.invoke_async(&mut conn).await;
         if let Err(e) = released {
-            tracing::debug!(partition = %p, error = %e, "lease release failed; it will expire");
+            tracing::debug!(shard = %p, error = %e, "lease release failed; it will expire");
         }
         let report = result?;
         if report.progressed() {
@@ -310,7 +300,7 @@ impl<P: EventPublisher> Relay<P> {
         Ok(report)
     }
 
-    async fn leased(&self, p: Partition) -> Result<BatchReport, StoreError> {
+    async fn leased(&self, p: OutboxShard) -> Result<BatchReport, StoreError> {
         let Some(delivered) = self.deliver(p).await? else {
             return Ok(BatchReport::default());
         };
@@ -359,7 +349,7 @@ impl<P: EventPublisher> Relay<P> {
             Ok(()) => poison,
             Err(PublishError::Rejected { reason, .. }) => {
                 counter!("outbox_publish_failures_total").increment(1);
-                tracing::warn!(partition = %p, %reason, "the bus rejected an envelope");
+                tracing::warn!(shard = %p, %reason, "the bus rejected an envelope");
                 entries
                     .into_iter()
                     .nth(published)
@@ -367,7 +357,7 @@ impl<P: EventPublisher> Relay<P> {
             }
             Err(e) => {
                 counter!("outbox_publish_failures_total").increment(1);
-                tracing::warn!(partition = %p, error = %e, "publishing failed; will retry");
+                tracing::warn!(shard = %p, error = %e, "publishing failed; will retry");
                 None
             }
         };
@@ -394,8 +384,8 @@ impl<P: EventPublisher> Relay<P> {
 
     /// The next batch for this relay, in stream order: entries claimed from stalled relays and
     /// its own pending entries first, new entries only when none are pending. `None` when the
-    /// partition must wait for another relay's pending entries.
-    async fn deliver(&self, p: Partition) -> Result<Option<Vec<Delivered>>, StoreError> {
+    /// shard must wait for another relay's pending entries.
+    async fn deliver(&self, p: OutboxShard) -> Result<Option<Vec<Delivered>>, StoreError> {
         let key = p.outbox();
         let me = &self.settings.consumer;
         let mut conn = self.redis.shared();
@@ -480,7 +470,7 @@ impl<P: EventPublisher> Relay<P> {
         ))
     }
 
-    async fn acknowledge(&self, p: Partition, ids: &[String]) -> Result<(), StoreError> {
+    async fn acknowledge(&self, p: OutboxShard, ids: &[String]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -502,13 +492,13 @@ impl<P: EventPublisher> Relay<P> {
 
     async fn park(
         &self,
-        p: Partition,
+        p: OutboxShard,
         id: &str,
         fields: &HashMap<String, String>,
         deliveries: u64,
         reason: &str,
     ) -> Result<(), StoreError> {
-        tracing::error!(partition = %p, entry = id, deliveries, reason, "outbox entry parked");
+        tracing::error!(shard = %p, entry = id, deliveries, reason, "outbox entry parked");
         let key = p.outbox();
         let mut pipe = redis::pipe();
         let xadd = pipe.atomic().cmd("XADD").arg(p.parked()).arg("*");
@@ -536,9 +526,9 @@ impl<P: EventPublisher> Relay<P> {
     }
 }
 
-/// Creates the consumer group on every partition that lacks it (reading from the start).
+/// Creates the consumer group on every shard that lacks it (reading from the start).
 async fn ensure_groups(redis: &Redis) -> Result<(), StoreError> {
-    let results: Vec<Result<(), StoreError>> = futures::stream::iter(Partition::all())
+    let results: Vec<Result<(), StoreError>> = futures::stream::iter(OutboxShard::all())
         .map(|p| async move {
             let created: redis::RedisResult<String> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -558,78 +548,6 @@ async fn ensure_groups(redis: &Redis) -> Result<(), StoreError> {
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-/// Runs one command per partition, many in flight at once on the multiplexed connection (the
-/// client pipelines them), results in partition order. Not a Redis pipeline: on a cluster, a
-/// pipeline may not cross slots, and each partition is its own slot.
-async fn per_partition<T: redis::FromRedisValue>(
-    redis: &Redis,
-    partitions: &[Partition],
-    command: impl Fn(Partition) -> redis::Cmd,
-) -> Result<Vec<T>, StoreError> {
-    // Collected first: a stream over a mapping closure makes the caller's future not provably
-    // `Send` (rust-lang/rust#102211), and the backlog watch runs on a spawned task.
-    let calls: Vec<_> = partitions
-        .iter()
-        .map(|&p| {
-            let cmd = command(p);
-            let mut conn = redis.shared();
-            async move { cmd.query_async::<T>(&mut conn).await.store_err() }
-        })
-        .collect();
-    futures::stream::iter(calls)
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// The outbox's backlog: `XLEN` of every partition, then the first entry of each non-empty
-/// one. Also sets the depth and age gauges.
-///
-/// # Errors
-/// [`StoreError::Unavailable`].
-pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
-    let all: Vec<Partition> = Partition::all().collect();
-    let lengths: Vec<u64> = per_partition(redis, &all, |p| {
-        let mut cmd = redis::cmd("XLEN");
-        cmd.arg(p.outbox());
-        cmd
-    })
-    .await?;
-    let partitions: Vec<Partition> = all
-        .iter()
-        .zip(&lengths)
-        .filter(|(_, n)| **n > 0)
-        .map(|(p, _)| *p)
-        .collect();
-    let firsts: Vec<Vec<(String, Value)>> = per_partition(redis, &partitions, |p| {
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(p.outbox()).arg("-").arg("+").arg("COUNT").arg(1);
-        cmd
-    })
-    .await?;
-    let oldest_ms: Option<u64> = firsts
-        .iter()
-        .flatten()
-        .filter_map(|(id, _)| id.split('-').next()?.parse().ok())
-        .min();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let oldest_age = oldest_ms.map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)));
-    let entries = lengths.iter().sum();
-    #[allow(clippy::cast_precision_loss)]
-    gauge!("outbox_backlog_entries").set(entries as f64);
-    gauge!("outbox_backlog_oldest_age_seconds").set(oldest_age.map_or(0.0, |a| a.as_secs_f64()));
-    debug_assert_eq!(lengths.len(), PARTITIONS);
-    Ok(Depth {
-        entries,
-        partitions,
-        oldest_age,
-    })
 }
 
 /// `XPENDING key group` (summary form) → pending count per consumer.

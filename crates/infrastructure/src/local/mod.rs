@@ -10,3 +10,5 @@
 
 pub mod redis_servers;
 pub mod services;
+
+pub use redis_servers::free_port;

@@ -639,8 +639,12 @@ pub(crate) fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A port that is free now, with room for the cluster bus (port + 10000) when needed.
-pub(crate) fn free_port(cluster: bool) -> Result<u16, LaunchError> {
+/// A loopback port that is free now, with room for the cluster bus (port + 10000) when needed:
+/// the one way every private server, the binary's own helpers and the tests pick a port.
+///
+/// # Errors
+/// [`LaunchError`] when no socket can be bound.
+pub fn free_port(cluster: bool) -> Result<u16, LaunchError> {
     loop {
         let port = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?
             .local_addr()?

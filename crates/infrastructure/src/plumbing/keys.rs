@@ -1,15 +1,15 @@
 //! Every Redis key name the service uses, built in one place.
 //!
-//! # Partitions
-//! Journeys are spread over [`PARTITIONS`] fixed outbox partitions (a journey's partition is the
+//! # Outbox shards
+//! Journeys are spread over [`OUTBOX_SHARDS`] fixed outbox shards (a journey's shard is the
 //! CRC16 of its id, modulo the count). Every key that must change atomically with a journey
-//! carries its partition's cluster hash tag, and so does the partition's outbox stream: a
+//! carries its shard's cluster hash tag, and so does the shard's outbox stream: a
 //! journey's state, its fencing counter and its outbox entries all live in one slot, and one
 //! MULTI/EXEC or one script can write them together on Redis Cluster without CROSSSLOT. The relay
-//! reads the [`PARTITIONS`] outbox streams by name: it never scans the keyspace.
+//! reads the [`OUTBOX_SHARDS`] outbox streams by name: it never scans the keyspace.
 //!
-//! Each partition's tag is chosen so that its slot lies in the partition's share of the 16384
-//! slots (partition `p` of `P` lands in slots `[p*16384/P, (p+1)*16384/P)`), so partitions spread
+//! Each shard's tag is chosen so that its slot lies in the shard's share of the 16384
+//! slots (shard `p` of `P` lands in slots `[p*16384/P, (p+1)*16384/P)`), so shards spread
 //! evenly over the masters of a cluster whose slots are split evenly. The count is fixed for the
 //! life of a deployment's data: changing it moves every journey to other keys (a migration).
 //!
@@ -21,9 +21,9 @@
 //! | `journey:{P}:ID` | string | the journey as one JSON document (document strategies) |
 //! | `journey:{P}:ID:hash` | hash | the journey as per-segment fields (`hash` strategy) |
 //! | `journey:{P}:ID:fence` | string | the newest fencing token minted for the journey (`redlock`) |
-//! | `outbox:{P}` | stream | the partition's unpublished changes, consumer group `relay` |
+//! | `outbox:{P}` | stream | the shard's unpublished changes, consumer group `relay` |
 //! | `outbox:{P}:parked` | stream | entries that kept failing, set aside with the reason |
-//! | `outbox:{P}:lease` | string | which relay is processing the partition right now |
+//! | `outbox:{P}:lease` | string | which relay is processing the shard right now |
 //! | `lock:journey:{ID}` | string | the Redlock lock, on the lock masters |
 //! | `journeys:index` | set | every journey id (its own slot; see `document.rs`) |
 //! | `journeys:dataset` | hash | the dataset's layout and any migration under way (see `dataset`) |
@@ -36,8 +36,8 @@ use std::sync::OnceLock;
 
 use flyrtech_core::{CacheKey, JourneyId};
 
-/// How many outbox partitions there are. Fixed: see the module docs.
-pub const PARTITIONS: usize = 256;
+/// How many outbox shards there are. Fixed: see the module docs.
+pub const OUTBOX_SHARDS: usize = 256;
 
 const SLOTS: usize = 16384;
 
@@ -59,37 +59,37 @@ pub fn slot(key: &str) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hashed_part(key).as_bytes()) % SLOTS as u16
 }
 
-/// One outbox partition.
+/// One outbox shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Partition(usize);
+pub struct OutboxShard(usize);
 
-impl Partition {
-    /// The partition a journey belongs to.
+impl OutboxShard {
+    /// The shard a journey belongs to.
     pub fn of(id: &JourneyId) -> Self {
         Self(
             usize::from(crc16::State::<crc16::XMODEM>::calculate(
                 id.as_str().as_bytes(),
-            )) % PARTITIONS,
+            )) % OUTBOX_SHARDS,
         )
     }
 
-    /// Every partition, in order.
+    /// Every shard, in order.
     pub fn all() -> impl Iterator<Item = Self> {
-        (0..PARTITIONS).map(Self)
+        (0..OUTBOX_SHARDS).map(Self)
     }
 
-    /// The partition's number.
+    /// The shard's number.
     pub fn index(self) -> usize {
         self.0
     }
 
-    /// The partition's hash tag (without braces).
+    /// The shard's hash tag (without braces).
     pub fn tag(self) -> &'static str {
         static TAGS: OnceLock<Vec<String>> = OnceLock::new();
         let tags = TAGS.get_or_init(|| {
-            (0..PARTITIONS)
+            (0..OUTBOX_SHARDS)
                 .map(|p| {
-                    let range = p * SLOTS / PARTITIONS..(p + 1) * SLOTS / PARTITIONS;
+                    let range = p * SLOTS / OUTBOX_SHARDS..(p + 1) * SLOTS / OUTBOX_SHARDS;
                     (0u32..)
                         .map(|k| format!("{p}.{k}"))
                         .find(|tag| range.contains(&usize::from(slot(tag))))
@@ -100,23 +100,23 @@ impl Partition {
         &tags[self.0]
     }
 
-    /// The partition's outbox stream.
+    /// The shard's outbox stream.
     pub fn outbox(self) -> String {
         format!("outbox:{{{}}}", self.tag())
     }
 
-    /// Where the partition's poison entries are parked.
+    /// Where the shard's poison entries are parked.
     pub fn parked(self) -> String {
         format!("outbox:{{{}}}:parked", self.tag())
     }
 
-    /// The partition's processing lease.
+    /// The shard's processing lease.
     pub fn lease(self) -> String {
         format!("outbox:{{{}}}:lease", self.tag())
     }
 }
 
-impl std::fmt::Display for Partition {
+impl std::fmt::Display for OutboxShard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
     }
@@ -124,7 +124,7 @@ impl std::fmt::Display for Partition {
 
 /// The JSON document of a journey.
 pub fn journey_document(id: &JourneyId) -> String {
-    format!("journey:{{{}}}:{id}", Partition::of(id).tag())
+    format!("journey:{{{}}}:{id}", OutboxShard::of(id).tag())
 }
 
 /// The per-segment hash of a journey (`hash` strategy).
@@ -139,7 +139,7 @@ pub fn journey_fence(id: &JourneyId) -> String {
 
 /// The outbox stream a journey's changes are recorded in: same slot as the journey.
 pub fn journey_outbox(id: &JourneyId) -> String {
-    Partition::of(id).outbox()
+    OutboxShard::of(id).outbox()
 }
 
 /// The bus stream the default publisher writes to.
@@ -158,7 +158,7 @@ pub const DATASET: &str = "journeys:dataset";
 
 /// The replication marker in `key`'s slot: a counter a replica-confirmed batch increments so
 /// that its `WAIT` has a write of its own to wait for, after whatever the batch read. Keyed by
-/// `key`'s hash tag (or the whole key without one), so there is one per partition, not one per
+/// `key`'s hash tag (or the whole key without one), so there is one per shard, not one per
 /// journey.
 pub fn replication_marker(key: &str) -> String {
     format!("replication:{{{}}}", hashed_part(key))
@@ -200,8 +200,8 @@ mod tests {
                 journey_hash(&id),
                 journey_fence(&id),
                 journey_outbox(&id),
-                Partition::of(&id).parked(),
-                Partition::of(&id).lease(),
+                OutboxShard::of(&id).parked(),
+                OutboxShard::of(&id).lease(),
             ];
             let slots: Vec<u16> = keys
                 .iter()
@@ -214,12 +214,13 @@ mod tests {
     }
 
     #[test]
-    fn partitions_spread_evenly_over_the_slot_space() {
-        for p in Partition::all() {
+    fn shards_spread_evenly_over_the_slot_space() {
+        for p in OutboxShard::all() {
             let s = usize::from(slot(&p.outbox()));
             assert!(
-                (p.index() * SLOTS / PARTITIONS..(p.index() + 1) * SLOTS / PARTITIONS).contains(&s),
-                "partition {p} tag {} is in slot {s}",
+                (p.index() * SLOTS / OUTBOX_SHARDS..(p.index() + 1) * SLOTS / OUTBOX_SHARDS)
+                    .contains(&s),
+                "shard {p} tag {} is in slot {s}",
                 p.tag()
             );
         }

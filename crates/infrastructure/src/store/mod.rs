@@ -4,12 +4,14 @@
 //! - [`strategy`]: one module per strategy (`naive`, `local_lock`, `optimistic`, `redlock`,
 //!   `lua`, `hash`) and [`RedisJourneyStore`](strategy::RedisJourneyStore), which forwards to
 //!   the configured one.
-//! - [`layout`]: the two layouts (`document`, `hash`), creation that never makes a second copy,
-//!   and the atomic conversion of one journey between them.
+//! - [`layout`]: the two layouts (`document`, `hash`), both copies of a journey as one read finds
+//!   them, creation that never makes a second copy.
+//! - [`conversion`]: the atomic conversion of one journey between the layouts (the migration's
+//!   step).
 //! - `write`: what every strategy's write step shares (the write context, the processing delay).
 //! - `document`: the one-JSON-document layout shared by every strategy but `hash`.
 //! - `hash_fields`: the hash layout's codec (a journey as hash fields, and back).
-//! - `script_reply`: the reply protocol of the in-Redis update scripts (`lua`, `hash`).
+//! - `update_script`: the in-Redis update scripts (`lua`, `hash`): which one, its call, its reply.
 //! - [`index`]: the set that lists a store's journeys.
 //! - [`outbox`]: the outbox entry every change writes in the same atomic step, and its decoding.
 //! - [`cache`]: the namespaced general-purpose cache, with a quota of entries per client.
@@ -23,6 +25,7 @@
 //! store knows neither.
 
 pub mod cache;
+pub mod conversion;
 pub(crate) mod document;
 pub(crate) mod hash_fields;
 pub mod index;
@@ -30,6 +33,6 @@ pub mod layout;
 pub mod outbox;
 pub mod quota;
 pub mod render;
-pub(crate) mod script_reply;
 pub mod strategy;
+pub(crate) mod update_script;
 pub(crate) mod write;

@@ -2,7 +2,7 @@
 //! processing delay, the clock, the replica-confirmed writer) and the small helpers around a
 //! write (the processing delay, the outcome of a single attempt, "not in this layout").
 //!
-//! It sits below the strategies and the layouts' helpers (`document`, `index`, `script_reply`,
+//! It sits below the strategies and the layouts' helpers (`document`, `index`, `update_script`,
 //! `layout`), which all write through it, so none of them reaches up into [`super::strategy`].
 //!
 //! # What it guarantees

@@ -94,10 +94,10 @@ async fn serve_refuses_a_strategy_of_the_other_layout_before_writing_anything() 
     assert_eq!(lua.seeded.created, 3);
     lua.stop().await;
 
-    let err = flyrtech_api::http::Application::build(serve_config(
+    let err = flyrtech_api::http::Application::build(
+        serve_config(&server.url(), StoreConfig::new(S::Hash)),
         &server.url(),
-        StoreConfig::new(S::Hash),
-    ))
+    )
     .await
     .unwrap_err();
     assert!(

@@ -13,9 +13,10 @@ use flyrtech_core::{
     PublishError, SegmentStatus,
 };
 use flyrtech_infrastructure::events::audit::{GapCause, LostReason, audit};
+use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, depth};
-use flyrtech_infrastructure::plumbing::keys::{self, Partition};
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, Strategy};
 use flyrtech_tests::{
     S, TestRedis, Topology, bus, journey, outbox_entries, segment_id, store, store_delayed,
@@ -300,7 +301,7 @@ async fn a_poison_entry_is_parked_after_max_deliveries() {
     let conn = redis.connect().await;
     let store = store(&conn, S::Lua).await;
     let id = unique_id("POISON");
-    let partition = Partition::of(&id);
+    let partition = OutboxShard::of(&id);
     store.create(&journey(&id, 2)).await.unwrap();
     let _: String = redis::cmd("XADD")
         .arg(partition.outbox())

@@ -178,7 +178,7 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
     use flyrtech_infrastructure::events::publisher::RedisStreamPublisher as Stream;
     use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
     use flyrtech_infrastructure::{StoreConfig, Strategy};
-    use flyrtech_tests::{TestServer, get_json, http_client, poll_until, serve_config};
+    use flyrtech_tests::{TestServer, http_client, poll_until, serve_config};
     use reqwest::StatusCode;
     use serde_json::{Value, json};
 
@@ -219,7 +219,7 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
         }
     };
     // Nothing waits yet: ready, no warning.
-    let ready = get_json(&client, server.url("/ready")).await;
+    let ready = server.get_json("/ready").await;
     assert!(ready.get("warnings").is_none(), "{ready}");
 
     // The first CAP updates are accepted whatever the watch has measured (it can only have seen
@@ -296,7 +296,7 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
         },
     )
     .await;
-    let named = get_json(&client, server.url("/ready")).await;
+    let named = server.get_json("/ready").await;
     assert!(
         named["warnings"][0]
             .as_str()

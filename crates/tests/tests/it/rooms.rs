@@ -19,10 +19,11 @@ const INFRASTRUCTURE: &[Rule] = &[
 ];
 
 const API: &[Rule] = &[
-    // config reads flags, file and environment into the settings types http owns.
-    ("config", &["http"]),
+    // config makes each command's one settings type; http is built from serve's, as
+    // zero-to-production's startup imports its configuration.
+    ("config", &["deployment"]),
     ("deployment", &[]),
-    ("http", &[]),
+    ("http", &["config"]),
     ("lab", &[]),
     ("commands", &["config", "deployment", "http", "lab"]),
 ];

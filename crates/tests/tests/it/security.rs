@@ -1,8 +1,9 @@
 //! Who may write, and how much (issue 25): API keys with scopes on a real service and Redis.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use flyrtech_api::http::auth::{Access, ApiKeys, Scope};
+use flyrtech_api::http::auth::{ApiKeys, Scope};
 use flyrtech_api::http::{Application, ServeError};
 use flyrtech_infrastructure::{StoreConfig, Strategy};
 use flyrtech_tests::{TestRedis, TestServer, http_client, serve_config};
@@ -10,20 +11,18 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A keys file with one key per scope; the keys, in scope order.
-pub(crate) fn keys() -> (tempfile::TempDir, ApiKeys, [String; 3]) {
+pub(crate) fn keys() -> (tempfile::TempDir, PathBuf, [String; 3]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys");
     let made = [Scope::Read, Scope::Write, Scope::Admin]
         .map(|scope| ApiKeys::create(&path, scope.name(), scope).unwrap());
-    (dir, ApiKeys::load(&path).unwrap(), made)
+    (dir, path, made)
 }
 
-async fn server(redis: &TestRedis, keys: ApiKeys, open_reads: bool) -> TestServer {
+async fn server(redis: &TestRedis, keys: PathBuf, open_reads: bool) -> TestServer {
     let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));
-    config.access = Access {
-        keys: Some(keys),
-        open_reads,
-    };
+    config.api_keys = Some(keys);
+    config.open_reads = open_reads;
     TestServer::start_with(config).await
 }
 
@@ -137,7 +136,8 @@ async fn without_keys_a_reachable_address_is_refused_unless_insecure() {
     let redis = TestRedis::single();
     let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));
     config.listen = SocketAddr::from(([0, 0, 0, 0], 0));
-    let refused = Application::build(config.clone()).await.unwrap_err();
+    let url = redis.url();
+    let refused = Application::build(config.clone(), &url).await.unwrap_err();
     assert!(matches!(refused, ServeError::Exposed(_)), "{refused}");
     let message = refused.to_string();
     assert!(
@@ -145,7 +145,7 @@ async fn without_keys_a_reachable_address_is_refused_unless_insecure() {
         "{message}"
     );
     config.insecure_no_auth = true;
-    let app = Application::build(config).await.unwrap();
+    let app = Application::build(config, &url).await.unwrap();
     assert!(!app.local_addr().unwrap().ip().is_loopback());
 }
 
@@ -697,11 +697,7 @@ async fn the_service_reaches_redis_over_tls_and_checks_its_certificate() {
     let ca_file = write("ca.pem", ca.pem());
     let cert_file = write("server.pem", server.pem());
     let key_file = write("server.key", server_key.serialize_pem());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = flyrtech_infrastructure::local::free_port(false).unwrap();
     let child = std::process::Command::new("redis-server")
         .args([
             "--port",
@@ -768,7 +764,7 @@ async fn the_service_reaches_redis_over_tls_and_checks_its_certificate() {
 
     // The service over TLS.
     let mut config = serve_config(&url, StoreConfig::new(Strategy::Lua));
-    config.redis_ca = Some(std::fs::read(&ca_file).unwrap());
+    config.redis_ca = Some(ca_file.clone());
     let service = TestServer::start_with(config).await;
     let response = http_client()
         .put(service.url(SEGMENT))

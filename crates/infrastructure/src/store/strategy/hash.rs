@@ -32,7 +32,7 @@ use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
 use crate::store::hash_fields;
 use crate::store::layout::Layout;
-use crate::store::script_reply::{ScriptCall, UpdateScript};
+use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::WriteContext;
 
 /// Per-segment hash fields.

@@ -21,7 +21,7 @@
 use flyrtech_core::{JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
 use crate::store::layout::Layout;
-use crate::store::script_reply::{ScriptCall, UpdateScript};
+use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::WriteContext;
 
 /// The read-modify-write as one Lua script.

@@ -50,7 +50,7 @@ use crate::plumbing::retry::RetryPolicy;
 use crate::store::document;
 use crate::store::layout::{Copies, Layout};
 use crate::store::render::Rendered;
-use crate::store::script_reply::{ScriptCall, UpdateScript};
+use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::{WriteContext, absent_here};
 
 pub use crate::plumbing::wakeup::LockWaiters;
@@ -117,6 +117,11 @@ impl Strategy {
 }
 
 impl Strategy {
+    /// Every strategy's name, comma-separated, for messages and help.
+    pub fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+
     /// The strategies that write `layout`, comma-separated, for messages.
     pub fn writing(layout: Layout) -> String {
         Self::ALL
@@ -136,9 +141,7 @@ impl fmt::Display for Strategy {
 
 /// A strategy name that is not one of [`Strategy::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown strategy {given:?}; valid strategies: naive, local-lock, optimistic, redlock, lua, hash"
-)]
+#[error("unknown strategy {given:?}; valid strategies: {}", Strategy::names())]
 pub struct UnknownStrategy {
     /// What was given.
     pub given: String,
@@ -208,7 +211,7 @@ pub struct RedisJourneyStore {
     strategy: Strategy,
     writer: ChosenStrategy,
     /// The other layout's update script, for journeys a migration has moved.
-    elsewhere: UpdateScript,
+    other_layout: UpdateScript,
     ctx: WriteContext,
     index: String,
     telemetry: crate::plumbing::telemetry::UpdateTelemetry,
@@ -248,7 +251,7 @@ impl RedisJourneyStore {
                 .replicas
                 .map(|wait| Arc::new(Replication::new(Arc::clone(redis.nodes()), wait))),
         };
-        let base_for_elsewhere = ctx.clone();
+        let base_for_other_layout = ctx.clone();
         let writer = match config.strategy {
             Strategy::Naive => ChosenStrategy::Naive(naive::Naive::new(ctx)),
             Strategy::LocalLock => ChosenStrategy::LocalLock(local_lock::LocalLock::new(ctx)),
@@ -265,10 +268,10 @@ impl RedisJourneyStore {
             redis,
             strategy: config.strategy,
             writer,
-            elsewhere: UpdateScript::of(config.strategy.layout().other()),
+            other_layout: UpdateScript::of(config.strategy.layout().other()),
             ctx: WriteContext {
                 delay: Duration::ZERO,
-                ..base_for_elsewhere
+                ..base_for_other_layout
             },
             index: config.index.clone(),
             telemetry: crate::plumbing::telemetry::UpdateTelemetry::new(
@@ -410,7 +413,7 @@ impl RedisJourneyStore {
             // Not in our layout: the other layout's script applies it there, atomically, or
             // says it is in neither (404), or that it has just moved back to ours (try again).
             if let Some(done) = self
-                .elsewhere
+                .other_layout
                 .apply(&self.ctx, id, change, expected)
                 .await?
             {

@@ -1,7 +1,8 @@
-//! The reply protocol shared by the in-Redis update scripts (`lua` and `hash`).
+//! The in-Redis update scripts (`lua` and `hash`): which script each layout runs
+//! ([`UpdateScript`]), the call both take ([`ScriptCall`]) and the reply both give.
 //!
-//! Both scripts take the same arguments ([`ScriptCall`]) and answer `{outcome, ...}`; this module
-//! builds the one and turns the other into the store's result, so both strategies report errors
+//! Both scripts take the same arguments and answer `{outcome, ...}`; this module builds the one
+//! and turns the other into the store's result, so both strategies report errors
 //! exactly as the Rust domain would. A script also sees the journey's key in the other layout,
 //! so it tells apart a journey that does not exist (`not_found`) from one a migration has moved
 //! (`moved`, returned here as `Ok(None)`), atomically.

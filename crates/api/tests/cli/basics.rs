@@ -1,0 +1,175 @@
+//! The main job and the errors an operator meets first: `compare` on a private Redis, a missing
+//! redis-server, an unknown strategy, one line per error; and a short `soak`.
+
+use super::*;
+
+#[test]
+fn compare_starts_its_own_redis_and_reports_the_incident() {
+    let out = flyrtech()
+        .args([
+            "compare",
+            "--strategies",
+            "naive,hash",
+            "--scenario",
+            "incident",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("started a private redis-server"),
+        "{stderr}"
+    );
+    let naive = stdout
+        .lines()
+        .find(|l| l.starts_with("naive (incident):"))
+        .unwrap();
+    assert!(
+        !naive.ends_with(" 0 lost"),
+        "the control lost nothing: {naive}"
+    );
+    assert!(
+        stdout.contains("hash (incident): 20 of 20 updates acknowledged (20 changes), 0 lost"),
+        "{stdout}"
+    );
+    // The table fits a 120-column terminal, and lists no target this run did not measure.
+    let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest <= 120, "{widest} columns:\n{stdout}");
+    assert!(!stdout.contains("not run"), "{stdout}");
+    assert!(
+        stdout.contains("p99 ms") && !stdout.contains("lock wait ms"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_configured_strategy_is_the_one_compared() {
+    let out = flyrtech()
+        .args(["compare", "--writers", "4"])
+        .env("FLYRTECH_STRATEGY", "lua")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("lua (incident): 4 of 4 updates acknowledged (4 changes), 0 lost"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("naive ("), "{stdout}");
+}
+
+#[test]
+fn a_missing_redis_server_is_one_clear_error() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = flyrtech()
+        .args(["compare", "--strategies", "naive"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`redis-server` was not found on PATH"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("apt-get install redis-server"), "{stderr}");
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+}
+
+/// An expected failure reads like a CLI's error whatever `RUST_BACKTRACE` says: one `error:`
+/// line with its causes, no stack backtrace, exit status 1.
+#[test]
+fn an_operator_error_is_one_line_without_a_backtrace() {
+    let out = flyrtech()
+        .args(["--redis-url", "redis://127.0.0.1:1", "audit"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert!(!stderr.contains("Stack"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_strategy_lists_the_valid_ones() {
+    let out = flyrtech()
+        .args(["compare", "--strategy", "fastest"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("valid strategies: naive, local-lock, optimistic, redlock, lua, hash"),
+        "{stderr}"
+    );
+}
+
+/// `flyrtech soak` (issue 24, part 5) end to end, briefly: serve and the relay run as processes
+/// of their own, the load is answered, every sample sees the processes and the stream, and the
+/// chart is written. Its goals are judged by the real run (`just soak`), not here.
+#[test]
+fn a_short_soak_samples_serve_the_relay_and_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("soak.json");
+    let chart = dir.path().join("soak.svg");
+    let out = flyrtech()
+        .args([
+            "soak",
+            "--duration",
+            "4s",
+            "--sample-every",
+            "1s",
+            "--journeys",
+            "40",
+            "--connections",
+            "4",
+            "--bus-max-len",
+            "1000",
+            "--json",
+            json.to_str().unwrap(),
+            "--chart",
+            chart.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // 0: every goal met; 1: a goal not met in so short a run. Anything else is a failure.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["failed_requests"], 0, "{report}");
+    let samples = report["samples"].as_array().unwrap();
+    assert!(samples.len() >= 4, "{report}");
+    for sample in samples {
+        assert!(sample["serve_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
+        assert!(sample["relay_rss_mb"].as_f64().unwrap() > 0.0, "{sample}");
+        assert!(
+            sample["redis_used_memory_mb"].as_f64().unwrap() > 0.0,
+            "{sample}"
+        );
+    }
+    // The relay published what serve wrote.
+    let last = samples.last().unwrap();
+    assert!(last["events_stream"].as_u64().unwrap() > 0, "{last}");
+    assert!(report["goals"].as_array().unwrap().len() >= 4, "{report}");
+    assert!(dir.path().join("soak.png").exists());
+    assert!(chart.exists());
+}
