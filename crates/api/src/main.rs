@@ -2,12 +2,12 @@
 //! [`flyrtech_api::commands`]), and reports errors with their cause chain.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use flyrtech_api::commands::{
     api_key, audit, backlog, compare, import_legacy, migrate, migrate_bench, project,
     project_bench, redis_acl, relay, serve, soak,
 };
-use flyrtech_api::config::{CommonArgs, Settings};
+use flyrtech_api::config::{CommonArgs, Settings, tools};
 use tracing_subscriber::EnvFilter;
 
 /// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
@@ -108,11 +108,33 @@ fn run_main() -> anyhow::Result<i32> {
         .with_writer(log)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let settings = Settings::resolve(&cli.common)?;
+    let (cli, settings) = parse()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     // Everything, a private redis-server included, is dropped before the status is returned.
     runtime.block_on(run(cli.command, settings))
+}
+
+/// The command line, and the shared settings. A one-shot tool's table in the config file is put
+/// in front of the tool's own flags and the line parsed again (`config::tools`), so the file
+/// sets its options too and a flag typed wins.
+fn parse() -> anyhow::Result<(Cli, Settings)> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches)?;
+    let settings = Settings::resolve(&cli.common)?;
+    let Some(name) = matches.subcommand_name() else {
+        return Ok((cli, settings));
+    };
+    let Some(table) = settings.file.tool(name) else {
+        return Ok((cli, settings));
+    };
+    let command = Cli::command().mut_subcommand(name, |s| s.args_override_self(true));
+    let tool = command
+        .find_subcommand(name)
+        .context("the subcommand just parsed")?;
+    let argv = tools::with_file_options(&argv, name, tool, table)?;
+    let cli = Cli::from_arg_matches(&command.get_matches_from(argv))?;
+    Ok((cli, settings))
 }
 
 /// Runs a command; the exit status on success.

@@ -12,11 +12,12 @@
 //! | `serve` | [`ServeArgs`] | [`ServeSettings`] (what `crate::http::Application::build` takes) |
 //! | `relay` | [`RelayArgs`] | [`RelayArgs::layered`], then its `settings()` |
 //! | `project` | [`ProjectArgs`] | [`ProjectArgs::layered`] |
+//! | the one-shot tools | their own `Args` | the file's table as flags ([`tools`]) |
 //!
 //! The file is typed ([`FileConfig`]): each value is parsed by the same `FromStr` as its flag,
 //! so `fsync = "sometimes"` fails at load with the line, the key and the reason. Keys are the
-//! long flags with underscores: the shared ones and `serve`'s at the top, the relay's under
-//! `[relay]`, the projector's under `[project]`.
+//! long flags with underscores: the shared ones at the top, each command's under its name
+//! (`[serve]`, `[relay]`, `[project]`, `[compare]`, `[project-bench]`, …).
 //!
 //! # What it may import
 //! The infrastructure crate (its settings types: the strategy, the store's, the outbox's and the
@@ -24,6 +25,7 @@
 
 mod events;
 mod serve;
+pub mod tools;
 mod values;
 
 pub use events::{BusArgs, ProjectArgs, RelayArgs};
@@ -101,6 +103,42 @@ pub struct FileConfig {
     /// `flyrtech project`'s keys, under `[project]`.
     #[serde(default)]
     pub project: ProjectArgs,
+    // The one-shot tools' options, a table each, put in front of the command line's own
+    // ([`tools::with_file_options`]) so that clap parses them as it parses flags.
+    pub compare: Option<toml::Table>,
+    pub audit: Option<toml::Table>,
+    pub backlog: Option<toml::Table>,
+    pub migrate: Option<toml::Table>,
+    #[serde(rename = "import-legacy")]
+    pub import_legacy: Option<toml::Table>,
+    #[serde(rename = "project-bench")]
+    pub project_bench: Option<toml::Table>,
+    #[serde(rename = "migrate-bench")]
+    pub migrate_bench: Option<toml::Table>,
+    pub soak: Option<toml::Table>,
+    #[serde(rename = "api-key")]
+    pub api_key: Option<toml::Table>,
+    #[serde(rename = "redis-acl")]
+    pub redis_acl: Option<toml::Table>,
+}
+
+impl FileConfig {
+    /// The table of the one-shot tool `name` (a subcommand's name), if the file has one.
+    pub fn tool(&self, name: &str) -> Option<&toml::Table> {
+        match name {
+            "compare" => self.compare.as_ref(),
+            "audit" => self.audit.as_ref(),
+            "backlog" => self.backlog.as_ref(),
+            "migrate" => self.migrate.as_ref(),
+            "import-legacy" => self.import_legacy.as_ref(),
+            "project-bench" => self.project_bench.as_ref(),
+            "migrate-bench" => self.migrate_bench.as_ref(),
+            "soak" => self.soak.as_ref(),
+            "api-key" => self.api_key.as_ref(),
+            "redis-acl" => self.redis_acl.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// Why the configuration is unusable.

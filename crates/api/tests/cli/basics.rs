@@ -64,6 +64,54 @@ fn the_configured_strategy_is_the_one_compared() {
     assert!(!stdout.contains("naive ("), "{stdout}");
 }
 
+/// A one-shot tool's options come from its table in the config file, under what is typed.
+#[test]
+fn a_tools_table_in_the_file_sets_its_options_and_a_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flyrtech.toml");
+    std::fs::write(
+        &config,
+        "strategy = \"hash\"\n[compare]\nwriters = 3\nscenario = \"incident\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = flyrtech()
+            .arg(format!("--config={}", config.display()))
+            .arg("compare")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let from_file = run(&[]);
+    assert!(
+        from_file.contains("hash (incident): 3 of 3 updates acknowledged (3 changes), 0 lost"),
+        "{from_file}"
+    );
+    let typed = run(&["--writers", "2"]);
+    assert!(
+        typed.contains("hash (incident): 2 of 2 updates acknowledged (2 changes), 0 lost"),
+        "{typed}"
+    );
+    std::fs::write(&config, "[compare]\nwritters = 3\n").unwrap();
+    let out = flyrtech()
+        .arg(format!("--config={}", config.display()))
+        .arg("compare")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("writters") && stderr.contains("[compare]"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_missing_redis_server_is_one_clear_error() {
     let empty = tempfile::tempdir().unwrap();
