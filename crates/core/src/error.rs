@@ -247,12 +247,19 @@ impl From<StoreError> for CacheError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidInput(e) => Self::InvalidInput(e),
-            StoreError::Unavailable { message, source } => Self::Unavailable { message, source },
-            other => Self::Unavailable {
-                message: other.to_string(),
-                source: Some(Box::new(other)),
-            },
+            other => {
+                let (message, source) = unavailable_parts(other);
+                Self::Unavailable { message, source }
+            }
         }
+    }
+}
+
+/// A store error as another boundary's "unavailable": its message and cause.
+fn unavailable_parts(error: StoreError) -> (String, Option<Box<dyn StdError + Send + Sync>>) {
+    match error {
+        StoreError::Unavailable { message, source } => (message, source),
+        other => (other.to_string(), Some(Box::new(other))),
     }
 }
 
@@ -302,12 +309,11 @@ impl From<StoreError> for BusError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidInput(e) => Self::InvalidInput(e),
-            StoreError::Unavailable { message, source } => Self::Unavailable { message, source },
             StoreError::Corrupt { key, reason } => Self::Corrupt { entry: key, reason },
-            other => Self::Unavailable {
-                message: other.to_string(),
-                source: Some(Box::new(other)),
-            },
+            other => {
+                let (message, source) = unavailable_parts(other);
+                Self::Unavailable { message, source }
+            }
         }
     }
 }

@@ -305,6 +305,17 @@ impl ApiError {
         .retry_later()
     }
 
+    /// 503: Redis could not be reached or did not answer in time; retrying is safe.
+    fn redis_unavailable(detail: String) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Redis is unavailable",
+            detail,
+        )
+        .retry_later()
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -408,13 +419,7 @@ impl From<StoreError> for ApiError {
                 )
             }
             // Unavailable, and anything a newer core adds.
-            _ => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Redis is unavailable",
-                detail,
-            )
-            .retry_later(),
+            _ => Self::redis_unavailable(detail),
         }
     }
 }
@@ -449,13 +454,7 @@ impl From<CacheError> for ApiError {
                 .retry_later()
             }
             // Unavailable, and anything a newer core adds.
-            _ => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Redis is unavailable",
-                detail,
-            )
-            .retry_later(),
+            _ => Self::redis_unavailable(detail),
         }
     }
 }
