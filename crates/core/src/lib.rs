@@ -12,11 +12,13 @@
 //! - [`error`]: `DomainError`, `StoreError`, `InvalidInput`.
 //! - [`events`]: domain events, the `Envelope` of one change, the injected `Clock`.
 //! - [`consumer`]: the idempotent, in-order consumer of published envelopes.
+//! - [`history`]: the linearizability checker of what clients were answered (pure).
 //! - [`ports`]: the `JourneyStore` and `CacheService` traits with their error contracts.
 
 pub mod consumer;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod ids;
 pub mod journey;
 pub mod money;

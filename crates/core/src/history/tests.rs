@@ -1,0 +1,454 @@
+//! The checker on histories with known answers, and against an outside judge (stateright's
+//! `LinearizabilityTester`) on random small ones.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+
+use super::model::{RegisterOp, Timed, WriteOutcome};
+use super::search::{Verdict, linearize};
+use super::*;
+use crate::status::SegmentStatus::{self, *};
+use crate::status::{JourneyStatus, Status, Transition};
+
+fn jid() -> JourneyId {
+    JourneyId::parse("VFY-1").expect("id")
+}
+
+fn sid(n: u8) -> SegmentId {
+    SegmentId::parse(format!("S{n}")).expect("id")
+}
+
+fn initial() -> Vec<Initial> {
+    vec![Initial {
+        journey: jid(),
+        snapshot: Snapshot {
+            version: JourneyVersion::INITIAL,
+            status: JourneyStatus::Confirmed,
+            segments: [(sid(1), Scheduled), (sid(2), Scheduled)].into(),
+        },
+    }]
+}
+
+fn set(
+    process: u64,
+    span: (u64, Option<u64>),
+    segment: u8,
+    to: SegmentStatus,
+    answer: Answer,
+) -> Operation {
+    Operation {
+        process,
+        invoke: span.0,
+        complete: span.1,
+        call: Call::SetSegment {
+            journey: jid(),
+            segment: sid(segment),
+            to,
+            if_match: None,
+        },
+        answer,
+    }
+}
+
+fn read(process: u64, span: (u64, u64), version: u64, seen: [SegmentStatus; 2]) -> Operation {
+    Operation {
+        process,
+        invoke: span.0,
+        complete: Some(span.1),
+        call: Call::Read { journey: jid() },
+        answer: Answer::Observed(Snapshot {
+            version: JourneyVersion::new(version),
+            status: JourneyStatus::Confirmed,
+            segments: [(sid(1), seen[0]), (sid(2), seen[1])].into(),
+        }),
+    }
+}
+
+fn changed(v: u64) -> Answer {
+    Answer::Changed {
+        version: JourneyVersion::new(v),
+    }
+}
+
+fn verdict(history: &[Operation]) -> Report {
+    check(history, &initial(), 1_000_000)
+}
+
+#[test]
+fn a_concurrent_read_may_see_either_side_of_a_write() {
+    let history = [
+        set(0, (0, Some(100)), 1, Delayed, changed(1)),
+        read(1, (10, 20), 0, [Scheduled, Scheduled]),
+        read(2, (30, 40), 1, [Delayed, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::Linearizable, "{report:?}");
+    assert_eq!(report.registers.total(), 3);
+}
+
+#[test]
+fn a_read_older_than_an_acknowledged_write_is_a_stale_read() {
+    let history = [
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        read(1, (20, 30), 1, [Scheduled, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    let violation = &report.violations[0];
+    assert_eq!(violation.register, "segment S1");
+    assert_eq!(violation.window, vec![0, 1]);
+}
+
+#[test]
+fn a_lost_write_breaks_its_register_and_the_versions() {
+    // Two writers of one journey both acknowledged at version 1 (the naive read-modify-write);
+    // the state kept the second: the first segment's change is gone.
+    let history = [
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        set(1, (1, Some(11)), 2, Boarding, changed(1)),
+        read(2, (20, 30), 1, [Scheduled, Boarding]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    let registers: Vec<&str> = report
+        .violations
+        .iter()
+        .map(|v| v.register.as_str())
+        .collect();
+    assert!(registers.contains(&"segment S1"), "{report:?}");
+    assert!(registers.contains(&"version"), "{report:?}");
+}
+
+#[test]
+fn a_refusal_the_state_did_not_call_for_is_wrong() {
+    // Scheduled -> Delayed is allowed: a 409 for it cannot have been judged on this state.
+    let history = [set(0, (0, Some(10)), 1, Delayed, Answer::Refused)];
+    assert_eq!(verdict(&history).verdict, Verdict::NotLinearizable);
+    // Once Arrived (terminal) it is right.
+    let history = [
+        set(0, (0, Some(5)), 1, Departed, changed(1)),
+        set(0, (6, Some(8)), 1, Arrived, changed(2)),
+        set(0, (10, Some(20)), 1, Delayed, Answer::Refused),
+    ];
+    assert_eq!(verdict(&history).verdict, Verdict::Linearizable);
+}
+
+#[test]
+fn an_unknown_write_may_land_late_or_never_but_not_be_seen_then_unseen() {
+    let unknown = set(0, (0, None), 1, Delayed, Answer::Unknown);
+    let never = [
+        unknown.clone(),
+        read(1, (50, 60), 0, [Scheduled, Scheduled]),
+    ];
+    assert_eq!(verdict(&never).verdict, Verdict::Linearizable);
+    let late = [
+        unknown.clone(),
+        read(1, (50, 60), 0, [Scheduled, Scheduled]),
+        read(1, (70, 80), 1, [Delayed, Scheduled]),
+    ];
+    assert_eq!(verdict(&late).verdict, Verdict::Linearizable);
+    let unseen = [
+        unknown,
+        read(1, (50, 60), 1, [Delayed, Scheduled]),
+        read(1, (70, 80), 1, [Scheduled, Scheduled]),
+    ];
+    let report = verdict(&unseen);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    // The window: the two reads and the write still in flight, not the whole history.
+    assert_eq!(report.violations[0].window, vec![0, 1, 2]);
+}
+
+#[test]
+fn the_window_is_the_shortest_stretch_no_order_explains() {
+    let mut history = Vec::new();
+    // Forty healthy round trips, then a stale read.
+    for i in 0..40u64 {
+        let to = if i % 2 == 0 { Delayed } else { Scheduled };
+        history.push(set(0, (i * 10, Some(i * 10 + 5)), 1, to, changed(i + 1)));
+    }
+    history.push(set(0, (400, Some(405)), 1, Boarding, changed(41)));
+    history.push(read(1, (410, 420), 41, [Scheduled, Scheduled]));
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    let window = &report
+        .violations
+        .iter()
+        .find(|v| v.register == "segment S1")
+        .expect("the segment's violation")
+        .window;
+    assert_eq!(window, &vec![40, 41], "{report:?}");
+}
+
+#[test]
+fn versions_never_go_back_in_real_time() {
+    let history = [
+        read(0, (0, 10), 3, [Scheduled, Scheduled]),
+        read(1, (20, 30), 2, [Scheduled, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    assert_eq!(report.violations[0].register, "version");
+    assert_eq!(report.violations[0].window, vec![0, 1]);
+    // Overlapping, either order is possible.
+    let history = [
+        read(0, (0, 25), 3, [Scheduled, Scheduled]),
+        read(1, (20, 30), 2, [Scheduled, Scheduled]),
+    ];
+    assert!(
+        verdict(&history)
+            .violations
+            .iter()
+            .all(|v| v.register != "version")
+    );
+}
+
+#[test]
+fn a_precondition_failure_changes_nothing_and_journey_status_is_a_register() {
+    let history = [
+        set(
+            0,
+            (0, Some(10)),
+            1,
+            Delayed,
+            Answer::PreconditionFailed {
+                current: JourneyVersion::INITIAL,
+            },
+        ),
+        read(1, (20, 30), 0, [Scheduled, Scheduled]),
+        Operation {
+            process: 2,
+            invoke: 40,
+            complete: Some(50),
+            call: Call::SetJourney {
+                journey: jid(),
+                to: JourneyStatus::Completed,
+                if_match: None,
+            },
+            // Confirmed -> Completed skips InProgress: the 200 is wrong.
+            answer: changed(1),
+        },
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    assert_eq!(report.violations[0].register, "journey");
+}
+
+#[test]
+fn a_spent_budget_is_undecided() {
+    // Many overlapping unknown writes and a read nobody can explain cheaply.
+    let mut history: Vec<Operation> = (0..12)
+        .map(|p| {
+            set(
+                p,
+                (p, None),
+                1,
+                if p % 2 == 0 { Delayed } else { Scheduled },
+                Answer::Unknown,
+            )
+        })
+        .collect();
+    history.push(read(99, (100, 110), 0, [Boarding, Scheduled]));
+    let report = check(&history, &initial(), 50);
+    assert_eq!(report.verdict, Verdict::Undecided, "{report:?}");
+    assert_eq!(report.registers.undecided, 1);
+}
+
+#[test]
+fn a_history_round_trips_through_jepsen_lines() {
+    let history = vec![
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        set(1, (2, Some(12)), 2, Arrived, Answer::Refused),
+        set(
+            2,
+            (3, Some(9)),
+            2,
+            Delayed,
+            Answer::PreconditionFailed {
+                current: JourneyVersion::new(1),
+            },
+        ),
+        set(3, (4, Some(20)), 2, Boarding, Answer::Unknown),
+        set(4, (5, None), 1, Boarding, Answer::Unknown),
+        read(5, (30, 40), 1, [Delayed, Scheduled]),
+    ];
+    let events = jepsen::events(&history);
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("json"))
+        .collect();
+    assert!(lines[0].contains(r#""type":"invoke""#), "{}", lines[0]);
+    assert!(lines.iter().any(|l| l.contains(r#""type":"info""#)));
+    assert!(lines.iter().any(|l| l.contains(r#""type":"fail""#)));
+    let parsed: Vec<jepsen::Event> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    let mut back = jepsen::operations(&parsed).expect("operations");
+    back.sort_by_key(|o| o.process);
+    assert_eq!(back, history);
+}
+
+/// A register as stateright's tester models it.
+#[derive(Debug, Clone, PartialEq)]
+struct Register(SegmentStatus);
+
+#[derive(Debug, Clone)]
+enum SpecOp {
+    Write(SegmentStatus),
+    Read,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SpecRet {
+    Changed,
+    Unchanged,
+    Refused,
+    Saw(SegmentStatus),
+}
+
+impl SequentialSpec for Register {
+    type Op = SpecOp;
+    type Ret = SpecRet;
+    fn invoke(&mut self, op: &SpecOp) -> SpecRet {
+        match op {
+            SpecOp::Read => SpecRet::Saw(self.0),
+            SpecOp::Write(to) => match self.0.transition_to(*to) {
+                Ok(Transition::Change) => {
+                    self.0 = *to;
+                    SpecRet::Changed
+                }
+                Ok(Transition::NoOp) => SpecRet::Unchanged,
+                Err(()) => SpecRet::Refused,
+            },
+        }
+    }
+}
+
+/// A random history of up to 3 clients on one register: each operation takes effect on a true
+/// register at its invocation or at its answer (or, left unanswered, maybe never), and then
+/// some answers are made up, so that both verdicts come up.
+fn histories() -> impl Strategy<Value = Vec<(usize, bool, SpecOp, Option<SpecRet>)>> {
+    let op = prop_oneof![
+        (0..SegmentStatus::ALL.len()).prop_map(|i| SpecOp::Write(SegmentStatus::ALL[i])),
+        Just(SpecOp::Read),
+    ];
+    let made_up = proptest::option::weighted(
+        0.3,
+        prop_oneof![
+            Just(SpecRet::Changed),
+            Just(SpecRet::Unchanged),
+            Just(SpecRet::Refused),
+            (0..SegmentStatus::ALL.len()).prop_map(|i| SpecRet::Saw(SegmentStatus::ALL[i])),
+        ],
+    );
+    proptest::collection::vec((0..3usize, any::<bool>(), op, made_up), 1..12)
+}
+
+/// A client's operation between its invocation and its answer.
+struct Pending {
+    invoke: u64,
+    op: SpecOp,
+    /// What it returned, when it took effect at its invocation.
+    early: Option<SpecRet>,
+    /// The answer to give instead of the true one.
+    made_up: Option<SpecRet>,
+}
+
+impl Pending {
+    /// Its answer now: the made-up one if any (kept to what its kind can answer), else the one
+    /// it got when it took effect, at its invocation or now.
+    fn answer(self, truth: &mut Register) -> (u64, SpecOp, SpecRet) {
+        let real = match self.early {
+            Some(ret) => ret,
+            None => truth.invoke(&self.op),
+        };
+        let ret = match (&self.op, self.made_up.unwrap_or(real)) {
+            (SpecOp::Read, SpecRet::Saw(s)) => SpecRet::Saw(s),
+            (SpecOp::Read, _) => SpecRet::Saw(truth.0),
+            (SpecOp::Write(_), SpecRet::Saw(_)) => SpecRet::Refused,
+            (_, r) => r,
+        };
+        (self.invoke, self.op, ret)
+    }
+}
+
+/// The operation our model sees for an answered one.
+fn answered(
+    invoke: u64,
+    at: u64,
+    op: &SpecOp,
+    ret: &SpecRet,
+    source: usize,
+) -> Timed<SegmentStatus> {
+    let op = match (op, ret) {
+        (SpecOp::Read, SpecRet::Saw(s)) => RegisterOp::Read { saw: *s },
+        (SpecOp::Read, _) => unreachable!("a read answers what it saw"),
+        (SpecOp::Write(to), r) => RegisterOp::Write {
+            to: *to,
+            outcome: match r {
+                SpecRet::Changed => WriteOutcome::Changed,
+                SpecRet::Unchanged => WriteOutcome::Unchanged,
+                _ => WriteOutcome::Refused,
+            },
+        },
+    };
+    Timed {
+        invoke,
+        deadline: at,
+        op,
+        source,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_checker_agrees_with_stateright(plan in histories(), unanswered in 0..3usize) {
+        // Each client invokes its next operation, and its answer comes when the client is
+        // scheduled again; a client's last operation may stay unanswered (unknown).
+        let mut truth = Register(Scheduled);
+        let mut tester = LinearizabilityTester::new(Register(Scheduled));
+        let mut in_flight: BTreeMap<usize, Pending> = BTreeMap::new();
+        let mut ops: Vec<Timed<SegmentStatus>> = Vec::new();
+        let mut clock = 0u64;
+        for (client, early, op, made_up) in plan {
+            clock += 1;
+            if let Some(pending) = in_flight.remove(&client) {
+                let (invoke, op, ret) = pending.answer(&mut truth);
+                prop_assert!(tester.on_return(client, ret.clone()).is_ok());
+                ops.push(answered(invoke, clock, &op, &ret, ops.len()));
+                continue;
+            }
+            prop_assert!(tester.on_invoke(client, op.clone()).is_ok());
+            let early = early.then(|| truth.invoke(&op));
+            in_flight.insert(client, Pending { invoke: clock, op, early, made_up });
+        }
+        // Clients still waiting: the first `unanswered` stay unknown, the rest are answered.
+        let mut left: Vec<_> = in_flight.into_iter().collect();
+        let keep = left.len().min(unanswered);
+        for (client, pending) in left.drain(keep..) {
+            clock += 1;
+            let (invoke, op, ret) = pending.answer(&mut truth);
+            prop_assert!(tester.on_return(client, ret.clone()).is_ok());
+            ops.push(answered(invoke, clock, &op, &ret, ops.len()));
+        }
+        for (_, pending) in left {
+            if let SpecOp::Write(to) = pending.op {
+                ops.push(Timed {
+                    invoke: pending.invoke,
+                    deadline: u64::MAX,
+                    op: RegisterOp::Write { to, outcome: WriteOutcome::Unknown },
+                    source: ops.len(),
+                });
+            }
+        }
+        ops.sort_by_key(|o| (o.invoke, o.source));
+        let mut budget = 1_000_000;
+        let ours = linearize(&ops, Scheduled, &mut budget);
+        prop_assert_ne!(ours, Verdict::Undecided);
+        prop_assert_eq!(ours == Verdict::Linearizable, tester.is_consistent(), "ops {:?}", ops);
+    }
+}
