@@ -110,7 +110,7 @@ pub struct RelayArgs {
     /// Pause between sweeps that found nothing to publish, in milliseconds [default: 100].
     #[arg(long)]
     pub poll_ms: Option<u64>,
-    /// This relay's consumer name [default: `relay-<pid>-<random>`].
+    /// This relay's consumer name (default: `relay-<pid>-<random>`).
     #[arg(long)]
     pub consumer: Option<String>,
     /// Modelled bus latency between publishing a batch and acknowledging it, in milliseconds;

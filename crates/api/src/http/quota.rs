@@ -11,7 +11,7 @@
 //!
 //! | quota | counted | refusal |
 //! |---|---|---|
-//! | journeys created (`--quota-journeys`) | in Redis, exactly ([`JourneyQuota`]) | 507 `journey-quota` |
+//! | journeys created (`--quota-journeys`) | in Redis, exactly ([`JourneyQuota`](flyrtech_infrastructure::store::quota::JourneyQuota)) | 507 `journey-quota` |
 //! | cache entries held (`--quota-cache-entries`) | in Redis, by the cache's own script | 507 `cache-quota` |
 //! | changes waiting in the outbox (`--quota-outbox-share`) | by this instance, estimated ([`OutboxShares`]) | 429 `outbox-quota` |
 //!

@@ -22,14 +22,14 @@
 //! checked register by register (P-compositionality, Horn and Kroening): the Wing-Gong search with
 //! memoisation of (linearized set, state) (Lowe), bounded by a budget that answers
 //! [`Verdict::Undecided`] rather than run on ([`search`]). The journey's version ties the
-//! registers together, and is checked on its own ([`check`]): no two acknowledged changes of a
+//! registers together, and is checked on its own ([`check()`]): no two acknowledged changes of a
 //! journey carry the same version (a lost update), and the version a client sees never goes back
 //! in real-time order.
 //!
 //! # Layout
 //! - [`model`]: a register's operations and what each answer says about the state.
 //! - [`search`]: the bounded search for a linearization of one register's history.
-//! - [`check`]: a whole history: split per register, the version checks, the shortest window of
+//! - [`check`](mod@check): a whole history: split per register, the version checks, the shortest window of
 //!   a violation, the verdict.
 //! - [`jepsen`]: the history as JSON lines in Jepsen's shape (`process`, `type`, `f`, `value`,
 //!   `time`), for other checkers.

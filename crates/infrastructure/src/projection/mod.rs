@@ -2,7 +2,7 @@
 //! history, built from the changes on the bus, exactly once each and in per-journey order.
 //!
 //! Delivery is at least once and a redelivered or reclaimed change can overtake a newer one, so
-//! every change (an [`Envelope`], identified by its first event's id) goes through the rules of
+//! every change (an [`Envelope`](flyrtech_core::Envelope), identified by its first event's id) goes through the rules of
 //! [`flyrtech_core::consumer`], made durable (tables in `docs/outbox/SCHEMA.sql`):
 //! - **duplicates**: a change whose id is in `processed_events` changes nothing;
 //! - **in order**: version n of a journey is applied only when `journey_positions.last_version`
@@ -26,7 +26,7 @@
 //!   lock.
 //! - [`apply`]: one batch of changes decided by [`flyrtech_core::consumer::decide`] and written in
 //!   one transaction.
-//! - [`reconcile`]: the projection compared with the stored journeys (`flyrtech audit
+//! - [`reconcile`](mod@reconcile): the projection compared with the stored journeys (`flyrtech audit
 //!   --projection`).
 //! - [`projector`]: one durable consumer feeding the projection.
 //! - [`partitioned`]: several projectors sharing a partitioned stream through PostgreSQL leases.
