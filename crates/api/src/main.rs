@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use flyrtech_api::commands::{
     api_key, audit, backlog, compare, import_legacy, migrate, migrate_bench, project,
-    project_bench, redis_acl, relay, serve, soak,
+    project_bench, redis_acl, relay, serve, soak, verify,
 };
 use flyrtech_api::config::{CommonArgs, Settings, tools};
 use tracing_subscriber::EnvFilter;
@@ -35,6 +35,9 @@ enum Command {
     /// Run strategies side by side on the same Redis: lost updates, throughput, latency,
     /// retries, and each strategy's Redis ceiling (docs/lab.md).
     Compare(compare::CompareArgs),
+    /// Drive running instances from clients of its own, record every answer, and check the
+    /// history for linearizability. Exits 0 linearizable, 1 not, 3 undecided.
+    Verify(verify::VerifyArgs),
     /// Publish the outbox's events to the bus, at least once and in per-journey order
     /// (docs/outbox/SCHEMA.md). Runs until SIGTERM, or with --drain until the outbox is empty.
     Relay(flyrtech_api::config::RelayArgs),
@@ -142,6 +145,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => serve::run(&args, settings).await,
         Command::Compare(args) => compare::run(&args, settings).await,
+        Command::Verify(args) => verify::run(&args, settings).await,
         Command::Relay(args) => relay::run(&args, settings).await,
         Command::Audit(args) => audit::run(&args, settings).await,
         Command::Backlog(args) => backlog::run(&args, settings).await,

@@ -25,6 +25,7 @@ pub mod redis_acl;
 pub mod relay;
 pub mod serve;
 pub mod soak;
+pub mod verify;
 
 use std::path::Path;
 

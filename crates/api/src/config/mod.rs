@@ -106,6 +106,7 @@ pub struct FileConfig {
     // The one-shot tools' options, a table each, put in front of the command line's own
     // ([`tools::with_file_options`]) so that clap parses them as it parses flags.
     pub compare: Option<toml::Table>,
+    pub verify: Option<toml::Table>,
     pub audit: Option<toml::Table>,
     pub backlog: Option<toml::Table>,
     pub migrate: Option<toml::Table>,
@@ -127,6 +128,7 @@ impl FileConfig {
     pub fn tool(&self, name: &str) -> Option<&toml::Table> {
         match name {
             "compare" => self.compare.as_ref(),
+            "verify" => self.verify.as_ref(),
             "audit" => self.audit.as_ref(),
             "backlog" => self.backlog.as_ref(),
             "migrate" => self.migrate.as_ref(),

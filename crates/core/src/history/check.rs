@@ -178,8 +178,9 @@ fn write_outcome(answer: &Answer) -> Option<WriteOutcome> {
         Answer::Unchanged { .. } => Some(WriteOutcome::Unchanged),
         Answer::Refused => Some(WriteOutcome::Refused),
         Answer::Unknown => Some(WriteOutcome::Unknown),
-        // 412: nothing changed; its version is checked with the others.
-        Answer::PreconditionFailed { .. } | Answer::Observed(_) => None,
+        // 412 and other definite failures: nothing changed (a 412's version is checked with
+        // the others).
+        Answer::PreconditionFailed { .. } | Answer::Failed { .. } | Answer::Observed(_) => None,
     }
 }
 
@@ -289,10 +290,10 @@ fn versions(history: &[Operation], starts: &HashMap<&JourneyId, &Initial>) -> Ve
                 }
                 *version
             }
-            Answer::Unchanged { version } => *version,
-            Answer::PreconditionFailed { current } => *current,
-            Answer::Observed(seen) => seen.version,
-            Answer::Refused | Answer::Unknown => continue,
+            other => match other.version() {
+                Some(version) => version,
+                None => continue,
+            },
         };
         by_journey
             .entry(journey)

@@ -5,9 +5,10 @@
 //!
 //! `f` is `set-segment`, `set-journey` or `read`. An invocation's `value` holds the call
 //! (`journey`, `segment`, `to`, `if_match`); a completion's holds the call and the answer
-//! (`outcome`: `changed`, `unchanged`, `refused`, `precondition-failed`, `observed`, `unknown`,
-//! with the version, or what the read observed). A 409 refusal is `ok`: the write completed and
-//! its answer says what the state was.
+//! (`outcome`: `changed`, `unchanged`, `refused`, `precondition-failed`, `observed`,
+//! `failed`, `unknown`, with the version, or what the read observed). A 409 invalid-transition is
+//! `ok`: the write completed and its answer says what the state was; a 412, or a refusal that
+//! says nothing of the state (a strategy that gave up), is `fail`.
 
 use std::collections::HashMap;
 
@@ -72,7 +73,7 @@ pub fn events(history: &[Operation]) -> Vec<Event> {
         };
         let kind = match op.answer {
             Answer::Unknown => Kind::Info,
-            Answer::PreconditionFailed { .. } => Kind::Fail,
+            Answer::PreconditionFailed { .. } | Answer::Failed { .. } => Kind::Fail,
             _ => Kind::Ok,
         };
         if let (Value::Object(map), Ok(Value::Object(answer))) =

@@ -80,9 +80,16 @@ impl Operation {
 
     /// The journey it concerns.
     pub fn journey(&self) -> &JourneyId {
-        match &self.call {
-            Call::SetSegment { journey, .. } | Call::SetJourney { journey, .. } => journey,
-            Call::Read { journey } => journey,
+        self.call.journey()
+    }
+}
+
+impl Call {
+    /// The journey it concerns.
+    pub fn journey(&self) -> &JourneyId {
+        match self {
+            Self::SetSegment { journey, .. } | Self::SetJourney { journey, .. } => journey,
+            Self::Read { journey } => journey,
         }
     }
 }
@@ -125,8 +132,23 @@ pub enum Answer {
     PreconditionFailed { current: JourneyVersion },
     /// 200 for a read: the journey as it was.
     Observed(Snapshot),
+    /// A definite refusal that changed nothing and says nothing of the state: a 409 from a
+    /// strategy that gave up under contention, a 429, a 4xx.
+    Failed { status: u16 },
     /// A 503, a timeout, or no answer at all: it may have taken effect, or not.
     Unknown,
+}
+
+impl Answer {
+    /// The journey version the answer names, if it names one.
+    pub fn version(&self) -> Option<JourneyVersion> {
+        match self {
+            Self::Changed { version } | Self::Unchanged { version } => Some(*version),
+            Self::PreconditionFailed { current } => Some(*current),
+            Self::Observed(seen) => Some(seen.version),
+            Self::Refused | Self::Failed { .. } | Self::Unknown => None,
+        }
+    }
 }
 
 /// A journey as a read saw it: what the model needs of it.

@@ -47,3 +47,4 @@ mod reliability;
 mod retention;
 mod rooms;
 mod security;
+mod verify;

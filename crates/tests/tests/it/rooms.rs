@@ -25,7 +25,11 @@ const API: &[Rule] = &[
     ("deployment", &[]),
     ("http", &["config"]),
     ("lab", &[]),
-    ("commands", &["config", "deployment", "http", "lab"]),
+    ("verify", &[]),
+    (
+        "commands",
+        &["config", "deployment", "http", "lab", "verify"],
+    ),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,0 +1,276 @@
+//! `flyrtech verify`: points at running instances, records every answer they give to clients of
+//! its own ([`crate::verify`]), and checks the history for linearizability
+//! ([`flyrtech_core::history`]). Exit 0 linearizable, 1 not, 3 undecided (the search ran out of
+//! budget on some register, and found nothing wrong elsewhere).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use flyrtech_core::history::{self, Operation, Report, Verdict};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::{DONE, FOUND, INCOMPLETE};
+use crate::config::{MaxAge, Settings, parse_age};
+use crate::verify::{Plan, record};
+
+/// Options of `flyrtech verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The running instances' base URLs, comma-separated (`http://10.0.0.5:5000`); the clients
+    /// are spread over them.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    /// An API key with the write scope, when the instances need one (never printed).
+    #[arg(long, env = "FLYRTECH_VERIFY_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// How long the clients run (`10s`, `2m`).
+    #[arg(long, default_value = "10s", value_parser = parse_age)]
+    pub duration: MaxAge,
+    /// Journeys the run creates for itself (ids `VFY-<run>-<n>`); fewer means more contention.
+    #[arg(long, default_value_t = 4)]
+    pub journeys: usize,
+    /// Segments per journey.
+    #[arg(long, default_value_t = 3)]
+    pub segments: usize,
+    /// Clients running at once.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Longest a request may take before its outcome is unknown, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    /// Search steps each register may take before its verdict is undecided.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub budget: u64,
+    /// The random choices' seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the history here, one JSON line per event in Jepsen's shape.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Write the report here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What `--json` holds.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub targets: Vec<String>,
+    pub duration_seconds: f64,
+    pub journeys: usize,
+    pub clients: usize,
+    /// Operations by answer: changed, unchanged, refused, precondition-failed, observed,
+    /// failed, unknown.
+    pub answers: std::collections::BTreeMap<String, u64>,
+    /// The share of registers the search decided within its budget.
+    pub decided: f64,
+    #[serde(flatten)]
+    pub report: Report,
+    /// Each violation's window, as the operations themselves.
+    pub windows: Vec<Vec<Operation>>,
+}
+
+/// Runs `flyrtech verify`.
+///
+/// # Errors
+/// The run's journeys cannot be created, or a file cannot be written.
+pub async fn run(args: &VerifyArgs, _settings: Settings) -> anyhow::Result<i32> {
+    let duration = args.duration.0.context("--duration cannot be off")?;
+    let plan = Plan {
+        targets: args
+            .target
+            .iter()
+            .map(|t| t.trim_end_matches('/').to_owned())
+            .collect(),
+        api_key: args.api_key.clone(),
+        duration,
+        journeys: args.journeys,
+        segments: args.segments,
+        clients: args.clients,
+        timeout: Duration::from_millis(args.timeout_ms),
+        seed: args.seed,
+    };
+    let bar = progress(duration);
+    let recorded = record(&plan, |ops| {
+        bar.set_position(u64::try_from(bar.elapsed().as_millis()).unwrap_or(u64::MAX));
+        bar.set_message(format!("{ops} operations"));
+    })
+    .await?;
+    bar.finish_and_clear();
+    let report = history::check(&recorded.history, &recorded.initial, args.budget);
+    let summary = VerifyReport {
+        targets: plan.targets.clone(),
+        duration_seconds: duration.as_secs_f64(),
+        journeys: plan.journeys,
+        clients: plan.clients,
+        answers: answers(&recorded.history),
+        decided: report.registers.decided(),
+        windows: report
+            .violations
+            .iter()
+            .map(|v| {
+                v.window
+                    .iter()
+                    .map(|i| recorded.history[*i].clone())
+                    .collect()
+            })
+            .collect(),
+        report,
+    };
+    if let Some(path) = &args.history {
+        write_history(path, &recorded.history)?;
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    print(&summary);
+    Ok(match summary.report.verdict {
+        Verdict::Linearizable => DONE,
+        Verdict::NotLinearizable => FOUND,
+        Verdict::Undecided => INCOMPLETE,
+    })
+}
+
+fn progress(duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
+        ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = ProgressStyle::with_template("verify [{bar:30}] {elapsed}/{duration} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn answers(history: &[Operation]) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for op in history {
+        let name = serde_json::to_value(&op.answer)
+            .ok()
+            .and_then(|v| v.get("outcome").and_then(|o| o.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn write_history(path: &PathBuf, history: &[Operation]) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for event in history::jepsen::events(history) {
+        serde_json::to_writer(&mut out, &event)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Prints the verdict and the first violations' windows (all of them are in `--json`); a closed
+/// stdout (`| head`) is not an error.
+fn print(summary: &VerifyReport) {
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(render(summary).as_bytes());
+}
+
+fn render(summary: &VerifyReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let report = &summary.report;
+    let verdict = match report.verdict {
+        Verdict::Linearizable => "linearizable",
+        Verdict::NotLinearizable => "NOT linearizable",
+        Verdict::Undecided => "undecided",
+    };
+    let _ = writeln!(
+        out,
+        "verify: {} operations on {} journeys from {} clients over {} target(s) in {:.0} s: {verdict}",
+        report.operations,
+        summary.journeys,
+        summary.clients,
+        summary.targets.len(),
+        summary.duration_seconds,
+    );
+    let _ = writeln!(
+        out,
+        "registers: {} linearizable, {} not, {} undecided ({:.1} % decided); answers: {}",
+        report.registers.linearizable,
+        report.registers.not_linearizable,
+        report.registers.undecided,
+        summary.decided * 100.0,
+        summary
+            .answers
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (violation, window) in report.violations.iter().zip(&summary.windows).take(5) {
+        let _ = writeln!(
+            out,
+            "\n{} {}: {}",
+            violation.journey, violation.register, violation.reason
+        );
+        for op in window {
+            let _ = writeln!(out, "  {}", describe(op));
+        }
+    }
+    if report.violations.len() > 5 {
+        let _ = writeln!(
+            out,
+            "\n… and {} more (all in --json)",
+            report.violations.len() - 5
+        );
+    }
+    out
+}
+
+/// One operation on one line: process, interval (ms from the start), call, answer.
+fn describe(op: &Operation) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let end = op
+        .complete
+        .map_or_else(|| "…".to_owned(), |c| format!("{:.3}", ms(c)));
+    let call = match &op.call {
+        history::Call::SetSegment {
+            segment,
+            to,
+            if_match,
+            ..
+        } => format!(
+            "set {segment} {to}{}",
+            if_match.map_or_else(String::new, |v| format!(" if-match {v}"))
+        ),
+        history::Call::SetJourney { to, if_match, .. } => format!(
+            "set journey {to}{}",
+            if_match.map_or_else(String::new, |v| format!(" if-match {v}"))
+        ),
+        history::Call::Read { .. } => "read".to_owned(),
+    };
+    let answer = match &op.answer {
+        history::Answer::Observed(seen) => format!(
+            "saw v{} {} [{}]",
+            seen.version,
+            seen.status,
+            seen.segments
+                .iter()
+                .map(|(s, st)| format!("{s} {st}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    };
+    format!(
+        "p{:<4} [{:>10.3} .. {:>10}] {call:<32} {answer}",
+        op.process,
+        ms(op.invoke),
+        end
+    )
+}
