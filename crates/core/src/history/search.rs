@@ -12,7 +12,7 @@ use std::hash::Hash;
 
 use serde::Serialize;
 
-use super::model::Timed;
+use super::model::{RegisterOp, Timed, WriteOutcome};
 use crate::status::Status;
 
 /// What the search concluded.
@@ -29,19 +29,41 @@ pub enum Verdict {
 
 /// Searches for a linearization of `ops` (sorted by invocation) from `initial`, spending at most
 /// `budget` steps (what is left is written back).
+///
+/// Unknown writes are not placed one by one: two unknown writes to the same status differ only
+/// in when they were invoked, so of those invoked by a point the earliest is always the one to
+/// use (whatever a later one could do, the earlier one can too). The search therefore counts, per
+/// status, how many unknown writes it has used, and only uses one that changes the state; an
+/// unknown write that would change nothing is the same as one that never happened. Without this,
+/// every unknown write doubles the configurations to explore (a primary restarting under load
+/// leaves hundreds).
 pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u64) -> Verdict {
     debug_assert!(ops.windows(2).all(|w| w[0].invoke <= w[1].invoke));
-    let n = ops.len();
-    let required = ops.iter().filter(|o| o.op.is_required()).count();
+    let required: Vec<&Timed<S>> = ops.iter().filter(|o| o.op.is_required()).collect();
+    // Per status, the invocation times of the unknown writes to it, in order.
+    let unknown: Vec<Vec<u64>> = S::ALL
+        .iter()
+        .map(|target| {
+            ops.iter()
+                .filter(|o| {
+                    matches!(o.op, RegisterOp::Write { to, outcome: WriteOutcome::Unknown } if to == *target)
+                })
+                .map(|o| o.invoke)
+                .collect()
+        })
+        .collect();
+    let n = required.len();
     let mut placed = Bits::new(n);
-    let mut placed_required = 0;
+    let mut placed_count = 0;
+    let mut used = vec![0usize; S::ALL.len()];
     let mut state = initial;
-    let mut seen: HashSet<(Vec<u64>, S)> = HashSet::new();
-    // The operations placed so far, with the state before each.
+    let mut seen: HashSet<(Vec<u64>, S, Vec<usize>)> = HashSet::new();
+    // What was placed, with the state before it: a required operation, or an unknown write to
+    // the status of that index (`n + index`).
     let mut stack: Vec<(usize, S)> = Vec::new();
     let mut cursor = 0;
     loop {
-        if placed_required == required {
+        if placed_count == n {
             return Verdict::Linearizable;
         }
         if *budget == 0 {
@@ -52,7 +74,7 @@ pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u6
         // The earliest deadline of what is left bounds what may go next; operations are sorted
         // by invocation and end no earlier than they start, so the scan stops early.
         let mut bound = u64::MAX;
-        for (i, op) in ops.iter().enumerate().skip(first) {
+        for (i, op) in required.iter().enumerate().skip(first) {
             if op.invoke > bound {
                 break;
             }
@@ -61,40 +83,68 @@ pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u6
             }
         }
         let mut next = None;
-        for (i, op) in ops.iter().enumerate().skip(cursor.max(first)) {
-            if op.invoke > bound {
-                break;
-            }
-            if placed.get(i) {
-                continue;
-            }
-            let Some(after) = op.op.step(state) else {
+        for choice in cursor.max(first)..n + S::ALL.len() {
+            let after = if choice < n {
+                let op = required[choice];
+                if op.invoke > bound {
+                    // Nothing later among the required may go next either: on to the unknown.
+                    continue;
+                }
+                if placed.get(choice) {
+                    continue;
+                }
+                op.op.step(state)
+            } else {
+                let target = choice - n;
+                let available = unknown[target].iter().take_while(|t| **t <= bound).count();
+                if used[target] >= available {
+                    continue;
+                }
+                let write = RegisterOp::Write {
+                    to: S::ALL[target],
+                    outcome: WriteOutcome::Unknown,
+                };
+                write.step(state).filter(|after| *after != state)
+            };
+            let Some(after) = after else {
                 continue;
             };
-            placed.set(i, true);
-            if seen.insert((placed.words.clone(), after)) {
-                next = Some((i, after));
+            apply(choice, n, &mut placed, &mut used, true);
+            if seen.insert((placed.words.clone(), after, used.clone())) {
+                next = Some((choice, after));
                 break;
             }
-            placed.set(i, false);
+            apply(choice, n, &mut placed, &mut used, false);
         }
         match next {
-            Some((i, after)) => {
-                stack.push((i, state));
+            Some((choice, after)) => {
+                stack.push((choice, state));
                 state = after;
-                placed_required += usize::from(ops[i].op.is_required());
+                placed_count += usize::from(choice < n);
                 cursor = 0;
             }
             None => {
-                let Some((i, before)) = stack.pop() else {
+                let Some((choice, before)) = stack.pop() else {
                     return Verdict::NotLinearizable;
                 };
-                placed.set(i, false);
+                apply(choice, n, &mut placed, &mut used, false);
                 state = before;
-                placed_required -= usize::from(ops[i].op.is_required());
-                cursor = i + 1;
+                placed_count -= usize::from(choice < n);
+                cursor = choice + 1;
             }
         }
+    }
+}
+
+/// Places (`on`) or takes back a choice: a required operation's bit, or one more (or one less)
+/// unknown write to a status.
+fn apply(choice: usize, n: usize, placed: &mut Bits, used: &mut [usize], on: bool) {
+    if choice < n {
+        placed.set(choice, on);
+    } else if on {
+        used[choice - n] += 1;
+    } else {
+        used[choice - n] -= 1;
     }
 }
 

@@ -467,7 +467,28 @@ impl LocalRedis {
     /// # Errors
     /// See [`RedisProcess::start`]; [`LaunchError::Failed`] when replication does not start.
     pub fn primary_with_replicas(replicas: usize) -> Result<Self, LaunchError> {
-        let primary = RedisProcess::start(false)?;
+        Self::replicated(RedisProcess::start(false)?, replicas)
+    }
+
+    /// As [`LocalRedis::primary_with_replicas`], the primary keeping an AOF (`fsync` policy) in
+    /// its temporary directory, so that [`RedisProcess::restart`] brings it back with its data.
+    ///
+    /// # Errors
+    /// See [`LocalRedis::primary_with_replicas`].
+    pub fn primary_with_replicas_and_aof(
+        replicas: usize,
+        fsync: Fsync,
+    ) -> Result<Self, LaunchError> {
+        let aof = [
+            "--appendonly".to_owned(),
+            "yes".to_owned(),
+            "--appendfsync".to_owned(),
+            fsync.name().to_owned(),
+        ];
+        Self::replicated(RedisProcess::start_throwaway(false, &aof)?, replicas)
+    }
+
+    fn replicated(primary: RedisProcess, replicas: usize) -> Result<Self, LaunchError> {
         let mut nodes = vec![primary];
         for _ in 0..replicas {
             let extra = [

@@ -39,6 +39,7 @@ mod import;
 mod incident;
 mod lab;
 mod migration;
+mod nemesis;
 mod outbox;
 mod projection;
 mod properties;
