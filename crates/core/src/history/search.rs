@@ -84,8 +84,7 @@ pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u6
         }
         let mut next = None;
         for choice in cursor.max(first)..n + S::ALL.len() {
-            let after = if choice < n {
-                let op = required[choice];
+            let after = if let Some(op) = required.get(choice) {
                 if op.invoke > bound {
                     // Nothing later among the required may go next either: on to the unknown.
                     continue;
