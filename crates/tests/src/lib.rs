@@ -7,8 +7,11 @@
 //! - [`store`] / [`store_with`]: a journey store for a strategy on a given Redis.
 //! - [`journey`], [`sample_journeys_json`], [`unique_id`]: fixtures.
 //! - [`TestServer`]: `flyrtech serve` in-process on a free port, stopped gracefully on
-//!   [`TestServer::stop`] and at drop.
+//!   [`TestServer::stop`] and at drop, with typed request helpers.
+//! - [`netns`]: test hosts in network namespaces, for real partitions.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
+
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

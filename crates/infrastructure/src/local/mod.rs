@@ -11,4 +11,4 @@
 pub mod redis_servers;
 pub mod services;
 
-pub use redis_servers::free_port;
+pub use redis_servers::{free_port, spawn_from_long_lived_thread};

@@ -743,7 +743,10 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// Spawns `cmd` from one thread that lives as long as the process: a parent-death signal
 /// (`setpriv --pdeathsig`) follows the thread that forked the child, so a short-lived thread (a
 /// Tokio worker, a test thread) would stop the server when it ends.
-pub(crate) fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
+///
+/// # Errors
+/// The spawn's own error.
+pub fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();

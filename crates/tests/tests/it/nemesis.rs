@@ -12,25 +12,142 @@ use std::time::Duration;
 
 use flyrtech_api::config::{Seed, ServeSettings};
 use flyrtech_api::verify::{Plan, record};
-use flyrtech_core::history::{self, Verdict};
-use flyrtech_infrastructure::{Fsync, LocalRedis, StoreConfig, Strategy};
+use flyrtech_core::history::{self, Answer, Verdict};
+use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis, StoreConfig, Strategy};
+use flyrtech_tests::netns::{Host, HostedRedis, Link};
 use flyrtech_tests::{TestServer, poll_until, serve_config};
 use rstest::rstest;
 
 use crate::reliability::{connect, wait_for};
 
-/// A primary and its replica, and a `serve` on a port of its own that a restart keeps.
+/// How long a partition lasts: longer than a write's wait for its replica (900 ms) and than a
+/// Redis command's timeout, so that both are felt.
+const PARTITION: Duration = Duration::from_secs(2);
+
+/// A primary and its replica (on loopback, or each on a test host of its own), and a `serve` on
+/// a port of its own that a restart keeps.
 struct Rig {
-    redis: LocalRedis,
+    redis: Deployment,
     strategy: Strategy,
     listen: SocketAddr,
     serve: Option<TestServer>,
     recorded: Arc<AtomicU64>,
 }
 
+/// Where the primary and its replica run.
+enum Deployment {
+    /// Both on loopback, the primary with an AOF.
+    Loopback(LocalRedis),
+    /// Each on a test host of its own, joined to the tests and to each other by links a test
+    /// can cut.
+    Hosts(Box<Hosts>),
+    /// A 3-master cluster, a replica each, set to fail over within seconds.
+    Cluster(LocalRedis),
+}
+
+impl Deployment {
+    fn loopback(&self) -> &LocalRedis {
+        match self {
+            Self::Loopback(redis) => redis,
+            _ => panic!("this nemesis needs the loopback deployment"),
+        }
+    }
+
+    fn loopback_mut(&mut self) -> &mut LocalRedis {
+        match self {
+            Self::Loopback(redis) => redis,
+            _ => panic!("this nemesis needs the loopback deployment"),
+        }
+    }
+
+    fn hosts(&self) -> &Hosts {
+        match self {
+            Self::Hosts(hosts) => hosts,
+            _ => panic!("this nemesis needs the test hosts"),
+        }
+    }
+
+    fn primary_url(&self) -> String {
+        match self {
+            Self::Loopback(redis) => redis.nodes()[0].url(),
+            Self::Hosts(hosts) => hosts.primary.url(hosts.to_primary.addr(1)),
+            Self::Cluster(redis) => redis.url(),
+        }
+    }
+}
+
+/// The primary and its replica on two test hosts: links from the tests to each, and between them.
+struct Hosts {
+    // Field order is drop order: the servers, then the links, then the namespaces.
+    primary: HostedRedis,
+    _replica: HostedRedis,
+    to_primary: Link,
+    _to_replica: Link,
+    between: Link,
+    _primary_host: Host,
+    _replica_host: Host,
+}
+
+impl Hosts {
+    fn start() -> Result<Self, LaunchError> {
+        let primary_host = Host::create()?;
+        let replica_host = Host::create()?;
+        let to_primary = Link::join(None, Some(&primary_host))?;
+        let to_replica = Link::join(None, Some(&replica_host))?;
+        let between = Link::join(Some(&primary_host), Some(&replica_host))?;
+        let primary = HostedRedis::start(&primary_host, to_primary.addr(1), &[])?;
+        let replica = HostedRedis::start(
+            &replica_host,
+            to_replica.addr(1),
+            &[
+                "--replicaof".to_owned(),
+                between.addr(0).to_string(),
+                primary.port.to_string(),
+            ],
+        )?;
+        Ok(Self {
+            primary,
+            _replica: replica,
+            to_primary,
+            _to_replica: to_replica,
+            between,
+            _primary_host: primary_host,
+            _replica_host: replica_host,
+        })
+    }
+
+    /// Waits until the primary sees its replica online (after a start or a healed partition).
+    async fn replica_online(&self) {
+        let primary = connect(&self.primary.url(self.to_primary.addr(1))).await;
+        poll_until(Duration::from_secs(30), "the replica online", || {
+            let mut conn = primary.shared();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                info.contains("state=online")
+            }
+        })
+        .await;
+    }
+}
+
 impl Rig {
     async fn start(strategy: Strategy) -> Self {
         let redis = LocalRedis::primary_with_replicas_and_aof(1, Fsync::EverySec).unwrap();
+        Self::on(strategy, Deployment::Loopback(redis)).await
+    }
+
+    /// On two test hosts, or `None` (the test is skipped) where namespaces cannot be made.
+    async fn on_hosts(strategy: Strategy) -> Option<Self> {
+        let hosts = flyrtech_tests::service("network namespaces (root, ip)", Hosts::start)?;
+        hosts.replica_online().await;
+        Some(Self::on(strategy, Deployment::Hosts(Box::new(hosts))).await)
+    }
+
+    async fn on(strategy: Strategy, redis: Deployment) -> Self {
         let port = flyrtech_infrastructure::local::free_port(false).unwrap();
         let mut rig = Self {
             redis,
@@ -39,7 +156,7 @@ impl Rig {
             serve: None,
             recorded: Arc::new(AtomicU64::new(0)),
         };
-        let primary = rig.redis.nodes()[0].url();
+        let primary = rig.redis.primary_url();
         rig.serve_on(&primary).await;
         rig
     }
@@ -78,12 +195,12 @@ impl Rig {
 }
 
 /// Runs the clients against `rig` for `seconds` while `nemesis` acts, and checks the history.
-async fn checked<F, Fut>(strategy: Strategy, seconds: u64, nemesis: F) -> history::Report
+async fn checked<F, Fut>(name: &str, rig: Rig, seconds: u64, nemesis: F) -> Checked
 where
     F: FnOnce(Rig) -> Fut,
     Fut: std::future::Future<Output = Rig>,
 {
-    let rig = Rig::start(strategy).await;
+    let strategy = rig.strategy;
     let plan = Plan {
         targets: vec![format!("http://{}", rig.listen)],
         api_key: None,
@@ -104,19 +221,34 @@ where
     let run = clients.await.unwrap();
     drop(rig);
     let report = history::check(&run.history, &run.initial, 2_000_000);
+    let unknown = run
+        .history
+        .iter()
+        .filter(|o| o.answer == Answer::Unknown)
+        .count();
     eprintln!(
-        "nemesis {strategy}: {} operations, {:?}, {} registers decided of {}",
+        "nemesis {name} {strategy}: {} operations ({unknown} unknown), {:?}, {} registers decided of {}",
         report.operations,
         report.verdict,
         report.registers.total() - report.registers.undecided,
         report.registers.total()
     );
-    report
+    Checked { report, unknown }
 }
 
-fn assert_linearizable(report: &history::Report) {
+/// A run's verdict, and how many answers the fault left unknown.
+struct Checked {
+    report: history::Report,
+    unknown: usize,
+}
+
+/// Linearizable, every register decided but a percent at most, and the fault was felt: some
+/// answers were left unknown by it.
+fn assert_linearizable(checked: &Checked) {
+    let report = &checked.report;
     assert_eq!(report.verdict, Verdict::Linearizable, "{report:#?}");
     assert!(report.registers.decided() >= 0.99, "{report:?}");
+    assert!(checked.unknown > 0, "the fault left no answer unknown");
 }
 
 /// `serve` killed mid-run (its task aborted: requests in flight are cut) and started again on
@@ -128,13 +260,18 @@ fn assert_linearizable(report: &history::Report) {
 #[case::hash(Strategy::Hash)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_killed_and_restarted(#[case] strategy: Strategy) {
-    let report = checked(strategy, 4, |mut rig| async move {
-        rig.after(300, "operations before the kill").await;
-        let primary = rig.redis.nodes()[0].url();
-        rig.serve_on(&primary).await;
-        rig.after(300, "operations after the restart").await;
-        rig
-    })
+    let report = checked(
+        "serve-restart",
+        Rig::start(strategy).await,
+        4,
+        |mut rig| async move {
+            rig.after(300, "operations before the kill").await;
+            let primary = rig.redis.primary_url();
+            rig.serve_on(&primary).await;
+            rig.after(300, "operations after the restart").await;
+            rig
+        },
+    )
     .await;
     assert_linearizable(&report);
 }
@@ -148,13 +285,18 @@ async fn serve_killed_and_restarted(#[case] strategy: Strategy) {
 #[case::hash(Strategy::Hash)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_primary_restarted_from_its_aof(#[case] strategy: Strategy) {
-    let report = checked(strategy, 5, |mut rig| async move {
-        rig.after(300, "operations before the kill").await;
-        rig.redis.nodes()[0].signal("KILL").unwrap();
-        rig.redis.nodes_mut()[0].restart().unwrap();
-        rig.after(300, "operations after the restart").await;
-        rig
-    })
+    let report = checked(
+        "aof-restart",
+        Rig::start(strategy).await,
+        5,
+        |mut rig| async move {
+            rig.after(300, "operations before the kill").await;
+            rig.redis.loopback().nodes()[0].signal("KILL").unwrap();
+            rig.redis.loopback_mut().nodes_mut()[0].restart().unwrap();
+            rig.after(300, "operations after the restart").await;
+            rig
+        },
+    )
     .await;
     assert_linearizable(&report);
 }
@@ -169,23 +311,120 @@ async fn the_primary_restarted_from_its_aof(#[case] strategy: Strategy) {
 #[case::hash(Strategy::Hash)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_replica_promoted_after_its_primary_dies(#[case] strategy: Strategy) {
-    let report = checked(strategy, 5, |mut rig| async move {
-        rig.after(300, "operations before the pause").await;
-        rig.redis.nodes()[1].signal("STOP").unwrap();
-        rig.after(200, "operations while the replica is paused")
+    let report = checked(
+        "paused-replica-failover",
+        Rig::start(strategy).await,
+        5,
+        |mut rig| async move {
+            rig.after(300, "operations before the pause").await;
+            rig.redis.loopback().nodes()[1].signal("STOP").unwrap();
+            rig.after(200, "operations while the replica is paused")
+                .await;
+            let nodes = rig.redis.loopback().nodes();
+            nodes[0].signal("KILL").unwrap();
+            nodes[1].signal("CONT").unwrap();
+            let replica = nodes[1].url();
+            let promoted = connect(&replica).await;
+            let () = redis::cmd("REPLICAOF")
+                .arg("NO")
+                .arg("ONE")
+                .query_async(&mut promoted.shared())
+                .await
+                .unwrap();
+            rig.serve_on(&replica).await;
+            rig.after(100, "operations after the promotion").await;
+            rig
+        },
+    )
+    .await;
+    assert_linearizable(&report);
+}
+
+/// A real partition between the primary and its replica (the link between their hosts taken
+/// down: nothing is buffered for later), then healed: while it lasts no write is acknowledged
+/// (the replica cannot confirm it: 503, unknown), and what the primary applied regardless may be
+/// read; once healed the replica catches up and nothing seen is ever unseen.
+#[rstest]
+#[case::optimistic(Strategy::Optimistic)]
+#[case::redlock(Strategy::Redlock)]
+#[case::lua(Strategy::Lua)]
+#[case::hash(Strategy::Hash)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_between_the_primary_and_its_replica(#[case] strategy: Strategy) {
+    let Some(rig) = Rig::on_hosts(strategy).await else {
+        return;
+    };
+    let report = checked("partition-primary-replica", rig, 8, |rig| async move {
+        rig.after(300, "operations before the partition").await;
+        rig.redis.hosts().between.cut();
+        // The fault's length, not a wait for a condition: longer than a write's WAIT.
+        tokio::time::sleep(PARTITION).await;
+        rig.redis.hosts().between.heal();
+        rig.redis.hosts().replica_online().await;
+        rig.after(200, "operations after the partition healed")
             .await;
-        rig.redis.nodes()[0].signal("KILL").unwrap();
-        rig.redis.nodes()[1].signal("CONT").unwrap();
-        let replica = rig.redis.nodes()[1].url();
-        let promoted = connect(&replica).await;
-        let () = redis::cmd("REPLICAOF")
-            .arg("NO")
-            .arg("ONE")
-            .query_async(&mut promoted.shared())
-            .await
-            .unwrap();
-        rig.serve_on(&replica).await;
-        rig.after(100, "operations after the promotion").await;
+        rig
+    })
+    .await;
+    assert_linearizable(&report);
+}
+
+/// A real partition between `serve` and the primary, then healed: the requests it cut are
+/// unknown (a write may or may not have reached Redis before the link went down), the rest is
+/// linearizable.
+#[rstest]
+#[case::optimistic(Strategy::Optimistic)]
+#[case::redlock(Strategy::Redlock)]
+#[case::lua(Strategy::Lua)]
+#[case::hash(Strategy::Hash)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_between_serve_and_the_primary(#[case] strategy: Strategy) {
+    let Some(rig) = Rig::on_hosts(strategy).await else {
+        return;
+    };
+    let report = checked("partition-serve-primary", rig, 8, |rig| async move {
+        rig.after(300, "operations before the partition").await;
+        rig.redis.hosts().to_primary.cut();
+        // The fault's length, not a wait for a condition: longer than a command's timeout.
+        tokio::time::sleep(PARTITION).await;
+        rig.redis.hosts().to_primary.heal();
+        rig.after(200, "operations after the partition healed")
+            .await;
+        rig
+    })
+    .await;
+    assert_linearizable(&report);
+}
+
+/// A cluster primary that holds one of the run's journeys SIGKILLed: its replica is promoted and
+/// the same `serve` follows the new slot map; while the shard has no primary every key is
+/// refused (503), and after the promotion it has no replica to confirm writes (503 too).
+#[rstest]
+#[case::optimistic(Strategy::Optimistic)]
+#[case::redlock(Strategy::Redlock)]
+#[case::lua(Strategy::Lua)]
+#[case::hash(Strategy::Hash)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_primary_killed_and_its_replica_promoted(#[case] strategy: Strategy) {
+    let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+    let rig = Rig::on(strategy, Deployment::Cluster(cluster)).await;
+    let report = checked("cluster-failover", rig, 8, |rig| async move {
+        rig.after(300, "operations before the kill").await;
+        let Deployment::Cluster(cluster) = &rig.redis else {
+            unreachable!("a cluster rig")
+        };
+        let victim = cluster
+            .nodes()
+            .iter()
+            .find(|n| {
+                n.raw_command("INFO replication")
+                    .is_ok_and(|i| i.contains("role:master"))
+                    && n.raw_command("KEYS *VFY-*")
+                        .is_ok_and(|r| !r.starts_with("*0"))
+            })
+            .expect("a primary holding one of the run's journeys");
+        victim.signal("KILL").unwrap();
+        rig.after(300, "operations after the kill").await;
         rig
     })
     .await;
