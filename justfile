@@ -36,9 +36,10 @@ audit:
 api-check *STRATEGIES:
     tools/api-check/run.sh {{STRATEGIES}}
 
-# The fault suite with its figures printed (docs/reliability.md); the failover under --wait-replicas runs ROUNDS times per strategy (default 10).
+# The fault suite with its figures printed (docs/reliability.md): the failover under --wait-replicas ROUNDS times per strategy (docs/results/faults.txt), then every nemesis ROUNDS times with each run's history checked for linearizability (docs/results/nemesis.txt); default 10.
 faults ROUNDS="10":
-    FLYRTECH_FAULT_ROUNDS={{ROUNDS}} cargo test --release -p flyrtech-tests --test it reliability:: -- --nocapture 2>&1 | tee docs/results/faults.txt
+    FLYRTECH_FAULT_ROUNDS={{ROUNDS}} cargo test --release -p flyrtech-tests --test it reliability:: failover:: -- --nocapture 2>&1 | tee docs/results/faults.txt
+    tools/faults/run.sh {{ROUNDS}}
 
 # The cost of replica-confirmed writes: every strategy with and without WAIT 1 on a private primary with a replica; writes docs/results/wait.json.
 wait-cost:

@@ -7,7 +7,7 @@
 //! placed. The search is exponential in the worst case (linearizability is NP-complete), so it
 //! runs on a budget of steps and answers [`Verdict::Undecided`] when it is spent.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use serde::Serialize;
@@ -57,7 +57,10 @@ pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u6
     let mut placed_count = 0;
     let mut used = vec![0usize; S::ALL.len()];
     let mut state = initial;
-    let mut seen: HashSet<(Vec<u64>, S, Vec<usize>)> = HashSet::new();
+    // Explored configurations: per (placed set, state), the unknown writes used on the way. A
+    // configuration that has used at least as many of each as one already explored can do
+    // nothing that one could not (it has fewer left): it is skipped.
+    let mut seen: HashMap<(Vec<u64>, S), Vec<Vec<usize>>> = HashMap::new();
     // What was placed, with the state before it: a required operation, or an unknown write to
     // the status of that index (`n + index`).
     let mut stack: Vec<(usize, S)> = Vec::new();
@@ -109,7 +112,13 @@ pub fn linearize<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: &mut u6
                 continue;
             };
             apply(choice, n, &mut placed, &mut used, true);
-            if seen.insert((placed.words.clone(), after, used.clone())) {
+            let explored = seen.entry((placed.words.clone(), after)).or_default();
+            let dominated = explored
+                .iter()
+                .any(|earlier| earlier.iter().zip(&used).all(|(e, u)| e <= u));
+            if !dominated {
+                explored.retain(|earlier| !earlier.iter().zip(&used).all(|(e, u)| u <= e));
+                explored.push(used.clone());
                 next = Some((choice, after));
                 break;
             }
