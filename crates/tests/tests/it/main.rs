@@ -27,6 +27,15 @@ fn every_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {}
 #[case::hash(flyrtech_infrastructure::Strategy::Hash)]
 fn every_correct_strategy(#[case] strategy: flyrtech_infrastructure::Strategy) {}
 
+/// Every strategy that loses nothing however many instances run (all but the two controls).
+#[template]
+#[rstest::rstest]
+#[case::optimistic(flyrtech_infrastructure::Strategy::Optimistic)]
+#[case::redlock(flyrtech_infrastructure::Strategy::Redlock)]
+#[case::lua(flyrtech_infrastructure::Strategy::Lua)]
+#[case::hash(flyrtech_infrastructure::Strategy::Hash)]
+fn every_strategy_across_instances(#[case] strategy: flyrtech_infrastructure::Strategy) {}
+
 mod cache;
 mod contract;
 mod domain;

@@ -16,9 +16,10 @@ use flyrtech_core::history::{self, Answer, Verdict};
 use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis, StoreConfig, Strategy};
 use flyrtech_tests::netns::{Host, HostedRedis, Link};
 use flyrtech_tests::{TestServer, poll_until, serve_config};
-use rstest::rstest;
+use rstest_reuse::apply;
 
-use crate::reliability::{connect, wait_for};
+use crate::every_strategy_across_instances;
+use crate::reliability::{promote, wait_for};
 
 /// How long a partition lasts: longer than a write's wait for its replica (900 ms) and than a
 /// Redis command's timeout, so that both are felt.
@@ -118,7 +119,7 @@ impl Hosts {
 
     /// Waits until the primary sees its replica online (after a start or a healed partition).
     async fn replica_online(&self) {
-        let primary = connect(&self.primary.url(self.to_primary.addr(1))).await;
+        let primary = crate::reliability::connect(&self.primary.url(self.to_primary.addr(1))).await;
         poll_until(Duration::from_secs(30), "the replica online", || {
             let mut conn = primary.shared();
             async move {
@@ -253,13 +254,9 @@ fn assert_linearizable(checked: &Checked) {
 
 /// `serve` killed mid-run (its task aborted: requests in flight are cut) and started again on
 /// the same address: the cut requests are unknown, the rest is linearizable.
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn serve_killed_and_restarted(#[case] strategy: Strategy) {
+async fn serve_killed_and_restarted(strategy: Strategy) {
     let report = checked(
         "serve-restart",
         Rig::start(strategy).await,
@@ -278,13 +275,9 @@ async fn serve_killed_and_restarted(#[case] strategy: Strategy) {
 
 /// The primary SIGKILLed mid-run and restarted from its AOF: nothing it acknowledged is lost,
 /// and no client saw anything it then forgot.
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_primary_restarted_from_its_aof(#[case] strategy: Strategy) {
+async fn the_primary_restarted_from_its_aof(strategy: Strategy) {
     let report = checked(
         "aof-restart",
         Rig::start(strategy).await,
@@ -304,13 +297,9 @@ async fn the_primary_restarted_from_its_aof(#[case] strategy: Strategy) {
 /// The only replica paused, then its primary killed and the replica promoted, `serve` moved to
 /// it: what was acknowledged had been confirmed by the replica; what the paused replica could
 /// not confirm was answered 503 (unknown).
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_paused_replica_promoted_after_its_primary_dies(#[case] strategy: Strategy) {
+async fn a_paused_replica_promoted_after_its_primary_dies(strategy: Strategy) {
     let report = checked(
         "paused-replica-failover",
         Rig::start(strategy).await,
@@ -324,13 +313,7 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] strategy: Stra
             nodes[0].signal("KILL").unwrap();
             nodes[1].signal("CONT").unwrap();
             let replica = nodes[1].url();
-            let promoted = connect(&replica).await;
-            let () = redis::cmd("REPLICAOF")
-                .arg("NO")
-                .arg("ONE")
-                .query_async(&mut promoted.shared())
-                .await
-                .unwrap();
+            promote(&replica).await;
             rig.serve_on(&replica).await;
             rig.after(100, "operations after the promotion").await;
             rig
@@ -340,54 +323,45 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] strategy: Stra
     assert_linearizable(&report);
 }
 
-/// A real partition between the primary and its replica (the link between their hosts taken
-/// down: nothing is buffered for later), then healed: while it lasts no write is acknowledged
-/// (the replica cannot confirm it: 503, unknown), and what the primary applied regardless may be
-/// read; once healed the replica catches up and nothing seen is ever unseen.
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_partition_between_the_primary_and_its_replica(#[case] strategy: Strategy) {
-    let Some(rig) = Rig::on_hosts(strategy).await else {
-        return;
-    };
-    let report = checked("partition-primary-replica", rig, 8, |rig| async move {
-        rig.after(300, "operations before the partition").await;
-        rig.redis.hosts().between.cut();
-        // The fault's length, not a wait for a condition: longer than a write's WAIT.
-        tokio::time::sleep(PARTITION).await;
-        rig.redis.hosts().between.heal();
-        rig.redis.hosts().replica_online().await;
-        rig.after(200, "operations after the partition healed")
-            .await;
-        rig
-    })
-    .await;
-    assert_linearizable(&report);
+/// Which link a partition cuts.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Between the primary and its replica: while it lasts no write is acknowledged (the
+    /// replica cannot confirm it: 503, unknown), what the primary applied regardless may be
+    /// read, and once healed the replica catches up, so nothing seen is ever unseen.
+    PrimaryReplica,
+    /// Between `serve` and the primary: the requests it cuts are unknown (a write may or may
+    /// not have reached Redis before the link went down), the rest goes on after.
+    ServePrimary,
 }
 
-/// A real partition between `serve` and the primary, then healed: the requests it cut are
-/// unknown (a write may or may not have reached Redis before the link went down), the rest is
-/// linearizable.
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+/// A real partition (the link between two test hosts taken down both ways: nothing is buffered
+/// for later, unlike a paused process), held for [`PARTITION`], then healed.
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_partition_between_serve_and_the_primary(#[case] strategy: Strategy) {
+async fn a_partition(
+    strategy: Strategy,
+    #[values(Cut::PrimaryReplica, Cut::ServePrimary)] cut: Cut,
+) {
     let Some(rig) = Rig::on_hosts(strategy).await else {
         return;
     };
-    let report = checked("partition-serve-primary", rig, 8, |rig| async move {
+    let name = match cut {
+        Cut::PrimaryReplica => "partition-primary-replica",
+        Cut::ServePrimary => "partition-serve-primary",
+    };
+    let report = checked(name, rig, 8, |rig| async move {
         rig.after(300, "operations before the partition").await;
-        rig.redis.hosts().to_primary.cut();
-        // The fault's length, not a wait for a condition: longer than a command's timeout.
+        let hosts = rig.redis.hosts();
+        let link = match cut {
+            Cut::PrimaryReplica => &hosts.between,
+            Cut::ServePrimary => &hosts.to_primary,
+        };
+        link.cut();
+        // The fault's length, not a wait for a condition.
         tokio::time::sleep(PARTITION).await;
-        rig.redis.hosts().to_primary.heal();
+        link.heal();
+        hosts.replica_online().await;
         rig.after(200, "operations after the partition healed")
             .await;
         rig
@@ -399,13 +373,9 @@ async fn a_partition_between_serve_and_the_primary(#[case] strategy: Strategy) {
 /// A cluster primary that holds one of the run's journeys SIGKILLed: its replica is promoted and
 /// the same `serve` follows the new slot map; while the shard has no primary every key is
 /// refused (503), and after the promotion it has no replica to confirm writes (503 too).
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cluster_primary_killed_and_its_replica_promoted(#[case] strategy: Strategy) {
+async fn a_cluster_primary_killed_and_its_replica_promoted(strategy: Strategy) {
     let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
     let rig = Rig::on(strategy, Deployment::Cluster(cluster)).await;
     let report = checked("cluster-failover", rig, 8, |rig| async move {

@@ -55,6 +55,18 @@ pub(crate) async fn acknowledged(
     panic!("{id}: never confirmed: {last:?}");
 }
 
+/// Promotes the replica at `url` (`REPLICAOF NO ONE`), as an operator or a sentinel would.
+pub(crate) async fn promote(url: &str) -> Redis {
+    let promoted = connect(url).await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut promoted.shared())
+        .await
+        .unwrap();
+    promoted
+}
+
 pub(crate) async fn connect(url: &str) -> Redis {
     let mut last = None;
     for _ in 0..100 {
@@ -361,13 +373,7 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] replicas: Opti
     }
     deployment.nodes()[0].signal("KILL").unwrap();
     deployment.nodes()[1].signal("CONT").unwrap();
-    let promoted = connect(&replica).await;
-    let () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut promoted.shared())
-        .await
-        .unwrap();
+    let promoted = promote(&replica).await;
     eprintln!(
         "fault: replica paused, primary killed, wait={:?}: {at_risk} of {} updates acknowledged \
          while no replica could confirm them",

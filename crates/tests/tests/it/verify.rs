@@ -8,10 +8,9 @@ use flyrtech_api::verify::{Plan, record};
 use flyrtech_core::history::{self, Answer, Verdict};
 use flyrtech_infrastructure::{StoreConfig, Strategy};
 use flyrtech_tests::{TestRedis, TestServer, Topology, serve_config};
-use rstest::rstest;
 use rstest_reuse::apply;
 
-use crate::every_strategy;
+use crate::{every_strategy, every_strategy_across_instances};
 
 /// Two instances of `strategy` on one deployment, a modelled processing delay to force overlap,
 /// and one journey for eight clients: the verdict.
@@ -59,13 +58,9 @@ async fn verify_passes_the_correct_strategies_and_catches_the_controls(strategy:
     }
 }
 
-#[rstest]
-#[case::optimistic(Strategy::Optimistic)]
-#[case::redlock(Strategy::Redlock)]
-#[case::lua(Strategy::Lua)]
-#[case::hash(Strategy::Hash)]
+#[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_passes_the_correct_strategies_on_a_cluster(#[case] strategy: Strategy) {
+async fn verify_passes_the_correct_strategies_on_a_cluster(strategy: Strategy) {
     let report = verdict_over_two_instances(strategy, Topology::Cluster).await;
     assert_eq!(report.verdict, Verdict::Linearizable, "{report:?}");
     assert_eq!(report.registers.undecided, 0);
