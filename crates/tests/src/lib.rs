@@ -119,7 +119,14 @@ impl TestRedis {
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            denied.extend(log.iter().map(|entry| format!("{entry:?}")));
+            // redis-rs sends `CLIENT SETINFO` on connecting and ignores a refusal; no role is
+            // granted it, since Redis 7.0 rejects the grant itself (plumbing/acl.rs), so on an
+            // engine that knows the command (Redis 7.2+, Valkey) it is logged and left out here.
+            denied.extend(
+                log.iter()
+                    .map(|entry| format!("{entry:?}"))
+                    .filter(|entry| !entry.contains("client|setinfo")),
+            );
         }
         denied
     }

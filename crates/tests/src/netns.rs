@@ -168,7 +168,7 @@ impl HostedRedis {
             .prefix("flyrtech-netns-redis-")
             .tempdir()?;
         let port = flyrtech_infrastructure::local::free_port(false)?;
-        let mut cmd = host.command("redis-server");
+        let mut cmd = host.command(flyrtech_infrastructure::local::server_program());
         cmd.args(["--port", &port.to_string(), "--bind", "0.0.0.0"])
             .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--repl-ping-replica-period", "1"])

@@ -86,6 +86,18 @@ fn install_hint(program: &str) -> &'static str {
     }
 }
 
+/// The Redis-compatible server every private server runs: `FLYRTECH_REDIS_SERVER` (a program on
+/// PATH or a path, e.g. Valkey's `valkey-server`), else `redis-server`. Read once.
+pub fn server_program() -> &'static str {
+    static PROGRAM: OnceLock<String> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        std::env::var("FLYRTECH_REDIS_SERVER")
+            .ok()
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| "redis-server".to_owned())
+    })
+}
+
 /// When a persistent server makes its AOF durable (`appendfsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fsync {
@@ -216,10 +228,10 @@ impl RedisProcess {
         // when its parent thread dies (see the module docs).
         let mut cmd = if persistent && setpriv_available() {
             let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "TERM", "redis-server"]);
+            c.args(["--pdeathsig", "TERM", server_program()]);
             c
         } else {
-            Command::new("redis-server")
+            Command::new(server_program())
         };
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--daemonize", "no"])
@@ -250,7 +262,7 @@ impl RedisProcess {
             .stderr(Stdio::null());
         let child = spawn_from_long_lived_thread(cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LaunchError::NotInstalled {
-                program: "redis-server",
+                program: server_program(),
             },
             _ => LaunchError::Io(e),
         })?;
