@@ -31,6 +31,7 @@ pub use dataset::{DatasetError, DatasetState};
 pub use local::redis_servers::{Fsync, LaunchError, LocalRedis, RedisProcess};
 pub use local::services::{LocalNats, LocalPostgres};
 pub use plumbing::connection::Redis;
+pub use plumbing::replication::Confirmation;
 pub use plumbing::retry::RetryPolicy;
 pub use plumbing::settings::RedisSettings;
 pub use store::cache::RedisCache;

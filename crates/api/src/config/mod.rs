@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
-use flyrtech_infrastructure::{ReplicaWait, Strategy};
+use flyrtech_infrastructure::{Confirmation, ReplicaWait, Strategy};
 use serde::Deserialize;
 
 /// Options every subcommand shares.
@@ -75,8 +75,18 @@ pub struct CommonArgs {
     /// they do not confirm in time is answered 503 /problems/not-replicated [default: 0, none].
     #[arg(long, env = "FLYRTECH_WAIT_REPLICAS", global = true)]
     pub wait_replicas: Option<u32>,
-    /// Longest wait for those replicas, in milliseconds; below the 1000 ms command timeout
-    /// [default: 500].
+    /// Replicas whose AOF must hold each update on disk, as the primary's own must, before it is
+    /// acknowledged (`WAITAOF 1 N`: Redis 7.2 and later, Valkey); instead of --wait-replicas.
+    /// Start-up refuses it on an engine without WAITAOF or with appendonly off [default: none].
+    #[arg(
+        long,
+        env = "FLYRTECH_WAIT_AOF",
+        global = true,
+        conflicts_with = "wait_replicas"
+    )]
+    pub wait_aof: Option<u32>,
+    /// Longest wait for those replicas, in milliseconds: with --wait-replicas below the 1000 ms
+    /// command timeout [default: 500]; with --wait-aof at most 5000 [default: 1500].
     #[arg(long, env = "FLYRTECH_WAIT_TIMEOUT_MS", global = true)]
     pub wait_timeout_ms: Option<u64>,
 }
@@ -93,6 +103,7 @@ pub struct FileConfig {
     pub lock_urls: Option<Vec<String>>,
     pub allow_eviction: Option<bool>,
     pub wait_replicas: Option<u32>,
+    pub wait_aof: Option<u32>,
     pub wait_timeout_ms: Option<u64>,
     /// `flyrtech serve`'s keys, under `[serve]`.
     #[serde(default)]
@@ -249,6 +260,10 @@ fn parse_reason(text: &str, error: &toml::de::Error) -> String {
 /// How long an update waits for its replicas unless told otherwise.
 const DEFAULT_WAIT_TIMEOUT_MS: u64 = 500;
 
+/// How long an update waits for the replicas' disks (`--wait-aof`) unless told otherwise: past
+/// their once-a-second report of what their AOF holds.
+const DEFAULT_WAIT_AOF_TIMEOUT_MS: u64 = 1500;
+
 /// The merged settings every subcommand uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -294,24 +309,45 @@ impl Settings {
             .clone()
             .or_else(|| file.lock_urls.clone())
             .unwrap_or_default();
+        let wait_aof = args.wait_aof.or(file.wait_aof);
+        // A WAIT answers from the replicas' acknowledgements of what they received; a WAITAOF
+        // to replicas waits for their next report of what their disks hold, about once a
+        // second: it gets a longer default and bound.
+        let (default_wait, longest) = match wait_aof {
+            Some(_) => (DEFAULT_WAIT_AOF_TIMEOUT_MS, 5000),
+            None => (DEFAULT_WAIT_TIMEOUT_MS, 999),
+        };
         let wait_timeout = Duration::from_millis(
             args.wait_timeout_ms
                 .or(file.wait_timeout_ms)
-                .unwrap_or(DEFAULT_WAIT_TIMEOUT_MS),
+                .unwrap_or(default_wait),
         );
-        if wait_timeout.is_zero() || wait_timeout >= Duration::from_millis(1000) {
+        if wait_timeout.is_zero() || wait_timeout > Duration::from_millis(longest) {
             return Err(ConfigError::Value {
                 key: "wait_timeout_ms",
-                reason: "must be between 1 and 999: a longer WAIT outlives the 1000 ms command \
-                         timeout"
-                    .into(),
+                reason: format!(
+                    "must be between 1 and {longest} (with --wait-replicas a longer WAIT outlives \
+                     the 1000 ms command timeout; with --wait-aof the timeout follows the wait)"
+                ),
             });
         }
-        let replicas = match args.wait_replicas.or(file.wait_replicas) {
-            None | Some(0) => None,
-            Some(replicas) => Some(ReplicaWait {
+        let replicas = match (args.wait_replicas.or(file.wait_replicas), wait_aof) {
+            (Some(n), Some(_)) if n > 0 => {
+                return Err(ConfigError::Value {
+                    key: "wait_aof",
+                    reason: "choose --wait-replicas (memory) or --wait-aof (disk), not both".into(),
+                });
+            }
+            (_, Some(replicas)) => Some(ReplicaWait {
                 replicas,
                 timeout: wait_timeout,
+                confirmation: Confirmation::OnDisk,
+            }),
+            (None | Some(0), None) => None,
+            (Some(replicas), None) => Some(ReplicaWait {
+                replicas,
+                timeout: wait_timeout,
+                confirmation: Confirmation::Received,
             }),
         };
         Ok(Self {
@@ -386,6 +422,7 @@ pub(crate) mod tests {
             lock_urls: None,
             allow_eviction: false,
             wait_replicas: None,
+            wait_aof: None,
             wait_timeout_ms: None,
         }
     }

@@ -54,7 +54,8 @@ use flyrtech_infrastructure::events::backlog::BacklogWatch;
 use flyrtech_infrastructure::plumbing::secret::redact;
 use flyrtech_infrastructure::store::quota::JourneyQuota;
 use flyrtech_infrastructure::{
-    DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport, dataset,
+    Confirmation, DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport,
+    dataset,
 };
 use limit::Limiter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -142,6 +143,8 @@ pub struct Shared {
     up: axum::body::Bytes,
     in_flight: Arc<AtomicUsize>,
     allow_eviction: bool,
+    /// The engine as read at start-up, for `/ready`.
+    engine: String,
     backlog: BacklogWatch,
 }
 
@@ -282,6 +285,7 @@ impl Shared {
     fn ready(&self) -> ops::Health {
         ops::Health {
             status: "ready",
+            engine: Some(self.engine.clone()),
             warnings: self.warnings(),
             ..ops::Health::up(&self.store)
         }
@@ -337,7 +341,7 @@ impl Application {
             url: redact(redis_url),
             source,
         };
-        let mut settings = RedisSettings::new(redis_url);
+        let mut settings = RedisSettings::new(redis_url).waiting(config.store.replicas);
         settings.tls_ca = redis_ca;
         let redis = Redis::connect(&settings).await.map_err(store_err)?;
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
@@ -347,6 +351,14 @@ impl Application {
         // keeps nothing on disk.
         let facts =
             flyrtech_infrastructure::plumbing::server::check(&redis, config.allow_eviction).await?;
+        tracing::info!(engine = %facts, "Redis as read at start-up");
+        if config
+            .store
+            .replicas
+            .is_some_and(|w| w.confirmation == Confirmation::OnDisk)
+        {
+            facts.can_wait_aof()?;
+        }
         if facts.keeps_nothing_on_disk() {
             tracing::warn!(
                 "Redis keeps nothing on disk (no AOF, no RDB snapshot): a restart of redis-server loses every journey"
@@ -380,6 +392,7 @@ impl Application {
             metrics: prometheus(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
+            engine: facts.to_string(),
             backlog,
         }));
         let listener =

@@ -21,6 +21,10 @@ pub struct Health {
     pub strategy: &'static str,
     /// `standalone` or `cluster`.
     pub redis: &'static str,
+    /// On `/ready`: the engine as read at start-up (`valkey 9.1.2, standalone, WAITAOF, AOF on,
+    /// maxmemory-policy noeviction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// On `/ready`: what an operator should look at though the instance serves, such as an
     /// outbox no relay keeps up with. Absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -38,6 +42,7 @@ impl Health {
             } else {
                 "standalone"
             },
+            engine: None,
             warnings: Vec::new(),
         }
     }

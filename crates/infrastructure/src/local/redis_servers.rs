@@ -479,11 +479,12 @@ impl LocalRedis {
     /// # Errors
     /// See [`RedisProcess::start`]; [`LaunchError::Failed`] when replication does not start.
     pub fn primary_with_replicas(replicas: usize) -> Result<Self, LaunchError> {
-        Self::replicated(RedisProcess::start(false)?, replicas)
+        Self::replicated(RedisProcess::start(false)?, replicas, &[])
     }
 
-    /// As [`LocalRedis::primary_with_replicas`], the primary keeping an AOF (`fsync` policy) in
-    /// its temporary directory, so that [`RedisProcess::restart`] brings it back with its data.
+    /// As [`LocalRedis::primary_with_replicas`], every node keeping an AOF (`fsync` policy) in its
+    /// temporary directory: [`RedisProcess::restart`] brings a node back with its data, and
+    /// `WAITAOF` can count the replicas' disks.
     ///
     /// # Errors
     /// See [`LocalRedis::primary_with_replicas`].
@@ -497,17 +498,22 @@ impl LocalRedis {
             "--appendfsync".to_owned(),
             fsync.name().to_owned(),
         ];
-        Self::replicated(RedisProcess::start_throwaway(false, &aof)?, replicas)
+        Self::replicated(RedisProcess::start_throwaway(false, &aof)?, replicas, &aof)
     }
 
-    fn replicated(primary: RedisProcess, replicas: usize) -> Result<Self, LaunchError> {
+    fn replicated(
+        primary: RedisProcess,
+        replicas: usize,
+        replica_args: &[String],
+    ) -> Result<Self, LaunchError> {
         let mut nodes = vec![primary];
         for _ in 0..replicas {
-            let extra = [
+            let mut extra = vec![
                 "--replicaof".to_owned(),
                 "127.0.0.1".to_owned(),
                 nodes[0].port().to_string(),
             ];
+            extra.extend_from_slice(replica_args);
             nodes.push(RedisProcess::start_throwaway(false, &extra)?);
         }
         let this = Self { nodes, _lock: None };

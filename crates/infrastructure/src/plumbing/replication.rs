@@ -67,6 +67,19 @@ pub struct ReplicaWait {
     pub replicas: u32,
     /// Longest wait; keep it below the 1 s command timeout.
     pub timeout: Duration,
+    /// What the confirmation says: received (`WAIT`), or on disk (`WAITAOF`).
+    pub confirmation: Confirmation,
+}
+
+/// What a write's confirmation promises (`--wait-replicas N` or `--wait-aof N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Confirmation {
+    /// `WAIT N`: N replicas hold it in memory.
+    #[default]
+    Received,
+    /// `WAITAOF 1 N` (Redis 7.2+, Valkey): the primary's AOF and N replicas' AOFs hold it on disk;
+    /// a write the primary's own fsync did not confirm counts no replica.
+    OnDisk,
 }
 
 /// Connections per primary that send batches and their `WAIT`s.
@@ -223,7 +236,7 @@ impl Replication {
         let committer = self.committer(addr);
         committer.primary.first_look().await;
         committer.primary.health.refuse(self.wait)?;
-        pipeline.add_command(wait_cmd(self.wait.replicas, self.wait.timeout));
+        pipeline.add_command(wait_cmd(self.wait, self.wait.timeout));
         let started = Instant::now();
         let mut replies: Vec<Value> = pipeline
             .query_async(conn)
@@ -287,16 +300,45 @@ fn unknown(addr: &str, err: redis::RedisError) -> StoreError {
     )
 }
 
-fn wait_cmd(replicas: u32, timeout: Duration) -> Cmd {
-    let mut cmd = redis::cmd("WAIT");
-    cmd.arg(replicas)
-        .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    cmd
+/// How long a probe waits: briefly for `WAIT` (a healthy replica answers at once); for
+/// `WAITAOF`, as long as a write would, since a replica reports its disk about once a second.
+fn probe_wait(wait: ReplicaWait) -> Duration {
+    match wait.confirmation {
+        Confirmation::Received => PROBE_WAIT,
+        Confirmation::OnDisk => wait.timeout,
+    }
 }
 
+/// The confirmation `wait` asks for, waiting at most `timeout`: `WAIT N t`, or `WAITAOF 1 N t`.
+fn wait_cmd(wait: ReplicaWait, timeout: Duration) -> Cmd {
+    let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    match wait.confirmation {
+        Confirmation::Received => {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(wait.replicas).arg(millis);
+            cmd
+        }
+        Confirmation::OnDisk => {
+            let mut cmd = redis::cmd("WAITAOF");
+            cmd.arg(1).arg(wait.replicas).arg(millis);
+            cmd
+        }
+    }
+}
+
+/// The replicas a confirmation counts: `WAIT`'s integer, or `WAITAOF`'s `[local, replicas]`.
+/// `None` when it confirms nothing a count can say: another reply, or a `WAITAOF` whose primary
+/// did not get the write onto its own disk in time (then the write's outcome is unknown: it is
+/// on the primary, not yet on its disk).
 fn confirmed_count(value: &Value) -> Option<u32> {
     match value {
         Value::Int(n) => u32::try_from(*n).ok(),
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::Int(local), Value::Int(replicas)] if *local >= 1 => {
+                u32::try_from(*replicas).ok()
+            }
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -421,7 +463,10 @@ impl Primary {
                 if conn.is_none() {
                     conn = this
                         .nodes
-                        .connect(&this.addr, PROBE_WAIT + Duration::from_millis(500))
+                        .connect(
+                            &this.addr,
+                            probe_wait(this.wait) + Duration::from_millis(500),
+                        )
                         .await
                         .ok();
                 }
@@ -433,9 +478,10 @@ impl Primary {
                     .clone();
                 let mut pipe = redis::pipe();
                 pipe.cmd("INCR").arg(&key).ignore();
-                pipe.add_command(wait_cmd(this.wait.replicas, PROBE_WAIT));
-                match pipe.query_async::<(u32,)>(c).await {
-                    Ok((confirmed,)) => {
+                pipe.add_command(wait_cmd(this.wait, probe_wait(this.wait)));
+                match pipe.query_async::<(Value,)>(c).await {
+                    Ok((waited,)) => {
+                        let confirmed = confirmed_count(&waited).unwrap_or(0);
                         this.health.record(confirmed, this.wait.replicas);
                     }
                     // NOREPLICAS, a moved slot, a dead node: still lacking; a new connection
@@ -581,10 +627,7 @@ impl CommitConnection {
         }
         let marker = batch.last().map(|p| p.marker.clone()).unwrap_or_default();
         pipe.cmd("INCR").arg(&marker);
-        pipe.add_command(wait_cmd(
-            self.primary.wait.replicas,
-            self.primary.wait.timeout,
-        ));
+        pipe.add_command(wait_cmd(self.primary.wait, self.primary.wait.timeout));
         let started = Instant::now();
         let sent = match self.connection().await {
             Ok(conn) => pipe.query_async::<Vec<Value>>(conn).await,

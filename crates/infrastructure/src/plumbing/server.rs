@@ -13,9 +13,18 @@ use flyrtech_core::StoreError;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::RedisResultExt;
 
-/// What the server says about eviction and persistence.
+/// What the server says about itself, read once at start-up: the engine, its eviction and
+/// persistence, and what it can confirm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFacts {
+    /// `redis` or `valkey` (`INFO server`'s `server_name`, absent on Redis).
+    pub engine: String,
+    /// The engine's own version (`valkey_version` on Valkey, else `redis_version`).
+    pub version: String,
+    /// Whether the server knows `WAITAOF` (`COMMAND INFO`, never a version string).
+    pub waitaof: bool,
+    /// Whether it runs in cluster mode.
+    pub cluster: bool,
     /// Every distinct `maxmemory_policy` reported (one per node of a cluster).
     pub eviction_policies: Vec<String>,
     /// Whether every node has AOF on.
@@ -82,6 +91,22 @@ pub async fn facts(redis: &Redis) -> Result<ServerFacts, StoreError> {
         }
         values
     };
+    let server: redis::Value = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .store_err()?;
+    let first = |info: &redis::Value, name: &str| field(info, name).into_iter().next();
+    let engine = first(&server, "server_name").unwrap_or_else(|| "redis".to_owned());
+    let version = first(&server, "valkey_version")
+        .or_else(|| first(&server, "redis_version"))
+        .unwrap_or_default();
+    let waitaof: redis::Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("WAITAOF")
+        .query_async(&mut conn)
+        .await
+        .store_err()?;
     let mut eviction_policies = field(&memory, "maxmemory_policy");
     eviction_policies.sort();
     eviction_policies.dedup();
@@ -90,6 +115,10 @@ pub async fn facts(redis: &Redis) -> Result<ServerFacts, StoreError> {
         !values.is_empty() && values.iter().all(|v| pred(v))
     };
     Ok(ServerFacts {
+        engine,
+        version,
+        waitaof: knows_command(&waitaof),
+        cluster: redis.is_cluster(),
         eviction_policies,
         aof_enabled: all("aof_enabled", &|v| v == "1"),
         rdb_saves: all("rdb_last_save_time", &|v| v != "0")
@@ -127,9 +156,78 @@ pub enum CheckError {
     /// The server may evict journeys.
     #[error(transparent)]
     Eviction(#[from] EvictionRisk),
+    /// `--wait-aof` on an engine without `WAITAOF`.
+    #[error(
+        "--wait-aof needs WAITAOF (Redis 7.2 and later, Valkey), and {engine} has none; use \
+         --wait-replicas, which waits for the replicas' memory rather than their disks"
+    )]
+    NoWaitAof {
+        /// The engine and its version.
+        engine: String,
+    },
+    /// `--wait-aof` with `appendonly` off on a primary.
+    #[error(
+        "--wait-aof needs appendonly yes on every primary (WAITAOF 1 confirms the primary's own \
+         AOF); a primary has it off: `CONFIG SET appendonly yes` and the same in redis.conf"
+    )]
+    AofOff,
     /// Redis failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether `COMMAND INFO name`'s reply describes a command (an unknown one is a nil entry).
+fn knows_command(reply: &redis::Value) -> bool {
+    match reply {
+        redis::Value::Array(entries) => entries
+            .first()
+            .is_some_and(|e| !matches!(e, redis::Value::Nil)),
+        redis::Value::Map(pairs) => !pairs.is_empty(),
+        _ => false,
+    }
+}
+
+impl ServerFacts {
+    /// Refuses `--wait-aof` on a server that cannot keep its promise: no `WAITAOF`, or
+    /// `appendonly` off on a primary.
+    ///
+    /// # Errors
+    /// [`CheckError::NoWaitAof`] or [`CheckError::AofOff`].
+    pub fn can_wait_aof(&self) -> Result<(), CheckError> {
+        if !self.waitaof {
+            return Err(CheckError::NoWaitAof {
+                engine: format!("{} {}", self.engine, self.version),
+            });
+        }
+        if !self.aof_enabled {
+            return Err(CheckError::AofOff);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ServerFacts {
+    /// `valkey 9.1.2, cluster, WAITAOF, AOF on, maxmemory-policy noeviction`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}, {}, {}, AOF {}, maxmemory-policy {}",
+            self.engine,
+            self.version,
+            if self.cluster {
+                "cluster"
+            } else {
+                "standalone"
+            },
+            if self.waitaof {
+                "WAITAOF"
+            } else {
+                "no WAITAOF"
+            },
+            if self.aof_enabled { "on" } else { "off" },
+            self.eviction_policies.join("/")
+        )
+    }
 }
 
 /// Every text in a reply: one `INFO` string, or a cluster's map of node to string.

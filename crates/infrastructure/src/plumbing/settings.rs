@@ -48,6 +48,20 @@ impl RedisSettings {
         }
     }
 
+    /// These settings with a command timeout long enough for the confirmation `wait` asks for:
+    /// the wait plus half a second, and never less than the default. A `WAITAOF` to replicas
+    /// lasts up to a second (a replica reports its AOF's fsynced offset about once a second), so
+    /// its wait may outlast the default timeout, and the write's connection must not give up on
+    /// it first.
+    pub fn waiting(mut self, wait: Option<crate::plumbing::replication::ReplicaWait>) -> Self {
+        if let Some(wait) = wait {
+            self.response_timeout = self
+                .response_timeout
+                .max(wait.timeout + Duration::from_millis(500));
+        }
+        self
+    }
+
     /// Trusts the authorities in the PEM file at `path` for `rediss://` (a private CA).
     ///
     /// # Errors

@@ -266,6 +266,7 @@ async fn failover_round(strategy: Strategy, round: usize) {
         replicas: Some(ReplicaWait {
             replicas: 1,
             timeout: Duration::from_millis(500),
+            confirmation: flyrtech_infrastructure::Confirmation::Received,
         }),
         ..StoreConfig::new(strategy)
     };

@@ -456,6 +456,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
         replicas: Some(flyrtech_infrastructure::ReplicaWait {
             replicas: 1,
             timeout: Duration::from_millis(900),
+            confirmation: flyrtech_infrastructure::Confirmation::Received,
         }),
     };
     let reports = lab::compare(&deployment.nodes()[0].url(), &comparison)

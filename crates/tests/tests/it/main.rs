@@ -58,3 +58,4 @@ mod retention;
 mod rooms;
 mod security;
 mod verify;
+mod wait_aof;

@@ -26,6 +26,7 @@ pub(crate) fn wait_for(replicas: u32) -> Option<ReplicaWait> {
     Some(ReplicaWait {
         replicas,
         timeout: Duration::from_millis(900),
+        confirmation: flyrtech_infrastructure::Confirmation::Received,
     })
 }
 
