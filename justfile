@@ -46,6 +46,10 @@ wait-cost:
     mkdir -p docs/results
     cargo run --release -p flyrtech-api -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
 
+# The price of --wait-replicas 1 and --wait-aof 1 side by side on one primary and replica with AOF on both (an engine with WAITAOF: FLYRTECH_REDIS_SERVER, default valkey-server); writes docs/results/wait-aof.txt.
+wait-aof-cost:
+    tools/wait-aof/price.sh
+
 # serve against the stack's floor (crates/api/examples/floor.rs) and its Redis ceiling, every strategy, with wrk (or oha), then the lab's view (compare --http --http-floor); writes docs/results/http-floor.txt.
 http-bench *STRATEGIES:
     tools/http-bench/run.sh {{STRATEGIES}}

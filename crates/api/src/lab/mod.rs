@@ -541,7 +541,11 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
                     );
                     let mut report = run_with(&driver, scenario, params, comparison.audit).await?;
                     if let Some(wait) = replicas {
-                        report.strategy = format!("{} +wait{}", report.strategy, wait.replicas);
+                        let how = match wait.confirmation {
+                            flyrtech_infrastructure::Confirmation::Received => "wait",
+                            flyrtech_infrastructure::Confirmation::OnDisk => "aof",
+                        };
+                        report.strategy = format!("{} +{how}{}", report.strategy, wait.replicas);
                     }
                     reports.push(report);
                 }
