@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use flyrtech_infrastructure::Strategy;
+use flyrtech_infrastructure::{Confirmation, Redis, Strategy};
 
 use super::{DONE, shutdown_signal};
 use crate::config::Settings;
@@ -143,6 +143,16 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         (false, None) => Private::Throwaway,
     };
     let deployment = Deployment::resolve(settings.redis_url.as_deref(), private)?;
+    if settings
+        .replicas
+        .is_some_and(|w| w.confirmation == Confirmation::OnDisk)
+    {
+        // As serve does: refused in one line where WAITAOF cannot keep its promise.
+        let redis = Redis::connect(&super::redis_settings(&settings, &deployment.url)?).await?;
+        flyrtech_infrastructure::plumbing::server::facts(&redis)
+            .await?
+            .can_wait_aof()?;
+    }
     let started_at = chrono::Utc::now().to_rfc3339();
     // Ctrl-c or SIGTERM ends the comparison cleanly, so the private redis-server is stopped.
     let runs = tokio::select! {

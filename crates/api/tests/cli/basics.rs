@@ -112,6 +112,24 @@ fn a_tools_table_in_the_file_sets_its_options_and_a_flag_wins() {
     );
 }
 
+/// `--wait-aof` where it cannot hold (Redis 7.0 has no WAITAOF; the private servers keep no
+/// AOF) is refused before anything runs, in one line.
+#[test]
+fn wait_aof_where_it_cannot_hold_is_one_clear_error() {
+    let out = flyrtech()
+        .args(["--wait-aof", "1", "compare", "--strategies", "lua"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("--wait-aof needs WAITAOF") || errors[0].contains("appendonly yes"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_missing_redis_server_is_one_clear_error() {
     let empty = tempfile::tempdir().unwrap();
