@@ -253,22 +253,27 @@ fn assert_linearizable(checked: &Checked) {
 }
 
 /// `serve` killed mid-run (its task aborted: requests in flight are cut) and started again on
-/// the same address: the cut requests are unknown, the rest is linearizable.
+/// the same address: the cut requests are unknown, the rest is linearizable. On a primary with
+/// its replica, and on a cluster with a replica per primary.
 #[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn serve_killed_and_restarted(strategy: Strategy) {
-    let report = checked(
-        "serve-restart",
-        Rig::start(strategy).await,
-        4,
-        |mut rig| async move {
-            rig.after(300, "operations before the kill").await;
-            let primary = rig.redis.primary_url();
-            rig.serve_on(&primary).await;
-            rig.after(300, "operations after the restart").await;
-            rig
-        },
-    )
+async fn serve_killed_and_restarted(strategy: Strategy, #[values(false, true)] cluster: bool) {
+    let (name, rig) = if cluster {
+        let redis = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+        (
+            "serve-restart-cluster",
+            Rig::on(strategy, Deployment::Cluster(redis)).await,
+        )
+    } else {
+        ("serve-restart", Rig::start(strategy).await)
+    };
+    let report = checked(name, rig, 4, |mut rig| async move {
+        rig.after(300, "operations before the kill").await;
+        let primary = rig.redis.primary_url();
+        rig.serve_on(&primary).await;
+        rig.after(300, "operations after the restart").await;
+        rig
+    })
     .await;
     assert_linearizable(&report);
 }
