@@ -68,7 +68,7 @@ pub(crate) async fn connect(
 /// # Errors
 /// The CA file cannot be read.
 pub(crate) fn redis_settings(settings: &Settings, url: &str) -> anyhow::Result<RedisSettings> {
-    let redis = RedisSettings::new(url).waiting(settings.replicas);
+    let redis = RedisSettings::new(url).waiting(settings.replicas.map(|w| w.timeout));
     Ok(match &settings.redis_ca {
         Some(path) => redis
             .with_ca_file(path)

@@ -341,7 +341,8 @@ impl Application {
             url: redact(redis_url),
             source,
         };
-        let mut settings = RedisSettings::new(redis_url).waiting(config.store.replicas);
+        let mut settings =
+            RedisSettings::new(redis_url).waiting(config.store.replicas.map(|w| w.timeout));
         settings.tls_ca = redis_ca;
         let redis = Redis::connect(&settings).await.map_err(store_err)?;
         let store = RedisJourneyStore::new(redis.clone(), &config.store)

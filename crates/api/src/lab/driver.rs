@@ -93,7 +93,10 @@ impl Driver {
     ) -> Result<Self, LabError> {
         let mut stores = Vec::with_capacity(instances.max(1));
         for _ in 0..instances.max(1) {
-            let redis = Redis::connect(&RedisSettings::new(url).waiting(config.replicas)).await?;
+            let redis = Redis::connect(
+                &RedisSettings::new(url).waiting(config.replicas.map(|w| w.timeout)),
+            )
+            .await?;
             stores.push(Arc::new(RedisJourneyStore::new(redis, config).await?));
         }
         Ok(Self::Library {

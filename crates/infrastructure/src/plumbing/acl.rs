@@ -31,13 +31,16 @@ pub enum Role {
 
 /// Sent by every role: connecting (RESP3 `HELLO`; redis-rs' `CLIENT SETINFO` is left out: Redis
 /// 7.0 does not know it, and on 7.2+ its refusal is ignored by the client and only logged),
-/// finding the deployment's shape (`INFO`, `CLUSTER SLOTS`, `CLUSTER INFO`), scripts, and the
-/// replica-confirmed writes (`WAIT`, `INCR` of the replication marker).
+/// finding the deployment's shape and what the engine can do (`INFO`, `CLUSTER SLOTS`,
+/// `CLUSTER INFO`, `COMMAND INFO`), scripts, and the replica-confirmed writes (`WAIT`, `INCR` of
+/// the replication marker). `WAITAOF` is not in the line: Redis 7.0 rejects a grant of a command
+/// it does not know; a `--wait-aof` deployment (Redis 7.2+, Valkey) adds `+waitaof`.
 const CONNECT: &[&str] = &[
     "ping",
     "hello",
     "auth",
     "info",
+    "command|info",
     "cluster|slots",
     "cluster|info",
     "readonly",

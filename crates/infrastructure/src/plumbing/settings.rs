@@ -48,16 +48,14 @@ impl RedisSettings {
         }
     }
 
-    /// These settings with a command timeout long enough for the confirmation `wait` asks for:
-    /// the wait plus half a second, and never less than the default. A `WAITAOF` to replicas
-    /// lasts up to a second (a replica reports its AOF's fsynced offset about once a second), so
-    /// its wait may outlast the default timeout, and the write's connection must not give up on
-    /// it first.
-    pub fn waiting(mut self, wait: Option<crate::plumbing::replication::ReplicaWait>) -> Self {
+    /// These settings with a command timeout long enough for a confirmation that waits up to
+    /// `wait` (a `ReplicaWait`'s timeout): the wait plus half a second, and never less than the
+    /// default. A `WAITAOF` to replicas lasts up to a second (a replica reports its AOF's
+    /// fsynced offset about once a second), so its wait may outlast the default timeout, and the
+    /// write's connection must not give up on it first.
+    pub fn waiting(mut self, wait: Option<Duration>) -> Self {
         if let Some(wait) = wait {
-            self.response_timeout = self
-                .response_timeout
-                .max(wait.timeout + Duration::from_millis(500));
+            self.response_timeout = self.response_timeout.max(wait + Duration::from_millis(500));
         }
         self
     }

@@ -630,8 +630,11 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
                     }),
                 _ => None,
             })
+            // redis-rs' CLIENT SETINFO, which no role is granted (Redis 7.0 rejects the grant),
+            // is logged on the engines that know it (Redis 7.2+, Valkey); see acl_denials.
+            .filter(|object| object != "client|setinfo")
             .collect();
-        assert!(log.is_empty(), "{strategy}: denied {denied:?}");
+        assert!(denied.is_empty(), "{strategy}: denied {denied:?}");
 
         // What the service's user may not do.
         let svc = Redis::connect(&RedisSettings::new(serve_url))
@@ -650,8 +653,9 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
             }
             let refused = cmd.query_async::<redis::Value>(&mut svc.shared()).await;
             let error = refused.expect_err(&format!("{strategy}: {args:?} was allowed"));
+            // Redis says "no permissions", Valkey "No permissions": the refusal is the point.
             assert!(
-                error.to_string().contains("no permissions"),
+                error.to_string().to_lowercase().contains("no permissions"),
                 "{args:?}: {error}"
             );
         }
