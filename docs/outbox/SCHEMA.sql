@@ -115,8 +115,13 @@ CREATE TABLE IF NOT EXISTS status_history (
     occurred_at timestamptz NOT NULL,
     payload     jsonb       NOT NULL,
     projected_at timestamptz NOT NULL DEFAULT now(),   -- with occurred_at: the end-to-end lag
+    trace_id    text,                                   -- the W3C trace id of the request that
+                                                        -- made the change, when it was traced
     UNIQUE (journey_id, version, position)
 );
+
+-- A history made before traces gains the column (PostgreSQL 9.6+).
+ALTER TABLE status_history ADD COLUMN IF NOT EXISTS trace_id text;
 
 CREATE INDEX IF NOT EXISTS status_history_by_segment
     ON status_history (journey_id, segment_id, version);

@@ -17,8 +17,9 @@
 //! - [`config`]: the layered configuration (defaults < file < `FLYRTECH_*` env < flags), one
 //!   settings type per command.
 //! - [`deployment`]: the configured Redis, or a private redis-server.
+//! - [`telemetry`]: the logs and the OpenTelemetry traces every process installs (`main.rs`).
 //!
-//! The lab, the verify client and the deployment import no other room of this crate, the HTTP
+//! The lab, the verify client, the deployment and the telemetry import no other room of this crate, the HTTP
 //! service only the configuration it is built from; the commands import them (checked by the
 //! `rooms` tests of the suite).
 
@@ -27,4 +28,5 @@ pub mod config;
 pub mod deployment;
 pub mod http;
 pub mod lab;
+pub mod telemetry;
 pub mod verify;

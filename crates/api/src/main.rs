@@ -8,7 +8,7 @@ use flyrtech_api::commands::{
     project_bench, redis_acl, relay, serve, soak, verify,
 };
 use flyrtech_api::config::{CommonArgs, Settings, tools};
-use tracing_subscriber::EnvFilter;
+use flyrtech_api::telemetry::{Telemetry, TraceSettings};
 
 /// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
 /// measured with perf: docs/lab.md, "The HTTP path and its ceiling"); mimalloc's thread-local free lists do not.
@@ -93,28 +93,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_main() -> anyhow::Result<i32> {
-    // Log lines are written by a thread of their own, batched into one write when several are
-    // waiting: under load, one `write(2)` per line on the request path cost `serve` about 7 % of
-    // its CPU (perf: docs/lab.md, "The HTTP path and its ceiling"). Not lossy: a full queue slows logging callers down
-    // rather than dropping lines. The guard flushes what is left when this function returns.
-    let (log, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("flyrtech-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(log)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let (cli, settings) = parse()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
+    // Inside the runtime: a gRPC trace exporter's client lives there.
+    let telemetry = {
+        let _inside = runtime.enter();
+        Telemetry::install(cli.command.name(), &TraceSettings::from_env())?
+    };
     // Everything, a private redis-server included, is dropped before the status is returned.
-    runtime.block_on(run(cli.command, settings))
+    let status = runtime.block_on(run(cli.command, settings));
+    // The last spans are exported while the runtime still runs.
+    telemetry.shutdown();
+    status
 }
 
 /// The command line, and the shared settings. A one-shot tool's table in the config file is put
@@ -138,6 +128,28 @@ fn parse() -> anyhow::Result<(Cli, Settings)> {
     let argv = tools::with_file_options(&argv, name, tool, table)?;
     let cli = Cli::from_arg_matches(&command.get_matches_from(argv))?;
     Ok((cli, settings))
+}
+
+impl Command {
+    /// The subcommand's name, as typed: the process' service name is `flyrtech-<name>`.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "serve",
+            Self::Compare(_) => "compare",
+            Self::Verify(_) => "verify",
+            Self::Relay(_) => "relay",
+            Self::Audit(_) => "audit",
+            Self::Backlog(_) => "backlog",
+            Self::Migrate(_) => "migrate",
+            Self::ImportLegacy(_) => "import-legacy",
+            Self::Project(_) => "project",
+            Self::ProjectBench(_) => "project-bench",
+            Self::MigrateBench(_) => "migrate-bench",
+            Self::Soak(_) => "soak",
+            Self::ApiKey(_) => "api-key",
+            Self::RedisAcl(_) => "redis-acl",
+        }
+    }
 }
 
 /// Runs a command; the exit status on success.

@@ -180,6 +180,15 @@ pub struct Envelope {
     pub version: JourneyVersion,
     /// One or more events, in the order they were raised.
     pub events: Vec<DomainEvent>,
+    /// The W3C `traceparent` of the request that made the change, when it was traced: the
+    /// relay's and the projector's spans join that trace. Opaque here; absent from the JSON
+    /// when absent.
+    #[serde(
+        default,
+        rename = "traceparent",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace: Option<String>,
 }
 
 impl Envelope {
@@ -206,7 +215,14 @@ impl Envelope {
             journey_id,
             version,
             events,
+            trace: None,
         })
+    }
+
+    /// The envelope, carrying the trace context `trace` (a W3C `traceparent`).
+    #[must_use]
+    pub fn traced(self, trace: Option<String>) -> Self {
+        Self { trace, ..self }
     }
 
     /// The id that identifies the whole change: its first event's.

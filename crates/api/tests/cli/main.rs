@@ -9,6 +9,7 @@ mod dataset;
 mod events;
 mod secrets;
 mod serve;
+mod traces;
 mod verify;
 
 use std::io::{BufRead, BufReader};

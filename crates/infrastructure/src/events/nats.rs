@@ -30,6 +30,11 @@
 //! window a copy gets through; the consumer's `processed_events` row is what makes processing
 //! idempotent (`crate::projection`).
 //!
+//! A traced change (one whose outbox entry carries a `traceparent`) is published under a
+//! producer span, `journey.publish`, in the change's trace, and its message carries that span's
+//! context in a `traceparent` header for the projector's span to join
+//! ([`crate::plumbing::trace_context`]).
+//!
 //! The publisher returns only once JetStream acknowledged every message of the batch (stored),
 //! in order; the relay acknowledges the outbox entries after that. A batch is published in
 //! order, all messages sent before the acknowledgements are awaited, so a batch costs about
@@ -39,6 +44,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use flyrtech_core::{BusError, Envelope, EventPublisher, InvalidInput, PublishError};
+
+use crate::plumbing::trace_context::{self, TRACEPARENT};
 
 /// The partition count of a stream created without `--partitions`.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -271,9 +278,38 @@ impl JetStreamPublisher {
     }
 }
 
+impl JetStreamPublisher {
+    /// The `traceparent` header of a traced change's message: its producer span's context
+    /// (the span joins the change's trace and is kept in `spans` until the batch is
+    /// acknowledged), or the change's own context when the relay itself is not traced, so that
+    /// the projector still joins the request's trace.
+    fn trace(
+        &self,
+        envelope: &Envelope,
+        subject: &str,
+        spans: &mut Vec<tracing::Span>,
+    ) -> Option<String> {
+        let carried = envelope.trace.as_deref()?;
+        let span = tracing::info_span!(
+            "journey.publish",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = subject,
+            journey = %envelope.journey_id,
+            version = envelope.version.get(),
+        );
+        trace_context::adopt(&span, Some(carried));
+        let header = trace_context::of_span(&span).unwrap_or_else(|| carried.to_owned());
+        spans.push(span);
+        Some(header)
+    }
+}
+
 impl EventPublisher for JetStreamPublisher {
     async fn publish(&self, batch: &[Envelope]) -> Result<(), PublishError> {
         let mut pending = Vec::with_capacity(batch.len());
+        // One producer span per traced change, open until the batch is acknowledged.
+        let mut spans = Vec::new();
         for (published, envelope) in batch.iter().enumerate() {
             let payload = serde_json::to_vec(envelope).map_err(|e| PublishError::Rejected {
                 published,
@@ -286,10 +322,14 @@ impl EventPublisher for JetStreamPublisher {
                     first.id.to_string().as_str(),
                 );
             }
+            let subject = self.bus.subject(envelope);
+            if let Some(trace) = self.trace(envelope, &subject, &mut spans) {
+                headers.insert(TRACEPARENT, trace.as_str());
+            }
             let sent = self
                 .bus
                 .context
-                .publish_with_headers(self.bus.subject(envelope), headers, payload.into())
+                .publish_with_headers(subject, headers, payload.into())
                 .await;
             match sent {
                 Ok(ack) => pending.push(ack),

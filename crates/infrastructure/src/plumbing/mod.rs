@@ -18,6 +18,8 @@
 //! - `script`: a Lua script call that can travel alone or in a replica-confirmed batch.
 //! - [`secret`]: passwords in URLs replaced by `***` wherever a URL is printed.
 //! - `telemetry`: the metrics the store records (names and labels in its module docs).
+//! - [`trace_context`]: the W3C `traceparent` a change carries from the request to the
+//!   projection row.
 //!
 //! # What it may import
 //! The core crate and nothing else of this crate: every other room builds on this one.
@@ -34,4 +36,5 @@ pub mod secret;
 pub mod server;
 pub mod settings;
 pub(crate) mod telemetry;
+pub mod trace_context;
 pub(crate) mod wakeup;

@@ -316,6 +316,7 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
         to: Vec<Option<String>>,
         at: Vec<DateTime<Utc>>,
         payload: Vec<serde_json::Value>,
+        trace: Vec<Option<String>>,
     }
     let mut h = History::default();
     // Latest per target, by version (the batch is in version order per journey, but keep the
@@ -325,6 +326,10 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
     let mut completions: BTreeMap<String, (DateTime<Utc>, String, i64)> = BTreeMap::new();
     for change in changes {
         let v = version(change);
+        let trace = change
+            .trace
+            .as_deref()
+            .and_then(crate::plumbing::trace_context::trace_id);
         for (position, event) in change.events.iter().enumerate() {
             let journey = change.journey_id.to_string();
             let (segment, from, to) = match &event.kind {
@@ -373,17 +378,18 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
             h.at.push(event.occurred_at);
             h.payload
                 .push(serde_json::to_value(event).unwrap_or(serde_json::Value::Null));
+            h.trace.push(trace.clone());
         }
     }
     tx.execute(
         "INSERT INTO status_history \
-           (event_id, journey_id, version, position, event_type, segment_id, from_status, to_status, occurred_at, payload) \
+           (event_id, journey_id, version, position, event_type, segment_id, from_status, to_status, occurred_at, payload, trace_id) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::smallint[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[]) \
+                              $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[], $11::text[]) \
          ON CONFLICT DO NOTHING",
         &[
             &h.id, &h.journey, &h.version, &h.position, &h.kind, &h.segment, &h.from, &h.to,
-            &h.at, &h.payload,
+            &h.at, &h.payload, &h.trace,
         ],
     )
     .await?;

@@ -32,8 +32,8 @@
 //! - [`partitioned`]: several projectors sharing a partitioned stream through PostgreSQL leases.
 //!
 //! # What it may import
-//! The core crate and [`crate::events`] (the JetStream bus the changes arrive on); never the
-//! store's internals: the audit reads journeys through [`flyrtech_core::JourneyStore`].
+//! The core crate, [`crate::events`] (the JetStream bus the changes arrive on) and
+//! [`crate::plumbing`] (the trace context a change carries); never the store's internals: the audit reads journeys through [`flyrtech_core::JourneyStore`].
 
 pub mod apply;
 pub mod partitioned;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use flyrtech_core::{BusError, Envelope};
+
+use crate::plumbing::trace_context::{self, TRACEPARENT};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -107,9 +109,12 @@ pub(super) async fn fetch_and_apply(
     }
     let mut changes = Vec::with_capacity(received.len());
     let mut keep = Vec::with_capacity(received.len());
+    // One consumer span per traced change, open until its batch is committed and acknowledged.
+    let mut spans = Vec::new();
     for message in received {
         match serde_json::from_slice::<Envelope>(&message.payload) {
             Ok(envelope) if !envelope.events.is_empty() => {
+                let envelope = traced(envelope, &message, &mut spans);
                 changes.push(envelope);
                 keep.push(message);
             }
@@ -135,6 +140,34 @@ pub(super) async fn fetch_and_apply(
     stats.batches += 1;
     record(&applied);
     Ok(applied)
+}
+
+/// The change with the trace context its message carries: the relay's `traceparent` header (its
+/// producer span), else the one the outbox entry carried. A traced change is applied under a
+/// consumer span, `journey.project`, in that trace; the history row keeps the trace id.
+fn traced(
+    envelope: Envelope,
+    message: &async_nats::jetstream::Message,
+    spans: &mut Vec<tracing::Span>,
+) -> Envelope {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(TRACEPARENT))
+        .map(|v| v.as_str().to_owned());
+    let Some(trace) = header.or_else(|| envelope.trace.clone()) else {
+        return envelope;
+    };
+    let span = tracing::info_span!(
+        "journey.project",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        journey = %envelope.journey_id,
+        version = envelope.version.get(),
+    );
+    trace_context::adopt(&span, Some(&trace));
+    spans.push(span);
+    envelope.traced(Some(trace))
 }
 
 /// The projector's metrics for one applied batch: `projector_changes_total` by outcome and

@@ -36,7 +36,8 @@ pub async fn connect(url: &str) -> Result<Client, ProjectionError> {
     Ok(client)
 }
 
-/// Applies [`SCHEMA_SQL`] when any of its consumer tables is missing; answers whether it did.
+/// Applies [`SCHEMA_SQL`] when any of its consumer tables is missing, or a column added since
+/// (`status_history.trace_id`); answers whether it did.
 ///
 /// # Errors
 /// [`ProjectionError::Postgres`].
@@ -44,7 +45,11 @@ pub async fn ensure_schema(client: &Client) -> Result<bool, ProjectionError> {
     let missing = || async {
         let row = client
             .query_one(
-                "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(t.name) IS NULL",
+                "SELECT (SELECT count(*) FROM unnest($1::text[]) AS t(name) \
+                         WHERE to_regclass(t.name) IS NULL) \
+                      + (SELECT count(*) FROM (SELECT to_regclass('status_history') AS t) AS h \
+                         WHERE h.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute \
+                           WHERE attrelid = h.t AND attname = 'trace_id' AND NOT attisdropped))",
                 &[&TABLES.to_vec()],
             )
             .await?;

@@ -17,6 +17,7 @@
 //! | `from`, `to` | the statuses |
 //! | `id` | the status-changed event's id (UUIDv7) |
 //! | `done_id`, `customer`, `total` | on completion only: the `JourneyCompleted` event's id, the passenger's identity, the total price as exact decimal text |
+//! | `traceparent` | when the request was traced only: the W3C trace context of the update's span ([`crate::plumbing::trace_context`]) |
 //!
 //! The same fields are written by Rust (document strategies, from the aggregate's events) and by
 //! the Lua scripts (`lua`, `hash`, from the ids and instant Rust passes in); [`decode`] turns
@@ -32,6 +33,8 @@ use flyrtech_core::{
     JourneyVersion, Money, SegmentId, SegmentStatus, StatusChange,
 };
 use rust_decimal::Decimal;
+
+use crate::plumbing::trace_context::TRACEPARENT;
 
 /// The fields of one outbox entry, in order.
 pub type Fields = Vec<(&'static str, String)>;
@@ -55,6 +58,8 @@ pub(crate) struct Stamp {
     pub(crate) id: EventId,
     /// Set when the change would complete the journey.
     pub(crate) completion: Option<EventId>,
+    /// The update span's `traceparent`, when the request is traced.
+    pub(crate) trace: Option<String>,
 }
 
 impl Stamp {
@@ -69,16 +74,19 @@ impl Stamp {
             at: clock.now(),
             id: EventId::new(),
             completion: completes.then(EventId::new),
+            trace: crate::plumbing::trace_context::current(),
         }
     }
 
-    /// The script arguments: journey id, instant, event id, completion event id (or empty).
-    pub(crate) fn args(&self, id: &JourneyId) -> [String; 4] {
+    /// The script arguments: journey id, instant, event id, completion event id (or empty),
+    /// `traceparent` (or empty).
+    pub(crate) fn args(&self, id: &JourneyId) -> [String; 5] {
         [
             id.to_string(),
             format_instant(self.at),
             self.id.to_string(),
             self.completion.map(|c| c.to_string()).unwrap_or_default(),
+            self.trace.clone().unwrap_or_default(),
         ]
     }
 }
@@ -88,7 +96,7 @@ fn format_instant(at: DateTime<Utc>) -> String {
 }
 
 /// The entry for the events one change raised (as [`flyrtech_core::Journey::take_events`]
-/// returns them).
+/// returns them), with the current span's trace context when the request is traced.
 ///
 /// # Errors
 /// [`RowError`] when `events` is not the events of one change (none, or no status change).
@@ -134,6 +142,9 @@ pub fn encode(events: &[DomainEvent]) -> Result<Fields, RowError> {
             ]),
             other => return Err(RowError(format!("unexpected {} event", other.name()))),
         }
+    }
+    if let Some(trace) = crate::plumbing::trace_context::current() {
+        fields.push((TRACEPARENT, trace));
     }
     Ok(fields)
 }
@@ -195,7 +206,7 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
             },
         )?);
     }
-    Ok(Envelope::new(events)?)
+    Ok(Envelope::new(events)?.traced(fields.get(TRACEPARENT).cloned()))
 }
 
 /// Flattens fields for `XADD`.

@@ -99,8 +99,8 @@ pub struct ScriptCall {
     pub keys: Vec<String>,
     /// The arguments: the segment id (empty for the journey's own status), target status,
     /// expected version (empty for none), journey id, occurred-at, event id, completion event
-    /// id (empty unless completing), then the allowed predecessor statuses from the Rust
-    /// transition table.
+    /// id (empty unless completing), `traceparent` (empty unless traced), then the allowed
+    /// predecessor statuses from the Rust transition table.
     pub args: Vec<String>,
 }
 

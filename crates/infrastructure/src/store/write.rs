@@ -18,6 +18,8 @@ use flyrtech_core::{
     Applied, Clock, Journey, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
 };
 
+use tracing::Instrument;
+
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::replication::Replication;
@@ -70,8 +72,10 @@ impl WriteContext {
                 other => other.store_err(),
             };
         };
+        // The write and its replicas' confirmation, as a span of the update's trace.
         let reply = replication
             .write(&call.key, vec![call.cmd], Some(call.source))
+            .instrument(tracing::info_span!("replicas.confirm"))
             .await?
             .into_iter()
             .next()

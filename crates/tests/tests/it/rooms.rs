@@ -14,7 +14,7 @@ const INFRASTRUCTURE: &[Rule] = &[
     ("store", &["plumbing"]),
     ("dataset", &["plumbing", "store"]),
     ("events", &["plumbing", "store"]),
-    ("projection", &["events"]),
+    ("projection", &["plumbing", "events"]),
     ("local", &[]),
 ];
 
@@ -26,6 +26,7 @@ const API: &[Rule] = &[
     ("http", &["config"]),
     ("lab", &[]),
     ("verify", &[]),
+    ("telemetry", &[]),
     (
         "commands",
         &["config", "deployment", "http", "lab", "verify"],

@@ -6,7 +6,8 @@
 -- ARGV[2] target status, ARGV[3] expected version ('' for none)
 -- ARGV[4] journey id, ARGV[5] occurred-at, ARGV[6] event id,
 -- ARGV[7] completion event id ('' unless the change completes the journey)
--- ARGV[8..] statuses the target may be reached from (from the Rust transition table)
+-- ARGV[8] the update's W3C traceparent ('' when the request is not traced)
+-- ARGV[9..] statuses the target may be reached from (from the Rust transition table)
 -- Replies {outcome, detail}: changed/unchanged + version, not_found (in neither layout), moved
 -- (the journey is in the hash layout: nothing written), segment_not_found,
 -- version_mismatch + version, invalid_transition + current status, corrupt + why.
@@ -37,7 +38,7 @@ end
 local current = holder.status
 if current == ARGV[2] then return {'unchanged', tostring(version)} end
 local allowed = false
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', tostring(current)} end
@@ -58,6 +59,10 @@ if ARGV[7] ~= '' then
   local done = {'done_id', ARGV[7], 'customer', doc.passengerEmail,
     'total', cjson.encode(doc.totalPrice)}
   for _, v in ipairs(done) do entry[#entry + 1] = v end
+end
+if ARGV[8] ~= '' then
+  entry[#entry + 1] = 'traceparent'
+  entry[#entry + 1] = ARGV[8]
 end
 redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('SET', KEYS[1], out)

@@ -4,7 +4,8 @@
 -- KEYS[1] journey hash, KEYS[2] the journey's outbox partition, KEYS[3] the journey's document
 -- (all one slot)
 -- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
--- expected version, journey id, occurred-at, event id, completion event id, predecessors...
+-- expected version, journey id, occurred-at, event id, completion event id, traceparent,
+-- predecessors...
 -- Same replies as document_update.lua, corrupt included ('moved': the journey is in the document layout).
 -- Nothing is created for a missing segment.
 local version = redis.call('HGET', KEYS[1], 'version')
@@ -24,7 +25,7 @@ local current = redis.call('HGET', KEYS[1], field)
 if not current then return {'segment_not_found'} end
 if current == ARGV[2] then return {'unchanged', version} end
 local allowed = false
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', current} end
@@ -39,6 +40,10 @@ if ARGV[7] ~= '' then
   local done = {'done_id', ARGV[7], 'customer', header.passengerEmail,
     'total', cjson.encode(header.totalPrice)}
   for _, v in ipairs(done) do entry[#entry + 1] = v end
+end
+if ARGV[8] ~= '' then
+  entry[#entry + 1] = 'traceparent'
+  entry[#entry + 1] = ARGV[8]
 end
 redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('HSET', KEYS[1], field, ARGV[2], 'version', next_version)

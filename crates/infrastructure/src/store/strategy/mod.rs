@@ -37,6 +37,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use flyrtech_core::{
     Clock, Journey, JourneyId, JourneyStore, JourneyVersion, StatusChange, StoreError, SystemClock,
     UpdateOutcome,
@@ -485,8 +487,34 @@ impl JourneyStore for RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        let result = self.update_anywhere(id, change, expected).await;
+        // The update, as a span of the request's trace: its attempts, lock wait and replicas'
+        // confirmation are its children or its fields. Disabled (and free) when tracing is off.
+        let span = tracing::info_span!(
+            "journey.update",
+            strategy = self.strategy().name(),
+            journey = %id,
+            attempts = tracing::field::Empty,
+            changed = tracing::field::Empty,
+            version = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self
+            .update_anywhere(id, change, expected)
+            .instrument(span.clone())
+            .await;
         self.telemetry.update(&result);
+        if !span.is_disabled() {
+            match &result {
+                Ok(done) => {
+                    span.record("attempts", done.attempts);
+                    span.record("changed", done.changed);
+                    span.record("version", done.version.get());
+                }
+                Err(e) => {
+                    span.record("error", e.kind());
+                }
+            }
+        }
         result
     }
 }

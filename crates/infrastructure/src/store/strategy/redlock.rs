@@ -53,6 +53,7 @@ use flyrtech_core::{
 use futures::future::join_all;
 use rand::RngExt;
 use redis::Script;
+use tracing::Instrument;
 
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
@@ -177,8 +178,15 @@ impl Redlock {
     /// [`LockSettings::slow_budget`]; [`StoreError::Conflict`] when the lock stayed held by
     /// others through the retry budget.
     pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
-        self.acquire_within(id, &mut Attempts::new(self.retry))
-            .await
+        // The lock wait, as a span of the update's trace (docs/operations.md, "Traces").
+        let span = tracing::info_span!("lock.acquire", attempts = tracing::field::Empty);
+        let mut attempts = Attempts::new(self.retry);
+        let acquired = self
+            .acquire_within(id, &mut attempts)
+            .instrument(span.clone())
+            .await;
+        span.record("attempts", attempts.made());
+        acquired
     }
 
     async fn acquire_within(
