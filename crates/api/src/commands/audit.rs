@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
@@ -30,13 +31,57 @@ pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
     let state = dataset::state(&redis).await?;
     tracing::info!(dataset = %state, "auditing");
     let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
-    let clean = match &args.projection {
-        Some(url) => audit_projection(url, &store, args.json.as_ref(), args.limit)
-            .await?
-            .is_clean(),
-        None => run_audit(args, &store, &redis).await?.is_clean(),
+    let (clean, findings) = match &args.projection {
+        Some(url) => {
+            let report = audit_projection(url, &store, args.json.as_ref(), args.limit).await?;
+            (
+                report.is_clean(),
+                vec![("audit_projection_differences", report.differences.len())],
+            )
+        }
+        None => {
+            let report = run_audit(args, &store, &redis).await?;
+            (
+                report.is_clean(),
+                vec![
+                    ("audit_lost_updates", report.lost_updates.len()),
+                    ("audit_version_gaps", report.version_gaps.len()),
+                ],
+            )
+        }
     };
+    if let Some(path) = &args.metrics_file {
+        write_metrics(path, &findings)?;
+    }
     Ok(if clean { DONE } else { FOUND })
+}
+
+/// Writes the findings as Prometheus gauges, for node_exporter's textfile collector (an
+/// operator runs the audit from cron; the rules in `deploy/prometheus/alerts.yml` alert on the
+/// file's values). Written beside `path` and renamed over it, so a scrape never reads half.
+///
+/// # Errors
+/// The file cannot be written.
+fn write_metrics(path: &std::path::Path, findings: &[(&'static str, usize)]) -> anyhow::Result<()> {
+    use flyrtech_infrastructure::plumbing::telemetry;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        telemetry::describe();
+        for (name, found) in findings {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(*name).set(*found as f64);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("audit_last_run_timestamp_seconds").set(now.floor());
+    });
+    let partial = path.with_extension("prom.partial");
+    std::fs::write(&partial, recorder.handle().render())
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "wrote the audit's findings as metrics");
+    Ok(())
 }
 
 /// Options of `flyrtech audit`.
@@ -45,6 +90,10 @@ pub struct AuditArgs {
     /// Write the full report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write the findings as Prometheus gauges to this file (`audit_lost_updates`, …), for
+    /// node_exporter's textfile collector: the alert rules read them (docs/operations.md).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
     /// Findings listed in the terminal output (all are in the JSON).
     #[arg(long, default_value_t = 20)]
     pub limit: usize,

@@ -344,6 +344,8 @@ impl Application {
         let mut settings =
             RedisSettings::new(redis_url).waiting(config.store.replicas.map(|w| w.timeout));
         settings.tls_ca = redis_ca;
+        // The recorder first: what is recorded while starting (the backlog's limits) is kept.
+        let metrics = prometheus();
         let redis = Redis::connect(&settings).await.map_err(store_err)?;
         let store = RedisJourneyStore::new(redis.clone(), &config.store)
             .await
@@ -390,7 +392,7 @@ impl Application {
             cache: RedisCache::new(redis, config.cache.max_entries),
             cache_limits: config.cache,
             max_journey_bytes: config.max_journey_bytes,
-            metrics: prometheus(),
+            metrics,
             in_flight: Arc::new(AtomicUsize::new(0)),
             allow_eviction: config.allow_eviction,
             engine: facts.to_string(),
@@ -570,6 +572,8 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
+            // Every metric's help text (promtool check metrics wants one on each).
+            flyrtech_infrastructure::plumbing::telemetry::describe();
             handle
         })
         .clone()

@@ -7,6 +7,7 @@
 mod basics;
 mod dataset;
 mod events;
+mod observability;
 mod secrets;
 mod serve;
 mod traces;

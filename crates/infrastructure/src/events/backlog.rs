@@ -93,6 +93,12 @@ impl BacklogWatch {
     /// Starts measuring `redis`' outbox every `limits.every`; the first measurement is taken
     /// before this returns, so a service never starts blind.
     pub async fn start(redis: Redis, limits: BacklogLimits) -> Self {
+        // The limits, beside the measurements, for the alert rules to compare them with.
+        if let Some(cap) = limits.hard_cap {
+            #[allow(clippy::cast_precision_loss)]
+            gauge!("outbox_backlog_hard_cap_entries").set(cap as f64);
+        }
+        gauge!("outbox_backlog_stale_after_seconds").set(limits.stale_after.as_secs_f64());
         let last = Arc::new(Last::default());
         last.take(&redis).await;
         let task = {
@@ -172,6 +178,7 @@ impl Last {
         let measured = tokio::time::timeout(MEASURE_TIMEOUT, depth(redis))
             .await
             .unwrap_or_else(|_| {
+                crate::plumbing::telemetry::redis_reachable(false);
                 Err(StoreError::unavailable(
                     "the backlog measurement timed out",
                     "timeout",
@@ -231,11 +238,18 @@ async fn per_shard<T: redis::FromRedisValue>(
 }
 
 /// The outbox's backlog: `XLEN` of every shard, then the first entry of each non-empty
-/// one. Also sets the depth and age gauges.
+/// one. Also sets the depth and age gauges, and `redis_reachable` (1 when every primary
+/// answered).
 ///
 /// # Errors
 /// [`StoreError::Unavailable`].
 pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
+    let measured = measure(redis).await;
+    crate::plumbing::telemetry::redis_reachable(measured.is_ok());
+    measured
+}
+
+async fn measure(redis: &Redis) -> Result<Depth, StoreError> {
     let all: Vec<OutboxShard> = OutboxShard::all().collect();
     let lengths: Vec<u64> = per_shard(redis, &all, |p| {
         let mut cmd = redis::cmd("XLEN");

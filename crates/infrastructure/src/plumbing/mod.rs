@@ -17,7 +17,7 @@
 //!   inseparable, in group commits per primary.
 //! - `script`: a Lua script call that can travel alone or in a replica-confirmed batch.
 //! - [`secret`]: passwords in URLs replaced by `***` wherever a URL is printed.
-//! - `telemetry`: the metrics the store records (names and labels in its module docs).
+//! - [`telemetry`]: the metrics every process records, and their catalog.
 //! - [`trace_context`]: the W3C `traceparent` a change carries from the request to the
 //!   projection row.
 //!
@@ -35,6 +35,6 @@ pub(crate) mod script;
 pub mod secret;
 pub mod server;
 pub mod settings;
-pub(crate) mod telemetry;
+pub mod telemetry;
 pub mod trace_context;
 pub(crate) mod wakeup;

@@ -1,23 +1,317 @@
-//! What the store reports to the `metrics` facade. Recording is free when no recorder is
-//! installed (the lab, the tests); `flyrtech serve` installs a Prometheus recorder and exposes
-//! these on `GET /metrics`.
+//! What the service reports to the `metrics` facade, and the catalog of every metric any
+//! `flyrtech` process exports. Recording is free when no recorder is installed (the lab, the
+//! tests); `serve` installs a Prometheus recorder and exposes it on `GET /metrics`, as `relay` and
+//! `project` do on `--metrics-listen`.
 //!
-//! | metric | type | labels | meaning |
-//! |---|---|---|---|
-//! | `journey_updates_total` | counter | `strategy`, `outcome` | every update: `applied`, `unchanged`, or the error kind ([`StoreError::kind`]) |
-//! | `journey_update_attempts` | histogram | `strategy` | tries per update, including the one that succeeded or gave up |
-//! | `journey_update_conflicts_total` | counter | `strategy` | tries lost to a concurrent writer (WATCH abort, lock held, fencing refusal) |
-//! | `journey_lock_wait_seconds` | histogram | `strategy` | time spent acquiring the lock (`redlock`, `local-lock`) |
-//! | `redis_errors_total` | counter | `kind` | Redis calls that failed: `timeout`, `connection`, `cluster`, `reply` |
-//! | `redis_wait_seconds` | histogram | — | how long `WAIT` for replicas took (`--wait-replicas`) |
-//! | `redis_wait_timeouts_total` | counter | — | `WAIT`s that ended with fewer replicas than required |
-//! | `bus_trimmed_over_cap_total` | counter | — | event-stream entries trimmed past the hard cap, read by every consumer group or not |
-//! | `redis_wait_refusals_total` | counter | — | writes refused without sending, their primary known to lack replicas |
+//! [`CATALOG`] is the one list: each metric's name, type, labels, help text and the processes
+//! that export it. [`describe`] gives Prometheus the help texts (`promtool check metrics` finds
+//! nothing to say about `/metrics`), docs/operations.md prints it, and the suite checks that
+//! every family a process exports is in it and that every metric the alert rules
+//! (`deploy/prometheus/alerts.yml`) and the dashboard (`deploy/grafana/flyrtech.json`) name is
+//! one of them.
 
 use flyrtech_core::{StoreError, UpdateOutcome};
 use std::sync::OnceLock;
 
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (name ends in `_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Samples in buckets (`_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// Its name, the unit in it (`_seconds`, `_entries`).
+    pub name: &'static str,
+    /// Its type.
+    pub kind: Kind,
+    /// Its labels, comma-separated; empty for none.
+    pub labels: &'static str,
+    /// The processes that export it.
+    pub exported_by: &'static str,
+    /// The help text.
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static str,
+    exported_by: &'static str,
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        exported_by,
+        help,
+    }
+}
+
+/// Every metric a `flyrtech` process exports.
+pub const CATALOG: &[Metric] = &[
+    metric(
+        "http_requests_total",
+        Kind::Counter,
+        "method, route, status",
+        "serve",
+        "HTTP requests answered, by method, route template (or unmatched) and status.",
+    ),
+    metric(
+        "http_request_duration_seconds",
+        Kind::Histogram,
+        "method, route, status",
+        "serve",
+        "Time from a request's arrival to its response, by method, route template and status.",
+    ),
+    metric(
+        "http_connections_open",
+        Kind::Gauge,
+        "",
+        "serve",
+        "HTTP connections open now.",
+    ),
+    metric(
+        "http_connections_refused_total",
+        Kind::Counter,
+        "",
+        "serve",
+        "HTTP connections closed at once because the connection limit was reached.",
+    ),
+    metric(
+        "http_rate_limit_overflow_total",
+        Kind::Counter,
+        "",
+        "serve",
+        "Requests limited as one shared client because the rate limiter tracked its most clients.",
+    ),
+    metric(
+        "http_quota_refused_total",
+        Kind::Counter,
+        "quota",
+        "serve",
+        "Requests refused because a client's quota was spent: journeys, cache or outbox.",
+    ),
+    metric(
+        "journey_updates_total",
+        Kind::Counter,
+        "strategy, outcome",
+        "serve",
+        "Journey updates by strategy and outcome: applied, unchanged, or the error kind (conflict, not_replicated, unavailable, ...).",
+    ),
+    metric(
+        "journey_update_attempts",
+        Kind::Histogram,
+        "strategy",
+        "serve",
+        "Tries per journey update, the one that succeeded or gave up included.",
+    ),
+    metric(
+        "journey_update_conflicts_total",
+        Kind::Counter,
+        "strategy",
+        "serve",
+        "Update tries lost to a concurrent writer: a WATCH abort, a lock held, a fencing refusal.",
+    ),
+    metric(
+        "journey_lock_wait_seconds",
+        Kind::Histogram,
+        "strategy",
+        "serve",
+        "Time spent acquiring a journey's lock (redlock, local-lock).",
+    ),
+    metric(
+        "redis_errors_total",
+        Kind::Counter,
+        "kind",
+        "serve, relay",
+        "Redis calls that failed: timeout, connection, cluster, reply.",
+    ),
+    metric(
+        "redis_reachable",
+        Kind::Gauge,
+        "",
+        "serve, relay",
+        "1 when the last periodic outbox measurement reached every primary, 0 when it failed.",
+    ),
+    metric(
+        "redis_wait_seconds",
+        Kind::Histogram,
+        "",
+        "serve",
+        "Time a write's WAIT or WAITAOF for replicas took (--wait-replicas, --wait-aof).",
+    ),
+    metric(
+        "redis_wait_timeouts_total",
+        Kind::Counter,
+        "",
+        "serve",
+        "WAITs that ended with fewer replicas than required: the writes were answered 503.",
+    ),
+    metric(
+        "redis_wait_refusals_total",
+        Kind::Counter,
+        "",
+        "serve",
+        "Writes refused without being sent, their primary known to lack replicas.",
+    ),
+    metric(
+        "outbox_backlog_entries",
+        Kind::Gauge,
+        "",
+        "serve, relay",
+        "Outbox entries not yet published and acknowledged, all shards.",
+    ),
+    metric(
+        "outbox_backlog_oldest_age_seconds",
+        Kind::Gauge,
+        "",
+        "serve, relay",
+        "Age of the oldest outbox entry not yet published; 0 when the outbox is empty.",
+    ),
+    metric(
+        "outbox_backlog_hard_cap_entries",
+        Kind::Gauge,
+        "",
+        "serve",
+        "The backlog at which serve refuses writes (--outbox-hard-cap); absent when off.",
+    ),
+    metric(
+        "outbox_backlog_stale_after_seconds",
+        Kind::Gauge,
+        "",
+        "serve",
+        "The oldest entry's age beyond which /ready names a relay that is not keeping up.",
+    ),
+    metric(
+        "outbox_published_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Changes the relay published to the bus.",
+    ),
+    metric(
+        "outbox_redelivered_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Changes published again after an earlier delivery (at least once).",
+    ),
+    metric(
+        "outbox_parked_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Poison entries parked after too many deliveries.",
+    ),
+    metric(
+        "outbox_publish_failures_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Batches the bus did not accept.",
+    ),
+    metric(
+        "bus_trimmed_over_cap_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Event-stream entries trimmed past the hard cap, read by every consumer group or not.",
+    ),
+    metric(
+        "projector_changes_total",
+        Kind::Counter,
+        "outcome",
+        "project",
+        "Changes the projector received, by outcome: applied, held, duplicate, stale (a lost update of the store).",
+    ),
+    metric(
+        "projector_lag_seconds",
+        Kind::Histogram,
+        "",
+        "project",
+        "Time from a change's commit in Redis to its commit in PostgreSQL.",
+    ),
+    metric(
+        "projector_owned_partitions",
+        Kind::Gauge,
+        "",
+        "project",
+        "Bus partitions this projector holds the lease of.",
+    ),
+    metric(
+        "audit_lost_updates",
+        Kind::Gauge,
+        "",
+        "audit --metrics-file",
+        "Lost updates the last audit found.",
+    ),
+    metric(
+        "audit_version_gaps",
+        Kind::Gauge,
+        "",
+        "audit --metrics-file",
+        "Version gaps the last audit found.",
+    ),
+    metric(
+        "audit_projection_differences",
+        Kind::Gauge,
+        "",
+        "audit --metrics-file",
+        "Differences between the projection and the stored journeys the last projection audit found.",
+    ),
+    metric(
+        "audit_last_run_timestamp_seconds",
+        Kind::Gauge,
+        "",
+        "audit --metrics-file",
+        "When the last audit finished (Unix time).",
+    ),
+];
+
+/// The catalog entry of `name`, a family name or a histogram's series (`_bucket`, `_sum`,
+/// `_count`).
+pub fn cataloged(name: &str) -> Option<&'static Metric> {
+    let base = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| {
+            name.strip_suffix(suffix).filter(|base| {
+                CATALOG
+                    .iter()
+                    .any(|m| m.name == *base && m.kind == Kind::Histogram)
+            })
+        })
+        .unwrap_or(name);
+    CATALOG.iter().find(|m| m.name == base)
+}
+
+/// Gives the installed recorder every metric's help text.
+pub fn describe() {
+    for m in CATALOG {
+        match m.kind {
+            Kind::Counter => describe_counter!(m.name, m.help),
+            Kind::Gauge => describe_gauge!(m.name, m.help),
+            Kind::Histogram => describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+/// Records whether the last periodic measurement reached Redis.
+pub(crate) fn redis_reachable(reached: bool) {
+    gauge!("redis_reachable").set(if reached { 1.0 } else { 0.0 });
+}
 
 /// One store's update metrics. The handles of what nearly every update records (its outcome
 /// when it applied or changed nothing, its attempts, its lock wait) are made on the store's first
