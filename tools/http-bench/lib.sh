@@ -3,5 +3,5 @@
 # A free loopback port.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Polls URL (bounded: 10 s) until it answers 2xx.
-wait_for() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+# Polls URL (bounded: SECONDS, default 10) until it answers 2xx.
+wait_for() { for _ in $(seq 1 $((${2:-10} * 20))); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }

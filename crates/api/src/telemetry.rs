@@ -7,9 +7,10 @@
 //!   variables ([`TraceSettings::from_env`]). They are **off** unless an endpoint is set
 //!   (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or
 //!   `OTEL_TRACES_EXPORTER=otlp` for the default `localhost` one), and `OTEL_SDK_DISABLED=true` or
-//!   `OTEL_TRACES_EXPORTER=none` turns them off whatever else is set. Off, no layer wants a span:
-//!   every `info_span!` of the service is a disabled callsite (one cached check), and nothing is
-//!   added to the outbox entries or the messages (docs/lab.md measures it).
+//!   `OTEL_TRACES_EXPORTER=none` turns them off whatever else is set. Every span of the service has
+//!   the target `flyrtech::trace`, which the log filter turns off: off, the subscriber is the plain
+//!   log subscriber with one global filter, every span is a call site disabled once and for all,
+//!   and nothing is added to the outbox entries or the messages (docs/lab.md measures it).
 //!
 //! The OpenTelemetry SDK reads the rest itself: `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`,
 //! the default, or `grpc`), `OTEL_EXPORTER_OTLP_HEADERS` and `_TIMEOUT`, `OTEL_TRACES_SAMPLER`
@@ -24,10 +25,12 @@
 
 use std::time::Duration;
 
+use flyrtech_infrastructure::plumbing::trace_context::SPANS;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, Targets, filter_fn};
+use tracing::Level;
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -104,29 +107,40 @@ impl Telemetry {
                 64 * 1024,
                 std::io::stderr(),
             ));
-        let logs = tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(
-                EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| EnvFilter::new("info"))
-                    .and(filter_fn(|metadata| metadata.is_event())),
-            );
+        // The spans' target is off for the log lines, whatever RUST_LOG says: decided once per
+        // call site (a filter that looked at each span would cost every request).
+        let mut log_filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        if let Ok(spans_off) = format!("{SPANS}=off").parse() {
+            log_filter = log_filter.add_directive(spans_off);
+        }
         let provider = if settings.export {
             Some(provider(command, settings)?)
         } else {
             None
         };
-        let traces = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("flyrtech"))
-                .with_filter(
-                    Targets::new()
-                        .with_target("flyrtech_api", tracing::Level::INFO)
-                        .with_target("flyrtech_infrastructure", tracing::Level::INFO),
+        match &provider {
+            // Off: one global filter, as a plain log subscriber has.
+            None => Registry::default()
+                .with(log_filter)
+                .with(log_lines(writer))
+                .try_init()?,
+            // On: the log lines keep their filter; the OpenTelemetry layer takes the spans, and
+            // the service's warnings and errors as events of the span they happen in.
+            Some(provider) => Registry::default()
+                .with(log_lines(writer).with_filter(log_filter))
+                .with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(provider.tracer("flyrtech"))
+                        .with_filter(
+                            Targets::new()
+                                .with_target(SPANS, Level::INFO)
+                                .with_target("flyrtech_api", Level::WARN)
+                                .with_target("flyrtech_infrastructure", Level::WARN),
+                        ),
                 )
-        });
-        Registry::default().with(logs).with(traces).try_init()?;
+                .try_init()?,
+        }
         Ok(Self {
             provider,
             _log: guard,
@@ -148,6 +162,16 @@ impl Telemetry {
             tracing::warn!(error = %e, "some spans were not exported");
         }
     }
+}
+
+/// The log lines' layer, writing to `writer`, in colour on a terminal.
+fn log_lines<S>(writer: tracing_appender::non_blocking::NonBlocking) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
 }
 
 /// The tracer provider: the OTLP exporter the `OTEL_*` variables describe, batched.

@@ -82,26 +82,21 @@ pub async fn pass(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     // The handlers' quotas are per client.
     request.extensions_mut().insert(client);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let span = request_span(method, route, &request);
     let response = match admitted {
         Err(refused) => refused.into_response(),
-        Ok(()) => {
-            let handled = tokio::time::timeout(gate.request_timeout, next.run(request));
-            match handled.instrument(span.clone()).await {
-                Ok(response) => response,
-                Err(_) => ApiError::timed_out(gate.request_timeout).into_response(),
-            }
+        // Boxed, so that the plain path's future carries none of the span: with traces off it
+        // costs one cached check.
+        Ok(()) if trace_context::on() => {
+            Box::pin(traced(method, route, gate.request_timeout, request, next)).await
         }
+        Ok(()) => within(
+            gate.request_timeout,
+            tokio::time::timeout(gate.request_timeout, next.run(request)).await,
+        ),
     };
     drop(in_flight);
     let latency = started.elapsed();
     let status = response.status();
-    if !span.is_disabled() {
-        span.record("http.response.status_code", status.as_u16());
-        if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
-        }
-    }
     gate.metrics.record(method, route, status, latency);
     let latency_ms = latency.as_secs_f64() * 1e3;
     if status.is_server_error() {
@@ -118,11 +113,22 @@ pub async fn pass(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     response
 }
 
-/// The request's server span, `<method> <route template>`, the child of the client's
-/// `traceparent` when it sent one (W3C Trace Context). Disabled, at the cost of one cached
-/// check, when traces are off (`crate::telemetry`).
-fn request_span(method: &'static str, route: &str, request: &Request) -> tracing::Span {
+/// The handler's response, or 503 with `Retry-After` when it took longer than `timeout`.
+fn within(timeout: Duration, handled: Result<Response, tokio::time::error::Elapsed>) -> Response {
+    handled.unwrap_or_else(|_| ApiError::timed_out(timeout).into_response())
+}
+
+/// The handler, within the request timeout, in the request's server span, `<method> <route template>`: the child of the
+/// client's `traceparent` when it sent one (W3C Trace Context), with the response's status.
+async fn traced(
+    method: &'static str,
+    route: &str,
+    timeout: Duration,
+    request: Request,
+    next: Next,
+) -> Response {
     let span = tracing::info_span!(
+        target: trace_context::SPANS,
         "request",
         otel.name = tracing::field::Empty,
         otel.kind = "server",
@@ -131,15 +137,22 @@ fn request_span(method: &'static str, route: &str, request: &Request) -> tracing
         http.route = route,
         http.response.status_code = tracing::field::Empty,
     );
-    if !span.is_disabled() {
-        span.record("otel.name", format!("{method} {route}"));
-        let carried = request
-            .headers()
-            .get(trace_context::TRACEPARENT)
-            .and_then(|v| v.to_str().ok());
-        trace_context::adopt(&span, carried);
+    span.record("otel.name", format!("{method} {route}"));
+    let carried = request
+        .headers()
+        .get(trace_context::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    trace_context::adopt(&span, carried);
+    let handled = tokio::time::timeout(timeout, next.run(request))
+        .instrument(span.clone())
+        .await;
+    let response = within(timeout, handled);
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
-    span
+    response
 }
 
 /// The method as a metric label: a standard method's name, else `OTHER`.

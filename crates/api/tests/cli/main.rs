@@ -34,7 +34,8 @@ fn flyrtech() -> Command {
     cmd
 }
 
-/// A running `flyrtech serve`, read until it listens.
+/// A running `flyrtech serve`, read until it listens; killed when dropped unless a test ended it
+/// (a failed assertion must not leave it running).
 struct Serving {
     child: std::process::Child,
     addr: String,
@@ -109,7 +110,16 @@ impl Serving {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut self.stderr, &mut rest).unwrap();
         self.log.push_str(&rest);
-        (status, self.log)
+        (status, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

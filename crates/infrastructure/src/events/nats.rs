@@ -291,6 +291,7 @@ impl JetStreamPublisher {
     ) -> Option<String> {
         let carried = envelope.trace.as_deref()?;
         let span = tracing::info_span!(
+            target: trace_context::SPANS,
             "journey.publish",
             otel.kind = "producer",
             messaging.system = "nats",

@@ -34,9 +34,23 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The header, outbox field and message header that carry the context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// The target of every span the service makes. The log lines never show them (the log filter
+/// turns this target off), and only the OpenTelemetry layer, when installed, turns it on: both are
+/// decided once per call site, so with traces off a span costs one cached check.
+pub const SPANS: &str = "flyrtech::trace";
+
+/// Whether spans are recorded: an OpenTelemetry layer is installed. One cached check of a call
+/// site's interest.
+pub fn on() -> bool {
+    tracing::enabled!(target: SPANS, tracing::Level::INFO)
+}
+
 /// The current span's context as a `traceparent` value; `None` when there is no sampled or
 /// remote context to carry (tracing off, or no span).
 pub fn current() -> Option<String> {
+    if !on() {
+        return None;
+    }
     let span = tracing::Span::current();
     if span.is_disabled() {
         return None;
@@ -129,7 +143,7 @@ mod tests {
 
     #[test]
     fn without_a_tracing_layer_nothing_is_carried() {
-        let span = tracing::info_span!("request");
+        let span = tracing::info_span!(target: SPANS, "request");
         let _entered = span.enter();
         adopt(&span, Some(CARRIED));
         assert_eq!(current(), None);

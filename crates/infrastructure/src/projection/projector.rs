@@ -159,6 +159,7 @@ fn traced(
         return envelope;
     };
     let span = tracing::info_span!(
+        target: trace_context::SPANS,
         "journey.project",
         otel.kind = "consumer",
         messaging.system = "nats",

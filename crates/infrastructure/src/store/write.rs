@@ -75,7 +75,7 @@ impl WriteContext {
         // The write and its replicas' confirmation, as a span of the update's trace.
         let reply = replication
             .write(&call.key, vec![call.cmd], Some(call.source))
-            .instrument(tracing::info_span!("replicas.confirm"))
+            .instrument(tracing::info_span!(target: crate::plumbing::trace_context::SPANS, "replicas.confirm"))
             .await?
             .into_iter()
             .next()

@@ -459,6 +459,44 @@ impl RedisJourneyStore {
     }
 }
 
+impl RedisJourneyStore {
+    /// [`JourneyStore::update`] as the span `journey.update`: its attempts, lock wait and
+    /// replicas' confirmation are its children or its fields.
+    async fn traced_update(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let span = tracing::info_span!(
+            target: crate::plumbing::trace_context::SPANS,
+            "journey.update",
+            strategy = self.strategy().name(),
+            journey = %id,
+            attempts = tracing::field::Empty,
+            changed = tracing::field::Empty,
+            version = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let result = self
+            .update_anywhere(id, change, expected)
+            .instrument(span.clone())
+            .await;
+        self.telemetry.update(&result);
+        match &result {
+            Ok(done) => {
+                span.record("attempts", done.attempts);
+                span.record("changed", done.changed);
+                span.record("version", done.version.get());
+            }
+            Err(e) => {
+                span.record("error", e.kind());
+            }
+        }
+        result
+    }
+}
+
 impl JourneyStore for RedisJourneyStore {
     async fn get(&self, id: &JourneyId) -> Result<Journey, StoreError> {
         let mut conn = self.redis.shared();
@@ -487,34 +525,13 @@ impl JourneyStore for RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
-        // The update, as a span of the request's trace: its attempts, lock wait and replicas'
-        // confirmation are its children or its fields. Disabled (and free) when tracing is off.
-        let span = tracing::info_span!(
-            "journey.update",
-            strategy = self.strategy().name(),
-            journey = %id,
-            attempts = tracing::field::Empty,
-            changed = tracing::field::Empty,
-            version = tracing::field::Empty,
-            error = tracing::field::Empty,
-        );
-        let result = self
-            .update_anywhere(id, change, expected)
-            .instrument(span.clone())
-            .await;
-        self.telemetry.update(&result);
-        if !span.is_disabled() {
-            match &result {
-                Ok(done) => {
-                    span.record("attempts", done.attempts);
-                    span.record("changed", done.changed);
-                    span.record("version", done.version.get());
-                }
-                Err(e) => {
-                    span.record("error", e.kind());
-                }
-            }
+        // With traces on, the update is a span of the request's trace (`traced_update`), boxed
+        // so that the plain path's future carries none of it: off, it costs one cached check.
+        if crate::plumbing::trace_context::on() {
+            return Box::pin(self.traced_update(id, change, expected)).await;
         }
+        let result = self.update_anywhere(id, change, expected).await;
+        self.telemetry.update(&result);
         result
     }
 }

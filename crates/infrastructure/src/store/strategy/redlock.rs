@@ -179,7 +179,7 @@ impl Redlock {
     /// others through the retry budget.
     pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
         // The lock wait, as a span of the update's trace (docs/operations.md, "Traces").
-        let span = tracing::info_span!("lock.acquire", attempts = tracing::field::Empty);
+        let span = tracing::info_span!(target: crate::plumbing::trace_context::SPANS, "lock.acquire", attempts = tracing::field::Empty);
         let mut attempts = Attempts::new(self.retry);
         let acquired = self
             .acquire_within(id, &mut attempts)
