@@ -50,11 +50,15 @@ wait-cost:
 wait-aof-cost:
     tools/wait-aof/price.sh
 
-# serve against the stack's floor (crates/api/examples/floor.rs) and its Redis ceiling, every strategy, with wrk (or oha), then the lab's view (compare --http --http-floor); writes docs/results/http-floor.txt.
+# What serve adds to each request against the stack's floor (crates/api/examples/floor.rs): the server's and Redis' CPU per request, route by route, with the goals, then instructions per request under callgrind with a profile per route (default hash); writes docs/results/http-cpu.txt, http-instructions.txt and profiles/.
 http-bench *STRATEGIES:
+    tools/http-bench/bench.sh {{STRATEGIES}}
+
+# Throughput against the floor and each strategy's Redis ceiling, every strategy, with wrk (or oha), then the lab's view (compare --http --http-floor); writes docs/results/http-floor.txt.
+http-floor *STRATEGIES:
     tools/http-bench/run.sh {{STRATEGIES}}
 
-# Where a request's CPU goes: server and Redis, floor against serve, route by route; writes docs/results/http-cpu.txt.
+# Where a request's CPU goes: server and Redis, floor against serve, route by route (best of two rounds, the ratios and goals at the end); writes docs/results/http-cpu.txt.
 http-cpu *STRATEGIES:
     tools/http-bench/cpu-split.sh {{STRATEGIES}}
 

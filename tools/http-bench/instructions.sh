@@ -71,8 +71,20 @@ measure() { # server route(health|get|put)
   local dump
   dump=$(ls -t "$work"/cg.out.* | head -n 1)
   ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
-  callgrind_annotate --threshold=90 "$dump" >"$work/annotated.txt" 2>/dev/null || true
-  sed -n 1,60p "$work/annotated.txt" >"$profiles/$(echo "$label" | tr ':/' '--')-$route.txt"
+  # The profile: the functions by their own instructions, then by instructions including what
+  # they call (the first 60 of each).
+  local profile
+  profile="$profiles/$(echo "$label" | tr ':/' '--')-$route.txt"
+  callgrind_annotate --threshold=90 "$dump" >"$work/self.txt" 2>/dev/null || true
+  callgrind_annotate --threshold=90 --inclusive=yes "$dump" >"$work/inclusive.txt" 2>/dev/null || true
+  {
+    echo "# $label $route: $n requests; instructions per request = the totals / $n"
+    echo "# by own instructions"
+    sed -n '/^Ir/,$p' "$work/self.txt" | sed -n 1,62p
+    echo "# including callees"
+    sed -n '/^Ir/,$p' "$work/inclusive.txt" | sed -n 4,64p
+  } | sed -e 's#/root/.cargo/registry/src/index.crates.io-[0-9a-f]*/##' \
+      -e 's#/rustc/[0-9a-f]*/##' -e "s#$PWD/##g" >"$profile"
   kill "$spid" "$rpid"; wait "$spid" "$rpid" 2>/dev/null || true
   rm -f "$work"/cg.out*
   awk -v ir="$ir" -v n="$n" -v bad="${bad:-0}" -v label="$label" -v route="$route" \

@@ -3,19 +3,25 @@
 //! middleware at all. `tools/http-bench/run.sh` runs it beside `flyrtech serve` on the same
 //! Redis and reports the service as a fraction of it. Not part of the product's binary.
 //!
-//! It answers the service's paths, so the same load generator scripts drive both:
+//! It answers the service's paths with the service's job shapes (issue 37), so the same load
+//! generator scripts drive both and what the service adds is its own work:
 //! - `GET /health`: `ok`, Redis not asked;
-//! - `GET /api/journeys/{id}`: one `GET` of a journey-sized document;
-//! - `PUT /api/journeys/{id}/segments/{segment}/status`: one `HINCRBY`.
+//! - `GET /api/journeys/{id}`: one `GET` of a stored JSON document, journey-sized (the sample
+//!   journey JRN-001 of `data/journeys.json`), answered as `application/json`;
+//! - `PUT /api/journeys/{id}/segments/{segment}/status`: the JSON body `{"status": …}` parsed,
+//!   one `HINCRBY`, a small JSON object answered.
 //!
 //! Usage: `floor REDIS_URL LISTEN_ADDR`.
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, put};
+use axum::{Json, Router};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,19 +29,53 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DOCUMENT_KEY: &str = "floor:journey";
 const HASH_KEY: &str = "floor:hash";
 
-async fn read(State(mut redis): State<MultiplexedConnection>) -> Result<String, String> {
-    redis
-        .get::<_, String>(DOCUMENT_KEY)
-        .await
-        .map_err(|e| e.to_string())
+async fn read(
+    State(mut redis): State<MultiplexedConnection>,
+) -> Result<impl IntoResponse, String> {
+    let document: Vec<u8> = redis.get(DOCUMENT_KEY).await.map_err(|e| e.to_string())?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], document))
 }
 
-async fn write(State(mut redis): State<MultiplexedConnection>) -> Result<String, String> {
-    redis
-        .hincr::<_, _, _, i64>(HASH_KEY, "status", 1)
+/// The body the service's segment update takes.
+#[derive(Deserialize)]
+struct StatusBody {
+    status: String,
+}
+
+/// A small answer, as the service's is.
+#[derive(Serialize)]
+struct Updated {
+    status: String,
+    version: i64,
+}
+
+async fn write(
+    State(mut redis): State<MultiplexedConnection>,
+    Json(body): Json<StatusBody>,
+) -> Result<Json<Updated>, String> {
+    let version = redis
+        .hincr::<_, _, _, i64>(HASH_KEY, "version", 1)
         .await
-        .map(|n| n.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(Json(Updated {
+        status: body.status,
+        version,
+    }))
+}
+
+/// JRN-001 of the sample data, as JSON text.
+fn sample_journey() -> anyhow::Result<String> {
+    #[derive(Deserialize)]
+    struct Sample {
+        journeys: Vec<serde_json::Value>,
+    }
+    let sample: Sample = serde_json::from_str(include_str!("../../../data/journeys.json"))?;
+    let journey = sample
+        .journeys
+        .into_iter()
+        .find(|j| j.get("id").and_then(|id| id.as_str()) == Some("JRN-001"))
+        .context("JRN-001 in data/journeys.json")?;
+    Ok(serde_json::to_string(&journey)?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,8 +90,7 @@ fn main() -> anyhow::Result<()> {
             .get_multiplexed_async_connection()
             .await
             .context("cannot reach Redis")?;
-        // The size of the sample journey JRN-001 as `GET` answers it (703 bytes).
-        let () = redis.set(DOCUMENT_KEY, "x".repeat(703)).await?;
+        let () = redis.set(DOCUMENT_KEY, sample_journey()?).await?;
         let app = Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/api/journeys/{id}", get(read))
