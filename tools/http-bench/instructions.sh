@@ -13,7 +13,8 @@
 # build of flyrtech, e.g. an earlier commit's, to compare two builds side by side).
 # Environment: DURATION (seconds of measured load per run, default 10), OUT (default
 # docs/results/http-instructions.txt), PROFILES (a directory: each run's callgrind_annotate
-# summary is written there; default docs/results/profiles), EXTRA_ENV (set in every server's
+# summary is written there; default docs/results/profiles), KEEP_DUMPS (a directory for the raw
+# callgrind dumps, for callgrind_annotate or kcachegrind; default none), EXTRA_ENV (set in every server's
 # environment, e.g. EXTRA_ENV="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -82,9 +83,10 @@ measure() { # server route(health|get|put)
     echo "# by own instructions"
     sed -n '/^Ir/,$p' "$work/self.txt" | sed -n 1,62p
     echo "# including callees"
-    sed -n '/^Ir/,$p' "$work/inclusive.txt" | sed -n 4,64p
+    sed -n '/^Ir/,$p' "$work/inclusive.txt" | sed -n 4,124p
   } | sed -e 's#/root/.cargo/registry/src/index.crates.io-[0-9a-f]*/##' \
       -e 's#/rustc/[0-9a-f]*/##' -e "s#$PWD/##g" >"$profile"
+  [ -z "${KEEP_DUMPS:-}" ] || cp "$dump" "$KEEP_DUMPS/$(basename "$profile" .txt).callgrind"
   kill "$spid" "$rpid"; wait "$spid" "$rpid" 2>/dev/null || true
   rm -f "$work"/cg.out*
   awk -v ir="$ir" -v n="$n" -v bad="${bad:-0}" -v label="$label" -v route="$route" \

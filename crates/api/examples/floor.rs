@@ -29,9 +29,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DOCUMENT_KEY: &str = "floor:journey";
 const HASH_KEY: &str = "floor:hash";
 
-async fn read(
-    State(mut redis): State<MultiplexedConnection>,
-) -> Result<impl IntoResponse, String> {
+async fn read(State(mut redis): State<MultiplexedConnection>) -> Result<impl IntoResponse, String> {
     let document: Vec<u8> = redis.get(DOCUMENT_KEY).await.map_err(|e| e.to_string())?;
     Ok(([(header::CONTENT_TYPE, "application/json")], document))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use flyrtech_core::{CacheKey, CacheService, InvalidInput};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -113,7 +113,7 @@ pub struct CacheDemo {
     responses((status = 200, body = CacheDemo), Unavailable))]
 pub async fn demo(
     State(app): State<AppState>,
-    Extension(client): Extension<Client>,
+    client: Client,
 ) -> Result<Json<CacheDemo>, ApiError> {
     let key = CacheKey::parse(DEMO_KEY)?;
     let generated = chrono::Utc::now()
@@ -179,7 +179,7 @@ pub async fn get(
     ))]
 pub async fn set(
     State(app): State<AppState>,
-    Extension(client): Extension<Client>,
+    client: Client,
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<CacheSetRequest>, JsonRejection>,
 ) -> Result<Json<CacheStored>, ApiError> {
@@ -255,7 +255,7 @@ pub async fn remove(
     ))]
 pub async fn set_demo(
     state: State<AppState>,
-    client: Extension<Client>,
+    client: Client,
     payload: Result<Json<CacheSetRequest>, JsonRejection>,
 ) -> Result<Json<CacheStored>, ApiError> {
     set(state, client, Ok(Path("demo".to_owned())), payload).await

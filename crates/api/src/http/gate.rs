@@ -1,23 +1,25 @@
-//! What every request passes around its handler, in one middleware: the count of requests in
-//! flight, the rate limit, the key check, the deadline, the request metrics and the request's
-//! log lines.
+//! What every request passes around its handler, in one layer: the count of requests in flight,
+//! the rate limit, the key check, the deadline, the request metrics and the request's log lines.
 //!
 //! They were five layers (four `from_fn` middlewares and tower-http's `TraceLayer`), and each
 //! layer costs every request a clone of the route's boxed service, a boxed future and a wrapped
 //! body, whatever it then decides. Side by side with the floor of the stack (issue 26,
-//! docs/lab.md), that was a fifth of what `/health` cost. One middleware costs one of each; the
-//! order of the checks is the one the layers had:
+//! docs/lab.md), that was a fifth of what `/health` cost. Then one `from_fn` middleware, which
+//! still boxed each request's future and cloned the route's service into a `Next`; now a tower
+//! layer of its own ([`GateLayer`]): the checks run when the route's service is called, and the
+//! route's future is polled inside [`GateFuture`], unboxed (issue 37). The order of the checks
+//! is the one the layers had:
 //!
 //! 1. counted in flight (until the response is made, or the client goes away);
 //! 2. who it is ([`Access::identify`]: the key verified, else the address, see [`Client`]), then
 //!    the rate limit on that ([`Limiter::admit`]): a client over its limit costs no handler and
 //!    no Redis;
 //! 3. the key check's verdict ([`Access::authorize`]): 401 or 403; the [`Client`] goes into the
-//!    request's extensions for the handlers' quotas;
+//!    request's [`Peer`] for the handlers' quotas;
 //! 4. the handler, within the request timeout (503 with `Retry-After` past it);
 //! 5. `http_requests_total` and `http_request_duration_seconds` by method, route template and
 //!    status, through handles made once per label set ([`RouteMetrics`]) instead of a registry
-//!    lookup with three label strings made per request;
+//!    lookup with three label strings made per request, and found by where the labels live;
 //! 6. the log lines `TraceLayer` wrote: `finished processing request` at DEBUG, and `response
 //!    failed` at ERROR for a 5xx;
 //! 7. with traces on (`crate::telemetry`), the handler runs in the request's server span, the
@@ -28,20 +30,22 @@
 //! template or `unmatched`: a client cannot grow the metrics (or [`RouteMetrics`]' table) by
 //! inventing methods or paths.
 
-use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flyrtech_infrastructure::plumbing::trace_context;
+use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
 use super::auth::Access;
-use super::limit::{Client, Limiter, request_addr};
+use super::limit::{Client, Limiter, Peer, request_addr};
 use super::problem::ApiError;
 use crate::config::TrustedProxies;
 
@@ -62,91 +66,241 @@ pub struct Gate {
     pub metrics: RouteMetrics,
 }
 
-/// The middleware (see the module's documentation for its steps).
-pub async fn pass(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // Decremented on drop, so a request the client abandons is not counted forever.
-    let in_flight = InFlight::enter(&gate.in_flight);
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
-    // Who it is first (the key verified, else the address), so that the limit keys on a
-    // verified identity: a made-up bearer value draws on its address' budget.
-    let identity = gate.access.identify(&mut request);
-    let client = Client::of(&identity, request_addr(&request, &gate.proxies));
-    let admitted = match &gate.limiter {
-        Some(limiter) => limiter.admit(client.clone()),
-        None => Ok(()),
+/// The gate as a layer around every route ([`GateService`]).
+#[derive(Debug, Clone)]
+pub struct GateLayer(Arc<Gate>);
+
+impl GateLayer {
+    /// The layer checking requests against `gate`.
+    pub fn new(gate: Gate) -> Self {
+        Self(Arc::new(gate))
     }
-    .and_then(|()| gate.access.authorize(&request, &identity));
-    // The handlers' quotas are per client.
-    request.extensions_mut().insert(client);
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let response = match admitted {
-        Err(refused) => refused.into_response(),
-        // Boxed, so that the plain path's future carries none of the span: with traces off it
-        // costs one cached check.
-        Ok(()) if trace_context::on() => {
-            Box::pin(traced(method, route, gate.request_timeout, request, next)).await
+}
+
+impl<S> tower_layer::Layer<S> for GateLayer {
+    type Service = GateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService {
+            gate: Arc::clone(&self.0),
+            inner,
         }
-        Ok(()) => within(
-            gate.request_timeout,
-            tokio::time::timeout(gate.request_timeout, next.run(request)).await,
-        ),
-    };
-    drop(in_flight);
-    let latency = started.elapsed();
-    let status = response.status();
-    gate.metrics.record(method, route, status, latency);
-    let latency_ms = latency.as_secs_f64() * 1e3;
-    if status.is_server_error() {
-        tracing::error!(
-            method,
-            route,
-            status = status.as_u16(),
-            latency_ms,
-            "response failed"
-        );
-    } else if let Some(uri) = uri {
-        tracing::debug!(method, %uri, status = status.as_u16(), latency_ms, "finished processing request");
     }
-    response
+}
+
+/// One route behind the gate (see the module's documentation for its steps). A service of its
+/// own rather than `axum::middleware::from_fn`, whose every request boxes its future and clones
+/// the route's boxed service into a `Next`: the checks run in [`GateService::call`], and the
+/// route's own future is polled inside [`GateFuture`], unboxed.
+#[derive(Debug, Clone)]
+pub struct GateService<S> {
+    gate: Arc<Gate>,
+    inner: S,
+}
+
+impl<S> tower_service::Service<Request> for GateService<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let gate = &self.gate;
+        let started = Instant::now();
+        // Decremented on drop, so a request the client abandons is not counted forever.
+        let in_flight = InFlight::enter(Arc::clone(&gate.in_flight));
+        let method = method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+        // Who it is first (the key verified, else the address), so that the limit keys on a
+        // verified identity: a made-up bearer value draws on its address' budget.
+        let identity = gate.access.identify(&mut request);
+        let client = Client::of(&identity, request_addr(&request, &gate.proxies));
+        let admitted = match &gate.limiter {
+            Some(limiter) => limiter.admit(client.clone()),
+            None => Ok(()),
+        }
+        .and_then(|()| gate.access.authorize(&request, &identity));
+        // The handlers' quotas are per client.
+        Peer::identified(&mut request, client);
+        let state = match admitted {
+            Err(refused) => State::Answered {
+                response: Some(refused.into_response()),
+            },
+            // Boxed, so that the plain path's future carries none of the span: with traces
+            // off it costs one cached check.
+            Ok(()) if trace_context::on() => {
+                let carried = request
+                    .headers()
+                    .get(trace_context::TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+                let timeout = gate.request_timeout;
+                State::Traced {
+                    handled: Box::pin(traced(
+                        (method, route.to_owned()),
+                        carried,
+                        timeout,
+                        tokio::time::timeout(timeout, self.inner.call(request)),
+                    )),
+                }
+            }
+            Ok(()) => State::Handling {
+                handled: tokio::time::timeout(gate.request_timeout, self.inner.call(request)),
+            },
+        };
+        GateFuture {
+            state,
+            done: Some(Done {
+                gate: Arc::clone(gate),
+                started,
+                in_flight,
+                method,
+                route,
+                uri,
+            }),
+        }
+    }
+}
+
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
+pin_project_lite::pin_project! {
+    /// A request in the gate: the route's future within the deadline, then the metrics and log
+    /// lines of its response.
+    pub struct GateFuture<F> {
+        #[pin]
+        state: State<F>,
+        done: Option<Done>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State<F> {
+        // Refused by the gate itself.
+        Answered { response: Option<Response> },
+        // The route's future, within the request timeout.
+        Handling { #[pin] handled: tokio::time::Timeout<F> },
+        // The same in the request's server span (traces on).
+        Traced { handled: Pin<Box<dyn Future<Output = Response> + Send>> },
+    }
+}
+
+/// What is recorded once the response is made.
+struct Done {
+    gate: Arc<Gate>,
+    started: Instant,
+    in_flight: InFlight,
+    method: &'static str,
+    route: Option<MatchedPath>,
+    uri: Option<axum::http::Uri>,
+}
+
+impl<F> Future for GateFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.state.project() {
+            StateProjection::Answered { response } => response
+                .take()
+                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            StateProjection::Handling { handled } => {
+                let Poll::Ready(handled) = handled.poll(cx) else {
+                    return Poll::Pending;
+                };
+                match this.done.as_ref() {
+                    Some(done) => within(done.gate.request_timeout, handled),
+                    None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+            StateProjection::Traced { handled } => {
+                let Poll::Ready(response) = handled.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                response
+            }
+        };
+        if let Some(done) = this.done.take() {
+            done.record(&response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl Done {
+    /// The request's metrics and log lines.
+    fn record(self, response: &Response) {
+        drop(self.in_flight);
+        let latency = self.started.elapsed();
+        let route = self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let status = response.status();
+        let method = self.method;
+        self.gate.metrics.record(method, route, status, latency);
+        let latency_ms = latency.as_secs_f64() * 1e3;
+        if status.is_server_error() {
+            tracing::error!(
+                method,
+                route,
+                status = status.as_u16(),
+                latency_ms,
+                "response failed"
+            );
+        } else if let Some(uri) = self.uri {
+            tracing::debug!(method, %uri, status = status.as_u16(), latency_ms, "finished processing request");
+        }
+    }
 }
 
 /// The handler's response, or 503 with `Retry-After` when it took longer than `timeout`.
-fn within(timeout: Duration, handled: Result<Response, tokio::time::error::Elapsed>) -> Response {
-    handled.unwrap_or_else(|_| ApiError::timed_out(timeout).into_response())
+fn within(
+    timeout: Duration,
+    handled: Result<Result<Response, Infallible>, tokio::time::error::Elapsed>,
+) -> Response {
+    match handled {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => ApiError::timed_out(timeout).into_response(),
+    }
 }
 
-/// The handler, within the request timeout, in the request's server span, `<method> <route template>`: the child of the
-/// client's `traceparent` when it sent one (W3C Trace Context), with the response's status.
-async fn traced(
-    method: &'static str,
-    route: &str,
+/// The handler, within the request timeout, in the request's server span,
+/// `<method> <route template>`: the child of the client's `traceparent` when it sent one (W3C
+/// Trace Context), with the response's status.
+async fn traced<F>(
+    (method, route): (&'static str, String),
+    carried: Option<String>,
     timeout: Duration,
-    request: Request,
-    next: Next,
-) -> Response {
+    handled: tokio::time::Timeout<F>,
+) -> Response
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
     let span = tracing::info_span!(
         target: trace_context::SPANS,
         "request",
-        otel.name = tracing::field::Empty,
+        otel.name = format!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.route = route,
         http.response.status_code = tracing::field::Empty,
     );
-    span.record("otel.name", format!("{method} {route}"));
-    let carried = request
-        .headers()
-        .get(trace_context::TRACEPARENT)
-        .and_then(|v| v.to_str().ok());
-    trace_context::adopt(&span, carried);
-    let handled = tokio::time::timeout(timeout, next.run(request))
-        .instrument(span.clone())
-        .await;
-    let response = within(timeout, handled);
+    trace_context::adopt(&span, carried.as_deref());
+    let response = within(timeout, handled.instrument(span.clone()).await);
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -176,13 +330,15 @@ fn method_label(method: &Method) -> &'static str {
 
 /// The handles of `http_requests_total` and `http_request_duration_seconds`, one pair per
 /// method, status and route template, made on first use from the installed recorder and kept.
+///
+/// Looked up by where the labels live, not by their text: the route template is the router's
+/// own string (the same allocation for every request of the route, for as long as the router
+/// lives) and the method label one of [`method_label`]'s constants, so a lookup hashes three
+/// integers with FxHash instead of SipHashing two strings.
 #[derive(Debug, Default)]
 pub struct RouteMetrics {
-    handles: RwLock<HashMap<(&'static str, u16), ByRoute>>,
+    handles: RwLock<FxHashMap<(usize, usize, u16), Handles>>,
 }
-
-/// The handles of one method and status, by route template.
-type ByRoute = HashMap<Box<str>, Handles>;
 
 #[derive(Debug, Clone)]
 struct Handles {
@@ -193,24 +349,36 @@ struct Handles {
 impl RouteMetrics {
     /// Counts one request and records how long it took.
     pub fn record(&self, method: &'static str, route: &str, status: StatusCode, took: Duration) {
-        let key = (method, status.as_u16());
-        let known = self.handles.read().ok().and_then(|table| {
-            table
-                .get(&key)
-                .and_then(|routes| routes.get(route))
-                .cloned()
-        });
-        let handles = known.unwrap_or_else(|| self.register(key, route));
+        let key = (
+            method.as_ptr() as usize,
+            route.as_ptr() as usize,
+            status.as_u16(),
+        );
+        let seconds = took.as_secs_f64();
+        if let Ok(table) = self.handles.read()
+            && let Some(handles) = table.get(&key)
+        {
+            handles.requests.increment(1);
+            handles.duration.record(seconds);
+            return;
+        }
+        let handles = self.register(key, method, route, status);
         handles.requests.increment(1);
-        handles.duration.record(took.as_secs_f64());
+        handles.duration.record(seconds);
     }
 
     #[cold]
-    fn register(&self, (method, status): (&'static str, u16), route: &str) -> Handles {
+    fn register(
+        &self,
+        key: (usize, usize, u16),
+        method: &'static str,
+        route: &str,
+        status: StatusCode,
+    ) -> Handles {
         let labels = [
             ("method", method.to_owned()),
             ("route", route.to_owned()),
-            ("status", status.to_string()),
+            ("status", status.as_u16().to_string()),
         ];
         let handles = Handles {
             requests: metrics::counter!("http_requests_total", &labels),
@@ -222,26 +390,22 @@ impl RouteMetrics {
             .handles
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table
-            .entry((method, status))
-            .or_default()
-            .entry(route.into())
-            .or_insert_with(|| handles.clone());
+        table.entry(key).or_insert_with(|| handles.clone());
         handles
     }
 }
 
 /// One request in flight, counted for as long as it lives.
-struct InFlight<'a>(&'a AtomicUsize);
+struct InFlight(Arc<AtomicUsize>);
 
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
+impl InFlight {
+    fn enter(counter: Arc<AtomicUsize>) -> Self {
         counter.fetch_add(1, Ordering::SeqCst);
         Self(counter)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -268,7 +432,6 @@ mod tests {
         metrics.record("GET", "/health", StatusCode::NOT_FOUND, Duration::ZERO);
         metrics.record("PUT", "/health", StatusCode::OK, Duration::ZERO);
         let table = metrics.handles.read().expect("not poisoned");
-        let sets: usize = table.values().map(HashMap::len).sum();
-        assert_eq!(sets, 3);
+        assert_eq!(table.len(), 3);
     }
 }

@@ -11,7 +11,7 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flyrtech_core::{
@@ -251,7 +251,7 @@ impl AsRef<[u8]> for ArcText {
     ))]
 pub async fn create(
     State(app): State<AppState>,
-    Extension(client): Extension<Client>,
+    client: Client,
     payload: Result<Json<Journey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(journey) = payload?;
@@ -314,7 +314,7 @@ async fn give_back(app: &AppState, owner: &str, error: &StoreError) {
     ))]
 pub async fn update_segment(
     State(app): State<AppState>,
-    Extension(client): Extension<Client>,
+    client: Client,
     path: Result<Path<(String, String)>, PathRejection>,
     conditions: Conditions,
     payload: Result<Json<SegmentStatusRequest>, JsonRejection>,
@@ -355,7 +355,7 @@ pub async fn update_segment(
     ))]
 pub async fn update_journey(
     State(app): State<AppState>,
-    Extension(client): Extension<Client>,
+    client: Client,
     path: Result<Path<String>, PathRejection>,
     conditions: Conditions,
     payload: Result<Json<JourneyStatusRequest>, JsonRejection>,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -33,6 +33,54 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use super::auth::Identity;
 use super::problem::ApiError;
 use crate::config::{RateLimit, TrustedProxies};
+
+/// Where a request comes from: put into the request by the accept loop with the connection's
+/// address, and given its [`Client`] by the gate. One extension for both, so that a request's
+/// extension map is not grown (a rehash) by a second.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The connection's remote address.
+    pub addr: SocketAddr,
+    /// Who the gate found it to be.
+    client: Option<Client>,
+}
+
+impl Peer {
+    /// The peer at `addr`, not yet identified.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, client: None }
+    }
+
+    /// Records who the gate found the request's sender to be.
+    pub fn identified(request: &mut Request, client: Client) {
+        match request.extensions_mut().get_mut::<Self>() {
+            Some(peer) => peer.client = Some(client),
+            // A router driven without the accept loop (tests).
+            None => {
+                request.extensions_mut().insert(Self {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    client: Some(client),
+                });
+            }
+        }
+    }
+}
+
+/// The handlers take the client as an extractor: the one the gate identified.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Peer>()
+            .and_then(|peer| peer.client.clone())
+            .ok_or_else(|| ApiError::internal("the request did not pass the gate"))
+    }
+}
 
 /// Who a request comes from, for the rate limit and the quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -138,11 +186,8 @@ fn parse_addr(raw: &str) -> Option<IpAddr> {
 pub fn request_addr(request: &Request, proxies: &TrustedProxies) -> IpAddr {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            |ConnectInfo(a)| a.ip(),
-        );
+        .get::<Peer>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.addr.ip());
     client_addr(proxies, peer, request.headers())
 }
 

@@ -46,7 +46,6 @@ use std::time::Duration;
 use auth::{Access, ApiKeys};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware;
 use axum::routing::get;
 use cache::CacheLimits;
 use flyrtech_core::StoreError;
@@ -474,16 +473,22 @@ fn router(
     gate: gate::Gate,
     document: serde_json::Value,
 ) -> Router {
+    // The body limit on the routes that take a body only: it travels in each request's
+    // extensions, and a fourth extension grows the map (a rehash) on every request.
+    let limit = || DefaultBodyLimit::max(body_limit);
     let mut api = Router::new()
-        .route("/api/journeys", get(journeys::list).post(journeys::create))
+        .route(
+            "/api/journeys",
+            get(journeys::list).post(journeys::create).layer(limit()),
+        )
         .route("/api/journeys/{id}", get(journeys::get))
         .route(
             "/api/journeys/{id}/segments/{segmentId}/status",
-            axum::routing::put(journeys::update_segment),
+            axum::routing::put(journeys::update_segment).layer(limit()),
         )
         .route(
             "/api/journeys/{id}/status",
-            axum::routing::put(journeys::update_journey),
+            axum::routing::put(journeys::update_journey).layer(limit()),
         )
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
@@ -494,16 +499,19 @@ fn router(
                 "/api/cache/demo",
                 get(cache::demo)
                     .post(cache::set_demo)
-                    .delete(cache::remove_demo),
+                    .delete(cache::remove_demo)
+                    .layer(limit()),
             )
             .route(
                 "/api/cache/{key}",
-                get(cache::get).post(cache::set).delete(cache::remove),
+                get(cache::get)
+                    .post(cache::set)
+                    .delete(cache::remove)
+                    .layer(limit()),
             );
     }
     let api = api
         .fallback(|| async { ApiError::not_found("no such route", "Not found") })
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     Router::new()
         .merge(
@@ -511,7 +519,7 @@ fn router(
                 .external_url_unchecked("/api-docs/openapi.json", document),
         )
         .merge(api)
-        .layer(middleware::from_fn_with_state(Arc::new(gate), gate::pass))
+        .layer(gate::GateLayer::new(gate))
 }
 
 /// How often the exporter's upkeep runs when nobody scrapes `/metrics`.

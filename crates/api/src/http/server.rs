@@ -19,8 +19,8 @@
 //!   idle one closes at once), and whatever is still open after the grace is dropped, so a
 //!   half-sent request never holds the process.
 //!
-//! Each request carries its peer's address (`ConnectInfo<SocketAddr>`): the rate limit and the
-//! quotas key on it when no known key is presented.
+//! Each request carries its peer's address ([`Peer`]): the rate limit and the quotas key on it
+//! when no known key is presented.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +36,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::limit::Peer;
 use crate::config::Connections;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains within the grace.
@@ -115,7 +115,7 @@ async fn connection(
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(Peer::new(peer));
             let mut router = router.clone();
             let busy = Busy::enter(&activity);
             async move {

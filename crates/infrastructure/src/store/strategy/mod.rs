@@ -392,11 +392,15 @@ impl RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<Option<UpdateOutcome>, StoreError> {
+        // The strategies whose futures are kilobytes (a WATCH transaction, a lock's quorum,
+        // a read, a processing delay and a write) are boxed: inline, every future above this
+        // one would carry the largest, and moving them cost every update of every strategy
+        // (docs/lab.md, "What the service adds to each request"). The scripts' are small.
         match &self.writer {
-            ChosenStrategy::Naive(w) => w.update(id, change, expected).await,
-            ChosenStrategy::LocalLock(w) => w.update(id, change, expected).await,
-            ChosenStrategy::Optimistic(w) => w.update(id, change, expected).await,
-            ChosenStrategy::Redlock(w) => w.update(id, change, expected).await,
+            ChosenStrategy::Naive(w) => Box::pin(w.update(id, change, expected)).await,
+            ChosenStrategy::LocalLock(w) => Box::pin(w.update(id, change, expected)).await,
+            ChosenStrategy::Optimistic(w) => Box::pin(w.update(id, change, expected)).await,
+            ChosenStrategy::Redlock(w) => Box::pin(w.update(id, change, expected)).await,
             ChosenStrategy::Lua(w) => w.update(id, change, expected).await,
             ChosenStrategy::Hash(w) => w.update(id, change, expected).await,
         }
@@ -414,10 +418,9 @@ impl RedisJourneyStore {
             }
             // Not in our layout: the other layout's script applies it there, atomically, or
             // says it is in neither (404), or that it has just moved back to ours (try again).
-            if let Some(done) = self
-                .other_layout
-                .apply(&self.ctx, id, change, expected)
-                .await?
+            // Boxed: only a migration takes this path.
+            if let Some(done) =
+                Box::pin(self.other_layout.apply(&self.ctx, id, change, expected)).await?
             {
                 return Ok(done);
             }
