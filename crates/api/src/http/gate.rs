@@ -90,7 +90,7 @@ impl<S> tower_layer::Layer<S> for GateLayer {
 
 /// One route behind the gate (see the module's documentation for its steps). A service of its
 /// own rather than `axum::middleware::from_fn`, whose every request boxes its future and clones
-/// the route's boxed service into a `Next`: the checks run in [`GateService::call`], and the
+/// the route's boxed service into a `Next`: the checks run in `GateService::call`, and the
 /// route's own future is polled inside [`GateFuture`], unboxed.
 #[derive(Debug, Clone)]
 pub struct GateService<S> {
