@@ -86,7 +86,8 @@ pub struct JourneyStatusRequest {
 #[serde(rename_all = "camelCase")]
 pub struct StatusUpdated {
     /// A sentence for humans (`Segment status updated successfully`).
-    pub message: String,
+    #[schema(value_type = String)]
+    pub message: std::borrow::Cow<'static, str>,
     /// The journey.
     pub journey_id: JourneyId,
     /// The segment, for a segment update.
@@ -431,10 +432,11 @@ async fn apply(
         StatusChange::Segment { segment_id, .. } => ("Segment", Some(segment_id)),
         _ => ("Journey", None),
     };
-    let message = if outcome.changed {
-        format!("{what} status updated successfully")
-    } else {
-        format!("{what} status already was {new_status}; nothing changed")
+    // The common answer is a constant: no sentence made per request.
+    let message = match (outcome.changed, what) {
+        (true, "Segment") => "Segment status updated successfully".into(),
+        (true, _) => "Journey status updated successfully".into(),
+        (false, _) => format!("{what} status already was {new_status}; nothing changed").into(),
     };
     Ok((
         [(header::ETAG, etag(outcome.version))],
@@ -461,8 +463,10 @@ async fn expected_version(
     match conditions.if_match()? {
         IfMatch::Absent | IfMatch::Any => Ok(None),
         IfMatch::Versions(list) if list.len() == 1 => Ok(list.first().copied()),
+        // A list of tags: the current version is read first. Boxed, so that the common
+        // update's future does not carry a read's.
         condition => {
-            let current = app.store.get(id).await?.version;
+            let current = Box::pin(app.store.get(id)).await?.version;
             if condition.matches(current) {
                 Ok(Some(current))
             } else {

@@ -172,18 +172,17 @@ async fn replay(
     // for redlock.
     let document = serde_json::to_string(&synthetic_journey(&placeholder, params.segments)?)
         .map_err(|e| LabError::Benchmark(e.to_string()))?;
-    let mut entry = vec!["XADD".to_owned(), outbox, "*".into()];
-    for (field, value) in [
-        ("journey", placeholder.as_str()),
-        ("version", "1"),
-        ("at", "2026-11-21T08:00:00.000Z"),
-        ("target", "SEG-000000000000"),
-        ("from", "Scheduled"),
-        ("to", "Delayed"),
-        ("id", "019aa6f2-0000-7000-8000-000000000000"),
-    ] {
-        entry.extend([field.to_owned(), value.to_owned()]);
-    }
+    // The outbox entry as the document strategies write it (store::outbox, "The entry").
+    let entry = vec![
+        "XADD".to_owned(),
+        outbox,
+        "*".into(),
+        "change".into(),
+        format!(
+            "1 Scheduled {placeholder} SEG-000000000000 Delayed 2026-11-21T08:00:00.000Z \
+             019aa6f2-0000-7000-8000-000000000000"
+        ),
+    ];
     let mut commands: Vec<Vec<String>> = vec![
         vec!["GET".into(), state],
         entry,

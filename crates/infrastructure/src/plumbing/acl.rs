@@ -62,6 +62,7 @@ const JOURNEYS: &[&str] = &[
     "incrby",
     "pexpire",
     "hget",
+    "hmget",
     "hset",
     "hgetall",
     "hsetnx",

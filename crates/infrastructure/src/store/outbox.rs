@@ -10,19 +10,18 @@
 //! # The entry: one stream entry per acknowledged change
 //! | field | value |
 //! |---|---|
-//! | `journey` | the journey id |
-//! | `version` | the version the change produced (the per-journey sequence) |
-//! | `at` | when the domain decided the change (RFC 3339, from the injected clock) |
-//! | `target` | the segment id, or empty for the journey's own status |
-//! | `from`, `to` | the statuses |
-//! | `id` | the status-changed event's id (UUIDv7) |
+//! | `change` | the change, its parts separated by one space: the version it produced (the per-journey sequence), the status it changed from, the journey id, the target (the segment id, or empty for the journey's own status), the new status, when the domain decided it (RFC 3339, from the injected clock), the status-changed event's id (UUIDv7), and, when the request was traced, the W3C `traceparent` of the update's span ([`crate::plumbing::trace_context`]) |
 //! | `done_id`, `customer`, `total` | on completion only: the `JourneyCompleted` event's id, the passenger's identity, the total price as exact decimal text |
-//! | `traceparent` | when the request was traced only: the W3C trace context of the update's span ([`crate::plumbing::trace_context`]) |
 //!
-//! The same fields are written by Rust (document strategies, from the aggregate's events) and by
-//! the Lua scripts (`lua`, `hash`, from the ids and instant Rust passes in); [`decode`] turns
-//! either into an [`Envelope`] and computes the total in integer cents exactly. A property test
-//! checks that both paths produce the same envelope.
+//! No part can hold a space: ids are `[A-Za-z0-9._-]`, statuses are names, instants, UUIDs and
+//! `traceparent`s have none. One field instead of eight (`journey`, `version`, `at`, `target`,
+//! `from`, `to`, `id`, `traceparent`, the entry's first format, which [`decode`] still reads)
+//! halves what the update scripts cost Redis to append it (issue 37, docs/lab.md).
+//!
+//! The same entry is written by Rust (document strategies, from the aggregate's events) and by
+//! the Lua scripts (`lua`, `hash`, from the text Rust passes in, [`Stamp::tail`]); [`decode`]
+//! turns either into an [`Envelope`] and computes the total in integer cents exactly. A property
+//! test checks that both paths produce the same envelope.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -78,17 +77,50 @@ impl Stamp {
         }
     }
 
-    /// The script arguments: journey id, instant, event id, completion event id (or empty),
-    /// `traceparent` (or empty).
-    pub(crate) fn args(&self, id: &JourneyId) -> [String; 5] {
-        [
-            id.to_string(),
-            format_instant(self.at),
-            self.id.to_string(),
-            self.completion.map(|c| c.to_string()).unwrap_or_default(),
-            self.trace.clone().unwrap_or_default(),
-        ]
+    /// The entry's text after the version and the status changed from, for a script to
+    /// complete: `<journey> <target> <to> <at> <event id>[ <traceparent>]`.
+    pub(crate) fn tail(&self, id: &JourneyId, change: &StatusChange) -> String {
+        let target = match change {
+            StatusChange::Segment { segment_id, .. } => segment_id.as_str(),
+            _ => "",
+        };
+        change_tail(
+            id.as_str(),
+            target,
+            change.target_status(),
+            self.at,
+            self.id,
+            self.trace.as_deref(),
+        )
     }
+
+    /// The completion event's id, or empty.
+    pub(crate) fn completion(&self) -> String {
+        self.completion.map(|c| c.to_string()).unwrap_or_default()
+    }
+}
+
+/// `<journey> <target> <to> <at> <event id>[ <traceparent>]`.
+fn change_tail(
+    journey: &str,
+    target: &str,
+    to: &str,
+    at: DateTime<Utc>,
+    event: EventId,
+    trace: Option<&str>,
+) -> String {
+    use std::fmt::Write;
+    let mut tail = String::with_capacity(160);
+    let _ = write!(
+        tail,
+        "{journey} {target} {to} {} {event}",
+        format_instant(at)
+    );
+    if let Some(trace) = trace {
+        tail.push(' ');
+        tail.push_str(trace);
+    }
+    tail
 }
 
 fn format_instant(at: DateTime<Utc>) -> String {
@@ -120,15 +152,15 @@ pub fn encode(events: &[DomainEvent]) -> Result<Fields, RowError> {
             )));
         }
     };
-    let mut fields = vec![
-        ("journey", first.journey_id.to_string()),
-        ("version", first.version.to_string()),
-        ("at", format_instant(first.occurred_at)),
-        ("target", target),
-        ("from", from),
-        ("to", to),
-        ("id", first.id.to_string()),
-    ];
+    let tail = change_tail(
+        first.journey_id.as_str(),
+        &target,
+        &to,
+        first.occurred_at,
+        first.id,
+        crate::plumbing::trace_context::current().as_deref(),
+    );
+    let mut fields = vec![(CHANGE, format!("{} {from} {tail}", first.version))];
     for event in &events[1..] {
         match &event.kind {
             EventKind::JourneyCompleted {
@@ -142,9 +174,6 @@ pub fn encode(events: &[DomainEvent]) -> Result<Fields, RowError> {
             ]),
             other => return Err(RowError(format!("unexpected {} event", other.name()))),
         }
-    }
-    if let Some(trace) = crate::plumbing::trace_context::current() {
-        fields.push((TRACEPARENT, trace));
     }
     Ok(fields)
 }
@@ -160,13 +189,28 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
             .map(String::as_str)
             .ok_or_else(|| RowError(format!("missing field {name}")))
     };
-    let journey_id = JourneyId::parse(field("journey")?)?;
+    let change = match fields.get(CHANGE) {
+        Some(text) => Change::parse(text)?,
+        // The entry's first format: one field per part.
+        None => Change {
+            version: field("version")?,
+            from: field("from")?,
+            journey: field("journey")?,
+            target: field("target")?,
+            to: field("to")?,
+            at: field("at")?,
+            id: field("id")?,
+            trace: fields.get(TRACEPARENT).map(String::as_str),
+        },
+    };
+    let journey_id = JourneyId::parse(change.journey)?;
     let version = JourneyVersion::new(
-        field("version")?
+        change
+            .version
             .parse()
             .map_err(|e| RowError(format!("version: {e}")))?,
     );
-    let occurred_at = DateTime::parse_from_rfc3339(field("at")?)
+    let occurred_at = DateTime::parse_from_rfc3339(change.at)
         .map_err(|e| RowError(format!("at: {e}")))?
         .to_utc();
     let event = |id: &str, kind| -> Result<DomainEvent, RowError> {
@@ -178,20 +222,19 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
             kind,
         })
     };
-    let target = field("target")?;
-    let kind = if target.is_empty() {
+    let kind = if change.target.is_empty() {
         EventKind::JourneyStatusChanged {
-            from: JourneyStatus::from_str(field("from")?)?,
-            to: JourneyStatus::from_str(field("to")?)?,
+            from: JourneyStatus::from_str(change.from)?,
+            to: JourneyStatus::from_str(change.to)?,
         }
     } else {
         EventKind::SegmentStatusChanged {
-            segment_id: SegmentId::parse(target)?,
-            from: SegmentStatus::from_str(field("from")?)?,
-            to: SegmentStatus::from_str(field("to")?)?,
+            segment_id: SegmentId::parse(change.target)?,
+            from: SegmentStatus::from_str(change.from)?,
+            to: SegmentStatus::from_str(change.to)?,
         }
     };
-    let mut events = vec![event(field("id")?, kind)?];
+    let mut events = vec![event(change.id, kind)?];
     if let Some(done_id) = fields.get("done_id") {
         let text = field("total")?;
         let amount = Decimal::from_str(text)
@@ -206,10 +249,140 @@ pub fn decode(fields: &HashMap<String, String>) -> Result<Envelope, RowError> {
             },
         )?);
     }
-    Ok(Envelope::new(events)?.traced(fields.get(TRACEPARENT).cloned()))
+    Ok(Envelope::new(events)?.traced(change.trace.map(str::to_owned)))
+}
+
+/// The field that holds the change.
+const CHANGE: &str = "change";
+
+/// The parts of a change, as an entry holds them.
+struct Change<'a> {
+    version: &'a str,
+    from: &'a str,
+    journey: &'a str,
+    target: &'a str,
+    to: &'a str,
+    at: &'a str,
+    id: &'a str,
+    trace: Option<&'a str>,
+}
+
+impl<'a> Change<'a> {
+    /// `<version> <from> <journey> <target> <to> <at> <id>[ <traceparent>]`, one space apart.
+    fn parse(text: &'a str) -> Result<Self, RowError> {
+        let mut parts = text.split(' ');
+        let mut next = |what: &str| {
+            parts
+                .next()
+                .ok_or_else(|| RowError(format!("change {text:?}: no {what}")))
+        };
+        let change = Self {
+            version: next("version")?,
+            from: next("from")?,
+            journey: next("journey")?,
+            target: next("target")?,
+            to: next("to")?,
+            at: next("at")?,
+            id: next("event id")?,
+            trace: None,
+        };
+        let trace = parts.next();
+        if parts.next().is_some() {
+            return Err(RowError(format!("change {text:?}: more than 8 parts")));
+        }
+        Ok(Self { trace, ..change })
+    }
 }
 
 /// Flattens fields for `XADD`.
 pub fn xadd_args(fields: &Fields) -> Vec<&str> {
     fields.iter().flat_map(|(k, v)| [*k, v.as_str()]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const ID: &str = "0193a5b2-7c1d-7e3f-8a9b-0c1d2e3f4a5b";
+    const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn the_compact_entry_and_the_first_format_decode_to_one_envelope() {
+        let compact = decode(&entry(&[(
+            "change",
+            &format!("3 Scheduled JRN-1 SEG-1 Delayed 2026-12-05T16:30:00.5Z {ID} {TRACE}"),
+        )]))
+        .unwrap();
+        let first = decode(&entry(&[
+            ("journey", "JRN-1"),
+            ("version", "3"),
+            ("at", "2026-12-05T16:30:00.5Z"),
+            ("target", "SEG-1"),
+            ("from", "Scheduled"),
+            ("to", "Delayed"),
+            ("id", ID),
+            ("traceparent", TRACE),
+        ]))
+        .unwrap();
+        assert_eq!(compact, first);
+        assert_eq!(compact.version, JourneyVersion::new(3));
+        assert_eq!(compact.trace.as_deref(), Some(TRACE));
+    }
+
+    #[test]
+    fn a_journey_status_change_has_an_empty_target() {
+        let envelope = decode(&entry(&[(
+            "change",
+            &format!("1 Confirmed JRN-1  InProgress 2026-12-05T16:30:00Z {ID}"),
+        )]))
+        .unwrap();
+        assert!(matches!(
+            envelope.events[0].kind,
+            EventKind::JourneyStatusChanged {
+                to: JourneyStatus::InProgress,
+                ..
+            }
+        ));
+        assert_eq!(envelope.trace, None);
+    }
+
+    #[test]
+    fn a_change_of_too_few_or_too_many_parts_is_refused() {
+        for change in [
+            format!("1 Scheduled JRN-1 SEG-1 Delayed {ID}"),
+            format!("1 Scheduled JRN-1 SEG-1 Delayed 2026-12-05T16:30:00Z {ID} {TRACE} x"),
+        ] {
+            assert!(decode(&entry(&[("change", &change)])).is_err(), "{change}");
+        }
+    }
+
+    #[test]
+    fn the_scripts_tail_is_the_entry_after_version_and_old_status() {
+        let at = DateTime::parse_from_rfc3339("2026-12-05T16:30:00.5Z")
+            .unwrap()
+            .to_utc();
+        let stamp = Stamp {
+            at,
+            id: EventId::parse(ID).unwrap(),
+            completion: None,
+            trace: Some(TRACE.to_owned()),
+        };
+        let change = StatusChange::Segment {
+            segment_id: SegmentId::parse("SEG-1").unwrap(),
+            status: SegmentStatus::Delayed,
+        };
+        let tail = stamp.tail(&JourneyId::parse("JRN-1").unwrap(), &change);
+        let decoded = decode(&entry(&[("change", &format!("4 Scheduled {tail}"))])).unwrap();
+        assert_eq!(decoded.journey_id.as_str(), "JRN-1");
+        assert_eq!(decoded.events[0].occurred_at, at);
+        assert_eq!(decoded.trace.as_deref(), Some(TRACE));
+    }
 }

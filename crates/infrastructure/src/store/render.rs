@@ -55,20 +55,36 @@ impl Rendered {
 }
 
 /// What one read of a journey returned, byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Raw {
     /// The document layout's JSON text.
     Document(String),
-    /// The hash layout's fields, in the order Redis sent them.
-    Fields(Vec<(String, String)>),
+    /// The hash layout's fields: `HGETALL`'s reply as Redis sent it.
+    Fields(redis::Value),
 }
 
 impl Raw {
     fn size(&self) -> usize {
         match self {
             Self::Document(text) => text.len(),
-            Self::Fields(fields) => fields.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            Self::Fields(fields) => value_size(fields),
         }
+    }
+}
+
+/// The bytes a reply holds (its strings' lengths, and a word for each other item).
+fn value_size(value: &redis::Value) -> usize {
+    match value {
+        redis::Value::BulkString(bytes) => bytes.len(),
+        redis::Value::SimpleString(text) => text.len(),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().map(value_size).sum()
+        }
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| value_size(k) + value_size(v))
+            .sum(),
+        _ => std::mem::size_of::<redis::Value>(),
     }
 }
 
@@ -213,7 +229,10 @@ mod tests {
         let big = "x".repeat(RenderMemo::MAX_BYTES / 16);
         for n in 0..64 {
             let id = JourneyId::parse(format!("JRN-{n}")).unwrap();
-            let raw = Raw::Fields(vec![("header".into(), big.clone())]);
+            let raw = Raw::Fields(redis::Value::Array(vec![
+                redis::Value::BulkString(b"header".to_vec()),
+                redis::Value::BulkString(big.clone().into_bytes()),
+            ]));
             memo.render(&id, raw, |_| Ok(journey(id.as_str(), 0)))
                 .unwrap();
             assert!(memo.bytes() <= RenderMemo::MAX_BYTES, "{}", memo.bytes());

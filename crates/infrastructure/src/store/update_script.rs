@@ -98,9 +98,9 @@ pub struct ScriptCall {
     /// for the document layout its fencing counter (all one slot).
     pub keys: Vec<String>,
     /// The arguments: the segment id (empty for the journey's own status), target status,
-    /// expected version (empty for none), journey id, occurred-at, event id, completion event
-    /// id (empty unless completing), `traceparent` (empty unless traced), then the allowed
-    /// predecessor statuses from the Rust transition table.
+    /// expected version (empty for none), the outbox entry's text after the version and the
+    /// old status ([`Stamp::tail`]), the completion event id (empty unless completing), then
+    /// the allowed predecessor statuses from the Rust transition table.
     pub args: Vec<String>,
 }
 
@@ -117,13 +117,16 @@ impl ScriptCall {
             StatusChange::Segment { segment_id, .. } => segment_id.to_string(),
             _ => String::new(),
         };
-        let mut args = vec![
+        let predecessors = change.allowed_predecessors();
+        let mut args = Vec::with_capacity(5 + predecessors.len());
+        args.extend([
             segment,
             change.target_status().to_owned(),
             expected.map(|v| v.to_string()).unwrap_or_default(),
-        ];
-        args.extend(stamp.args(id));
-        args.extend(change.allowed_predecessors().into_iter().map(str::to_owned));
+            stamp.tail(id, change),
+            stamp.completion(),
+        ]);
+        args.extend(predecessors.into_iter().map(str::to_owned));
         Self {
             sha: script.hash().to_owned(),
             source: script.source(),

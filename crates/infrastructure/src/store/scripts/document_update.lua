@@ -4,10 +4,10 @@
 -- KEYS[4] the journey's fencing counter (all one slot)
 -- ARGV[1] segment id ('' to change the journey's own status)
 -- ARGV[2] target status, ARGV[3] expected version ('' for none)
--- ARGV[4] journey id, ARGV[5] occurred-at, ARGV[6] event id,
--- ARGV[7] completion event id ('' unless the change completes the journey)
--- ARGV[8] the update's W3C traceparent ('' when the request is not traced)
--- ARGV[9..] statuses the target may be reached from (from the Rust transition table)
+-- ARGV[4] the outbox entry's text after the version and the status changed from (journey id,
+-- target, new status, occurred-at, event id[, traceparent]: outbox.rs, "The entry")
+-- ARGV[5] completion event id ('' unless the change completes the journey)
+-- ARGV[6..] statuses the target may be reached from (from the Rust transition table)
 -- Replies {outcome, detail}: changed/unchanged + version, not_found (in neither layout), moved
 -- (the journey is in the hash layout: nothing written), segment_not_found,
 -- version_mismatch + version, invalid_transition + current status, corrupt + why.
@@ -38,7 +38,7 @@ end
 local current = holder.status
 if current == ARGV[2] then return {'unchanged', tostring(version)} end
 local allowed = false
-for i = 9, #ARGV do
+for i = 6, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', tostring(current)} end
@@ -51,20 +51,15 @@ local out = cjson.encode(doc)
 if next(doc.segments) == nil then
   out = string.gsub(out, '"segments":{}', '"segments":[]', 1)
 end
--- The outbox entry (fields documented in outbox/mod.rs). The total is cjson's text of the
--- price: 14 significant digits, exact for every valid price (see money.rs).
-local entry = {'journey', ARGV[4], 'version', tostring(version), 'at', ARGV[5],
-  'target', ARGV[1], 'from', current, 'to', ARGV[2], 'id', ARGV[6]}
-if ARGV[7] ~= '' then
-  local done = {'done_id', ARGV[7], 'customer', doc.passengerEmail,
-    'total', cjson.encode(doc.totalPrice)}
-  for _, v in ipairs(done) do entry[#entry + 1] = v end
+-- The outbox entry (documented in outbox.rs). The total is cjson's text of the price: 14
+-- significant digits, exact for every valid price (see money.rs).
+local change = tostring(version) .. ' ' .. current .. ' ' .. ARGV[4]
+if ARGV[5] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 'change', change, 'done_id', ARGV[5],
+    'customer', doc.passengerEmail, 'total', cjson.encode(doc.totalPrice))
+else
+  redis.call('XADD', KEYS[2], '*', 'change', change)
 end
-if ARGV[8] ~= '' then
-  entry[#entry + 1] = 'traceparent'
-  entry[#entry + 1] = ARGV[8]
-end
-redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('SET', KEYS[1], out)
 -- A redlock holder may be working on this journey (its fencing counter exists): this write did
 -- not take its lock, so make the holder's token stale; its fenced write is refused and retried

@@ -4,11 +4,14 @@
 -- KEYS[1] journey hash, KEYS[2] the journey's outbox partition, KEYS[3] the journey's document
 -- (all one slot)
 -- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
--- expected version, journey id, occurred-at, event id, completion event id, traceparent,
+-- expected version, the outbox entry's text after version and old status, completion event id,
 -- predecessors...
 -- Same replies as document_update.lua, corrupt included ('moved': the journey is in the document layout).
--- Nothing is created for a missing segment.
-local version = redis.call('HGET', KEYS[1], 'version')
+-- Nothing is created for a missing segment. One HMGET reads the version and the status.
+local field = 'status'
+if ARGV[1] ~= '' then field = 'segment:' .. ARGV[1] .. ':status' end
+local read = redis.call('HMGET', KEYS[1], 'version', field)
+local version, current = read[1], read[2]
 if not version then
   if redis.call('EXISTS', KEYS[3]) == 1 then return {'moved'} end
   return {'not_found'}
@@ -19,32 +22,24 @@ end
 if ARGV[3] ~= '' and ARGV[3] ~= version then
   return {'version_mismatch', version}
 end
-local field = 'status'
-if ARGV[1] ~= '' then field = 'segment:' .. ARGV[1] .. ':status' end
-local current = redis.call('HGET', KEYS[1], field)
 if not current then return {'segment_not_found'} end
 if current == ARGV[2] then return {'unchanged', version} end
 local allowed = false
-for i = 9, #ARGV do
+for i = 6, #ARGV do
   if ARGV[i] == current then allowed = true break end
 end
 if not allowed then return {'invalid_transition', current} end
 local next_version = tostring(tonumber(version) + 1)
-local entry = {'journey', ARGV[4], 'version', next_version, 'at', ARGV[5],
-  'target', ARGV[1], 'from', current, 'to', ARGV[2], 'id', ARGV[6]}
-if ARGV[7] ~= '' then
+local change = next_version .. ' ' .. current .. ' ' .. ARGV[4]
+if ARGV[5] ~= '' then
   local decoded, header = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'header') or '')
   if not decoded or type(header) ~= 'table' then
     return {'corrupt', 'the header field is not a journey header'}
   end
-  local done = {'done_id', ARGV[7], 'customer', header.passengerEmail,
-    'total', cjson.encode(header.totalPrice)}
-  for _, v in ipairs(done) do entry[#entry + 1] = v end
+  redis.call('XADD', KEYS[2], '*', 'change', change, 'done_id', ARGV[5],
+    'customer', header.passengerEmail, 'total', cjson.encode(header.totalPrice))
+else
+  redis.call('XADD', KEYS[2], '*', 'change', change)
 end
-if ARGV[8] ~= '' then
-  entry[#entry + 1] = 'traceparent'
-  entry[#entry + 1] = ARGV[8]
-end
-redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('HSET', KEYS[1], field, ARGV[2], 'version', next_version)
 return {'changed', next_version}

@@ -70,33 +70,38 @@ impl Hash {
         Self::decode_raw(id, &self.read_raw(id).await?)
     }
 
-    /// The journey's fields in the order Redis sent them, undecoded.
-    pub(crate) async fn read_raw(
-        &self,
-        id: &JourneyId,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let fields: Vec<(String, String)> = self
+    /// The journey's fields as Redis sent them, undecoded: `HGETALL`'s reply itself, not yet
+    /// turned into strings (a read the render memo has seen is compared as it came, and only a
+    /// new one is converted and decoded: `crate::store::render`).
+    pub(crate) async fn read_raw(&self, id: &JourneyId) -> Result<redis::Value, StoreError> {
+        let fields: redis::Value = self
             .ctx
             .redis
             .shared()
             .hgetall(keys::journey_hash(id))
             .await
             .store_err()?;
-        if fields.is_empty() {
+        let empty = match &fields {
+            redis::Value::Array(items) => items.is_empty(),
+            redis::Value::Map(items) => items.is_empty(),
+            redis::Value::Nil => true,
+            _ => false,
+        };
+        if empty {
             return Err(StoreError::JourneyNotFound(id.clone()));
         }
         Ok(fields)
     }
 
     /// Decodes fields as [`Hash::read_raw`] returns them.
-    pub(crate) fn decode_raw(
-        id: &JourneyId,
-        fields: &[(String, String)],
-    ) -> Result<Journey, StoreError> {
+    pub(crate) fn decode_raw(id: &JourneyId, fields: &redis::Value) -> Result<Journey, StoreError> {
+        let key = keys::journey_hash(id);
+        let fields: Vec<(String, String)> = redis::from_redis_value_ref(fields)
+            .map_err(|e| crate::plumbing::error::corrupt(&key, e.to_string()))?;
         let fields: HashMap<&str, &str> = fields
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))
             .collect();
-        hash_fields::from_fields(&keys::journey_hash(id), id, &fields)
+        hash_fields::from_fields(&key, id, &fields)
     }
 }
