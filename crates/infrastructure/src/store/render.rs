@@ -77,9 +77,7 @@ fn value_size(value: &redis::Value) -> usize {
     match value {
         redis::Value::BulkString(bytes) => bytes.len(),
         redis::Value::SimpleString(text) => text.len(),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            items.iter().map(value_size).sum()
-        }
+        redis::Value::Array(items) | redis::Value::Set(items) => items.iter().map(value_size).sum(),
         redis::Value::Map(pairs) => pairs
             .iter()
             .map(|(k, v)| value_size(k) + value_size(v))
