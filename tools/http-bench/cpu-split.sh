@@ -26,16 +26,9 @@ rounds=${ROUNDS:-2}
 out=${OUT:-docs/results/http-cpu.txt}
 mkdir -p "$(dirname "$out")"
 cargo build --release -q -p flyrtech-api --bin flyrtech --example floor
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=tools/http-bench/lib.sh
 source tools/http-bench/lib.sh
+scratch
 ticks=$(getconf CLK_TCK)
 
 measure() { # server(floor|serve) strategy route(health|get|put)
@@ -78,7 +71,7 @@ measure() { # server(floor|serve) strategy route(health|get|put)
 
 best() { # server strategy route: the round with the lowest server CPU per request
   local i
-  # Into a file, not $(…): measure runs in this shell, so that cleanup knows its processes.
+  # Into a file, not $(…): measure runs in this shell, so that the exit trap knows its processes.
   : >"$work/rounds"
   for ((i = 0; i < rounds; i++)); do measure "$@" >>"$work/rounds"; done
   sort -g -k6 "$work/rounds" | head -n 1

@@ -27,16 +27,9 @@ mkdir -p "$(dirname "$out")" "$profiles"
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
 cargo build --release -q -p flyrtech-api --bin flyrtech --example floor
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=tools/http-bench/lib.sh
 source tools/http-bench/lib.sh
+scratch
 
 measure() { # server route(health|get|put)
   local server=$1 route=$2 rport hport rpid spid url script=() cmd=() label
@@ -100,6 +93,6 @@ measure() { # server route(health|get|put)
 } | tee "$out"
 for route in health get put; do
   for server in "${servers[@]}"; do
-    measure "$server" "$route" # in this shell, so that cleanup knows its processes
+    measure "$server" "$route" # in this shell, so that the exit trap knows its processes
   done
 done

@@ -79,6 +79,21 @@ fn attribute(span: &ExportedSpan, key: &str) -> String {
         .to_owned()
 }
 
+/// Sets JRN-001's first segment Departed with the client's `traceparent` (200), then stops
+/// `serving` (SIGTERM: its spans are exported as it exits).
+async fn put_traced_then_stop(serving: Serving) {
+    let put = http()
+        .put(serving.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
+        .header("traceparent", client_traceparent())
+        .json(&serde_json::json!({"status": "Departed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (status, log) = serving.terminate();
+    assert!(status.success(), "{log}");
+}
+
 /// A PUT with the client's `traceparent` is one trace: the request's server span (the child of
 /// the client's span), the store's update, the relay's publish, and the projector's apply, each
 /// the child of the one before; the projection's history row keeps the trace id. Over gRPC.
@@ -93,16 +108,7 @@ async fn one_put_is_one_trace_from_the_request_to_the_projection_row() {
     env.push(("FLYRTECH_REDIS_URL".into(), url.clone()));
 
     let serving = Serving::start_with(&["--strategy", "lua"], &pairs(&env));
-    let put = http()
-        .put(serving.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
-        .header("traceparent", client_traceparent())
-        .json(&serde_json::json!({"status": "Departed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let (status, log) = serving.terminate();
-    assert!(status.success(), "{log}");
+    put_traced_then_stop(serving).await;
 
     for args in [
         vec!["relay", "--drain", "--bus", &nats.url()],
@@ -235,16 +241,7 @@ async fn spans_go_over_otlp_http_from_a_service_named_flyrtech_serve() {
 async fn with_traces_off_nothing_is_carried() {
     let (_redis, url, redis) = private_redis().await;
     let serving = Serving::start_with(&["--strategy", "hash"], &[("FLYRTECH_REDIS_URL", &url)]);
-    let put = http()
-        .put(serving.url("/api/journeys/JRN-001/segments/SEG-001-1/status"))
-        .header("traceparent", client_traceparent())
-        .json(&serde_json::json!({"status": "Departed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let (status, log) = serving.terminate();
-    assert!(status.success(), "{log}");
+    put_traced_then_stop(serving).await;
 
     let outbox = keys::journey_outbox(&JourneyId::parse("JRN-001").unwrap());
     let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
