@@ -208,7 +208,9 @@ async fn spans_go_over_otlp_http_from_a_service_named_flyrtech_serve() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
 
-    let env = otel(&endpoint, "http/protobuf");
+    let (_redis, url, _) = private_redis().await;
+    let mut env = otel(&endpoint, "http/protobuf");
+    env.push(("FLYRTECH_REDIS_URL".into(), url));
     let serving = Serving::start_with(&["--strategy", "hash"], &pairs(&env));
     let health = http()
         .get(serving.url("/health"))
