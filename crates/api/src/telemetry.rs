@@ -147,11 +147,6 @@ impl Telemetry {
         })
     }
 
-    /// Whether spans are exported.
-    pub fn traces_on(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports the spans not yet exported (waiting at most five seconds), then stops the
     /// exporter. Call it before the Tokio runtime is dropped (a gRPC exporter's client runs
     /// there).
