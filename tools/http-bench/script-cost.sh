@@ -4,9 +4,12 @@
 # (INFO cpu) per command. Pipelined, so the network's share (about the same for every command
 # when a server sends one at a time) is left out and what remains is the command's own work:
 # HINCRBY; EVALSHA of an empty script with the update's keys and arguments (the price of a
-# script call); scripts doing only the update's HMGET, HSET or XADD; the whole update script.
+# script call); scripts doing only the update's HMGET, HSET or XADD; the whole update script;
+# the same script as a function (FUNCTION LOAD, FCALL: no SHA lookup, the function's name).
 #
 #   tools/http-bench/script-cost.sh        (writes docs/results/script-cost.txt; OUT overrides)
+#
+# REDIS_SERVER names another server binary (e.g. valkey-server) to price the same on it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-docs/results/script-cost.txt}
@@ -14,7 +17,8 @@ work=$(mktemp -d)
 # shellcheck source=tools/http-bench/lib.sh
 source tools/http-bench/lib.sh
 port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
+server=${REDIS_SERVER:-redis-server}
+"$server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
   --logfile "$work/redis.log" &
 rpid=$!
 trap 'kill $rpid 2>/dev/null || true; wait $rpid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -23,7 +27,13 @@ cli() { redis-cli -p "$port" "$@"; }
 hash='journey:{7}:JRN-001:hash'
 cli HSET "$hash" version 0 status Confirmed 'segment:SEG-1:status' Scheduled header '{}' >/dev/null
 load() { cli SCRIPT LOAD "$1"; }
-update=$(load "$(cat crates/infrastructure/src/store/scripts/hash_update.lua)")
+script=crates/infrastructure/src/store/scripts/hash_update.lua
+update=$(load "$(cat "$script")")
+# The same body as a Redis 7 function: KEYS and ARGV become the function's parameters.
+cli FUNCTION LOAD "#!lua name=flyrtech_cost
+redis.register_function('hash_update', function(KEYS, ARGV)
+$(cat "$script")
+end)" >/dev/null
 n=200000
 # The update's call: keys, then segment, target, expected version, the entry's tail, completion
 # id, predecessors; the targets alternate so that every call is a change.
@@ -43,7 +53,8 @@ with sys.stdout as w:
             w.write(resp("HINCRBY", "floor:hash", "version", "1"))
             continue
         to, before = ("Delayed", "Scheduled") if i % 2 == 0 else ("Scheduled", "Delayed")
-        w.write(resp("EVALSHA", sha, "3", key, "outbox:{7}", "journey:{7}:JRN-001",
+        call = ("FCALL", "hash_update") if name.startswith("FCALL") else ("EVALSHA", sha)
+        w.write(resp(*call, "3", key, "outbox:{7}", "journey:{7}:JRN-001",
                      "SEG-1", to, "", tail.format(to), "", before))
 EOF
 }
@@ -56,7 +67,7 @@ measure() { # name sha
   awk -v a="$c0" -v b="$c1" -v n="$n" -v name="$1" 'BEGIN {printf "%-44s %8.2f\n", name, (b - a) * 1e6 / n}'
 }
 {
-  echo "# tools/http-bench/script-cost.sh  ($(date -u +%Y-%m-%dT%H:%M:%SZ)); redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2)"
+  echo "# tools/http-bench/script-cost.sh  ($(date -u +%Y-%m-%dT%H:%M:%SZ)); $(basename "$server") $("$server" --version | awk '{print $3}' | cut -d= -f2)"
   echo "# $n commands pipelined (redis-cli --pipe); Redis CPU (INFO cpu) per command, microseconds"
   measure HINCRBY
   measure "EVALSHA, empty script (return 1)" "$(load 'return 1')"
@@ -64,4 +75,5 @@ measure() { # name sha
   measure "EVALSHA, the update's HSET only" "$(load "redis.call('HSET', KEYS[1], 'segment:' .. ARGV[1] .. ':status', ARGV[2], 'version', '1') return 1")"
   measure "EVALSHA, the update's XADD only" "$(load "redis.call('XADD', KEYS[2], '*', 'change', '1 Scheduled ' .. ARGV[4]) return 1")"
   measure "EVALSHA, the hash update script" "$update"
+  measure "FCALL, the hash update script as a function"
 } | tee "$out"

@@ -5,10 +5,13 @@
 //! layer costs every request a clone of the route's boxed service, a boxed future and a wrapped
 //! body, whatever it then decides. Side by side with the floor of the stack (issue 26,
 //! docs/lab.md), that was a fifth of what `/health` cost. Then one `from_fn` middleware, which
-//! still boxed each request's future and cloned the route's service into a `Next`; now a tower
-//! layer of its own ([`GateLayer`]): the checks run when the route's service is called, and the
-//! route's future is polled inside [`GateFuture`], unboxed (issue 37). The order of the checks
-//! is the one the layers had:
+//! still boxed each request's future and cloned the route's service into a `Next`; then a tower
+//! layer around every route, which axum boxes into a second route per route. Now a service
+//! around the whole router ([`GateService`], issue 37): the checks run when it is called, the
+//! router's future is polled inside [`GateFuture`], unboxed, and the route template the metrics
+//! and spans are labelled with comes from [`RouteTemplates`], the router's own templates looked
+//! up once more (a tree walk of a few dozen instructions). The order of the checks is the one
+//! the layers had:
 //!
 //! 1. counted in flight (until the response is made, or the client goes away);
 //! 2. who it is ([`Access::identify`]: the key verified, else the address, see [`Client`]), then
@@ -16,7 +19,8 @@
 //!    no Redis;
 //! 3. the key check's verdict ([`Access::authorize`]): 401 or 403; the [`Client`] goes into the
 //!    request's [`Peer`] for the handlers' quotas;
-//! 4. the handler, within the request timeout (503 with `Retry-After` past it);
+//! 4. the handler, within the request timeout (503 with `Retry-After` past it), measured from
+//!    the gate's one clock read (the timer is armed only if the handler waits);
 //! 5. `http_requests_total` and `http_request_duration_seconds` by method, route template and
 //!    status, through handles made once per label set ([`RouteMetrics`]) instead of a registry
 //!    lookup with three label strings made per request, and found by where the labels live;
@@ -28,7 +32,8 @@
 //! # What it bounds
 //! The method label is one of the nine standard methods or `OTHER`, and the route label a route
 //! template or `unmatched`: a client cannot grow the metrics (or [`RouteMetrics`]' table) by
-//! inventing methods or paths.
+//! inventing methods or paths. A request for a route's path with a method the route does not
+//! take is labelled with the template, as axum's `MatchedPath` would label it.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -37,7 +42,7 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flyrtech_infrastructure::plumbing::trace_context;
@@ -64,38 +69,49 @@ pub struct Gate {
     pub request_timeout: Duration,
     /// The request metrics' handles.
     pub metrics: RouteMetrics,
+    /// The router's route templates, the requests' route labels.
+    pub routes: RouteTemplates,
 }
 
-/// The gate as a layer around every route ([`GateService`]).
+/// The router behind the gate (see the module's documentation for its steps). A service of its
+/// own rather than `axum::middleware::from_fn`, whose every request boxes its future and clones
+/// the route's boxed service into a `Next`, and around the router rather than a layer on its
+/// routes, each of which axum boxes into one more route: the checks run in
+/// `GateService::call`, and the router's future is polled inside [`GateFuture`], unboxed.
 #[derive(Debug, Clone)]
-pub struct GateLayer(Arc<Gate>);
-
-impl GateLayer {
-    /// The layer checking requests against `gate`.
-    pub fn new(gate: Gate) -> Self {
-        Self(Arc::new(gate))
-    }
+pub struct GateService<S> {
+    gate: Arc<Gate>,
+    inner: S,
 }
 
-impl<S> tower_layer::Layer<S> for GateLayer {
-    type Service = GateService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GateService {
-            gate: Arc::clone(&self.0),
+impl<S> GateService<S> {
+    /// `inner` (the router) behind `gate`.
+    pub fn new(gate: Gate, inner: S) -> Self {
+        Self {
+            gate: Arc::new(gate),
             inner,
         }
     }
 }
 
-/// One route behind the gate (see the module's documentation for its steps). A service of its
-/// own rather than `axum::middleware::from_fn`, whose every request boxes its future and clones
-/// the route's boxed service into a `Next`: the checks run in `GateService::call`, and the
-/// route's own future is polled inside [`GateFuture`], unboxed.
-#[derive(Debug, Clone)]
-pub struct GateService<S> {
-    gate: Arc<Gate>,
-    inner: S,
+/// The templates of the router's routes, to label a request with the one the router will match
+/// before it has matched it: the same `matchit` tree axum builds, holding the labels only.
+#[derive(Debug, Default)]
+pub struct RouteTemplates(matchit::Router<&'static str>);
+
+impl RouteTemplates {
+    /// Adds a route's template, in axum's syntax (`/api/journeys/{id}`, `/docs/{*rest}`).
+    ///
+    /// # Errors
+    /// The template is malformed or conflicts with one added before (axum refuses it too).
+    pub fn insert(&mut self, template: &'static str) -> Result<(), matchit::InsertError> {
+        self.0.insert(template, template)
+    }
+
+    /// The template `path` matches, else `unmatched`.
+    pub fn label(&self, path: &str) -> &'static str {
+        self.0.at(path).map_or(UNMATCHED, |matched| *matched.value)
+    }
 }
 
 impl<S> tower_service::Service<Request> for GateService<S>
@@ -114,10 +130,13 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let gate = &self.gate;
         let started = Instant::now();
+        // The deadline from the same clock read. Tokio arms the timer at the first poll that
+        // finds the handler waiting, so a handler answering at once (`/health`) arms none.
+        let deadline = tokio::time::Instant::from_std(started) + gate.request_timeout;
         // Decremented on drop, so a request the client abandons is not counted forever.
         let in_flight = InFlight::enter(Arc::clone(&gate.in_flight));
         let method = method_label(request.method());
-        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route = gate.routes.label(request.uri().path());
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
         // Who it is first (the key verified, else the address), so that the limit keys on a
         // verified identity: a made-up bearer value draws on its address' budget.
@@ -142,19 +161,17 @@ where
                     .get(trace_context::TRACEPARENT)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-                let timeout = gate.request_timeout;
                 State::Traced {
                     handled: Box::pin(traced(
-                        (method, route.to_owned()),
+                        (method, route),
                         carried,
-                        timeout,
-                        tokio::time::timeout(timeout, self.inner.call(request)),
+                        gate.request_timeout,
+                        tokio::time::timeout_at(deadline, self.inner.call(request)),
                     )),
                 }
             }
             Ok(()) => State::Handling {
-                handled: tokio::time::timeout(gate.request_timeout, self.inner.call(request)),
+                handled: tokio::time::timeout_at(deadline, self.inner.call(request)),
             },
         };
         GateFuture {
@@ -202,7 +219,7 @@ struct Done {
     started: Instant,
     in_flight: InFlight,
     method: &'static str,
-    route: Option<MatchedPath>,
+    route: &'static str,
     uri: Option<axum::http::Uri>,
 }
 
@@ -246,7 +263,7 @@ impl Done {
     fn record(self, response: &Response) {
         drop(self.in_flight);
         let latency = self.started.elapsed();
-        let route = self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let route = self.route;
         let status = response.status();
         let method = self.method;
         self.gate.metrics.record(method, route, status, latency);
@@ -281,7 +298,7 @@ fn within(
 /// `<method> <route template>`: the child of the client's `traceparent` when it sent one (W3C
 /// Trace Context), with the response's status.
 async fn traced<F>(
-    (method, route): (&'static str, String),
+    (method, route): (&'static str, &'static str),
     carried: Option<String>,
     timeout: Duration,
     handled: tokio::time::Timeout<F>,
@@ -331,10 +348,10 @@ fn method_label(method: &Method) -> &'static str {
 /// The handles of `http_requests_total` and `http_request_duration_seconds`, one pair per
 /// method, status and route template, made on first use from the installed recorder and kept.
 ///
-/// Looked up by where the labels live, not by their text: the route template is the router's
-/// own string (the same allocation for every request of the route, for as long as the router
-/// lives) and the method label one of [`method_label`]'s constants, so a lookup hashes three
-/// integers with FxHash instead of SipHashing two strings.
+/// Looked up by where the labels live, not by their text: the route template is one of
+/// [`RouteTemplates`]' static strings and the method label one of [`method_label`]'s constants,
+/// so a lookup hashes three integers with FxHash instead of SipHashing two strings. (Two
+/// addresses of one text would only make two pairs of handles to the same metrics.)
 #[derive(Debug, Default)]
 pub struct RouteMetrics {
     handles: RwLock<FxHashMap<(usize, usize, u16), Handles>>,
@@ -421,6 +438,28 @@ mod tests {
         assert_eq!(method_label(&Method::CONNECT), "CONNECT");
         let invented = Method::from_bytes(b"BREW").expect("a token is a method");
         assert_eq!(method_label(&invented), "OTHER");
+    }
+
+    #[test]
+    fn a_path_is_labelled_with_the_template_it_matches() {
+        let mut routes = RouteTemplates::default();
+        for template in ["/health", "/api/journeys/{id}", "/docs/", "/docs/{*rest}"] {
+            routes.insert(template).expect("no conflict");
+        }
+        assert_eq!(routes.label("/health"), "/health");
+        assert_eq!(routes.label("/api/journeys/JRN-001"), "/api/journeys/{id}");
+        assert_eq!(routes.label("/docs/"), "/docs/");
+        assert_eq!(routes.label("/docs/a/b.css"), "/docs/{*rest}");
+        for unknown in [
+            "/",
+            "/health/",
+            "/api/journeys",
+            "/api/journeys/a/b",
+            "/HEALTH",
+        ] {
+            assert_eq!(routes.label(unknown), UNMATCHED, "{unknown}");
+        }
+        assert!(routes.insert("/api/journeys/{other}").is_err());
     }
 
     #[test]

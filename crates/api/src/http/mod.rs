@@ -115,6 +115,15 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// A route template the gate's labels cannot hold (a bug: axum would refuse it too).
+    #[error("route template {template}")]
+    Route {
+        /// The template.
+        template: &'static str,
+        /// The cause.
+        #[source]
+        source: matchit::InsertError,
+    },
 }
 
 /// The state every handler shares. Cheap to clone.
@@ -295,7 +304,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    /// The router behind the gate.
+    service: gate::GateService<Router>,
     /// How connections are bounded.
     connections: Connections,
     state: AppState,
@@ -405,6 +415,7 @@ impl Application {
                     source,
                 })?;
         let document = openapi::document(&access);
+        let (router, routes) = router(state.clone(), config.body_limit, document)?;
         let gate = gate::Gate {
             in_flight: Arc::clone(&state.in_flight),
             limiter: config
@@ -416,10 +427,11 @@ impl Application {
             proxies: config.trusted_proxies,
             request_timeout: config.request_timeout,
             metrics: gate::RouteMetrics::default(),
+            routes,
         };
         Ok(Self {
             connections: config.connections,
-            router: router(state.clone(), config.body_limit, gate, document),
+            service: gate::GateService::new(gate, router),
             listener,
             state,
             seeded,
@@ -460,39 +472,40 @@ impl Application {
             cluster = self.state.store.redis().is_cluster(),
             "serving the journey API (Swagger UI at /swagger-ui)"
         );
-        server::serve(self.listener, self.router, self.connections, shutdown).await?;
+        server::serve(self.listener, self.service, self.connections, shutdown).await?;
         tracing::info!("all in-flight requests finished; stopped");
         Ok(())
     }
 }
 
-/// The routes and the one middleware around them ([`gate`]).
+/// The routes. The body limit goes on the routes that take a body only: it travels in each
+/// request's extensions, and a fourth extension grows the map (a rehash) on every request.
+///
+/// Returns the router with the templates of its routes: the gate, outside the router, labels
+/// each request with the one it matches ([`gate::RouteTemplates`]).
 fn router(
     state: AppState,
     body_limit: usize,
-    gate: gate::Gate,
     document: serde_json::Value,
-) -> Router {
-    // The body limit on the routes that take a body only: it travels in each request's
-    // extensions, and a fourth extension grows the map (a rehash) on every request.
+) -> Result<(Router, gate::RouteTemplates), ServeError> {
     let limit = || DefaultBodyLimit::max(body_limit);
-    let mut api = Router::new()
+    let mut api = Routes::default()
         .route(
             "/api/journeys",
             get(journeys::list).post(journeys::create).layer(limit()),
-        )
-        .route("/api/journeys/{id}", get(journeys::get))
+        )?
+        .route("/api/journeys/{id}", get(journeys::get))?
         .route(
             "/api/journeys/{id}/segments/{segmentId}/status",
             axum::routing::put(journeys::update_segment).layer(limit()),
-        )
+        )?
         .route(
             "/api/journeys/{id}/status",
             axum::routing::put(journeys::update_journey).layer(limit()),
-        )
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics));
+        )?
+        .route("/health", get(ops::health))?
+        .route("/ready", get(ops::ready))?
+        .route("/metrics", get(ops::metrics))?;
     if state.cache_limits.enabled {
         api = api
             .route(
@@ -501,25 +514,61 @@ fn router(
                     .post(cache::set_demo)
                     .delete(cache::remove_demo)
                     .layer(limit()),
-            )
+            )?
             .route(
                 "/api/cache/{key}",
                 get(cache::get)
                     .post(cache::set)
                     .delete(cache::remove)
                     .layer(limit()),
-            );
+            )?;
     }
-    let api = api
+    // The routes `SwaggerUi` adds (utoipa-swagger-ui's axum router): its page, its page's
+    // redirect, its files, and the document.
+    for template in [
+        "/swagger-ui",
+        "/swagger-ui/",
+        "/swagger-ui/{*rest}",
+        "/api-docs/openapi.json",
+    ] {
+        api.template(template)?;
+    }
+    let Routes { router, templates } = api;
+    let api = router
         .fallback(|| async { ApiError::not_found("no such route", "Not found") })
         .with_state(state);
-    Router::new()
+    let router = Router::new()
         .merge(
             SwaggerUi::new("/swagger-ui")
                 .external_url_unchecked("/api-docs/openapi.json", document),
         )
-        .merge(api)
-        .layer(gate::GateLayer::new(gate))
+        .merge(api);
+    Ok((router, templates))
+}
+
+/// A router being built, with its routes' templates kept beside it.
+#[derive(Default)]
+struct Routes {
+    router: Router<AppState>,
+    templates: gate::RouteTemplates,
+}
+
+impl Routes {
+    fn route(
+        mut self,
+        template: &'static str,
+        method_router: axum::routing::MethodRouter<AppState>,
+    ) -> Result<Self, ServeError> {
+        self.template(template)?;
+        self.router = self.router.route(template, method_router);
+        Ok(self)
+    }
+
+    fn template(&mut self, template: &'static str) -> Result<(), ServeError> {
+        self.templates
+            .insert(template)
+            .map_err(|source| ServeError::Route { template, source })
+    }
 }
 
 /// How often the exporter's upkeep runs when nobody scrapes `/metrics`.

@@ -6,11 +6,18 @@
 //! a second keeps its connection (and a file descriptor) for as long as it likes, and thousands
 //! of them take the service down without a key. This loop is axum's, with what it lacks:
 //!
-//! - **A header-read timeout** ([`Connections::header_timeout`]): hyper's, with Tokio's timer.
-//!   It runs from the moment a connection waits for a request head, so it also bounds a
-//!   keep-alive connection that never sends its next request.
+//! - **A header-read timeout** ([`Connections::header_timeout`]): a connection with no request
+//!   in flight for this long is dropped, whatever it is doing: waiting for a head, receiving
+//!   one a byte at a time, or not reading its last response. It runs from the connection's
+//!   start and from each response, so it also bounds a keep-alive connection that never sends
+//!   its next request. hyper has a header-read timeout of its own, but it arms a boxed timer
+//!   for every request (about 770 instructions of a `/health` that costs 17,500, issue 37);
+//!   this one is one timer per connection, looked at when it fires and re-armed from the last
+//!   response then.
 //! - **An idle timeout** ([`Connections::idle_timeout`]): a connection with no request in
-//!   flight for this long is closed, whatever state its next head is in.
+//!   flight for this long is closed gracefully (hyper closes it at once between requests, and
+//!   after the response it is writing otherwise). Shorter than the header timeout, it closes a
+//!   kept-alive connection first; longer, the header timeout does.
 //! - **A cap on open connections** ([`Connections::max_connections`]): one beyond it is closed
 //!   at once, before a byte is read, and counted in `http_connections_refused_total`;
 //!   `http_connections_open` is the gauge of those held.
@@ -28,27 +35,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
+use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tower_service::Service;
 
 use super::limit::Peer;
 use crate::config::Connections;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains within the grace.
+/// Serves `service` (the gated router) on `listener` until `shutdown` resolves, then drains
+/// within the grace.
 ///
 /// # Errors
 /// None today: accept errors (a full file table) are logged and retried after a pause.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     limits: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -76,10 +92,10 @@ pub async fn serve(
                     continue;
                 };
                 metrics::gauge!("http_connections_open").increment(1.0);
-                let router = router.clone();
+                let service = service.clone();
                 let stopping = stopping.clone();
                 connections.spawn(async move {
-                    connection(stream, peer, router, limits, stopping).await;
+                    connection(stream, peer, service, limits, stopping).await;
                     metrics::gauge!("http_connections_open").decrement(1.0);
                     drop(permit);
                 });
@@ -103,43 +119,53 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection: hyper's HTTP/1 with the header timer, watched for idleness and shutdown.
-async fn connection(
+/// One connection: hyper's HTTP/1, watched for a late head, idleness and shutdown.
+async fn connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    service: S,
     limits: Connections,
     mut stopping: watch::Receiver<bool>,
-) {
+) where
+    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = Arc::clone(&activity);
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(Peer::new(peer));
-            let mut router = router.clone();
+            let mut service = service.clone();
             let busy = Busy::enter(&activity);
             async move {
-                let response: Result<axum::response::Response, Infallible> =
-                    tower_service::Service::call(&mut router, request).await;
+                let response = service.call(request.map(axum::body::Body::new)).await;
                 drop(busy);
                 response
             }
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+    // The header timeout is this loop's (see the module's documentation), not hyper's.
+    builder.header_read_timeout(None).keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let first = limits.header_timeout.min(limits.idle_timeout);
     loop {
         // While a request is in flight the connection is not idle: look again a timeout later.
-        let idle_until = if activity.in_flight.load(Ordering::Acquire) > 0 {
-            Instant::now() + limits.idle_timeout
+        // Once closing, only the header timeout is left to watch.
+        let wait = if closing {
+            limits.header_timeout
         } else {
-            activity.idle_since() + limits.idle_timeout
+            first
+        };
+        let idle_until = if activity.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + wait
+        } else {
+            activity.idle_since() + wait
         };
         tokio::select! {
             finished = conn.as_mut() => {
@@ -155,8 +181,12 @@ async fn connection(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            () = tokio::time::sleep_until(idle_until), if !closing => {
-                if activity.is_idle_for(limits.idle_timeout) {
+            () = tokio::time::sleep_until(idle_until) => {
+                if activity.is_idle_for(limits.header_timeout) {
+                    tracing::debug!(%peer, "no request within the header timeout; dropped");
+                    return;
+                }
+                if !closing && activity.is_idle_for(limits.idle_timeout) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }

@@ -174,6 +174,38 @@ async fn operations_endpoints() {
     let ui = get("/swagger-ui/").await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger-ui"));
+
+    // The route labels are the router's templates, as axum's `MatchedPath` names them, for
+    // SwaggerUi's routes too; a path no route has is `unmatched`, and a route's path with a
+    // method it does not take is still its template.
+    assert_eq!(
+        get("/no/such/route").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let refused = f
+        .client
+        .delete(f.server.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        get("/swagger-ui/index.css")
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for needle in [
+        "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}",
+        "http_requests_total{method=\"DELETE\",route=\"/health\",status=\"405\"}",
+        "http_requests_total{method=\"GET\",route=\"/swagger-ui/\",status=\"200\"}",
+        "http_requests_total{method=\"GET\",route=\"/swagger-ui/{*rest}\",status=\"200\"}",
+        "http_requests_total{method=\"GET\",route=\"/api-docs/openapi.json\",status=\"200\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
 }
 
 /// Ids no journey can have (our id rules reject them): 404 with the original's `message`, on
