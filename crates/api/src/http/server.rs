@@ -148,8 +148,13 @@ async fn connection<S>(
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    // The header timeout is this loop's (see the module's documentation), not hyper's.
-    builder.header_read_timeout(None).keep_alive(true);
+    // The header timeout is this loop's (see the module's documentation), not hyper's. The
+    // response head and body are copied into one buffer and written with one `write`: the
+    // bodies are small, and a queue of buffers for `writev` costs more than the copy.
+    builder
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .writev(false);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
