@@ -110,8 +110,8 @@ pub struct ServeArgs {
     /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond) [default: 65536].
     #[arg(long)]
     pub max_journey_bytes: Option<usize>,
-    /// Longest a connection may take to send a request's headers, from when it starts waiting
-    /// for them (also bounds an idle keep-alive connection) [default: 10000].
+    /// Longest a connection may go with no request in flight (sending a request's headers, or
+    /// idle after a response) before it is dropped [default: 10000].
     #[arg(long)]
     pub header_timeout_ms: Option<u64>,
     /// Longest a connection may stay open with no request in flight [default: 60000].
@@ -443,8 +443,9 @@ impl Default for QuotaLimits {
 /// `--max-connections`, `--shutdown-grace-ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connections {
-    /// Longest a connection may take to send a whole request head, from when it starts waiting
-    /// for one.
+    /// Longest a connection may go with no request in flight (from its start, and from each
+    /// response) before it is dropped: it bounds a request head sent slowly and a keep-alive
+    /// connection that sends nothing.
     pub header_timeout: Duration,
     /// Longest a connection may stay open with no request in flight.
     pub idle_timeout: Duration,
