@@ -34,8 +34,9 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&seen).into_owned()
 }
 
-/// A client that sends its headers a byte at a time is cut off at the header timeout;
-/// one that sends nothing after a response is cut off at the idle timeout.
+/// A client that sends its headers a byte at a time is cut off at the header timeout, and so
+/// is one that sends nothing after a response; with a shorter idle timeout, that one is cut
+/// off at the idle timeout.
 #[tokio::test]
 async fn a_trickling_client_and_an_idle_one_are_cut_off() {
     let redis = TestRedis::single();
@@ -73,6 +74,15 @@ async fn a_trickling_client_and_an_idle_one_are_cut_off() {
     )
     .await;
     assert!(dripping.await.unwrap(), "the writes never failed");
+
+    // The header timeout also runs from each response: a kept-alive connection that sends
+    // nothing more is dropped at it, well before its 30 s idle timeout.
+    let mut kept = connect(&server).await;
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = until_closed(&mut kept, Duration::from_secs(10)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
 
     let idle_server = self::server(
         &redis,
