@@ -13,12 +13,12 @@
 //! up once more (a tree walk of a few dozen instructions). The order of the checks is the one
 //! the layers had:
 //!
-//! 1. counted in flight (until the response is made, or the client goes away);
-//! 2. who it is ([`Access::identify`]: the key verified, else the address, see [`Client`]), then
-//!    the rate limit on that ([`Limiter::admit`]): a client over its limit costs no handler and
-//!    no Redis;
-//! 3. the key check's verdict ([`Access::authorize`]): 401 or 403; the [`Client`] goes into the
-//!    request's [`Peer`] for the handlers' quotas;
+//! 1. counted in flight (until its metrics are recorded, or the client goes away);
+//! 2. who it is ([`Access::identify`]: the key verified, else the address, see
+//!    [`Client`](super::limit::Client)), then the rate limit on that ([`Limiter::admit`]): a
+//!    client over its limit costs no handler and no Redis; the client goes into the request's
+//!    [`Peer`] for the handlers' quotas;
+//! 3. the key check's verdict ([`Access::authorize`]): 401 or 403;
 //! 4. the handler, within the request timeout (503 with `Retry-After` past it), measured from
 //!    the gate's one clock read (the timer is armed only if the handler waits);
 //! 5. `http_requests_total` and `http_request_duration_seconds` by method, route template and
@@ -50,7 +50,7 @@ use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
 use super::auth::Access;
-use super::limit::{Client, Limiter, Peer, request_addr};
+use super::limit::{Limiter, Peer};
 use super::problem::ApiError;
 use crate::config::TrustedProxies;
 
@@ -133,22 +133,22 @@ where
         // The deadline from the same clock read. Tokio arms the timer at the first poll that
         // finds the handler waiting, so a handler answering at once (`/health`) arms none.
         let deadline = tokio::time::Instant::from_std(started) + gate.request_timeout;
-        // Decremented on drop, so a request the client abandons is not counted forever.
-        let in_flight = InFlight::enter(Arc::clone(&gate.in_flight));
+        // Decremented when its `Done` drops, so a request the client abandons is not counted
+        // forever.
+        gate.in_flight.fetch_add(1, Ordering::SeqCst);
         let method = method_label(request.method());
         let route = gate.routes.label(request.uri().path());
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
         // Who it is first (the key verified, else the address), so that the limit keys on a
         // verified identity: a made-up bearer value draws on its address' budget.
         let identity = gate.access.identify(&mut request);
-        let client = Client::of(&identity, request_addr(&request, &gate.proxies));
+        // The handlers' quotas are per client: it goes into the request's `Peer` too.
+        let client = Peer::identify(&mut request, &identity, &gate.proxies);
         let admitted = match &gate.limiter {
-            Some(limiter) => limiter.admit(client.clone()),
+            Some(limiter) => limiter.admit(client),
             None => Ok(()),
         }
         .and_then(|()| gate.access.authorize(&request, &identity));
-        // The handlers' quotas are per client.
-        Peer::identified(&mut request, client);
         let state = match admitted {
             Err(refused) => State::Answered {
                 response: Some(refused.into_response()),
@@ -179,7 +179,6 @@ where
             done: Some(Done {
                 gate: Arc::clone(gate),
                 started,
-                in_flight,
                 method,
                 route,
                 uri,
@@ -213,11 +212,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// What is recorded once the response is made.
+/// What is recorded once the response is made. The request is counted in flight until it drops
+/// (after the record, or unrecorded if the client goes away first).
 struct Done {
     gate: Arc<Gate>,
     started: Instant,
-    in_flight: InFlight,
     method: &'static str,
     route: &'static str,
     uri: Option<axum::http::Uri>,
@@ -261,7 +260,6 @@ where
 impl Done {
     /// The request's metrics and log lines.
     fn record(self, response: &Response) {
-        drop(self.in_flight);
         let latency = self.started.elapsed();
         let route = self.route;
         let status = response.status();
@@ -276,7 +274,7 @@ impl Done {
                 latency_ms,
                 "response failed"
             );
-        } else if let Some(uri) = self.uri {
+        } else if let Some(uri) = &self.uri {
             tracing::debug!(method, %uri, status = status.as_u16(), latency_ms, "finished processing request");
         }
     }
@@ -412,19 +410,9 @@ impl RouteMetrics {
     }
 }
 
-/// One request in flight, counted for as long as it lives.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight {
+impl Drop for Done {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.gate.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -51,8 +51,29 @@ impl Peer {
         Self { addr, client: None }
     }
 
+    /// Who sent `request`, presenting `identity` ([`Client::of`] its address, see
+    /// [`request_addr`]), recorded in the request's `Peer` for the handlers.
+    pub fn identify(
+        request: &mut Request,
+        identity: &Identity,
+        proxies: &TrustedProxies,
+    ) -> Client {
+        // One look-up of the extension when the peer is no proxy (its headers are not read).
+        if let Some(peer) = request.extensions_mut().get_mut::<Self>() {
+            let addr = peer.addr.ip();
+            if !proxies.trusts(addr) {
+                let client = Client::of(identity, addr);
+                peer.client = Some(client.clone());
+                return client;
+            }
+        }
+        let client = Client::of(identity, request_addr(request, proxies));
+        Self::identified(request, client.clone());
+        client
+    }
+
     /// Records who the gate found the request's sender to be.
-    pub fn identified(request: &mut Request, client: Client) {
+    fn identified(request: &mut Request, client: Client) {
         match request.extensions_mut().get_mut::<Self>() {
             Some(peer) => peer.client = Some(client),
             // A router driven without the accept loop (tests).

@@ -32,7 +32,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -200,28 +200,34 @@ async fn connection<S>(
     }
 }
 
-/// What one connection is doing: requests in flight, and since when it has had none.
+/// What one connection is doing: requests in flight, and since when it has had none (in
+/// nanoseconds from its start: an atomic, not a lock, on every response).
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
-    idle_since: std::sync::Mutex<Instant>,
+    started: Instant,
+    idle_since: AtomicU64,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(Instant::now()),
+            started: Instant::now(),
+            idle_since: AtomicU64::new(0),
         }
     }
 }
 
 impl Activity {
     fn idle_since(&self) -> Instant {
-        *self
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.started + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+    }
+
+    /// Idle from now.
+    fn rest(&self) {
+        let since = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.idle_since.store(since, Ordering::Release);
     }
 
     fn is_idle_for(&self, limit: Duration) -> bool {
@@ -241,11 +247,7 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self
-            .0
-            .idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.rest();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
