@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::plumbing::error::corrupt;
 use crate::plumbing::keys;
+use crate::store::render::FieldNames;
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
@@ -92,6 +93,18 @@ pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, Stor
         ));
     }
     Ok(fields)
+}
+
+/// The fields [`from_fields`] reads to reassemble `journey`: what a read of it by name asks for
+/// (`crate::store::render`).
+pub(crate) fn read_by(journey: &Journey) -> FieldNames {
+    let mut names = Vec::with_capacity(4 + 2 * journey.segments.len());
+    names.extend([VERSION, STATUS, HEADER, SEGMENTS].map(str::to_owned));
+    for segment in &journey.segments {
+        names.push(segment_field(&segment.segment_id));
+        names.push(segment_status_field(&segment.segment_id));
+    }
+    FieldNames::new(names)
 }
 
 /// Reassembles a journey from a consistent HGETALL snapshot.

@@ -474,4 +474,47 @@ async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: S
         versions[0], versions[1],
         "the foreign write kept the version"
     );
+    if strategy != S::Hash {
+        return;
+    }
+    // The hash layout's reads after the first ask for the fields by name: a foreign writer that
+    // changes the segment list is still seen, whether the fields asked for suffice (a segment
+    // dropped) or not (a segment the service has not read, which a full read finds missing:
+    // 500 either way), and a journey deleted behind its back is gone.
+    let key = keys::journey_hash(&id);
+    let set_segments = |segments: &'static str| {
+        let mut conn = admin.shared();
+        let key = key.clone();
+        async move {
+            let () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("segments")
+                .arg(segments)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set_segments(r#"["SEG-001-2"]"#).await;
+    let one = body().await;
+    assert_eq!(one, decoded().await);
+    assert_eq!(
+        serde_json::from_str::<Value>(&one).unwrap()["segments"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    set_segments(r#"["SEG-001-2","SEG-001-9"]"#).await;
+    let unknown = client.get(&url).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(store.get(&id).await.is_err(), "a full read refuses it too");
+    set_segments(r#"["SEG-001-1","SEG-001-2"]"#).await;
+    assert_eq!(body().await, decoded().await);
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut admin.shared())
+        .await
+        .unwrap();
+    let gone = client.get(&url).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }

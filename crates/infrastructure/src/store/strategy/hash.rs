@@ -32,6 +32,7 @@ use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
 use crate::store::hash_fields;
 use crate::store::layout::Layout;
+use crate::store::render::FieldNames;
 use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::WriteContext;
 
@@ -91,6 +92,44 @@ impl Hash {
             return Err(StoreError::JourneyNotFound(id.clone()));
         }
         Ok(fields)
+    }
+
+    /// The values of the fields `names` (`HMGET`, one atomic snapshot of them), or `None` when
+    /// one is missing (the journey is gone, moved, or no longer has that field): then only a
+    /// full read ([`Hash::read_raw`]) says what it is now.
+    pub(crate) async fn read_selected(
+        &self,
+        id: &JourneyId,
+        names: &FieldNames,
+    ) -> Result<Option<redis::Value>, StoreError> {
+        let values: redis::Value = redis::cmd("HMGET")
+            .arg(keys::journey_hash(id))
+            .arg(names.as_slice())
+            .query_async(&mut self.ctx.redis.shared())
+            .await
+            .store_err()?;
+        let complete = matches!(&values, redis::Value::Array(items)
+            if items.len() == names.as_slice().len()
+                && items.iter().all(|v| matches!(v, redis::Value::BulkString(_))));
+        Ok(complete.then_some(values))
+    }
+
+    /// Decodes the values of `names` as [`Hash::read_selected`] returns them.
+    pub(crate) fn decode_selected(
+        id: &JourneyId,
+        names: &FieldNames,
+        values: &redis::Value,
+    ) -> Result<Journey, StoreError> {
+        let key = keys::journey_hash(id);
+        let values: Vec<String> = redis::from_redis_value_ref(values)
+            .map_err(|e| crate::plumbing::error::corrupt(&key, e.to_string()))?;
+        let fields: HashMap<&str, &str> = names
+            .as_slice()
+            .iter()
+            .map(String::as_str)
+            .zip(values.iter().map(String::as_str))
+            .collect();
+        hash_fields::from_fields(&key, id, &fields)
     }
 
     /// Decodes fields as [`Hash::read_raw`] returns them.

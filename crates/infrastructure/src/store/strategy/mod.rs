@@ -442,16 +442,25 @@ impl RedisJourneyStore {
     pub async fn get_json(&self, id: &JourneyId) -> Result<Rendered, StoreError> {
         use crate::store::render::Raw;
         let raw = match &self.writer {
-            ChosenStrategy::Hash(h) => h.read_raw(id).await.map(Raw::Fields),
+            ChosenStrategy::Hash(h) => {
+                // A journey rendered before: its fields by name, half the reply; anything
+                // else (a missing field, a decoding needing one not asked for) reads it whole.
+                if let Some(names) = self.memo.names(id)
+                    && let Some(values) = h.read_selected(id, &names).await?
+                {
+                    let selected = Raw::Selected { names, values };
+                    if let Ok(rendered) = self.memo.render(id, selected, |raw| decode(id, raw)) {
+                        return Ok(rendered);
+                    }
+                }
+                h.read_raw(id).await.map(Raw::Fields)
+            }
             _ => document::read_raw(&mut self.redis.shared(), id)
                 .await
                 .map(Raw::Document),
         };
         match absent_here(raw)? {
-            Some(raw) => self.memo.render(id, raw, |raw| match raw {
-                Raw::Fields(fields) => hash::Hash::decode_raw(id, fields),
-                Raw::Document(text) => document::decode(id, text),
-            }),
+            Some(raw) => self.memo.render(id, raw, |raw| decode(id, raw)),
             // Not in our layout: one atomic read of both finds it wherever it is now.
             None => Rendered::of(
                 &Copies::read(&mut self.redis.shared(), id)
@@ -459,6 +468,16 @@ impl RedisJourneyStore {
                     .journey(id)?,
             ),
         }
+    }
+}
+
+/// The journey a read of it holds, whichever read it was.
+fn decode(id: &JourneyId, raw: &crate::store::render::Raw) -> Result<Journey, StoreError> {
+    use crate::store::render::Raw;
+    match raw {
+        Raw::Fields(fields) => hash::Hash::decode_raw(id, fields),
+        Raw::Selected { names, values } => hash::Hash::decode_selected(id, names, values),
+        Raw::Document(text) => document::decode(id, text),
     }
 }
 
