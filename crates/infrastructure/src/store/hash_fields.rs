@@ -16,13 +16,13 @@
 //! layout's codec) and is used by the `hash` strategy and by the migration (`layout.rs`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use flyrtech_core::{Journey, JourneyId, SegmentId, StoreError};
 use serde_json::Value;
 
 use crate::plumbing::error::corrupt;
 use crate::plumbing::keys;
-use crate::store::render::FieldNames;
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
@@ -93,6 +93,38 @@ pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, Stor
         ));
     }
     Ok(fields)
+}
+
+/// The hash fields a journey's decoding reads, in the order they are asked for.
+#[derive(Debug, Clone, Eq)]
+pub(crate) struct FieldNames(Arc<[String]>);
+
+impl FieldNames {
+    pub(crate) fn new(names: Vec<String>) -> Self {
+        Self(names.into())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Their bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.0.iter().map(String::len).sum()
+    }
+
+    /// The same allocation (the list a read was asked with, kept).
+    #[cfg(test)]
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl PartialEq for FieldNames {
+    /// The same list, most often the same allocation.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
 }
 
 /// The fields [`from_fields`] reads to reassemble `journey`: what a read of it by name asks for

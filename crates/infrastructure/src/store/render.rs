@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, StoreError};
 
-use crate::store::hash_fields;
+use crate::store::hash_fields::{self, FieldNames};
 
 /// A journey's JSON text (the `serde_json` encoding of [`Journey`]) and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,35 +81,12 @@ pub(crate) enum Raw {
     },
 }
 
-/// The hash fields a journey's decoding reads, in the order they are asked for.
-#[derive(Debug, Clone, Eq)]
-pub(crate) struct FieldNames(Arc<[String]>);
-
-impl FieldNames {
-    pub(crate) fn new(names: Vec<String>) -> Self {
-        Self(names.into())
-    }
-
-    pub(crate) fn as_slice(&self) -> &[String] {
-        &self.0
-    }
-}
-
-impl PartialEq for FieldNames {
-    /// The same list, most often the same allocation.
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
-    }
-}
-
 impl Raw {
     fn size(&self) -> usize {
         match self {
             Self::Document(text) => text.len(),
             Self::Fields(fields) => value_size(fields),
-            Self::Selected { names, values } => {
-                names.0.iter().map(String::len).sum::<usize>() + value_size(values)
-            }
+            Self::Selected { names, values } => names.size() + value_size(values),
         }
     }
 }
@@ -154,10 +131,7 @@ impl Entry {
         id.as_str().len()
             + self.raw.size()
             + self.rendered.json.len()
-            + self
-                .names
-                .as_ref()
-                .map_or(0, |n| n.0.iter().map(String::len).sum())
+            + self.names.as_ref().map_or(0, FieldNames::size)
     }
 }
 
@@ -329,7 +303,7 @@ mod tests {
         };
         memo.render(&id, selected(), |_| Ok(journey("JRN-1", 2)))
             .unwrap();
-        assert!(Arc::ptr_eq(&memo.names(&id).unwrap().0, &names.0));
+        assert!(memo.names(&id).unwrap().same(&names));
         let again = memo.render(&id, selected(), |_| panic!("decoded again"));
         assert_eq!(again.unwrap().version, JourneyVersion::new(2));
     }

@@ -16,7 +16,8 @@
 //! the transition (allowed predecessors passed from Rust), sets it and increments `version`, all
 //! atomically; writers of different segments no longer share a read-modify-write at all.
 //! A missing segment answers "segment not found" and creates nothing. Reads are one HGETALL, a
-//! consistent snapshot, assembled into a journey in Rust.
+//! consistent snapshot, assembled into a journey in Rust; the API's repeated reads ask for the
+//! same fields by name (`HMGET`, [`Hash::read_selected`]), the same snapshot in half the reply.
 //!
 //! Cost: one round trip and O(1) server work per update, whatever the journey's size. The
 //! processing delay is spent before the call. The layout differs from the document strategies':
@@ -31,8 +32,8 @@ use redis::AsyncCommands;
 use crate::plumbing::error::RedisResultExt;
 use crate::plumbing::keys;
 use crate::store::hash_fields;
+use crate::store::hash_fields::FieldNames;
 use crate::store::layout::Layout;
-use crate::store::render::FieldNames;
 use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::WriteContext;
 
