@@ -29,13 +29,12 @@
 //! Each request carries its peer's address ([`Peer`]): the rate limit and the quotas key on it
 //! when no known key is presented.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::response::Response;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -44,27 +43,24 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::gate::GateService;
 use super::limit::Peer;
 use crate::config::Connections;
+
+/// What the loop serves: the router behind the gate.
+type Gated = GateService<Router>;
 
 /// Serves `service` (the gated router) on `listener` until `shutdown` resolves, then drains
 /// within the grace.
 ///
 /// # Errors
 /// None today: accept errors (a full file table) are logged and retried after a pause.
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    service: S,
+    service: Gated,
     limits: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -120,19 +116,13 @@ where
 }
 
 /// One connection: hyper's HTTP/1, watched for a late head, idleness and shutdown.
-async fn connection<S>(
+async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    service: S,
+    service: Gated,
     limits: Connections,
     mut stopping: watch::Receiver<bool>,
-) where
-    S: Service<axum::extract::Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = Arc::clone(&activity);
