@@ -122,19 +122,31 @@ impl std::fmt::Display for OutboxShard {
     }
 }
 
+/// `journey:{P}:ID` and `suffix`, built in one exact allocation: every journey request names
+/// its key, and `format!`'s machinery cost a hash `GET` 1,500 instructions for two of them.
+fn journey_key(id: &JourneyId, suffix: &str) -> String {
+    const PREFIX: &str = "journey:{";
+    let (tag, id) = (OutboxShard::of(id).tag(), id.as_str());
+    let mut key = String::with_capacity(PREFIX.len() + tag.len() + 2 + id.len() + suffix.len());
+    for part in [PREFIX, tag, "}:", id, suffix] {
+        key.push_str(part);
+    }
+    key
+}
+
 /// The JSON document of a journey.
 pub fn journey_document(id: &JourneyId) -> String {
-    format!("journey:{{{}}}:{id}", OutboxShard::of(id).tag())
+    journey_key(id, "")
 }
 
 /// The per-segment hash of a journey (`hash` strategy).
 pub fn journey_hash(id: &JourneyId) -> String {
-    format!("{}:hash", journey_document(id))
+    journey_key(id, ":hash")
 }
 
 /// The fencing counter of a journey: same slot as the journey.
 pub fn journey_fence(id: &JourneyId) -> String {
-    format!("{}:fence", journey_document(id))
+    journey_key(id, ":fence")
 }
 
 /// The outbox stream a journey's changes are recorded in: same slot as the journey.
@@ -209,7 +221,10 @@ mod tests {
                 .map(|k| slot(k))
                 .collect();
             assert!(slots.iter().all(|&s| s == slots[0]), "{keys:?} {slots:?}");
-            assert!(journey_document(&id).ends_with(raw));
+            let tag = OutboxShard::of(&id).tag();
+            assert_eq!(journey_document(&id), format!("journey:{{{tag}}}:{raw}"));
+            assert_eq!(journey_hash(&id), format!("journey:{{{tag}}}:{raw}:hash"));
+            assert_eq!(journey_fence(&id), format!("journey:{{{tag}}}:{raw}:fence"));
         }
     }
 
