@@ -21,7 +21,8 @@
 //! A hash journey's first read is one `HGETALL`: its 16 items (for two segments) cost the
 //! client's reply parser 21,000 instructions, 40 % of a `GET` (issue 37). Once rendered, the memo
 //! knows the journey's field names, and its next read asks for their values only (`HMGET`, half
-//! the items): the same atomic snapshot of every field the decoding reads. Any value missing
+//! the items, the command itself built once with the names and kept beside them): the same
+//! atomic snapshot of every field the decoding reads. Any value missing
 //! (the journey gone or moved) or a decoding that needs a field not asked for (its segment list
 //! changed behind the service's back) sends the read back to `HGETALL`, so the answer is always
 //! the one a full read would give.
@@ -293,6 +294,15 @@ mod tests {
             names.as_slice(),
             ["version", "status", "header", "segments"],
             "no segments, no segment fields"
+        );
+        let mut hmget = redis::cmd("HMGET");
+        hmget
+            .arg(crate::plumbing::keys::journey_hash(&id))
+            .arg(names.as_slice());
+        assert_eq!(
+            names.read().get_packed_command(),
+            hmget.get_packed_command(),
+            "a read by name is the HMGET of the journey's hash"
         );
         // A read of those fields by name, rendered: the same list is kept, and the same
         // values again are not decoded again.

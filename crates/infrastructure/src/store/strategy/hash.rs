@@ -95,17 +95,15 @@ impl Hash {
         Ok(fields)
     }
 
-    /// The values of the fields `names` (`HMGET`, one atomic snapshot of them), or `None` when
+    /// The values of the fields `names` (their `HMGET`, one atomic snapshot), or `None` when
     /// one is missing (the journey is gone, moved, or no longer has that field): then only a
     /// full read ([`Hash::read_raw`]) says what it is now.
     pub(crate) async fn read_selected(
         &self,
-        id: &JourneyId,
         names: &FieldNames,
     ) -> Result<Option<redis::Value>, StoreError> {
-        let values: redis::Value = redis::cmd("HMGET")
-            .arg(keys::journey_hash(id))
-            .arg(names.as_slice())
+        let values: redis::Value = names
+            .read()
             .query_async(&mut self.ctx.redis.shared())
             .await
             .store_err()?;

@@ -446,7 +446,7 @@ impl RedisJourneyStore {
                 // A journey rendered before: its fields by name, half the reply; anything
                 // else (a missing field, a decoding needing one not asked for) reads it whole.
                 if let Some(names) = self.memo.names(id)
-                    && let Some(values) = h.read_selected(id, &names).await?
+                    && let Some(values) = h.read_selected(&names).await?
                 {
                     let selected = Raw::Selected { names, values };
                     if let Ok(rendered) = self.memo.render(id, selected, |raw| decode(id, raw)) {
