@@ -15,7 +15,8 @@
 # docs/results/http-instructions.txt), PROFILES (a directory: each run's callgrind_annotate
 # summary is written there; default docs/results/profiles), KEEP_DUMPS (a directory for the raw
 # callgrind dumps, for callgrind_annotate or kcachegrind; default none), EXTRA_ENV (set in every server's
-# environment, e.g. EXTRA_ENV="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9")
+# environment, e.g. EXTRA_ENV="OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9"), ROUTES (which
+# routes, default "health get put")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 servers=("$@")
@@ -91,7 +92,7 @@ measure() { # server route(health|get|put)
   echo "# callgrind, wrk 2 threads 8 connections ${duration}s per run after a 2 s uninstrumented warm-up; instructions per answered request (the server process only)"
   printf '%-22s %-7s %9s %8s %16s\n' server route requests non-2xx instr/request
 } | tee "$out"
-for route in health get put; do
+for route in ${ROUTES:-health get put}; do
   for server in "${servers[@]}"; do
     measure "$server" "$route" # in this shell, so that the exit trap knows its processes
   done

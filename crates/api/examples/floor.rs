@@ -11,7 +11,12 @@
 //! - `PUT /api/journeys/{id}/segments/{segment}/status`: the JSON body `{"status": …}` parsed,
 //!   one `HINCRBY`, a small JSON object answered.
 //!
-//! Usage: `floor REDIS_URL LISTEN_ADDR`.
+//! With `--put-empty-script` the PUT sends, instead of the `HINCRBY`, the cheapest script a
+//! Redis can run (`return 1`) with the hash update's three keys and arguments (`EVALSHA`): what
+//! Redis spends on any script-based update before the script does anything, the bound below
+//! every atomic check-and-write that runs as a script.
+//!
+//! Usage: `floor REDIS_URL LISTEN_ADDR [--put-empty-script]`.
 
 use anyhow::Context;
 use axum::extract::State;
@@ -22,6 +27,7 @@ use axum::{Json, Router};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,7 +35,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DOCUMENT_KEY: &str = "floor:journey";
 const HASH_KEY: &str = "floor:hash";
 
-async fn read(State(mut redis): State<MultiplexedConnection>) -> Result<impl IntoResponse, String> {
+/// The connection, and the empty script when the PUT sends one instead of `HINCRBY`.
+#[derive(Clone)]
+struct Floor {
+    redis: MultiplexedConnection,
+    empty_script: Option<Arc<redis::Script>>,
+}
+
+async fn read(State(floor): State<Floor>) -> Result<impl IntoResponse, String> {
+    let mut redis = floor.redis;
     let document: Vec<u8> = redis.get(DOCUMENT_KEY).await.map_err(|e| e.to_string())?;
     Ok(([(header::CONTENT_TYPE, "application/json")], document))
 }
@@ -48,13 +62,35 @@ struct Updated {
 }
 
 async fn write(
-    State(mut redis): State<MultiplexedConnection>,
+    State(floor): State<Floor>,
     Json(body): Json<StatusBody>,
 ) -> Result<Json<Updated>, String> {
-    let version = redis
-        .hincr::<_, _, _, i64>(HASH_KEY, "version", 1)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut redis = floor.redis;
+    let version = match &floor.empty_script {
+        None => redis.hincr::<_, _, _, i64>(HASH_KEY, "version", 1).await,
+        // The hash update's keys and arguments, in its shapes (see
+        // crates/infrastructure/src/store/scripts/hash_update.lua and script-cost.sh).
+        Some(script) => {
+            script
+                .key(
+                    &[
+                        "journey:{7}:JRN-001:hash",
+                        "outbox:{7}",
+                        "journey:{7}:JRN-001",
+                    ][..],
+                )
+                .arg(&["SEG-001-1", body.status.as_str(), ""][..])
+                .arg(format!(
+                    "JRN-001 SEG-001-1 {} 2026-12-05T16:30:00.123456789Z \
+                     0193a5b2-7c1d-7e3f-8a9b-0c1d2e3f4a5b",
+                    body.status
+                ))
+                .arg(&["", "Scheduled", "Delayed"][..])
+                .invoke_async(&mut redis)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
     Ok(Json(Updated {
         status: body.status,
         version,
@@ -78,8 +114,14 @@ fn sample_journey() -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
+    let usage = "usage: floor REDIS_URL LISTEN_ADDR [--put-empty-script]";
     let (Some(url), Some(listen)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: floor REDIS_URL LISTEN_ADDR");
+        anyhow::bail!(usage);
+    };
+    let empty_script = match args.next().as_deref() {
+        None => None,
+        Some("--put-empty-script") => Some(Arc::new(redis::Script::new("return 1"))),
+        Some(_) => anyhow::bail!(usage),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -93,7 +135,10 @@ fn main() -> anyhow::Result<()> {
             .route("/health", get(|| async { "ok" }))
             .route("/api/journeys/{id}", get(read))
             .route("/api/journeys/{id}/segments/{segment}/status", put(write))
-            .with_state(redis);
+            .with_state(Floor {
+                redis,
+                empty_script,
+            });
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         axum::serve(listener, app).await?;
         Ok(())
