@@ -9,6 +9,10 @@
 #
 #   tools/http-bench/cpu-split.sh [STRATEGY ...]      (default: hash lua)
 #
+# A STRATEGY may be `bin:PATH:STRATEGY`: another build of flyrtech (e.g. an earlier commit's)
+# serving it, measured in the same rounds against the same floor; it is labelled by the binary's
+# file name (copy it to a telling one, e.g. /tmp/flyrtech-9f51eea).
+#
 # Each figure is the best of ROUNDS runs (the lowest server CPU per request: what the machine's
 # other work added is noise, never the server's own cost). The end of the output sets each
 # strategy against the floor route by route: the server's CPU per request as a ratio (goals,
@@ -35,14 +39,17 @@ scratch
 ticks=$(getconf CLK_TCK)
 
 measure() { # server(floor|serve) strategy route(health|get|put)
-  local which=$1 strategy=$2 route=$3 rport hport rpid spid url script=()
+  local which=$1 strategy=$2 route=$3 rport hport rpid spid url script=() bin=target/release/flyrtech
+  if [[ $strategy == bin:* ]]; then
+    bin=${strategy#bin:}; bin=${bin%:*}; strategy="$(basename "$bin"):${strategy##*:}"
+  fi
   rport=$(free_port); hport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" \
     --logfile "$work/redis.log" &
   rpid=$!; pids+=("$rpid")
   until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
   case $which in
-    serve) target/release/flyrtech --redis-url "redis://127.0.0.1:$rport" serve --strategy "$strategy" \
+    serve) "$bin" --redis-url "redis://127.0.0.1:$rport" serve --strategy "${strategy##*:}" \
       --rate-limit off --listen "127.0.0.1:$hport" 2>"$work/serve.log" & ;;
     floor) target/release/examples/floor "redis://127.0.0.1:$rport" "127.0.0.1:$hport" 2>"$work/floor.log" & ;;
     floor-script) target/release/examples/floor "redis://127.0.0.1:$rport" "127.0.0.1:$hport" \
@@ -69,7 +76,7 @@ measure() { # server(floor|serve) strategy route(health|get|put)
     / requests in / {n = $1}
     /Non-2xx or 3xx responses:/ {bad = $5}
     /Requests\/sec/ {rate = $2}
-    END {printf "%-12s %-10s %-7s %10.0f %8d %14.2f %14.2f %14.2f\n", which, strategy, route,
+    END {printf "%-12s %-22s %-7s %10.0f %8d %14.2f %14.2f %14.2f\n", which, strategy, route,
       rate, bad, (s1 - s0) * 1e6 / n, (r1 - r0) * 1e6 / n, ((s1 - s0) + (r1 - r0)) * 1e6 / n}'
 }
 
@@ -84,7 +91,7 @@ best() { # server strategy route: the round with the lowest server CPU per reque
 {
   echo "# tools/http-bench/cpu-split.sh ${strategies[*]}  ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo "# wrk 2 threads, 50 connections, ${duration}s per run, best of $rounds; redis-server $(redis-server --version | awk '{print $3}' | cut -d= -f2); $(nproc) cores; CPU per request in microseconds"
-  printf '%-12s %-10s %-7s %10s %8s %14s %14s %14s\n' server strategy route req/s non-2xx server_us/req redis_us/req both_us/req
+  printf '%-12s %-22s %-7s %10s %8s %14s %14s %14s\n' server strategy route req/s non-2xx server_us/req redis_us/req both_us/req
 } | tee "$out"
 for route in health get put; do
   best floor - "$route" >"$work/best"; tee -a "$out" <"$work/best"
@@ -103,18 +110,18 @@ done
     $1 == "serve" {rows[++n] = $0}
     END {
       goal["health"] = 1.2; goal["get"] = 1.3; goal["put"] = 1.5
-      printf "%-10s %-7s %14s %8s %9s %18s %9s\n", "strategy", "route", "server ratio", "goal", "server", "redis ratio", "redis"
+      printf "%-22s %-7s %14s %8s %9s %18s %9s\n", "strategy", "route", "server ratio", "goal", "server", "redis ratio", "redis"
       for (i = 1; i <= n; i++) {
         split(rows[i], f, " ")
         s = f[6] / server[f[3]]
         r = "-"; rmet = ""
         if (f[3] == "put" && redis["put"] > 0) {
           r = sprintf("%.2f", f[7] / redis["put"])
-          if (f[2] == "hash") { r = r " (<= 2)"; rmet = (f[7] / redis["put"] <= 2 ? "met" : "NOT met") }
+          if (f[2] ~ /(^|:)hash$/) { r = r " (<= 2)"; rmet = (f[7] / redis["put"] <= 2 ? "met" : "NOT met") }
         }
-        printf "%-10s %-7s %14.2f %8s %9s %18s %9s\n", f[2], f[3], s, "<= " goal[f[3]], (s <= goal[f[3]] ? "met" : "NOT met"), r, rmet
+        printf "%-22s %-7s %14.2f %8s %9s %18s %9s\n", f[2], f[3], s, "<= " goal[f[3]], (s <= goal[f[3]] ? "met" : "NOT met"), r, rmet
       }
       if (script > 0 && redis["put"] > 0)
-        printf "%-10s %-7s %14s %8s %9s %18.2f  (an empty script: the lowest any script-based PUT can reach)\n", "floor-script", "put", "-", "", "", script / redis["put"]
+        printf "%-22s %-7s %14s %8s %9s %18.2f  (an empty script: the lowest any script-based PUT can reach)\n", "floor-script", "put", "-", "", "", script / redis["put"]
     }' "$out"
 } | tee -a "$out"
