@@ -151,15 +151,19 @@ impl PartialEq for FieldNames {
 impl Eq for FieldNames {}
 
 /// The fields [`from_fields`] reads to reassemble `journey`: what a read of it by name asks for
-/// (`crate::store::render`).
-pub(crate) fn read_by(journey: &Journey) -> FieldNames {
+/// (`crate::store::render`). `known`, when it names those very fields, is what is returned: the
+/// list a read was asked with is kept, and no command is built again.
+pub(crate) fn read_by(journey: &Journey, known: Option<&FieldNames>) -> FieldNames {
     let mut names = Vec::with_capacity(4 + 2 * journey.segments.len());
     names.extend([VERSION, STATUS, HEADER, SEGMENTS].map(str::to_owned));
     for segment in &journey.segments {
         names.push(segment_field(&segment.segment_id));
         names.push(segment_status_field(&segment.segment_id));
     }
-    FieldNames::new(&keys::journey_hash(&journey.id), names)
+    match known {
+        Some(known) if known.as_slice() == names.as_slice() => known.clone(),
+        _ => FieldNames::new(&keys::journey_hash(&journey.id), names),
+    }
 }
 
 /// Reassembles a journey from a consistent HGETALL snapshot.

@@ -156,15 +156,12 @@ impl RenderMemo {
         }
         let journey = decode(&raw)?;
         let rendered = Rendered::of(&journey)?;
+        // For a read by name, most often the list asked for: that one is kept, so the next
+        // comparison of the two is of one address.
         let names = match &raw {
             Raw::Document(_) => None,
-            Raw::Fields(_) => Some(hash_fields::read_by(&journey)),
-            // Most often the list asked for: that one is kept, so the next comparison of the
-            // two is of one address.
-            Raw::Selected { names, .. } => {
-                let now = hash_fields::read_by(&journey);
-                Some(if now == *names { names.clone() } else { now })
-            }
+            Raw::Fields(_) => Some(hash_fields::read_by(&journey, None)),
+            Raw::Selected { names, .. } => Some(hash_fields::read_by(&journey, Some(names))),
         };
         self.remember(
             id,
