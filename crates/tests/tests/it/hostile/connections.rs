@@ -34,6 +34,18 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&seen).into_owned()
 }
 
+/// One request on a new connection to `server`, answered 200, then nothing more sent: the
+/// server closes the connection within a bound.
+async fn answered_then_left_alone(server: &TestServer) {
+    let mut stream = connect(server).await;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+}
+
 /// A client that sends its headers a byte at a time is cut off at the header timeout, and so
 /// is one that sends nothing after a response; with a shorter idle timeout, that one is cut
 /// off at the idle timeout.
@@ -77,12 +89,7 @@ async fn a_trickling_client_and_an_idle_one_are_cut_off() {
 
     // The header timeout also runs from each response: a kept-alive connection that sends
     // nothing more is dropped at it, well before its 30 s idle timeout.
-    let mut kept = connect(&server).await;
-    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = until_closed(&mut kept, Duration::from_secs(10)).await;
-    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    answered_then_left_alone(&server).await;
 
     let idle_server = self::server(
         &redis,
@@ -92,12 +99,7 @@ async fn a_trickling_client_and_an_idle_one_are_cut_off() {
         },
     )
     .await;
-    let mut idle = connect(&idle_server).await;
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = until_closed(&mut idle, Duration::from_secs(10)).await;
-    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    answered_then_left_alone(&idle_server).await;
 }
 
 /// Past the cap a new connection is closed before a byte is read, and counted; one held
