@@ -25,7 +25,7 @@ trap 'kill $rpid 2>/dev/null || true; wait $rpid 2>/dev/null || true; rm -rf "$w
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 cli() { redis-cli -p "$port" "$@"; }
 hash='journey:{7}:JRN-001:hash'
-cli HSET "$hash" version 0 status Confirmed 'segment:SEG-1:status' Scheduled header '{}' >/dev/null
+cli HSET "$hash" version 0 status Confirmed 'segment:SEG-1:status' Scheduled journey '{}' >/dev/null
 load() { cli SCRIPT LOAD "$1"; }
 script=crates/infrastructure/src/store/scripts/hash_update.lua
 update=$(load "$(cat "$script")")

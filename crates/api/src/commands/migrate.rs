@@ -81,11 +81,12 @@ pub async fn migrate(
 fn print_migration(report: &MigrationReport) {
     let to = report.to.map_or("?", Layout::name);
     println!(
-        "migrate --to {to}: {} listed; {} converted, {} already there, {} deduplicated, {} absent, \
-         {} swept, {} failed ({:.1} s, {:.0} journeys/s)",
+        "migrate --to {to}: {} listed; {} converted, {} already there, {} compacted, {} deduplicated, \
+         {} absent, {} swept, {} failed ({:.1} s, {:.0} journeys/s)",
         report.listed,
         report.converted,
         report.already_there,
+        report.compacted,
         report.deduplicated,
         report.absent,
         report.swept,

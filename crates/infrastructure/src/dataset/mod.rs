@@ -221,6 +221,8 @@ pub struct MigrationReport {
     pub deduplicated: u64,
     /// Already in the target layout.
     pub already_there: u64,
+    /// Hashes rewritten from the split form in the compact one (see [`Conversion::Compacted`]).
+    pub compacted: u64,
     /// Listed, but in neither layout.
     pub absent: u64,
     /// Created in the old layout while the migration ran, converted by its final sweep.
@@ -313,6 +315,7 @@ pub async fn migrate(
                 Ok(Conversion::Converted) => report.converted += 1,
                 Ok(Conversion::Deduplicated) => report.deduplicated += 1,
                 Ok(Conversion::AlreadyThere) => report.already_there += 1,
+                Ok(Conversion::Compacted) => report.compacted += 1,
                 Ok(Conversion::Absent) => report.absent += 1,
                 Err(reason) => report.failed.push(Failure {
                     journey: raw,
@@ -375,6 +378,7 @@ async fn sweep(
             match outcome {
                 Ok(Conversion::Converted | Conversion::Deduplicated) => report.swept += 1,
                 Ok(Conversion::AlreadyThere) => settled.0 += 1,
+                Ok(Conversion::Compacted) => report.compacted += 1,
                 Ok(Conversion::Absent) => settled.1 += 1,
                 Err(reason) => report.failed.push(Failure {
                     journey: raw,

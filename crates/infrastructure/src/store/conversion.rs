@@ -4,7 +4,9 @@
 //! A conversion writes the target copy and deletes the source in one script, and only if neither
 //! copy changed since it was read: a change made meanwhile by any strategy makes it fail
 //! harmlessly and read again. Every field and the version are carried over exactly as read; the
-//! outbox is not touched and no domain event is raised.
+//! outbox is not touched and no domain event is raised. Converting to `hash` also rewrites a
+//! hash still in the split form in the compact one, by the same compare-and-swap
+//! ([`Conversion::Compacted`]).
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use crate::plumbing::keys;
 use crate::plumbing::replication::Replication;
 use crate::plumbing::script::LuaScript;
 use crate::store::document;
-use crate::store::hash_fields;
+use crate::store::hash_fields::{self, Form};
 use crate::store::layout::{Copies, Layout};
 
 /// What converting one journey did.
@@ -30,6 +32,9 @@ pub enum Conversion {
     Deduplicated,
     /// It already was in the target layout.
     AlreadyThere,
+    /// It was in the hash layout's split form (written before the compact form existed) and is
+    /// now in the compact one (`crate::store::hash_fields`); nothing else changed.
+    Compacted,
     /// Listed in the index, but in neither layout: nothing to convert.
     Absent,
 }
@@ -159,6 +164,12 @@ impl Converter {
         // The target's value to write, or `None` to keep the target's copy as it is.
         let (value, outcome) = match (source, target) {
             (None, None) => return Ok(Plan::Done(Conversion::Absent)),
+            (None, Some(hash))
+                if to == Layout::Hash
+                    && Form::of_names(copies.hash.keys().map(String::as_str)) == Form::Split =>
+            {
+                (Some(hash), Conversion::Compacted)
+            }
             (None, Some(_)) => return Ok(Plan::Done(Conversion::AlreadyThere)),
             (Some(source), None) => (Some(source), Conversion::Converted),
             (Some(source), Some(target)) if target.version.is_initial() => {
@@ -280,9 +291,15 @@ impl Converter {
     ) -> Vec<(JourneyId, Result<Conversion, ConversionError>)> {
         let mut results = Vec::with_capacity(ids.len());
         if precheck {
+            // Is there a source copy; is the target copy there, and for a hash in its compact
+            // form (one in the split form is not there yet: it is compacted)?
             let mut exists = redis::pipe();
             for id in &ids {
-                exists.exists(to.other().key(id)).exists(to.key(id));
+                exists.exists(to.other().key(id));
+                match to {
+                    Layout::Document => exists.exists(to.key(id)),
+                    Layout::Hash => exists.hexists(to.key(id), hash_fields::JOURNEY),
+                };
             }
             if let Ok(found) = exists.query_async::<Vec<bool>>(conn).await
                 && found.len() == 2 * ids.len()
@@ -291,7 +308,9 @@ impl Converter {
                 for (id, pair) in ids.into_iter().zip(found.chunks(2)) {
                     match pair {
                         [false, true] => results.push((id, Ok(Conversion::AlreadyThere))),
-                        [false, false] => results.push((id, Ok(Conversion::Absent))),
+                        [false, false] if to == Layout::Document => {
+                            results.push((id, Ok(Conversion::Absent)));
+                        }
                         _ => left.push(id),
                     }
                 }

@@ -1,31 +1,41 @@
 //! The hash layout's codec: a journey as the fields of `journey:{P}:ID:hash`, and back.
 //!
-//! Layout (documented in `docs/hash-layout.md`):
+//! Layout (documented in `docs/hash-layout.md`), the compact form every write makes:
 //!
 //! | field | value |
 //! |---|---|
 //! | `version` | the journey version, an integer |
 //! | `status` | the journey status |
-//! | `header` | JSON of the other journey fields (passenger, dates, price, metadata) |
-//! | `segments` | JSON list of the segment ids, in order |
-//! | `segment:<id>` | JSON of the segment's fields except its status |
+//! | `journey` | JSON of the whole journey as it was when the hash was written whole (created, or converted by a migration) |
 //! | `segment:<id>:status` | the segment's status |
 //!
+//! The `version`, `status` and `segment:<id>:status` fields are the current values: they
+//! supersede the version and statuses inside `journey`, which no update touches. Everything else
+//! in a journey never changes after creation, so it is one field, and a read of a two-segment
+//! journey is 5 values (issue 37: redis-rs' reply parser costs about 1,240 instructions an item).
+//!
+//! Hashes written before 2026-12-06 are in the *split* form, which every read still decodes:
+//! `header` (the journey fields but status, version and segments), `segments` (the ids, in
+//! order), and `segment:<id>` (a segment's fields but its status) beside the same status fields.
+//! `flyrtech migrate --to hash` rewrites them compact (`crate::store::conversion`).
+//!
 //! One status per field is what lets `hash_update.lua` change a segment by touching one field;
-//! the reads decode a consistent HGETALL snapshot. It sits beside `document.rs` (the document
-//! layout's codec) and is used by the `hash` strategy and by the migration (`layout.rs`).
+//! the reads decode a consistent HGETALL (or `HMGET`) snapshot. It sits beside `document.rs` (the
+//! document layout's codec) and is used by the `hash` strategy and by the migration
+//! (`layout.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flyrtech_core::{Journey, JourneyId, SegmentId, StoreError};
-use serde_json::Value;
+use flyrtech_core::{Journey, JourneyId, JourneyVersion, SegmentId, StoreError};
 
 use crate::plumbing::error::corrupt;
 use crate::plumbing::keys;
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
+/// The compact form's one field of the journey's fixed data; its presence marks the form.
+pub(crate) const JOURNEY: &str = "journey";
 const HEADER: &str = "header";
 const SEGMENTS: &str = "segments";
 
@@ -35,6 +45,37 @@ fn segment_field(id: &SegmentId) -> String {
 
 fn segment_status_field(id: &SegmentId) -> String {
     format!("segment:{id}:status")
+}
+
+/// Which form a journey's hash is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `version`, `status`, `journey` and a status field per segment: what every write makes.
+    Compact,
+    /// The first form, `header`, `segments` and two fields per segment: read, never written.
+    Split,
+}
+
+impl Form {
+    /// The form of a hash whose field names are `names`.
+    pub(crate) fn of_names<'a>(mut names: impl Iterator<Item = &'a str>) -> Self {
+        if names.any(|name| name == JOURNEY) {
+            Self::Compact
+        } else {
+            Self::Split
+        }
+    }
+
+    /// The form of a hash as `HGETALL` returned it (an array of names and values, or a map).
+    pub(crate) fn of_reply(reply: &redis::Value) -> Self {
+        let is_mark = |name: &redis::Value| matches!(name, redis::Value::BulkString(bytes) if bytes == JOURNEY.as_bytes());
+        let compact = match reply {
+            redis::Value::Array(items) => items.iter().step_by(2).any(is_mark),
+            redis::Value::Map(pairs) => pairs.iter().any(|(name, _)| is_mark(name)),
+            _ => false,
+        };
+        if compact { Self::Compact } else { Self::Split }
+    }
 }
 
 /// Appends the JSON object `object` to `out` with `extra` members (name, JSON text) added at its
@@ -58,35 +99,61 @@ fn splice(out: &mut String, object: &str, extra: &[(&str, &str)]) -> Option<()> 
     Some(())
 }
 
-/// Splits a journey into hash fields.
+/// Splits a journey into hash fields, in the compact form.
 pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
+    let whole =
+        serde_json::to_string(journey).map_err(|e| corrupt(&keys::journey_hash(&journey.id), e))?;
+    let mut fields = Vec::with_capacity(3 + journey.segments.len());
+    fields.extend([
+        (VERSION.to_owned(), journey.version.to_string()),
+        (STATUS.to_owned(), journey.status.to_string()),
+        (JOURNEY.to_owned(), whole),
+    ]);
+    fields.extend(journey.segments.iter().map(|segment| {
+        (
+            segment_status_field(&segment.segment_id),
+            segment.status.to_string(),
+        )
+    }));
+    Ok(fields)
+}
+
+/// `journey` as a hash in the split form, the one written before the compact form: what older
+/// datasets hold until `flyrtech migrate --to hash` compacts them. Nothing in the service writes
+/// it; the tests of the reads and the migration that still accept it do.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] if the journey cannot be encoded (it always can).
+pub fn split_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
     let key = keys::journey_hash(&journey.id);
-    let bad = |e: serde_json::Error| corrupt(&key, e);
-    let Value::Object(mut header) = serde_json::to_value(journey).map_err(bad)? else {
-        return Err(corrupt(&key, "a journey must serialize to an object"));
+    let fragment = |value: Result<serde_json::Value, serde_json::Error>, drop: &[&str]| {
+        let serde_json::Value::Object(mut object) = value.map_err(|e| corrupt(&key, e))? else {
+            return Err(corrupt(
+                &key,
+                "a journey and its segments encode as objects",
+            ));
+        };
+        for name in drop {
+            object.remove(*name);
+        }
+        Ok(serde_json::Value::Object(object).to_string())
     };
-    header.remove(STATUS);
-    header.remove(SEGMENTS);
-    header.remove(VERSION);
     let ids: Vec<&SegmentId> = journey.segments.iter().map(|s| &s.segment_id).collect();
     let mut fields = vec![
         (VERSION.to_owned(), journey.version.to_string()),
         (STATUS.to_owned(), journey.status.to_string()),
-        (HEADER.to_owned(), Value::Object(header).to_string()),
+        (
+            HEADER.to_owned(),
+            fragment(serde_json::to_value(journey), &[STATUS, VERSION, SEGMENTS])?,
+        ),
         (
             SEGMENTS.to_owned(),
-            serde_json::to_string(&ids).map_err(bad)?,
+            serde_json::to_string(&ids).map_err(|e| corrupt(&key, e))?,
         ),
     ];
     for segment in &journey.segments {
-        let Value::Object(mut data) = serde_json::to_value(segment).map_err(bad)? else {
-            return Err(corrupt(&key, "a segment must serialize to an object"));
-        };
-        data.remove(STATUS);
-        fields.push((
-            segment_field(&segment.segment_id),
-            Value::Object(data).to_string(),
-        ));
+        let data = fragment(serde_json::to_value(segment), &[STATUS])?;
+        fields.push((segment_field(&segment.segment_id), data));
         fields.push((
             segment_status_field(&segment.segment_id),
             segment.status.to_string(),
@@ -150,14 +217,19 @@ impl PartialEq for FieldNames {
 
 impl Eq for FieldNames {}
 
-/// The fields [`from_fields`] reads to reassemble `journey`: what a read of it by name asks for
-/// (`crate::store::render`). `known`, when it names those very fields, is what is returned: the
-/// list a read was asked with is kept, and no command is built again.
-pub(crate) fn read_by(journey: &Journey, known: Option<&FieldNames>) -> FieldNames {
+/// The fields [`from_fields`] reads to reassemble `journey` from a hash in `form`: what a read of
+/// it by name asks for (`crate::store::render`). `known`, when it names those very fields, is
+/// what is returned: the list a read was asked with is kept, and no command is built again.
+pub(crate) fn read_by(journey: &Journey, form: Form, known: Option<&FieldNames>) -> FieldNames {
     let mut names = Vec::with_capacity(4 + 2 * journey.segments.len());
-    names.extend([VERSION, STATUS, HEADER, SEGMENTS].map(str::to_owned));
+    match form {
+        Form::Compact => names.extend([VERSION, STATUS, JOURNEY].map(str::to_owned)),
+        Form::Split => names.extend([VERSION, STATUS, HEADER, SEGMENTS].map(str::to_owned)),
+    }
     for segment in &journey.segments {
-        names.push(segment_field(&segment.segment_id));
+        if form == Form::Split {
+            names.push(segment_field(&segment.segment_id));
+        }
         names.push(segment_status_field(&segment.segment_id));
     }
     match known {
@@ -166,13 +238,11 @@ pub(crate) fn read_by(journey: &Journey, known: Option<&FieldNames>) -> FieldNam
     }
 }
 
-/// Reassembles a journey from a consistent HGETALL snapshot.
+/// Reassembles a journey from a consistent snapshot of its hash's fields, in either form.
 ///
-/// The stored fragments are spliced into one JSON text (the status fields and the version
-/// added to their objects) and decoded once, straight into a [`Journey`]: no intermediate
-/// `serde_json::Value` tree, which cost the hash strategy's `GET` a third of its decoding time.
-/// A fragment that is not a JSON object, or that already holds a field the splice adds, is
-/// refused as corrupt by that one decode.
+/// # Errors
+/// [`StoreError::Corrupt`] for a field missing or not what the form says, or a hash that holds
+/// another journey.
 pub(crate) fn from_fields<K, V>(
     key: &str,
     id: &JourneyId,
@@ -188,6 +258,43 @@ where
             .map(AsRef::as_ref)
             .ok_or_else(|| corrupt(key, format!("missing field {name}")))
     };
+    let journey = if fields.contains_key(JOURNEY) {
+        from_compact(key, &field)?
+    } else {
+        from_split(key, &field)?
+    };
+    if &journey.id != id {
+        return Err(corrupt(key, format!("holds journey {}", journey.id)));
+    }
+    Ok(journey)
+}
+
+/// The compact form: the journey as written whole, with the current version and statuses set
+/// from their fields.
+fn from_compact<'a>(
+    key: &str,
+    field: &impl Fn(&str) -> Result<&'a str, StoreError>,
+) -> Result<Journey, StoreError> {
+    let mut journey: Journey =
+        serde_json::from_str(field(JOURNEY)?).map_err(|e| corrupt(key, e))?;
+    journey.version = JourneyVersion::new(field(VERSION)?.parse().map_err(|e| corrupt(key, e))?);
+    journey.status = field(STATUS)?.parse().map_err(|e| corrupt(key, e))?;
+    for segment in &mut journey.segments {
+        segment.status = field(&segment_status_field(&segment.segment_id))?
+            .parse()
+            .map_err(|e| corrupt(key, e))?;
+    }
+    Ok(journey)
+}
+
+/// The split form: its fragments spliced into one JSON text (the status fields and the version
+/// added to their objects) and decoded once, straight into a [`Journey`] (no intermediate
+/// `serde_json::Value` tree). A fragment that is not a JSON object, or that already holds a
+/// field the splice adds, is refused as corrupt by that one decode.
+fn from_split<'a>(
+    key: &str,
+    field: &impl Fn(&str) -> Result<&'a str, StoreError>,
+) -> Result<Journey, StoreError> {
     let quoted = |text: &str| serde_json::to_string(text).map_err(|e| corrupt(key, e));
     let version: u64 = field(VERSION)?.parse().map_err(|e| corrupt(key, e))?;
     let ids: Vec<SegmentId> =
@@ -218,9 +325,136 @@ where
         ],
     )
     .ok_or_else(|| corrupt(key, "field header is not an object"))?;
-    let journey: Journey = serde_json::from_str(&text).map_err(|e| corrupt(key, e))?;
-    if &journey.id != id {
-        return Err(corrupt(key, format!("holds journey {}", journey.id)));
+    serde_json::from_str(&text).map_err(|e| corrupt(key, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use flyrtech_core::{JourneyStatus, SegmentStatus};
+
+    use super::*;
+
+    fn journey() -> Journey {
+        let segment = |n: u32| {
+            format!(
+                r#"{{"segmentId":"SEG-{n}","origin":"MAD","destination":"BCN",
+                   "departureTime":"2025-12-15T08:00:00Z","arrivalTime":"2025-12-15T09:30:00Z",
+                   "flightNumber":"IB{n}","carrier":"Iberia","status":"Scheduled","price":10.50}}"#
+            )
+        };
+        serde_json::from_str(&format!(
+            r#"{{"id":"JRN-1","passengerName":"A","passengerEmail":"a@example.com",
+               "bookingDate":"2025-12-01T10:30:00Z","status":"Confirmed","totalPrice":21.00,
+               "segments":[{},{}],"metadata":{{"k":"v"}}}}"#,
+            segment(1),
+            segment(2)
+        ))
+        .unwrap()
     }
-    Ok(journey)
+
+    fn decode(fields: &[(String, String)]) -> Result<Journey, StoreError> {
+        let map: HashMap<&str, &str> = fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let id = JourneyId::parse("JRN-1").unwrap();
+        from_fields(&keys::journey_hash(&id), &id, &map)
+    }
+
+    fn set(fields: &mut [(String, String)], name: &str, value: &str) {
+        let field = fields.iter_mut().find(|(n, _)| n == name).unwrap();
+        value.clone_into(&mut field.1);
+    }
+
+    #[test]
+    fn a_journey_is_written_compact_and_read_back_whole() {
+        let mut journey = journey();
+        journey.version = JourneyVersion::new(4);
+        journey.segments[1].status = SegmentStatus::Departed;
+        let fields = to_fields(&journey).unwrap();
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "version",
+                "status",
+                "journey",
+                "segment:SEG-1:status",
+                "segment:SEG-2:status"
+            ]
+        );
+        assert_eq!(decode(&fields).unwrap(), journey);
+        let read = read_by(&journey, Form::Compact, None);
+        assert_eq!(
+            read.as_slice(),
+            names,
+            "a read by name asks for every field"
+        );
+        assert_eq!(Form::of_names(names.into_iter()), Form::Compact);
+    }
+
+    #[test]
+    fn the_status_fields_supersede_what_the_journey_field_was_written_with() {
+        let mut fields = to_fields(&journey()).unwrap();
+        set(&mut fields, "version", "7");
+        set(&mut fields, "status", "Completed");
+        set(&mut fields, "segment:SEG-2:status", "Arrived");
+        let read = decode(&fields).unwrap();
+        assert_eq!(read.version, JourneyVersion::new(7));
+        assert_eq!(read.status, JourneyStatus::Completed);
+        assert_eq!(
+            read.segments.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [SegmentStatus::Scheduled, SegmentStatus::Arrived]
+        );
+        // A status field missing or not a status: corrupt, not the written one.
+        set(&mut fields, "segment:SEG-1:status", "Sideways");
+        assert!(matches!(decode(&fields), Err(StoreError::Corrupt { .. })));
+        fields.retain(|(n, _)| n != "segment:SEG-1:status");
+        let err = decode(&fields).unwrap_err().to_string();
+        assert!(err.contains("segment:SEG-1:status"), "{err}");
+    }
+
+    #[test]
+    fn a_hash_in_the_split_form_is_read_as_before() {
+        let mut journey = journey();
+        journey.version = JourneyVersion::new(2);
+        journey.segments[0].status = SegmentStatus::Delayed;
+        let fields = split_fields(&journey).unwrap();
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "version",
+                "status",
+                "header",
+                "segments",
+                "segment:SEG-1",
+                "segment:SEG-1:status",
+                "segment:SEG-2",
+                "segment:SEG-2:status"
+            ]
+        );
+        assert!(!fields[2].1.contains("status") && !fields[4].1.contains("status"));
+        assert_eq!(decode(&fields).unwrap(), journey);
+        assert_eq!(Form::of_names(names.iter().copied()), Form::Split);
+        assert_eq!(read_by(&journey, Form::Split, None).as_slice(), names);
+    }
+
+    #[test]
+    fn the_form_of_a_reply_is_read_from_its_names_only() {
+        let bulk = |text: &str| redis::Value::BulkString(text.as_bytes().to_vec());
+        let compact = redis::Value::Array(vec![
+            bulk("version"),
+            bulk("1"),
+            bulk("journey"),
+            bulk("{}"),
+        ]);
+        assert_eq!(Form::of_reply(&compact), Form::Compact);
+        let map = redis::Value::Map(vec![(bulk("journey"), bulk("{}"))]);
+        assert_eq!(Form::of_reply(&map), Form::Compact);
+        // "journey" as a value, not a name, marks nothing.
+        let split = redis::Value::Array(vec![bulk("header"), bulk("journey")]);
+        assert_eq!(Form::of_reply(&split), Form::Split);
+    }
 }

@@ -18,11 +18,11 @@
 //! decoded, which is never remembered.
 //!
 //! # The hash layout's reads
-//! A hash journey's first read is one `HGETALL`: its 16 items (for two segments) cost the
-//! client's reply parser 21,000 instructions, 40 % of a `GET` (issue 37). Once rendered, the memo
-//! knows the journey's field names, and its next read asks for their values only (`HMGET`, half
-//! the items, the command itself built once with the names and kept beside them): the same
-//! atomic snapshot of every field the decoding reads. Any value missing
+//! A hash journey's first read is one `HGETALL`: its 10 items (for two segments; 16 in the split
+//! form) cost the client's reply parser about 1,240 instructions each (issue 37). Once rendered,
+//! the memo knows the journey's field names, and its next read asks for their values only
+//! (`HMGET`, half the items, the command itself built once with the names and kept beside them):
+//! the same atomic snapshot of every field the decoding reads. Any value missing
 //! (the journey gone or moved) or a decoding that needs a field not asked for (its segment list
 //! changed behind the service's back) sends the read back to `HGETALL`, so the answer is always
 //! the one a full read would give.
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, StoreError};
 
-use crate::store::hash_fields::{self, FieldNames};
+use crate::store::hash_fields::{self, FieldNames, Form};
 
 /// A journey's JSON text (the `serde_json` encoding of [`Journey`]) and its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +160,11 @@ impl RenderMemo {
         // comparison of the two is of one address.
         let names = match &raw {
             Raw::Document(_) => None,
-            Raw::Fields(_) => Some(hash_fields::read_by(&journey, None)),
-            Raw::Selected { names, .. } => Some(hash_fields::read_by(&journey, Some(names))),
+            Raw::Fields(reply) => Some(hash_fields::read_by(&journey, Form::of_reply(reply), None)),
+            Raw::Selected { names, .. } => {
+                let form = Form::of_names(names.as_slice().iter().map(String::as_str));
+                Some(hash_fields::read_by(&journey, form, Some(names)))
+            }
         };
         self.remember(
             id,
@@ -283,13 +286,25 @@ mod tests {
         memo.render(&id, Raw::Document("{}".into()), |_| Ok(journey("JRN-1", 1)))
             .unwrap();
         assert_eq!(memo.names(&id), None, "a document is read whole");
-        let fields = redis::Value::Array(vec![]);
+        let split = redis::Value::Array(vec![]);
+        memo.render(&id, Raw::Fields(split), |_| Ok(journey("JRN-1", 2)))
+            .unwrap();
+        assert_eq!(
+            memo.names(&id).unwrap().as_slice(),
+            ["version", "status", "header", "segments"],
+            "a hash in the split form is read by its names"
+        );
+        let fields = redis::Value::Array(
+            ["journey", "{}"]
+                .map(|text| redis::Value::BulkString(text.as_bytes().to_vec()))
+                .to_vec(),
+        );
         memo.render(&id, Raw::Fields(fields), |_| Ok(journey("JRN-1", 2)))
             .unwrap();
         let names = memo.names(&id).unwrap();
         assert_eq!(
             names.as_slice(),
-            ["version", "status", "header", "segments"],
+            ["version", "status", "journey"],
             "no segments, no segment fields"
         );
         let mut hmget = redis::cmd("HMGET");

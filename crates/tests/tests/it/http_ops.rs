@@ -431,17 +431,17 @@ async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: S
     let mut conn = admin.shared();
     if strategy == S::Hash {
         let key = keys::journey_hash(&id);
-        let header: String = redis::cmd("HGET")
+        let written: String = redis::cmd("HGET")
             .arg(&key)
-            .arg("header")
+            .arg("journey")
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!(header.contains("John Smith"), "{header}");
+        assert!(written.contains("John Smith"), "{written}");
         let () = redis::cmd("HSET")
             .arg(&key)
-            .arg("header")
-            .arg(header.replace("John Smith", "Jane Smith"))
+            .arg("journey")
+            .arg(written.replace("John Smith", "Jane Smith"))
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -482,20 +482,46 @@ async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: S
     // dropped) or not (a segment the service has not read, which a full read finds missing:
     // 500 either way), and a journey deleted behind its back is gone.
     let key = keys::journey_hash(&id);
-    let set_segments = |segments: &'static str| {
+    let written: Value = serde_json::from_str(
+        &redis::cmd("HGET")
+            .arg(&key)
+            .arg("journey")
+            .query_async::<String>(&mut admin.shared())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    // The journey field rewritten with these segments (one not in the journey: a copy of the
+    // last with that id).
+    let set_segments = |ids: &'static [&'static str]| {
         let mut conn = admin.shared();
         let key = key.clone();
+        let mut journey = written.clone();
+        let all = written["segments"].as_array().unwrap().clone();
+        journey["segments"] = ids
+            .iter()
+            .map(|id| {
+                let mut segment = all
+                    .iter()
+                    .find(|s| s["segmentId"] == *id)
+                    .or(all.last())
+                    .unwrap()
+                    .clone();
+                segment["segmentId"] = json!(id);
+                segment
+            })
+            .collect();
         async move {
             let () = redis::cmd("HSET")
                 .arg(&key)
-                .arg("segments")
-                .arg(segments)
+                .arg("journey")
+                .arg(journey.to_string())
                 .query_async(&mut conn)
                 .await
                 .unwrap();
         }
     };
-    set_segments(r#"["SEG-001-2"]"#).await;
+    set_segments(&["SEG-001-2"]).await;
     let one = body().await;
     assert_eq!(one, decoded().await);
     assert_eq!(
@@ -504,11 +530,11 @@ async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: S
             .map(Vec::len),
         Some(1)
     );
-    set_segments(r#"["SEG-001-2","SEG-001-9"]"#).await;
+    set_segments(&["SEG-001-2", "SEG-001-9"]).await;
     let unknown = client.get(&url).send().await.unwrap();
     assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(store.get(&id).await.is_err(), "a full read refuses it too");
-    set_segments(r#"["SEG-001-1","SEG-001-2"]"#).await;
+    set_segments(&["SEG-001-1", "SEG-001-2"]).await;
     assert_eq!(body().await, decoded().await);
     let () = redis::cmd("DEL")
         .arg(&key)

@@ -573,3 +573,104 @@ async fn a_change_in_flight_never_lands_in_a_retired_copy() {
     assert_eq!(stored.version.get(), 1);
     assert_eq!(outbox_entries(&redis, &j.id).await.len(), 1);
 }
+
+/// Which form journey `id`'s hash is in: `(compact, split)` (its `journey` field, its `header`).
+async fn hash_form(redis: &Redis, id: &JourneyId) -> (bool, bool) {
+    let mut conn = redis.shared();
+    let key = keys::journey_hash(id);
+    let compact: bool = conn.hexists(&key, "journey").await.unwrap();
+    let split: bool = conn.hexists(&key, "header").await.unwrap();
+    (compact, split)
+}
+
+/// A hash written before the compact form (the split form: `header`, `segments`, a field per
+/// segment) is read, changed, completed and served over HTTP as before, in its form; then
+/// `migrate --to hash` rewrites it compact, which changes nothing a reader sees and raises no
+/// event, and the service's memo, still holding the split form's field names, reads it whole
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_in_the_split_form_is_served_and_the_migration_compacts_it() {
+    use flyrtech_core::JourneyStatus;
+
+    let server = TestRedis::single();
+    let redis = server.connect().await;
+    let hash = store(&redis, S::Hash).await;
+    let j = created(&hash, 2).await;
+    assert_eq!(hash_form(&redis, &j.id).await, (true, false));
+    let key = keys::journey_hash(&j.id);
+    let split = flyrtech_infrastructure::store::hash_fields::split_fields(&j).unwrap();
+    let () = redis::pipe()
+        .atomic()
+        .del(&key)
+        .ignore()
+        .hset_multiple(&key, &split)
+        .ignore()
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    assert_eq!(hash_form(&redis, &j.id).await, (false, true));
+    assert_eq!(hash.get(&j.id).await.unwrap(), j);
+
+    let http = TestServer::start(&server.url(), S::Hash).await;
+    let client = reqwest::Client::new();
+    let url = http.url(&format!("/api/journeys/{}", j.id));
+    let body = || async {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        response.text().await.unwrap()
+    };
+    let json = |j: &Journey| serde_json::to_string(j).unwrap();
+    assert_eq!(body().await, json(&j));
+    assert_eq!(
+        body().await,
+        json(&j),
+        "read again by the split form's names"
+    );
+
+    hash.update_segment_status(&j.id, &segment_id(1), SegmentStatus::Departed, None)
+        .await
+        .unwrap();
+    for status in [JourneyStatus::InProgress, JourneyStatus::Completed] {
+        hash.update_journey_status(&j.id, status, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(hash_form(&redis, &j.id).await, (false, true), "still split");
+    let now = hash.get(&j.id).await.unwrap();
+    assert_eq!(now.version.get(), 3);
+    assert_eq!(now.status, JourneyStatus::Completed);
+    assert_eq!(now.segments[1].status, SegmentStatus::Departed);
+    assert_eq!(body().await, json(&now));
+    let entries = outbox_entries(&redis, &j.id).await;
+    assert_eq!(entries.len(), 3);
+    assert!(
+        entries[2].events.iter().any(|e| matches!(&e.kind,
+            flyrtech_core::EventKind::JourneyCompleted { customer_id, .. }
+                if *customer_id == j.passenger_email)),
+        "completing reads the passenger from the split form's header: {:?}",
+        entries[2]
+    );
+
+    let report = dataset::migrate(&redis, Layout::Hash, MigrationSettings::default(), &quiet())
+        .await
+        .unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!((report.compacted, report.converted), (1, 0), "{report:?}");
+    assert_eq!(report.already_there, report.listed - 1, "{report:?}");
+    assert_eq!(hash_form(&redis, &j.id).await, (true, false));
+    assert_eq!(hash.get(&j.id).await.unwrap(), now);
+    assert_eq!(body().await, json(&now));
+    assert_eq!(outbox_entries(&redis, &j.id).await.len(), 3);
+    // Changed again, compact now; a second run finds it there.
+    hash.update_segment_status(&j.id, &segment_id(0), SegmentStatus::Delayed, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        hash.get(&j.id).await.unwrap().segments[0].status,
+        SegmentStatus::Delayed
+    );
+    let again = dataset::migrate(&redis, Layout::Hash, MigrationSettings::default(), &quiet())
+        .await
+        .unwrap();
+    assert_eq!((again.compacted, again.already_there), (0, again.listed));
+}

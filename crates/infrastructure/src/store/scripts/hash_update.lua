@@ -1,6 +1,6 @@
 -- hash strategy: change one status field of a journey hash, with the transition check, the
 -- version increment and the change's outbox entry in the same atomic step. O(1) whatever the
--- number of segments (the header is decoded only when the journey is completed).
+-- number of segments (the journey's fixed data is decoded only when the journey is completed).
 -- KEYS[1] journey hash, KEYS[2] the journey's outbox partition, KEYS[3] the journey's document
 -- (all one slot)
 -- ARGV as in document_update.lua: segment id ('' for the journey's status), target status,
@@ -32,9 +32,12 @@ if not allowed then return {'invalid_transition', current} end
 local next_version = tostring(tonumber(version) + 1)
 local change = next_version .. ' ' .. current .. ' ' .. ARGV[4]
 if ARGV[5] ~= '' then
-  local decoded, header = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'header') or '')
+  -- The journey as written whole (compact form), or the split form's header: both hold the
+  -- passenger's email and the total price, which never change.
+  local fixed = redis.call('HMGET', KEYS[1], 'journey', 'header')
+  local decoded, header = pcall(cjson.decode, fixed[1] or fixed[2] or '')
   if not decoded or type(header) ~= 'table' then
-    return {'corrupt', 'the header field is not a journey header'}
+    return {'corrupt', 'the journey field is not a journey'}
   end
   redis.call('XADD', KEYS[2], '*', 'change', change, 'done_id', ARGV[5],
     'customer', header.passengerEmail, 'total', cjson.encode(header.totalPrice))

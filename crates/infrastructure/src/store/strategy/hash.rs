@@ -7,10 +7,11 @@
 //! |---|---|
 //! | `version` | the journey version, an integer |
 //! | `status` | the journey status |
-//! | `header` | JSON of the other journey fields (passenger, dates, price, metadata) |
-//! | `segments` | JSON list of the segment ids, in order |
-//! | `segment:<id>` | JSON of the segment's fields except its status |
+//! | `journey` | JSON of the whole journey as written at creation (its statuses superseded by the fields) |
 //! | `segment:<id>:status` | the segment's status |
+//!
+//! Hashes written before that compact form (`header`, `segments`, `segment:<id>`) are read and
+//! updated too (`crate::store::hash_fields`).
 //!
 //! The race it closes: the update script (`scripts/hash_update.lua`) reads the one status, checks
 //! the transition (allowed predecessors passed from Rust), sets it and increments `version`, all

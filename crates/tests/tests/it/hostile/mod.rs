@@ -77,7 +77,7 @@ async fn a_corrupt_journey_is_500_without_retry_after(#[case] strategy: Strategy
                 .arg(strategy.layout().key(&id))
                 .arg("version")
                 .arg("many")
-                .arg("header")
+                .arg("journey")
                 .arg("{not json")
                 .query_async(&mut conn)
                 .await
