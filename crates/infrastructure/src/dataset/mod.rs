@@ -33,8 +33,10 @@ use serde::Serialize;
 
 use crate::plumbing::connection::{Conn, Redis};
 use crate::plumbing::error::{RedisResultExt, corrupt};
+use crate::plumbing::keys::dataset_field::{HASH_FORM, LAYOUT, MIGRATING_TO};
 use crate::plumbing::keys::{self, OutboxShard};
 use crate::store::conversion::{Conversion, ConversionError, Converter};
+use crate::store::hash_fields::{COMPACT, WriteForm, unknown_form};
 use crate::store::layout::Layout;
 use crate::store::strategy::Strategy;
 
@@ -108,9 +110,6 @@ pub enum DatasetError {
     Store(#[from] StoreError),
 }
 
-const LAYOUT: &str = "layout";
-const MIGRATING_TO: &str = "migrating_to";
-
 /// Reads the dataset record.
 ///
 /// # Errors
@@ -182,10 +181,17 @@ async fn settle(redis: &Redis, strategy: Strategy) -> Result<DatasetState, Datas
             });
         }
     };
-    let _: bool = conn
+    // A dataset with no journeys yet has no instance of a build that reads only the hash
+    // layout's split form: its hashes are compact from the start (`hash_fields::WriteForm`).
+    let mut record = redis::pipe();
+    record
+        .atomic()
         .hset_nx(keys::DATASET, LAYOUT, layout.name())
-        .await
-        .store_err()?;
+        .ignore();
+    if (documents, hashes) == (0, 0) {
+        record.hset_nx(keys::DATASET, HASH_FORM, COMPACT).ignore();
+    }
+    let () = record.query_async(&mut conn).await.store_err()?;
     Ok(state(redis).await?)
 }
 
@@ -285,6 +291,9 @@ pub async fn migrate(
         ..MigrationReport::default()
     };
     let current = state(redis).await?;
+    if to == Layout::Hash {
+        record_compact(redis).await?;
+    }
     if current.layout == Some(to) && current.migrating_to.is_none() {
         // Nothing recorded to do: one quick look for stragglers (journeys created in the old
         // layout by an instance that outlived the last migration) and done.
@@ -337,6 +346,31 @@ pub async fn migrate(
         sweep(redis, to, settings, &mut report, progress).await?;
     }
     Ok(finish_report(report, started))
+}
+
+/// Records that new hashes are compact, from now on and for good, and when that is news, waits
+/// until every instance has seen it ([`WriteForm::RECHECK`]): a hash created split after that
+/// would stay split past the migration's sweep. The operator runs this once every instance is on
+/// a build that reads the compact form (docs/migration.md).
+async fn record_compact(redis: &Redis) -> Result<(), StoreError> {
+    let recorded: bool = redis
+        .shared()
+        .hset_nx(keys::DATASET, HASH_FORM, COMPACT)
+        .await
+        .store_err()?;
+    if !recorded {
+        let form: Option<String> = redis
+            .shared()
+            .hget(keys::DATASET, HASH_FORM)
+            .await
+            .store_err()?;
+        return match form.as_deref() {
+            Some(COMPACT) => Ok(()),
+            other => Err(unknown_form(other.unwrap_or_default())),
+        };
+    }
+    tokio::time::sleep(WriteForm::RECHECK).await;
+    Ok(())
 }
 
 fn finish_report(mut report: MigrationReport, started: Instant) -> MigrationReport {

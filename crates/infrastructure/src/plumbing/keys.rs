@@ -168,6 +168,16 @@ pub const JOURNEY_INDEX: &str = "journeys:index";
 /// The record of the service dataset's layout (the dataset room's `journeys:dataset`).
 pub const DATASET: &str = "journeys:dataset";
 
+/// The fields of [`DATASET`].
+pub(crate) mod dataset_field {
+    /// The layout the journeys are in.
+    pub(crate) const LAYOUT: &str = "layout";
+    /// The layout a migration under way is moving them to.
+    pub(crate) const MIGRATING_TO: &str = "migrating_to";
+    /// The form new hashes are written in (`crate::store::hash_fields::WriteForm`).
+    pub(crate) const HASH_FORM: &str = "hash_form";
+}
+
 /// The replication marker in `key`'s slot: a counter a replica-confirmed batch increments so
 /// that its `WAIT` has a write of its own to wait for, after whatever the batch read. Keyed by
 /// `key`'s hash tag (or the whole key without one), so there is one per shard, not one per

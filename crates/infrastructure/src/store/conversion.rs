@@ -192,8 +192,9 @@ impl Converter {
             copies.hash.get("version").cloned().unwrap_or_default(),
         ];
         match (value, to) {
+            // `migrate --to hash` records the compact form before it converts anything.
             (Some(journey), Layout::Hash) => {
-                for (field, value) in hash_fields::to_fields(&journey)? {
+                for (field, value) in hash_fields::to_fields(&journey, Form::Compact)? {
                     args.push(field);
                     args.push(value);
                 }

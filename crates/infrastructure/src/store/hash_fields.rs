@@ -1,6 +1,6 @@
 //! The hash layout's codec: a journey as the fields of `journey:{P}:ID:hash`, and back.
 //!
-//! Layout (documented in `docs/hash-layout.md`), the compact form every write makes:
+//! Layout (documented in `docs/hash-layout.md`), in its compact form:
 //!
 //! | field | value |
 //! |---|---|
@@ -14,10 +14,18 @@
 //! in a journey never changes after creation, so it is one field, and a read of a two-segment
 //! journey is 5 values (issue 37: redis-rs' reply parser costs about 1,240 instructions an item).
 //!
-//! Hashes written before 2026-12-06 are in the *split* form, which every read still decodes:
-//! `header` (the journey fields but status, version and segments), `segments` (the ids, in
-//! order), and `segment:<id>` (a segment's fields but its status) beside the same status fields.
-//! `flyrtech migrate --to hash` rewrites them compact (`crate::store::conversion`).
+//! Hashes written before 2026-12-06 are in the *split* form, which every read and update still
+//! accepts: `header` (the journey fields but status, version and segments), `segments` (the ids,
+//! in order), and `segment:<id>` (a segment's fields but its status) beside the same status
+//! fields.
+//!
+//! # Which form a write makes: expand, then contract
+//! Builds before this one read only the split form, so a dataset they may still serve during a
+//! rolling deploy must not get compact hashes. [`WriteForm`] makes new hashes compact only once
+//! the dataset record (`journeys:dataset`) says `hash_form compact`, and split until then. A new
+//! dataset records it with its layout; an existing one when the operator, every instance now on
+//! this build or later, runs `flyrtech migrate --to hash`, which also rewrites its split hashes
+//! compact (`crate::store::conversion`). Once recorded, it is never taken back.
 //!
 //! One status per field is what lets `hash_update.lua` change a segment by touching one field;
 //! the reads decode a consistent HGETALL (or `HMGET`) snapshot. It sits beside `document.rs` (the
@@ -25,12 +33,15 @@
 //! (`layout.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, SegmentId, StoreError};
 
-use crate::plumbing::error::corrupt;
-use crate::plumbing::keys;
+use crate::plumbing::connection::Redis;
+use crate::plumbing::error::{RedisResultExt, corrupt};
+use crate::plumbing::keys::{self, dataset_field};
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";
@@ -47,12 +58,86 @@ fn segment_status_field(id: &SegmentId) -> String {
     format!("segment:{id}:status")
 }
 
+/// The dataset record's `hash_form` when new hashes are compact (its only value so far).
+pub(crate) const COMPACT: &str = "compact";
+
+/// Which form this process writes new hashes in: [`Form::Compact`] once the dataset record says
+/// so (and from then on without asking again: it is never taken back), [`Form::Split`] before,
+/// asking again at most every [`WriteForm::RECHECK`].
+#[derive(Debug, Default)]
+pub(crate) struct WriteForm {
+    compact: AtomicBool,
+    /// When the record last said split.
+    split_seen: Mutex<Option<Instant>>,
+}
+
+impl WriteForm {
+    /// How long a process may go on writing the split form after the record said compact.
+    /// `migrate --to hash` waits this long after recording it, before it looks for split hashes.
+    pub(crate) const RECHECK: Duration = Duration::from_secs(1);
+
+    /// The form to write a new hash in.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`] for a form this build does not know
+    /// (a later build's): nothing is written then.
+    pub(crate) async fn get(&self, redis: &Redis) -> Result<Form, StoreError> {
+        if self.compact.load(Ordering::Acquire) {
+            return Ok(Form::Compact);
+        }
+        let fresh = |seen: &Option<Instant>| seen.is_some_and(|at| at.elapsed() < Self::RECHECK);
+        if fresh(
+            &self
+                .split_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(Form::Split);
+        }
+        let (layout, form): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys::DATASET)
+            .arg(dataset_field::LAYOUT)
+            .arg(dataset_field::HASH_FORM)
+            .query_async(&mut redis.shared())
+            .await
+            .store_err()?;
+        match (layout, form.as_deref()) {
+            // A Redis nobody has recorded a layout in has no instance of an earlier build.
+            (None, None) | (_, Some(COMPACT)) => {
+                self.compact.store(true, Ordering::Release);
+                Ok(Form::Compact)
+            }
+            (Some(_), None) => {
+                *self
+                    .split_seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                Ok(Form::Split)
+            }
+            (_, Some(other)) => Err(unknown_form(other)),
+        }
+    }
+}
+
+/// The error for a dataset record whose `hash_form` is `form`, which this build does not know.
+pub(crate) fn unknown_form(form: &str) -> StoreError {
+    corrupt(
+        keys::DATASET,
+        format!(
+            "{} {form:?} is not a form this build writes",
+            dataset_field::HASH_FORM
+        ),
+    )
+}
+
 /// Which form a journey's hash is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Form {
-    /// `version`, `status`, `journey` and a status field per segment: what every write makes.
+    /// `version`, `status`, `journey` and a status field per segment: new hashes, once the
+    /// dataset records it ([`WriteForm`]).
     Compact,
-    /// The first form, `header`, `segments` and two fields per segment: read, never written.
+    /// The first form, `header`, `segments` and two fields per segment: always read, and
+    /// written until the dataset records the compact one.
     Split,
 }
 
@@ -99,35 +184,37 @@ fn splice(out: &mut String, object: &str, extra: &[(&str, &str)]) -> Option<()> 
     Some(())
 }
 
-/// Splits a journey into hash fields, in the compact form.
-pub(crate) fn to_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
-    let whole =
-        serde_json::to_string(journey).map_err(|e| corrupt(&keys::journey_hash(&journey.id), e))?;
-    let mut fields = Vec::with_capacity(3 + journey.segments.len());
-    fields.extend([
-        (VERSION.to_owned(), journey.version.to_string()),
-        (STATUS.to_owned(), journey.status.to_string()),
-        (JOURNEY.to_owned(), whole),
-    ]);
-    fields.extend(journey.segments.iter().map(|segment| {
-        (
-            segment_status_field(&segment.segment_id),
-            segment.status.to_string(),
-        )
-    }));
-    Ok(fields)
-}
-
-/// `journey` as a hash in the split form, the one written before the compact form: what older
-/// datasets hold until `flyrtech migrate --to hash` compacts them. Nothing in the service writes
-/// it; the tests of the reads and the migration that still accept it do.
+/// Splits a journey into hash fields, in `form`.
 ///
 /// # Errors
 /// [`StoreError::Corrupt`] if the journey cannot be encoded (it always can).
-pub fn split_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreError> {
+pub(crate) fn to_fields(
+    journey: &Journey,
+    form: Form,
+) -> Result<Vec<(String, String)>, StoreError> {
     let key = keys::journey_hash(&journey.id);
-    let fragment = |value: Result<serde_json::Value, serde_json::Error>, drop: &[&str]| {
-        let serde_json::Value::Object(mut object) = value.map_err(|e| corrupt(&key, e))? else {
+    let bad = |e: serde_json::Error| corrupt(&key, e);
+    let mut fields = Vec::with_capacity(4 + 2 * journey.segments.len());
+    fields.extend([
+        (VERSION.to_owned(), journey.version.to_string()),
+        (STATUS.to_owned(), journey.status.to_string()),
+    ]);
+    if form == Form::Compact {
+        fields.push((
+            JOURNEY.to_owned(),
+            serde_json::to_string(journey).map_err(bad)?,
+        ));
+        fields.extend(journey.segments.iter().map(|segment| {
+            (
+                segment_status_field(&segment.segment_id),
+                segment.status.to_string(),
+            )
+        }));
+        return Ok(fields);
+    }
+    // The split form: each fragment is its object's JSON without the fields kept apart.
+    let fragment = |value: serde_json::Value, drop: &[&str]| {
+        let serde_json::Value::Object(mut object) = value else {
             return Err(corrupt(
                 &key,
                 "a journey and its segments encode as objects",
@@ -139,20 +226,21 @@ pub fn split_fields(journey: &Journey) -> Result<Vec<(String, String)>, StoreErr
         Ok(serde_json::Value::Object(object).to_string())
     };
     let ids: Vec<&SegmentId> = journey.segments.iter().map(|s| &s.segment_id).collect();
-    let mut fields = vec![
-        (VERSION.to_owned(), journey.version.to_string()),
-        (STATUS.to_owned(), journey.status.to_string()),
+    fields.extend([
         (
             HEADER.to_owned(),
-            fragment(serde_json::to_value(journey), &[STATUS, VERSION, SEGMENTS])?,
+            fragment(
+                serde_json::to_value(journey).map_err(bad)?,
+                &[STATUS, VERSION, SEGMENTS],
+            )?,
         ),
         (
             SEGMENTS.to_owned(),
-            serde_json::to_string(&ids).map_err(|e| corrupt(&key, e))?,
+            serde_json::to_string(&ids).map_err(bad)?,
         ),
-    ];
+    ]);
     for segment in &journey.segments {
-        let data = fragment(serde_json::to_value(segment), &[STATUS])?;
+        let data = fragment(serde_json::to_value(segment).map_err(bad)?, &[STATUS])?;
         fields.push((segment_field(&segment.segment_id), data));
         fields.push((
             segment_status_field(&segment.segment_id),
@@ -372,7 +460,7 @@ mod tests {
         let mut journey = journey();
         journey.version = JourneyVersion::new(4);
         journey.segments[1].status = SegmentStatus::Departed;
-        let fields = to_fields(&journey).unwrap();
+        let fields = to_fields(&journey, Form::Compact).unwrap();
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -396,7 +484,7 @@ mod tests {
 
     #[test]
     fn the_status_fields_supersede_what_the_journey_field_was_written_with() {
-        let mut fields = to_fields(&journey()).unwrap();
+        let mut fields = to_fields(&journey(), Form::Compact).unwrap();
         set(&mut fields, "version", "7");
         set(&mut fields, "status", "Completed");
         set(&mut fields, "segment:SEG-2:status", "Arrived");
@@ -420,7 +508,7 @@ mod tests {
         let mut journey = journey();
         journey.version = JourneyVersion::new(2);
         journey.segments[0].status = SegmentStatus::Delayed;
-        let fields = split_fields(&journey).unwrap();
+        let fields = to_fields(&journey, Form::Split).unwrap();
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,

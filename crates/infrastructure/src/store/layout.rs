@@ -150,7 +150,8 @@ impl Copies {
 }
 
 /// Creates `journey` in `layout` unless it exists in either layout (`scripts/create.lua`), then
-/// lists it in the dataset's `index` (see [`super::index`] for why listing is a second step).
+/// lists it in the dataset's `index` (see [`super::index`] for why listing is a second step). A
+/// hash is written in the form `form` says (see [`hash_fields::WriteForm`]).
 ///
 /// # Errors
 /// [`StoreError::AlreadyExists`] (the index is still repaired), [`StoreError::InvalidInput`],
@@ -160,6 +161,7 @@ pub(crate) async fn create(
     index: &str,
     journey: &Journey,
     layout: Layout,
+    form: &hash_fields::WriteForm,
 ) -> Result<(), StoreError> {
     static SCRIPT: std::sync::LazyLock<LuaScript> =
         std::sync::LazyLock::new(|| LuaScript::new(include_str!("scripts/create.lua")));
@@ -172,7 +174,8 @@ pub(crate) async fn create(
     match layout {
         Layout::Document => args.push(document::encode(journey)?),
         Layout::Hash => {
-            for (field, value) in hash_fields::to_fields(journey)? {
+            let form = form.get(&ctx.redis).await?;
+            for (field, value) in hash_fields::to_fields(journey, form)? {
                 args.push(field);
                 args.push(value);
             }

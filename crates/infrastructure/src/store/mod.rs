@@ -27,7 +27,7 @@
 pub mod cache;
 pub mod conversion;
 pub(crate) mod document;
-pub mod hash_fields;
+pub(crate) mod hash_fields;
 pub mod index;
 pub mod layout;
 pub mod outbox;

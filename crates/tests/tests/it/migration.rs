@@ -583,31 +583,26 @@ async fn hash_form(redis: &Redis, id: &JourneyId) -> (bool, bool) {
     (compact, split)
 }
 
-/// A hash written before the compact form (the split form: `header`, `segments`, a field per
-/// segment) is read, changed, completed and served over HTTP as before, in its form; then
-/// `migrate --to hash` rewrites it compact, which changes nothing a reader sees and raises no
-/// event, and the service's memo, still holding the split form's field names, reads it whole
-/// again.
+/// A dataset recorded before the hash layout's compact form (its record has a layout and no
+/// `hash_form`) keeps getting split hashes (`header`, `segments`, a field per segment), so that
+/// instances of earlier builds can read every journey while a deploy rolls; they are read,
+/// changed, completed and served over HTTP as before, in their form. `migrate --to hash` then
+/// records the compact form, rewrites them compact (nothing a reader sees changes, no event is
+/// raised; the service's memo, still holding the split form's field names, reads them whole
+/// again), and journeys created after it are compact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_in_the_split_form_is_served_and_the_migration_compacts_it() {
     use flyrtech_core::JourneyStatus;
 
     let server = TestRedis::single();
     let redis = server.connect().await;
-    let hash = store(&redis, S::Hash).await;
-    let j = created(&hash, 2).await;
-    assert_eq!(hash_form(&redis, &j.id).await, (true, false));
-    let key = keys::journey_hash(&j.id);
-    let split = flyrtech_infrastructure::store::hash_fields::split_fields(&j).unwrap();
-    let () = redis::pipe()
-        .atomic()
-        .del(&key)
-        .ignore()
-        .hset_multiple(&key, &split)
-        .ignore()
-        .query_async(&mut redis.shared())
+    let () = redis
+        .shared()
+        .hset(keys::DATASET, "layout", "hash")
         .await
         .unwrap();
+    let hash = store(&redis, S::Hash).await;
+    let j = created(&hash, 2).await;
     assert_eq!(hash_form(&redis, &j.id).await, (false, true));
     assert_eq!(hash.get(&j.id).await.unwrap(), j);
 
@@ -655,8 +650,13 @@ async fn a_hash_in_the_split_form_is_served_and_the_migration_compacts_it() {
         .await
         .unwrap();
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!((report.compacted, report.converted), (1, 0), "{report:?}");
-    assert_eq!(report.already_there, report.listed - 1, "{report:?}");
+    // Every hash: the server's seeded journeys were written split too.
+    assert_eq!(
+        (report.compacted, report.converted, report.already_there),
+        (report.listed, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.listed > 1, "{report:?}");
     assert_eq!(hash_form(&redis, &j.id).await, (true, false));
     assert_eq!(hash.get(&j.id).await.unwrap(), now);
     assert_eq!(body().await, json(&now));
@@ -673,4 +673,32 @@ async fn a_hash_in_the_split_form_is_served_and_the_migration_compacts_it() {
         .await
         .unwrap();
     assert_eq!((again.compacted, again.already_there), (0, again.listed));
+    let later = created(&hash, 1).await;
+    assert_eq!(hash_form(&redis, &later.id).await, (true, false));
+    assert_eq!(hash.get(&later.id).await.unwrap(), later);
+}
+
+/// A `hash_form` this build does not know (a later build's) is refused, by a creation and by the
+/// migration, and nothing is written.
+#[tokio::test]
+async fn a_hash_form_this_build_does_not_know_writes_nothing() {
+    let server = TestRedis::single();
+    let redis = server.connect().await;
+    let () = redis
+        .shared()
+        .hset_multiple(keys::DATASET, &[("layout", "hash"), ("hash_form", "v9")])
+        .await
+        .unwrap();
+    let hash = store(&redis, S::Hash).await;
+    let j = journey(&unique_id("MIG"), 1);
+    let err = hash.create(&j).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { .. }) && err.to_string().contains("\"v9\""),
+        "{err}"
+    );
+    assert_eq!(copies(&redis, &j.id).await, (false, false));
+    let err = dataset::migrate(&redis, Layout::Hash, MigrationSettings::default(), &quiet())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"v9\""), "{err}");
 }

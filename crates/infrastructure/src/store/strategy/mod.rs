@@ -218,6 +218,8 @@ pub struct RedisJourneyStore {
     index: String,
     telemetry: crate::plumbing::telemetry::UpdateTelemetry,
     memo: crate::store::render::RenderMemo,
+    /// The form new hashes are written in.
+    write_form: crate::store::hash_fields::WriteForm,
 }
 
 impl fmt::Debug for RedisJourneyStore {
@@ -281,6 +283,7 @@ impl RedisJourneyStore {
                 config.strategy.takes_lock(),
             ),
             memo: crate::store::render::RenderMemo::default(),
+            write_form: crate::store::hash_fields::WriteForm::default(),
         })
     }
 
@@ -538,7 +541,8 @@ impl JourneyStore for RedisJourneyStore {
     }
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
-        crate::store::layout::create(&self.ctx, &self.index, journey, self.layout()).await
+        let (ctx, index) = (&self.ctx, &self.index);
+        crate::store::layout::create(ctx, index, journey, self.layout(), &self.write_form).await
     }
 
     async fn update(
