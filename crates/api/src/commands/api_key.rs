@@ -45,9 +45,8 @@ pub async fn run(args: &ApiKeyArgs, _settings: Settings) -> anyhow::Result<i32> 
                 "a {scope} key for {name}; its hash is in {}. The key is shown once:",
                 file.display()
             );
-            #[allow(clippy::print_stdout)]
             {
-                println!("{key}");
+                outln!("{key}");
             }
         }
     }

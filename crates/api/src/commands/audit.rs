@@ -120,11 +120,10 @@ pub async fn run_audit<S: JourneyStore>(
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         tracing::info!(path = %path.display(), "wrote the audit report");
     }
-    #[allow(clippy::print_stdout)]
     {
-        println!("{}", audit_table(&report));
+        outln!("{}", audit_table(&report));
         for lost in report.lost_updates.iter().take(args.limit) {
-            println!(
+            outln!(
                 "lost update: journey {} version {} set {} to {} ({})",
                 lost.journey,
                 lost.version,
@@ -137,9 +136,11 @@ pub async fn run_audit<S: JourneyStore>(
             );
         }
         for gap in report.version_gaps.iter().take(args.limit) {
-            println!(
+            outln!(
                 "version gap: journey {} version {} ({:?})",
-                gap.journey, gap.version, gap.cause
+                gap.journey,
+                gap.version,
+                gap.cause
             );
         }
     }
@@ -188,18 +189,20 @@ pub async fn audit_projection<S: JourneyStore>(
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
-    #[allow(clippy::print_stdout)]
     {
-        println!(
+        outln!(
             "projection audit: {} journeys, {} changes projected, {} differences",
             report.journeys,
             report.changes_projected,
             report.differences.len()
         );
         for d in report.differences.iter().take(limit) {
-            println!(
+            outln!(
                 "difference: journey {} {}: stored {}, projected {}",
-                d.journey, d.what, d.stored, d.projected
+                d.journey,
+                d.what,
+                d.stored,
+                d.projected
             );
         }
     }

@@ -160,15 +160,14 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         () = shutdown_signal() => bail!("interrupted"),
     };
     let targets = report::targets(&runs);
-    #[allow(clippy::print_stdout)]
     {
-        println!("{}", report::table(&runs, args.wide));
+        outln!("{}", report::table(&runs, args.wide));
         for r in &runs {
-            println!("{}", r.summary_line());
+            outln!("{}", r.summary_line());
         }
         let targets_table = report::targets_table(&targets);
         if !targets_table.is_empty() {
-            println!("{targets_table}");
+            outln!("{targets_table}");
         }
     }
     if let Some(path) = &args.json {

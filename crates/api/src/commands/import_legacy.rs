@@ -86,15 +86,13 @@ pub async fn import_legacy(
         INCOMPLETE
     })
 }
-
-#[allow(clippy::print_stdout)]
 fn print_import(report: &ImportReport, store: &RedisJourneyStore) {
     let verb = if report.dry_run {
         "would import"
     } else {
         "imported"
     };
-    println!(
+    outln!(
         "import-legacy{}: {} found ({} listed in journey:ids, {} keys scanned); {verb} {} in the \
          {} layout, {} kept (already here), {} skipped",
         if report.dry_run { " --dry-run" } else { "" },
@@ -107,9 +105,9 @@ fn print_import(report: &ImportReport, store: &RedisJourneyStore) {
         report.skipped.len(),
     );
     if let Some(problem) = &report.index_problem {
-        println!("  note: {problem}");
+        outln!("  note: {problem}");
     }
     for skipped in &report.skipped {
-        println!("  skipped {}: {}", skipped.journey, skipped.reason);
+        outln!("  skipped {}: {}", skipped.journey, skipped.reason);
     }
 }

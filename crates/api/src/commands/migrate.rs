@@ -76,11 +76,9 @@ pub async fn migrate(
         INCOMPLETE
     })
 }
-
-#[allow(clippy::print_stdout)]
 fn print_migration(report: &MigrationReport) {
     let to = report.to.map_or("?", Layout::name);
-    println!(
+    outln!(
         "migrate --to {to}: {} listed; {} converted, {} already there, {} compacted, {} deduplicated, \
          {} absent, {} swept, {} failed ({:.1} s, {:.0} journeys/s)",
         report.listed,
@@ -95,11 +93,11 @@ fn print_migration(report: &MigrationReport) {
         report.rate_per_second,
     );
     for failure in &report.failed {
-        println!("  failed {}: {}", failure.journey, failure.reason);
+        outln!("  failed {}: {}", failure.journey, failure.reason);
     }
     if report.is_complete() {
-        println!("every journey is in the {to} layout; the dataset records layout {to}");
+        outln!("every journey is in the {to} layout; the dataset records layout {to}");
     } else {
-        println!("the migration is still recorded as under way; run the same command again");
+        outln!("the migration is still recorded as under way; run the same command again");
     }
 }

@@ -12,6 +12,14 @@
 //! Nothing imports the commands but `main.rs`: what a command shares with the lab lives in the
 //! lab or below it.
 
+/// `println!` for what a command reports on standard output, through [`output::line`]: a reader
+/// that goes away early (`flyrtech migrate --to hash | head -1`) is not a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::output::line(format_args!($($arg)*))
+    };
+}
+
 pub mod api_key;
 pub mod audit;
 pub mod backlog;
@@ -19,6 +27,7 @@ pub mod compare;
 pub mod import_legacy;
 pub mod migrate;
 pub mod migrate_bench;
+pub(crate) mod output;
 pub mod project;
 pub mod project_bench;
 pub mod redis_acl;
@@ -111,9 +120,8 @@ pub(crate) fn write_report(
 /// Prints a measurement's report as JSON, and writes it to `path` when given.
 pub(crate) fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
     write_report(report, path)?;
-    #[allow(clippy::print_stdout)]
     {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
     }
     Ok(())
 }

@@ -60,9 +60,8 @@ pub async fn run(args: &RedisAclArgs, settings: Settings) -> anyhow::Result<i32>
         RoleName::ImportLegacy => Role::ImportLegacy,
         RoleName::Audit => Role::Audit,
     };
-    #[allow(clippy::print_stdout)]
     {
-        println!("{}", role.setuser(&args.user));
+        outln!("{}", role.setuser(&args.user));
     }
     Ok(DONE)
 }

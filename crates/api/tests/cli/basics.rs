@@ -239,3 +239,26 @@ fn a_short_soak_samples_serve_the_relay_and_redis() {
     assert!(dir.path().join("soak.png").exists());
     assert!(chart.exists());
 }
+
+#[test]
+fn a_report_whose_reader_has_gone_is_not_a_panic() {
+    // The pipe's read end is closed before the command starts: its first line meets EPIPE, as
+    // `flyrtech migrate --to hash | head -1` does once head has its line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = flyrtech()
+        .args(["redis-acl", "--role", "audit"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // With a reader, the same command prints its line.
+    let printed = flyrtech()
+        .args(["redis-acl", "--role", "audit"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("ACL SETUSER"));
+}
