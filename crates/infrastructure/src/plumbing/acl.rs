@@ -122,6 +122,11 @@ const RELAY: &[&str] = &[
     "xinfo|stream",
 ];
 
+/// The migration also clears the record's `migrating_to` when it is done (`HDEL`), and asks
+/// whether a hash is already in the compact form (`HEXISTS`, a resumed run's precheck,
+/// `crate::store::conversion`).
+const MIGRATE: &[&str] = &["hdel", "hexists"];
+
 const AUDIT: &[&str] = &[
     "get", "hget", "hgetall", "exists", "smembers", "scard", "sscan", "xrange", "xlen",
 ];
@@ -149,7 +154,11 @@ impl Role {
                 Vec::new(),
                 RELAY.to_vec(),
             ),
-            Self::Migrate => (journeys, Vec::new(), [JOURNEYS, OPTIMISTIC].concat()),
+            Self::Migrate => (
+                journeys,
+                Vec::new(),
+                [JOURNEYS, OPTIMISTIC, MIGRATE].concat(),
+            ),
             Self::ImportLegacy => (journeys, Vec::new(), [JOURNEYS, &["scan"][..]].concat()),
             Self::Audit => (
                 vec!["journey:*", "journeys:*", "events"],

@@ -502,9 +502,9 @@ async fn the_journey_list_comes_in_pages_of_at_most_limit_without_repeats() {
     }
 }
 
-/// Least privilege (issue 25, part 4): every strategy serves, and the relay publishes, as a
-/// Redis user made from `flyrtech redis-acl`'s line, with nothing denied along the way (Redis'
-/// `ACL LOG` stays empty); that user cannot flush, configure, list keys or touch a key outside
+/// Least privilege (issue 25, part 4): every strategy serves, the relay publishes and the
+/// migration runs, each as a Redis user made from `flyrtech redis-acl`'s line, with nothing
+/// denied along the way (Redis' `ACL LOG` stays empty); that user cannot flush, configure, list keys or touch a key outside
 /// the service's names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
@@ -615,6 +615,24 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
             .await
             .unwrap();
         assert_eq!(published, 2, "{strategy}");
+
+        // The migration, as its own user: to the hash layout (a conversion of every journey, or
+        // for `hash` the check that each is there in the compact form), twice.
+        let migrate_url = create_user(&admin, &redis.url(), "mig", Role::Migrate).await;
+        let migrate_redis = Redis::connect(&RedisSettings::new(migrate_url))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let report = flyrtech_infrastructure::dataset::migrate(
+                &migrate_redis,
+                flyrtech_infrastructure::Layout::Hash,
+                flyrtech_infrastructure::dataset::MigrationSettings::default(),
+                &|_, _| {},
+            )
+            .await
+            .unwrap();
+            assert!(report.is_complete(), "{strategy}: {report:?}");
+        }
         let log = denials(&admin).await;
         let denied: std::collections::BTreeSet<String> = log
             .iter()
