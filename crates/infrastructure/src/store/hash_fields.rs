@@ -14,8 +14,8 @@
 //! in a journey never changes after creation, so it is one field, and a read of a two-segment
 //! journey is 5 values (issue 37: redis-rs' reply parser costs about 1,240 instructions an item).
 //!
-//! Hashes written before 2026-12-06 are in the *split* form, which every read and update still
-//! accepts: `header` (the journey fields but status, version and segments), `segments` (the ids,
+//! Hashes written by builds before 2026-12-06, and by later ones until the dataset records the
+//! compact form (below), are in the *split* form, which every read and update accepts: `header` (the journey fields but status, version and segments), `segments` (the ids,
 //! in order), and `segment:<id>` (a segment's fields but its status) beside the same status
 //! fields.
 //!
