@@ -45,9 +45,7 @@ pub async fn run(args: &ApiKeyArgs, _settings: Settings) -> anyhow::Result<i32> 
                 "a {scope} key for {name}; its hash is in {}. The key is shown once:",
                 file.display()
             );
-            {
-                outln!("{key}");
-            }
+            outln!("{key}");
         }
     }
     Ok(DONE)

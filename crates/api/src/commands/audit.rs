@@ -120,29 +120,27 @@ pub async fn run_audit<S: JourneyStore>(
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         tracing::info!(path = %path.display(), "wrote the audit report");
     }
-    {
-        outln!("{}", audit_table(&report));
-        for lost in report.lost_updates.iter().take(args.limit) {
-            outln!(
-                "lost update: journey {} version {} set {} to {} ({})",
-                lost.journey,
-                lost.version,
-                lost.segment.as_deref().unwrap_or("the journey status"),
-                lost.to,
-                serde_json::to_value(&lost.reason)
-                    .ok()
-                    .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
-                    .unwrap_or_default()
-            );
-        }
-        for gap in report.version_gaps.iter().take(args.limit) {
-            outln!(
-                "version gap: journey {} version {} ({:?})",
-                gap.journey,
-                gap.version,
-                gap.cause
-            );
-        }
+    outln!("{}", audit_table(&report));
+    for lost in report.lost_updates.iter().take(args.limit) {
+        outln!(
+            "lost update: journey {} version {} set {} to {} ({})",
+            lost.journey,
+            lost.version,
+            lost.segment.as_deref().unwrap_or("the journey status"),
+            lost.to,
+            serde_json::to_value(&lost.reason)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+                .unwrap_or_default()
+        );
+    }
+    for gap in report.version_gaps.iter().take(args.limit) {
+        outln!(
+            "version gap: journey {} version {} ({:?})",
+            gap.journey,
+            gap.version,
+            gap.cause
+        );
     }
     Ok(report)
 }
@@ -189,22 +187,20 @@ pub async fn audit_projection<S: JourneyStore>(
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
-    {
+    outln!(
+        "projection audit: {} journeys, {} changes projected, {} differences",
+        report.journeys,
+        report.changes_projected,
+        report.differences.len()
+    );
+    for d in report.differences.iter().take(limit) {
         outln!(
-            "projection audit: {} journeys, {} changes projected, {} differences",
-            report.journeys,
-            report.changes_projected,
-            report.differences.len()
+            "difference: journey {} {}: stored {}, projected {}",
+            d.journey,
+            d.what,
+            d.stored,
+            d.projected
         );
-        for d in report.differences.iter().take(limit) {
-            outln!(
-                "difference: journey {} {}: stored {}, projected {}",
-                d.journey,
-                d.what,
-                d.stored,
-                d.projected
-            );
-        }
     }
     Ok(report)
 }

@@ -160,15 +160,13 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         () = shutdown_signal() => bail!("interrupted"),
     };
     let targets = report::targets(&runs);
-    {
-        outln!("{}", report::table(&runs, args.wide));
-        for r in &runs {
-            outln!("{}", r.summary_line());
-        }
-        let targets_table = report::targets_table(&targets);
-        if !targets_table.is_empty() {
-            outln!("{targets_table}");
-        }
+    outln!("{}", report::table(&runs, args.wide));
+    for r in &runs {
+        outln!("{}", r.summary_line());
+    }
+    let targets_table = report::targets_table(&targets);
+    if !targets_table.is_empty() {
+        outln!("{targets_table}");
     }
     if let Some(path) = &args.json {
         let deployment_kind = if !args.http.is_empty() {

@@ -120,9 +120,7 @@ pub(crate) fn write_report(
 /// Prints a measurement's report as JSON, and writes it to `path` when given.
 pub(crate) fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
     write_report(report, path)?;
-    {
-        outln!("{}", serde_json::to_string_pretty(report)?);
-    }
+    outln!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
 

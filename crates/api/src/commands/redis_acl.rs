@@ -60,8 +60,6 @@ pub async fn run(args: &RedisAclArgs, settings: Settings) -> anyhow::Result<i32>
         RoleName::ImportLegacy => Role::ImportLegacy,
         RoleName::Audit => Role::Audit,
     };
-    {
-        outln!("{}", role.setuser(&args.user));
-    }
+    outln!("{}", role.setuser(&args.user));
     Ok(DONE)
 }
