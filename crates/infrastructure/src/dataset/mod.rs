@@ -353,23 +353,20 @@ pub async fn migrate(
 /// would stay split past the migration's sweep. The operator runs this once every instance is on
 /// a build that reads the compact form (docs/migration.md).
 async fn record_compact(redis: &Redis) -> Result<(), StoreError> {
-    let recorded: bool = redis
-        .shared()
+    // One round trip: recorded now or not, and what the record says either way.
+    let (recorded, form): (bool, String) = redis::pipe()
+        .atomic()
         .hset_nx(keys::DATASET, HASH_FORM, COMPACT)
+        .hget(keys::DATASET, HASH_FORM)
+        .query_async(&mut redis.shared())
         .await
         .store_err()?;
-    if !recorded {
-        let form: Option<String> = redis
-            .shared()
-            .hget(keys::DATASET, HASH_FORM)
-            .await
-            .store_err()?;
-        return match form.as_deref() {
-            Some(COMPACT) => Ok(()),
-            other => Err(unknown_form(other.unwrap_or_default())),
-        };
+    if form != COMPACT {
+        return Err(unknown_form(&form));
     }
-    tokio::time::sleep(WriteForm::RECHECK).await;
+    if recorded {
+        tokio::time::sleep(WriteForm::RECHECK).await;
+    }
     Ok(())
 }
 
