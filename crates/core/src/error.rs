@@ -114,16 +114,29 @@ pub enum StoreError {
         /// The newest token minted for the journey.
         newest: u64,
     },
-    /// Fewer replicas than required confirmed the change within the wait (`--wait-replicas`),
-    /// or its primary is known to lack them and it was not sent: it may be in place on the
-    /// primary, and a failover now could lose it. Retrying the same change is safe (it is a
-    /// no-op if it stayed applied, and waits for the replicas again).
+    /// The change reached the primary, but fewer replicas than required confirmed it within
+    /// the wait (`--wait-replicas`, `--wait-aof`): it may be in place on the primary, and a
+    /// failover now could lose it. Its outcome is unknown. Retrying the same change is safe (it
+    /// is a no-op if it stayed applied, and waits for the replicas again).
     #[error(
         "only {confirmed} of the {required} replicas required confirmed the change in time (it \
          may be in place on the primary)"
     )]
     NotReplicated {
         /// Replicas that confirmed.
+        confirmed: u32,
+        /// Replicas required.
+        required: u32,
+    },
+    /// The change was refused before anything was written: its primary is known to lack the
+    /// replicas a write needs (a confirmation came back short, or Redis answered `NOREPLICAS`).
+    /// Nothing of it is in place, and nothing of it will surface later.
+    #[error(
+        "refused before it was sent: the primary has {confirmed} of the {required} replicas \
+         required, so nothing was written"
+    )]
+    ReplicasMissing {
+        /// Replicas that confirmed the primary's last write or probe.
         confirmed: u32,
         /// Replicas required.
         required: u32,
@@ -188,6 +201,7 @@ impl StoreError {
             Self::Conflict { .. } => "conflict",
             Self::StaleFencingToken { .. } => "stale_fencing_token",
             Self::NotReplicated { .. } => "not_replicated",
+            Self::ReplicasMissing { .. } => "replicas_missing",
             Self::OverQuota { .. } => "over_quota",
             Self::Corrupt { .. } => "corrupt",
             Self::Unavailable { .. } => "unavailable",

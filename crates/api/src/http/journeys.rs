@@ -402,6 +402,7 @@ async fn apply(
                 StoreError::Conflict { .. }
                 | StoreError::StaleFencingToken { .. }
                 | StoreError::NotReplicated { .. }
+                | StoreError::ReplicasMissing { .. }
                 | StoreError::Corrupt { .. }
                 | StoreError::Unavailable { .. } => {
                     tracing::warn!(journey = %id, %target, %strategy, error = %e, kind = e.kind(), "update refused");

@@ -58,7 +58,9 @@ pub enum BodyRejected {
 pub enum Unavailable {
     /// Redis unavailable (a write may or may not have landed; retrying it is safe), the
     /// request outlived its deadline, or (`--wait-replicas`) too few replicas confirmed the
-    /// write in time (`/problems/not-replicated`).
+    /// write in time (`/problems/not-replicated`: it may be in place) or the write was refused
+    /// before it was sent because its primary lacks them (`/problems/replicas-missing`:
+    /// nothing was written).
     #[response(status = 503, content_type = "application/problem+json",
         headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
     Unavailable(Problem),
@@ -392,6 +394,16 @@ impl From<StoreError> for ApiError {
                 format!(
                     "{detail}. The change may be in place, but a failover now could lose it; \
                      retrying the same change is safe"
+                ),
+            )
+            .retry_later(),
+            StoreError::ReplicasMissing { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replicas-missing",
+                "Not written: the primary lacks the replicas it must wait for",
+                format!(
+                    "{detail}. Nothing of the change is in place and nothing of it will surface \
+                     later; send it again once the replicas are back"
                 ),
             )
             .retry_later(),

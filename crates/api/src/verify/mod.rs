@@ -7,7 +7,8 @@
 //! answer (a 503, a 5xx, a timeout, a dropped connection) is recorded as unknown and the process
 //! retires, a fresh one taking its place, so that an unknown operation never precedes another of
 //! its own process. A 200, a 409 (invalid transition, or a strategy that gave up: nothing
-//! written) and a 412 are definite. The journeys are this run's alone (ids `VFY-<run>-<n>`), so
+//! written), a 412 and a 503 `replicas-missing` (refused before it was sent: nothing written)
+//! are definite. The journeys are this run's alone (ids `VFY-<run>-<n>`), so
 //! nothing but the recorded clients changes them while it runs, and their state before the first
 //! operation is read back once they are created.
 //!
@@ -249,34 +250,46 @@ impl Client {
         let Ok(response) = request.send().await else {
             return Answer::Unknown;
         };
-        match response.status() {
-            StatusCode::OK => match response.json::<WireUpdate>().await {
-                Ok(WireUpdate {
-                    version,
-                    changed: true,
-                }) => Answer::Changed { version },
-                Ok(WireUpdate { version, .. }) => Answer::Unchanged { version },
-                Err(_) => Answer::Unknown,
-            },
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
-                match response.json::<WireProblem>().await {
-                    Ok(problem) if problem.kind.ends_with("/invalid-transition") => Answer::Refused,
-                    Ok(WireProblem {
-                        current_version: Some(current),
-                        ..
-                    }) => Answer::PreconditionFailed { current },
-                    // The strategy gave up under contention: nothing was written.
-                    Ok(_) => Answer::Failed { status: 409 },
-                    Err(_) => Answer::Unknown,
-                }
-            }
-            status => definite_failure(status),
-        }
+        answer_to_write(response).await
     }
 }
 
-/// A status with no 2xx answer: a 5xx (503 included: its write may be in place) is unknown;
-/// anything else said nothing changed.
+/// What the answer to a write says happened (module docs, "What each answer says").
+async fn answer_to_write(response: reqwest::Response) -> Answer {
+    match response.status() {
+        StatusCode::OK => match response.json::<WireUpdate>().await {
+            Ok(WireUpdate {
+                version,
+                changed: true,
+            }) => Answer::Changed { version },
+            Ok(WireUpdate { version, .. }) => Answer::Unchanged { version },
+            Err(_) => Answer::Unknown,
+        },
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
+            match response.json::<WireProblem>().await {
+                Ok(problem) if problem.kind.ends_with("/invalid-transition") => Answer::Refused,
+                Ok(WireProblem {
+                    current_version: Some(current),
+                    ..
+                }) => Answer::PreconditionFailed { current },
+                // The strategy gave up under contention: nothing was written.
+                Ok(_) => Answer::Failed { status: 409 },
+                Err(_) => Answer::Unknown,
+            }
+        }
+        // Refused before it was sent: nothing was written, so the model may rely on it.
+        StatusCode::SERVICE_UNAVAILABLE => match response.json::<WireProblem>().await {
+            Ok(problem) if problem.kind.ends_with("/replicas-missing") => {
+                Answer::Failed { status: 503 }
+            }
+            _ => Answer::Unknown,
+        },
+        status => definite_failure(status),
+    }
+}
+
+/// A status with no 2xx answer: a 5xx (a 503 included, but for `replicas-missing`: its write
+/// may be in place) is unknown; anything else said nothing changed.
 fn definite_failure(status: StatusCode) -> Answer {
     if status.is_server_error() {
         Answer::Unknown
@@ -428,4 +441,44 @@ struct WireProblem {
     kind: String,
     #[serde(default)]
     current_version: Option<JourneyVersion>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: serde_json::Value) -> reqwest::Response {
+        let http = axum::http::Response::builder()
+            .status(status)
+            .header("content-type", "application/problem+json")
+            .body(body.to_string())
+            .expect("a response");
+        reqwest::Response::from(http)
+    }
+
+    /// A 503 says nothing was written only when its problem says so: a refusal before the
+    /// write was sent is a definite failure, a write its replicas did not confirm is unknown.
+    #[tokio::test]
+    async fn a_refusal_that_wrote_nothing_is_definite_and_an_unconfirmed_write_is_unknown() {
+        let problem = |kind: &str| serde_json::json!({ "type": kind, "status": 503 });
+        assert_eq!(
+            answer_to_write(response(503, problem("/problems/replicas-missing"))).await,
+            Answer::Failed { status: 503 }
+        );
+        for unknown in ["/problems/not-replicated", "/problems/unavailable"] {
+            assert_eq!(
+                answer_to_write(response(503, problem(unknown))).await,
+                Answer::Unknown,
+                "{unknown}"
+            );
+        }
+        assert_eq!(
+            answer_to_write(response(503, serde_json::json!("not a problem"))).await,
+            Answer::Unknown
+        );
+        assert_eq!(
+            answer_to_write(response(429, problem("/problems/rate-limited"))).await,
+            Answer::Failed { status: 429 }
+        );
+    }
 }

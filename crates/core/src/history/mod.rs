@@ -14,8 +14,9 @@
 //! - 200 `changed: false`: the state already was the target;
 //! - 409 invalid-transition: the change is not allowed from the state (nothing changed);
 //! - 412 (an `If-Match` that named another version): nothing changed;
-//! - a 503, a timeout or no answer: unknown; it took effect at some point after its invocation
-//!   (applying the change if the state allowed it), or never;
+//! - a 503 `replicas-missing` (refused before it was sent), a 429, another 4xx: nothing changed;
+//! - any other 503, a timeout or no answer: unknown; it took effect at some point after its
+//!   invocation (applying the change if the state allowed it), or never;
 //! - a GET observes every register of its journey at one instant.
 //!
 //! The registers are independent (a segment's status never changes another's), so the history is
@@ -135,7 +136,8 @@ pub enum Answer {
     /// A definite refusal that changed nothing and says nothing of the state: a 409 from a
     /// strategy that gave up under contention, a 429, a 4xx.
     Failed { status: u16 },
-    /// A 503, a timeout, or no answer at all: it may have taken effect, or not.
+    /// A 503 (but `replicas-missing`), a timeout, or no answer at all: it may have taken
+    /// effect, or not.
     Unknown,
 }
 

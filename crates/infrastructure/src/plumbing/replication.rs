@@ -29,8 +29,10 @@
 //! # A shard without its replicas is refused fast
 //! A `WAIT` that comes back short, or a primary that answers `NOREPLICAS`
 //! (`min-replicas-to-write`), marks the primary as lacking: later writes for it are refused at
-//! once with [`StoreError::NotReplicated`], before anything is sent, instead of each waiting out
-//! the timeout. A probe (`INCR marker` + a short `WAIT` every [`PROBE_INTERVAL`]) clears the mark
+//! once with [`StoreError::ReplicasMissing`], before anything is sent, instead of each waiting
+//! out the timeout. The two answers differ on purpose: [`StoreError::NotReplicated`] says the
+//! write reached the primary and its fate is unknown (a failover may or may not keep it);
+//! [`StoreError::ReplicasMissing`] says nothing was written, so nothing of it can surface later. A probe (`INCR marker` + a short `WAIT` every [`PROBE_INTERVAL`]) clears the mark
 //! as soon as enough replicas confirm again. Primaries with their replicas are not affected.
 //!
 //! Optimistic transactions cannot share a connection (their `WATCH` is the connection's); they
@@ -168,8 +170,9 @@ impl Replication {
     /// only what the primary held when the batch ran (a no-op's acknowledgement).
     ///
     /// # Errors
-    /// [`StoreError::NotReplicated`] when too few replicas confirmed in time, or at once when
-    /// the primary is known to lack them (then nothing was sent); [`StoreError::Unavailable`]
+    /// [`StoreError::NotReplicated`] when too few replicas confirmed in time;
+    /// [`StoreError::ReplicasMissing`] at once when the primary is known to lack them (then
+    /// nothing was sent); [`StoreError::Unavailable`]
     /// when the primary cannot be reached or the connection failed before the `WAIT` answered
     /// (the outcome is unknown).
     pub(crate) async fn write(
@@ -360,7 +363,7 @@ impl Health {
     fn refuse(&self, wait: ReplicaWait) -> Result<(), StoreError> {
         if self.lacking.load(Ordering::Acquire) {
             crate::plumbing::telemetry::replica_refusal();
-            return Err(StoreError::NotReplicated {
+            return Err(StoreError::ReplicasMissing {
                 confirmed: self.confirmed.load(Ordering::Relaxed),
                 required: wait.replicas,
             });
@@ -693,10 +696,13 @@ impl CommitConnection {
                     retry.push(p);
                     continue;
                 }
-                Some(e) if e.code() == "NOREPLICAS" => Answer::Failed(StoreError::NotReplicated {
-                    confirmed: 0,
-                    required,
-                }),
+                // `min-replicas-to-write` refused this write itself: it did not run.
+                Some(e) if e.code() == "NOREPLICAS" => {
+                    Answer::Failed(StoreError::ReplicasMissing {
+                        confirmed: 0,
+                        required,
+                    })
+                }
                 // Executed (a script may have refused the change: its replies say so).
                 _ => match &verdict {
                     Ok(()) => Answer::Confirmed(values),
@@ -722,6 +728,13 @@ fn duplicate(e: &StoreError) -> StoreError {
             confirmed,
             required,
         } => StoreError::NotReplicated {
+            confirmed: *confirmed,
+            required: *required,
+        },
+        StoreError::ReplicasMissing {
+            confirmed,
+            required,
+        } => StoreError::ReplicasMissing {
             confirmed: *confirmed,
             required: *required,
         },

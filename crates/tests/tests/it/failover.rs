@@ -84,7 +84,10 @@ async fn a_write_whose_connection_dies_before_its_wait_is_never_acknowledged(str
         let retried = store
             .update_segment_status(&j.id, &segment_id(1), SegmentStatus::Boarding, None)
             .await;
-        let settled = matches!(retried, Err(StoreError::NotReplicated { .. }));
+        let settled = matches!(
+            retried,
+            Err(StoreError::NotReplicated { .. } | StoreError::ReplicasMissing { .. })
+        );
         answers.push(retried);
         if settled {
             break;
@@ -96,7 +99,12 @@ async fn a_write_whose_connection_dies_before_its_wait_is_never_acknowledged(str
         "{strategy}: acknowledged while the only replica was paused: {answers:?}"
     );
     assert!(
-        matches!(answers.last(), Some(Err(StoreError::NotReplicated { .. }))),
+        matches!(
+            answers.last(),
+            Some(Err(
+                StoreError::NotReplicated { .. } | StoreError::ReplicasMissing { .. }
+            ))
+        ),
         "{strategy}: {answers:?}"
     );
 }
@@ -212,7 +220,7 @@ async fn until_answered(
 }
 
 /// The primary serving `slot`, and its replica.
-fn primary_and_replica(
+pub(crate) fn primary_and_replica(
     cluster: &LocalRedis,
     slot: u16,
 ) -> (
@@ -245,7 +253,7 @@ fn primary_and_replica(
 /// promoted. Checked from the recorded history: no acknowledged update lost; none acknowledged
 /// for that shard once its only replica was paused (it could not hold it); every request
 /// answered within [`ANSWER_BOUND`]; after the failover the replica-less shard is refused with
-/// `not-replicated` without anything being written, `/ready` names it, and the other shards
+/// `replicas-missing` without anything being written, `/ready` names it, and the other shards
 /// keep acknowledging. `FLYRTECH_FAULT_ROUNDS` repeats it (`just faults`: 10).
 #[apply(every_strategy)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -362,15 +370,16 @@ async fn failover_round(strategy: Strategy, round: usize) {
     replica.signal("CONT").unwrap();
 
     // The replica is promoted; the shard now has no replica. Through each instance its writes
-    // are refused with not-replicated, fast, while the other shards acknowledge as usual.
+    // are refused before they are sent (replicas-missing), fast, while the other shards
+    // acknowledge as usual.
     for base in bases.iter() {
         until_answered(
             &probe,
             base,
             &victim_probe,
             30,
-            "refused as not replicated",
-            |a| a == &Err("/problems/not-replicated".to_owned()),
+            "refused as lacking replicas",
+            |a| a == &Err("/problems/replicas-missing".to_owned()),
         )
         .await;
     }
@@ -403,7 +412,7 @@ async fn failover_round(strategy: Strategy, round: usize) {
         .await;
         assert_eq!(
             refused,
-            Some(Err("/problems/not-replicated".to_owned())),
+            Some(Err("/problems/replicas-missing".to_owned())),
             "{strategy}"
         );
     }

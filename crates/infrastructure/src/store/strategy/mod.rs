@@ -365,8 +365,11 @@ impl RedisJourneyStore {
                     Ok(()) => report.created += 1,
                     Err(StoreError::AlreadyExists(_)) if unconfirmed => report.created += 1,
                     Err(StoreError::AlreadyExists(_)) => report.kept += 1,
-                    Err(StoreError::NotReplicated { .. }) if tries < SEED_TRIES => {
-                        unconfirmed = true;
+                    Err(
+                        e @ (StoreError::NotReplicated { .. } | StoreError::ReplicasMissing { .. }),
+                    ) if tries < SEED_TRIES => {
+                        // Only a write that was sent may be in place.
+                        unconfirmed |= matches!(e, StoreError::NotReplicated { .. });
                         tries += 1;
                         tokio::time::sleep(crate::plumbing::replication::PROBE_INTERVAL).await;
                         continue;
