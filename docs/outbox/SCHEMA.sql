@@ -57,13 +57,22 @@ CREATE TABLE IF NOT EXISTS processed_events (
     event_id     uuid        PRIMARY KEY,
     journey_id   text        NOT NULL,
     version      bigint      NOT NULL CHECK (version > 0),
-    outcome      text        NOT NULL CHECK (outcome IN ('applied', 'held', 'stale')),
+    outcome      text        NOT NULL,                  -- applied, held, replaced (applied in
+                                                        -- place of a change at its version),
+                                                        -- superseded (applied, then undone)
     processed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The outcomes a projector records (a database made before 'replaced' and 'superseded' gains
+-- them; 'stale' rows of earlier projectors stay valid).
+ALTER TABLE processed_events DROP CONSTRAINT IF EXISTS processed_events_outcome_check;
+ALTER TABLE processed_events ADD CONSTRAINT processed_events_outcome_check
+    CHECK (outcome IN ('applied', 'held', 'stale', 'replaced', 'superseded'));
+
 -- The per-journey position: the last version applied. Version n is applied only when
 -- last_version = n - 1 (the row is locked for that decision, so two projectors cannot both
--- apply n); later versions wait in held_events; n <= last_version is stale and ignored.
+-- apply n); later versions wait in held_events; an unseen n <= last_version replaces the
+-- changes applied from n on (SCHEMA.md, "A version given twice").
 CREATE TABLE IF NOT EXISTS journey_positions (
     journey_id   text        PRIMARY KEY,
     last_version bigint      NOT NULL DEFAULT 0 CHECK (last_version >= 0),
@@ -125,5 +134,9 @@ ALTER TABLE status_history ADD COLUMN IF NOT EXISTS trace_id text;
 
 CREATE INDEX IF NOT EXISTS status_history_by_segment
     ON status_history (journey_id, segment_id, version);
+
+-- What `flyrtech project` checks at start-up: a database with another mark (or none) gets this
+-- file again, which adds what it lacks.
+COMMENT ON TABLE processed_events IS 'flyrtech projection schema 2';
 
 COMMIT;

@@ -132,6 +132,19 @@ impl<T> Sequence<T> {
         self.applied
     }
 
+    /// Goes back to `to` as the last version applied, keeping what is parked. Undoing the
+    /// changes applied after it is the caller's work: the PostgreSQL projection does it when the
+    /// store gave a version it had published before to another change (a failover discarded the
+    /// first).
+    pub fn rewind(&mut self, to: JourneyVersion) {
+        self.applied = self.applied.min(to);
+    }
+
+    /// Takes the change parked at `version` out, if there is one.
+    pub fn unpark(&mut self, version: JourneyVersion) -> Option<T> {
+        self.parked.remove(&version)
+    }
+
     /// The parked changes, in version order.
     pub fn parked(&self) -> impl Iterator<Item = (&JourneyVersion, &T)> {
         self.parked.iter()
@@ -317,6 +330,25 @@ mod tests {
         assert_eq!(decide(false, v(1), v(4), true), Decision::Stale);
         assert_eq!(decide(false, v(3), v(3), false), Decision::Stale);
         assert_eq!(decide(false, v(3), v(1), false), Decision::Stale);
+    }
+
+    /// Rewound, a sequence takes the version it rewound past as the next one again; what was
+    /// parked stays parked until taken out.
+    #[test]
+    fn a_rewound_sequence_applies_the_version_again() {
+        let mut sequence = Sequence::default();
+        assert!(matches!(sequence.offer(v(1), "a1"), Offered::Applied(_)));
+        assert!(matches!(sequence.offer(v(2), "a2"), Offered::Applied(_)));
+        assert_eq!(sequence.offer(v(4), "a4"), Offered::Parked);
+        assert_eq!(sequence.offer(v(2), "b2"), Offered::Stale("b2"));
+        sequence.rewind(v(1));
+        assert_eq!(sequence.applied(), v(1));
+        assert_eq!(sequence.offer(v(2), "b2"), Offered::Applied(vec!["b2"]));
+        assert_eq!(sequence.unpark(v(4)), Some("a4"));
+        assert_eq!(sequence.unpark(v(4)), None);
+        assert_eq!(sequence.offer(v(3), "b3"), Offered::Applied(vec!["b3"]));
+        sequence.rewind(v(7));
+        assert_eq!(sequence.applied(), v(3), "rewinding never moves forward");
     }
 
     proptest! {

@@ -64,6 +64,8 @@ pub async fn project(
         duplicates = stats.changes.duplicates,
         held = stats.changes.held,
         stale = stats.changes.stale,
+        replaced = stats.changes.replaced,
+        superseded = stats.changes.superseded,
         rejected = stats.rejected,
         "projector stopped"
     );

@@ -22,8 +22,13 @@ pub enum Outcome {
     Duplicate,
     /// Ahead of the journey's position: held until its predecessor arrives.
     Held,
-    /// At or below the journey's position: ignored.
+    /// At or below the journey's position: ignored. No longer decided (an unseen change at an
+    /// applied version replaces what was there); kept for the rows of earlier projectors.
     Stale,
+    /// Applied in place of another change at the same version, which it superseded.
+    Replaced,
+    /// Applied once, then undone: the store gave its version to another change.
+    Superseded,
 }
 
 impl Outcome {
@@ -33,6 +38,8 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Held => "held",
             Self::Stale => "stale",
+            Self::Replaced => "replaced",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -49,6 +56,11 @@ pub struct BatchStats {
     pub duplicates: u64,
     pub held: u64,
     pub stale: u64,
+    /// Applied in place of a change at the same version (counted in `applied` too).
+    pub replaced: u64,
+    /// Applied (or held) earlier, then undone because the store gave their version to another
+    /// change.
+    pub superseded: u64,
 }
 
 impl std::ops::AddAssign for BatchStats {
@@ -59,6 +71,8 @@ impl std::ops::AddAssign for BatchStats {
         self.duplicates += o.duplicates;
         self.held += o.held;
         self.stale += o.stale;
+        self.replaced += o.replaced;
+        self.superseded += o.superseded;
     }
 }
 
@@ -186,19 +200,64 @@ async fn apply_in(
     }
 
     // 3. Decide (flyrtech_core::consumer::decide), per journey in version order: apply what
-    // follows the position and what it releases, hold what is beyond it, drop what is at or
-    // below it or claims a version already held.
+    // follows the position and what it releases, hold what is beyond it. A change not seen
+    // before at a version already applied or held replaces what is there (module docs, "A
+    // version given twice"): the changes from that version on are undone, and it is offered
+    // again.
     let mut fresh = fresh;
     fresh.sort_by_key(|e| (e.journey_id.as_str(), version(e)));
-    let mut outcomes: Vec<(Uuid, Outcome)> = Vec::new();
+    let mut outcomes: HashMap<Uuid, Outcome> = HashMap::new();
     let mut to_apply: Vec<Envelope> = Vec::new();
     let mut released: Vec<(String, i64)> = Vec::new();
+    // Journeys whose stored changes from a version on are undone, and held changes replaced.
+    let mut rewinds: BTreeMap<String, i64> = BTreeMap::new();
+    let mut unheld: Vec<(String, i64)> = Vec::new();
     for envelope in fresh {
-        let Some(sequence) = sequences.get_mut(envelope.journey_id.as_str()) else {
+        let journey = envelope.journey_id.to_string();
+        let Some(sequence) = sequences.get_mut(&journey) else {
             continue;
         };
-        match sequence.offer(envelope.version, (envelope.clone(), false)) {
+        let v = envelope.version;
+        let mut replacing = false;
+        let offered = match sequence.offer(v, (envelope.clone(), false)) {
+            Offered::Stale((again, _)) => {
+                replacing = true;
+                stats.replaced += 1;
+                if v > sequence.applied() {
+                    // Another change waits at this version: this one takes its place.
+                    if let Some((old, was_held)) = sequence.unpark(v) {
+                        if was_held {
+                            unheld.push((journey.clone(), version(&old)));
+                        }
+                        outcomes.extend(change_id(&old).map(|id| (id, Outcome::Superseded)));
+                        stats.superseded += 1;
+                    }
+                } else {
+                    // Undo what this batch applied from `v` on, and what the database holds.
+                    let (kept, undone): (Vec<Envelope>, Vec<Envelope>) = to_apply
+                        .into_iter()
+                        .partition(|e| e.journey_id != envelope.journey_id || e.version < v);
+                    to_apply = kept;
+                    for e in &undone {
+                        outcomes.extend(change_id(e).map(|id| (id, Outcome::Superseded)));
+                    }
+                    stats.superseded += undone.len() as u64;
+                    if positions
+                        .get(&journey)
+                        .is_some_and(|p| *p >= version(&again))
+                    {
+                        let from = rewinds.entry(journey.clone()).or_insert(i64::MAX);
+                        *from = (*from).min(version(&again));
+                    }
+                    sequence.rewind(JourneyVersion::new(v.get().saturating_sub(1)));
+                }
+                sequence.offer(v, (again, false))
+            }
+            other => other,
+        };
+        match offered {
             Offered::Stale((stale, _)) => {
+                // Not reached: a rewound or unparked version is free. Kept as the rule says.
                 outcomes.extend(change_id(&stale).map(|id| (id, Outcome::Stale)));
                 stats.stale += 1;
             }
@@ -209,7 +268,12 @@ async fn apply_in(
                         released.push((change.journey_id.to_string(), version(&change)));
                         stats.released += 1;
                     }
-                    outcomes.extend(change_id(&change).map(|id| (id, Outcome::Applied)));
+                    let outcome = if replacing && change_id(&change) == change_id(envelope) {
+                        Outcome::Replaced
+                    } else {
+                        Outcome::Applied
+                    };
+                    outcomes.extend(change_id(&change).map(|id| (id, outcome)));
                     to_apply.push(change);
                 }
             }
@@ -232,7 +296,19 @@ async fn apply_in(
     }
     stats.applied = to_apply.len() as u64;
 
-    // 4. Write it all.
+    // 4. Write it all: first what is undone, so that what replaces it finds its place free.
+    for (journey, from) in &rewinds {
+        stats.superseded += rewind(tx, journey, *from, &ids).await?;
+    }
+    if !unheld.is_empty() {
+        let (journeys, versions): (Vec<String>, Vec<i64>) = unheld.into_iter().unzip();
+        tx.execute(
+            "DELETE FROM held_events h USING unnest($1::text[], $2::bigint[]) AS u(j, v) \
+             WHERE h.journey_id = u.j AND h.version = u.v",
+            &[&journeys, &versions],
+        )
+        .await?;
+    }
     project(tx, &to_apply).await?;
     if !newly_held.is_empty() {
         let journeys: Vec<String> = newly_held
@@ -282,6 +358,78 @@ async fn apply_in(
         .filter_map(|e| e.events.first().map(|ev| ev.occurred_at))
         .collect();
     Ok(AppliedBatch { stats, occurred_at })
+}
+
+/// Undoes the changes of `journey` the projection applied at `from` and later (those of
+/// earlier batches: not `batch`, the ids this one received): their history rows go, their
+/// `processed_events` rows say `superseded` (a redelivery stays a duplicate), and each status
+/// they set is what the remaining history last set (no row when none did, as before any
+/// change). Answers how many changes were undone.
+async fn rewind(
+    tx: &impl GenericClient,
+    journey: &str,
+    from: i64,
+    batch: &[Uuid],
+) -> Result<u64, ProjectionError> {
+    let undone = tx
+        .execute(
+            "UPDATE processed_events SET outcome = 'superseded' \
+             WHERE journey_id = $1 AND version >= $2 AND outcome IN ('applied', 'replaced') \
+               AND NOT event_id = ANY($3)",
+            &[&journey, &from, &batch],
+        )
+        .await?;
+    let completed_undone: bool = tx
+        .query_one(
+            "WITH gone AS (DELETE FROM status_history WHERE journey_id = $1 AND version >= $2 \
+                           RETURNING event_type) \
+             SELECT count(*) FILTER (WHERE event_type = 'JourneyCompleted') > 0 FROM gone",
+            &[&journey, &from],
+        )
+        .await?
+        .get(0);
+    // Each segment and the journey itself: the last status the remaining history set.
+    tx.execute(
+        "WITH last AS (SELECT DISTINCT ON (segment_id) segment_id, to_status, version, occurred_at \
+                       FROM status_history \
+                       WHERE journey_id = $1 AND event_type = 'SegmentStatusChanged' \
+                       ORDER BY segment_id, version DESC, position DESC) \
+         UPDATE projected_segments s \
+            SET status = last.to_status, version = last.version, updated_at = last.occurred_at \
+           FROM last WHERE s.journey_id = $1 AND s.segment_id = last.segment_id AND s.version >= $2",
+        &[&journey, &from],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM projected_segments WHERE journey_id = $1 AND version >= $2",
+        &[&journey, &from],
+    )
+    .await?;
+    tx.execute(
+        "WITH last AS (SELECT to_status, version, occurred_at FROM status_history \
+                       WHERE journey_id = $1 AND event_type = 'JourneyStatusChanged' \
+                       ORDER BY version DESC, position DESC LIMIT 1) \
+         UPDATE projected_journeys j \
+            SET status = last.to_status, version = last.version, updated_at = last.occurred_at \
+           FROM last WHERE j.journey_id = $1 AND j.version >= $2",
+        &[&journey, &from],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM projected_journeys WHERE journey_id = $1 AND version >= $2",
+        &[&journey, &from],
+    )
+    .await?;
+    if completed_undone {
+        tx.execute(
+            "UPDATE projected_journeys \
+                SET completed_at = NULL, customer_id = NULL, total_amount_cents = NULL \
+              WHERE journey_id = $1",
+            &[&journey],
+        )
+        .await?;
+    }
+    Ok(undone)
 }
 
 fn version(envelope: &Envelope) -> i64 {

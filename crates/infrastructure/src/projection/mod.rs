@@ -10,8 +10,24 @@
 //!   cannot both apply n;
 //! - **early**: a later version waits in `held_events` and is applied, in order, by the
 //!   transaction that applies its predecessor;
-//! - **stale**: a version at or below the position (never from a correct store: two changes
-//!   committed the same version, which is a lost update) is recorded and ignored.
+//! - **a version given twice**: an unseen change at a version already applied (or held)
+//!   replaces what is there (below).
+//!
+//! # A version given twice
+//! The store gives each change of a journey the next version. It gives one version to two
+//! changes in two ways: the `naive` strategy lost an update (both read the same version), or a
+//! failover discarded a change that had already been published (replication is asynchronous;
+//! with `--wait-replicas` the relay publishes only what the replicas hold, so this needs a
+//! deployment without it) and the promoted replica gave its version to the next change. Either
+//! way the later change is the one the store holds, and a projection that kept the first
+//! (ignoring the second as stale) would disagree with the store for good. So the later one
+//! **replaces** it: every change the projection applied from that version on is undone (its
+//! history rows removed, its `processed_events` row marked `superseded`, each status it set put
+//! back to what the remaining history last set), the position goes back to the version before,
+//! and the new change is applied as the next one; the store's later changes follow it as usual.
+//! A superseded change that is delivered again is a duplicate. `projector_changes_total`
+//! counts both sides (`replaced`, `superseded`), and `FlyrtechProjectorStaleVersions` pages on
+//! them: the runbook says how to tell the failover from the lost update.
 //!
 //! A batch of changes is decided and written in **one transaction**: the `processed_events`
 //! rows, the position, the projected statuses, the history and the held changes commit

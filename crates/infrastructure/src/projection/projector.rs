@@ -180,6 +180,8 @@ fn record(applied: &AppliedBatch) {
         ("duplicate", s.duplicates),
         ("held", s.held),
         ("stale", s.stale),
+        ("replaced", s.replaced),
+        ("superseded", s.superseded),
     ] {
         if n > 0 {
             metrics::counter!("projector_changes_total", "outcome" => outcome).increment(n);

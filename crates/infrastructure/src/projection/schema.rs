@@ -36,8 +36,12 @@ pub async fn connect(url: &str) -> Result<Client, ProjectionError> {
     Ok(client)
 }
 
-/// Applies [`SCHEMA_SQL`] when any of its consumer tables is missing, or a column added since
-/// (`status_history.trace_id`); answers whether it did.
+/// The mark [`SCHEMA_SQL`] leaves on `processed_events` (its table comment): a database without
+/// it was made by an earlier schema, and gets the file again, which adds what it lacks.
+const SCHEMA_MARK: &str = "flyrtech projection schema 2";
+
+/// Applies [`SCHEMA_SQL`] when any of its consumer tables is missing, or the database was made
+/// by an earlier schema (no [`SCHEMA_MARK`]); answers whether it did.
 ///
 /// # Errors
 /// [`ProjectionError::Postgres`].
@@ -47,10 +51,9 @@ pub async fn ensure_schema(client: &Client) -> Result<bool, ProjectionError> {
             .query_one(
                 "SELECT (SELECT count(*) FROM unnest($1::text[]) AS t(name) \
                          WHERE to_regclass(t.name) IS NULL) \
-                      + (SELECT count(*) FROM (SELECT to_regclass('status_history') AS t) AS h \
-                         WHERE h.t IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute \
-                           WHERE attrelid = h.t AND attname = 'trace_id' AND NOT attisdropped))",
-                &[&TABLES.to_vec()],
+                      + CASE WHEN obj_description(to_regclass('processed_events'), 'pg_class') \
+                                  IS NOT DISTINCT FROM $2 THEN 0 ELSE 1 END",
+                &[&TABLES.to_vec(), &SCHEMA_MARK],
             )
             .await?;
         Ok::<i64, ProjectionError>(row.get(0))
@@ -84,4 +87,21 @@ pub async fn ensure_schema(client: &Client) -> Result<bool, ProjectionError> {
 pub(super) fn namespace(name: &str) -> i32 {
     let n = crate::events::nats::partition_of(name, i32::MAX.unsigned_abs());
     i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start-up check looks for the mark the file leaves: a file that forgot to set it
+    /// would be applied at every start, one that set another would never be.
+    #[test]
+    fn the_schema_file_leaves_the_mark_start_up_looks_for() {
+        assert!(
+            SCHEMA_SQL.contains(&format!(
+                "COMMENT ON TABLE processed_events IS '{SCHEMA_MARK}';"
+            )),
+            "docs/outbox/SCHEMA.sql must end by marking the database with {SCHEMA_MARK:?}"
+        );
+    }
 }

@@ -256,31 +256,292 @@ async fn changes_of_one_journey_are_applied_in_version_order_whatever_the_delive
     assert_eq!(status, "Cancelled");
 }
 
-/// Two different changes that claim one version (the naive store's lost update): the first
-/// applied is kept, the other is recorded as stale and changes nothing.
+/// Two different changes that claim one version (a failover that discarded the first after it
+/// was published, or the naive store's lost update): the later one is what the store holds, so
+/// it replaces the first, whether they arrive in one batch or two.
 #[tokio::test]
-async fn a_second_change_at_a_version_already_applied_is_stale() {
+async fn a_second_change_at_a_version_already_applied_replaces_it() {
+    let Some(pg) = postgres() else { return };
+    let mut client = database(&pg).await;
+    for together in [false, true] {
+        let id = unique_id("PRJ");
+        let first = change(&id, 1, SegmentStatus::Scheduled, SegmentStatus::Delayed);
+        let later = change(&id, 1, SegmentStatus::Scheduled, SegmentStatus::Boarding);
+        let s = if together {
+            apply_batch(&mut client, &[first.clone(), later.clone()])
+                .await
+                .unwrap()
+                .stats
+        } else {
+            apply_batch(&mut client, std::slice::from_ref(&first))
+                .await
+                .unwrap();
+            apply_batch(&mut client, std::slice::from_ref(&later))
+                .await
+                .unwrap()
+                .stats
+        };
+        assert_eq!(
+            (s.replaced, s.superseded, s.stale),
+            (1, 1, 0),
+            "together: {together}"
+        );
+        assert_eq!(
+            segment_status(&client, &id).await.as_deref(),
+            Some("Boarding")
+        );
+        assert_eq!(position(&client, &id).await, 1);
+        assert_eq!(outcomes(&client, &id).await, ["replaced", "superseded"]);
+        // The history holds the later change only; the first, delivered again, is a duplicate.
+        assert_eq!(
+            history(&client, &id).await,
+            [(1, Some("Boarding".to_owned()))]
+        );
+        let again = apply_batch(&mut client, &[first]).await.unwrap().stats;
+        assert_eq!((again.duplicates, again.applied), (1, 0));
+        assert_eq!(
+            segment_status(&client, &id).await.as_deref(),
+            Some("Boarding")
+        );
+    }
+}
+
+/// A failover discarded versions 2 and 3 after they were projected; the store gave version 2 to
+/// another change. Both are undone, each status goes back to what the remaining history set (a
+/// segment nothing else touched loses its row; a completion is forgotten), and the store's own
+/// changes follow from there.
+#[tokio::test]
+async fn a_reused_version_undoes_every_change_from_it_on() {
+    use SegmentStatus::{Boarding, Delayed, Scheduled};
     let Some(pg) = postgres() else { return };
     let mut client = database(&pg).await;
     let id = unique_id("PRJ");
-    let kept = change(&id, 1, SegmentStatus::Scheduled, SegmentStatus::Delayed);
-    let lost = change(&id, 1, SegmentStatus::Scheduled, SegmentStatus::Boarding);
-    apply_batch(&mut client, &[kept]).await.unwrap();
-    let s = apply_batch(&mut client, &[lost]).await.unwrap().stats;
-    assert_eq!((s.applied, s.stale), (0, 1));
+    let segment = |n: usize, from, to| EventKind::SegmentStatusChanged {
+        segment_id: segment_id(n),
+        from,
+        to,
+    };
+    let journey_status = |from, to| EventKind::JourneyStatusChanged { from, to };
+    let change = |version: u64, kinds: Vec<EventKind>| {
+        Envelope::new(
+            kinds
+                .into_iter()
+                .map(|kind| DomainEvent {
+                    id: EventId::new(),
+                    journey_id: id.clone(),
+                    version: JourneyVersion::new(version),
+                    occurred_at: t0(),
+                    kind,
+                })
+                .collect(),
+        )
+        .unwrap()
+    };
+    let kept = change(
+        1,
+        vec![
+            journey_status(JourneyStatus::Confirmed, JourneyStatus::InProgress),
+            segment(0, Scheduled, Delayed),
+        ],
+    );
+    let phantom_2 = change(2, vec![segment(0, Delayed, Boarding)]);
+    let phantom_3 = change(
+        3,
+        vec![
+            journey_status(JourneyStatus::InProgress, JourneyStatus::Completed),
+            EventKind::JourneyCompleted {
+                customer_id: "someone@example.com".into(),
+                total_amount_cents: 85050,
+                completed_at: t0(),
+            },
+            segment(1, Scheduled, Delayed),
+        ],
+    );
+    apply_batch(&mut client, &[kept, phantom_2]).await.unwrap();
+    apply_batch(&mut client, &[phantom_3]).await.unwrap();
+    assert_eq!(position(&client, &id).await, 3);
+    let journey_row = async |client: &Client| {
+        let id = id.to_string();
+        client
+            .query_one(
+                "SELECT status, version, completed_at IS NOT NULL FROM projected_journeys \
+                 WHERE journey_id = $1",
+                &[&id],
+            )
+            .await
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, bool>(2),
+                )
+            })
+            .ok()
+    };
+    assert_eq!(
+        journey_row(&client).await,
+        Some(("Completed".to_owned(), 3, true))
+    );
+
+    // The store's version 2, then 3.
+    let reused = change(2, vec![segment(1, Scheduled, Boarding)]);
+    let next = change(3, vec![segment(0, Delayed, Scheduled)]);
+    let s = apply_batch(&mut client, &[reused]).await.unwrap().stats;
+    assert_eq!((s.applied, s.replaced, s.superseded), (1, 1, 2));
+    assert_eq!(position(&client, &id).await, 2);
+    let segments = async |client: &Client| {
+        let id = id.to_string();
+        client
+            .query(
+                "SELECT segment_id, status, version FROM projected_segments \
+                 WHERE journey_id = $1 ORDER BY segment_id",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        segments(&client).await,
+        [
+            (segment_id(0).to_string(), "Delayed".to_owned(), 1),
+            (segment_id(1).to_string(), "Boarding".to_owned(), 2),
+        ]
+    );
+    assert_eq!(
+        journey_row(&client).await,
+        Some(("InProgress".to_owned(), 1, false)),
+        "back to what version 1 set, the completion forgotten"
+    );
+    apply_batch(&mut client, &[next]).await.unwrap();
+    assert_eq!(position(&client, &id).await, 3);
+    assert_eq!(
+        segments(&client).await[0],
+        (segment_id(0).to_string(), "Scheduled".to_owned(), 3)
+    );
+    assert_eq!(
+        history(&client, &id).await,
+        [
+            (1, Some("InProgress".to_owned())),
+            (1, Some("Delayed".to_owned())),
+            (2, Some("Boarding".to_owned())),
+            (3, Some("Scheduled".to_owned()))
+        ]
+    );
+    assert_eq!(
+        outcomes(&client, &id).await,
+        ["applied", "applied", "replaced", "superseded", "superseded"]
+    );
+}
+
+/// A database made by the schema before replacements (its outcomes' check knew only applied,
+/// held and stale, and it carries no mark) is brought up to date at start-up, and then takes a
+/// replacement.
+#[tokio::test]
+async fn a_database_of_the_earlier_schema_is_upgraded_at_start_up() {
+    let Some(pg) = postgres() else { return };
+    let mut client = database(&pg).await;
+    client
+        .batch_execute(
+            "ALTER TABLE processed_events DROP CONSTRAINT processed_events_outcome_check; \
+             ALTER TABLE processed_events ADD CONSTRAINT processed_events_outcome_check \
+               CHECK (outcome IN ('applied', 'held', 'stale')); \
+             COMMENT ON TABLE processed_events IS NULL;",
+        )
+        .await
+        .unwrap();
+    assert!(
+        projection::ensure_schema(&client).await.unwrap(),
+        "upgraded"
+    );
+    assert!(!projection::ensure_schema(&client).await.unwrap(), "once");
+    let id = unique_id("PRJ");
+    apply_batch(
+        &mut client,
+        &[change(
+            &id,
+            1,
+            SegmentStatus::Scheduled,
+            SegmentStatus::Delayed,
+        )],
+    )
+    .await
+    .unwrap();
+    let s = apply_batch(
+        &mut client,
+        &[change(
+            &id,
+            1,
+            SegmentStatus::Scheduled,
+            SegmentStatus::Boarding,
+        )],
+    )
+    .await
+    .unwrap()
+    .stats;
+    assert_eq!((s.replaced, s.superseded), (1, 1));
+}
+
+/// A change held behind a gap at a version that another change then claims: the later one
+/// takes its place, and is applied once the gap fills.
+#[tokio::test]
+async fn a_held_change_is_replaced_by_a_later_one_at_its_version() {
+    use SegmentStatus::{Boarding, Delayed, Scheduled};
+    let Some(pg) = postgres() else { return };
+    let mut client = database(&pg).await;
+    let id = unique_id("PRJ");
+    let first = change(&id, 1, Scheduled, Delayed);
+    let held_first = change(&id, 2, Delayed, Scheduled);
+    let held_later = change(&id, 2, Delayed, Boarding);
+    apply_batch(&mut client, &[held_first]).await.unwrap();
+    let s = apply_batch(&mut client, &[held_later]).await.unwrap().stats;
+    assert_eq!((s.replaced, s.superseded, s.held), (1, 1, 1));
+    assert_eq!(held(&client, &id).await, 1);
+    apply_batch(&mut client, &[first]).await.unwrap();
+    assert_eq!(position(&client, &id).await, 2);
     assert_eq!(
         segment_status(&client, &id).await.as_deref(),
-        Some("Delayed")
+        Some("Boarding")
     );
-    assert_eq!(
-        count(
-            &client,
-            "SELECT count(*) FROM processed_events WHERE journey_id = $1 AND outcome = 'stale'",
-            &id
+}
+
+/// The `processed_events` outcomes of `id`, sorted.
+async fn outcomes(client: &Client, id: &JourneyId) -> Vec<String> {
+    let mut all: Vec<String> = client
+        .query(
+            "SELECT outcome FROM processed_events WHERE journey_id = $1",
+            &[&id.to_string()],
         )
-        .await,
-        1
-    );
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    all.sort();
+    all
+}
+
+/// `(version, to_status)` of every history row of `id`, in version order.
+async fn history(client: &Client, id: &JourneyId) -> Vec<(i64, Option<String>)> {
+    client
+        .query(
+            "SELECT version, to_status FROM status_history WHERE journey_id = $1 \
+             ORDER BY version, position",
+            &[&id.to_string()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 /// JetStream drops a republished entry inside its duplicate window (`Nats-Msg-Id`).
