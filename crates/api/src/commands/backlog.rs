@@ -1,18 +1,19 @@
 //! `flyrtech backlog`: how fast one relay drains a backlog of outbox entries (default
-//! 1,000,000), with the bus' per-journey order checked afterwards. `fill_outbox` is shared
-//! with `project-bench`.
+//! 1,000,000), with the bus' per-journey order checked afterwards; with `--wait-replicas N` or
+//! `--wait-aof N` the relay confirms each batch as `relay` does (what that costs:
+//! `tools/relay-confirm/price.sh`). `fill_outbox` is shared with `project-bench`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 use flyrtech_core::{BusError, JourneyId};
-use flyrtech_infrastructure::Redis;
 use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::events::relay::Relay;
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
 use flyrtech_infrastructure::store::outbox::{self, Fields};
+use flyrtech_infrastructure::{Confirmation, Redis, ReplicaWait};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -27,7 +28,7 @@ use crate::config::Settings;
 pub async fn run(args: &BacklogArgs, settings: Settings) -> anyhow::Result<i32> {
     let (_deployment, redis) = connect(&settings, "backlog").await?;
     let report = tokio::select! {
-        report = backlog(args, redis) => report?,
+        report = backlog(args, redis, settings.replicas) => report?,
         () = shutdown_signal() => anyhow::bail!("interrupted"),
     };
     emit(&report, args.json.as_deref())?;
@@ -74,14 +75,23 @@ pub struct BacklogReport {
     pub left_in_outbox: u64,
     /// Per-journey order on the bus held (every journey's versions strictly increasing).
     pub order_kept: bool,
+    /// What each batch waited for before it was published: `WAIT 1`, `WAITAOF 1 1`, or none.
+    pub confirm: Option<String>,
+    /// Batches held because their replicas did not confirm them in time (read again later).
+    pub unconfirmed_batches: u64,
 }
 
 /// Fills the outbox with `entries` valid entries over `journeys` journeys, then drains it with
-/// one relay publishing to a fresh bus stream, and measures the rate.
+/// one relay publishing to a fresh bus stream, each batch confirmed by `confirm`'s replicas when
+/// given, and measures the rate.
 ///
 /// # Errors
 /// Bad flags or Redis failures.
-pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<BacklogReport> {
+pub async fn backlog(
+    args: &BacklogArgs,
+    redis: Redis,
+    confirm: Option<ReplicaWait>,
+) -> anyhow::Result<BacklogReport> {
     if args.entries == 0 || args.journeys == 0 {
         anyhow::bail!("--entries and --journeys must each be at least 1");
     }
@@ -107,8 +117,11 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
     );
 
     let bus = super::relay::bus_redis(&args.relay.bus, &redis).await?;
-    let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None);
-    let settings = args.relay.settings()?;
+    let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None).confirmed(confirm);
+    let settings = RelaySettings {
+        confirm,
+        ..args.relay.settings()?
+    };
     let (batch, parallel) = (settings.batch, settings.parallel);
     let relay = Relay::new(redis.clone(), publisher, settings).await?;
     let drain = Instant::now();
@@ -138,6 +151,11 @@ pub async fn backlog(args: &BacklogArgs, redis: Redis) -> anyhow::Result<Backlog
         published: stats.published,
         left_in_outbox,
         order_kept,
+        confirm: confirm.map(|w| match w.confirmation {
+            Confirmation::Received => format!("WAIT {}", w.replicas),
+            Confirmation::OnDisk => format!("WAITAOF 1 {}", w.replicas),
+        }),
+        unconfirmed_batches: stats.unconfirmed,
     })
 }
 

@@ -9,9 +9,9 @@ use flyrtech_infrastructure::events::nats::{
     JetStream, JetStreamPublisher, StreamLimits, StreamSettings,
 };
 use flyrtech_infrastructure::events::publisher::{Bus, RedisStreamPublisher};
-use flyrtech_infrastructure::events::relay::{Relay, RelayStats};
+use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, RelayStats};
 use flyrtech_infrastructure::plumbing::keys;
-use flyrtech_infrastructure::{Redis, RedisSettings, dataset};
+use flyrtech_infrastructure::{Redis, RedisSettings, ReplicaWait, dataset};
 
 use super::{DONE, connect, shutdown_signal};
 use crate::config::{BusArgs, RelayArgs, Settings};
@@ -25,10 +25,18 @@ pub async fn run(args: &RelayArgs, settings: Settings) -> anyhow::Result<i32> {
     let (_deployment, redis) = connect(&settings, "relay").await?;
     // The relay reads only the outbox, which both layouts share: it serves any dataset.
     // Its entries carry no TTL either: refuse a Redis that may evict them.
-    flyrtech_infrastructure::plumbing::server::check(&redis, settings.allow_eviction).await?;
+    let facts =
+        flyrtech_infrastructure::plumbing::server::check(&redis, settings.allow_eviction).await?;
+    // The same check serve makes: --wait-aof needs an engine with WAITAOF and an AOF.
+    if settings
+        .replicas
+        .is_some_and(|w| w.confirmation == flyrtech_infrastructure::Confirmation::OnDisk)
+    {
+        facts.can_wait_aof()?;
+    }
     let state = dataset::state(&redis).await?;
-    tracing::info!(dataset = %state, "relaying the outbox");
-    relay(args, redis, shutdown_signal()).await?;
+    tracing::info!(dataset = %state, confirm = ?settings.replicas, "relaying the outbox");
+    relay(args, redis, settings.replicas, shutdown_signal()).await?;
     Ok(DONE)
 }
 
@@ -44,11 +52,17 @@ pub async fn bus_redis(bus: &BusArgs, journeys: &Redis) -> Result<Redis, StoreEr
     }
 }
 
-/// The publisher `bus` names: JetStream with `--bus`, else the Redis stream.
+/// The publisher `bus` names: JetStream with `--bus`, else the Redis stream, whose batches
+/// `confirm` confirms as the outbox's are (a JetStream publication is confirmed by its
+/// acknowledgement).
 ///
 /// # Errors
 /// [`BusError`] when the bus cannot be reached, or `--bus` is not a `nats://` URL.
-pub async fn publisher(bus: &BusArgs, journeys: &Redis) -> Result<Bus, BusError> {
+pub async fn publisher(
+    bus: &BusArgs,
+    journeys: &Redis,
+    confirm: Option<ReplicaWait>,
+) -> Result<Bus, BusError> {
     match &bus.bus {
         Some(url) if url.starts_with("nats://") => {
             Ok(Bus::JetStream(Box::new(JetStreamPublisher::new(
@@ -71,25 +85,33 @@ pub async fn publisher(bus: &BusArgs, journeys: &Redis) -> Result<Bus, BusError>
             "--bus",
             format!("{other:?} is not a nats:// URL"),
         ))),
-        None => Ok(Bus::Redis(RedisStreamPublisher::new(
-            bus_redis(bus, journeys).await?,
-            bus.events_stream().to_owned(),
-            Some(bus.retention()),
-        ))),
+        None => Ok(Bus::Redis(
+            RedisStreamPublisher::new(
+                bus_redis(bus, journeys).await?,
+                bus.events_stream().to_owned(),
+                Some(bus.retention()),
+            )
+            .confirmed(confirm),
+        )),
     }
 }
 
-/// Runs the relay until `shutdown` (or, with `--drain`, until the outbox is empty).
+/// Runs the relay until `shutdown` (or, with `--drain`, until the outbox is empty), publishing
+/// only what `confirm`'s replicas hold when the deployment confirms writes.
 ///
 /// # Errors
 /// Bad flags, Redis unreachable at start, or a failing metrics listener.
 pub async fn relay(
     args: &RelayArgs,
     redis: Redis,
+    confirm: Option<ReplicaWait>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RelayStats> {
-    let settings = args.settings()?;
-    let publisher = publisher(&args.bus, &redis).await?;
+    let settings = RelaySettings {
+        confirm,
+        ..args.settings()?
+    };
+    let publisher = publisher(&args.bus, &redis, confirm).await?;
     super::serve_metrics(args.metrics_listen, "relay").await?;
     let relay = Relay::new(redis, publisher, settings).await?;
     tracing::info!(
@@ -111,6 +133,7 @@ pub async fn relay(
         redelivered = stats.redelivered,
         parked = stats.parked,
         batches = stats.batches,
+        unconfirmed = stats.unconfirmed,
         "relay stopped"
     );
     Ok(stats)

@@ -168,6 +168,7 @@ impl RelayArgs {
             max_deliveries: self.max_deliveries.unwrap_or(d.max_deliveries),
             poll_interval: ms(self.poll_ms, d.poll_interval),
             publish_delay: ms(self.publish_delay_ms, d.publish_delay),
+            confirm: None,
         };
         if settings.batch == 0 || settings.parallel == 0 || settings.max_deliveries == 0 {
             return Err(flyrtech_core::InvalidInput::new(

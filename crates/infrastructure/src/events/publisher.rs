@@ -16,6 +16,15 @@
 //!   behind would take Redis down with it. What that drops is counted in
 //!   `bus_trimmed_over_cap_total` and logged as a warning naming the lagging groups.
 //!
+//! # Confirmed publishing ([`RedisStreamPublisher::confirmed`])
+//! When the deployment confirms writes (`--wait-replicas`, `--wait-aof`), the relay publishes
+//! only outbox entries its replicas hold, and then acknowledges them. The bus stream lives on a
+//! primary too: an `XADD` a failover discards after the relay acknowledged its outbox entry is
+//! a change lost on the way out (on a cluster the stream and the outbox shard are on different
+//! primaries, so replication order does not save it). So each batch is appended in one pipeline
+//! with a `WAIT` for the same count (`crate::plumbing::replication`), and a shortfall is a
+//! failed publication: the relay keeps the entries and publishes them again.
+//!
 //! Other buses plug in by implementing [`EventPublisher`]: NATS JetStream is built in
 //! ([`super::nats`]), and [`Bus`] is the relay's choice between the two at start-up. A Kafka adapter
 //! (none is built) would produce with the journey id as the record key (one partition per journey keeps
@@ -29,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
+use crate::plumbing::replication::{ReplicaWait, Replication};
 use flyrtech_core::{BusError, Envelope, EventPublisher, PublishError, StoreError};
 use redis::Value;
 
@@ -64,6 +74,8 @@ pub struct RedisStreamPublisher {
     stream: String,
     retention: Option<Retention>,
     trimmed_at: Arc<Mutex<Option<Instant>>>,
+    /// Each batch's confirmation, when the deployment asks for one (module docs).
+    replication: Option<Arc<Replication>>,
 }
 
 /// What one consumer group still needs of the stream.
@@ -141,7 +153,17 @@ impl RedisStreamPublisher {
             stream: stream.into(),
             retention,
             trimmed_at: Arc::new(Mutex::new(None)),
+            replication: None,
         }
+    }
+
+    /// This publisher, appending each batch with a confirmation by `wait`'s replicas (module
+    /// docs, "Confirmed publishing"); `None` leaves it as it is.
+    #[must_use]
+    pub fn confirmed(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.replication =
+            wait.map(|wait| Arc::new(Replication::new(Arc::clone(self.redis.nodes()), wait)));
+        self
     }
 
     /// What each consumer group registered on the stream still needs.
@@ -297,14 +319,14 @@ impl EventPublisher for RedisStreamPublisher {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut appends = Vec::with_capacity(batch.len());
         for envelope in batch {
             let json = serde_json::to_string(envelope).map_err(|e| PublishError::Rejected {
                 published: 0,
                 reason: e.to_string(),
             })?;
-            pipe.cmd("XADD")
-                .arg(&self.stream)
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(&self.stream)
                 .arg("*")
                 .arg("journey")
                 .arg(envelope.journey_id.as_str())
@@ -312,17 +334,38 @@ impl EventPublisher for RedisStreamPublisher {
                 .arg(envelope.version.get())
                 .arg("envelope")
                 .arg(json);
+            appends.push(xadd);
         }
         // A pipeline on one connection is applied in order. If it fails part-way we cannot tell
         // how far it got: report none published, and the relay republishes the whole batch
-        // (duplicates are absorbed by consumers).
-        let _: Vec<String> = pipe
-            .query_async(&mut self.redis.shared())
-            .await
-            .map_err(|e| PublishError::Unavailable {
-                published: 0,
-                message: e.to_string(),
-            })?;
+        // (duplicates are absorbed by consumers). The same when the replicas did not confirm it.
+        let unavailable = |message: String| PublishError::Unavailable {
+            published: 0,
+            message,
+        };
+        match &self.replication {
+            None => {
+                let mut pipe = redis::pipe();
+                for xadd in appends {
+                    pipe.add_command(xadd);
+                }
+                let _: Vec<String> = pipe
+                    .query_async(&mut self.redis.shared())
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+            }
+            Some(replication) => {
+                let replies = replication
+                    .write(&self.stream, appends, None)
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                if let Some(Value::ServerError(e)) =
+                    replies.iter().find(|v| matches!(v, Value::ServerError(_)))
+                {
+                    return Err(unavailable(e.to_string()));
+                }
+            }
+        }
         self.maybe_trim().await;
         Ok(())
     }

@@ -20,6 +20,18 @@
 //!   the audit reports the version gap. A bus outage is not counted against entries: the relay
 //!   backs off and retries.
 //! - **Trimmed.** Published entries are deleted, so a shard's length is its backlog.
+//! - **Only what lasts** ([`RelaySettings::confirm`]). When the deployment confirms writes
+//!   (`--wait-replicas N`, `--wait-aof N`), an entry the primary holds may still be discarded by
+//!   a failover: the write that made it was answered 503 while its replicas never got it. A
+//!   relay that published it would put a change on the bus that the surviving store never
+//!   made, a phantom every consumer keeps. So each batch is read on the primary's own
+//!   connection, in one pipeline with a write of the relay's own after the read and a
+//!   `WAIT`/`WAITAOF` for the same count (`crate::plumbing::replication`, which also serves
+//!   the store's writes): the confirmation covers everything the read returned. Only then is
+//!   the batch published and acknowledged. A shortfall holds the batch: nothing is published
+//!   or acknowledged, the entries stay pending for this relay and are read and confirmed again
+//!   on the next sweep (`outbox_unconfirmed_batches_total`). A primary known to lack its
+//!   replicas is not read at all until a probe finds them back.
 //!
 //! # Limits
 //! - Exactly-once is not offered (see docs/outbox/ANSWERS.md, Q1): consumers deduplicate.
@@ -45,6 +57,7 @@
 //! | `outbox_redelivered_total` | counter | envelopes published again after a previous delivery |
 //! | `outbox_parked_total` | counter | entries parked |
 //! | `outbox_publish_failures_total` | counter | batches the bus did not accept |
+//! | `outbox_unconfirmed_batches_total` | counter | batches held because too few replicas confirmed what was read |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +74,7 @@ use super::backlog::depth;
 use crate::plumbing::connection::Redis;
 use crate::plumbing::error::{RedisResultExt, corrupt};
 use crate::plumbing::keys::OutboxShard;
+use crate::plumbing::replication::{ReplicaWait, Replication};
 use crate::store::outbox::decode;
 
 /// How a relay behaves.
@@ -84,6 +98,10 @@ pub struct RelaySettings {
     /// Modelled bus latency between publishing a batch and acknowledging it (0 in production;
     /// the tests use it to kill a relay in the middle of a batch).
     pub publish_delay: Duration,
+    /// What each batch must be confirmed by before it is published: the deployment's
+    /// `--wait-replicas`/`--wait-aof`, as the store's writes are (module docs, "Only what
+    /// lasts"). `None`: published as soon as it is read.
+    pub confirm: Option<ReplicaWait>,
 }
 
 impl RelaySettings {
@@ -102,6 +120,7 @@ impl RelaySettings {
             max_deliveries: 5,
             poll_interval: Duration::from_millis(100),
             publish_delay: Duration::ZERO,
+            confirm: None,
         }
     }
 }
@@ -123,6 +142,8 @@ pub struct RelayStats {
     pub parked: u64,
     /// OutboxShard batches processed.
     pub batches: u64,
+    /// Batches read but held because too few replicas confirmed them (retried).
+    pub unconfirmed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +152,7 @@ struct Counters {
     redelivered: AtomicU64,
     parked: AtomicU64,
     batches: AtomicU64,
+    unconfirmed: AtomicU64,
 }
 
 /// What one shard batch did.
@@ -156,6 +178,8 @@ pub struct Relay<P> {
     settings: RelaySettings,
     release: Script,
     counters: Counters,
+    /// The confirmed reads, when [`RelaySettings::confirm`] asks for them.
+    replication: Option<Replication>,
 }
 
 /// One delivered entry: its id, its fields (`None` when it was deleted while pending), and how
@@ -176,12 +200,16 @@ impl<P: EventPublisher> Relay<P> {
         publisher: P,
         settings: RelaySettings,
     ) -> Result<Self, StoreError> {
+        let replication = settings
+            .confirm
+            .map(|wait| Replication::new(std::sync::Arc::clone(redis.nodes()), wait));
         let relay = Self {
             redis,
             publisher,
             settings,
             release: Script::new(include_str!("../store/scripts/lock_release.lua")),
             counters: Counters::default(),
+            replication,
         };
         ensure_groups(&relay.redis).await?;
         Ok(relay)
@@ -200,6 +228,7 @@ impl<P: EventPublisher> Relay<P> {
             redelivered: c.redelivered.load(Ordering::Relaxed),
             parked: c.parked.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
+            unconfirmed: c.unconfirmed.load(Ordering::Relaxed),
         }
     }
 
@@ -423,18 +452,19 @@ impl<P: EventPublisher> Relay<P> {
         }
         let mine = pending.iter().any(|(c, n)| c == me && *n > 0);
         let start = if mine { "0" } else { ">" };
-        let reply: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
             .arg(GROUP)
             .arg(me)
             .arg("COUNT")
             .arg(self.settings.batch)
             .arg("STREAMS")
             .arg(&key)
-            .arg(start)
-            .query_async(&mut conn)
-            .await
-            .store_err()?;
+            .arg(start);
+        let Some(reply) = self.read(&key, read).await? else {
+            return Ok(None);
+        };
+        let reply: Option<Vec<(String, Vec<StreamEntry>)>> = reply;
         let entries = reply
             .into_iter()
             .flatten()
@@ -468,6 +498,39 @@ impl<P: EventPublisher> Relay<P> {
                 })
                 .collect(),
         ))
+    }
+
+    /// The batch `read` returns: on the shared connection, or, when batches must be confirmed,
+    /// on the primary's own connection followed by a write of ours and the `WAIT` (module docs,
+    /// "Only what lasts"). `None` when the replicas did not confirm it: the batch is held (what
+    /// `XREADGROUP` handed to this consumer stays pending for it and is read again next time).
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        key: &str,
+        read: redis::Cmd,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(replication) = &self.replication else {
+            return read
+                .query_async(&mut self.redis.shared())
+                .await
+                .store_err()
+                .map(Some);
+        };
+        match replication.write(key, vec![read], None).await {
+            Ok(mut values) => {
+                let value = values.pop().unwrap_or(Value::Nil);
+                redis::from_redis_value(value)
+                    .map(Some)
+                    .map_err(|e| corrupt(key, format!("unexpected XREADGROUP reply: {e}")))
+            }
+            Err(e @ (StoreError::NotReplicated { .. } | StoreError::ReplicasMissing { .. })) => {
+                self.counters.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                counter!("outbox_unconfirmed_batches_total").increment(1);
+                tracing::warn!(outbox = key, error = %e, "batch held: its replicas did not confirm it");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn acknowledge(&self, p: OutboxShard, ids: &[String]) -> Result<(), StoreError> {

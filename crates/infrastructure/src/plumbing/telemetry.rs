@@ -224,6 +224,13 @@ pub const CATALOG: &[Metric] = &[
         "Batches the bus did not accept.",
     ),
     metric(
+        "outbox_unconfirmed_batches_total",
+        Kind::Counter,
+        "",
+        "relay",
+        "Batches held because too few replicas confirmed them (--wait-replicas, --wait-aof).",
+    ),
+    metric(
         "bus_trimmed_over_cap_total",
         Kind::Counter,
         "",
@@ -235,7 +242,7 @@ pub const CATALOG: &[Metric] = &[
         Kind::Counter,
         "outcome",
         "project",
-        "Changes the projector received, by outcome: applied, held, duplicate, stale (a lost update of the store).",
+        "Changes the projector received, by outcome: applied, held, duplicate, replaced (applied in place of a change at its version), superseded (applied, then undone).",
     ),
     metric(
         "projector_lag_seconds",

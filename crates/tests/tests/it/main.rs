@@ -50,6 +50,7 @@ mod lab;
 mod migration;
 mod nemesis;
 mod outbox;
+mod phantoms;
 mod projection;
 mod properties;
 mod redlock;

@@ -47,7 +47,9 @@ pub(crate) async fn acknowledged(
             .await
         {
             Ok(outcome) => return outcome,
-            Err(e @ StoreError::NotReplicated { .. }) => last = Some(e),
+            Err(e @ (StoreError::NotReplicated { .. } | StoreError::ReplicasMissing { .. })) => {
+                last = Some(e);
+            }
             Err(e) => panic!("{id}: {e}"),
         }
         tokio::time::sleep(flyrtech_infrastructure::plumbing::replication::PROBE_INTERVAL / 2)
