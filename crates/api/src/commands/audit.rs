@@ -33,7 +33,8 @@ pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
     let store = RedisJourneyStore::new(redis.clone(), &StoreConfig::new(strategy)).await?;
     let (clean, findings) = match &args.projection {
         Some(url) => {
-            let report = audit_projection(url, &store, args.json.as_ref(), args.limit).await?;
+            let report =
+                audit_projection(url, &store, args.json.as_ref(), args.limit, args.repair).await?;
             (
                 report.is_clean(),
                 vec![("audit_projection_differences", report.differences.len())],
@@ -101,6 +102,11 @@ pub struct AuditArgs {
     /// journeys, instead of replaying the bus.
     #[arg(long, env = "FLYRTECH_PROJECTION")]
     pub projection: Option<String>,
+    /// With --projection: first undo, down to the stored version, every journey the projection
+    /// holds at a version the store never reached (changes a failover discarded after they were
+    /// published), then compare.
+    #[arg(long, requires = "projection")]
+    pub repair: bool,
     #[command(flatten)]
     pub bus: BusArgs,
 }
@@ -180,9 +186,20 @@ pub async fn audit_projection<S: JourneyStore>(
     store: &S,
     json: Option<&PathBuf>,
     limit: usize,
+    repair: bool,
 ) -> anyhow::Result<projection::ProjectionReport> {
-    let client = projection::connect(url).await?;
+    let mut client = projection::connect(url).await?;
     let ids = store.list_ids().await?;
+    if repair {
+        let repaired = projection::repair_ahead(store, &mut client, &ids).await?;
+        outln!(
+            "projection repair: {} journeys were ahead of the store and are back at its version",
+            repaired.len()
+        );
+        for id in repaired.iter().take(limit) {
+            outln!("repaired: journey {id}");
+        }
+    }
     let report = projection::reconcile(store, &client, &ids).await?;
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -365,7 +365,7 @@ async fn apply_in(
 /// `processed_events` rows say `superseded` (a redelivery stays a duplicate), and each status
 /// they set is what the remaining history last set (no row when none did, as before any
 /// change). Answers how many changes were undone.
-async fn rewind(
+pub(super) async fn rewind(
     tx: &impl GenericClient,
     journey: &str,
     from: i64,

@@ -27,7 +27,10 @@
 //! and the new change is applied as the next one; the store's later changes follow it as usual.
 //! A superseded change that is delivered again is a duplicate. `projector_changes_total`
 //! counts both sides (`replaced`, `superseded`), and `FlyrtechProjectorStaleVersions` pages on
-//! them: the runbook says how to tell the failover from the lost update.
+//! them: the runbook says how to tell the failover from the lost update. A failover that
+//! discarded a journey's last changes, when no later change of that journey follows, leaves the
+//! projection ahead of the store; [`repair_ahead`] (`flyrtech audit --projection URL --repair`)
+//! undoes them down to the stored version.
 //!
 //! A batch of changes is decided and written in **one transaction**: the `processed_events`
 //! rows, the position, the projected statuses, the history and the held changes commit
@@ -60,7 +63,7 @@ pub mod schema;
 pub use apply::{AppliedBatch, BatchStats, Outcome, apply_batch};
 pub use partitioned::{BALANCE_EVERY, PartitionedProjector};
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
-pub use reconcile::{Difference, ProjectionReport, reconcile};
+pub use reconcile::{Difference, ProjectionReport, reconcile, repair_ahead};
 pub use schema::{SCHEMA_SQL, connect, ensure_schema};
 
 use flyrtech_core::{BusError, StoreError};

@@ -99,6 +99,45 @@ pub async fn reconcile<S: JourneyStore>(
     Ok(report)
 }
 
+/// Brings back to the store the journeys of `ids` that the projection holds at a version the
+/// store never reached: a failover discarded their last changes after they were published, and
+/// no later change of theirs came to replace them (module docs, "A version given twice"). Each
+/// is undone down to the stored version, in a transaction that holds its position. Answers the
+/// journeys repaired.
+///
+/// # Errors
+/// [`ProjectionError`] when either side cannot be read or written.
+pub async fn repair_ahead<S: JourneyStore>(
+    store: &S,
+    client: &mut Client,
+    ids: &[JourneyId],
+) -> Result<Vec<JourneyId>, ProjectionError> {
+    let mut repaired = Vec::new();
+    for id in ids {
+        let stored = i64::try_from(store.get(id).await?.version.get()).unwrap_or(i64::MAX);
+        let tx = client.transaction().await?;
+        let position: Option<i64> = tx
+            .query_opt(
+                "SELECT last_version FROM journey_positions WHERE journey_id = $1 FOR UPDATE",
+                &[&id.to_string()],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if position.is_some_and(|p| p > stored) {
+            super::apply::rewind(&tx, id.as_str(), stored + 1, &[]).await?;
+            tx.execute(
+                "UPDATE journey_positions SET last_version = $2, updated_at = now() \
+                 WHERE journey_id = $1",
+                &[&id.to_string(), &stored],
+            )
+            .await?;
+            repaired.push(id.clone());
+        }
+        tx.commit().await?;
+    }
+    Ok(repaired)
+}
+
 async fn rows<V: for<'a> tokio_postgres::types::FromSql<'a>>(
     client: &Client,
     sql: &str,
