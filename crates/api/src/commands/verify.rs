@@ -1,7 +1,9 @@
 //! `flyrtech verify`: points at running instances, records every answer they give to clients of
 //! its own ([`crate::verify`]), and checks the history for linearizability
-//! ([`flyrtech_core::history`]). Exit 0 linearizable, 1 not, 3 undecided (the search ran out of
-//! budget on some register, and found nothing wrong elsewhere).
+//! ([`flyrtech_core::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
+//! or elsewhere (Jepsen's shape, each journey's starting state given by a first read of it:
+//! `flyrtech_core::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
+//! of budget somewhere, and found nothing wrong elsewhere).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,8 +24,12 @@ use crate::verify::{Plan, record};
 pub struct VerifyArgs {
     /// The running instances' base URLs, comma-separated (`http://10.0.0.5:5000`); the clients
     /// are spread over them.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "check")]
     pub target: Vec<String>,
+    /// Check this history file instead of recording one (JSON lines in Jepsen's shape, as
+    /// `--history` writes them).
+    #[arg(long, conflicts_with = "target")]
+    pub check: Option<PathBuf>,
     /// An API key with the write scope, when the instances need one (never printed).
     #[arg(long, env = "FLYRTECH_VERIFY_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -79,6 +85,9 @@ pub struct VerifyReport {
 /// # Errors
 /// The run's journeys cannot be created, or a file cannot be written.
 pub async fn run(args: &VerifyArgs, _settings: Settings) -> anyhow::Result<i32> {
+    if let Some(path) = &args.check {
+        return check_file(args, path);
+    }
     let duration = args.duration.0.context("--duration cannot be off")?;
     let plan = Plan {
         targets: args
@@ -101,34 +110,105 @@ pub async fn run(args: &VerifyArgs, _settings: Settings) -> anyhow::Result<i32> 
     })
     .await?;
     bar.finish_and_clear();
-    let report = history::check(&recorded.history, &recorded.initial, args.budget);
-    let summary = VerifyReport {
-        targets: plan.targets.clone(),
-        duration_seconds: duration.as_secs_f64(),
-        journeys: plan.journeys,
-        clients: plan.clients,
-        answers: answers(&recorded.history),
-        decided: report.registers.decided(),
+    if let Some(path) = &args.history {
+        write_history(path, &recorded.initial, &recorded.history)?;
+    }
+    let summary = judge(
+        args,
+        plan.targets.clone(),
+        duration.as_secs_f64(),
+        plan.clients,
+        &recorded.initial,
+        &recorded.history,
+    );
+    conclude(args, &summary)
+}
+
+/// `verify --check FILE`: the history in `path`, judged as a recorded one would be.
+fn check_file(args: &VerifyArgs, path: &std::path::Path) -> anyhow::Result<i32> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let events = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str::<history::jepsen::Event>(line)
+                .with_context(|| format!("{} line {}: not an event", path.display(), n + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ops = history::jepsen::operations(&events)
+        .with_context(|| format!("{} is not a history", path.display()))?;
+    let (initial, missing) = history::jepsen::initial_states(&ops);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{}: no starting state for {} journey(s) ({}): a history must begin each journey \
+             with a read of it that completes before its other operations",
+            path.display(),
+            missing.len(),
+            missing
+                .iter()
+                .take(5)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let last = ops
+        .iter()
+        .map(|o| o.complete.unwrap_or(o.invoke))
+        .max()
+        .unwrap_or(0);
+    let clients = ops
+        .iter()
+        .map(|o| o.process)
+        .filter(|p| *p != history::jepsen::SETUP_PROCESS)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let summary = judge(
+        args,
+        vec![path.display().to_string()],
+        last as f64 / 1e9,
+        clients,
+        &initial,
+        &ops,
+    );
+    conclude(args, &summary)
+}
+
+/// Checks `history` and gathers what the report says of it.
+fn judge(
+    args: &VerifyArgs,
+    targets: Vec<String>,
+    duration_seconds: f64,
+    clients: usize,
+    initial: &[history::Initial],
+    history: &[Operation],
+) -> VerifyReport {
+    let report = history::check(history, initial, args.budget);
+    VerifyReport {
+        targets,
+        duration_seconds,
+        journeys: initial.len(),
+        clients,
+        answers: answers(history),
+        decided: report.decided(),
         windows: report
             .violations
             .iter()
-            .map(|v| {
-                v.window
-                    .iter()
-                    .map(|i| recorded.history[*i].clone())
-                    .collect()
-            })
+            .map(|v| v.window.iter().map(|i| history[*i].clone()).collect())
             .collect(),
         report,
-    };
-    if let Some(path) = &args.history {
-        write_history(path, &recorded.history)?;
     }
+}
+
+/// Writes `--json`, prints the verdict, and answers the exit status.
+fn conclude(args: &VerifyArgs, summary: &VerifyReport) -> anyhow::Result<i32> {
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+        std::fs::write(path, serde_json::to_vec_pretty(summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    print(&summary);
+    print(summary);
     Ok(match summary.report.verdict {
         Verdict::Linearizable => DONE,
         Verdict::NotLinearizable => FOUND,
@@ -160,11 +240,15 @@ fn answers(history: &[Operation]) -> std::collections::BTreeMap<String, u64> {
     counts
 }
 
-fn write_history(path: &PathBuf, history: &[Operation]) -> anyhow::Result<()> {
+fn write_history(
+    path: &PathBuf,
+    initial: &[history::Initial],
+    history: &[Operation],
+) -> anyhow::Result<()> {
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    for event in history::jepsen::events(history) {
+    for event in history::jepsen::events_with_initial(initial, history) {
         serde_json::to_writer(&mut out, &event)?;
         out.write_all(b"\n")?;
     }
@@ -200,10 +284,14 @@ fn render(summary: &VerifyReport) -> String {
     );
     let _ = writeln!(
         out,
-        "registers: {} linearizable, {} not, {} undecided ({:.1} % decided); answers: {}",
+        "registers: {} linearizable, {} not, {} undecided; journeys whole: {} linearizable, {} \
+         not, {} undecided ({:.1} % decided); answers: {}",
         report.registers.linearizable,
         report.registers.not_linearizable,
         report.registers.undecided,
+        report.journeys.linearizable,
+        report.journeys.not_linearizable,
+        report.journeys.undecided,
         summary.decided * 100.0,
         summary
             .answers

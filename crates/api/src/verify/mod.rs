@@ -7,8 +7,8 @@
 //! answer (a 503, a 5xx, a timeout, a dropped connection) is recorded as unknown and the process
 //! retires, a fresh one taking its place, so that an unknown operation never precedes another of
 //! its own process. A 200, a 409 (invalid transition, or a strategy that gave up: nothing
-//! written), a 412 and a 503 `replicas-missing` (refused before it was sent: nothing written)
-//! are definite. The journeys are this run's alone (ids `VFY-<run>-<n>`), so
+//! written), a 412, a 503 `replicas-missing` (refused before it was sent: nothing written) and a
+//! connection that could not be made (nothing was sent: a failure with status 0) are definite. The journeys are this run's alone (ids `VFY-<run>-<n>`), so
 //! nothing but the recorded clients changes them while it runs, and their state before the first
 //! operation is read back once they are created.
 //!
@@ -247,10 +247,21 @@ impl Client {
         if let Some(version) = if_match {
             request = request.header("If-Match", format!("\"{version}\""));
         }
-        let Ok(response) = request.send().await else {
-            return Answer::Unknown;
-        };
-        answer_to_write(response).await
+        match request.send().await {
+            Ok(response) => answer_to_write(response).await,
+            Err(e) => unsent_or_unknown(&e),
+        }
+    }
+}
+
+/// A request that got no answer: never sent when the connection could not even be made (the
+/// service was down: a definite failure, code 0), else unknown (it may have reached the
+/// service before the connection failed or the time ran out).
+fn unsent_or_unknown(error: &reqwest::Error) -> Answer {
+    if error.is_connect() {
+        Answer::Failed { status: 0 }
+    } else {
+        Answer::Unknown
     }
 }
 

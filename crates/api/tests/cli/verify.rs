@@ -62,6 +62,11 @@ async fn verify_exits_by_its_verdict_and_writes_the_history_in_jepsens_shape() {
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["verdict"], "linearizable");
     assert_eq!(report["decided"], 1.0);
+    // The file alone judges the same, and a budget too small to decide says so.
+    let history = dir.path().join("history.jsonl");
+    assert_eq!(check(&history, &[]).status.code(), Some(0));
+    assert_eq!(check(&history, &["--budget", "1"]).status.code(), Some(3));
+    std::fs::copy(&history, dir.path().join("lua.jsonl")).unwrap();
 
     // The control: the original read-modify-write, with a modelled processing delay.
     let mut store = StoreConfig::new(Strategy::Naive);
@@ -84,4 +89,91 @@ async fn verify_exits_by_its_verdict_and_writes_the_history_in_jepsens_shape() {
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["verdict"], "not-linearizable");
     assert!(!report["windows"][0].as_array().unwrap().is_empty());
+    let judged = check(&dir.path().join("history.jsonl"), &[]);
+    assert_eq!(judged.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&judged.stdout).contains("NOT linearizable"));
+
+    // A history whose first operation of a journey is not a read of it has no starting state.
+    let lua = std::fs::read_to_string(dir.path().join("lua.jsonl")).unwrap();
+    let headless: String = lua
+        .lines()
+        .filter(|l| !l.contains(&format!("\"process\":{}", u64::MAX)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.path().join("headless.jsonl");
+    std::fs::write(&path, headless).unwrap();
+    let refused = check(&path, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no starting state"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+fn check(path: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    flyrtech()
+        .args(["verify", "--check"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A hand-made history in Jepsen's shape, recorded nowhere: a read that saw one segment from
+/// before a change and another from after the next, at a version where neither was so. Each
+/// register alone is explained; `verify --check` judges the journey whole and finds the torn read.
+#[test]
+fn verify_check_judges_a_hand_made_history_and_finds_a_torn_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let journey = r#""journey":"JRN-T""#;
+    let segments = |a: &str, b: &str| format!(r#"{{"S1":"{a}","S2":"{b}"}}"#);
+    let lines = [
+        format!(r#"{{"process":9,"type":"invoke","f":"read","value":{{{journey}}},"time":0}}"#),
+        format!(
+            r#"{{"process":9,"type":"ok","f":"read","value":{{{journey},"outcome":"observed","version":0,"status":"Confirmed","segments":{}}},"time":1}}"#,
+            segments("Scheduled", "Scheduled")
+        ),
+        format!(
+            r#"{{"process":1,"type":"invoke","f":"set-segment","value":{{{journey},"segment":"S1","to":"Delayed"}},"time":10}}"#
+        ),
+        format!(
+            r#"{{"process":1,"type":"ok","f":"set-segment","value":{{{journey},"segment":"S1","to":"Delayed","outcome":"changed","version":1}},"time":20}}"#
+        ),
+        format!(r#"{{"process":3,"type":"invoke","f":"read","value":{{{journey}}},"time":15}}"#),
+        format!(
+            r#"{{"process":2,"type":"invoke","f":"set-segment","value":{{{journey},"segment":"S2","to":"Delayed"}},"time":30}}"#
+        ),
+        format!(
+            r#"{{"process":2,"type":"ok","f":"set-segment","value":{{{journey},"segment":"S2","to":"Delayed","outcome":"changed","version":2}},"time":40}}"#
+        ),
+        format!(
+            r#"{{"process":3,"type":"ok","f":"read","value":{{{journey},"outcome":"observed","version":1,"status":"Confirmed","segments":{}}},"time":50}}"#,
+            segments("Scheduled", "Delayed")
+        ),
+    ];
+    let path = dir.path().join("torn.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = check(&path, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("torn read"), "{stdout}");
+    // The same read at version 2, seeing both changes, is what the journey was.
+    let fixed = lines.join("\n").replace(
+        &format!(
+            r#""version":1,"status":"Confirmed","segments":{}"#,
+            segments("Scheduled", "Delayed")
+        ),
+        &format!(
+            r#""version":2,"status":"Confirmed","segments":{}"#,
+            segments("Delayed", "Delayed")
+        ),
+    );
+    std::fs::write(&path, fixed).unwrap();
+    assert_eq!(check(&path, &[]).status.code(), Some(0));
 }

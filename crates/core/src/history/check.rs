@@ -26,6 +26,9 @@ pub struct Report {
     pub operations: usize,
     /// Registers (segment or journey statuses) checked, by verdict.
     pub registers: Counts,
+    /// Journeys checked whole (every read one snapshot: [`super::snapshot`]), by verdict; a
+    /// journey with a register no order explains is not checked whole again.
+    pub journeys: Counts,
     /// What no order explains.
     pub violations: Vec<Violation>,
 }
@@ -50,6 +53,19 @@ impl Counts {
             0 => 1.0,
             #[allow(clippy::cast_precision_loss)]
             n => (n - self.undecided) as f64 / n as f64,
+        }
+    }
+}
+
+impl Report {
+    /// The share of the checks (registers, then journeys whole) the search decided within its
+    /// budget (1 when there were none).
+    pub fn decided(&self) -> f64 {
+        let total = self.registers.total() + self.journeys.total();
+        match total {
+            0 => 1.0,
+            #[allow(clippy::cast_precision_loss)]
+            n => (n - self.registers.undecided - self.journeys.undecided) as f64 / n as f64,
         }
     }
 }
@@ -148,9 +164,37 @@ pub fn check(history: &[Operation], initial: &[Initial], budget: u64) -> Report 
         }));
     }
     violations.extend(versions(history, &starts));
+    // Each journey whose registers were each explained, checked whole: a read is one snapshot.
+    let mut whole = Counts::default();
+    let broken: std::collections::BTreeSet<JourneyId> =
+        violations.iter().map(|v| v.journey.clone()).collect();
+    for start in initial {
+        if broken.contains(&start.journey) {
+            continue;
+        }
+        let Some((model, state, ops)) = super::snapshot::journey_history(start, history) else {
+            continue;
+        };
+        match super::snapshot::check_journey(&model, &state, &ops, budget) {
+            (Verdict::Linearizable, _) => whole.linearizable += 1,
+            (Verdict::Undecided, _) => whole.undecided += 1,
+            (Verdict::NotLinearizable, window) => {
+                whole.not_linearizable += 1;
+                violations.push(Violation {
+                    journey: start.journey.clone(),
+                    register: "snapshot".into(),
+                    reason: "each register is explained alone, but no one order of the journey's \
+                             operations explains every read as one snapshot and every version \
+                             answered (a torn read)"
+                        .into(),
+                    window: window.unwrap_or_default(),
+                });
+            }
+        }
+    }
     let verdict = if !violations.is_empty() {
         Verdict::NotLinearizable
-    } else if counts.undecided > 0 {
+    } else if counts.undecided > 0 || whole.undecided > 0 {
         Verdict::Undecided
     } else {
         Verdict::Linearizable
@@ -159,6 +203,7 @@ pub fn check(history: &[Operation], initial: &[Initial], budget: u64) -> Report 
         verdict,
         operations: history.len(),
         registers: counts,
+        journeys: whole,
         violations,
     }
 }

@@ -9,13 +9,20 @@
 //! `failed`, `unknown`, with the version, or what the read observed). A 409 invalid-transition is
 //! `ok`: the write completed and its answer says what the state was; a 412, or a refusal that
 //! says nothing of the state (a strategy that gave up), is `fail`.
+//!
+//! The checker needs each journey's state before the clients began. A history written by
+//! [`events_with_initial`] starts with a read of each journey by [`SETUP_PROCESS`] at time 0,
+//! before any client operation; [`initial_states`] takes, for each journey of any history, the
+//! first read of it that completed before any other operation of it was invoked, so a history
+//! recorded elsewhere supplies its starting states the same way.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Answer, Call, Operation};
+use super::{Answer, Call, Initial, Operation};
+use crate::ids::JourneyId;
 
 /// One line of the history file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,4 +150,60 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
         }
     }
     Ok(out)
+}
+
+/// The process that reads each journey once before the clients start.
+pub const SETUP_PROCESS: u64 = u64::MAX;
+
+/// The events of `history`, after a read of each journey of `initial` by [`SETUP_PROCESS`] at
+/// time 0 (the clients' times start after it), answered with the journey's starting state.
+pub fn events_with_initial(initial: &[Initial], history: &[Operation]) -> Vec<Event> {
+    let setup: Vec<Operation> = initial
+        .iter()
+        .map(|i| Operation {
+            process: SETUP_PROCESS,
+            invoke: 0,
+            complete: Some(0),
+            call: Call::Read {
+                journey: i.journey.clone(),
+            },
+            answer: Answer::Observed(i.snapshot.clone()),
+        })
+        .collect();
+    let mut out = events(&setup);
+    out.extend(events(history));
+    out
+}
+
+/// Each journey's starting state: the first read of it that completed before any other
+/// operation of it was invoked (module docs). Answers the states found and the journeys without
+/// one, which cannot be checked.
+pub fn initial_states(history: &[Operation]) -> (Vec<Initial>, Vec<JourneyId>) {
+    let mut by_journey: std::collections::BTreeMap<&JourneyId, Vec<&Operation>> =
+        std::collections::BTreeMap::new();
+    for op in history {
+        by_journey.entry(op.journey()).or_default().push(op);
+    }
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for (journey, ops) in by_journey {
+        let first = ops.iter().find_map(|op| match (&op.answer, op.complete) {
+            (Answer::Observed(seen), Some(done))
+                if ops
+                    .iter()
+                    .all(|other| std::ptr::eq(*other, *op) || other.invoke >= done) =>
+            {
+                Some(seen.clone())
+            }
+            _ => None,
+        });
+        match first {
+            Some(snapshot) => found.push(Initial {
+                journey: journey.clone(),
+                snapshot,
+            }),
+            None => missing.push(journey.clone()),
+        }
+    }
+    (found, missing)
 }

@@ -20,16 +20,21 @@
 //! - a GET observes every register of its journey at one instant.
 //!
 //! The registers are independent (a segment's status never changes another's), so the history is
-//! checked register by register (P-compositionality, Horn and Kroening): the Wing-Gong search with
-//! memoisation of (linearized set, state) (Lowe), bounded by a budget that answers
-//! [`Verdict::Undecided`] rather than run on ([`search`]). The journey's version ties the
-//! registers together, and is checked on its own ([`check()`]): no two acknowledged changes of a
-//! journey carry the same version (a lost update), and the version a client sees never goes back
-//! in real-time order.
+//! first checked register by register (P-compositionality, Horn and Kroening): the Wing-Gong
+//! search with memoisation of (linearized set, state) (Lowe), bounded by a budget that answers
+//! [`Verdict::Undecided`] rather than run on ([`search`]); and the versions on their own: no two
+//! acknowledged changes of a journey carry the same version (a lost update), and the version a
+//! client sees never goes back in real-time order. That split is fast and names the register at
+//! fault, but it reads a GET as one read per register, each placed at an instant of its own, so a
+//! torn read (two segments from different moments, a version-1 answer showing two changes) passes
+//! it. So each journey whose registers pass is then checked whole ([`snapshot`]): one state with
+//! its version and every status, each read equal to it at one point, each answered version the
+//! one the change made.
 //!
 //! # Layout
 //! - [`model`]: a register's operations and what each answer says about the state.
-//! - [`search`]: the bounded search for a linearization of one register's history.
+//! - [`search`]: the bounded search for a linearization under a model (a register, a journey).
+//! - [`snapshot`]: a journey as one state, so that a read is one snapshot.
 //! - [`check`](mod@check): a whole history: split per register, the version checks, the shortest window of
 //!   a violation, the verdict.
 //! - [`jepsen`]: the history as JSON lines in Jepsen's shape (`process`, `type`, `f`, `value`,
@@ -39,6 +44,7 @@ pub mod check;
 pub mod jepsen;
 pub mod model;
 pub mod search;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 

@@ -51,15 +51,18 @@ impl<S: Status> RegisterOp<S> {
     }
 }
 
-/// One register operation with its interval: invoked at `invoke`, no later than `deadline`
+/// One operation of a model with its interval: invoked at `invoke`, no later than `deadline`
 /// (`u64::MAX` for an unknown write). `source` is its index in the whole history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timed<S> {
+pub struct Interval<O> {
     pub invoke: u64,
     pub deadline: u64,
-    pub op: RegisterOp<S>,
+    pub op: O,
     pub source: usize,
 }
+
+/// One register operation with its interval.
+pub type Timed<S> = Interval<RegisterOp<S>>;
 
 #[cfg(test)]
 mod tests {

@@ -246,9 +246,16 @@ fn a_spent_budget_is_undecided() {
         })
         .collect();
     history.push(read(99, (100, 900), 0, [Boarding, Scheduled]));
-    let report = check(&history, &initial(), 50);
+    let report = check(&history, &initial(), 3);
     assert_eq!(report.verdict, Verdict::Undecided, "{report:?}");
     assert_eq!(report.registers.undecided, 1);
+    assert_eq!(report.journeys.undecided, 1);
+    assert!(report.decided() < 1.0);
+    // With a little more, the register is still undecided, but the journey checked whole (the
+    // versions pin the order) already shows what no order explains.
+    let report = check(&history, &initial(), 50);
+    assert_eq!(report.registers.undecided, 1, "{report:?}");
+    assert_eq!(report.verdict, Verdict::NotLinearizable, "{report:?}");
     assert_eq!(
         check(&history, &initial(), 10_000_000).verdict,
         Verdict::NotLinearizable
@@ -451,4 +458,254 @@ proptest! {
         prop_assert_ne!(ours, Verdict::Undecided);
         prop_assert_eq!(ours == Verdict::Linearizable, tester.is_consistent(), "ops {:?}", ops);
     }
+}
+
+/// A version-1 answer showing two changes, read while the second change was in flight: each
+/// register alone is explained (segment 1 was set, segment 2 may have been by then) and no
+/// version went back; but version 1 never had both, so no one instant explains the read.
+#[test]
+fn a_read_showing_two_changes_at_one_version_is_torn() {
+    let history = [
+        set(1, (0, Some(10)), 1, Delayed, changed(1)),
+        set(2, (20, Some(30)), 2, Delayed, changed(2)),
+        read(3, (25, 35), 1, [Delayed, Delayed]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.registers.not_linearizable, 0, "{report:?}");
+    assert_eq!(report.verdict, Verdict::NotLinearizable, "{report:?}");
+    assert_eq!(report.violations.len(), 1, "{report:?}");
+    assert_eq!(report.violations[0].register, "snapshot");
+    assert!(report.violations[0].window.contains(&2), "{report:?}");
+    // The same read at version 2 is what the journey was once both were set.
+    let fine = [
+        history[0].clone(),
+        history[1].clone(),
+        read(3, (25, 35), 2, [Delayed, Delayed]),
+    ];
+    assert_eq!(verdict(&fine).verdict, Verdict::Linearizable);
+}
+
+/// A read that saw segment 1 from before the first change and segment 2 from after the second:
+/// two moments, each register explained alone, no instant of the journey explains both.
+#[test]
+fn a_read_of_two_segments_from_different_moments_is_torn() {
+    let history = [
+        set(1, (0, Some(10)), 1, Delayed, changed(1)),
+        set(2, (20, Some(30)), 2, Delayed, changed(2)),
+        read(3, (5, 40), 1, [Scheduled, Delayed]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.registers.not_linearizable, 0, "{report:?}");
+    assert_eq!(report.verdict, Verdict::NotLinearizable, "{report:?}");
+    assert_eq!(report.violations[0].register, "snapshot");
+    assert_eq!(report.journeys.not_linearizable, 1);
+    let fine = [
+        history[0].clone(),
+        history[1].clone(),
+        read(3, (5, 40), 1, [Delayed, Scheduled]),
+    ];
+    assert_eq!(verdict(&fine).verdict, Verdict::Linearizable);
+}
+
+/// A journey of two segments and its version, as stateright's tester models it: the outside
+/// judge of the whole-journey check.
+#[derive(Debug, Clone, PartialEq)]
+struct Whole {
+    version: u64,
+    segments: [SegmentStatus; 2],
+}
+
+#[derive(Debug, Clone)]
+enum WholeOp {
+    Write(usize, SegmentStatus),
+    Read,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WholeRet {
+    Changed(u64),
+    Unchanged(u64),
+    Refused,
+    Saw(u64, [SegmentStatus; 2]),
+}
+
+impl SequentialSpec for Whole {
+    type Op = WholeOp;
+    type Ret = WholeRet;
+    fn invoke(&mut self, op: &WholeOp) -> WholeRet {
+        match op {
+            WholeOp::Read => WholeRet::Saw(self.version, self.segments),
+            WholeOp::Write(i, to) => match self.segments[*i].transition_to(*to) {
+                Ok(Transition::Change) => {
+                    self.segments[*i] = *to;
+                    self.version += 1;
+                    WholeRet::Changed(self.version)
+                }
+                Ok(Transition::NoOp) => WholeRet::Unchanged(self.version),
+                Err(()) => WholeRet::Refused,
+            },
+        }
+    }
+}
+
+fn whole_status() -> impl Strategy<Value = SegmentStatus> {
+    // Three statuses that can each be left for the others: many orders stay possible.
+    prop_oneof![Just(Scheduled), Just(Delayed), Just(Boarding)]
+}
+
+/// As [`histories`], for the whole journey: up to 3 clients, each operation taking effect at its
+/// invocation or its answer, and some answers made up (a version off by one, a torn read, a
+/// wrong status) so that both verdicts come up.
+fn whole_histories() -> impl Strategy<Value = Vec<(usize, bool, WholeOp, Option<WholeRet>)>> {
+    let op = prop_oneof![
+        (0..2usize, whole_status()).prop_map(|(i, s)| WholeOp::Write(i, s)),
+        Just(WholeOp::Read),
+    ];
+    let made_up = proptest::option::weighted(
+        0.15,
+        prop_oneof![
+            (0..4u64).prop_map(WholeRet::Changed),
+            (0..4u64).prop_map(WholeRet::Unchanged),
+            Just(WholeRet::Refused),
+            (0..4u64, whole_status(), whole_status())
+                .prop_map(|(v, a, b)| WholeRet::Saw(v, [a, b])),
+        ],
+    );
+    proptest::collection::vec((0..3usize, any::<bool>(), op, made_up), 1..12)
+}
+
+/// The history operation for a client's call and answer.
+fn whole_operation(
+    process: u64,
+    span: (u64, Option<u64>),
+    op: &WholeOp,
+    ret: Option<&WholeRet>,
+) -> Operation {
+    let answer = match ret {
+        None => Answer::Unknown,
+        Some(WholeRet::Changed(v)) => changed(*v),
+        Some(WholeRet::Unchanged(v)) => Answer::Unchanged {
+            version: JourneyVersion::new(*v),
+        },
+        Some(WholeRet::Refused) => Answer::Refused,
+        Some(WholeRet::Saw(v, [a, b])) => Answer::Observed(Snapshot {
+            version: JourneyVersion::new(*v),
+            status: JourneyStatus::Confirmed,
+            segments: [(sid(1), *a), (sid(2), *b)].into(),
+        }),
+    };
+    let call = match op {
+        WholeOp::Read => Call::Read { journey: jid() },
+        WholeOp::Write(i, to) => Call::SetSegment {
+            journey: jid(),
+            segment: sid(u8::try_from(*i).expect("0 or 1") + 1),
+            to: *to,
+            if_match: None,
+        },
+    };
+    Operation {
+        process,
+        invoke: span.0,
+        complete: span.1,
+        call,
+        answer,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whole histories of a journey, reads included: `check` (registers, versions, then the
+    /// journey whole) says linearizable exactly when stateright's tester of the sequential
+    /// journey does.
+    #[test]
+    fn the_whole_journey_check_agrees_with_stateright(
+        plan in whole_histories(),
+        unanswered in 0..3usize,
+    ) {
+        let start = Whole { version: 0, segments: [Scheduled, Scheduled] };
+        let mut truth = start.clone();
+        let mut tester = LinearizabilityTester::new(start);
+        // Per client: invocation time, the op, its early answer, a made-up answer.
+        let mut in_flight: BTreeMap<usize, (u64, WholeOp, Option<WholeRet>, Option<WholeRet>)> =
+            BTreeMap::new();
+        let mut history = Vec::new();
+        let mut clock = 0u64;
+        let answer = |truth: &mut Whole, op: &WholeOp, early: Option<WholeRet>, made_up: Option<WholeRet>| {
+            let real = early.unwrap_or_else(|| truth.invoke(op));
+            match (op, made_up) {
+                (WholeOp::Read, Some(r @ WholeRet::Saw(..))) => r,
+                (WholeOp::Write(..), Some(r)) if !matches!(r, WholeRet::Saw(..)) => r,
+                _ => real,
+            }
+        };
+        for (client, early, op, made_up) in plan {
+            clock += 1;
+            if let Some((invoke, op, early, made_up)) = in_flight.remove(&client) {
+                let ret = answer(&mut truth, &op, early, made_up);
+                prop_assert!(tester.on_return(client, ret.clone()).is_ok());
+                history.push(whole_operation(client as u64, (invoke, Some(clock)), &op, Some(&ret)));
+                continue;
+            }
+            prop_assert!(tester.on_invoke(client, op.clone()).is_ok());
+            let early = early.then(|| truth.invoke(&op));
+            in_flight.insert(client, (clock, op, early, made_up));
+        }
+        let mut left: Vec<_> = in_flight.into_iter().collect();
+        let keep = left.len().min(unanswered);
+        for (client, (invoke, op, early, made_up)) in left.drain(keep..) {
+            clock += 1;
+            let ret = answer(&mut truth, &op, early, made_up);
+            prop_assert!(tester.on_return(client, ret.clone()).is_ok());
+            history.push(whole_operation(client as u64, (invoke, Some(clock)), &op, Some(&ret)));
+        }
+        // Still unanswered: unknown writes (an unanswered read constrains nothing, for both).
+        for (client, (invoke, op, _, _)) in left {
+            if matches!(op, WholeOp::Write(..)) {
+                history.push(whole_operation(client as u64, (invoke, None), &op, None));
+            }
+        }
+        history.sort_by_key(|o| (o.invoke, o.process));
+        let initial = vec![Initial {
+            journey: jid(),
+            snapshot: Snapshot {
+                version: JourneyVersion::INITIAL,
+                status: JourneyStatus::Confirmed,
+                segments: [(sid(1), Scheduled), (sid(2), Scheduled)].into(),
+            },
+        }];
+        let report = check(&history, &initial, 1_000_000);
+        prop_assert_ne!(report.verdict, Verdict::Undecided);
+        prop_assert_eq!(
+            report.verdict == Verdict::Linearizable,
+            tester.is_consistent(),
+            "history {:#?}\nreport {:?}", history, report
+        );
+    }
+}
+
+/// A history written with its starting states gives them back, from its lines alone; a journey
+/// whose first operation is not a completed read has none.
+#[test]
+fn the_starting_states_travel_with_the_history() {
+    let history = vec![
+        set(1, (10, Some(20)), 1, Delayed, changed(1)),
+        read(2, (15, 30), 1, [Delayed, Scheduled]),
+    ];
+    let lines: Vec<String> = jepsen::events_with_initial(&initial(), &history)
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("json"))
+        .collect();
+    let events: Vec<jepsen::Event> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    let ops = jepsen::operations(&events).expect("operations");
+    let (found, missing) = jepsen::initial_states(&ops);
+    assert_eq!(found, initial());
+    assert!(missing.is_empty());
+    assert_eq!(check(&ops, &found, 1_000).verdict, Verdict::Linearizable);
+    let (found, missing) = jepsen::initial_states(&history);
+    assert!(found.is_empty());
+    assert_eq!(missing, [jid()]);
 }

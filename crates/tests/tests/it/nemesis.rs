@@ -248,7 +248,7 @@ struct Checked {
 fn assert_linearizable(checked: &Checked) {
     let report = &checked.report;
     assert_eq!(report.verdict, Verdict::Linearizable, "{report:#?}");
-    assert!(report.registers.decided() >= 0.99, "{report:?}");
+    assert!(report.decided() >= 0.99, "{report:?}");
     assert!(checked.unknown > 0, "the fault left no answer unknown");
 }
 
