@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod ceiling;
 pub mod chart;
+pub mod collision;
 pub mod driver;
 pub mod report;
 pub mod verify;
@@ -178,23 +179,6 @@ pub const COLLISION_WINDOWS_MS: [u64; 3] = [1, 5, 10];
 pub const COLLISION_PERIOD: Duration = Duration::from_millis(100);
 /// Repetitions of each `collision` point.
 pub const COLLISION_REPEATS: usize = 20;
-
-/// The model of ANALYSIS.md section 2: the probability that a given update is lost when `n`
-/// updates of one journey start at independent uniform times in a period `t`, each writing its
-/// read-modify-write result a window `w` after its read. Update U (read at `s`) is overwritten
-/// exactly when another update reads inside `(s, s + w)`, so
-/// `P = 1/t * integral over s of [1 - (1 - min(w, t - s)/t)^(n-1)] ds`, which is, with
-/// `q = 1 - w/t`: `((t - w)(1 - q^(n-1)) + w - (t/n)(1 - q^n)) / t`.
-pub fn model_loss_probability(n: usize, w: Duration, t: Duration) -> f64 {
-    let (t, w) = (t.as_secs_f64(), w.as_secs_f64().min(t.as_secs_f64()));
-    if n < 2 || t <= 0.0 {
-        return 0.0;
-    }
-    let n_f = n as f64;
-    let exponent = i32::try_from(n).unwrap_or(i32::MAX);
-    let q = 1.0 - w / t;
-    ((t - w) * (1.0 - q.powi(exponent - 1)) + w - (t / n_f) * (1.0 - q.powi(exponent))) / t
-}
 
 /// Writers swept by `scaling` (at [`SCALING_FIXED_SEGMENTS`] segments).
 pub const SCALING_WRITERS: [usize; 5] = [1, 4, 16, 64, 256];
@@ -574,56 +558,4 @@ pub async fn redis_version_of(redis: &flyrtech_infrastructure::Redis) -> Option<
     info.lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .map(|v| v.trim().to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const T: Duration = Duration::from_millis(100);
-
-    #[test]
-    fn the_collision_model_has_the_right_limits() {
-        let p = |n, w_ms| model_loss_probability(n, Duration::from_millis(w_ms), T);
-        // Nobody to collide with, or no window: nothing is lost.
-        assert!(p(1, 10).abs() < 1e-12);
-        assert!(p(20, 0).abs() < 1e-12);
-        // Two writers whose windows span the whole period: the first reader is always
-        // overwritten, the second never: exactly one half.
-        assert!((p(2, 100) - 0.5).abs() < 1e-12);
-        // Small windows: about (n - 1) w / t.
-        assert!((p(2, 1) - 0.01).abs() < 1e-3);
-        // More writers or a longer window never make a loss less likely; many writers make it
-        // almost certain.
-        assert!(p(10, 5) < p(20, 5) && p(20, 5) < p(20, 10));
-        assert!(p(1000, 10) > 0.99);
-    }
-
-    #[test]
-    fn the_collision_model_matches_a_direct_simulation() {
-        // Independent check: simulate the stated assumptions (uniform arrivals in [0, T),
-        // fixed window) with a deterministic generator and count overwritten updates.
-        let (n, w) = (10usize, 0.05f64);
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut uniform = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (mut lost, trials) = (0usize, 20_000);
-        for _ in 0..trials {
-            let reads: Vec<f64> = (0..n).map(|_| uniform()).collect();
-            lost += reads
-                .iter()
-                .filter(|&&s| reads.iter().any(|&o| o > s && o < s + w))
-                .count();
-        }
-        let simulated = lost as f64 / (trials * n) as f64;
-        let model = model_loss_probability(n, Duration::from_secs_f64(w), Duration::from_secs(1));
-        assert!(
-            (simulated - model).abs() < 0.01,
-            "simulated {simulated}, model {model}"
-        );
-    }
 }

@@ -72,12 +72,15 @@ pub struct RunReport {
     /// the floor of the stack, side by side (issue 26).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<Vec<RouteRatio>>,
-    /// With an arrival window: the model's probability that an update is lost
-    /// (`super::model_loss_probability`), to set beside `lost / changed`.
+    /// With an arrival window: the model's share of updates absent from the final state
+    /// (`super::collision::absent`), to set beside `lost / changed`, which measures the same.
     pub model_loss_probability: Option<f64>,
     /// The same model with the window measured instead of configured: the median update
     /// latency (read, processing, write, and the timer's granularity).
     pub model_loss_probability_effective: Option<f64>,
+    /// The share overwritten at least once (`super::collision::overwritten`, closed form): an
+    /// upper bound on the loss, not the loss.
+    pub model_overwritten_probability: Option<f64>,
     /// With `--audit`: what the outbox audit found for the run's journeys, to set beside `lost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::lab::audit::AuditSummary>,
@@ -131,11 +134,14 @@ impl RunReport {
             floor: None,
             model_loss_probability: params
                 .arrival_window
-                .map(|t| super::model_loss_probability(params.writers, params.processing_delay, t)),
+                .map(|t| super::collision::absent(params.writers, params.processing_delay, t)),
             model_loss_probability_effective: params.arrival_window.map(|t| {
                 let window = Duration::from_micros(h.value_at_quantile(0.5));
-                super::model_loss_probability(params.writers, window, t)
+                super::collision::absent(params.writers, window, t)
             }),
+            model_overwritten_probability: params
+                .arrival_window
+                .map(|t| super::collision::overwritten(params.writers, params.processing_delay, t)),
             audit: None,
         }
     }
