@@ -126,9 +126,14 @@ mod tests {
         );
     }
 
+    /// The limit is ten to the twelfth, exclusive: the largest amount below it is accepted,
+    /// the limit itself is not.
     #[test]
-    fn limit_is_ten_to_the_twelfth() {
-        assert_eq!(LIMIT, Decimal::from(1_000_000_000_000_i64));
+    fn the_largest_amount_is_just_below_ten_to_the_twelfth() {
+        let largest: Money = serde_json::from_str("999999999999.99").expect("accepted");
+        assert_eq!(largest.cents(), 99_999_999_999_999);
+        assert!(serde_json::from_str::<Money>("1000000000000.00").is_err());
+        assert!(Money::from_cents(100_000_000_000_000).is_err());
     }
 
     proptest! {

@@ -501,3 +501,43 @@ pub fn change_of(
     }])
     .unwrap()
 }
+
+/// How many of `spans` (send, answer) were in flight at one instant, at most: a concurrency
+/// test's evidence that its requests did overlap rather than run one after another.
+pub fn max_overlap(spans: &[(std::time::Instant, std::time::Instant)]) -> usize {
+    let mut edges: Vec<(std::time::Instant, i32)> = spans
+        .iter()
+        .flat_map(|(start, end)| [(*start, 1), (*end, -1)])
+        .collect();
+    // At equal instants an answer before a send: touching spans do not overlap.
+    edges.sort_by_key(|(at, delta)| (*at, *delta));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn overlap_counts_what_is_in_flight_together() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        assert_eq!(super::max_overlap(&[]), 0);
+        // One after another (touching): never two at once.
+        assert_eq!(super::max_overlap(&[(at(0), at(5)), (at(5), at(9))]), 1);
+        assert_eq!(
+            super::max_overlap(&[
+                (at(0), at(10)),
+                (at(2), at(4)),
+                (at(3), at(12)),
+                (at(11), at(13))
+            ]),
+            3
+        );
+    }
+}

@@ -146,16 +146,16 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut projected = 0;
     for _ in 0..3000 {
-        projected = sum(POSITIONS).await;
-        if projected > 0 {
+        if sum(POSITIONS).await > 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     doomed.kill().unwrap(); // SIGKILL, wherever it is
     doomed.wait().unwrap();
+    // Read after the kill: the kill landed part-way, not after the projector had finished.
+    let projected = sum(POSITIONS).await;
     assert!(
         projected > 0 && projected < total,
         "killed part-way: {projected} of {total} projected"
@@ -244,10 +244,8 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     let sum = |sql: &'static str| rig.count(sql);
     let mut projectors: Vec<std::process::Child> = (0..3).map(project).collect();
     // All three hold partitions and the projection has begun before one is killed.
-    let mut projected = 0;
     for _ in 0..6000 {
-        projected = sum(POSITIONS).await;
-        if projected > 0 && (0..3).all(|n| took(n) > 0) {
+        if sum(POSITIONS).await > 0 && (0..3).all(|n| took(n) > 0) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -264,6 +262,8 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     );
     projectors[0].kill().unwrap(); // SIGKILL, wherever it is
     projectors[0].wait().unwrap();
+    // Read after the kill: it landed part-way (the survivors have not finished either).
+    let projected = sum(POSITIONS).await;
     assert!(
         projected > 0 && projected < total,
         "killed part-way: {projected} of {total} projected"

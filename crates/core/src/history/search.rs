@@ -125,7 +125,7 @@ pub fn search<M: Model>(
     // Explored configurations: per (placed set, state), the unknown writes used on the way. A
     // configuration that has used at least as many of each as one already explored can do
     // nothing that one could not (it has fewer left): it is skipped.
-    let mut seen: HashMap<(Vec<u64>, M::State), Vec<Vec<usize>>> = HashMap::new();
+    let mut seen: Explored<M::State> = HashMap::new();
     // What was placed, with the state before it and whether it was forced (below): a required
     // operation, or an unknown write of the class of that index (`n + index`).
     let mut stack: Vec<(usize, M::State, bool)> = Vec::new();
@@ -243,6 +243,9 @@ pub fn search<M: Model>(
         }
     }
 }
+
+/// Per (placed set, state) explored, the unknown writes used on the way there.
+type Explored<S> = HashMap<(Vec<u64>, S), Vec<Vec<usize>>>;
 
 /// Places (`on`) or takes back a choice: a required operation's bit, or one more (or one less)
 /// unknown write to a status.

@@ -257,7 +257,9 @@ mod tests {
         assert_eq!(slot("123456789"), 12739);
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{foo}bar"), 12182);
-        assert_eq!(slot("{}foo"), slot("{}foo"));
+        // An empty tag is no tag: the whole key is hashed.
+        assert_eq!(slot("{}foo"), 9500);
+        assert_ne!(slot("{}foo"), slot("foo"));
     }
 
     #[test]

@@ -28,19 +28,21 @@ async fn values_expire_after_their_ttl() {
     let cache = RedisCache::new(redis.connect().await, RedisCache::DEFAULT_MAX_ENTRIES);
     let key = CacheKey::parse("short-lived").unwrap();
     cache
-        .set(&key, "v", Some(Duration::from_millis(50)))
+        .set(&key, "v", Some(Duration::from_secs(2)))
         .await
         .unwrap();
-    // Poll with a bound instead of sleeping for a guessed time.
+    // Stored first (two seconds is ample), then gone: poll with a bound instead of sleeping for a
+    // guessed time.
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some("v"));
     let mut expired = false;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if !cache.exists(&key).await.unwrap() {
             expired = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(expired, "the key outlived its TTL by more than 2 s");
+    assert!(expired, "the key outlived its TTL by more than 8 s");
 }
 
 #[tokio::test]

@@ -171,14 +171,13 @@ async fn the_store_contract(
     assert!(denied.is_empty(), "{strategy}: Redis refused {denied:?}");
 }
 
-#[apply(every_correct_strategy)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn segment_and_journey_updates_race_without_losses(
-    #[case] strategy: Strategy,
-    #[values(Topology::Single, Topology::Cluster)] topology: Topology,
-) {
-    const SEGMENT_WRITERS: usize = 10;
-    const JOURNEY_WRITERS: usize = 5;
+const SEGMENT_WRITERS: usize = 10;
+const JOURNEY_WRITERS: usize = 5;
+
+/// Ten writers each set their own segment to Boarding and five set the journey InProgress, all
+/// released at once by a barrier, each read-modify-write held open 5 ms: the stored journey and
+/// how many answers said they changed it.
+async fn race(strategy: Strategy, topology: Topology) -> (flyrtech_core::Journey, usize) {
     let redis = TestRedis::start(topology);
     let store =
         Arc::new(store_delayed(&redis.connect().await, strategy, Duration::from_millis(5)).await);
@@ -205,19 +204,42 @@ async fn segment_and_journey_updates_race_without_losses(
     for t in tasks {
         changed += usize::from(t.await.unwrap().unwrap().changed);
     }
-    let state = store.get(&id).await.unwrap();
+    (store.get(&id).await.unwrap(), changed)
+}
+
+/// Whether the race lost nothing: every segment Boarding, the journey InProgress, ten segment
+/// changes and exactly one journey change (the other journey writers were no-ops), each at its
+/// own version.
+fn lost_nothing(state: &flyrtech_core::Journey, changed: usize) -> bool {
+    state
+        .segments
+        .iter()
+        .all(|s| s.status == SegmentStatus::Boarding)
+        && state.status == JourneyStatus::InProgress
+        && changed == SEGMENT_WRITERS + 1
+        && state.version.get() == u64::try_from(SEGMENT_WRITERS + 1).unwrap_or(0)
+}
+
+#[apply(every_correct_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segment_and_journey_updates_race_without_losses(
+    #[case] strategy: Strategy,
+    #[values(Topology::Single, Topology::Cluster)] topology: Topology,
+) {
+    let (state, changed) = race(strategy, topology).await;
     assert!(
-        state
-            .segments
-            .iter()
-            .all(|s| s.status == SegmentStatus::Boarding),
-        "{state:?}"
+        lost_nothing(&state, changed),
+        "{changed} changed: {state:?}"
     );
-    assert_eq!(state.status, JourneyStatus::InProgress);
-    // Ten segment changes and exactly one journey change; the other journey writers were no-ops.
-    assert_eq!(changed, SEGMENT_WRITERS + 1);
-    assert_eq!(
-        state.version.get(),
-        u64::try_from(SEGMENT_WRITERS + 1).unwrap()
+}
+
+/// The control: the same race against the original read-modify-write loses changes, so the
+/// barrier and the held window do make the writers overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_race_loses_changes_with_the_original_read_modify_write() {
+    let (state, changed) = race(Strategy::Naive, Topology::Single).await;
+    assert!(
+        !lost_nothing(&state, changed),
+        "{changed} changed: {state:?}"
     );
 }

@@ -185,13 +185,7 @@ impl Rig {
 
     /// Waits until the clients have recorded `n` more operations.
     async fn after(&self, n: u64, what: &str) {
-        let from = self.recorded.load(Ordering::Relaxed);
-        let recorded = Arc::clone(&self.recorded);
-        poll_until(Duration::from_secs(30), what, || {
-            let recorded = Arc::clone(&recorded);
-            async move { recorded.load(Ordering::Relaxed) >= from + n }
-        })
-        .await;
+        after(&self.recorded, n, what).await;
     }
 }
 
@@ -201,9 +195,41 @@ where
     F: FnOnce(Rig) -> Fut,
     Fut: std::future::Future<Output = Rig>,
 {
-    let strategy = rig.strategy;
+    let (strategy, target, recorded) = (
+        rig.strategy,
+        format!("http://{}", rig.listen),
+        Arc::clone(&rig.recorded),
+    );
+    record_during(
+        name,
+        strategy,
+        vec![target],
+        seconds,
+        recorded,
+        rig,
+        nemesis,
+    )
+    .await
+}
+
+/// Runs `verify`'s clients against `targets` for `seconds`, counting what they record into
+/// `recorded`, while `nemesis` acts on `context`; then checks the whole history. What the fault
+/// suite shares: a fault is judged by every answer, not by a final state.
+pub(crate) async fn record_during<T, F, Fut>(
+    name: &str,
+    strategy: Strategy,
+    targets: Vec<String>,
+    seconds: u64,
+    recorded: Arc<AtomicU64>,
+    context: T,
+    nemesis: F,
+) -> Checked
+where
+    F: FnOnce(T) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let plan = Plan {
-        targets: vec![format!("http://{}", rig.listen)],
+        targets,
         api_key: None,
         duration: Duration::from_secs(seconds),
         journeys: 2,
@@ -212,15 +238,14 @@ where
         timeout: Duration::from_secs(2),
         seed: 11,
     };
-    let recorded = Arc::clone(&rig.recorded);
     let clients = tokio::spawn(async move {
         record(&plan, move |n| recorded.store(n, Ordering::Relaxed))
             .await
             .unwrap()
     });
-    let rig = nemesis(rig).await;
+    let context = nemesis(context).await;
     let run = clients.await.unwrap();
-    drop(rig);
+    drop(context);
     let report = history::check(&run.history, &run.initial, 2_000_000);
     let unknown = run
         .history
@@ -238,14 +263,24 @@ where
 }
 
 /// A run's verdict, and how many answers the fault left unknown.
-struct Checked {
-    report: history::Report,
-    unknown: usize,
+pub(crate) struct Checked {
+    pub(crate) report: history::Report,
+    pub(crate) unknown: usize,
+}
+
+/// Waits until `recorded` has grown by `n` operations (bounded).
+pub(crate) async fn after(recorded: &Arc<AtomicU64>, n: u64, what: &str) {
+    let from = recorded.load(Ordering::Relaxed);
+    poll_until(Duration::from_secs(30), what, || {
+        let recorded = Arc::clone(recorded);
+        async move { recorded.load(Ordering::Relaxed) >= from + n }
+    })
+    .await;
 }
 
 /// Linearizable, every register decided but a percent at most, and the fault was felt: some
 /// answers were left unknown by it.
-fn assert_linearizable(checked: &Checked) {
+pub(crate) fn assert_linearizable(checked: &Checked) {
     let report = &checked.report;
     assert_eq!(report.verdict, Verdict::Linearizable, "{report:#?}");
     assert!(report.decided() >= 0.99, "{report:?}");

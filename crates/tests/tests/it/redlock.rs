@@ -410,12 +410,14 @@ async fn a_lock_whose_holder_died_is_taken_once_it_expires() {
     let store = store_with(&redis.connect().await, config).await;
     let lock = store.redlock().unwrap();
     let id = unique_id("DIED");
-    // The holder "dies": it never releases.
+    // The holder "dies": it never releases. Its lock was set after `set`, for 300 ms.
+    let set = std::time::Instant::now();
     drop(lock.acquire(&id).await.unwrap());
     let taken = lock.acquire(&id).await.unwrap();
     assert!(
-        taken.waited > Duration::ZERO,
-        "the second acquisition had to wait for the expiry"
+        set.elapsed() >= Duration::from_millis(300),
+        "taken {:?} after the dead holder's 300 ms lock was set: before it expired",
+        set.elapsed()
     );
     lock.release(taken).await;
     assert_eq!(lock.waiters(&id), LockWaiters::default());

@@ -1,13 +1,13 @@
-//! Faults on real processes, with a history check: every request is recorded with its answer,
-//! and the final state must keep every acknowledged update unless a later request on the same
-//! target may have replaced it (a later acknowledged one, or one whose answer was an error: it
-//! may or may not have landed). Bounded everywhere: polls, not sleeps; loops with limits.
+//! Faults on real processes. The faults under load are judged by every answer the clients were
+//! given (`verify`'s clients and the history checker, shared with the nemeses), not by a final
+//! state, and each has a control that loses and must fail the same check. Bounded everywhere:
+//! polls, not sleeps; loops with limits.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
+use flyrtech_core::history::Verdict;
 use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
 use flyrtech_infrastructure::{
     Fsync, LocalRedis, Redis, RedisJourneyStore, RedisSettings, ReplicaWait, StoreConfig, Strategy,
@@ -21,6 +21,7 @@ use rstest_reuse::apply;
 use serde_json::{Value, json};
 
 use crate::every_strategy;
+use crate::nemesis::{after, assert_linearizable, record_during};
 
 pub(crate) fn wait_for(replicas: u32) -> Option<ReplicaWait> {
     Some(ReplicaWait {
@@ -190,101 +191,6 @@ async fn on_a_cluster_each_write_waits_on_its_own_primary() {
     assert_eq!(slots.len(), 3, "the journeys covered every master's slots");
 }
 
-/// One request of a history: which target, what it asked, what it was answered.
-#[derive(Debug, Clone)]
-struct Request {
-    segment: usize,
-    status: SegmentStatus,
-    acknowledged: bool,
-}
-
-/// Writers over `ids`, one per segment index, each toggling its segment and recording every
-/// answer, until `stop` is set (and at least `min_rounds` rounds are done).
-fn writers(
-    client: &reqwest::Client,
-    base: &str,
-    ids: &Arc<Vec<JourneyId>>,
-    segments: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<BTreeMap<JourneyId, Vec<Request>>>> {
-    (0..segments)
-        .map(|segment| {
-            let (client, base, ids, stop) = (
-                client.clone(),
-                base.to_owned(),
-                Arc::clone(ids),
-                Arc::clone(stop),
-            );
-            tokio::spawn(async move {
-                let mut history: BTreeMap<JourneyId, Vec<Request>> = BTreeMap::new();
-                let mut round = 0usize;
-                while !stop.load(Ordering::SeqCst) && round < 10_000 {
-                    let status = if round.is_multiple_of(2) {
-                        SegmentStatus::Delayed
-                    } else {
-                        SegmentStatus::Scheduled
-                    };
-                    for id in ids.iter() {
-                        let url = format!(
-                            "{base}/api/journeys/{id}/segments/{}/status",
-                            segment_id(segment)
-                        );
-                        let acknowledged = client
-                            .put(url)
-                            .json(&json!({ "status": status.to_string() }))
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status() == 200);
-                        history.entry(id.clone()).or_default().push(Request {
-                            segment,
-                            status,
-                            acknowledged,
-                        });
-                    }
-                    round += 1;
-                }
-                history
-            })
-        })
-        .collect()
-}
-
-/// The history check. Returns how many acknowledged updates the state lost.
-fn lost_updates(
-    histories: &[BTreeMap<JourneyId, Vec<Request>>],
-    state: &BTreeMap<JourneyId, Vec<SegmentStatus>>,
-) -> usize {
-    let mut lost = 0;
-    for history in histories {
-        for (id, requests) in history {
-            let segment = requests[0].segment;
-            let Some(last_ack) = requests.iter().rposition(|r| r.acknowledged) else {
-                continue;
-            };
-            // What the final state may hold: the last acknowledged status, or that of any later
-            // request whose answer was not a success (it may have landed).
-            let allowed: Vec<SegmentStatus> =
-                requests[last_ack..].iter().map(|r| r.status).collect();
-            if !allowed.contains(&state[id][segment]) {
-                lost += 1;
-            }
-        }
-    }
-    lost
-}
-
-async fn final_state(
-    store: &RedisJourneyStore,
-    ids: &[JourneyId],
-) -> BTreeMap<JourneyId, Vec<SegmentStatus>> {
-    let mut state = BTreeMap::new();
-    for id in ids {
-        let j = store.get(id).await.unwrap();
-        state.insert(id.clone(), j.segments.iter().map(|s| s.status).collect());
-    }
-    state
-}
-
 /// Seeds `n` journeys of `segments` segments through `store`.
 pub(crate) async fn seed(
     store: &RedisJourneyStore,
@@ -301,27 +207,54 @@ pub(crate) async fn seed(
 }
 
 /// redis-server SIGKILLed under load and restarted from its AOF with `appendfsync always`: the
-/// same API instance recovers by itself, and nothing acknowledged is lost.
+/// same API instance recovers by itself, and every answer the clients were given is explained by
+/// one order (a write acknowledged and then lost at the restart would leave a read, or a version,
+/// that no order explains). The control switches the AOF off mid-run, so the restart loads a file
+/// that stops before the last acknowledged writes: the same check must fail.
+#[rstest::rstest]
+#[case::aof_always(true)]
+#[case::control_aof_switched_off(false)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_killed_under_load_restarts_from_its_aof_losing_nothing_acknowledged() {
+async fn a_redis_killed_under_load_restarts_from_its_aof_losing_nothing_acknowledged(
+    #[case] keep_aof: bool,
+) {
     let data = tempfile::tempdir().unwrap();
-    let mut deployment = LocalRedis::persistent(data.path(), Fsync::Always).unwrap();
-    let url = deployment.url();
-    let server = TestServer::start(&url, S::Lua).await;
-    let store = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
-    let ids = seed(&store, 20, 2).await;
-    let outcome = fault_under_load(&server, &url, &store, &ids, Duration::from_secs(15), || {
-        deployment.nodes()[0].signal("KILL").unwrap();
-        deployment.nodes_mut()[0].restart().unwrap();
-    })
+    let deployment = LocalRedis::persistent(data.path(), Fsync::Always).unwrap();
+    let server = TestServer::start(&deployment.url(), S::Lua).await;
+    let recorded = Arc::new(AtomicU64::new(0));
+    let progress = Arc::clone(&recorded);
+    let checked = record_during(
+        "aof-always",
+        S::Lua,
+        vec![server.base.clone()],
+        6,
+        recorded,
+        deployment,
+        |mut deployment| async move {
+            after(&progress, 300, "operations before the fault").await;
+            if !keep_aof {
+                deployment.nodes()[0]
+                    .raw_command("CONFIG SET appendonly no")
+                    .unwrap();
+                after(&progress, 300, "operations the AOF will not hold").await;
+            }
+            deployment.nodes()[0].signal("KILL").unwrap();
+            deployment.nodes_mut()[0].restart().unwrap();
+            after(&progress, 300, "operations after the restart").await;
+            deployment
+        },
+    )
     .await;
-    eprintln!(
-        "fault: redis-server SIGKILLed, restarted from AOF (always): {} acknowledged, {} lost, \
-         API writing again {:?} after the restart",
-        outcome.acknowledged, outcome.lost, outcome.recovered
-    );
-    assert!(outcome.acknowledged > 0);
-    assert_eq!(outcome.lost, 0, "{outcome:?}");
+    if keep_aof {
+        assert_linearizable(&checked);
+    } else {
+        assert_eq!(
+            checked.report.verdict,
+            Verdict::NotLinearizable,
+            "the control lost acknowledged writes at the restart: {:?}",
+            checked.report
+        );
+    }
 }
 
 /// A replica paused, its primary killed, the replica promoted: without `--wait-replicas` updates
@@ -404,97 +337,64 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] replicas: Opti
 }
 
 /// A cluster primary SIGKILLed under load (no `--wait-replicas`: after the promotion that shard
-/// has no replica left to wait for): its replica is promoted, the same API instance serves its
-/// slots again without a restart, and nothing acknowledged is lost (replication on loopback
-/// keeps up; the paused-replica test shows the case where it does not).
+/// has no replica left to wait for): its replica is promoted, the same API instances serve its
+/// slots again without a restart, and every answer the clients were given is explained by one
+/// order (replication on loopback keeps up; the paused-replica test shows the case where it does
+/// not). The control, the original read-modify-write through the same two instances, must fail
+/// the same check.
+#[rstest::rstest]
+#[case::lua(S::Lua)]
+#[case::control_naive(S::Naive)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowledged() {
+async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowledged(
+    #[case] strategy: Strategy,
+) {
     let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
     let url = cluster.url();
-    let server = TestServer::start(&url, S::Lua).await;
-    let store = store_with(&connect(&url).await, StoreConfig::new(S::Lua)).await;
-    let ids = seed(&store, 30, 2).await;
-    // The primary that holds the first journey's slot.
-    let slot = keys::slot(&keys::journey_document(&ids[0]));
-    let victim = cluster
-        .nodes()
-        .iter()
-        .find(|n| {
-            n.raw_command("INFO replication")
-                .is_ok_and(|i| i.contains("role:master"))
-                && n.raw_command(&format!("CLUSTER COUNTKEYSINSLOT {slot}"))
-                    .is_ok_and(|r| r.trim() != ":0")
-        })
-        .expect("the primary of the first journey's slot");
-    let outcome = fault_under_load(&server, &url, &store, &ids, Duration::from_secs(30), || {
-        victim.signal("KILL").unwrap();
-    })
+    let mut store = StoreConfig::new(strategy);
+    store.processing_delay = Duration::from_millis(2);
+    let servers = [
+        TestServer::start_with(serve_config(&url, store.clone())).await,
+        TestServer::start_with(serve_config(&url, store)).await,
+    ];
+    let recorded = Arc::new(AtomicU64::new(0));
+    let progress = Arc::clone(&recorded);
+    let checked = record_during(
+        "cluster-primary-killed",
+        strategy,
+        servers.iter().map(|s| s.base.clone()).collect(),
+        8,
+        recorded,
+        cluster,
+        |cluster| async move {
+            after(&progress, 300, "operations before the kill").await;
+            let victim = cluster
+                .nodes()
+                .iter()
+                .find(|n| {
+                    n.raw_command("INFO replication")
+                        .is_ok_and(|i| i.contains("role:master"))
+                        && n.raw_command("KEYS *VFY-*")
+                            .is_ok_and(|r| !r.starts_with("*0"))
+                })
+                .expect("a primary holding one of the run's journeys");
+            victim.signal("KILL").unwrap();
+            after(&progress, 300, "operations after the kill").await;
+            cluster
+        },
+    )
     .await;
-    eprintln!(
-        "fault: cluster primary SIGKILLed: {} acknowledged, {} lost, API writing its slot again \
-         {:?} after the kill",
-        outcome.acknowledged, outcome.lost, outcome.recovered
-    );
-    assert_eq!(outcome.lost, 0, "{outcome:?}");
-}
-
-/// What a fault under load did.
-#[derive(Debug)]
-struct UnderLoad {
-    /// Updates answered 200.
-    acknowledged: usize,
-    /// Acknowledged updates the final state lost (the history check).
-    lost: usize,
-    /// From the fault to the first update the same API instance acknowledged again.
-    recovered: Duration,
-}
-
-/// Writers through `server` on two segments of `ids`; once some updates are acknowledged,
-/// `fault` runs; then a bounded poll (`limit`) until the API writes again; then the writers stop
-/// and the final state, read through a fresh connection to `url`, is checked against the history.
-async fn fault_under_load(
-    server: &TestServer,
-    url: &str,
-    store: &RedisJourneyStore,
-    ids: &Arc<Vec<JourneyId>>,
-    limit: Duration,
-    fault: impl FnOnce(),
-) -> UnderLoad {
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = http_client();
-    let tasks = writers(&client, &server.base, ids, 2, &stop);
-    poll_until(Duration::from_secs(10), "acknowledged updates", || async {
-        store.get(&ids[0]).await.is_ok_and(|j| j.version.get() >= 2)
-    })
-    .await;
-    fault();
-    let faulted = Instant::now();
-    // The same API instance serves again without a restart of its own.
-    poll_until(limit, "the API to write again", || async {
-        client
-            .put(server.url(&format!("/api/journeys/{}/status", ids[0])))
-            .json(&json!({"status": "Confirmed"}))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    let recovered = faulted.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let mut histories = Vec::new();
-    for task in tasks {
-        histories.push(task.await.unwrap());
+    if strategy == S::Naive {
+        assert_eq!(
+            checked.report.verdict,
+            Verdict::NotLinearizable,
+            "the control loses updates through two instances: {:?}",
+            checked.report
+        );
+    } else {
+        assert_linearizable(&checked);
     }
-    let reader = store_with(&connect(url).await, StoreConfig::new(S::Lua)).await;
-    let state = final_state(&reader, ids).await;
-    UnderLoad {
-        acknowledged: histories
-            .iter()
-            .flat_map(|h| h.values())
-            .flatten()
-            .filter(|r| r.acknowledged)
-            .count(),
-        lost: lost_updates(&histories, &state),
-        recovered,
+    for server in servers {
+        server.stop().await;
     }
 }

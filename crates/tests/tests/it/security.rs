@@ -335,23 +335,34 @@ mod cache_limits {
             let url = server.url(&format!("/api/cache/c{i}"));
             tokio::spawn(async move {
                 barrier.wait().await;
-                client
+                let sent = std::time::Instant::now();
+                let status = client
                     .post(url)
                     .json(&json!({"value": "v"}))
                     .send()
                     .await
                     .unwrap()
-                    .status()
+                    .status();
+                (status, (sent, std::time::Instant::now()))
             })
         });
         let mut stored = 0;
+        let mut spans = Vec::new();
         for send in sends.collect::<Vec<_>>() {
-            match send.await.unwrap() {
+            let (status, span) = send.await.unwrap();
+            spans.push(span);
+            match status {
                 StatusCode::OK => stored += 1,
                 StatusCode::INSUFFICIENT_STORAGE => {}
                 other => panic!("unexpected {other}"),
             }
         }
+        // The control: the requests were in flight together, not one after another.
+        assert!(
+            flyrtech_tests::max_overlap(&spans) >= 10,
+            "{} at once",
+            flyrtech_tests::max_overlap(&spans)
+        );
         assert_eq!(stored, CAP);
         let entries: u64 = redis::cmd("ZCARD")
             .arg(keys::CACHE_INDEX)
@@ -477,11 +488,13 @@ async fn the_journey_list_comes_in_pages_of_at_most_limit_without_repeats() {
         let (seen, pages) = walk(&server, limit).await;
         assert_eq!(seen.len(), total, "limit {limit}");
         assert!(pages.iter().all(|(_, t)| *t == total), "limit {limit}");
-        assert!(
-            pages.len() >= total.div_ceil(limit),
-            "limit {limit}: {} pages",
-            pages.len()
-        );
+        // Full pages, and the rest on the last one.
+        let sizes: Vec<usize> = pages.iter().map(|(n, _)| *n).collect();
+        let mut expected = vec![limit; total / limit];
+        if !total.is_multiple_of(limit) {
+            expected.push(total % limit);
+        }
+        assert_eq!(sizes, expected, "limit {limit}");
     }
 
     for bad in [

@@ -61,7 +61,13 @@ async fn an_update_is_acknowledged_only_once_on_disk_there_and_on_a_replica() {
     let mut redis = LocalRedis::primary_with_replicas_and_aof(1, Fsync::Always).unwrap();
     let primary = redis.nodes()[0].url();
     if !facts(&connect(&primary).await).await.unwrap().waitaof {
-        // Debian's Redis 7.0: nothing to confirm with; the refusal is tested above.
+        // Debian's Redis 7.0: nothing to confirm with; the refusal is tested above. The pass
+        // that must run it (CI's Valkey pass) says so, and then a skip is a failure.
+        assert!(
+            std::env::var_os("FLYRTECH_EXPECT_WAITAOF").is_none(),
+            "FLYRTECH_EXPECT_WAITAOF is set, but {} has no WAITAOF",
+            flyrtech_infrastructure::local::server_program()
+        );
         eprintln!("SKIPPED on an engine without WAITAOF (CI runs it on Valkey)");
         return;
     }

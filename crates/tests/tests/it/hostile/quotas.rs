@@ -68,6 +68,7 @@ async fn journeys_created_are_counted_per_client_and_capped() {
             );
             tokio::spawn(async move {
                 barrier.wait().await;
+                let sent = std::time::Instant::now();
                 let response = client
                     .post(url)
                     .bearer_auth(key)
@@ -75,14 +76,18 @@ async fn journeys_created_are_counted_per_client_and_capped() {
                     .send()
                     .await
                     .unwrap();
+                let span = (sent, std::time::Instant::now());
                 let status = response.status();
-                (status, problem_type(response).await)
+                (status, problem_type(response).await, span)
             })
         })
         .collect();
     let mut created = 0;
+    let mut spans = Vec::new();
     for task in tasks {
-        match task.await.unwrap() {
+        let (status, kind, span) = task.await.unwrap();
+        spans.push(span);
+        match (status, kind) {
             (StatusCode::CREATED, _) => created += 1,
             (StatusCode::INSUFFICIENT_STORAGE, kind) => {
                 assert_eq!(kind, "/problems/journey-quota");
@@ -90,6 +95,12 @@ async fn journeys_created_are_counted_per_client_and_capped() {
             other => panic!("{other:?}"),
         }
     }
+    // The control: the creates were in flight together, not one after another.
+    assert!(
+        flyrtech_tests::max_overlap(&spans) >= 4,
+        "{} at once",
+        flyrtech_tests::max_overlap(&spans)
+    );
     assert_eq!(created, QUOTA);
     let mut conn = redis.connect().await.shared();
     let counted: u64 = redis::cmd("HGET")
