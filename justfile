@@ -77,6 +77,11 @@ incident-runs:
     mkdir -p docs/results
     for i in 1 2 3 4 5; do cargo run --release -q -p flyrtech-api -- compare --strategies local-lock,optimistic,redlock --instances 1 --scenario incident 2>/dev/null | grep -E "^│ (local-lock|optimistic|redlock) "; cargo run --release -q -p flyrtech-api -- compare --strategies optimistic,redlock --scenario incident 2>/dev/null | grep -E "^│ (optimistic|redlock) "; done | tee docs/results/incident-runs.txt
 
+# Mutation testing (`cargo install --locked cargo-mutants`) over core and the pure parts of infrastructure (key naming, the outbox and hash codecs); hours on two cores, so CI does not run it (docs/testing.md). Writes target/mutants-core/ and target/mutants-infra/.
+mutants:
+    cargo mutants -p flyrtech-core --timeout 300 -o target/mutants-core
+    cargo mutants -p flyrtech-infrastructure --timeout 300 -o target/mutants-infra -f crates/infrastructure/src/plumbing/keys.rs -f crates/infrastructure/src/store/outbox.rs -f crates/infrastructure/src/store/hash_fields.rs -f crates/infrastructure/src/store/document.rs
+
 fmt:
     cargo fmt --all
 
