@@ -77,8 +77,10 @@ pub struct Segment {
         schema(min_length = 1, max_length = 16, pattern = "\\S")
     )]
     pub destination: String,
+    #[serde(deserialize_with = "rfc3339")]
     pub departure_time: DateTime<Utc>,
     /// Not before `departureTime`.
+    #[serde(deserialize_with = "rfc3339")]
     pub arrival_time: DateTime<Utc>,
     #[cfg_attr(
         feature = "openapi",
@@ -108,6 +110,7 @@ pub struct Journey {
     pub passenger_name: String,
     #[cfg_attr(feature = "openapi", schema(max_length = 254, pattern = "@"))]
     pub passenger_email: String,
+    #[serde(deserialize_with = "rfc3339")]
     pub booking_date: DateTime<Utc>,
     pub status: JourneyStatus,
     #[cfg_attr(feature = "openapi", schema(value_type = f64, minimum = 0.0, exclusive_maximum = 1000000000000.0, multiple_of = 0.01, example = 850.5))]
@@ -378,6 +381,27 @@ fn require_text(field: &str, value: &str, max: usize) -> Result<(), InvalidInput
     }
 }
 
+/// A date-time as RFC 3339 writes it: four-digit years (0000 to 9999, what the original's .NET
+/// clients parse), a `T`, and an offset. chrono's own parse also takes extended years
+/// (`+99999-01-01T00:00:00Z`), which are refused here.
+fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = std::borrow::Cow::<str>::deserialize(d)?;
+    let four_digit_year = text.len() > 4
+        && text.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && text.as_bytes()[4] == b'-';
+    DateTime::parse_from_rfc3339(&text)
+        .ok()
+        .filter(|_| four_digit_year)
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| {
+            let shown: String = text.chars().take(40).collect();
+            serde::de::Error::custom(format!(
+                "{shown:?} is not an RFC 3339 date-time with a four-digit year \
+                 (2026-11-21T08:00:00Z)"
+            ))
+        })
+}
+
 fn list_or_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Segment>, D::Error> {
     // A visitor rather than an untagged enum: untagged buffering would turn exact numbers into
     // floats-in-disguise under serde_json's arbitrary_precision.
@@ -414,4 +438,37 @@ fn list_or_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Segment>,
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JourneyFile {
     pub journeys: Vec<Journey>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journey(booking_date: &str) -> serde_json::Result<Journey> {
+        serde_json::from_str(&format!(
+            r#"{{"id":"JRN-1","passengerName":"A","passengerEmail":"a@b","bookingDate":"{booking_date}","status":"Confirmed","totalPrice":1.00,"segments":[]}}"#
+        ))
+    }
+
+    /// RFC 3339, four-digit years: what the contract promises and the original's clients parse.
+    #[test]
+    fn dates_are_rfc3339_with_four_digit_years() {
+        for good in [
+            "2026-11-21T08:00:00Z",
+            "0001-01-01T00:00:00+02:00",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            assert!(journey(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "+99999-01-01T00:00:00Z",
+            "-0001-01-01T00:00:00Z",
+            "2026-11-21",
+            "2026-11-21 08:00:00",
+            "21/11/2026",
+        ] {
+            let err = journey(bad).expect_err(bad).to_string();
+            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
+    }
 }

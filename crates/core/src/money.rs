@@ -84,14 +84,85 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // A JSON number only (not a string), read from its exact text.
+        // A JSON number only (not a string), read from its exact text, and judged on that text
+        // before any parsing: a decimal parse rounds past 28 significant digits, so
+        // `850.50000000000000000000000000001` would become a valid 850.50.
         let number = serde_json::Number::deserialize(d)?;
         let text = number.as_str();
+        let shown = quoted(text);
+        let Some(digits) = Digits::of(text) else {
+            return Err(serde::de::Error::custom(format!(
+                "price {shown} is not a decimal number"
+            )));
+        };
+        if digits.decimals > 2 {
+            return Err(serde::de::Error::custom(format!(
+                "price {shown} has fractions of a cent"
+            )));
+        }
+        if digits.integer > 12 {
+            return Err(serde::de::Error::custom(format!(
+                "price {shown} is not below 10^12"
+            )));
+        }
         let amount = text
             .parse::<Decimal>()
             .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|e| serde::de::Error::custom(format!("price {text}: {e}")))?;
+            .map_err(|e| serde::de::Error::custom(format!("price {shown}: {e}")))?;
         Self::new(amount).map_err(serde::de::Error::custom)
+    }
+}
+
+/// At most this much of what a client sent is quoted back in an error.
+const QUOTED: usize = 32;
+
+/// `text` as an error quotes it: whole when short, else its start and its length.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}… ({} characters)", &text[..at], text.chars().count()),
+    }
+}
+
+/// What a number's text says of its size and precision, exactly, whatever its notation.
+struct Digits {
+    /// Decimal places once trailing zeros are dropped (negative for a whole number of tens).
+    decimals: i64,
+    /// Digits before the decimal point once leading zeros are dropped.
+    integer: i64,
+}
+
+impl Digits {
+    fn of(text: &str) -> Option<Self> {
+        let unsigned = text.strip_prefix('-').unwrap_or(text);
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i64>().ok()?),
+            None => (unsigned, 0),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if whole.is_empty()
+            || !whole
+                .chars()
+                .chain(fraction.chars())
+                .all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let fraction_len = i64::try_from(fraction.len()).ok()?;
+        let all = format!("{whole}{fraction}");
+        let significant = all.trim_start_matches('0');
+        let trailing =
+            i64::try_from(significant.len() - significant.trim_end_matches('0').len()).ok()?;
+        let decimals = fraction_len.checked_sub(exponent)?.checked_sub(trailing)?;
+        let integer = if significant.is_empty() {
+            0
+        } else {
+            i64::try_from(significant.len())
+                .ok()?
+                .checked_sub(fraction_len)?
+                .checked_add(exponent)?
+        };
+        Some(Self { decimals, integer })
     }
 }
 
@@ -108,6 +179,9 @@ mod tests {
     #[case("0.1", "0.10", 10)]
     #[case("1234567.89", "1234567.89", 123456789)]
     #[case("1.5e2", "150.00", 15000)]
+    #[case("850.500", "850.50", 85050)]
+    #[case("8.505E2", "850.50", 85050)]
+    #[case("0.00", "0.00", 0)]
     fn serializes_with_two_decimals(#[case] json: &str, #[case] out: &str, #[case] cents: i64) {
         let money: Money = serde_json::from_str(json).expect("valid price");
         assert_eq!(serde_json::to_string(&money).expect("serialize"), out);
@@ -119,6 +193,12 @@ mod tests {
     #[case("0.001")]
     #[case("1000000000000")]
     #[case("\"12\"")]
+    // Past 28 significant digits a decimal parse rounds: judged on the text, before it.
+    #[case("850.50000000000000000000000000001")]
+    #[case("0.00000000000000000000000000001")]
+    #[case("8.50501e2")]
+    #[case("1e12")]
+    #[case("1.000000000000000000000000000001e2")]
     fn rejects_invalid_amounts(#[case] json: &str) {
         assert!(
             serde_json::from_str::<Money>(json).is_err(),

@@ -120,6 +120,11 @@ pub struct ServeArgs {
     /// Connections held open at once; one more is closed at once [default: 10000].
     #[arg(long, env = "FLYRTECH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Connections one client address (an IPv6 /64 counts as one) may hold at once; one more
+    /// from it is closed at once, while other addresses are served. `--trusted-proxies` are
+    /// exempt [default: a twentieth of --max-connections, at least 8].
+    #[arg(long)]
+    pub max_connections_per_client: Option<usize>,
     /// Longest shutdown waits for requests in flight before closing what is left [default: 10000].
     #[arg(long)]
     pub shutdown_grace_ms: Option<u64>,
@@ -127,7 +132,8 @@ pub struct ServeArgs {
     /// [default: 100000].
     #[arg(long)]
     pub quota_journeys: Option<OrOff<u64>>,
-    /// Cache entries one client's writes may hold [default: a tenth of --cache-max-entries].
+    /// Cache entries one client's writes may hold [default: a hundredth of --cache-max-entries,
+    /// at least one].
     #[arg(long)]
     pub quota_cache_entries: Option<u64>,
     /// The share of --outbox-hard-cap one client's changes may hold waiting for the relay,
@@ -451,8 +457,20 @@ pub struct Connections {
     pub idle_timeout: Duration,
     /// Connections held at once; one more is closed at once.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once; one more from it is
+    /// closed at once. Trusted proxies are exempt.
+    pub per_client: usize,
     /// Longest shutdown waits for requests in flight before it closes what is left.
     pub shutdown_grace: Duration,
+}
+
+impl Connections {
+    /// A client's share of `max_connections` unless configured: a twentieth, at least 8 (a
+    /// browser opens six), at most the cap. At the default cap, 500: one host cannot hold more
+    /// than 5 % of what everyone shares.
+    pub fn default_per_client(max_connections: usize) -> usize {
+        (max_connections / 20).max(8).min(max_connections)
+    }
 }
 
 impl Default for Connections {
@@ -463,6 +481,7 @@ impl Default for Connections {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            per_client: Self::default_per_client(10_000),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -491,6 +510,11 @@ fn connections(args: &ServeArgs, file: &ServeArgs) -> Result<Connections, Config
         let ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
         positive(key, flag.or(file), ms).map(Duration::from_millis)
     };
+    let max_connections = positive(
+        "max_connections",
+        args.max_connections.or(file.max_connections),
+        d.max_connections,
+    )?;
     Ok(Connections {
         header_timeout: ms(
             "header_timeout_ms",
@@ -504,11 +528,14 @@ fn connections(args: &ServeArgs, file: &ServeArgs) -> Result<Connections, Config
             file.idle_timeout_ms,
             d.idle_timeout,
         )?,
-        max_connections: positive(
-            "max_connections",
-            args.max_connections.or(file.max_connections),
-            d.max_connections,
-        )?,
+        max_connections,
+        per_client: positive(
+            "max_connections_per_client",
+            args.max_connections_per_client
+                .or(file.max_connections_per_client),
+            Connections::default_per_client(max_connections),
+        )?
+        .min(max_connections),
         shutdown_grace: ms(
             "shutdown_grace_ms",
             args.shutdown_grace_ms,
@@ -553,7 +580,7 @@ fn cache_limits(args: &ServeArgs, file: &ServeArgs) -> Result<CacheLimits, Confi
         max_entries_per_client: args
             .quota_cache_entries
             .or(file.quota_cache_entries)
-            .unwrap_or((max_entries / 10).max(1)),
+            .unwrap_or(CacheLimits::default_per_client(max_entries)),
     };
     if limits.default_ttl > limits.max_ttl {
         return Err(ConfigError::Value {
@@ -639,15 +666,15 @@ mod tests {
             defaults.quotas.outbox_share,
             Some(QuotaLimits::DEFAULT_OUTBOX_SHARE)
         );
-        assert_eq!(defaults.cache.max_entries_per_client, 1000);
+        assert_eq!(defaults.cache.max_entries_per_client, 100);
 
         let text =
             "[serve]\nquota_journeys = 50\nquota_outbox_share = 0.5\ncache_max_entries = 30\n";
         let from_file = resolve(&ServeArgs::default(), text).expect("file");
         assert_eq!(from_file.quotas.journeys, Some(50));
         assert_eq!(from_file.quotas.outbox_share, Some(0.5));
-        // A tenth of the cache unless set.
-        assert_eq!(from_file.cache.max_entries_per_client, 3);
+        // A hundredth of the cache unless set, at least one.
+        assert_eq!(from_file.cache.max_entries_per_client, 1);
 
         let flags = ServeArgs {
             quota_journeys: Some(OrOff::Off),

@@ -111,19 +111,18 @@ pub struct CacheDemo {
 /// lives it answers the cached value. Racing requests agree on one value (`SET NX GET`).
 #[utoipa::path(get, path = "/api/cache/demo", tag = "cache", operation_id = "cacheDemo",
     responses((status = 200, body = CacheDemo), Unavailable))]
-pub async fn demo(
-    State(app): State<AppState>,
-    client: Client,
-) -> Result<Json<CacheDemo>, ApiError> {
+pub async fn demo(State(app): State<AppState>) -> Result<Json<CacheDemo>, ApiError> {
     let key = CacheKey::parse(DEMO_KEY)?;
     let generated = chrono::Utc::now()
         .format("Generated at %Y-%m-%d %H:%M:%S UTC")
         .to_string();
     let ttl = Duration::from_secs(DEMO_TTL_SECONDS);
     Ok(Json(
+        // The service's own entry: a read writes nothing on the caller's account, and is never
+        // refused for want of room.
         match app
-            .cache_for(&client)
-            .set_if_absent(&key, &generated, ttl)
+            .cache
+            .service_entry_if_absent(&key, &generated, ttl)
             .await?
         {
             None => CacheDemo {
@@ -173,7 +172,8 @@ pub async fn get(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`), or this client holds its quota of entries (`cache-quota`)"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`): a condition of the service, not of this client"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "This client holds its quota of cache entries (`cache-quota`); nothing was stored"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A bad key, a missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]
@@ -249,7 +249,8 @@ pub async fn remove(
     responses(
         (status = 200, body = CacheStored),
         BodyRejected,
-        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`), or this client holds its quota of entries (`cache-quota`)"),
+        (status = 507, body = Problem, content_type = PROBLEM, description = "The cache holds its maximum of entries and this key is not one of them (`cache-full`): a condition of the service, not of this client"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "This client holds its quota of cache entries (`cache-quota`); nothing was stored"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "A missing `value`, or an expiration that is not a whole number of seconds from 1 to the maximum (a day by default)"),
         Unavailable,
     ))]

@@ -37,15 +37,17 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flyrtech_infrastructure::plumbing::trace_context;
+use hyper::body::Body as _;
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
@@ -67,10 +69,39 @@ pub struct Gate {
     pub proxies: TrustedProxies,
     /// Longest a handler may take.
     pub request_timeout: Duration,
+    /// Largest body accepted: a request that declares a longer one is answered 413 before a
+    /// byte of it is read.
+    pub body_limit: usize,
     /// The request metrics' handles.
     pub metrics: RouteMetrics,
     /// The router's route templates, the requests' route labels.
     pub routes: RouteTemplates,
+}
+
+impl Gate {
+    /// What a request's head must not say, whatever its route: two `Authorization` headers (a
+    /// proxy in front could judge the other one), or a body over the limit (refused before it
+    /// is read, so `Expect: 100-continue` gets 413, not "100 Continue").
+    fn framing(&self, request: &Request) -> Result<(), ApiError> {
+        let headers = request.headers();
+        if headers
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::two_authorizations());
+        }
+        if let Some(declared) = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && declared > u64::try_from(self.body_limit).unwrap_or(u64::MAX)
+        {
+            return Err(ApiError::body_too_large(declared, self.body_limit));
+        }
+        Ok(())
+    }
 }
 
 /// The router behind the gate (see the module's documentation for its steps). A service of its
@@ -139,6 +170,18 @@ where
         let method = method_label(request.method());
         let route = gate.routes.label(request.uri().path());
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+        // A request with a body: whether all of it arrived, so that a deadline missed while it
+        // was still arriving is the client's 408, not the service's 503.
+        let arrived = (!request.body().is_end_stream()).then(|| {
+            let arrived = Arc::new(AtomicBool::new(false));
+            let watched = Arc::clone(&arrived);
+            let body = std::mem::take(request.body_mut());
+            *request.body_mut() = Body::new(Arrival {
+                inner: body,
+                arrived: watched,
+            });
+            arrived
+        });
         // Who it is first (the key verified, else the address), so that the limit keys on a
         // verified identity: a made-up bearer value draws on its address' budget.
         let identity = gate.access.identify(&mut request);
@@ -148,6 +191,7 @@ where
             Some(limiter) => limiter.admit(client),
             None => Ok(()),
         }
+        .and_then(|()| gate.framing(&request))
         .and_then(|()| gate.access.authorize(&request, &identity));
         let state = match admitted {
             Err(refused) => State::Answered {
@@ -165,7 +209,7 @@ where
                     handled: Box::pin(traced(
                         (method, route),
                         carried,
-                        gate.request_timeout,
+                        (gate.request_timeout, arrived.clone()),
                         tokio::time::timeout_at(deadline, self.inner.call(request)),
                     )),
                 }
@@ -174,6 +218,7 @@ where
                 handled: tokio::time::timeout_at(deadline, self.inner.call(request)),
             },
         };
+
         GateFuture {
             state,
             done: Some(Done {
@@ -182,6 +227,7 @@ where
                 method,
                 route,
                 uri,
+                arrived,
             }),
         }
     }
@@ -220,6 +266,8 @@ struct Done {
     method: &'static str,
     route: &'static str,
     uri: Option<axum::http::Uri>,
+    /// For a request with a body: set once all of it has arrived.
+    arrived: Option<Arc<AtomicBool>>,
 }
 
 impl<F> Future for GateFuture<F>
@@ -239,7 +287,9 @@ where
                     return Poll::Pending;
                 };
                 match this.done.as_ref() {
-                    Some(done) => within(done.gate.request_timeout, handled),
+                    Some(done) => {
+                        within(done.gate.request_timeout, done.arrived.as_deref(), handled)
+                    }
                     None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                 }
             }
@@ -280,15 +330,54 @@ impl Done {
     }
 }
 
-/// The handler's response, or 503 with `Retry-After` when it took longer than `timeout`.
+/// The handler's response; past `timeout`, 408 when the request's body had not all arrived
+/// (`arrived` unset: the client was too slow to send it), else 503 with `Retry-After`.
 fn within(
     timeout: Duration,
+    arrived: Option<&AtomicBool>,
     handled: Result<Result<Response, Infallible>, tokio::time::error::Elapsed>,
 ) -> Response {
     match handled {
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
+        Err(_) if arrived.is_some_and(|a| !a.load(Ordering::Acquire)) => {
+            ApiError::body_too_slow(timeout).into_response()
+        }
         Err(_) => ApiError::timed_out(timeout).into_response(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's body, telling its gate when all of it has arrived.
+    struct Arrival {
+        #[pin]
+        inner: Body,
+        arrived: Arc<AtomicBool>,
+    }
+}
+
+impl hyper::body::Body for Arrival {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.arrived.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -298,7 +387,7 @@ fn within(
 async fn traced<F>(
     (method, route): (&'static str, &'static str),
     carried: Option<String>,
-    timeout: Duration,
+    (timeout, arrived): (Duration, Option<Arc<AtomicBool>>),
     handled: tokio::time::Timeout<F>,
 ) -> Response
 where
@@ -315,7 +404,11 @@ where
         http.response.status_code = tracing::field::Empty,
     );
     trace_context::adopt(&span, carried.as_deref());
-    let response = within(timeout, handled.instrument(span.clone()).await);
+    let response = within(
+        timeout,
+        arrived.as_deref(),
+        handled.instrument(span.clone()).await,
+    );
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -369,17 +462,22 @@ impl RouteMetrics {
             route.as_ptr() as usize,
             status.as_u16(),
         );
-        let seconds = took.as_secs_f64();
+        // A 408 measures the client's upload, not the service: counted, never in the latency
+        // the alerts watch.
+        let seconds = (status != StatusCode::REQUEST_TIMEOUT).then(|| took.as_secs_f64());
+        let count = |handles: &Handles| {
+            handles.requests.increment(1);
+            if let Some(seconds) = seconds {
+                handles.duration.record(seconds);
+            }
+        };
         if let Ok(table) = self.handles.read()
             && let Some(handles) = table.get(&key)
         {
-            handles.requests.increment(1);
-            handles.duration.record(seconds);
+            count(handles);
             return;
         }
-        let handles = self.register(key, method, route, status);
-        handles.requests.increment(1);
-        handles.duration.record(seconds);
+        count(&self.register(key, method, route, status));
     }
 
     #[cold]

@@ -247,7 +247,7 @@ impl AsRef<[u8]> for ArcText {
         BodyRejected,
         (status = 409, body = Problem, content_type = PROBLEM, description = "A journey with this id exists; it is untouched"),
         (status = 422, body = Problem, content_type = PROBLEM, description = "Invalid fields, including rules a schema cannot state: segment ids unique within the journey, arrivalTime not before departureTime, prices in whole cents"),
-        (status = 507, body = Problem, content_type = PROBLEM, description = "This client has created its quota of journeys (`journey-quota`); nothing was created"),
+        (status = 429, body = Problem, content_type = PROBLEM, description = "This client has created its quota of journeys (`journey-quota`); nothing was created"),
         Unavailable,
     ))]
 pub async fn create(
@@ -323,7 +323,13 @@ pub async fn update_segment(
     let Path((journey, segment)) = path?;
     let Json(body) = payload?;
     // The original's one sentence for a missing journey or segment, on this route.
-    let missing = || format!("Journey '{journey}' or segment '{segment}' not found");
+    let missing = || {
+        format!(
+            "Journey {} or segment {} not found",
+            super::problem::quoted(&journey),
+            super::problem::quoted(&segment)
+        )
+    };
     let id = journey_id(&journey).map_err(|e| e.with_not_found_message(missing()))?;
     let segment_id = SegmentId::parse(&*segment).map_err(|e| {
         ApiError::impossible_segment(&journey, &segment, &e).with_not_found_message(missing())

@@ -62,7 +62,7 @@ use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::problem::ApiError;
-use crate::config::{ConfigError, Connections, ServeSettings};
+use crate::config::{ConfigError, Connections, ServeSettings, TrustedProxies};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +308,8 @@ pub struct Application {
     service: gate::GateService<Router>,
     /// How connections are bounded.
     connections: Connections,
+    /// Whose connections carry many clients (exempt from a client's share of them).
+    proxies: TrustedProxies,
     state: AppState,
     seeded: SeedReport,
 }
@@ -424,13 +426,15 @@ impl Application {
                 .transpose()?
                 .map(Arc::new),
             access,
-            proxies: config.trusted_proxies,
+            proxies: config.trusted_proxies.clone(),
             request_timeout: config.request_timeout,
+            body_limit: config.body_limit,
             metrics: gate::RouteMetrics::default(),
             routes,
         };
         Ok(Self {
             connections: config.connections,
+            proxies: config.trusted_proxies,
             service: gate::GateService::new(gate, router),
             listener,
             state,
@@ -472,7 +476,14 @@ impl Application {
             cluster = self.state.store.redis().is_cluster(),
             "serving the journey API (Swagger UI at /swagger-ui)"
         );
-        server::serve(self.listener, self.service, self.connections, shutdown).await?;
+        server::serve(
+            self.listener,
+            self.service,
+            self.connections,
+            self.proxies,
+            shutdown,
+        )
+        .await?;
         tracing::info!("all in-flight requests finished; stopped");
         Ok(())
     }

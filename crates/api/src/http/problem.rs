@@ -48,6 +48,9 @@ pub enum BodyRejected {
     /// `--max-journey-bytes` (`/problems/journey-too-large`).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
+    /// The body did not arrive within the request timeout (`/problems/request-timeout`).
+    #[response(status = 408, content_type = "application/problem+json")]
+    TooSlow(Problem),
     /// The body is not `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(Problem),
@@ -106,13 +109,14 @@ impl ApiError {
     /// 404 for a journey id no journey can have (it fails our id rules): such a journey does not
     /// exist. Answered before anything reaches Redis.
     pub fn impossible_journey(raw: &str, reason: &InvalidInput) -> Self {
+        let raw = quoted(raw);
         Self::new(
             StatusCode::NOT_FOUND,
             "journey-not-found",
             "Journey not found",
-            format!("no journey can have the id {raw:?}: {}", reason.reason),
+            format!("no journey can have the id {raw}: {}", reason.reason),
         )
-        .with_not_found_message(format!("Journey '{raw}' not found"))
+        .with_not_found_message(format!("Journey {raw} not found"))
     }
 
     /// 404 for a segment id no segment can have, naming the segment (the journey id is valid).
@@ -122,9 +126,22 @@ impl ApiError {
             "segment-not-found",
             "Segment not found",
             format!(
-                "no segment can have the id {raw:?} (journey {journey:?}): {}",
+                "no segment can have the id {} (journey {}): {}",
+                quoted(raw),
+                quoted(journey),
                 reason.reason
             ),
+        )
+    }
+
+    /// 400: more than one `Authorization` header. The service and a proxy in front of it could
+    /// each judge a different one, so neither is taken.
+    pub fn two_authorizations() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous-authorization",
+            "More than one Authorization header",
+            "send one Authorization header".to_owned(),
         )
     }
 
@@ -181,6 +198,20 @@ impl ApiError {
         )
     }
 
+    /// 408: the request's body had not arrived when the request's time ran out. The client's
+    /// doing (a slow upload), so a 4xx: nothing was done, and nobody is paged.
+    pub fn body_too_slow(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "The request's body did not arrive in time",
+            format!(
+                "the body had not arrived within {} ms; nothing was done",
+                limit.as_millis()
+            ),
+        )
+    }
+
     /// 503 when the request ran out of time; the client may retry.
     pub fn timed_out(limit: std::time::Duration) -> Self {
         Self::new(
@@ -214,6 +245,17 @@ impl ApiError {
             detail.into(),
         )
         .retry_later()
+    }
+
+    /// 413 before any of the body is read: its declared `Content-Length` is over the limit
+    /// (so a client that sent `Expect: 100-continue` is refused instead of invited).
+    pub fn body_too_large(declared: u64, limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the body would be {declared} bytes; the most accepted is {limit}"),
+        )
     }
 
     /// 413: a cache value over `--cache-max-value-bytes`.
@@ -409,8 +451,10 @@ impl From<StoreError> for ApiError {
             .retry_later(),
             StoreError::OverQuota { .. } => {
                 metrics::counter!("http_quota_refused_total", "quota" => "journeys").increment(1);
+                // The client's doing, not the service's: a 4xx, which pages nobody. No
+                // Retry-After: journeys are kept, so waiting brings no room back.
                 Self::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
+                    StatusCode::TOO_MANY_REQUESTS,
                     "journey-quota",
                     "This client has created its quota of journeys",
                     format!(
@@ -453,8 +497,9 @@ impl From<CacheError> for ApiError {
             .retry_later(),
             CacheError::OverQuota { .. } => {
                 metrics::counter!("http_quota_refused_total", "quota" => "cache").increment(1);
+                // The client's doing: 429, since its entries expire and room comes back.
                 Self::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
+                    StatusCode::TOO_MANY_REQUESTS,
                     "cache-quota",
                     "This client holds its quota of cache entries",
                     format!(
@@ -532,5 +577,17 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// At most this many characters of what a client sent are quoted back in an error.
+const QUOTED: usize = 80;
+
+/// `raw`, quoted for an error: whole when short, else its start and its length, so an answer
+/// never grows with what the client sent.
+pub(crate) fn quoted(raw: &str) -> String {
+    match raw.char_indices().nth(QUOTED) {
+        None => format!("'{raw}'"),
+        Some((at, _)) => format!("'{}…' ({} characters)", &raw[..at], raw.chars().count()),
     }
 }

@@ -21,6 +21,13 @@
 //! - **A cap on open connections** ([`Connections::max_connections`]): one beyond it is closed
 //!   at once, before a byte is read, and counted in `http_connections_refused_total`;
 //!   `http_connections_open` is the gauge of those held.
+//! - **Each client's share of the cap** ([`Connections::per_client`]): one address (an IPv6
+//!   /64 counts as one, as a host usually holds the whole prefix) holds at most this many
+//!   connections; one more from it is closed at once and counted in
+//!   `http_connections_refused_per_client_total`, while other addresses are still served. So
+//!   silent sockets from one host cannot lock everyone else out until their header timeout.
+//!   Connections from `--trusted-proxies` are exempt: a proxy carries many clients (the rate
+//!   limit and quotas see them by the address it forwards).
 //! - **A bounded drain** ([`Connections::shutdown_grace`]): at shutdown the listener closes,
 //!   every connection is told to finish (hyper answers the request in flight, then closes; an
 //!   idle one closes at once), and whatever is still open after the grace is dropped, so a
@@ -29,9 +36,10 @@
 //! Each request carries its peer's address ([`Peer`]): the rate limit and the quotas key on it
 //! when no known key is presented.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -45,7 +53,7 @@ use tower_service::Service;
 
 use super::gate::GateService;
 use super::limit::Peer;
-use crate::config::Connections;
+use crate::config::{Connections, TrustedProxies};
 
 /// What the loop serves: the router behind the gate.
 type Gated = GateService<Router>;
@@ -59,9 +67,11 @@ pub async fn serve(
     listener: TcpListener,
     service: Gated,
     limits: Connections,
+    proxies: TrustedProxies,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let shares = Arc::new(Shares::default());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -82,6 +92,16 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let share = if proxies.trusts(peer.ip()) {
+                    None
+                } else {
+                    let Some(share) = Share::take(&shares, peer.ip(), limits.per_client) else {
+                        metrics::counter!("http_connections_refused_per_client_total").increment(1);
+                        drop(stream);
+                        continue;
+                    };
+                    Some(share)
+                };
                 let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
                     metrics::counter!("http_connections_refused_total").increment(1);
                     drop(stream);
@@ -93,7 +113,7 @@ pub async fn serve(
                 connections.spawn(async move {
                     connection(stream, peer, service, limits, stopping).await;
                     metrics::gauge!("http_connections_open").decrement(1.0);
-                    drop(permit);
+                    drop((permit, share));
                 });
             }
         }
@@ -190,6 +210,58 @@ async fn connection(
     }
 }
 
+/// Who a connection's share is counted against: an IPv4 address, or an IPv6 address' /64.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+/// The connections each client holds (only clients holding some are kept).
+#[derive(Debug, Default)]
+struct Shares(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted in its client's share; uncounted when dropped.
+struct Share {
+    shares: Arc<Shares>,
+    client: IpAddr,
+}
+
+impl Share {
+    /// Counts a connection from `ip` when its client holds fewer than `limit`.
+    fn take(shares: &Arc<Shares>, ip: IpAddr, limit: usize) -> Option<Self> {
+        let client = client_of(ip);
+        let mut held = shares.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(client).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shares: Arc::clone(shares),
+            client,
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.shares.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// What one connection is doing: requests in flight, and since when it has had none (in
 /// nanoseconds from its start: an atomic, not a lock, on every response).
 #[derive(Debug)]
@@ -239,5 +311,44 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.rest();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert_eq!(client_of(ip("127.0.0.2")), ip("127.0.0.2"));
+        assert_eq!(client_of(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_of(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[test]
+    fn a_share_is_counted_while_held_and_forgotten_when_empty() {
+        let shares = Arc::new(Shares::default());
+        let ip = "127.0.0.9".parse::<IpAddr>().expect("an address");
+        let first = Share::take(&shares, ip, 2).expect("one");
+        let second = Share::take(&shares, ip, 2).expect("two");
+        assert!(Share::take(&shares, ip, 2).is_none(), "the share is two");
+        let other = "127.0.0.10".parse::<IpAddr>().expect("an address");
+        assert!(
+            Share::take(&shares, other, 2).is_some(),
+            "another client is served"
+        );
+        drop(first);
+        let third = Share::take(&shares, ip, 2).expect("room again");
+        drop((second, third));
+        assert!(shares.0.lock().expect("lock").is_empty());
     }
 }

@@ -91,6 +91,13 @@ pub const CATALOG: &[Metric] = &[
         "HTTP connections closed at once because the connection limit was reached.",
     ),
     metric(
+        "http_connections_refused_per_client_total",
+        Kind::Counter,
+        "",
+        "serve",
+        "HTTP connections closed at once because their client address held its share of the limit.",
+    ),
+    metric(
         "http_rate_limit_overflow_total",
         Kind::Counter,
         "",

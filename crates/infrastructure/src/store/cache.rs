@@ -74,6 +74,32 @@ impl RedisCache {
         }
     }
 
+    /// The service's own entry `key` (the cache-aside demo's): set to `value` for `ttl` unless a
+    /// value is held, which is answered. One key written by the service, never a client: it is
+    /// outside every client's quota and outside the cap's count, so a read that sets it is never
+    /// refused for want of room (`SET NX GET PX`, Redis 7).
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis fails.
+    pub async fn service_entry_if_absent(
+        &self,
+        key: &CacheKey,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, CacheError> {
+        let held: Option<String> = redis::cmd("SET")
+            .arg(keys::cache_entry(key))
+            .arg(value)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(ttl)?)
+            .query_async(&mut self.redis.shared())
+            .await
+            .store_err()?;
+        Ok(held)
+    }
+
     /// The capped write: `Ok(None)` stored, `Ok(Some(held))` (absent-only) a value is held.
     async fn write(
         &self,
@@ -133,12 +159,21 @@ pub struct CacheLimits {
     pub max_ttl: Duration,
     /// Entries the cache may hold (507 for a new key beyond).
     pub max_entries: u64,
-    /// Entries one client's writes may hold (507 `cache-quota` beyond).
+    /// Entries one client's writes may hold (429 `cache-quota` beyond).
     pub max_entries_per_client: u64,
 }
 
+impl CacheLimits {
+    /// A client's quota of a cache of `max_entries` unless configured: a hundredth, at least one.
+    /// A tenth would let ten clients (ten addresses, or ten keys) fill the cache for everyone;
+    /// a hundredth takes a hundred, each held to its share.
+    pub fn default_per_client(max_entries: u64) -> u64 {
+        (max_entries / 100).max(1)
+    }
+}
+
 impl Default for CacheLimits {
-    /// 64 KiB values, an hour by default, a day at most, 10,000 entries, a tenth of them per
+    /// 64 KiB values, an hour by default, a day at most, 10,000 entries, a hundredth of them per
     /// client.
     fn default() -> Self {
         Self {
@@ -147,7 +182,7 @@ impl Default for CacheLimits {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(86_400),
             max_entries: RedisCache::DEFAULT_MAX_ENTRIES,
-            max_entries_per_client: RedisCache::DEFAULT_MAX_ENTRIES / 10,
+            max_entries_per_client: Self::default_per_client(RedisCache::DEFAULT_MAX_ENTRIES),
         }
     }
 }

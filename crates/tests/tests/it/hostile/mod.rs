@@ -15,6 +15,8 @@ mod quotas;
 
 mod connections;
 
+mod fairness;
+
 /// `.` and `..` are refused as journey ids (a client would be sent to `/api/` by its own URL
 /// resolution), and a bad segment id is named as the segment's.
 #[tokio::test]
@@ -44,7 +46,7 @@ async fn path_steps_are_not_ids_and_a_bad_segment_is_named() {
     assert_eq!(body["type"], "/problems/segment-not-found", "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(
-        detail.contains("segment") && detail.contains("\"a:b\""),
+        detail.contains("segment") && detail.contains("'a:b'"),
         "{detail}"
     );
     assert_eq!(

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// A server with keys (a writer and an admin: two clients that may write).
-async fn server(
+pub(crate) async fn server(
     redis: &TestRedis,
     tune: impl FnOnce(&mut flyrtech_api::config::ServeSettings),
 ) -> (TestServer, tempfile::TempDir, String, String) {
@@ -89,7 +89,7 @@ async fn journeys_created_are_counted_per_client_and_capped() {
         spans.push(span);
         match (status, kind) {
             (StatusCode::CREATED, _) => created += 1,
-            (StatusCode::INSUFFICIENT_STORAGE, kind) => {
+            (StatusCode::TOO_MANY_REQUESTS, kind) => {
                 assert_eq!(kind, "/problems/journey-quota");
             }
             other => panic!("{other:?}"),
@@ -130,7 +130,7 @@ async fn journeys_created_are_counted_per_client_and_capped() {
     // Refused: nothing written, no Location, and no Retry-After (the quota does not free
     // itself).
     let refused = create(&writer, "Q-late").await.unwrap();
-    assert_eq!(refused.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().get("location").is_none());
     assert!(refused.headers().get("retry-after").is_none());
     let problem: Value = refused.json().await.unwrap();
@@ -192,7 +192,7 @@ async fn cache_entries_are_owned_counted_and_capped_per_client() {
     }
     // A third key is over the writer's quota; overwriting its own is not a new entry.
     let refused = set(&writer, "c", value()).await.unwrap();
-    assert_eq!(refused.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(problem_type(refused).await, "/problems/cache-quota");
     let absent = client
@@ -243,7 +243,7 @@ async fn cache_entries_are_owned_counted_and_capped_per_client() {
     }
     assert_eq!(
         set(&writer, "next", value()).await.unwrap().status(),
-        StatusCode::INSUFFICIENT_STORAGE
+        StatusCode::TOO_MANY_REQUESTS
     );
     poll_until(
         Duration::from_secs(10),
