@@ -81,6 +81,8 @@ pub struct RunReport {
     /// The share overwritten at least once (`super::collision::overwritten`, closed form): an
     /// upper bound on the loss, not the loss.
     pub model_overwritten_probability: Option<f64>,
+    /// `lost / changed`, what the model's loss predicts (`None` when nothing changed).
+    pub loss_share: Option<f64>,
     /// With `--audit`: what the outbox audit found for the run's journeys, to set beside `lost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<crate::lab::audit::AuditSummary>,
@@ -142,6 +144,7 @@ impl RunReport {
             model_overwritten_probability: params
                 .arrival_window
                 .map(|t| super::collision::overwritten(params.writers, params.processing_delay, t)),
+            loss_share: (check.changed > 0).then(|| check.lost as f64 / check.changed as f64),
             audit: None,
         }
     }

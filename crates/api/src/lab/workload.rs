@@ -254,13 +254,19 @@ async fn writer(
         StdRng::seed_from_u64(params.seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut log = Outcome::empty()?;
     barrier.wait().await;
+    // With an arrival window, each writer makes its own share of the updates and no more: a
+    // writer that arrived early must not take the updates of those still to arrive, which
+    // would crowd them into the start of the window and make the collisions denser than the
+    // model's uniform arrivals.
+    let mut share = usize::MAX;
     if let Some(window) = params.arrival_window.filter(|w| !w.is_zero()) {
         // The modelled arrival process: this writer's first update starts at a uniform
         // random offset within the window.
         tokio::time::sleep(rng.random_range(Duration::ZERO..window)).await;
+        share = params.updates.div_ceil(params.writers.max(1)).max(1);
     }
     let deadline = params.duration.map(|d| Instant::now() + d);
-    loop {
+    for _ in 0..share {
         let k = next.fetch_add(1, Ordering::Relaxed);
         let more = match deadline {
             Some(deadline) => Instant::now() < deadline,

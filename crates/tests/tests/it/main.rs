@@ -38,6 +38,7 @@ fn every_strategy_across_instances(#[case] strategy: flyrtech_infrastructure::St
 
 mod cache;
 mod contract;
+mod documents;
 mod domain;
 mod events;
 mod failover;
