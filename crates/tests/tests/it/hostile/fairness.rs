@@ -206,6 +206,18 @@ async fn a_slow_upload_is_a_408_and_changes_nothing() {
     let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));
     config.request_timeout = Duration::from_millis(400);
     let server = TestServer::start_with(config).await;
+    let journey = || async {
+        let response = client_from(1)
+            .get(server.url("/api/journeys/JRN-001"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()
+    };
+    let before = journey().await;
+    assert_eq!(before["segments"][0]["segmentId"], "SEG-001-1", "{before}");
+    assert_eq!(before["segments"][0]["status"], "Scheduled", "{before}");
     let mut stream = TcpStream::connect(addr(&server)).await.unwrap();
     stream
         .write_all(
@@ -228,15 +240,9 @@ async fn a_slow_upload_is_a_408_and_changes_nothing() {
     assert!(read.is_ok(), "no answer");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let journey: Value = client_from(1)
-        .get(server.url("/api/journeys/JRN-001"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(journey["version"], Value::Null, "unchanged: {journey}");
+    // The rest of the body, sent after the 408, changes nothing either.
+    let _ = stream.write_all(b"\"Departed\"}").await;
+    assert_eq!(journey().await, before, "unchanged");
 }
 
 /// What the contract does not allow is refused with 422 naming the field, and nothing is
