@@ -316,6 +316,7 @@ impl Projection for StatusHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SegmentStatus;
     use proptest::prelude::*;
 
     fn v(n: u64) -> JourneyVersion {
@@ -349,6 +350,103 @@ mod tests {
         assert_eq!(sequence.offer(v(3), "b3"), Offered::Applied(vec!["b3"]));
         sequence.rewind(v(7));
         assert_eq!(sequence.applied(), v(3), "rewinding never moves forward");
+    }
+
+    fn envelope(journey: &str, version: u64, segment: &str, to: SegmentStatus) -> Envelope {
+        Envelope::new(vec![crate::DomainEvent {
+            id: crate::EventId::new(),
+            journey_id: JourneyId::parse(journey).expect("test data"),
+            version: v(version),
+            occurred_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            kind: crate::EventKind::SegmentStatusChanged {
+                segment_id: crate::SegmentId::parse(segment).expect("test data"),
+                from: SegmentStatus::Scheduled,
+                to,
+            },
+        }])
+        .expect("test data")
+    }
+
+    /// Every outcome once, counted exactly: a gap held then released, a duplicate, a stale
+    /// change; the gaps named while they last; the projection fed in version order.
+    #[test]
+    fn a_consumer_counts_what_it_received_and_applies_in_order() {
+        let mut consumer = Consumer::new(StatusHistory::default());
+        let a = JourneyId::parse("JRN-A").expect("test data");
+        let (one, two, three) = (
+            envelope("JRN-A", 1, "S1", SegmentStatus::Boarding),
+            envelope("JRN-A", 2, "S2", SegmentStatus::Delayed),
+            envelope("JRN-A", 3, "S1", SegmentStatus::Departed),
+        );
+        assert_eq!(
+            consumer.receive(one.clone()),
+            Delivery::Applied { released: 0 }
+        );
+        assert_eq!(consumer.receive(three.clone()), Delivery::Held);
+        assert_eq!(consumer.gaps(), vec![(a.clone(), v(2), vec![v(3)])]);
+        assert_eq!(consumer.receive(one), Delivery::Duplicate);
+        assert_eq!(consumer.receive(two), Delivery::Applied { released: 1 });
+        assert!(consumer.gaps().is_empty());
+        let other = envelope("JRN-A", 2, "S2", SegmentStatus::Cancelled);
+        assert_eq!(consumer.receive(other), Delivery::Stale);
+        assert_eq!(consumer.applied(&a), v(3));
+        assert_eq!(
+            consumer.applied(&JourneyId::parse("JRN-B").expect("test data")),
+            v(0)
+        );
+        assert_eq!(
+            consumer.stats(),
+            ConsumerStats {
+                delivered: 5,
+                applied: 3,
+                duplicates: 1,
+                stale: 1,
+                held: 1
+            }
+        );
+        let history = consumer.into_projection();
+        let journey = &history.journeys[&a];
+        assert_eq!(journey.versions, vec![v(1), v(2), v(3)]);
+        let s1 = crate::SegmentId::parse("S1").expect("test data");
+        assert_eq!(journey.last_status[&Some(s1)], "Departed");
+        assert!(!journey.completed);
+    }
+
+    /// A completion applied marks the journey completed, and stays marked.
+    #[test]
+    fn a_completion_marks_the_history() {
+        let mut history = StatusHistory::default();
+        let completed = Envelope::new(vec![crate::DomainEvent {
+            id: crate::EventId::new(),
+            journey_id: JourneyId::parse("JRN-A").expect("test data"),
+            version: v(1),
+            occurred_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            kind: crate::EventKind::JourneyCompleted {
+                customer_id: "a@b".into(),
+                total_amount_cents: 1,
+                completed_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            },
+        }])
+        .expect("test data");
+        history.apply(&completed);
+        history.apply(&envelope("JRN-A", 2, "S1", SegmentStatus::Boarding));
+        assert!(history.journeys[&JourneyId::parse("JRN-A").expect("test data")].completed);
+    }
+
+    /// A change read back from where a consumer keeps its parked ones is released like one
+    /// parked here.
+    #[test]
+    fn a_restored_change_is_released_when_its_gap_fills() {
+        let mut sequence = Sequence::new(v(1));
+        sequence.restore(v(3), "c3");
+        assert_eq!(
+            sequence.parked().map(|(v, _)| *v).collect::<Vec<_>>(),
+            vec![v(3)]
+        );
+        assert_eq!(
+            sequence.offer(v(2), "c2"),
+            Offered::Applied(vec!["c2", "c3"])
+        );
     }
 
     proptest! {

@@ -331,3 +331,65 @@ impl From<StoreError> for BusError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds are metric labels and log fields: stable, distinct and snake_case.
+    #[test]
+    fn every_store_error_has_its_own_stable_kind() {
+        let journey = JourneyId::parse("JRN-1").expect("test data");
+        let errors = [
+            (StoreError::JourneyNotFound(journey.clone()), "not_found"),
+            (StoreError::Conflict { attempts: 3 }, "conflict"),
+            (
+                StoreError::unavailable("down", InvalidInput::new("x", "y")),
+                "unavailable",
+            ),
+            (
+                StoreError::OverQuota {
+                    quota: Quota::Journeys,
+                    owner: "addr:1".into(),
+                    limit: 2,
+                },
+                "over_quota",
+            ),
+        ];
+        for (error, kind) in &errors {
+            assert_eq!(error.kind(), *kind, "{error}");
+        }
+        assert!(
+            StoreError::OverQuota {
+                quota: Quota::Journeys,
+                owner: "addr:1".into(),
+                limit: 2
+            }
+            .to_string()
+            .contains("journeys created")
+        );
+    }
+
+    /// Through the cache's and the bus' boundaries, a store that is down stays "unavailable"
+    /// with its message and cause; any other store error keeps its text and becomes the cause.
+    #[test]
+    fn a_store_error_crosses_a_boundary_with_its_message_and_cause() {
+        let down = StoreError::unavailable("redis down", InvalidInput::new("x", "y"));
+        match CacheError::from(down) {
+            CacheError::Unavailable { message, source } => {
+                assert_eq!(message, "redis down");
+                assert_eq!(source.expect("test data").to_string(), "invalid x: y");
+            }
+            other => panic!("{other:?}"),
+        }
+        let conflict = StoreError::Conflict { attempts: 3 };
+        let text = conflict.to_string();
+        match BusError::from(conflict) {
+            BusError::Unavailable { message, source } => {
+                assert_eq!(message, text);
+                assert!(source.is_some_and(|s| s.to_string() == text && s.source().is_none()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

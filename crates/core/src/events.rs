@@ -274,3 +274,110 @@ impl PartialEq for EventRaiser {
 }
 
 impl Eq for EventRaiser {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JourneyStatus, SegmentStatus};
+
+    fn event(version: u64, kind: EventKind) -> DomainEvent {
+        DomainEvent {
+            id: EventId::new(),
+            journey_id: JourneyId::parse("JRN-1").expect("test data"),
+            version: JourneyVersion::new(version),
+            occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            kind,
+        }
+    }
+
+    fn segment_change() -> EventKind {
+        EventKind::SegmentStatusChanged {
+            segment_id: SegmentId::parse("S1").expect("test data"),
+            from: SegmentStatus::Scheduled,
+            to: SegmentStatus::Boarding,
+        }
+    }
+
+    fn completion() -> EventKind {
+        EventKind::JourneyCompleted {
+            customer_id: "a@b".into(),
+            total_amount_cents: 1,
+            completed_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn an_event_id_round_trips_through_its_text() {
+        let id = EventId::new();
+        let text = id.to_string();
+        assert_eq!(EventId::parse(&text), Ok(id));
+        assert_eq!(id.as_uuid().to_string(), text);
+        assert_eq!(id.as_uuid().get_version_num(), 7);
+        assert!(EventId::parse("not-a-uuid").is_err());
+    }
+
+    /// `name` is what the JSON's `type` says, for every kind.
+    #[test]
+    fn a_kind_is_named_as_it_is_serialized() {
+        let journey = EventKind::JourneyStatusChanged {
+            from: JourneyStatus::Confirmed,
+            to: JourneyStatus::Cancelled,
+        };
+        for kind in [segment_change(), journey, completion()] {
+            let json = serde_json::to_value(event(1, kind.clone())).expect("test data");
+            assert_eq!(json["type"], kind.name());
+        }
+    }
+
+    /// An envelope is named by its first event, carries its trace, and says what it set: the
+    /// segment's status, the journey's, or nothing for a completion alone.
+    #[test]
+    fn an_envelope_says_what_its_change_set() {
+        let first = event(2, segment_change());
+        let envelope = Envelope::new(vec![first.clone(), event(2, completion())])
+            .expect("test data")
+            .traced(Some("00-trace".into()));
+        assert_eq!(envelope.id(), first.id);
+        assert_eq!(envelope.trace.as_deref(), Some("00-trace"));
+        let (target, to) = envelope.change().expect("test data");
+        assert_eq!(target.map(SegmentId::as_str), Some("S1"));
+        assert_eq!(to, "Boarding");
+        let journey = Envelope::new(vec![event(
+            3,
+            EventKind::JourneyStatusChanged {
+                from: JourneyStatus::Confirmed,
+                to: JourneyStatus::Cancelled,
+            },
+        )])
+        .expect("test data");
+        assert_eq!(journey.change(), Some((None, "Cancelled")));
+        let alone = Envelope::new(vec![event(4, completion())]).expect("test data");
+        assert_eq!(alone.change(), None);
+        assert!(Envelope::new(vec![event(1, completion()), event(2, completion())]).is_err());
+    }
+
+    /// Raised events wait in order until taken; they are not part of the journey's value.
+    #[test]
+    fn raised_events_are_handed_over_once_in_order() {
+        let mut raiser = EventRaiser::default();
+        let (a, b) = (event(1, segment_change()), event(1, completion()));
+        raiser.raise(a.clone());
+        raiser.raise(b.clone());
+        assert_eq!(raiser.pending(), [a.clone(), b.clone()]);
+        assert_eq!(
+            raiser,
+            EventRaiser::default(),
+            "pending events are not the value"
+        );
+        assert_eq!(raiser.take(), vec![a, b]);
+        assert!(raiser.pending().is_empty());
+    }
+
+    #[test]
+    fn a_manual_clock_says_what_it_is_told() {
+        let clock = ManualClock::new(DateTime::<Utc>::UNIX_EPOCH);
+        let later = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(1);
+        clock.set(later);
+        assert_eq!(clock.now(), later);
+    }
+}

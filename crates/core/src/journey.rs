@@ -386,12 +386,10 @@ fn require_text(field: &str, value: &str, max: usize) -> Result<(), InvalidInput
 /// (`+99999-01-01T00:00:00Z`), which are refused here.
 fn rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
     let text = std::borrow::Cow::<str>::deserialize(d)?;
-    let four_digit_year = text.len() > 4
-        && text.as_bytes()[..4].iter().all(u8::is_ascii_digit)
-        && text.as_bytes()[4] == b'-';
+    // `parse_from_rfc3339` takes four-digit years only; chrono's `FromStr`, which serde's
+    // derive would use, also takes `+99999`.
     DateTime::parse_from_rfc3339(&text)
         .ok()
-        .filter(|_| four_digit_year)
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(|| {
             let shown: String = text.chars().take(40).collect();
@@ -470,5 +468,259 @@ mod tests {
             let err = journey(bad).expect_err(bad).to_string();
             assert!(err.contains("RFC 3339"), "{bad}: {err}");
         }
+    }
+
+    /// A journey that passes every check: two segments, metadata, version 0.
+    fn valid() -> Journey {
+        serde_json::from_value(serde_json::json!({
+            "id": "JRN-1", "passengerName": "A", "passengerEmail": "a@b",
+            "bookingDate": "2026-11-21T08:00:00Z", "status": "Confirmed", "totalPrice": 12.34,
+            "segments": [segment("S1"), segment("S2")],
+            "metadata": {"channel": "Web"}
+        }))
+        .expect("test data")
+    }
+
+    fn segment(id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "segmentId": id, "flightNumber": "IB1", "origin": "MAD", "destination": "BCN",
+            "departureTime": "2026-12-01T08:00:00Z", "arrivalTime": "2026-12-01T09:00:00Z",
+            "status": "Scheduled", "carrier": "Iberia", "price": 6.17
+        })
+    }
+
+    fn seg(id: &str) -> SegmentId {
+        SegmentId::parse(id).expect("test data")
+    }
+
+    fn field(result: Result<(), InvalidInput>) -> String {
+        result.expect_err("refused").field
+    }
+
+    #[test]
+    fn versions_count_from_zero_and_print_as_numbers() {
+        assert!(JourneyVersion::INITIAL.is_initial());
+        assert!(!JourneyVersion::INITIAL.next().is_initial());
+        assert_eq!(JourneyVersion::new(7).to_string(), "7");
+    }
+
+    /// What the in-Redis strategies are given: the target's name and exactly the statuses the
+    /// table lets reach it.
+    #[test]
+    fn a_change_names_its_target_and_the_statuses_that_may_reach_it() {
+        for to in SegmentStatus::ALL.iter().copied() {
+            let change = StatusChange::Segment {
+                segment_id: seg("S1"),
+                status: to,
+            };
+            assert_eq!(change.target_status(), to.as_str());
+            let allowed = change.allowed_predecessors();
+            for from in SegmentStatus::ALL.iter().copied().filter(|f| *f != to) {
+                assert_eq!(
+                    allowed.contains(&from.as_str()),
+                    from.transition_to(to).is_ok(),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        let completed = StatusChange::Journey {
+            status: JourneyStatus::Completed,
+        };
+        assert_eq!(completed.target_status(), "Completed");
+        assert!(!completed.allowed_predecessors().is_empty());
+        let refused = |from: &str| match completed.invalid_from(from) {
+            DomainError::InvalidTransition { from, .. } => from,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused("cancelled"), "Cancelled");
+        assert_eq!(refused("Landed?"), "an unknown status");
+    }
+
+    /// A change touches only its own segment, bumps the version once and raises one event at
+    /// that version; the same status again changes and raises nothing.
+    #[test]
+    fn a_change_applies_to_its_segment_once_and_raises_its_event() {
+        let mut journey = valid();
+        let now = Utc::now();
+        let departed = StatusChange::Segment {
+            segment_id: seg("S2"),
+            status: SegmentStatus::Boarding,
+        };
+        let version = JourneyVersion::new(1);
+        assert_eq!(
+            journey.apply(&departed, now),
+            Ok(Applied::Changed { version })
+        );
+        assert_eq!(journey.version, version);
+        assert_eq!(
+            journey.segment(&seg("S1")).expect("test data").status,
+            SegmentStatus::Scheduled
+        );
+        assert_eq!(
+            journey.segment(&seg("S2")).expect("test data").status,
+            SegmentStatus::Boarding
+        );
+        assert!(journey.segment(&seg("S3")).is_none());
+        let events = journey.take_events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].version, version);
+        assert_eq!(events[0].kind.name(), "SegmentStatusChanged");
+        assert!(journey.take_events().is_empty(), "handed over once");
+        assert_eq!(journey.apply(&departed, now), Ok(Applied::Unchanged));
+        assert_eq!(journey.version, version);
+        assert!(journey.take_events().is_empty());
+    }
+
+    /// Completing the journey raises the completion with the exact amount; no other change
+    /// does, not even a segment change of a completed journey.
+    #[test]
+    fn only_completing_the_journey_raises_the_completion() {
+        let mut journey = valid();
+        let now = Utc::now();
+        let to = |status| StatusChange::Journey { status };
+        journey
+            .apply(&to(JourneyStatus::InProgress), now)
+            .expect("test data");
+        assert_eq!(journey.take_events().len(), 1);
+        journey
+            .apply(&to(JourneyStatus::Completed), now)
+            .expect("test data");
+        let events = journey.take_events();
+        let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(names, ["JourneyStatusChanged", "JourneyCompleted"]);
+        assert!(matches!(
+            events[1].kind,
+            EventKind::JourneyCompleted {
+                total_amount_cents: 1234,
+                ..
+            }
+        ));
+        let segment = StatusChange::Segment {
+            segment_id: seg("S1"),
+            status: SegmentStatus::Boarding,
+        };
+        journey.apply(&segment, now).expect("test data");
+        let names: Vec<&str> = journey
+            .take_events()
+            .iter()
+            .map(|e| e.kind.name())
+            .collect();
+        assert_eq!(names, ["SegmentStatusChanged"]);
+    }
+
+    /// Every rule of a new journey, at its boundary: the limit itself passes, one past it is
+    /// refused naming the field.
+    #[test]
+    fn a_new_journey_is_checked_at_every_boundary() {
+        assert_eq!(valid().validate_new(), Ok(()));
+        let with = |edit: &dyn Fn(&mut Journey)| {
+            let mut journey = valid();
+            edit(&mut journey);
+            journey.validate_new()
+        };
+        assert_eq!(
+            field(with(&|j| j.passenger_name = " ".into())),
+            "passengerName"
+        );
+        assert_eq!(with(&|j| j.passenger_name = "n".repeat(200)), Ok(()));
+        assert_eq!(
+            field(with(&|j| j.passenger_name = "n".repeat(201))),
+            "passengerName"
+        );
+        assert_eq!(
+            field(with(&|j| j.passenger_email = "ab".into())),
+            "passengerEmail"
+        );
+        assert_eq!(
+            field(with(&|j| j.version = JourneyVersion::new(1))),
+            "version"
+        );
+        assert_eq!(
+            field(with(&|j| j.segments[1].segment_id = seg("S1"))),
+            "segments"
+        );
+        assert_eq!(
+            field(with(&|j| j.segments[0].origin = String::new())),
+            "origin"
+        );
+        assert_eq!(
+            field(with(&|j| j.segments[0].carrier = "c".repeat(101))),
+            "carrier"
+        );
+        assert_eq!(
+            with(&|j| j.segments[0].arrival_time = j.segments[0].departure_time),
+            Ok(())
+        );
+        assert_eq!(
+            field(with(&|j| j.segments[0].arrival_time =
+                j.segments[0].departure_time - chrono::Duration::seconds(1))),
+            "arrivalTime"
+        );
+        let segments = |n: usize| {
+            move |j: &mut Journey| {
+                let template = j.segments[0].clone();
+                j.segments = (0..n)
+                    .map(|i| Segment {
+                        segment_id: seg(&format!("S{i}")),
+                        ..template.clone()
+                    })
+                    .collect();
+            }
+        };
+        assert_eq!(with(&segments(MAX_SEGMENTS)), Ok(()));
+        assert_eq!(field(with(&segments(MAX_SEGMENTS + 1))), "segments");
+        let entries = |n: usize| {
+            move |j: &mut Journey| {
+                j.metadata = (0..n).map(|i| (format!("k{i}"), "v".into())).collect();
+            }
+        };
+        assert_eq!(with(&entries(64)), Ok(()));
+        assert_eq!(field(with(&entries(65))), "metadata");
+        let entry = |key: String, value: String| {
+            move |j: &mut Journey| {
+                j.metadata = [(key.clone(), value.clone())].into();
+            }
+        };
+        let k = |n| "k".repeat(n);
+        assert_eq!(with(&entry(k(MAX_METADATA_KEY_CHARS), "v".into())), Ok(()));
+        assert_eq!(
+            field(with(&entry(k(MAX_METADATA_KEY_CHARS + 1), "v".into()))),
+            "metadata"
+        );
+        assert_eq!(
+            with(&entry("k".into(), "v".repeat(MAX_METADATA_VALUE_CHARS))),
+            Ok(())
+        );
+        assert_eq!(
+            field(with(&entry(
+                "k".into(),
+                "v".repeat(MAX_METADATA_VALUE_CHARS + 1)
+            ))),
+            "metadata"
+        );
+    }
+
+    /// `segments` is a list; `{}` (what Lua's cjson makes of an empty list) reads as one, any
+    /// other object or type is refused.
+    #[test]
+    fn segments_are_a_list_or_cjsons_empty_object() {
+        let with = |segments: serde_json::Value| {
+            let mut json = serde_json::to_value(valid()).expect("test data");
+            json["segments"] = segments;
+            serde_json::from_value::<Journey>(json).map(|j| j.segments.len())
+        };
+        assert_eq!(
+            with(serde_json::json!([segment("A"), segment("B")])).expect("test data"),
+            2
+        );
+        assert_eq!(with(serde_json::json!({})).expect("test data"), 0);
+        let object = with(serde_json::json!({"S1": segment("S1")}))
+            .expect_err("refused")
+            .to_string();
+        assert!(object.contains("must be a list"), "{object}");
+        let text = with(serde_json::json!("S1"))
+            .expect_err("refused")
+            .to_string();
+        assert!(text.contains("a list of segments"), "{text}");
     }
 }

@@ -225,4 +225,27 @@ mod tests {
             prop_assert_eq!(back, money);
         }
     }
+
+    /// The amount and its text are the decimal itself; an error quotes a long number by its
+    /// start and length, a short one whole.
+    #[test]
+    fn the_amount_its_text_and_how_errors_quote_it() {
+        let money: Money = serde_json::from_str("850.5").expect("test data");
+        assert_eq!(money.amount(), Decimal::new(85050, 2));
+        assert_eq!(money.to_string(), "850.50");
+        assert_eq!(quoted("12.345"), "12.345");
+        let long = format!("1.{}", "0".repeat(40));
+        assert_eq!(
+            quoted(&long),
+            format!("1.{}… (42 characters)", "0".repeat(30))
+        );
+    }
+
+    /// A number's text needs digits before its point, and digits only.
+    #[test]
+    fn digits_need_a_whole_part_of_digits() {
+        assert!(Digits::of(".5").is_none());
+        assert!(Digits::of("1x.5").is_none());
+        assert!(Digits::of("1.5").is_some());
+    }
 }

@@ -251,3 +251,44 @@ pub trait EventPublisher: Send + Sync {
         async {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache key is 1 to 512 characters (counted as characters, not bytes), with no
+    /// whitespace or control character; it reads back as written.
+    #[test]
+    fn a_cache_key_is_checked_at_its_bounds() {
+        assert!(CacheKey::parse("").is_err());
+        let longest = "é".repeat(CacheKey::MAX_LEN);
+        assert_eq!(
+            CacheKey::parse(longest.clone())
+                .expect("test data")
+                .as_str(),
+            longest
+        );
+        assert!(CacheKey::parse("k".repeat(CacheKey::MAX_LEN + 1)).is_err());
+        assert!(CacheKey::parse("a b").is_err());
+        assert!(CacheKey::parse("a\u{7}").is_err());
+        assert_eq!(
+            CacheKey::parse("user:1").expect("test data").as_str(),
+            "user:1"
+        );
+    }
+
+    #[test]
+    fn a_publish_error_says_how_many_went_out_before_it() {
+        let failed = |published| PublishError::Rejected {
+            published,
+            reason: "no".into(),
+        };
+        assert_eq!(failed(0).published(), 0);
+        assert_eq!(failed(3).published(), 3);
+        let down = PublishError::Unavailable {
+            published: 2,
+            message: "down".into(),
+        };
+        assert_eq!(down.published(), 2);
+    }
+}

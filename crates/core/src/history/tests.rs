@@ -709,3 +709,62 @@ fn the_starting_states_travel_with_the_history() {
     assert!(found.is_empty());
     assert_eq!(missing, [jid()]);
 }
+
+/// The window of a violation is the shortest stretch no order explains: it starts at the last
+/// operation it needs (an acknowledged write before it only chose its starting state) and ends
+/// at the first answer that cannot be explained, whatever follows.
+#[test]
+fn a_violations_window_is_the_shortest_that_fails() {
+    let history = [
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        read(1, (20, 30), 1, [Delayed, Scheduled]),
+        read(2, (40, 50), 1, [Scheduled, Scheduled]),
+        read(3, (60, 70), 1, [Delayed, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::NotLinearizable);
+    let violation = &report.violations[0];
+    assert_eq!(violation.register, "segment S1");
+    assert_eq!(violation.window, vec![1, 2]);
+}
+
+/// The counts say what was checked: each register (every segment, the journey's status, the
+/// version) and each journey whole; with no budget nothing is decided.
+#[test]
+fn the_report_counts_every_check_and_what_was_decided() {
+    let history = [
+        set(0, (0, Some(100)), 1, Delayed, changed(1)),
+        set(1, (10, Some(90)), 2, Boarding, changed(2)),
+        read(2, (120, 130), 2, [Delayed, Boarding]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::Linearizable, "{report:?}");
+    assert_eq!(
+        (report.registers.linearizable, report.registers.total()),
+        (3, 3),
+        "{report:?}"
+    );
+    assert_eq!(
+        (report.journeys.linearizable, report.journeys.total()),
+        (1, 1)
+    );
+    assert!((report.decided() - 1.0).abs() < f64::EPSILON);
+    assert!((report.registers.decided() - 1.0).abs() < f64::EPSILON);
+    let starved = check(&history, &initial(), 0);
+    assert_eq!(starved.verdict, Verdict::Undecided, "{starved:?}");
+    let undecided = starved.registers.undecided + starved.journeys.undecided;
+    let total = starved.registers.total() + starved.journeys.total();
+    assert!(undecided > 0 && undecided < total + 1, "{starved:?}");
+    #[allow(clippy::cast_precision_loss)]
+    let share = (total - undecided) as f64 / total as f64;
+    assert!((starved.decided() - share).abs() < 1e-9, "{starved:?}");
+    assert!(starved.decided() < 1.0);
+    let counts = super::check::Counts {
+        linearizable: 2,
+        not_linearizable: 1,
+        undecided: 1,
+    };
+    assert_eq!(counts.total(), 4);
+    assert!((counts.decided() - 0.75).abs() < 1e-9);
+    assert!((super::check::Counts::default().decided() - 1.0).abs() < f64::EPSILON);
+}
