@@ -38,17 +38,6 @@ impl<S: Status> RegisterOp<S> {
             },
         }
     }
-
-    /// Whether the operation must be linearized: an unknown write may also never take effect.
-    pub fn is_required(self) -> bool {
-        !matches!(
-            self,
-            Self::Write {
-                outcome: WriteOutcome::Unknown,
-                ..
-            }
-        )
-    }
 }
 
 /// One operation of a model with its interval: invoked at `invoke`, no later than `deadline`
@@ -96,7 +85,6 @@ mod tests {
         };
         assert_eq!(unknown.step(Scheduled), Some(Delayed));
         assert_eq!(unknown.step(Arrived), Some(Arrived));
-        assert!(!unknown.is_required());
         assert_eq!(
             RegisterOp::Read { saw: Boarding }.step(Boarding),
             Some(Boarding)

@@ -96,6 +96,7 @@ fn a_read_older_than_an_acknowledged_write_is_a_stale_read() {
     ];
     let report = verdict(&history);
     assert_eq!(report.verdict, Verdict::NotLinearizable);
+    assert_eq!(report.registers.not_linearizable, 1, "{report:?}");
     let violation = &report.violations[0];
     assert_eq!(violation.register, "segment S1");
     assert_eq!(violation.window, vec![0, 1]);
@@ -469,13 +470,15 @@ fn a_read_showing_two_changes_at_one_version_is_torn() {
         set(1, (0, Some(10)), 1, Delayed, changed(1)),
         set(2, (20, Some(30)), 2, Delayed, changed(2)),
         read(3, (25, 35), 1, [Delayed, Delayed]),
+        // After the violation, and not part of its window.
+        read(4, (50, 60), 2, [Delayed, Delayed]),
     ];
     let report = verdict(&history);
     assert_eq!(report.registers.not_linearizable, 0, "{report:?}");
     assert_eq!(report.verdict, Verdict::NotLinearizable, "{report:?}");
     assert_eq!(report.violations.len(), 1, "{report:?}");
     assert_eq!(report.violations[0].register, "snapshot");
-    assert!(report.violations[0].window.contains(&2), "{report:?}");
+    assert_eq!(report.violations[0].window, vec![1, 2], "{report:?}");
     // The same read at version 2 is what the journey was once both were set.
     let fine = [
         history[0].clone(),
@@ -498,6 +501,8 @@ fn a_read_of_two_segments_from_different_moments_is_torn() {
     assert_eq!(report.registers.not_linearizable, 0, "{report:?}");
     assert_eq!(report.verdict, Verdict::NotLinearizable, "{report:?}");
     assert_eq!(report.violations[0].register, "snapshot");
+    // Two operations suffice: version 1 is the first change's, which the read does not show.
+    assert_eq!(report.violations[0].window, vec![0, 2], "{report:?}");
     assert_eq!(report.journeys.not_linearizable, 1);
     let fine = [
         history[0].clone(),
@@ -767,4 +772,202 @@ fn the_report_counts_every_check_and_what_was_decided() {
     assert_eq!(counts.total(), 4);
     assert!((counts.decided() - 0.75).abs() < 1e-9);
     assert!((super::check::Counts::default().decided() - 1.0).abs() < f64::EPSILON);
+}
+
+/// The versions answered only go forward in real time: a read after two sequential changes
+/// that answers the first one's version went back, even when every register it shows is
+/// current (the highest version answered before it is what counts, not the first).
+#[test]
+fn a_version_answered_after_a_higher_one_went_back_in_time() {
+    let history = [
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        set(1, (11, Some(20)), 2, Boarding, changed(2)),
+        read(2, (30, 40), 1, [Delayed, Boarding]),
+    ];
+    let report = verdict(&history);
+    let version = report
+        .violations
+        .iter()
+        .find(|v| v.register == "version")
+        .unwrap_or_else(|| panic!("no version violation: {report:?}"));
+    assert_eq!(version.window, vec![1, 2]);
+}
+
+/// Operations that touch at one instant are concurrent: a read invoked as a change completes
+/// may still see the state before it.
+#[test]
+fn operations_that_touch_are_concurrent() {
+    let history = [
+        set(0, (0, Some(10)), 1, Delayed, changed(1)),
+        read(1, (10, 20), 0, [Scheduled, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert_eq!(report.verdict, Verdict::Linearizable, "{report:?}");
+}
+
+/// A 412 names the version the journey was at: one it never was at then is caught by the
+/// whole-journey check (each register alone has nothing to say about it).
+#[test]
+fn a_precondition_failure_must_name_a_version_the_journey_was_at() {
+    let refused = |current: u64| Operation {
+        process: 1,
+        invoke: 20,
+        complete: Some(30),
+        call: Call::SetSegment {
+            journey: jid(),
+            segment: sid(2),
+            to: Delayed,
+            if_match: Some(JourneyVersion::INITIAL),
+        },
+        answer: Answer::PreconditionFailed {
+            current: JourneyVersion::new(current),
+        },
+    };
+    let first = set(0, (0, Some(10)), 1, Delayed, changed(1));
+    let right = verdict(&[first.clone(), refused(1)]);
+    assert_eq!(right.verdict, Verdict::Linearizable, "{right:?}");
+    let wrong = verdict(&[first, refused(2)]);
+    assert_eq!(wrong.verdict, Verdict::NotLinearizable, "{wrong:?}");
+    assert_eq!(wrong.violations[0].register, "snapshot", "{wrong:?}");
+}
+
+/// Unknown writes are grouped by what they set (a segment's or the journey's status): writes
+/// that set different things are never taken for one another, whichever segment or status.
+#[test]
+fn unknown_writes_of_different_targets_stay_apart() {
+    let unknown = |process: u64, segment: u8, to: SegmentStatus| {
+        set(process, (0, None), segment, to, Answer::Unknown)
+    };
+    let snapshot = |version: u64, status: JourneyStatus, seen: [SegmentStatus; 2]| Operation {
+        process: 9,
+        invoke: 100,
+        complete: Some(110),
+        call: Call::Read { journey: jid() },
+        answer: Answer::Observed(Snapshot {
+            version: JourneyVersion::new(version),
+            status,
+            segments: [(sid(1), seen[0]), (sid(2), seen[1])].into(),
+        }),
+    };
+    let journey_unknown = Operation {
+        process: 3,
+        invoke: 0,
+        complete: None,
+        call: Call::SetJourney {
+            journey: jid(),
+            to: JourneyStatus::Cancelled,
+            if_match: None,
+        },
+        answer: Answer::Unknown,
+    };
+    let journey_to = |process: u64, to: JourneyStatus| Operation {
+        process,
+        invoke: 0,
+        complete: None,
+        call: Call::SetJourney {
+            journey: jid(),
+            to,
+            if_match: None,
+        },
+        answer: Answer::Unknown,
+    };
+    let histories = [
+        // The journey, through two statuses.
+        vec![
+            journey_to(5, JourneyStatus::InProgress),
+            journey_to(6, JourneyStatus::Completed),
+            snapshot(2, JourneyStatus::Completed, [Scheduled, Scheduled]),
+        ],
+        // Two segments, each to its own status.
+        vec![
+            unknown(1, 1, Boarding),
+            unknown(2, 2, Delayed),
+            snapshot(2, JourneyStatus::Confirmed, [Boarding, Delayed]),
+        ],
+        // One segment, through two statuses.
+        vec![
+            unknown(1, 1, Delayed),
+            unknown(2, 1, Boarding),
+            snapshot(2, JourneyStatus::Confirmed, [Boarding, Scheduled]),
+        ],
+        // A segment and the journey itself.
+        vec![
+            unknown(1, 1, Delayed),
+            journey_unknown,
+            snapshot(2, JourneyStatus::Cancelled, [Delayed, Scheduled]),
+        ],
+    ];
+    for history in histories {
+        let report = verdict(&history);
+        assert_eq!(
+            report.verdict,
+            Verdict::Linearizable,
+            "{history:?}: {report:?}"
+        );
+    }
+}
+
+/// An `info` completion is an unknown outcome whatever its value says (Jepsen's clients put
+/// an error there, not an answer).
+#[test]
+fn an_info_completion_is_unknown_whatever_its_value() {
+    let write = set(1, (5, Some(9)), 1, Delayed, changed(1));
+    let mut events = jepsen::events(std::slice::from_ref(&write));
+    assert_eq!(events.len(), 2, "{events:?}");
+    events[1].kind = jepsen::Kind::Info;
+    events[1].value = serde_json::json!({"error": "timed out"});
+    let back = jepsen::operations(&events).expect("operations");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].answer, Answer::Unknown);
+    assert_eq!(back[0].complete, Some(9));
+}
+
+/// An unknown write takes effect at most once: one write of Scheduled cannot explain the
+/// segment coming back to Scheduled twice.
+#[test]
+fn an_unknown_write_takes_effect_at_most_once() {
+    let history = [
+        set(1, (0, None), 1, Scheduled, Answer::Unknown),
+        set(2, (0, Some(10)), 1, Delayed, changed(1)),
+        read(3, (20, 30), 2, [Scheduled, Scheduled]),
+        set(2, (40, Some(50)), 1, Delayed, changed(3)),
+        read(3, (60, 70), 4, [Scheduled, Scheduled]),
+    ];
+    let report = verdict(&history);
+    assert!(
+        report.violations.iter().any(|v| v.register == "segment S1"),
+        "{report:?}"
+    );
+    // One return to Scheduled is explained by it.
+    let once = verdict(&history[..3]);
+    assert_eq!(once.verdict, Verdict::Linearizable, "{once:?}");
+}
+
+/// The verdict is undecided when any check ran out of budget, a register's or the whole
+/// journey's alone; the counts say which.
+#[test]
+fn a_check_out_of_budget_leaves_the_verdict_undecided() {
+    let history = [
+        set(0, (0, Some(100)), 1, Delayed, changed(1)),
+        set(1, (0, Some(100)), 2, Boarding, changed(2)),
+        read(2, (0, 100), 1, [Delayed, Scheduled]),
+        read(3, (0, 100), 2, [Delayed, Boarding]),
+        read(4, (0, 100), 1, [Scheduled, Boarding]),
+    ];
+    let starved = check(&history, &initial(), 0);
+    assert_eq!(starved.verdict, Verdict::Undecided);
+    assert_eq!(
+        (starved.registers.undecided, starved.journeys.undecided),
+        (3, 1)
+    );
+    // Enough for each register, not for the whole journey.
+    let whole = check(&history, &initial(), 5);
+    assert_eq!(
+        (whole.registers.linearizable, whole.registers.undecided),
+        (3, 0)
+    );
+    assert_eq!(whole.journeys.undecided, 1);
+    assert_eq!(whole.verdict, Verdict::Undecided, "{whole:?}");
+    // With enough, the torn read is found.
+    assert_eq!(verdict(&history).verdict, Verdict::NotLinearizable);
 }
