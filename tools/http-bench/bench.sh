@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the service adds to each request, against the stack's floor (issue 37): route by route,
+# What the service adds to each request, against the stack's floor: route by route,
 # the server's and Redis' CPU per answered request (cpu-split.sh: wrk 2 threads 50 connections,
 # best of two 5 s rounds, the ratios and the goals at the end), then the server's instructions
 # per request under callgrind with a profile per route, floor beside service (instructions.sh).

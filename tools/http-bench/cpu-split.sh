@@ -16,7 +16,7 @@
 # Each figure is the best of ROUNDS runs (the lowest server CPU per request: what the machine's
 # other work added is noise, never the server's own cost). The end of the output sets each
 # strategy against the floor route by route: the server's CPU per request as a ratio (goals,
-# issue 37: /health <= 1.2, GET <= 1.3, PUT <= 1.5), and Redis' CPU per PUT against the floor's
+# /health <= 1.2, GET <= 1.3, PUT <= 1.5), and Redis' CPU per PUT against the floor's
 # one HINCRBY (goal <= 2 for hash). The PUT is also measured against `floor --put-empty-script`
 # (server `floor-script`): the floor sending, instead of HINCRBY, an empty script with the hash
 # update's keys and arguments, what Redis spends on any script-based update before its first

@@ -4,7 +4,7 @@
 #
 #   tools/http-bench/run.sh [STRATEGY ...]        (default: every strategy)
 #
-# The floor (crates/api/examples/floor.rs, issue 26) is the smallest axum + redis-rs server on the
+# The floor (crates/api/examples/floor.rs) is the smallest axum + redis-rs server on the
 # workspace's own versions: /health answers `ok`, GET does one Redis GET, PUT one HINCRBY. It runs
 # beside `serve` on the same Redis, and each round measures both, route by route; the service's
 # median is reported as a fraction of the floor's.

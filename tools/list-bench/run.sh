@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GET /api/journeys at any dataset size (issue 25): a private redis-server whose journey index
+# GET /api/journeys at any dataset size: a private redis-server whose journey index
 # lists N ids (default 1,000,000; ids only, as the listing reads only the index), `flyrtech serve`
 # on it, then the first page, a page from the middle of the walk and the whole walk, timed with
 # curl, and serve's RSS. Usage: tools/list-bench/run.sh [N]

@@ -1,9 +1,9 @@
-//! The floor of the HTTP path (issue 26): the smallest server on the service's own stack and
+//! The floor of the HTTP path: the smallest server on the service's own stack and
 //! locked versions (axum 0.8, tokio, redis-rs 1.8 with one multiplexed connection, mimalloc), no
 //! middleware at all. `tools/http-bench/run.sh` runs it beside `flyrtech serve` on the same
 //! Redis and reports the service as a fraction of it. Not part of the product's binary.
 //!
-//! It answers the service's paths with the service's job shapes (issue 37), so the same load
+//! It answers the service's paths with the service's job shapes, so the same load
 //! generator scripts drive both and what the service adds is its own work:
 //! - `GET /health`: `ok`, Redis not asked;
 //! - `GET /api/journeys/{id}`: one `GET` of a stored JSON document, journey-sized (the sample

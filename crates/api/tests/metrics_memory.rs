@@ -1,4 +1,4 @@
-//! The metrics recorder's memory stays flat when nobody scrapes `/metrics` (issue 24): its own
+//! The metrics recorder's memory stays flat when nobody scrapes `/metrics`: its own
 //! test binary, so that no other test's allocations move the process' resident size.
 #![allow(clippy::unwrap_used)]
 

@@ -3,11 +3,11 @@
 //!
 //! They were five layers (four `from_fn` middlewares and tower-http's `TraceLayer`), and each
 //! layer costs every request a clone of the route's boxed service, a boxed future and a wrapped
-//! body, whatever it then decides. Side by side with the floor of the stack (issue 26,
-//! docs/lab.md), that was a fifth of what `/health` cost. Then one `from_fn` middleware, which
+//! body, whatever it then decides. Side by side with the floor of the stack
+//! (docs/lab.md), that was a fifth of what `/health` cost. Then one `from_fn` middleware, which
 //! still boxed each request's future and cloned the route's service into a `Next`; then a tower
 //! layer around every route, which axum boxes into a second route per route. Now a service
-//! around the whole router ([`GateService`], issue 37): the checks run when it is called, the
+//! around the whole router ([`GateService`]): the checks run when it is called, the
 //! router's future is polled inside [`GateFuture`], unboxed, and the route template the metrics
 //! and spans are labelled with comes from [`RouteTemplates`], the router's own templates looked
 //! up once more (a tree walk of a few dozen instructions). The order of the checks is the one
@@ -464,7 +464,7 @@ impl RouteMetrics {
         );
         // A 408 measures the client's upload, not the service: counted, never in the latency
         // the alerts watch.
-        let seconds = (status != StatusCode::REQUEST_TIMEOUT).then(|| took.as_secs_f64());
+        let seconds = (status != StatusCode::REQUEST_TIMEOUT).then_some(took.as_secs_f64());
         let count = |handles: &Handles| {
             handles.requests.increment(1);
             if let Some(seconds) = seconds {

@@ -11,7 +11,7 @@
 //!   one a byte at a time, or not reading its last response. It runs from the connection's
 //!   start and from each response, so it also bounds a keep-alive connection that never sends
 //!   its next request. hyper has a header-read timeout of its own, but it arms a boxed timer
-//!   for every request (about 770 instructions of a `/health` that costs 17,500, issue 37);
+//!   for every request (about 770 instructions of a `/health` that costs 17,500, docs/lab.md);
 //!   this one is one timer per connection, looked at when it fires and re-armed from the last
 //!   response then.
 //! - **An idle timeout** ([`Connections::idle_timeout`]): a connection with no request in

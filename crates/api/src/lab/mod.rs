@@ -186,7 +186,7 @@ pub const SCALING_WRITERS: [usize; 5] = [1, 4, 16, 64, 256];
 pub const SCALING_SEGMENTS: [usize; 3] = [2, 20, 200];
 /// Segments per journey while writers are swept.
 pub const SCALING_FIXED_SEGMENTS: usize = 20;
-/// Writers while document size is swept: the 50.
+/// Writers while document size is swept: 50, the count the scaling target is stated for.
 pub const SCALING_FIXED_WRITERS: usize = 50;
 
 impl std::fmt::Display for Scenario {

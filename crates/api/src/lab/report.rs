@@ -1,5 +1,5 @@
 //! What a run reports: one [`RunReport`] per strategy and parameter set, rendered as a terminal
-//! table and as the JSON report whose schema docs/lab.md documents, plus the issue's targets
+//! table and as the JSON report whose schema docs/lab.md documents, plus the lab's targets
 //! checked against the measurements.
 
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ pub struct RunReport {
     /// `throughput / http_ceiling.requests_per_second`.
     pub fraction_of_http_ceiling: Option<f64>,
     /// Over HTTP with `--http-floor`: `/health`, `GET` and `PUT` on the first server and on
-    /// the floor of the stack, side by side (issue 26).
+    /// the floor of the stack, side by side.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<Vec<RouteRatio>>,
     /// With an arrival window: the model's share of updates absent from the final state
@@ -328,7 +328,7 @@ pub fn figure(x: f64) -> String {
     }
 }
 
-/// One of the issue's targets, checked against this run's measurements.
+/// One of the lab's targets, checked against this run's measurements.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub target: String,
@@ -340,7 +340,7 @@ pub struct TargetCheck {
     pub met: Option<bool>,
 }
 
-/// Checks the targets of the lab issue against `runs`.
+/// Checks the lab's targets against `runs`.
 pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
     let find = |strategy: &str, scenario: Scenario, pick: &dyn Fn(&Params) -> bool| {
         runs.iter()
@@ -371,7 +371,7 @@ pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
         hash_at(200).zip(hash_at(2)).map(|(big, small)| big / small),
         0.9,
     ));
-    // Issue 16's goal: optimistic retries tuned, close to the serial bound.
+    // The retry-tuning goal: optimistic retries tuned, close to the serial bound.
     let optimistic = find("optimistic", Scenario::Incident, &|_| true).map(|r| {
         let serial = r.params.updates as f64 * r.params.processing_delay.as_secs_f64();
         r.elapsed.as_secs_f64() / serial.max(f64::EPSILON)
@@ -399,7 +399,7 @@ pub fn targets(runs: &[RunReport]) -> Vec<TargetCheck> {
         find("redlock", Scenario::SameSegment, &|_| true).map(|r| r.latency_us.p99 as f64 / 1000.0),
         REDLOCK_SAME_SEGMENT_P99_BEFORE_MS / 3.0,
     ));
-    // Issue 26: the HTTP path against the floor of its stack (axum + redis-rs, no middleware),
+    // The HTTP path against the floor of its stack (axum + redis-rs, no middleware),
     // measured in the same run. PUT is judged for hash, whose script is the nearest to the
     // floor's one HINCRBY; the other strategies' PUTs are set against their Redis ceilings.
     for run in runs {

@@ -183,7 +183,7 @@ fn an_unknown_strategy_lists_the_valid_ones() {
     );
 }
 
-/// `flyrtech soak` (issue 24, part 5) end to end, briefly: serve and the relay run as processes
+/// `flyrtech soak` end to end, briefly: serve and the relay run as processes
 /// of their own, the load is answered, every sample sees the processes and the stream, and the
 /// chart is written. Its goals are judged by the real run (`just soak`), not here.
 #[test]

@@ -190,7 +190,7 @@ async fn a_projector_killed_part_way_ends_with_each_change_applied_once() {
     );
 }
 
-/// Three `flyrtech project` share one partitioned stream (issue 27): each takes partitions of
+/// Three `flyrtech project` share one partitioned stream: each takes partitions of
 /// its own, and when one is SIGKILLed part-way the other two take its partitions over and finish
 /// the projection without it; started again later, it finds nothing left. The projection ends
 /// equal to one application of each change, every journey's versions applied in order (no

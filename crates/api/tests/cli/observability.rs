@@ -1,4 +1,4 @@
-//! What operators plug in (issue 36): the alert rules and their unit tests under `promtool`,
+//! What operators plug in: the alert rules and their unit tests under `promtool`,
 //! the dashboard and the rules naming only metrics the processes export, and every process'
 //! `/metrics` clean under `promtool check metrics`, exporting only cataloged metrics.
 

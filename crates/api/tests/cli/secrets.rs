@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// Secrets never printed (issue 25): a Redis password in the URL appears in no line of a failed
+/// Secrets never printed: a Redis password in the URL appears in no line of a failed
 /// start, of a running service's log and answers, or of a report's recorded command line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_password_is_never_printed() {
@@ -89,7 +89,7 @@ async fn a_redis_password_is_never_printed() {
     assert!(!printed.contains(PASSWORD), "{printed}");
 }
 
-/// Every way a start can fail prints no password (issue 32): URLs that do not parse (a password
+/// Every way a start can fail prints no password: URLs that do not parse (a password
 /// with `/`, `?` and `#`), without a scheme, lists of seeds, a config file that is not TOML, an
 /// unreachable server, a wrong password, TLS refused by a plain server, and a lock node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

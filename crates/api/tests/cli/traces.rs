@@ -1,4 +1,4 @@
-//! Traces (issue 36): one client request followed through `serve`, the outbox, `relay` and
+//! Traces: one client request followed through `serve`, the outbox, `relay` and
 //! `project` as one OpenTelemetry trace, received by real OTLP receivers (gRPC: the
 //! `fake-opentelemetry-collector`; HTTP/protobuf: a receiver of the suite's own on the OTLP
 //! protobuf types); and nothing carried when traces are off.

@@ -98,10 +98,11 @@ impl Redis {
     }
 
     /// A connection of its own that only subscribes, for notifications such as a lock's release
-    /// (pub/sub must never share the multiplexed connection: REDIS-NOTES). RESP3: messages arrive
-    /// on `push`, and the connection subscribes again by itself after a reconnect. On a cluster
-    /// it uses sharded channels (`SSUBSCRIBE`), which the node holding the channel's slot
-    /// delivers without broadcasting over the cluster bus; standalone, classic channels.
+    /// (pub/sub must never share the multiplexed connection, a trap of redis-rs'). RESP3:
+    /// messages arrive on `push`, and the connection subscribes again by itself after a
+    /// reconnect. On a cluster it uses sharded channels (`SSUBSCRIBE`), which the node holding
+    /// the channel's slot delivers without broadcasting over the cluster bus; standalone,
+    /// classic channels.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.

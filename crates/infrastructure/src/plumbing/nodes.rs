@@ -6,7 +6,7 @@
 //! - `WATCH`: a transaction whose connection was swapped between `WATCH` and `EXEC` executes
 //!   unwatched, and a stale read is written over a newer change;
 //! - `WAIT`: it counts the replicas that confirmed the writes *of the connection it is sent on*;
-//!   on a fresh connection it has nothing to wait for and confirms at once (REDIS-NOTES).
+//!   on a fresh connection it has nothing to wait for and confirms at once (docs/reliability.md).
 //!
 //! [`Nodes`] gives those users plain connections that are never replaced behind their back: a
 //! connection that fails stays failed, so the caller knows that the outcome of what it sent is

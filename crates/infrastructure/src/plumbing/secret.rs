@@ -115,7 +115,7 @@ mod tests {
                 "postgres://flyr:***@127.0.0.1:5432/db?sslmode=disable",
             ),
             ("not a url", "not a url"),
-            // Shapes that do not parse as URLs (issue 32): every one loses its password.
+            // Shapes that do not parse as URLs: every one loses its password.
             (
                 "redis://:Sl/ash?Pw#991@127.0.0.1:5555",
                 "redis://:***@127.0.0.1:5555",

@@ -12,7 +12,7 @@
 //! The `version`, `status` and `segment:<id>:status` fields are the current values: they
 //! supersede the version and statuses inside `journey`, which no update touches. Everything else
 //! in a journey never changes after creation, so it is one field, and a read of a two-segment
-//! journey is 5 values (issue 37: redis-rs' reply parser costs about 1,240 instructions an item).
+//! journey is 5 values (redis-rs' reply parser costs about 1,240 instructions an item).
 //!
 //! Hashes written by builds before 2026-12-06, and by later ones until the dataset records the
 //! compact form (below), are in the *split* form, which every read and update accepts: `header` (the journey fields but status, version and segments), `segments` (the ids,

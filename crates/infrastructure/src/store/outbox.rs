@@ -16,7 +16,7 @@
 //! No part can hold a space: ids are `[A-Za-z0-9._-]`, statuses are names, instants, UUIDs and
 //! `traceparent`s have none. One field instead of eight (`journey`, `version`, `at`, `target`,
 //! `from`, `to`, `id`, `traceparent`, the entry's first format, which [`decode`] still reads)
-//! halves what the update scripts cost Redis to append it (issue 37, docs/lab.md).
+//! halves what the update scripts cost Redis to append it (docs/lab.md).
 //!
 //! The same entry is written by Rust (document strategies, from the aggregate's events) and by
 //! the Lua scripts (`lua`, `hash`, from the text Rust passes in, [`Stamp::tail`]); [`decode`]

@@ -2,7 +2,7 @@
 //! Redis returned.
 //!
 //! Decoding a stored journey and encoding it again as the response was a third of what a `GET`
-//! cost `serve` (perf, issue 26): the same few hundred bytes parsed (dates, decimals, every
+//! cost `serve` (perf): the same few hundred bytes parsed (dates, decimals, every
 //! segment) and printed again on every read, though a journey is read far more often than it
 //! changes. [`RenderMemo`] keeps, per journey, the raw read (the document's text, or the hash
 //! layout's fields in the order Redis sent them) and the JSON made from it.
@@ -19,7 +19,7 @@
 //!
 //! # The hash layout's reads
 //! A hash journey's first read is one `HGETALL`: its 10 items (for two segments; 16 in the split
-//! form) cost the client's reply parser about 1,240 instructions each (issue 37). Once rendered,
+//! form) cost the client's reply parser about 1,240 instructions each. Once rendered,
 //! the memo knows the journey's field names, and its next read asks for their values only
 //! (`HMGET`, half the items, the command itself built once with the names and kept beside them):
 //! the same atomic snapshot of every field the decoding reads. Any value missing

@@ -191,3 +191,303 @@ fn the_collision_model_agrees_with_the_lab() {
         apart.join("\n")
     );
 }
+
+/// The repository's tracked files (paths relative to its root), as git lists them.
+fn tracked_files() -> Vec<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["ls-files", "-z"])
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git ls-files: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("paths are UTF-8")
+        .split('\0')
+        .filter(|path| !path.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether `path` is text this repository writes: source, docs, manifests, CI and scripts.
+fn is_prose_or_code(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let extension = name.rsplit_once('.').map(|(_, e)| e);
+    matches!(
+        extension,
+        Some("rs" | "md" | "toml" | "yml" | "yaml" | "sh")
+    ) || name == "justfile"
+        || path == ".ci/run"
+}
+
+/// Whether `line` cites an issue by number (`issue 37`, `Issue 16's`, `issue-37` in an anchor,
+/// `issues #5`), other than another project's (a line naming redis-rs or github.com).
+fn cites_an_issue(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    if lower.contains("redis-rs") || lower.contains("github.com") {
+        return false;
+    }
+    lower.match_indices("issue").any(|(at, _)| {
+        let word_start = lower[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric());
+        let rest = &lower[at + "issue".len()..];
+        let rest = rest.strip_prefix('s').unwrap_or(rest);
+        let spaced = rest.trim_start_matches([' ', '-']);
+        let numbered = spaced.strip_prefix('#').unwrap_or(spaced);
+        let separated = spaced.len() < rest.len() || numbered.len() < spaced.len();
+        word_start && separated && numbered.starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+/// Whether `line` points at a file outside the repository.
+fn leaves_the_repository(line: &str) -> bool {
+    line.contains("../shared") || line.contains("REDIS-NOTES")
+}
+
+/// The repository stands alone: no line of its own text cites the internal issue tracker by
+/// number or a file that lives outside it (another project's issue, such as redis-rs', is a
+/// public citation and stays).
+#[test]
+fn the_repository_stands_alone() {
+    const THIS_FILE: &str = "crates/tests/tests/it/documents.rs";
+    let files: Vec<String> = tracked_files()
+        .into_iter()
+        .filter(|path| is_prose_or_code(path) && path != THIS_FILE)
+        .collect();
+    assert!(files.len() > 100, "only {} files checked", files.len());
+    let mut found = Vec::new();
+    for path in &files {
+        // A tracked file deleted in the working tree has no line left to check.
+        let Ok(text) = std::fs::read_to_string(root().join(path)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if cites_an_issue(line) || leaves_the_repository(line) {
+                found.push(format!("{path}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "lines citing the internal tracker or files outside the repository:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The checker itself: each shape of an internal citation is caught, another project's issue
+/// and ordinary words are not.
+#[test]
+fn an_internal_citation_is_caught() {
+    for line in [
+        "// Traces (issue 36). The four move together",
+        "// Issue 16's goal: optimistic retries tuned",
+        "`GET` (issue 25, part 4), then",
+        "[lab.md](lab.md#what-the-service-adds-to-each-request-issue-37)",
+        "fixed in issues #12 and #13",
+        "see issue #7",
+    ] {
+        assert!(cites_an_issue(line), "{line}");
+    }
+    for line in [
+        "silently cancel ours (redis-rs issue #565)",
+        "https://github.com/redis/redis/issues/123",
+        "One task issues every SUBSCRIBE",
+        "reissue 5 requests",
+        "an issue with 3 causes",
+    ] {
+        assert!(!cites_an_issue(line), "{line}");
+    }
+    assert!(leaves_the_repository("(../shared/compat/CONTRACT.md)"));
+    assert!(leaves_the_repository("(see `REDIS-NOTES.md`)"));
+    assert!(!leaves_the_repository("(docs/reliability.md)"));
+}
+
+/// A relative link of a markdown document: its line, the path it names and its anchor.
+#[derive(Debug, PartialEq)]
+struct Link {
+    line: usize,
+    path: String,
+    anchor: Option<String>,
+}
+
+/// Whether a line opens or closes a fenced code block.
+fn is_fence(line: &str) -> bool {
+    line.trim_start().starts_with("```")
+}
+
+/// Every relative link of `markdown` (`[text](path)`, `[text](path#anchor)`, with or without a
+/// title), outside fenced code blocks. Web and mail links and links within the same document
+/// are left out.
+fn relative_links(markdown: &str) -> Vec<Link> {
+    let mut out = Vec::new();
+    let mut fenced = false;
+    for (n, line) in markdown.lines().enumerate() {
+        if is_fence(line) {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(open) = rest.find("](") {
+            rest = &rest[open + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = rest[..end].trim();
+            let target = target.split_once(" \"").map_or(target, |(link, _)| link);
+            let target = target.trim_start_matches('<').trim_end_matches('>');
+            rest = &rest[end..];
+            let external = ["http:", "https:", "mailto:"]
+                .iter()
+                .any(|scheme| target.starts_with(scheme));
+            if target.is_empty() || target.starts_with('#') || external {
+                continue;
+            }
+            let (path, anchor) = match target.split_once('#') {
+                Some((path, anchor)) => (path, Some(anchor.to_owned())),
+                None => (target, None),
+            };
+            out.push(Link {
+                line: n + 1,
+                path: path.to_owned(),
+                anchor,
+            });
+        }
+    }
+    out
+}
+
+/// The anchors of a markdown document's headings, as GitHub makes them: lower case, spaces as
+/// hyphens, punctuation but `-` and `_` dropped, a repeated one suffixed `-1`, `-2`, ...
+fn heading_anchors(markdown: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if is_fence(line) {
+            fenced = !fenced;
+            continue;
+        }
+        let level = line.chars().take_while(|c| *c == '#').count();
+        let Some(heading) = line[level..].strip_prefix(' ') else {
+            continue;
+        };
+        if fenced || level == 0 || level > 6 {
+            continue;
+        }
+        let slug: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                '-' | '_' => Some(c),
+                c if c.is_alphanumeric() => Some(c),
+                _ => None,
+            })
+            .collect();
+        let seen = anchors
+            .iter()
+            .filter(|a| **a == slug || a.strip_prefix(slug.as_str()).is_some_and(is_suffix))
+            .count();
+        anchors.push(if seen == 0 {
+            slug
+        } else {
+            format!("{slug}-{seen}")
+        });
+    }
+    anchors
+}
+
+/// Whether `rest` is a repeated heading's suffix, `-1`, `-2`, ...
+fn is_suffix(rest: &str) -> bool {
+    rest.strip_prefix('-')
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Every relative link of every tracked markdown file names a file or directory that exists
+/// beside that document, and a link to a heading of a markdown file names one it has.
+#[test]
+fn the_links_of_the_docs_lead_somewhere() {
+    let documents: Vec<String> = tracked_files()
+        .into_iter()
+        .filter(|path| path.ends_with(".md"))
+        .collect();
+    assert!(documents.len() > 10, "only {} documents", documents.len());
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for document in &documents {
+        let path = root().join(document);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let dir = path.parent().expect("a document is in a directory");
+        for link in relative_links(&text) {
+            checked += 1;
+            let target = dir.join(&link.path);
+            let place = format!("{document}:{}", link.line);
+            if !target.exists() {
+                broken.push(format!("{place}: {} does not exist", link.path));
+                continue;
+            }
+            let Some(anchor) = link.anchor.filter(|_| link.path.ends_with(".md")) else {
+                continue;
+            };
+            let headings = std::fs::read_to_string(&target)
+                .map(|text| heading_anchors(&text))
+                .unwrap_or_default();
+            if !headings.contains(&anchor) {
+                broken.push(format!("{place}: {} has no heading #{anchor}", link.path));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links checked");
+    assert!(
+        broken.is_empty(),
+        "links to nothing:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// The link finder itself: relative targets with and without anchors and titles are found,
+/// web, mail and same-document links and fenced code are not; and headings' anchors are
+/// GitHub's.
+#[test]
+fn the_link_finder_finds_relative_links_only() {
+    let found = relative_links(
+        "see [a](docs/a.md) and [b](../b.md#part \"title\"), [c](https://x) [d](#here)\n\
+         [e](mailto:x@y) [f](results/)\n```\nlet x = [g](h);\n```\n[i](<j k.md>)",
+    );
+    let link = |line, path: &str, anchor: Option<&str>| Link {
+        line,
+        path: path.to_owned(),
+        anchor: anchor.map(str::to_owned),
+    };
+    assert_eq!(
+        found,
+        [
+            link(1, "docs/a.md", None),
+            link(1, "../b.md", Some("part")),
+            link(2, "results/", None),
+            link(6, "j k.md", None),
+        ],
+    );
+    let anchors = heading_anchors(
+        "# The lab (`flyrtech compare`)\n## Q5. What is wrong with `time.Now()`?\n\
+         ```\n# not a heading\n```\n### Figures\n### Figures\n#hashtag\n",
+    );
+    assert_eq!(
+        anchors,
+        [
+            "the-lab-flyrtech-compare",
+            "q5-what-is-wrong-with-timenow",
+            "figures",
+            "figures-1",
+        ],
+    );
+}

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The lost acknowledgement's mechanism (issue 22): WAIT counts only the writes of the connection
+/// The lost acknowledgement's mechanism: WAIT counts only the writes of the connection
 /// it is sent on. The writing connection is killed while its WAIT blocks (the only replica is
 /// paused), so the update's outcome is unknown; the client's retry of the same change is then a
 /// no-op that must still wait for the replica, and a WAIT on a fresh connection, which has no
@@ -109,7 +109,7 @@ async fn a_write_whose_connection_dies_before_its_wait_is_never_acknowledged(str
     );
 }
 
-/// The fact the hole was made of (REDIS-NOTES), shown on the server: with the only replica
+/// The fact the hole was made of (docs/reliability.md), shown on the server: with the only replica
 /// paused, the connection that wrote waits and answers 0, while a `WAIT` that is the first
 /// command of a fresh connection (what a replaced connection sends) confirms at once. This is
 /// why a write and its `WAIT` must never be split across two requests that a reconnect can
@@ -158,8 +158,8 @@ struct Put {
     answer: Option<Result<(), String>>,
 }
 
-/// How long any request may take during a failover (issue 22: "no request without an answer
-/// after 2 s").
+/// How long any request may take during a failover: no request without an answer
+/// after 2 s.
 const ANSWER_BOUND: Duration = Duration::from_secs(2);
 
 async fn put_status(
@@ -247,7 +247,7 @@ pub(crate) fn primary_and_replica(
     (primary, replica)
 }
 
-/// Issue 22's failover, for every strategy, through two instances with `--wait-replicas 1`:
+/// The failover, for every strategy, through two instances with `--wait-replicas 1`:
 /// eight writers PUT segment statuses over their own journeys; the replica of the primary that
 /// holds the first journey is paused, that primary is SIGKILLed, the replica resumed and
 /// promoted. Checked from the recorded history: no acknowledged update lost; none acknowledged

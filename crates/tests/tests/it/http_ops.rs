@@ -279,7 +279,7 @@ async fn ids_no_journey_can_have_are_404_with_the_originals_message(strategy: St
 }
 
 /// With every lock master (for the other strategies: Redis itself) refusing connections, each
-/// strategy answers 503 with Retry-After within 1.5 s: the issue's bound for a client's wait,
+/// strategy answers 503 with Retry-After within 1.5 s: the bound set for a client's wait,
 /// checked per request; redlock gives up as soon as a quorum cannot be reached instead of
 /// retrying until its deadline.
 #[apply(every_strategy)]
@@ -384,7 +384,7 @@ async fn ready_says_when_redis_may_evict_journeys() {
     }
 }
 
-/// A read is rendered from exactly the bytes Redis returned (issue 26: the service decodes and
+/// A read is rendered from exactly the bytes Redis returned (the service decodes and
 /// encodes a journey only for a read it has not rendered before): the body is always what
 /// encoding the decoded journey gives, after a change through the API, and after a foreign
 /// writer changed a field behind the service's back without a new version.

@@ -476,7 +476,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
 }
 
 /// The lab's redlock target compares it with the in-process mutex of the same run on one
-/// instance (issue 26): measured when both ran, absent otherwise.
+/// instance: measured when both ran, absent otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_is_judged_against_the_mutex_of_the_same_run() {
     let redis = TestRedis::single();

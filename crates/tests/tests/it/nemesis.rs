@@ -1,4 +1,4 @@
-//! Nemeses with the history checked (issue 34, part 3): `flyrtech verify`'s clients drive a
+//! Nemeses with the history checked: `flyrtech verify`'s clients drive a
 //! `serve` on a primary with one replica under `--wait-replicas 1` while a fault is injected, and
 //! every answer they were given is checked for linearizability, not only the final state.
 //!

@@ -1,4 +1,4 @@
-//! The Redis event stream's retention (issue 24): trimmed by length and age once every consumer
+//! The Redis event stream's retention: trimmed by length and age once every consumer
 //! group is done with the entries, never before unless past the hard cap, on a real Redis.
 
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ async fn entries_older_than_max_age_are_trimmed() {
     assert!(len(&redis).await <= 100);
 }
 
-/// The outbox is visible and bounded (issue 24, part 3): with no relay running, `/metrics`
+/// The outbox is visible and bounded: with no relay running, `/metrics`
 /// shows the backlog, `/ready` names it once it is older than `stale_after` (and stays 200),
 /// and once it reaches the cap updates are refused with 503 `outbox-full`, changing nothing;
 /// after a relay drains the outbox, updates are accepted again.

@@ -1,4 +1,4 @@
-//! Who may write, and how much (issue 25): API keys with scopes on a real service and Redis.
+//! Who may write, and how much: API keys with scopes on a real service and Redis.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -515,7 +515,7 @@ async fn the_journey_list_comes_in_pages_of_at_most_limit_without_repeats() {
     }
 }
 
-/// Least privilege (issue 25, part 4): every strategy serves, the relay publishes and the
+/// Least privilege: every strategy serves, the relay publishes and the
 /// migration runs, each as a Redis user made from `flyrtech redis-acl`'s line, with nothing
 /// denied along the way (Redis' `ACL LOG` stays empty); that user cannot flush, configure, list keys or touch a key outside
 /// the service's names.
@@ -693,7 +693,7 @@ async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
     }
 }
 
-/// TLS to Redis (issue 25, part 5): a private `redis-server --tls-port` with certificates made
+/// TLS to Redis: a private `redis-server --tls-port` with certificates made
 /// here; the store and the service reach it over `rediss://` trusting the test's CA, and
 /// without that CA (or without TLS) the connection is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! `flyrtech verify`'s client and checker against real instances (issue 34): every strategy that
+//! `flyrtech verify`'s client and checker against real instances: every strategy that
 //! loses nothing is linearizable over two instances, on one server and on a cluster; the two
 //! controls (naive, local-lock) are caught by the same checker, so it can fail.
 

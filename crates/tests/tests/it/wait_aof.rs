@@ -1,4 +1,4 @@
-//! `--wait-aof N` (issue 35): an update is acknowledged only once `WAITAOF 1 N` says the
+//! `--wait-aof N`: an update is acknowledged only once `WAITAOF 1 N` says the
 //! primary's AOF and N replicas' AOFs hold it on disk. On an engine that has `WAITAOF` (Valkey,
 //! Redis 7.2+: CI's Valkey pass) the promise is tested; on one that has not (Debian's Redis 7.0:
 //! CI's first pass) start-up must refuse it in one clear line.

@@ -5,7 +5,7 @@
 //! answer nil, so a write based on a stale read never lands. We then re-read and re-apply, so
 //! every acknowledged change was applied to the state it read.
 //!
-//! The traps it avoids (see `REDIS-NOTES.md`):
+//! The traps it avoids (of Redis transactions and redis-rs' replies):
 //! - WATCH is per connection: each attempt uses a dedicated pooled connection, never the shared
 //!   multiplexed one, and starts with UNWATCH in case a cancelled request left a WATCH behind.
 //! - A nil EXEC decodes as success into `()`: the reply is decoded into an `Option`.

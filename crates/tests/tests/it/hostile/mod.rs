@@ -1,4 +1,4 @@
-//! A hostile client (issue 32): what it can send is refused fast, typed, and changes nothing.
+//! A hostile client: what it can send is refused fast, typed, and changes nothing.
 //! Each test probes from outside, on real servers: ids that are path steps, corrupt data
 //! answered as permanent, and (in the modules below) connections, the rate limit's identity,
 //! quotas, sizes and secrets.
@@ -106,7 +106,7 @@ async fn a_corrupt_journey_is_500_without_retry_after(#[case] strategy: Strategy
     }
 }
 
-/// The rate limit keys on who a client verifiably is (issue 32, part 2): a key over its budget
+/// The rate limit keys on who a client verifiably is: a key over its budget
 /// is answered 429 with `Retry-After` while another key is served; bearer values that are no
 /// key, however many, draw on their address' one budget, as requests without a key do.
 #[tokio::test]
@@ -172,7 +172,7 @@ async fn made_up_keys_share_their_address_budget() {
     );
 }
 
-/// Bounded journeys (issue 32, part 4): a metadata value past its length is 422, a document past
+/// Bounded journeys: a metadata value past its length is 422, a document past
 /// `--max-journey-bytes` is 413 naming the limit, and neither reaches Redis (SLOWLOG, logging
 /// every command, holds none of them); the largest journey accepted is stored at its size, so
 /// what one update of it costs Redis is bounded by it. The median time Redis spent in one

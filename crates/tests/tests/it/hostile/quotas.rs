@@ -1,4 +1,4 @@
-//! Fair shares (issue 32, part 3): one client (here one API key) that uses up its quota of
+//! Fair shares: one client (here one API key) that uses up its quota of
 //! journeys, cache entries or outbox share is refused with its quota's own problem, nothing
 //! changes, and another client is served.
 
