@@ -366,6 +366,13 @@ pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> s
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// The text of `server`'s `/metrics`, fetched with `client` (whose address may matter: the
+/// per-client connection share counts it).
+pub async fn metrics(client: &reqwest::Client, server: &TestServer) -> String {
+    let response = client.get(server.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// Polls `check` every 20 ms until it returns true, for at most `limit`; panics with `what`.
 pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

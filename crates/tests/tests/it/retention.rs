@@ -269,14 +269,7 @@ async fn a_backlog_with_no_relay_is_named_and_capped_then_the_relay_frees_it() {
     assert_eq!(version().await, start + accepted);
 
     // Visible: the gauges on /metrics, the warning on /ready (still 200).
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = flyrtech_tests::metrics(&client, &server).await;
     assert!(
         metrics.contains(&format!("outbox_backlog_entries {accepted}")),
         "{metrics}"

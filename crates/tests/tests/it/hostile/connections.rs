@@ -137,14 +137,7 @@ async fn past_the_cap_a_connection_is_closed_at_once() {
         async move { request.await.is_ok_and(|r| r.status().is_success()) }
     })
     .await;
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = flyrtech_tests::metrics(&client, &server).await;
     let refused: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("http_connections_refused_total "))

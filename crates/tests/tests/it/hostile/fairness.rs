@@ -54,14 +54,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 /// A counter on `/metrics` (0 when absent).
 async fn counter(server: &TestServer, name: &str) -> f64 {
-    let text = client_from(1)
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = flyrtech_tests::metrics(&client_from(1), server).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
