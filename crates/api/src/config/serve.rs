@@ -114,7 +114,9 @@ pub struct ServeArgs {
     /// idle after a response) before it is dropped [default: 10000].
     #[arg(long)]
     pub header_timeout_ms: Option<u64>,
-    /// Longest a connection may stay open with no request in flight [default: 60000].
+    /// Longest a connection may stay open with no request in flight, closed gracefully; it acts
+    /// only when below `--header-timeout-ms`, which otherwise drops an idle connection first
+    /// (to the server, waiting for the next request is waiting for a head) [default: 60000].
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
     /// Connections held open at once; one more is closed at once [default: 10000].

@@ -491,3 +491,54 @@ fn the_link_finder_finds_relative_links_only() {
         ],
     );
 }
+
+/// The repository paths a text names in backquotes (`crates/…`, `docs/…`, `tools/…`,
+/// `deploy/…`, `.ci/…`), with any `:line` or `#anchor` taken off; patterns (`*`, `{…}`,
+/// `<…>`) are not paths and are left out.
+fn backquoted_paths(text: &str) -> Vec<String> {
+    let roots = ["crates/", "docs/", "tools/", "deploy/", ".ci/"];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| roots.iter().any(|root| quoted.starts_with(root)))
+        .filter(|quoted| !quoted.contains(['*', '{', '<', ' ', '$']))
+        .map(|quoted| {
+            let path = quoted.split(['#', ':']).next().unwrap_or(quoted);
+            path.trim_end_matches(['.', ',', ')']).to_owned()
+        })
+        .collect()
+}
+
+/// Every repository path the docs, the README and the analysis name in backquotes exists.
+#[test]
+fn the_paths_the_docs_name_exist() {
+    let missing: Vec<String> = tracked_files()
+        .into_iter()
+        .filter(|file| {
+            Path::new(file).extension().is_some_and(|e| e == "md")
+                && (file.starts_with("docs/") || !file.contains('/'))
+        })
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(root().join(&file)).unwrap();
+            backquoted_paths(&text)
+                .into_iter()
+                .filter(|path| !root().join(path).exists())
+                .map(move |path| format!("{file}: `{path}`"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "paths that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn backquoted_paths_are_found_and_patterns_left_out() {
+    let found = backquoted_paths(
+        "see `crates/core/src/ports.rs:12`, `docs/lab.md#the-grid`, `tools/x/*.sh`, `cargo test` \
+         and `crates/{core,api}`",
+    );
+    assert_eq!(found, ["crates/core/src/ports.rs", "docs/lab.md"]);
+}
