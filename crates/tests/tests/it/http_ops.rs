@@ -219,26 +219,28 @@ async fn ids_no_journey_can_have_are_404_with_the_originals_message(strategy: St
     let ids_before: Value = server.get_json("/api/journeys").await;
     let journey_before: Value = server.get_json("/api/journeys/JRN-001").await;
     let long = "J".repeat(1000);
+    // As the message quotes it: whole when short, else its first 80 characters and its length.
+    let long_shown = format!("'{}…' (1000 characters)", "J".repeat(80));
     let impossible = [
-        ("%7Bx%7D", "{x}"),
-        ("*", "*"),
-        (long.as_str(), long.as_str()),
-        ("JRN-%C3%BC", "JRN-ü"),
-        ("a%3Ab", "a:b"),
+        ("%7Bx%7D", "'{x}'".to_owned()),
+        ("*", "'*'".to_owned()),
+        (long.as_str(), long_shown),
+        ("JRN-%C3%BC", "'JRN-ü'".to_owned()),
+        ("a%3Ab", "'a:b'".to_owned()),
     ];
     let departed = json!({"status": "Departed"});
     for (encoded, raw) in impossible {
         let requests = [
             (
                 client.get(server.url(&format!("/api/journeys/{encoded}"))),
-                format!("Journey '{raw}' not found"),
+                format!("Journey {raw} not found"),
                 "journey-not-found",
             ),
             (
                 client
                     .put(server.url(&format!("/api/journeys/{encoded}/status")))
                     .json(&json!({"status": "InProgress"})),
-                format!("Journey '{raw}' not found"),
+                format!("Journey {raw} not found"),
                 "journey-not-found",
             ),
             (
@@ -247,14 +249,14 @@ async fn ids_no_journey_can_have_are_404_with_the_originals_message(strategy: St
                         "/api/journeys/{encoded}/segments/SEG-001-1/status"
                     )))
                     .json(&departed),
-                format!("Journey '{raw}' or segment 'SEG-001-1' not found"),
+                format!("Journey {raw} or segment 'SEG-001-1' not found"),
                 "journey-not-found",
             ),
             (
                 client
                     .put(server.url(&format!("/api/journeys/JRN-001/segments/{encoded}/status")))
                     .json(&departed),
-                format!("Journey 'JRN-001' or segment '{raw}' not found"),
+                format!("Journey 'JRN-001' or segment {raw} not found"),
                 // The journey id is fine: the problem names the segment as the bad one.
                 "segment-not-found",
             ),
