@@ -373,6 +373,23 @@ pub async fn metrics(client: &reqwest::Client, server: &TestServer) -> String {
     response.text().await.unwrap()
 }
 
+/// The cluster primary that holds keys matching `pattern` (a `KEYS` glob): the node a
+/// failover test kills to take some of the run's journeys with it.
+pub fn primary_holding<'a>(
+    nodes: &'a [flyrtech_infrastructure::RedisProcess],
+    pattern: &str,
+) -> &'a flyrtech_infrastructure::RedisProcess {
+    nodes
+        .iter()
+        .find(|n| {
+            n.raw_command("INFO replication")
+                .is_ok_and(|i| i.contains("role:master"))
+                && n.raw_command(&format!("KEYS {pattern}"))
+                    .is_ok_and(|r| !r.starts_with("*0"))
+        })
+        .unwrap_or_else(|| panic!("no primary holds a key matching {pattern}"))
+}
+
 /// Polls `check` every 20 ms until it returns true, for at most `limit`; panics with `what`.
 pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

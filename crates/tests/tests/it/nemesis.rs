@@ -423,16 +423,7 @@ async fn a_cluster_primary_killed_and_its_replica_promoted(strategy: Strategy) {
         let Deployment::Cluster(cluster) = &rig.redis else {
             unreachable!("a cluster rig")
         };
-        let victim = cluster
-            .nodes()
-            .iter()
-            .find(|n| {
-                n.raw_command("INFO replication")
-                    .is_ok_and(|i| i.contains("role:master"))
-                    && n.raw_command("KEYS *VFY-*")
-                        .is_ok_and(|r| !r.starts_with("*0"))
-            })
-            .expect("a primary holding one of the run's journeys");
+        let victim = flyrtech_tests::primary_holding(cluster.nodes(), "*VFY-*");
         victim.signal("KILL").unwrap();
         rig.after(300, "operations after the kill").await;
         rig

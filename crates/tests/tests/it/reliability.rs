@@ -368,16 +368,7 @@ async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowled
         cluster,
         |cluster| async move {
             after(&progress, 300, "operations before the kill").await;
-            let victim = cluster
-                .nodes()
-                .iter()
-                .find(|n| {
-                    n.raw_command("INFO replication")
-                        .is_ok_and(|i| i.contains("role:master"))
-                        && n.raw_command("KEYS *VFY-*")
-                            .is_ok_and(|r| !r.starts_with("*0"))
-                })
-                .expect("a primary holding one of the run's journeys");
+            let victim = flyrtech_tests::primary_holding(cluster.nodes(), "*VFY-*");
             victim.signal("KILL").unwrap();
             after(&progress, 300, "operations after the kill").await;
             cluster
