@@ -281,31 +281,20 @@ fn shortest_window<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: u64) 
     ends.push(u64::MAX);
     ends.sort_unstable();
     ends.dedup();
-    let end = ends[partition_point(&ends, |e| !fails(e, 0, Some(initial))).min(ends.len() - 1)];
+    let end = ends[ends
+        .partition_point(|&e| !fails(e, 0, Some(initial)))
+        .min(ends.len() - 1)];
     let mut starts: Vec<u64> = ops.iter().map(|o| o.invoke).filter(|i| *i <= end).collect();
     starts.dedup();
     // The last start for which the window still fails from any state.
-    let start = partition_point(&starts, |s| fails(end, s, None))
+    let start = starts
+        .partition_point(|&s| fails(end, s, None))
         .checked_sub(1)
         .map_or(0, |i| starts[i]);
     ops.iter()
         .filter(|o| o.invoke <= end && o.deadline >= start)
         .map(|o| o.source)
         .collect()
-}
-
-/// The first index of `items` where `pred` turns false (it is true on a prefix).
-fn partition_point<T: Copy>(items: &[T], pred: impl Fn(T) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, items.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if pred(items[mid]) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 /// The journey versions: no two acknowledged changes of a journey at one version (the second

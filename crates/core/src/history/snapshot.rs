@@ -267,15 +267,8 @@ pub fn check_journey(
     let prefix = |end: u64| -> Vec<Interval<JourneyOp>> {
         ops.iter().filter(|o| o.invoke <= end).copied().collect()
     };
-    let (mut lo, mut hi) = (0, ends.len() - 1);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if fails(&prefix(ends[mid]), start) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
+    // The first end at which the prefix fails; the last (everything) is known to.
+    let lo = ends[..ends.len() - 1].partition_point(|&e| !fails(&prefix(e), start));
     let end = ends[lo];
     let window = prefix(end);
     let mut seen: Vec<&State> = model.reads.iter().collect();
