@@ -282,4 +282,33 @@ mod tests {
             assert!(!internal.starts_with("cache:{c}:e:"));
         }
     }
+
+    /// The hash tag is what lies between the first `{` and the next `}`, when not empty; the
+    /// Redis Cluster specification's own examples.
+    #[test]
+    fn the_hashed_part_is_the_first_non_empty_tag_or_the_whole_key() {
+        for (key, hashed) in [
+            ("{user1000}.following", "user1000"),
+            ("foo{}{bar}", "foo{}{bar}"),
+            ("foo{{bar}}zap", "{bar"),
+            ("foo{bar}{zap}", "bar"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(hashed_part(key), hashed, "{key}");
+        }
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+    }
+
+    /// A shard prints as its number (the relay's metric labels and logs); a journey's lock is
+    /// named for the journey, outside the journey's own keys.
+    #[test]
+    fn a_shard_prints_as_its_number_and_a_lock_as_its_journey() {
+        let printed: Vec<String> = OutboxShard::all().map(|s| s.to_string()).collect();
+        assert_eq!(printed.len(), OUTBOX_SHARDS);
+        for (n, text) in printed.iter().enumerate() {
+            assert_eq!(text, &n.to_string());
+        }
+        let id = JourneyId::parse("JRN-001").expect("valid id");
+        assert_eq!(journey_lock(&id), "lock:journey:{JRN-001}");
+    }
 }

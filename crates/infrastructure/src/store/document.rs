@@ -100,3 +100,38 @@ pub(crate) async fn read_raw(conn: &mut Conn, id: &JourneyId) -> Result<String, 
     let raw: Option<String> = conn.get(keys::journey_document(id)).await.store_err()?;
     raw.ok_or_else(|| StoreError::JourneyNotFound(id.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::fixtures::journey;
+
+    #[test]
+    fn a_journey_is_stored_as_its_json_and_read_back_whole() {
+        let mut journey = journey();
+        journey.version = flyrtech_core::JourneyVersion::new(3);
+        let text = encode(&journey).unwrap();
+        assert!(text.starts_with(r#"{"id":"JRN-1""#), "{text}");
+        assert_eq!(decode(&journey.id, &text).unwrap(), journey);
+    }
+
+    /// A document under one journey's key that holds another, or is not a journey, is corrupt.
+    #[test]
+    fn a_document_of_another_journey_or_of_nothing_is_corrupt() {
+        let journey = journey();
+        let text = encode(&journey).unwrap();
+        let other = JourneyId::parse("JRN-2").unwrap();
+        for (id, raw) in [
+            (&other, text.as_str()),
+            (&journey.id, "{}"),
+            (&journey.id, ""),
+        ] {
+            assert!(
+                matches!(decode(id, raw), Err(StoreError::Corrupt { .. })),
+                "{id} {raw:?}: {:?}",
+                decode(id, raw)
+            );
+        }
+    }
+}

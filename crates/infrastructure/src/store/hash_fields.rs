@@ -422,24 +422,7 @@ mod tests {
     use flyrtech_core::{JourneyStatus, SegmentStatus};
 
     use super::*;
-
-    fn journey() -> Journey {
-        let segment = |n: u32| {
-            format!(
-                r#"{{"segmentId":"SEG-{n}","origin":"MAD","destination":"BCN",
-                   "departureTime":"2025-12-15T08:00:00Z","arrivalTime":"2025-12-15T09:30:00Z",
-                   "flightNumber":"IB{n}","carrier":"Iberia","status":"Scheduled","price":10.50}}"#
-            )
-        };
-        serde_json::from_str(&format!(
-            r#"{{"id":"JRN-1","passengerName":"A","passengerEmail":"a@example.com",
-               "bookingDate":"2025-12-01T10:30:00Z","status":"Confirmed","totalPrice":21.00,
-               "segments":[{},{}],"metadata":{{"k":"v"}}}}"#,
-            segment(1),
-            segment(2)
-        ))
-        .unwrap()
-    }
+    use crate::store::fixtures::journey;
 
     fn decode(fields: &[(String, String)]) -> Result<Journey, StoreError> {
         let map: HashMap<&str, &str> = fields
@@ -542,5 +525,40 @@ mod tests {
         // "journey" as a value, not a name, marks nothing.
         let split = redis::Value::Array(vec![bulk("header"), bulk("journey")]);
         assert_eq!(Form::of_reply(&split), Form::Split);
+    }
+
+    /// Two lists are one when they name the same fields of the same hash, whether or not they
+    /// share an allocation; a different field or a different hash makes another.
+    #[test]
+    fn field_lists_are_equal_by_their_names_and_their_hash() {
+        let journey = journey();
+        let names = |key: &str, extra: &str| {
+            let mut names: Vec<String> = [VERSION, STATUS, JOURNEY].map(str::to_owned).to_vec();
+            names.push(extra.to_owned());
+            FieldNames::new(key, names)
+        };
+        let key = keys::journey_hash(&journey.id);
+        let one = names(&key, "segment:SEG-1:status");
+        assert_eq!(one, one.clone());
+        assert_eq!(one, names(&key, "segment:SEG-1:status"));
+        assert_ne!(one, names(&key, "segment:SEG-2:status"));
+        assert_ne!(one, names("journey:{x}:JRN-2:hash", "segment:SEG-1:status"));
+    }
+
+    /// A read asked with the very fields a journey needs keeps that list; a list for another
+    /// shape of the journey (a segment more or less, the other form) is not reused.
+    #[test]
+    fn a_known_field_list_is_kept_only_when_it_names_the_same_fields() {
+        let journey = journey();
+        let compact = read_by(&journey, Form::Compact, None);
+        assert!(read_by(&journey, Form::Compact, Some(&compact)).same(&compact));
+        let split = read_by(&journey, Form::Split, Some(&compact));
+        assert!(!split.same(&compact));
+        assert_ne!(split, compact);
+        let mut shorter = journey.clone();
+        shorter.segments.pop();
+        let fewer = read_by(&shorter, Form::Compact, Some(&compact));
+        assert!(!fewer.same(&compact));
+        assert_eq!(fewer.as_slice().len() + 1, compact.as_slice().len());
     }
 }

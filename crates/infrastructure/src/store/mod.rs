@@ -27,6 +27,8 @@
 pub mod cache;
 pub mod conversion;
 pub(crate) mod document;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod hash_fields;
 pub mod index;
 pub mod layout;

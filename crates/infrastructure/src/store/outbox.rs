@@ -385,4 +385,57 @@ mod tests {
         assert_eq!(decoded.events[0].occurred_at, at);
         assert_eq!(decoded.trace.as_deref(), Some(TRACE));
     }
+
+    /// The aggregate's events for a change that completes the journey, encoded as the document
+    /// strategies append them (`XADD` of [`xadd_args`]), decode to the envelope of those very
+    /// events: the completion's id, customer and exact total included.
+    #[test]
+    fn the_aggregates_events_go_through_the_entry_unchanged() {
+        let mut journey = crate::store::fixtures::journey();
+        let now = DateTime::parse_from_rfc3339("2026-12-05T16:30:00.5Z")
+            .unwrap()
+            .to_utc();
+        let completes = StatusChange::Journey {
+            status: JourneyStatus::Completed,
+        };
+        let starts = StatusChange::Journey {
+            status: JourneyStatus::InProgress,
+        };
+        journey.apply(&starts, now).unwrap();
+        journey.take_events();
+        journey.apply(&completes, now).unwrap();
+        let events = journey.take_events();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let fields = encode(&events).unwrap();
+        let args = xadd_args(&fields);
+        let pairs: HashMap<String, String> = args
+            .chunks(2)
+            .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+            .collect();
+        assert_eq!(pairs.len() * 2, args.len());
+        assert_eq!(decode(&pairs).unwrap(), Envelope::new(events).unwrap());
+    }
+
+    /// A stamp for a change that completes the journey carries the completion event's id to the
+    /// script; any other change passes an empty one.
+    #[test]
+    fn only_a_completing_change_stamps_a_completion_id() {
+        let clock = flyrtech_core::ManualClock::new(Utc::now());
+        let completing = Stamp::new(
+            &clock,
+            &StatusChange::Journey {
+                status: JourneyStatus::Completed,
+            },
+        );
+        let id = completing.completion();
+        assert_eq!(EventId::parse(&id).unwrap().to_string(), id);
+        assert_ne!(completing.completion, None);
+        let other = Stamp::new(
+            &clock,
+            &StatusChange::Journey {
+                status: JourneyStatus::InProgress,
+            },
+        );
+        assert_eq!(other.completion(), "");
+    }
 }
