@@ -79,7 +79,7 @@ incident-runs:
 
 # Mutation testing (`cargo install --locked cargo-mutants`) over core and the pure parts of infrastructure (key naming, the outbox and hash codecs); hours on two cores, so CI does not run it (docs/testing.md). Writes target/mutants-core/ and target/mutants-infra/.
 mutants:
-    cargo mutants -p flyrtech-core --timeout 30 -j 2 -o target/mutants-core
+    cargo mutants -p flyrtech-core -p flyrtech-lab --timeout 30 -j 2 -o target/mutants-core
     cargo mutants -p flyrtech-infrastructure --timeout 60 -j 2 -o target/mutants-infra -f crates/infrastructure/src/plumbing/keys.rs -f crates/infrastructure/src/store/outbox.rs -f crates/infrastructure/src/store/hash_fields.rs -f crates/infrastructure/src/store/document.rs
 
 fmt:

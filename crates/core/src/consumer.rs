@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::events::{Envelope, EventId};
 use crate::ids::JourneyId;
-use crate::journey::JourneyVersion;
+use crate::version::JourneyVersion;
 
 /// What a consumer does with an envelope, once it is its turn.
 pub trait Projection {

@@ -9,27 +9,8 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use crate::ids::{JourneyId, SegmentId};
-use crate::journey::JourneyVersion;
-
-/// A value that failed validation: which field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field}: {reason}")]
-pub struct InvalidInput {
-    /// The field or value that was rejected, e.g. `segment status`.
-    pub field: String,
-    /// What is wrong with it, phrased for the caller.
-    pub reason: String,
-}
-
-impl InvalidInput {
-    /// Builds an error for `field` with a human-readable `reason`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
+use crate::input::InvalidInput;
+use crate::version::JourneyVersion;
 
 /// What a status change targets, for error messages and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]

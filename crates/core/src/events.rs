@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::{JourneyId, SegmentId};
-use crate::journey::JourneyVersion;
+use crate::input::InvalidInput;
 use crate::status::{JourneyStatus, SegmentStatus, Status};
+use crate::version::JourneyVersion;
 
 /// The source of "now" for domain methods, injected so that tests can fix time and so that the
 /// instant is taken when the decision is made.
@@ -96,11 +97,11 @@ impl EventId {
     /// Parses the hyphenated form.
     ///
     /// # Errors
-    /// [`crate::InvalidInput`] when `raw` is not a UUID.
-    pub fn parse(raw: &str) -> Result<Self, crate::InvalidInput> {
+    /// [`InvalidInput`] when `raw` is not a UUID.
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         Uuid::parse_str(raw)
             .map(Self)
-            .map_err(|e| crate::InvalidInput::new("event id", e.to_string()))
+            .map_err(|e| InvalidInput::new("event id", e.to_string()))
     }
 }
 
@@ -195,18 +196,18 @@ impl Envelope {
     /// Wraps the events of one change.
     ///
     /// # Errors
-    /// [`crate::InvalidInput`] when `events` is empty or its events disagree on journey or
+    /// [`InvalidInput`] when `events` is empty or its events disagree on journey or
     /// version.
-    pub fn new(events: Vec<DomainEvent>) -> Result<Self, crate::InvalidInput> {
+    pub fn new(events: Vec<DomainEvent>) -> Result<Self, InvalidInput> {
         let first = events
             .first()
-            .ok_or_else(|| crate::InvalidInput::new("events", "a change has at least one event"))?;
+            .ok_or_else(|| InvalidInput::new("events", "a change has at least one event"))?;
         let (journey_id, version) = (first.journey_id.clone(), first.version);
         if events
             .iter()
             .any(|e| e.journey_id != journey_id || e.version != version)
         {
-            return Err(crate::InvalidInput::new(
+            return Err(InvalidInput::new(
                 "events",
                 "the events of one change share journey and version",
             ));

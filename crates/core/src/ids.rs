@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::InvalidInput;
+use crate::input::InvalidInput;
 
 /// Longest id accepted. Ids are keys, not documents.
 pub const MAX_ID_LEN: usize = 64;

@@ -1,7 +1,7 @@
 //! The journey aggregate: a booking with its flight segments.
 //!
 //! All status changes go through [`Journey::apply`], which checks the transition table, mutates
-//! the aggregate and bumps its [`JourneyVersion`] by exactly one. A change to the status something
+//! the aggregate and bumps its [`JourneyVersion`](crate::JourneyVersion) by exactly one. A change to the status something
 //! already has is a no-op: nothing changes and the version stays.
 //!
 //! The JSON shape is the original service's (camelCase, `journeys.json`); the version is added as
@@ -13,52 +13,13 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{DomainError, InvalidInput, Target};
+use crate::error::{DomainError, Target};
 use crate::events::{DomainEvent, EventId, EventKind, EventRaiser};
 use crate::ids::{JourneyId, SegmentId};
+use crate::input::InvalidInput;
 use crate::money::Money;
 use crate::status::{JourneyStatus, SegmentStatus, Status, Transition};
-
-/// How many changes have been applied to a journey since it was created. Grows by exactly one
-/// with every applied change; a journey as created is at version 0.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(transparent)]
-pub struct JourneyVersion(u64);
-
-impl JourneyVersion {
-    /// The version of a journey nobody has changed yet.
-    pub const INITIAL: Self = Self(0);
-
-    /// Wraps a raw version number.
-    pub const fn new(raw: u64) -> Self {
-        Self(raw)
-    }
-
-    /// The raw number.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The version after one more change.
-    #[must_use]
-    pub const fn next(self) -> Self {
-        Self(self.0 + 1)
-    }
-
-    /// Whether this is [`JourneyVersion::INITIAL`].
-    pub fn is_initial(&self) -> bool {
-        *self == Self::INITIAL
-    }
-}
-
-impl fmt::Display for JourneyVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+use crate::version::JourneyVersion;
 
 /// One flight of a journey.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,13 +456,6 @@ mod tests {
 
     fn field(result: Result<(), InvalidInput>) -> String {
         result.expect_err("refused").field
-    }
-
-    #[test]
-    fn versions_count_from_zero_and_print_as_numbers() {
-        assert!(JourneyVersion::INITIAL.is_initial());
-        assert!(!JourneyVersion::INITIAL.next().is_initial());
-        assert_eq!(JourneyVersion::new(7).to_string(), "7");
     }
 
     /// What the in-Redis strategies are given: the target's name and exactly the statuses the

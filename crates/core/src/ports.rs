@@ -6,10 +6,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{CacheError, InvalidInput, StoreError};
+use crate::error::{CacheError, StoreError};
 use crate::ids::{JourneyId, SegmentId};
-use crate::journey::{Journey, JourneyVersion, StatusChange};
+use crate::input::InvalidInput;
+use crate::journey::{Journey, StatusChange};
 use crate::status::{JourneyStatus, SegmentStatus};
+use crate::version::JourneyVersion;
 
 /// What an acknowledged update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::InvalidInput;
+use crate::input::InvalidInput;
 
 /// The result of checking a status change against the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

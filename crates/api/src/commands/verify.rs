@@ -1,8 +1,8 @@
 //! `flyrtech verify`: points at running instances, records every answer they give to clients of
 //! its own ([`crate::verify`]), and checks the history for linearizability
-//! ([`flyrtech_core::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
+//! ([`flyrtech_lab::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
 //! or elsewhere (Jepsen's shape, each journey's starting state given by a first read of it:
-//! `flyrtech_core::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
+//! `flyrtech_lab::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
 //! of budget somewhere, and found nothing wrong elsewhere).
 
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use flyrtech_core::history::{self, Operation, Report, Verdict};
+use flyrtech_lab::history::{self, Operation, Report, Verdict};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use flyrtech_api::config::{Seed, ServeSettings};
 use flyrtech_api::verify::{Plan, record};
-use flyrtech_core::history::{self, Answer, Verdict};
 use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis, StoreConfig, Strategy};
+use flyrtech_lab::history::{self, Answer, Verdict};
 use flyrtech_tests::netns::{Host, HostedRedis, Link};
 use flyrtech_tests::{TestServer, poll_until, serve_config};
 use rstest_reuse::apply;

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use flyrtech_core::history::{self, Answer, Call, Initial, Operation, Snapshot, Verdict};
 use flyrtech_core::{
     Journey, JourneyStatus, JourneyStore, JourneyVersion, Money, Segment, SegmentId, SegmentStatus,
     Status, StatusChange, StoreError, UpdateOutcome,
 };
 use flyrtech_infrastructure::{RedisJourneyStore, Strategy};
+use flyrtech_lab::history::{self, Answer, Call, Initial, Operation, Snapshot, Verdict};
 use flyrtech_tests::{S, TestRedis, journey, segment_id, store, store_delayed, unique_id};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof};

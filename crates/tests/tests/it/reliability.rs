@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use flyrtech_core::history::Verdict;
 use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
 use flyrtech_infrastructure::{
     Fsync, LocalRedis, Redis, RedisJourneyStore, RedisSettings, ReplicaWait, StoreConfig, Strategy,
     plumbing::keys,
 };
+use flyrtech_lab::history::Verdict;
 use flyrtech_tests::{
     S, TestServer, http_client, journey, poll_until, segment_id, serve_config, store_with,
     unique_id,

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use flyrtech_api::verify::{Plan, record};
-use flyrtech_core::history::{self, Answer, Verdict};
 use flyrtech_infrastructure::{StoreConfig, Strategy};
+use flyrtech_lab::history::{self, Answer, Verdict};
 use flyrtech_tests::{TestRedis, TestServer, Topology, serve_config};
 use rstest_reuse::apply;
 
