@@ -6,7 +6,7 @@ test:
 
 # Reproduce the incident and compare every strategy (private redis-server unless FLYRTECH_REDIS_URL is set).
 compare *ARGS:
-    cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident {{ARGS}}
+    cargo run --release -p flyrtech-lab -- compare --strategies all --scenario incident {{ARGS}}
 
 # Run the HTTP API on 127.0.0.1:5000 (private redis-server unless FLYRTECH_REDIS_URL is set), e.g. `just serve --strategy hash`.
 serve *ARGS:
@@ -15,22 +15,22 @@ serve *ARGS:
 # The full comparison: every strategy, every scenario; writes docs/results/ (JSON with the command and machine, charts, terminal output).
 bench:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- compare --strategies all --scenario all --json docs/results/lab.json --chart docs/results/scaling.svg | tee docs/results/summary.txt
+    cargo run --release -p flyrtech-lab -- compare --strategies all --scenario all --json docs/results/lab.json --chart docs/results/scaling.svg | tee docs/results/summary.txt
 
 # One relay draining a backlog of 1,000,000 outbox entries; writes docs/results/backlog.json.
 backlog:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- backlog --entries 1000000 --json docs/results/backlog.json
+    cargo run --release -p flyrtech-lab -- backlog --entries 1000000 --json docs/results/backlog.json
 
 # 1,000,000 journeys migrated document -> hash -> document on a private redis-server; writes docs/results/migration.json.
 migrate-bench:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- migrate-bench --journeys 1000000 --json docs/results/migration.json
+    cargo run --release -p flyrtech-lab -- migrate-bench --journeys 1000000 --json docs/results/migration.json
 
 # The incident for every strategy, each run followed by the relay and the audit; writes docs/results/audit.txt.
 audit:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- compare --strategies all --scenario incident --audit | tee docs/results/audit.txt
+    cargo run --release -p flyrtech-lab -- compare --strategies all --scenario incident --audit | tee docs/results/audit.txt
 
 # The OpenAPI document against the running service: schemathesis (pinned, in target/api-check/venv), every check, every phase, each strategy (default all six).
 api-check *STRATEGIES:
@@ -44,13 +44,13 @@ faults ROUNDS="10":
 # The cost of replica-confirmed writes: every strategy with and without WAIT 1 on a private primary with a replica; writes docs/results/wait.json.
 wait-cost:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
+    cargo run --release -p flyrtech-lab -- --wait-replicas 1 compare --strategies all --scenario spread --json docs/results/wait.json | tee docs/results/wait.txt
 
 # The price of --wait-replicas 1 and --wait-aof 1 side by side on one primary and replica with AOF on both (an engine with WAITAOF: FLYRTECH_REDIS_SERVER, default valkey-server); writes docs/results/wait-aof.txt.
 wait-aof-cost:
     tools/wait-aof/price.sh
 
-# What serve adds to each request against the stack's floor (crates/api/examples/floor.rs): the server's and Redis' CPU per request, route by route, with the goals, then instructions per request under callgrind with a profile per route (default hash); writes docs/results/http-cpu.txt, http-instructions.txt and profiles/.
+# What serve adds to each request against the stack's floor (crates/lab/examples/floor.rs): the server's and Redis' CPU per request, route by route, with the goals, then instructions per request under callgrind with a profile per route (default hash); writes docs/results/http-cpu.txt, http-instructions.txt and profiles/.
 http-bench *STRATEGIES:
     tools/http-bench/bench.sh {{STRATEGIES}}
 
@@ -65,17 +65,17 @@ http-cpu *STRATEGIES:
 # The events' way out: end-to-end lag under spread and a 1,000,000-entry backlog into JetStream and PostgreSQL (private servers); writes docs/results/projection.json.
 project-bench:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- project-bench --json docs/results/projection.json
+    cargo run --release -p flyrtech-lab -- project-bench --json docs/results/projection.json
 
 # The same with the stream's partitions shared by 1, then 4 projectors, 60 s of lag; writes docs/results/projection-1.json and projection-4.json.
 project-bench-shared:
     mkdir -p docs/results
-    for n in 1 4; do cargo run --release -q -p flyrtech-api -- project-bench --projectors $n --lag-secs 60 --json docs/results/projection-$n.json; done
+    for n in 1 4; do cargo run --release -q -p flyrtech-lab -- project-bench --projectors $n --lag-secs 60 --json docs/results/projection-$n.json; done
 
 # The incident five times for the strategies whose goals are ratios of the serial bound (run-to-run noise on this VM is larger than their margins); writes docs/results/incident-runs.txt.
 incident-runs:
     mkdir -p docs/results
-    for i in 1 2 3 4 5; do cargo run --release -q -p flyrtech-api -- compare --strategies local-lock,optimistic,redlock --instances 1 --scenario incident 2>/dev/null | grep -E "^│ (local-lock|optimistic|redlock) "; cargo run --release -q -p flyrtech-api -- compare --strategies optimistic,redlock --scenario incident 2>/dev/null | grep -E "^│ (optimistic|redlock) "; done | tee docs/results/incident-runs.txt
+    for i in 1 2 3 4 5; do cargo run --release -q -p flyrtech-lab -- compare --strategies local-lock,optimistic,redlock --instances 1 --scenario incident 2>/dev/null | grep -E "^│ (local-lock|optimistic|redlock) "; cargo run --release -q -p flyrtech-lab -- compare --strategies optimistic,redlock --scenario incident 2>/dev/null | grep -E "^│ (optimistic|redlock) "; done | tee docs/results/incident-runs.txt
 
 # Mutation testing (`cargo install --locked cargo-mutants`) over core and the pure parts of infrastructure (key naming, the outbox and hash codecs); hours on two cores, so CI does not run it (docs/testing.md). Writes target/mutants-core/ and target/mutants-infra/.
 mutants:
@@ -94,7 +94,8 @@ lint:
 # the outbox backlog, nobody scraping /metrics; writes docs/results/soak.{json,svg,png} (docs/reliability.md, Resources).
 soak DURATION="10m":
     mkdir -p docs/results
-    cargo run --release -p flyrtech-api -- soak --duration {{DURATION}} --bus-max-len 200000 --json docs/results/soak.json --chart docs/results/soak.svg > /dev/null
+    cargo build --release -p flyrtech-api
+    cargo run --release -p flyrtech-lab -- soak --duration {{DURATION}} --bus-max-len 200000 --json docs/results/soak.json --chart docs/results/soak.svg > /dev/null
 
 # What CI runs.
 ci:

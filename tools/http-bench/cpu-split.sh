@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a request's CPU goes, floor against service: for each route, wrk (2 threads, 50
-# connections) against the floor (crates/api/examples/floor.rs) and against `flyrtech serve`,
+# connections) against the floor (crates/lab/examples/floor.rs) and against `flyrtech serve`,
 # each on a private redis-server, and the CPU each process spent per answered request: the
 # server's (utime + stime from /proc) and Redis' (INFO cpu). On a machine where wrk, the server
 # and Redis share the cores, throughput is the cores divided by the sum of the three, so this
@@ -32,7 +32,7 @@ duration=${DURATION:-5}
 rounds=${ROUNDS:-2}
 out=${OUT:-docs/results/http-cpu.txt}
 mkdir -p "$(dirname "$out")"
-cargo build --release -q -p flyrtech-api --bin flyrtech --example floor
+cargo build --release -q -p flyrtech-api --bin flyrtech && cargo build --release -q -p flyrtech-lab --example floor
 # shellcheck source=tools/http-bench/lib.sh
 source tools/http-bench/lib.sh
 scratch

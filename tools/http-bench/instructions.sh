@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request, route by route, under callgrind: the floor of the stack
-# (crates/api/examples/floor.rs) beside `flyrtech serve`, each on a private redis-server. Counts
+# (crates/lab/examples/floor.rs) beside `flyrtech serve`, each on a private redis-server. Counts
 # repeat from run to run where times do not (valgrind counts what the server executes, whatever
 # else the machine does), so a change of a few per cent is visible. Each server runs with
 # callgrind's instrumentation off until a warm-up is done; then `callgrind_control -i on`, a
@@ -27,7 +27,7 @@ profiles=${PROFILES:-docs/results/profiles}
 mkdir -p "$(dirname "$out")" "$profiles"
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian: apt-get install valgrind)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
-cargo build --release -q -p flyrtech-api --bin flyrtech --example floor
+cargo build --release -q -p flyrtech-api --bin flyrtech && cargo build --release -q -p flyrtech-lab --example floor
 # shellcheck source=tools/http-bench/lib.sh
 source tools/http-bench/lib.sh
 scratch

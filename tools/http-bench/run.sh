@@ -4,7 +4,7 @@
 #
 #   tools/http-bench/run.sh [STRATEGY ...]        (default: every strategy)
 #
-# The floor (crates/api/examples/floor.rs) is the smallest axum + redis-rs server on the
+# The floor (crates/lab/examples/floor.rs) is the smallest axum + redis-rs server on the
 # workspace's own versions: /health answers `ok`, GET does one Redis GET, PUT one HINCRBY. It runs
 # beside `serve` on the same Redis, and each round measures both, route by route; the service's
 # median is reported as a fraction of the floor's.
@@ -14,7 +14,7 @@
 # server's own ceiling), GET /api/journeys/JRN-001 and PUT .../segments/SEG-001-1/status, in
 # turn, ROUNDS times (default 3); the median of each is reported with PUT and GET as fractions
 # of /health. Only answers of 2xx count: a strategy that refuses under contention (409) is not
-# credited with its refusals. Then the lab's view of the same server: `flyrtech compare --http
+# credited with its refusals. Then the lab's view of the same server: `flyrtech-lab compare --http
 # BASE --http-floor FLOOR` (spread, 50 writers), which drives /health with its own client too,
 # judges the floor targets, and replays the strategy's commands with redis-benchmark on the
 # server's Redis, on journeys of two segments like JRN-001: that ceiling is the PUT's second
@@ -36,7 +36,8 @@ mkdir -p "$(dirname "$out")"
 
 bin=${FLYRTECH_BIN:-target/release/flyrtech}
 [ -n "${FLYRTECH_BIN:-}" ] || cargo build --release -q -p flyrtech-api
-cargo build --release -q -p flyrtech-api --example floor
+cargo build --release -q -p flyrtech-lab
+cargo build --release -q -p flyrtech-lab --example floor
 floor=target/release/examples/floor
 work=$(mktemp -d)
 pids=()
@@ -111,7 +112,7 @@ for strategy in "${strategies[@]}"; do
   mh=$(median "${h[@]}"); mg=$(median "${g[@]}"); mp=$(median "${p[@]}")
   fmh=$(median "${fh[@]}"); fmg=$(median "${fg[@]}"); fmp=$(median "${fp[@]}")
   lab_json="$(dirname "$out")/http-lab-$strategy.json"
-  lab_row=$("$bin" --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --http-floor "$fbase" \
+  lab_row=$(target/release/flyrtech-lab --redis-url "redis://127.0.0.1:$rport" compare --http "$base" --http-floor "$fbase" \
     --scenario spread --segments 2 --json "$lab_json" 2>/dev/null | grep -F "│ $strategy (http)" || true)
   ceiling=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(round((r.get("ceiling") or {}).get("updates_per_second") or 0))' "$lab_json" 2>/dev/null || echo 0)
   printf '%-10s %10.0f %10.0f %10.0f %8.2f %8.2f | %10.0f %10.0f %10.0f | %9.2f %9.2f %9.2f | %10.0f %11s\n' \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What confirming the relay's batches costs, side by side on one deployment: a primary and one
-# replica (FLYRTECH_REDIS_SERVER, default redis-server), `flyrtech backlog` draining ENTRIES
+# replica (FLYRTECH_REDIS_SERVER, default redis-server), `flyrtech-lab backlog` draining ENTRIES
 # outbox entries (default 200,000) with one relay, ROUNDS times (default 3) without and with
 # `--wait-replicas 1`, alternating, against the same servers. Prints each run's drain rate and
 # the ratio of the medians; writes docs/results/relay-confirm.txt.
@@ -28,10 +28,10 @@ for _ in $(seq 1 200); do
   redis-cli -p "$p1" info replication | grep -q 'state=online' && break
   sleep 0.05
 done
-cargo build --release -q -p flyrtech-api
+cargo build --release -q -p flyrtech-lab
 rate() {
   # shellcheck disable=SC2086
-  target/release/flyrtech --redis-url "redis://127.0.0.1:$p1" $1 backlog --entries "$entries" \
+  target/release/flyrtech-lab --redis-url "redis://127.0.0.1:$p1" $1 backlog --entries "$entries" \
     --journeys 10000 2>/dev/null | grep '"drain_rate_per_second"' | tr -dc '0-9.\n' | cut -d. -f1
 }
 mkdir -p docs/results

@@ -33,7 +33,7 @@ for _ in $(seq 1 100); do
   [ "$(redis-cli -p "$p1" waitaof 1 1 200 | tail -n 1)" = "1" ] && break
   redis-cli -p "$p1" incr price-probe >/dev/null
 done
-cargo build --release -q -p flyrtech-api
+cargo build --release -q -p flyrtech-lab
 mkdir -p docs/results
 {
   echo "# $("$server" --version | cut -d' ' -f1-3); primary + 1 replica, appendfsync always on both; spread, ${seconds} s per run"
@@ -43,7 +43,7 @@ mkdir -p docs/results
     echo
     echo "## $mode (each strategy without, then with it)"
     # shellcheck disable=SC2086
-    target/release/flyrtech --redis-url "redis://127.0.0.1:$p1" $mode compare \
+    target/release/flyrtech-lab --redis-url "redis://127.0.0.1:$p1" $mode compare \
       --strategies lua,hash --scenario spread --duration-secs "$seconds"
   done
 } | tee docs/results/wait-aof.txt

@@ -1,7 +1,7 @@
 //! The journey aggregate: a booking with its flight segments.
 //!
 //! All status changes go through [`Journey::apply`], which checks the transition table, mutates
-//! the aggregate and bumps its [`JourneyVersion`](crate::JourneyVersion) by exactly one. A change to the status something
+//! the aggregate and bumps its [`JourneyVersion`] by exactly one. A change to the status something
 //! already has is a no-op: nothing changes and the version stays.
 //!
 //! The JSON shape is the original service's (camelCase, `journeys.json`); the version is added as

@@ -9,6 +9,7 @@
 //! - [`TestServer`]: `flyrtech serve` in-process on a free port, stopped gracefully on
 //!   [`TestServer::stop`] and at drop, with typed request helpers.
 //! - [`netns`]: test hosts in network namespaces, for real partitions.
+//! - [`binary`]: a built binary of the workspace, run with none of the caller's configuration.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
 pub mod netns;
@@ -27,6 +28,22 @@ use flyrtech_infrastructure::{
 };
 
 pub use flyrtech_infrastructure::Strategy as S;
+
+/// The binary at `path` with none of the caller's configuration: every `FLYRTECH_*` variable and
+/// `REDIS_URL` removed, so a developer's environment cannot change what a test sees.
+pub fn binary(path: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(path);
+    for (var, _) in std::env::vars_os() {
+        if var
+            .to_str()
+            .is_some_and(|v| v.starts_with("FLYRTECH_") || v == "REDIS_URL")
+        {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env("RUST_BACKTRACE", "0");
+    cmd
+}
 
 /// Where a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,12 +202,12 @@ pub fn unique_id(prefix: &str) -> JourneyId {
 
 /// The segment id of segment `i` of a fixture journey.
 pub fn segment_id(i: usize) -> SegmentId {
-    flyrtech_api::lab::synthetic_segment_id(i).unwrap()
+    flyrtech_lab::compare::synthetic_segment_id(i).unwrap()
 }
 
 /// A confirmed journey with `segments` scheduled segments, the lab's synthetic journey.
 pub fn journey(id: &JourneyId, segments: usize) -> Journey {
-    flyrtech_api::lab::synthetic_journey(id, segments).unwrap()
+    flyrtech_lab::compare::synthetic_journey(id, segments).unwrap()
 }
 
 /// The sample data shipped in `data/journeys.json`.
@@ -467,7 +484,7 @@ pub async fn bus(redis: &Redis, stream: &str) -> Vec<flyrtech_core::Envelope> {
 /// Drains the outbox to the bus, audits `ids` and asserts that nothing acknowledged is missing
 /// from the state (no lost update, no version gap); returns how many changes were published.
 pub async fn assert_audit_clean(redis_url: &str, strategy: Strategy, ids: &[JourneyId]) -> u64 {
-    let audit = flyrtech_api::lab::audit::drain_and_audit(redis_url, strategy, ids)
+    let audit = flyrtech_lab::compare::audit::drain_and_audit(redis_url, strategy, ids)
         .await
         .unwrap();
     assert_eq!(

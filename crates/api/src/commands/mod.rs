@@ -1,4 +1,4 @@
-//! The subcommands of `flyrtech`, one file each: its arguments (clap) and its `run`, which
+//! The subcommands of `flyrtech`, the service, one file each: its arguments (clap) and its `run`, which
 //! connects what it needs, does the work and returns the process' exit status. `main.rs` parses
 //! the command line and calls one `run`; what several commands share lives here.
 //!
@@ -8,9 +8,9 @@
 //! partial work (some journeys left out, each listed with the reason).
 //!
 //! # What it may import
-//! The lab, the HTTP service, the configuration and the deployment, and the infrastructure.
-//! Nothing imports the commands but `main.rs`: what a command shares with the lab lives in the
-//! lab or below it.
+//! The HTTP service, the configuration and the deployment, and the infrastructure. Nothing in
+//! this crate imports the commands but `main.rs`; the lab's binary (`flyrtech-lab`) shares the
+//! helpers below (the exit statuses, the report's output, the connection).
 
 /// `println!` for what a command reports on standard output, through [`output::line`]: a reader
 /// that goes away early (`flyrtech migrate --to hash | head -1`) is not a panic.
@@ -22,19 +22,13 @@ macro_rules! outln {
 
 pub mod api_key;
 pub mod audit;
-pub mod backlog;
-pub mod compare;
 pub mod import_legacy;
 pub mod migrate;
-pub mod migrate_bench;
-pub(crate) mod output;
+pub mod output;
 pub mod project;
-pub mod project_bench;
 pub mod redis_acl;
 pub mod relay;
 pub mod serve;
-pub mod soak;
-pub mod verify;
 
 use std::path::Path;
 
@@ -54,12 +48,24 @@ pub const FOUND: i32 = 1;
 /// The exit status when some journeys were left out (listed in the output with the reason).
 pub const INCOMPLETE: i32 = 3;
 
+/// The process' exit status for what a command's `run` returned; an error is printed as
+/// `error: …` with its causes on one line, never a stack backtrace, whatever RUST_BACKTRACE says
+/// (panics keep theirs), and redacted as a last line of defence: whatever an error quotes (a URL
+/// that did not parse, a line of a config file), no password reaches the terminal.
+pub fn exit_status(result: anyhow::Result<i32>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            let message = flyrtech_infrastructure::plumbing::secret::redact_text(&format!("{e:#}"));
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The configured Redis, or a private one. The operator commands on a private, empty server do
 /// nothing useful, so they say so.
-pub(crate) async fn connect(
-    settings: &Settings,
-    command: &str,
-) -> anyhow::Result<(Deployment, Redis)> {
+pub async fn connect(settings: &Settings, command: &str) -> anyhow::Result<(Deployment, Redis)> {
     if settings.redis_url.is_none()
         && matches!(command, "relay" | "audit" | "migrate" | "import-legacy")
     {
@@ -76,7 +82,7 @@ pub(crate) async fn connect(
 ///
 /// # Errors
 /// The CA file cannot be read.
-pub(crate) fn redis_settings(settings: &Settings, url: &str) -> anyhow::Result<RedisSettings> {
+pub fn redis_settings(settings: &Settings, url: &str) -> anyhow::Result<RedisSettings> {
     let redis = RedisSettings::new(url).waiting(settings.replicas.map(|w| w.timeout));
     Ok(match &settings.redis_ca {
         Some(path) => redis
@@ -106,10 +112,7 @@ pub(crate) async fn admitted_store(
 }
 
 /// Writes a report as pretty JSON to `path`, when one is given.
-pub(crate) fn write_report(
-    report: &impl serde::Serialize,
-    path: Option<&Path>,
-) -> anyhow::Result<()> {
+pub fn write_report(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(path) = path {
         std::fs::write(path, serde_json::to_string_pretty(report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -118,14 +121,14 @@ pub(crate) fn write_report(
 }
 
 /// Prints a measurement's report as JSON, and writes it to `path` when given.
-pub(crate) fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
+pub fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Result<()> {
     write_report(report, path)?;
     outln!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise.
-pub(crate) fn progress_bar(what: &str) -> ProgressBar {
+pub fn progress_bar(what: &str) -> ProgressBar {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return ProgressBar::hidden();
     }

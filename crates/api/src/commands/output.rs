@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static GONE: AtomicBool = AtomicBool::new(false);
 
 /// Writes `args` and a newline to standard output.
-pub(crate) fn line(args: std::fmt::Arguments<'_>) {
+pub fn line(args: std::fmt::Arguments<'_>) {
     if GONE.load(Ordering::Relaxed) {
         return;
     }

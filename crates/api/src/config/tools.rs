@@ -9,6 +9,38 @@ use std::ffi::OsString;
 
 use super::ConfigError;
 
+/// Parses the process' command line into `C` (a binary's whole command line, whose shared
+/// options are `common`) and merges the shared settings. A one-shot tool's table in the config
+/// file is put in front of the tool's own flags and the line parsed again, so the file sets its
+/// options too and a flag typed wins. A usage error exits 2 (clap's).
+///
+/// # Errors
+/// A [`ConfigError`] for a file that cannot be read or holds a bad value.
+pub fn parse<C>(
+    common: impl Fn(&C) -> &super::CommonArgs,
+) -> Result<(C, super::Settings), ConfigError>
+where
+    C: clap::CommandFactory + clap::FromArgMatches,
+{
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let matches = C::command().get_matches_from(&argv);
+    let cli = C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let settings = super::Settings::resolve(common(&cli))?;
+    let Some(name) = matches.subcommand_name() else {
+        return Ok((cli, settings));
+    };
+    let Some(table) = settings.file.tool(name) else {
+        return Ok((cli, settings));
+    };
+    let command = C::command().mut_subcommand(name, |s| s.args_override_self(true));
+    let Some(tool) = command.find_subcommand(name) else {
+        return Ok((cli, settings));
+    };
+    let argv = with_file_options(&argv, name, tool, table)?;
+    let cli = C::from_arg_matches(&command.get_matches_from(argv)).unwrap_or_else(|e| e.exit());
+    Ok((cli, settings))
+}
+
 /// `argv` with `table`'s options inserted right after the subcommand `name` (whose clap
 /// definition is `command`).
 ///

@@ -24,7 +24,7 @@ async fn a_migration_killed_part_way_finishes_when_run_again() {
         .collect();
     let journeys: Vec<_> = ids
         .iter()
-        .map(|id| flyrtech_api::lab::synthetic_journey(id, 3).unwrap())
+        .map(|id| flyrtech_tests::journey(id, 3))
         .collect();
     futures::stream::iter(&journeys)
         .for_each_concurrent(64, |j| {

@@ -446,11 +446,11 @@ async fn journeys_with_changes(
         .collect();
     for id in &ids {
         store
-            .create(&flyrtech_api::lab::synthetic_journey(id, changes).unwrap())
+            .create(&flyrtech_tests::journey(id, changes))
             .await
             .unwrap();
         for s in 0..changes {
-            let segment = flyrtech_api::lab::synthetic_segment_id(s).unwrap();
+            let segment = flyrtech_tests::segment_id(s);
             store
                 .update_segment_status(id, &segment, SegmentStatus::Delayed, None)
                 .await

@@ -1,4 +1,4 @@
-//! The binary as a user runs it: a private redis-server when no URL is configured, clear errors
+//! The service's binary as a user runs it: a private redis-server when no URL is configured, clear errors
 //! for a missing redis-server and for bad configuration, the long-running commands as processes
 //! killed and restarted, and no secret printed. One test binary, a module per concern; the
 //! helpers here, and the suite's own (`flyrtech_tests`: servers, ports) for the rest.
@@ -11,27 +11,15 @@ mod observability;
 mod secrets;
 mod serve;
 mod traces;
-mod verify;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 pub(crate) use flyrtech_tests::service;
 
-/// The binary with none of the caller's configuration: every `FLYRTECH_*` variable and
-/// `REDIS_URL` removed, so a developer's environment cannot change what a test sees.
+/// The service's binary with none of the caller's configuration ([`flyrtech_tests::binary`]).
 fn flyrtech() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flyrtech"));
-    for (var, _) in std::env::vars_os() {
-        if var
-            .to_str()
-            .is_some_and(|v| v.starts_with("FLYRTECH_") || v == "REDIS_URL")
-        {
-            cmd.env_remove(var);
-        }
-    }
-    cmd.env("RUST_BACKTRACE", "0");
-    cmd
+    flyrtech_tests::binary(env!("CARGO_BIN_EXE_flyrtech"))
 }
 
 /// A running `flyrtech serve`, read until it listens; killed when dropped unless a test ended it

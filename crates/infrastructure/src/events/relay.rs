@@ -46,7 +46,7 @@
 //! Each shard batch costs a fixed number of round trips whatever its size (lease, claim,
 //! pending check, read, one publish pipeline, one acknowledging MULTI, release: about eight), and
 //! up to `parallel` shards are processed at once. The drain rate of a
-//! 1,000,000-entry backlog is measured by `flyrtech backlog` (docs/results/backlog.json).
+//! 1,000,000-entry backlog is measured by `flyrtech-lab backlog` (docs/results/backlog.json).
 //!
 //! # Metrics
 //! | metric | type | meaning |

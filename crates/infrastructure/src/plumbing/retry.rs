@@ -90,7 +90,7 @@ impl Attempts {
     /// sees, and in every round one contender commits: so the first
     /// [`IMMEDIATE_RETRIES`] retries start at once (after a yield), and only a writer that keeps
     /// losing backs off, by at most its own window (the writers it still collides with are
-    /// those whose windows overlap its own). Measured with `flyrtech compare --strategies
+    /// those whose windows overlap its own). Measured with `flyrtech-lab compare --strategies
     /// optimistic --scenario incident,hot-journey,same-segment`: exponential backoff up to
     /// 20 ms left the journey idle between commits (incident 1.35–1.46 x the serial bound);
     /// immediate retries gave 1.17 x with hot-journey throughput unchanged (about 10,500/s)

@@ -196,3 +196,116 @@ pub(crate) fn interpret(
         _ => Err(corrupt(key, format!("unexpected script reply {reply:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use flyrtech_core::{JourneyStatus, SegmentStatus};
+
+    use super::*;
+
+    const KEY: &str = "journey:{x}:JRN-1";
+
+    fn id() -> JourneyId {
+        JourneyId::parse("JRN-1").unwrap()
+    }
+
+    fn segment() -> StatusChange {
+        StatusChange::Segment {
+            segment_id: flyrtech_core::SegmentId::parse("SEG-1").unwrap(),
+            status: SegmentStatus::Delayed,
+        }
+    }
+
+    fn journey() -> StatusChange {
+        StatusChange::Journey {
+            status: JourneyStatus::Completed,
+        }
+    }
+
+    fn reply(
+        change: &StatusChange,
+        expected: Option<u64>,
+        parts: &[&str],
+    ) -> Result<Option<UpdateOutcome>, StoreError> {
+        let parts: Vec<String> = parts.iter().map(|p| (*p).to_owned()).collect();
+        interpret(
+            KEY,
+            &id(),
+            change,
+            expected.map(JourneyVersion::new),
+            &parts,
+        )
+    }
+
+    /// What the store answers for each reply the update scripts give.
+    #[test]
+    fn each_script_reply_is_the_outcome_it_names() {
+        let changed = reply(&segment(), None, &["changed", "4"]).unwrap().unwrap();
+        assert_eq!(
+            (changed.version, changed.changed),
+            (JourneyVersion::new(4), true)
+        );
+        let unchanged = reply(&segment(), None, &["unchanged", "3"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (unchanged.version, unchanged.changed),
+            (JourneyVersion::new(3), false)
+        );
+        assert_eq!(reply(&segment(), None, &["moved"]).unwrap(), None);
+        assert!(matches!(
+            reply(&segment(), None, &["not_found"]),
+            Err(StoreError::JourneyNotFound(found)) if found == id()
+        ));
+        assert!(matches!(
+            reply(&segment(), None, &["segment_not_found"]),
+            Err(StoreError::Rejected(DomainError::SegmentNotFound { segment, .. }))
+                if segment.as_str() == "SEG-1"
+        ));
+        assert!(matches!(
+            reply(&segment(), Some(2), &["version_mismatch", "5"]),
+            Err(StoreError::VersionMismatch { expected, actual })
+                if expected == JourneyVersion::new(2) && actual == JourneyVersion::new(5)
+        ));
+        assert!(matches!(
+            reply(&journey(), None, &["invalid_transition", "Confirmed"]),
+            Err(StoreError::Rejected(DomainError::InvalidTransition {
+                from: "Confirmed",
+                ..
+            }))
+        ));
+    }
+
+    /// A reply the protocol does not have, a version that is not a number, the journey's own
+    /// status field missing, or the script's own `corrupt`: the stored value is corrupt, with the
+    /// key and the reason.
+    #[test]
+    fn a_reply_outside_the_protocol_is_corrupt() {
+        for (change, parts, reason) in [
+            (segment(), &["changed", "four"][..], "script reply"),
+            (segment(), &["unchanged"][..], "script reply"),
+            (segment(), &["version_mismatch", ""][..], "script reply"),
+            (
+                journey(),
+                &["segment_not_found"][..],
+                "journey status field missing",
+            ),
+            (segment(), &["corrupt", "bad segments"][..], "bad segments"),
+            (
+                segment(),
+                &["corrupt"][..],
+                "the script could not decode it",
+            ),
+            (segment(), &["applied", "4"][..], "unexpected script reply"),
+            (segment(), &[][..], "unexpected script reply"),
+        ] {
+            let error = reply(&change, None, parts).unwrap_err();
+            let text = error.to_string();
+            assert!(
+                matches!(error, StoreError::Corrupt { .. }) && text.contains(reason),
+                "{parts:?}: {text}"
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! older than an acknowledged write, a 409 judged on stale state, a change seen and then unseen,
 //! a 200 for a write that never happened). Here a client records every operation (its
 //! invocation, then its answer, or none), and the whole history is checked against the domain's
-//! model, as Jepsen's Knossos and Porcupine do. Pure: no I/O, no clock; `flyrtech verify` and the
+//! model, as Jepsen's Knossos and Porcupine do. Pure: no I/O, no clock; `flyrtech-lab verify` and the
 //! fault suite record, this module judges.
 //!
 //! # The model

@@ -486,13 +486,13 @@ fn the_link_finder_finds_relative_links_only() {
         ],
     );
     let anchors = heading_anchors(
-        "# The lab (`flyrtech compare`)\n## Q5. What is wrong with `time.Now()`?\n\
+        "# The lab (`flyrtech-lab compare`)\n## Q5. What is wrong with `time.Now()`?\n\
          ```\n# not a heading\n```\n### Figures\n### Figures\n#hashtag\n",
     );
     assert_eq!(
         anchors,
         [
-            "the-lab-flyrtech-compare",
+            "the-lab-flyrtech-lab-compare",
             "q5-what-is-wrong-with-timenow",
             "figures",
             "figures-1",

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flyrtech_api::lab::report::{self, LabReport, Machine};
-use flyrtech_api::lab::{self, Comparison, Driver, Knobs, Scenario, chart};
 use flyrtech_infrastructure::{StoreConfig, Strategy};
+use flyrtech_lab::compare::report::{self, LabReport, Machine};
+use flyrtech_lab::compare::{self, Comparison, Driver, Knobs, Scenario, chart};
 use flyrtech_tests::{S, TestRedis, TestServer};
 use rstest::rstest;
 use rstest_reuse::apply;
@@ -30,7 +30,7 @@ async fn run(
     strategy: Strategy,
     scenario: Scenario,
     knobs: &Knobs,
-) -> Vec<lab::RunReport> {
+) -> Vec<compare::RunReport> {
     let comparison = Comparison {
         strategies: vec![strategy],
         scenarios: vec![scenario],
@@ -41,7 +41,7 @@ async fn run(
         audit: false,
         replicas: None,
     };
-    lab::compare(&redis.url(), &comparison).await.unwrap()
+    compare::compare(&redis.url(), &comparison).await.unwrap()
 }
 
 /// Every scenario but the sweep, for every strategy: the counts add up, and the strategies that
@@ -120,12 +120,12 @@ async fn the_http_mode_drives_running_servers() {
         http: servers.iter().map(|s| s.base.clone()).collect(),
         http_redis: Some(redis.url()),
         // Any server answering the floor's routes will do to check the mechanism; the second
-        // instance stands in for crates/api/examples/floor.rs.
+        // instance stands in for crates/lab/examples/floor.rs.
         http_floor: Some(servers[1].base.clone()),
         audit: false,
         replicas: None,
     };
-    let [r] = lab::compare(&redis.url(), &comparison)
+    let [r] = compare::compare(&redis.url(), &comparison)
         .await
         .unwrap()
         .try_into()
@@ -209,7 +209,7 @@ async fn the_ceiling_replays_each_strategys_commands(
     #[case] command: &str,
 ) {
     assert!(
-        lab::ceiling::available(),
+        compare::ceiling::available(),
         "redis-benchmark is not installed"
     );
     let redis = TestRedis::single();
@@ -288,7 +288,7 @@ async fn the_report_and_charts_are_written() {
         schema_version: report::SCHEMA_VERSION,
         command: "test".into(),
         started_at: "2026-11-21T00:00:00Z".into(),
-        machine: Machine::detect(lab::redis_version(&redis.url()).await),
+        machine: Machine::detect(compare::redis_version(&redis.url()).await),
         deployment: "standalone".into(),
         runs,
         targets,
@@ -358,7 +358,7 @@ async fn a_driver_runs_a_plan() {
             .unwrap(),
     );
     for params in Scenario::SameSegment.plan(&small()) {
-        let r = lab::run(&driver, Scenario::SameSegment, params)
+        let r = compare::run(&driver, Scenario::SameSegment, params)
             .await
             .unwrap();
         assert_eq!((r.lost, r.stale_targets), (0, 0));
@@ -386,13 +386,13 @@ async fn the_collision_scenario_reports_the_model(#[case] strategy: Strategy) {
         .unwrap();
     assert_eq!((r.params.repeats, r.attempted), (3, 30));
     // The run carries the model's figures for its own settings (the model is judged against a
-    // simulated read-modify-write in `lab::collision`'s tests).
+    // simulated read-modify-write in `compare::collision`'s tests).
     assert_eq!(
         r.model_loss_probability,
-        Some(flyrtech_api::lab::collision::absent(
+        Some(flyrtech_lab::compare::collision::absent(
             10,
             Duration::from_millis(20),
-            flyrtech_api::lab::COLLISION_PERIOD
+            flyrtech_lab::compare::COLLISION_PERIOD
         ))
     );
     if strategy.is_correct_across_instances() {
@@ -464,7 +464,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
             confirmation: flyrtech_infrastructure::Confirmation::Received,
         }),
     };
-    let reports = lab::compare(&deployment.nodes()[0].url(), &comparison)
+    let reports = compare::compare(&deployment.nodes()[0].url(), &comparison)
         .await
         .unwrap();
     let names: Vec<&str> = reports.iter().map(|r| r.strategy.as_str()).collect();
@@ -484,7 +484,7 @@ async fn redlock_is_judged_against_the_mutex_of_the_same_run() {
         instances: Some(1),
         ..Knobs::default()
     };
-    let target = |runs: &[lab::RunReport]| {
+    let target = |runs: &[compare::RunReport]| {
         report::targets(runs)
             .into_iter()
             .find(|t| {

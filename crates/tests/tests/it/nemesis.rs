@@ -1,4 +1,4 @@
-//! Nemeses with the history checked: `flyrtech verify`'s clients drive a
+//! Nemeses with the history checked: `flyrtech-lab verify`'s clients drive a
 //! `serve` on a primary with one replica under `--wait-replicas 1` while a fault is injected, and
 //! every answer they were given is checked for linearizability, not only the final state.
 //!
@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flyrtech_api::config::{Seed, ServeSettings};
-use flyrtech_api::verify::{Plan, record};
 use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis, StoreConfig, Strategy};
 use flyrtech_lab::history::{self, Answer, Verdict};
+use flyrtech_lab::verify::{Plan, record};
 use flyrtech_tests::netns::{Host, HostedRedis, Link};
 use flyrtech_tests::{TestServer, poll_until, serve_config};
 use rstest_reuse::apply;

@@ -1,12 +1,12 @@
-//! `flyrtech verify`'s client and checker against real instances: every strategy that
+//! `flyrtech-lab verify`'s client and checker against real instances: every strategy that
 //! loses nothing is linearizable over two instances, on one server and on a cluster; the two
 //! controls (naive, local-lock) are caught by the same checker, so it can fail.
 
 use std::time::Duration;
 
-use flyrtech_api::verify::{Plan, record};
 use flyrtech_infrastructure::{StoreConfig, Strategy};
 use flyrtech_lab::history::{self, Answer, Verdict};
+use flyrtech_lab::verify::{Plan, record};
 use flyrtech_tests::{TestRedis, TestServer, Topology, serve_config};
 use rstest_reuse::apply;
 

@@ -29,7 +29,7 @@
 //! then sleeps until a release wakes it, or until [`LockSettings::wake_fallback`] passes (a lost
 //! notification, or a holder that died and whose lock expired). A new acquisition that finds
 //! waiters of its own process queued behind them rather than barging in, so a writer that has
-//! just released cannot win every round: measured with `flyrtech compare --strategies redlock
+//! just released cannot win every round: measured with `flyrtech-lab compare --strategies redlock
 //! --scenario same-segment`, p99 fell from 185 ms (jittered polling) to 30–45 ms.
 //!
 //! The fenced write appends the change's outbox entry in the same script, and refuses if the

@@ -1,6 +1,6 @@
-//! `flyrtech compare`: strategies side by side on the same Redis (lost updates, throughput,
+//! `flyrtech-lab compare`: strategies side by side on the same Redis (lost updates, throughput,
 //! latency, retries, each strategy's Redis ceiling), printed as tables and optionally written as
-//! JSON and charts (docs/lab.md). The machinery is the lab ([`crate::lab`]).
+//! JSON and charts (docs/lab.md). The machinery is the lab ([`crate::compare`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,12 +10,12 @@ use clap::Args;
 use flyrtech_infrastructure::{Confirmation, Redis, Strategy};
 
 use super::{DONE, shutdown_signal};
-use crate::config::Settings;
-use crate::deployment::{Deployment, Private};
-use crate::lab::report::{self, LabReport, Machine};
-use crate::lab::{self, Comparison, Knobs, Scenario, chart};
+use crate::compare::report::{self, LabReport, Machine};
+use crate::compare::{Comparison, Knobs, Scenario, chart};
+use flyrtech_api::config::Settings;
+use flyrtech_api::deployment::{Deployment, Private};
 
-/// Runs `flyrtech compare`.
+/// Runs `flyrtech-lab compare`.
 ///
 /// # Errors
 /// Bad flags, Redis unreachable, a report that cannot be written, or interrupted.
@@ -156,7 +156,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
     let started_at = chrono::Utc::now().to_rfc3339();
     // Ctrl-c or SIGTERM ends the comparison cleanly, so the private redis-server is stopped.
     let runs = tokio::select! {
-        runs = lab::compare(&deployment.url, &comparison) => runs?,
+        runs = crate::compare::compare(&deployment.url, &comparison) => runs?,
         () = shutdown_signal() => bail!("interrupted"),
     };
     let targets = report::targets(&runs);
@@ -178,9 +178,9 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         };
         LabReport {
             schema_version: report::SCHEMA_VERSION,
-            command: crate::lab::report::command_line(),
+            command: crate::compare::report::command_line(),
             started_at,
-            machine: Machine::detect(lab::redis_version(&deployment.url).await),
+            machine: Machine::detect(crate::compare::redis_version(&deployment.url).await),
             deployment: deployment_kind.to_owned(),
             runs: runs.clone(),
             targets,

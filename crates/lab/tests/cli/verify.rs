@@ -1,4 +1,4 @@
-//! `flyrtech verify` as an operator runs it against running instances: its exit status, the
+//! `flyrtech-lab verify` as an operator runs it against running instances: its exit status, the
 //! history file in Jepsen's shape, and the report.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use flyrtech_tests::{TestRedis, TestServer, serve_config};
 use super::*;
 
 fn verify(target: &str, dir: &std::path::Path) -> std::process::Output {
-    flyrtech()
+    lab()
         .args([
             "verify",
             "--target",
@@ -114,7 +114,7 @@ async fn verify_exits_by_its_verdict_and_writes_the_history_in_jepsens_shape() {
 }
 
 fn check(path: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    flyrtech()
+    lab()
         .args(["verify", "--check"])
         .arg(path)
         .args(extra)

@@ -1,25 +1,25 @@
-//! `flyrtech verify`: points at running instances, records every answer they give to clients of
+//! `flyrtech-lab verify`: points at running instances, records every answer they give to clients of
 //! its own ([`crate::verify`]), and checks the history for linearizability
-//! ([`flyrtech_lab::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
+//! ([`crate::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
 //! or elsewhere (Jepsen's shape, each journey's starting state given by a first read of it:
-//! `flyrtech_lab::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
+//! `crate::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
 //! of budget somewhere, and found nothing wrong elsewhere).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::history::{self, Operation, Report, Verdict};
 use anyhow::Context;
 use clap::Args;
-use flyrtech_lab::history::{self, Operation, Report, Verdict};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::{DONE, FOUND, INCOMPLETE};
-use crate::config::{MaxAge, Settings, parse_age};
 use crate::verify::{Plan, record};
+use flyrtech_api::config::{MaxAge, Settings, parse_age};
 
-/// Options of `flyrtech verify`.
+/// Options of `flyrtech-lab verify`.
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     /// The running instances' base URLs, comma-separated (`http://10.0.0.5:5000`); the clients
@@ -80,7 +80,7 @@ pub struct VerifyReport {
     pub windows: Vec<Vec<Operation>>,
 }
 
-/// Runs `flyrtech verify`.
+/// Runs `flyrtech-lab verify`.
 ///
 /// # Errors
 /// The run's journeys cannot be created, or a file cannot be written.

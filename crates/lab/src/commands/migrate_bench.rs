@@ -1,4 +1,4 @@
-//! `flyrtech migrate-bench`: creates journeys (default 1,000,000) on an empty Redis, moves them
+//! `flyrtech-lab migrate-bench`: creates journeys (default 1,000,000) on an empty Redis, moves them
 //! to the hash layout and back, and reports the rates (docs/results/migration.json).
 
 use std::path::PathBuf;
@@ -8,9 +8,9 @@ use flyrtech_infrastructure::dataset::{MigrationReport, MigrationSettings};
 use flyrtech_infrastructure::{Layout, Redis, RedisJourneyStore, dataset};
 
 use super::{DONE, FOUND, connect, emit, progress_bar, shutdown_signal};
-use crate::config::Settings;
+use flyrtech_api::config::Settings;
 
-/// Runs `flyrtech migrate-bench`; [`FOUND`] when a journey came back different.
+/// Runs `flyrtech-lab migrate-bench`; [`FOUND`] when a journey came back different.
 ///
 /// # Errors
 /// A Redis that already holds journeys, Redis failures, or interrupted.
@@ -24,7 +24,7 @@ pub async fn run(args: &MigrateBenchArgs, settings: Settings) -> anyhow::Result<
     Ok(if report.differing == 0 { DONE } else { FOUND })
 }
 
-/// Options of `flyrtech migrate-bench`.
+/// Options of `flyrtech-lab migrate-bench`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrateBenchArgs {
     /// Journeys to create, then migrate to the hash layout and back.
@@ -41,13 +41,13 @@ pub struct MigrateBenchArgs {
     pub json: Option<PathBuf>,
 }
 
-/// What `flyrtech migrate-bench` measured.
+/// What `flyrtech-lab migrate-bench` measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrateBenchReport {
     pub schema_version: u32,
     pub command: String,
     pub started_at: String,
-    pub machine: crate::lab::report::Machine,
+    pub machine: crate::compare::report::Machine,
     pub journeys: usize,
     pub segments: usize,
     pub concurrency: usize,
@@ -101,7 +101,7 @@ pub async fn migrate_bench(
         .map(|n| {
             let (store, bar) = (&store, &bar);
             async move {
-                let journey = crate::lab::synthetic_journey(&id(n)?, args.segments)?;
+                let journey = crate::compare::synthetic_journey(&id(n)?, args.segments)?;
                 store.create(&journey).await?;
                 bar.inc(1);
                 Ok(())
@@ -148,15 +148,17 @@ pub async fn migrate_bench(
     let mut verified = 0;
     let mut differing = 0;
     for n in (0..args.journeys).step_by(1000) {
-        let expected = crate::lab::synthetic_journey(&id(n)?, args.segments)?;
+        let expected = crate::compare::synthetic_journey(&id(n)?, args.segments)?;
         verified += 1;
         differing += usize::from(store.get(&expected.id).await? != expected);
     }
     Ok(MigrateBenchReport {
         schema_version: 1,
-        command: crate::lab::report::command_line(),
+        command: crate::compare::report::command_line(),
         started_at,
-        machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(redis).await),
+        machine: crate::compare::report::Machine::detect(
+            crate::compare::redis_version_of(redis).await,
+        ),
         journeys: args.journeys,
         segments: args.segments,
         concurrency: args.concurrency,

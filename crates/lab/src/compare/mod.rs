@@ -340,7 +340,7 @@ pub async fn run_with(
         .into());
     }
     let mut total: Option<(workload::Outcome, verify::Check, workload::Journeys)> = None;
-    let mut audits: Option<crate::lab::audit::AuditSummary> = None;
+    let mut audits: Option<crate::compare::audit::AuditSummary> = None;
     let before = driver.round_trips();
     for repeat in 0..params.repeats.max(1) {
         let ids = workload::create_journeys(driver, scenario, &params).await?;
@@ -351,7 +351,7 @@ pub async fn run_with(
         let outcome = workload::execute(driver, &ids, &seeded).await?;
         let check = verify::check(driver, &ids, &outcome.acks).await?;
         if let (true, Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
-            let found = crate::lab::audit::drain_and_audit(url, *strategy, &ids.ids)
+            let found = crate::compare::audit::drain_and_audit(url, *strategy, &ids.ids)
                 .await
                 .map_err(|e| LabError::Task(format!("audit: {e}")))?;
             audits = Some(audits.unwrap_or_default() + found);
@@ -447,7 +447,7 @@ pub fn synthetic_journey(id: &JourneyId, segments: usize) -> Result<Journey, Inv
     })
 }
 
-/// What `flyrtech compare` runs.
+/// What `flyrtech-lab compare` runs.
 #[derive(Debug, Clone)]
 pub struct Comparison {
     /// In-process strategies (ignored with `http`).
@@ -461,11 +461,11 @@ pub struct Comparison {
     /// The Redis those servers use, when known: their strategy's Redis ceiling is measured
     /// on it.
     pub http_redis: Option<String>,
-    /// The floor of the stack on the same Redis (`crates/api/examples/floor.rs`): after each
+    /// The floor of the stack on the same Redis (`crates/lab/examples/floor.rs`): after each
     /// run its routes are measured beside the first server's.
     pub http_floor: Option<String>,
     /// After each in-process run, drain the outbox and audit the run's journeys
-    /// ([`crate::lab::audit::drain_and_audit`]).
+    /// ([`crate::compare::audit::drain_and_audit`]).
     pub audit: bool,
     /// Also run every strategy with this replica wait (`--wait-replicas`), right after the run
     /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.

@@ -34,7 +34,7 @@ pub enum Driver {
         /// The same strategy in-process on the servers' own Redis, when the lab was given its
         /// URL: the Redis ceiling is measured through it.
         twin: Option<Box<Driver>>,
-        /// The floor of the stack on the same Redis (`crates/api/examples/floor.rs`), when
+        /// The floor of the stack on the same Redis (`crates/lab/examples/floor.rs`), when
         /// given: its routes are measured beside the first server's ([`Driver::floor_ratios`]).
         floor: Option<String>,
     },

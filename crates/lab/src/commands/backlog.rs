@@ -1,4 +1,4 @@
-//! `flyrtech backlog`: how fast one relay drains a backlog of outbox entries (default
+//! `flyrtech-lab backlog`: how fast one relay drains a backlog of outbox entries (default
 //! 1,000,000), with the bus' per-journey order checked afterwards; with `--wait-replicas N` or
 //! `--wait-aof N` the relay confirms each batch as `relay` does (what that costs:
 //! `tools/relay-confirm/price.sh`). `fill_outbox` is shared with `project-bench`.
@@ -18,10 +18,10 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{DONE, connect, emit, shutdown_signal};
-use crate::config::RelayArgs;
-use crate::config::Settings;
+use flyrtech_api::config::RelayArgs;
+use flyrtech_api::config::Settings;
 
-/// Runs `flyrtech backlog` and prints (and with `--json` writes) its report.
+/// Runs `flyrtech-lab backlog` and prints (and with `--json` writes) its report.
 ///
 /// # Errors
 /// Redis unreachable, or interrupted.
@@ -35,7 +35,7 @@ pub async fn run(args: &BacklogArgs, settings: Settings) -> anyhow::Result<i32> 
     Ok(DONE)
 }
 
-/// Options of `flyrtech backlog`.
+/// Options of `flyrtech-lab backlog`.
 #[derive(Debug, Clone, Args)]
 pub struct BacklogArgs {
     /// Outbox entries to accumulate before the relay starts.
@@ -51,13 +51,13 @@ pub struct BacklogArgs {
     pub relay: RelayArgs,
 }
 
-/// What `flyrtech backlog` measured.
+/// What `flyrtech-lab backlog` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BacklogReport {
     pub schema_version: u32,
     pub command: String,
     pub started_at: String,
-    pub machine: crate::lab::report::Machine,
+    pub machine: crate::compare::report::Machine,
     pub entries: usize,
     pub journeys: usize,
     pub batch: usize,
@@ -116,7 +116,7 @@ pub async fn backlog(
         "backlog written; draining"
     );
 
-    let bus = super::relay::bus_redis(&args.relay.bus, &redis).await?;
+    let bus = flyrtech_api::commands::relay::bus_redis(&args.relay.bus, &redis).await?;
     let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None).confirmed(confirm);
     let settings = RelaySettings {
         confirm,
@@ -137,9 +137,11 @@ pub async fn backlog(
     let rate = stats.published as f64 / drain_seconds.max(1e-9);
     Ok(BacklogReport {
         schema_version: 1,
-        command: crate::lab::report::command_line(),
+        command: crate::compare::report::command_line(),
         started_at,
-        machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
+        machine: crate::compare::report::Machine::detect(
+            crate::compare::redis_version_of(&redis).await,
+        ),
         entries: args.entries,
         journeys: args.journeys,
         batch,
@@ -224,7 +226,7 @@ fn backlog_entry(
         version: JourneyVersion::new(version),
         occurred_at: at,
         kind: EventKind::SegmentStatusChanged {
-            segment_id: crate::lab::synthetic_segment_id(0)?,
+            segment_id: crate::compare::synthetic_segment_id(0)?,
             from,
             to,
         },

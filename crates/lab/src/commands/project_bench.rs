@@ -1,4 +1,4 @@
-//! `flyrtech project-bench`: the events' way out measured: end-to-end lag (commit to
+//! `flyrtech-lab project-bench`: the events' way out measured: end-to-end lag (commit to
 //! projection) under the spread scenario, and the drain of a backlog into JetStream and
 //! PostgreSQL, on private nats-server and PostgreSQL unless URLs are given.
 
@@ -14,12 +14,12 @@ use flyrtech_infrastructure::{LocalNats, LocalPostgres, Redis};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::project::projector;
 use super::{DONE, connect, emit, shutdown_signal};
-use crate::config::Settings;
+use flyrtech_api::commands::project::projector;
+use flyrtech_api::config::Settings;
 use flyrtech_infrastructure::projection::PartitionedProjector;
 
-/// Runs `flyrtech project-bench` and prints (and with `--json` writes) its report.
+/// Runs `flyrtech-lab project-bench` and prints (and with `--json` writes) its report.
 ///
 /// # Errors
 /// A server unreachable, or interrupted.
@@ -33,7 +33,7 @@ pub async fn run(args: &ProjectBenchArgs, settings: Settings) -> anyhow::Result<
     Ok(DONE)
 }
 
-/// Options of `flyrtech project-bench`.
+/// Options of `flyrtech-lab project-bench`.
 #[derive(Debug, Clone, Args)]
 pub struct ProjectBenchArgs {
     /// Outbox entries in the backlog drained into JetStream and then PostgreSQL.
@@ -63,13 +63,13 @@ pub struct ProjectBenchArgs {
     pub projectors: usize,
 }
 
-/// What `flyrtech project-bench` measured.
+/// What `flyrtech-lab project-bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProjectBenchReport {
     pub schema_version: u32,
     pub command: String,
     pub started_at: String,
-    pub machine: crate::lab::report::Machine,
+    pub machine: crate::compare::report::Machine,
     /// End-to-end lag, from the change's occurred-at (taken just before its commit) to the
     /// commit of its projection, under the spread scenario with the relay and the projector
     /// running.
@@ -168,9 +168,11 @@ pub async fn bench(
     let drain = measure_drain(args, &redis, &bus_url, &pg_url).await?;
     Ok(ProjectBenchReport {
         schema_version: 1,
-        command: crate::lab::report::command_line(),
+        command: crate::compare::report::command_line(),
         started_at,
-        machine: crate::lab::report::Machine::detect(crate::lab::redis_version_of(&redis).await),
+        machine: crate::compare::report::Machine::detect(
+            crate::compare::redis_version_of(&redis).await,
+        ),
         lag,
         drain,
     })
@@ -201,7 +203,7 @@ async fn measure_lag(
     writers: Option<usize>,
     projectors: usize,
 ) -> anyhow::Result<Lag> {
-    use crate::lab::{self, Driver, Knobs, Scenario};
+    use crate::compare::{Driver, Knobs, Scenario};
     let strategy = flyrtech_infrastructure::Strategy::Hash;
     let relay = jetstream_relay(redis, bus_url).await?;
     let group = join(projectors, bus_url, pg_url).await?;
@@ -216,7 +218,7 @@ async fn measure_lag(
     };
     let projector_runs = run_group(group, stop_rx, Instant::now());
     let config = flyrtech_infrastructure::StoreConfig {
-        index: lab::LAB_INDEX.to_owned(),
+        index: crate::compare::LAB_INDEX.to_owned(),
         ..flyrtech_infrastructure::StoreConfig::new(strategy)
     };
     let driver = std::sync::Arc::new(Driver::library(url, &config, 2).await?);
@@ -227,7 +229,7 @@ async fn measure_lag(
     };
     let params = Scenario::Spread.plan(&knobs).remove(0);
     let writers = async {
-        let report = lab::run(&driver, Scenario::Spread, params).await;
+        let report = crate::compare::run(&driver, Scenario::Spread, params).await;
         // Everything the writers committed is on the bus once the outbox is empty.
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline

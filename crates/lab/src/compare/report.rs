@@ -85,7 +85,7 @@ pub struct RunReport {
     pub loss_share: Option<f64>,
     /// With `--audit`: what the outbox audit found for the run's journeys, to set beside `lost`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<crate::lab::audit::AuditSummary>,
+    pub audit: Option<crate::compare::audit::AuditSummary>,
 }
 
 impl RunReport {

@@ -1,4 +1,4 @@
-//! `flyrtech soak`: the resources of a running deployment over time. Starts `serve` and `relay`
+//! `flyrtech-lab soak`: the resources of a running deployment over time. Starts `serve` and `relay`
 //! as processes of their own (this binary) on one Redis, drives `serve` with PUTs and GETs from
 //! this process for `--duration`, and every `--sample-every` records each process' resident
 //! memory, Redis' `used_memory`, the `events` stream's length and the outbox backlog. Nobody
@@ -26,13 +26,13 @@ use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConf
 use serde::Serialize;
 
 use super::{DONE, FOUND, emit, shutdown_signal};
-use crate::config::{MaxAge, Settings, parse_age};
-use crate::deployment::{Deployment, Private};
-use crate::lab::chart::{Panel, Scale, write_panels};
-use crate::lab::report::Machine;
-use crate::lab::{redis_version_of, synthetic_journey, synthetic_segment_id};
+use crate::compare::chart::{Panel, Scale, write_panels};
+use crate::compare::report::Machine;
+use crate::compare::{redis_version_of, synthetic_journey, synthetic_segment_id};
+use flyrtech_api::config::{MaxAge, Settings, parse_age};
+use flyrtech_api::deployment::{Deployment, Private};
 
-/// Options of `flyrtech soak`.
+/// Options of `flyrtech-lab soak`.
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
     /// How long the load runs (`90s`, `10m`, `1h`).
@@ -59,6 +59,10 @@ pub struct SoakArgs {
     /// Write the chart here, as .svg and .png.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// The service's binary, which runs `serve` and `relay` [default: `flyrtech` beside this
+    /// binary].
+    #[arg(long)]
+    pub service_bin: Option<PathBuf>,
 }
 
 /// One sample.
@@ -100,7 +104,7 @@ pub struct Goal {
     pub met: bool,
 }
 
-/// What `flyrtech soak` measured.
+/// What `flyrtech-lab soak` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakReport {
     pub schema_version: u32,
@@ -120,7 +124,7 @@ pub struct SoakReport {
     pub goals: Vec<Goal>,
 }
 
-/// Runs `flyrtech soak`; [`FOUND`] when a goal was not met.
+/// Runs `flyrtech-lab soak`; [`FOUND`] when a goal was not met.
 ///
 /// # Errors
 /// Redis or a child process cannot be started, a report cannot be written, or interrupted.
@@ -150,10 +154,16 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(name: &'static str, args: &[&str], url: &str, dir: &Path) -> anyhow::Result<Self> {
+    fn spawn(
+        bin: &Path,
+        name: &'static str,
+        args: &[&str],
+        url: &str,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(bin)
             .args(args)
             .env("FLYRTECH_REDIS_URL", url)
             .env("RUST_LOG", "warn")
@@ -257,7 +267,9 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
     let port = flyrtech_infrastructure::local::free_port(false)?;
     let listen = format!("127.0.0.1:{port}");
     let bus_max_len = args.bus_max_len.to_string();
+    let service = super::service_binary(args.service_bin.as_deref())?;
     let mut serve = Process::spawn(
+        &service,
         "serve",
         &[
             "--strategy",
@@ -274,6 +286,7 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
         dir.path(),
     )?;
     let mut relay = Process::spawn(
+        &service,
         "relay",
         &["relay", "--bus-max-len", &bus_max_len],
         &deployment.url,
@@ -421,7 +434,7 @@ async fn soak(args: &SoakArgs, settings: &Settings) -> anyhow::Result<SoakReport
     }
     Ok(SoakReport {
         schema_version: 1,
-        command: crate::lab::report::command_line(),
+        command: crate::compare::report::command_line(),
         started_at,
         machine: Machine::detect(redis_version_of(&redis).await),
         strategy: strategy.name().to_owned(),

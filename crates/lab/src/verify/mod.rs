@@ -1,6 +1,6 @@
-//! `flyrtech verify`'s client: it creates journeys of its own on running instances, drives
+//! `flyrtech-lab verify`'s client: it creates journeys of its own on running instances, drives
 //! status changes and reads at them from several clients, and records every operation with its
-//! invocation and completion on one monotonic clock, for [`flyrtech_lab::history`] to judge.
+//! invocation and completion on one monotonic clock, for [`crate::history`] to judge.
 //!
 //! # What it records, and why that is enough
 //! Each client is a Jepsen process: one operation at a time; an operation without a definite
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::history::{Answer, Call, Initial, Operation, Snapshot};
 use flyrtech_core::{JourneyId, JourneyStatus, JourneyVersion, SegmentId, SegmentStatus, Status};
-use flyrtech_lab::history::{Answer, Call, Initial, Operation, Snapshot};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use reqwest::StatusCode;
