@@ -7,8 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use comfy_table::Table;
-use comfy_table::presets::UTF8_FULL_CONDENSED;
 use flyrtech_core::JourneyStore;
 use flyrtech_infrastructure::events::audit::{AuditReport, audit};
 use flyrtech_infrastructure::projection;
@@ -126,7 +124,7 @@ pub async fn run_audit<S: JourneyStore>(
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         tracing::info!(path = %path.display(), "wrote the audit report");
     }
-    outln!("{}", audit_table(&report));
+    outln!("{}", audit_line(&report));
     for lost in report.lost_updates.iter().take(args.limit) {
         outln!(
             "lost update: journey {} version {} set {} to {} ({})",
@@ -151,30 +149,19 @@ pub async fn run_audit<S: JourneyStore>(
     Ok(report)
 }
 
-/// The audit's summary as a table.
-pub fn audit_table(report: &AuditReport) -> String {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header([
-            "journeys",
-            "changes published",
-            "duplicate deliveries",
-            "lost updates",
-            "version gaps",
-            "unpublished",
-            "parked",
-        ])
-        .add_row([
-            report.journeys.to_string(),
-            report.changes_published.to_string(),
-            report.duplicate_deliveries.to_string(),
-            report.lost_updates.len().to_string(),
-            report.version_gaps.len().to_string(),
-            report.unpublished.to_string(),
-            report.parked.to_string(),
-        ]);
-    table.to_string()
+/// The audit's summary, one line: every count named.
+pub fn audit_line(report: &AuditReport) -> String {
+    format!(
+        "audit: {} journeys, {} changes published, {} duplicate deliveries, {} lost updates, \
+         {} version gaps, {} unpublished, {} parked",
+        report.journeys,
+        report.changes_published,
+        report.duplicate_deliveries,
+        report.lost_updates.len(),
+        report.version_gaps.len(),
+        report.unpublished,
+        report.parked,
+    )
 }
 
 /// Compares the projection with every listed journey and prints the differences.

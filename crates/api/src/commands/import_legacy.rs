@@ -8,9 +8,7 @@ use clap::Args;
 use flyrtech_infrastructure::dataset::legacy::{self, ImportOptions, ImportReport, StatusMap};
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings};
 
-use super::{
-    DONE, INCOMPLETE, admitted_store, connect, progress_bar, shutdown_signal, write_report,
-};
+use super::{DONE, INCOMPLETE, admitted_store, connect, shutdown_signal, write_report};
 use crate::config::Settings;
 
 /// Runs `flyrtech import-legacy`; the exit status.
@@ -71,13 +69,11 @@ pub async fn import_legacy(
         dry_run: args.dry_run,
         concurrency: args.concurrency.max(1),
     };
-    let bar = progress_bar("journeys");
+    let progress = super::Progress::new("journeys imported");
     let report = legacy::import(&source, store, &options, &|done, found| {
-        bar.set_length(found as u64);
-        bar.set_position(done as u64);
+        progress.update(done as u64, found as u64);
     })
     .await?;
-    bar.finish_and_clear();
     write_report(&report, args.json.as_deref())?;
     print_import(&report, store);
     Ok(if report.is_complete() {

@@ -1,6 +1,5 @@
 //! `flyrtech migrate`: moves every journey to another layout, online and resumably
-//! (docs/migration.md), with a progress bar when stderr is a terminal (a plain summary
-//! otherwise). Exits with [`INCOMPLETE`] when some journeys could not be converted (each is
+//! (docs/migration.md), logging its progress every few seconds and printing a summary. Exits with [`INCOMPLETE`] when some journeys could not be converted (each is
 //! listed with the reason).
 
 use std::path::PathBuf;
@@ -9,7 +8,7 @@ use clap::Args;
 use flyrtech_infrastructure::dataset::{self, MigrationReport, MigrationSettings};
 use flyrtech_infrastructure::{Layout, Redis, ReplicaWait};
 
-use super::{DONE, INCOMPLETE, connect, progress_bar, shutdown_signal, write_report};
+use super::{DONE, INCOMPLETE, connect, shutdown_signal, write_report};
 use crate::config::Settings;
 
 /// Runs `flyrtech migrate`; the exit status.
@@ -56,18 +55,16 @@ pub async fn migrate(
     }
     let before = dataset::state(redis).await?;
     tracing::info!(dataset = %before, to = %args.to, "migrating");
-    let bar = progress_bar("journeys");
+    let progress = super::Progress::new("journeys migrated");
     let settings = MigrationSettings {
         concurrency: args.concurrency,
         replicas,
         ..MigrationSettings::default()
     };
     let report = dataset::migrate(redis, args.to, settings, &|done, listed| {
-        bar.set_length(listed);
-        bar.set_position(done);
+        progress.update(done, listed);
     })
     .await?;
-    bar.finish_and_clear();
     write_report(&report, args.json.as_deref())?;
     print_migration(&report);
     Ok(if report.is_complete() {

@@ -36,7 +36,6 @@ use anyhow::Context;
 use flyrtech_infrastructure::{
     Layout, Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy, dataset,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Settings;
 use crate::deployment::{Deployment, Private};
@@ -127,19 +126,38 @@ pub fn emit(report: &impl serde::Serialize, path: Option<&Path>) -> anyhow::Resu
     Ok(())
 }
 
-/// A progress bar on stderr when it is a terminal; hidden otherwise.
-pub fn progress_bar(what: &str) -> ProgressBar {
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return ProgressBar::hidden();
+/// How far a long operator command has come (`migrate`, `import-legacy`), as log lines: one at
+/// most every [`Progress::EVERY`], and one at the end. A log line, not a terminal bar: the
+/// commands run in jobs and pods as often as in a terminal, and a log line reads the same in
+/// both.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    what: &'static str,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Progress {
+    /// The longest time between two lines.
+    pub(crate) const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
     }
-    let bar = ProgressBar::new(0);
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(&format!(
-        "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}})"
-    )) {
-        bar.set_style(style.progress_chars("=> "));
+
+    /// `done` of `total`: logged when the last line is older than [`Self::EVERY`].
+    pub(crate) fn update(&self, done: u64, total: u64) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() >= Self::EVERY {
+            *last = std::time::Instant::now();
+            tracing::info!(done, total, "{}: {done} of {total}", self.what);
+        }
     }
-    bar
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -57,9 +57,10 @@ pub struct CommonArgs {
     /// CA) [default: the system's roots].
     #[arg(long, env = "FLYRTECH_REDIS_CA", global = true)]
     pub redis_ca: Option<PathBuf>,
-    /// Concurrency strategy (one of `Strategy::ALL`; an unknown name is refused with the list).
-    #[arg(long, env = "FLYRTECH_STRATEGY", global = true)]
-    pub strategy: Option<String>,
+    /// Concurrency strategy [default: lua for serve; for the operator commands, the dataset's
+    /// own layout's; compare runs those --strategies names].
+    #[arg(long, env = "FLYRTECH_STRATEGY", global = true, value_parser = strategy_parser())]
+    pub strategy: Option<Strategy>,
     /// Simulated work between reading a journey and writing it back, in milliseconds.
     #[arg(long, env = "FLYRTECH_PROCESSING_DELAY_MS", global = true)]
     pub processing_delay_ms: Option<u64>,
@@ -89,6 +90,14 @@ pub struct CommonArgs {
     /// command timeout [default: 500]; with --wait-aof at most 5000 [default: 1500].
     #[arg(long, env = "FLYRTECH_WAIT_TIMEOUT_MS", global = true)]
     pub wait_timeout_ms: Option<u64>,
+}
+
+/// A strategy's name on the command line: an unknown one is a usage error (exit 2) that lists
+/// the names, as `--help` does.
+fn strategy_parser() -> impl clap::builder::TypedValueParser<Value = Strategy> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Strategy::ALL.map(Strategy::name))
+        .try_map(|name| name.parse::<Strategy>())
 }
 
 /// The file layer: every key optional, every value typed (parsed by its flag's `FromStr`).
@@ -233,14 +242,13 @@ fn parse_reason(text: &str, error: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let line_text = text.lines().nth(line - 1).unwrap_or_default();
-    let secret = SECRET_KEYS
-        .iter()
-        .find(|key| line_text.trim_start().starts_with(**key));
     let key: String = line_text
         .trim_start()
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .collect();
+    // The key exactly: `redis_url2` is an unknown key of its own, not `redis_url`'s value.
+    let secret = SECRET_KEYS.iter().find(|secret| **secret == key);
     match secret {
         Some(key) => format!(
             "line {line}, column {column}: the value of {key} is not valid (not shown: it may \
@@ -300,10 +308,7 @@ impl Settings {
             .or_else(|| std::env::var("REDIS_URL").ok())
             .filter(|u| !u.trim().is_empty());
         let delay_ms = args.processing_delay_ms.or(file.processing_delay_ms);
-        let strategy = match &args.strategy {
-            Some(name) => Some(name.parse()?),
-            None => file.strategy,
-        };
+        let strategy = args.strategy.or(file.strategy);
         let lock_urls = args
             .lock_urls
             .clone()
@@ -417,7 +422,7 @@ pub(crate) mod tests {
             config,
             redis_url: None,
             redis_ca: None,
-            strategy: strategy.map(str::to_owned),
+            strategy: strategy.map(|name| name.parse().expect("a strategy's name")),
             processing_delay_ms: delay,
             lock_urls: None,
             allow_eviction: false,
@@ -468,8 +473,6 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("stratgy"), "{err}");
         let expected = format!("valid strategies: {}", Strategy::names());
         assert!(expected.contains("naive, local-lock, optimistic, redlock, lua, hash"));
-        let err = Settings::resolve(&args(None, Some("fast"), None)).expect_err("unknown strategy");
-        assert!(err.to_string().contains(&expected), "{err}");
         let in_file = file("strategy = \"fast\"\n");
         let err = Settings::resolve(&args(Some(in_file.path().to_owned()), None, None))
             .expect_err("unknown strategy in the file");
@@ -514,5 +517,21 @@ pub(crate) mod tests {
             assert!(!shown.contains("Pw#991"), "{shown}");
             assert!(shown.contains(expected), "{shown}");
         }
+    }
+
+    /// A key the file should not have is refused by its own name, with the file's: a key that
+    /// merely begins like a secret one (`redis_url2`) is not taken for it, and its value is
+    /// never shown.
+    #[test]
+    fn an_unknown_key_is_named_with_its_file() {
+        let f = file("strategy = \"lua\"\nredis_url2 = \"redis://:Sl/ash?Pw#991@h:1\"\n");
+        let err = Settings::resolve(&args(Some(f.path().to_owned()), None, None))
+            .expect_err("an unknown key");
+        let shown = format!("{err:#}");
+        assert!(shown.contains("line 2"), "{shown}");
+        assert!(shown.contains("redis_url2"), "{shown}");
+        assert!(shown.contains(&f.path().display().to_string()), "{shown}");
+        assert!(!shown.contains("the value of redis_url"), "{shown}");
+        assert!(!shown.contains("Pw#991"), "{shown}");
     }
 }

@@ -118,7 +118,10 @@ async fn a_relay_killed_mid_batch_republishes_after_restart() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success(), "{stdout}");
-    assert!(stdout.contains("lost updates"), "{stdout}");
+    assert!(
+        stdout.contains(" 0 lost updates, 0 version gaps, 0 unpublished"),
+        "{stdout}"
+    );
 }
 
 /// `flyrtech relay --bus` into JetStream, then `flyrtech project` SIGKILLed part-way and run

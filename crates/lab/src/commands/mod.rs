@@ -25,8 +25,10 @@ pub mod project_bench;
 pub mod soak;
 pub mod verify;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
 pub(crate) use flyrtech_api::commands::{
-    DONE, FOUND, INCOMPLETE, connect, emit, progress_bar, redis_settings, shutdown_signal,
+    DONE, FOUND, INCOMPLETE, connect, emit, redis_settings, shutdown_signal,
 };
 
 /// The service's binary (`flyrtech`), which the lab runs as a user would where it needs the
@@ -49,4 +51,19 @@ pub(crate) fn service_binary(
         path.display()
     );
     Ok(path)
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub(crate) fn progress_bar(what: &str) -> ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}})"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }

@@ -154,10 +154,15 @@ fn an_unknown_strategy_lists_the_valid_ones() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // A usage error, as clap's own: exit 2, the names listed; `--help` lists them too.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let names = "naive, local-lock, optimistic, redlock, lua, hash";
+    assert!(stderr.contains(names), "{stderr}");
+    let help = lab().args(["compare", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
     assert!(
-        stderr.contains("valid strategies: naive, local-lock, optimistic, redlock, lua, hash"),
-        "{stderr}"
+        help.contains(&format!("[possible values: {names}]")),
+        "{help}"
     );
 }
 
