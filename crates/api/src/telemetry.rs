@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use flyrtech_infrastructure::plumbing::trace_context::SPANS;
+use flyrtech_infrastructure::telemetry::trace_context::SPANS;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;

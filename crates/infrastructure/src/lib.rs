@@ -4,12 +4,17 @@
 //! ```text
 //!   dataset ──┐      projection ──▶ events ──┐
 //!             ▼                                ▼
-//!           store ───────────────────────▶ plumbing ──▶ flyrtech-core
+//!           store ──────────────▶ replication ──▶ connection ──▶ secrets, telemetry, keys
 //!   local (private servers: imports nothing of this crate)
 //! ```
 //!
-//! - [`plumbing`]: connections, keys, errors, retries, server facts, wake-ups, replica-confirmed
-//!   writes, telemetry.
+//! - [`keys`]: every key name, with the journey's hash tag where atomicity needs it.
+//! - [`telemetry`]: the metrics every process records, and the trace context a change carries.
+//! - [`secrets`]: passwords in URLs redacted wherever printed; the least-privilege ACL lines.
+//! - [`connection`]: the Redis handle, its settings, the primaries, errors, retries, server
+//!   facts, lock wake-ups.
+//! - [`replication`]: replica-confirmed writes (`--wait-replicas`, `--wait-aof`), a write and its
+//!   `WAIT` inseparable, in group commits per primary.
 //! - [`store`]: the strategies, the layouts, the scripts and their reply protocol, the outbox
 //!   entry, and [`RedisJourneyStore`], which dispatches to the configured strategy.
 //! - [`dataset`]: the layout recorded in Redis, the start-up guard, the online migration, the
@@ -20,20 +25,24 @@
 //!   reconciliation with the stored journeys.
 //! - [`local`]: private `redis-server`, `nats-server` and PostgreSQL processes.
 
+pub mod connection;
 pub mod dataset;
 pub mod events;
+pub mod keys;
 pub mod local;
-pub mod plumbing;
 pub mod projection;
+pub mod replication;
+pub mod secrets;
 pub mod store;
+pub mod telemetry;
 
+pub use connection::handle::Redis;
+pub use connection::retry::RetryPolicy;
+pub use connection::settings::RedisSettings;
 pub use dataset::{DatasetError, DatasetState};
 pub use local::redis_servers::{Fsync, LaunchError, LocalRedis, RedisProcess};
 pub use local::services::{LocalNats, LocalPostgres};
-pub use plumbing::connection::Redis;
-pub use plumbing::replication::Confirmation;
-pub use plumbing::retry::RetryPolicy;
-pub use plumbing::settings::RedisSettings;
+pub use replication::Confirmation;
 pub use store::cache::RedisCache;
 pub use store::layout::Layout;
 pub use store::strategy::{

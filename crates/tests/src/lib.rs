@@ -103,7 +103,7 @@ impl TestRedis {
 
     /// A connection handle as a Redis user made from `role`'s least-privilege `ACL SETUSER`
     /// line (`flyrtech redis-acl`), created on every node.
-    pub async fn connect_as(&self, role: flyrtech_infrastructure::plumbing::acl::Role) -> Redis {
+    pub async fn connect_as(&self, role: flyrtech_infrastructure::secrets::acl::Role) -> Redis {
         const USER: &str = "least";
         const PASSWORD: &str = "least-pw-1";
         let line = role
@@ -137,7 +137,7 @@ impl TestRedis {
                 .await
                 .unwrap();
             // redis-rs sends `CLIENT SETINFO` on connecting and ignores a refusal; no role is
-            // granted it, since Redis 7.0 rejects the grant itself (plumbing/acl.rs), so on an
+            // granted it, since Redis 7.0 rejects the grant itself (secrets/acl.rs), so on an
             // engine that knows the command (Redis 7.2+, Valkey) it is logged and left out here.
             denied.extend(
                 log.iter()
@@ -452,7 +452,7 @@ impl ApplyNow for Journey {
 pub async fn outbox_entries(redis: &Redis, id: &JourneyId) -> Vec<flyrtech_core::Envelope> {
     flyrtech_infrastructure::events::read_stream(
         redis,
-        &flyrtech_infrastructure::plumbing::keys::journey_outbox(id),
+        &flyrtech_infrastructure::keys::journey_outbox(id),
     )
     .await
     .unwrap()

@@ -62,7 +62,7 @@ pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
 /// # Errors
 /// The file cannot be written.
 fn write_metrics(path: &std::path::Path, findings: &[(&'static str, usize)]) -> anyhow::Result<()> {
-    use flyrtech_infrastructure::plumbing::telemetry;
+    use flyrtech_infrastructure::telemetry;
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     metrics::with_local_recorder(&recorder, || {
         telemetry::describe();

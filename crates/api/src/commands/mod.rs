@@ -55,7 +55,7 @@ pub fn exit_status(result: anyhow::Result<i32>) -> std::process::ExitCode {
     match result {
         Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            let message = flyrtech_infrastructure::plumbing::secret::redact_text(&format!("{e:#}"));
+            let message = flyrtech_infrastructure::secrets::redact_text(&format!("{e:#}"));
             eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
         }

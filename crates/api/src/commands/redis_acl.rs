@@ -1,11 +1,11 @@
 //! `flyrtech redis-acl [--role ROLE] [--strategy S] [--user NAME]`: prints the `ACL SETUSER`
 //! line a role needs on Redis (least privilege: its key patterns, channels and commands, nothing
-//! else; see `flyrtech_infrastructure::plumbing::acl`). Set the password where it says
+//! else; see `flyrtech_infrastructure::secrets::acl`). Set the password where it says
 //! `>PASSWORD` and run the line with `redis-cli` as an administrator.
 
 use clap::{Args, ValueEnum};
 use flyrtech_infrastructure::Strategy;
-use flyrtech_infrastructure::plumbing::acl::Role;
+use flyrtech_infrastructure::secrets::acl::Role;
 
 use super::DONE;
 use crate::config::DEFAULT_SERVE_STRATEGY;

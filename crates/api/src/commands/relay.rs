@@ -10,7 +10,7 @@ use flyrtech_infrastructure::events::nats::{
 };
 use flyrtech_infrastructure::events::publisher::{Bus, RedisStreamPublisher};
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, RelayStats};
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisSettings, ReplicaWait, dataset};
 
 use super::{DONE, connect, shutdown_signal};
@@ -26,7 +26,7 @@ pub async fn run(args: &RelayArgs, settings: Settings) -> anyhow::Result<i32> {
     // The relay reads only the outbox, which both layouts share: it serves any dataset.
     // Its entries carry no TTL either: refuse a Redis that may evict them.
     let facts =
-        flyrtech_infrastructure::plumbing::server::check(&redis, settings.allow_eviction).await?;
+        flyrtech_infrastructure::connection::server::check(&redis, settings.allow_eviction).await?;
     // The same check serve makes: --wait-aof needs an engine with WAITAOF and an AOF.
     if settings
         .replicas

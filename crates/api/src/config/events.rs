@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use flyrtech_infrastructure::events::publisher::Retention;
 use flyrtech_infrastructure::events::relay::RelaySettings;
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::projection::ProjectorSettings;
 use serde::Deserialize;
 

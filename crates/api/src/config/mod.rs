@@ -236,7 +236,7 @@ const SECRET_KEYS: [&str; 5] = ["redis_url", "lock_urls", "bus", "events_url", "
 /// prints the offending line, which for `redis_url = "redis://:pw@host` is the password.
 fn parse_reason(text: &str, error: &toml::de::Error) -> String {
     let Some(span) = error.span() else {
-        return flyrtech_infrastructure::plumbing::secret::redact_text(error.message());
+        return flyrtech_infrastructure::secrets::redact_text(error.message());
     };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -256,11 +256,11 @@ fn parse_reason(text: &str, error: &toml::de::Error) -> String {
         ),
         None if !key.is_empty() => format!(
             "line {line}, column {column}, {key}: {}",
-            flyrtech_infrastructure::plumbing::secret::redact_text(error.message())
+            flyrtech_infrastructure::secrets::redact_text(error.message())
         ),
         None => format!(
             "line {line}, column {column}: {}",
-            flyrtech_infrastructure::plumbing::secret::redact_text(error.message())
+            flyrtech_infrastructure::secrets::redact_text(error.message())
         ),
     }
 }

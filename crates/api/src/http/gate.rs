@@ -46,7 +46,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use flyrtech_infrastructure::plumbing::trace_context;
+use flyrtech_infrastructure::telemetry::trace_context;
 use hyper::body::Body as _;
 use rustc_hash::FxHashMap;
 use tracing::Instrument;

@@ -50,7 +50,7 @@ use axum::routing::get;
 use cache::CacheLimits;
 use flyrtech_core::StoreError;
 use flyrtech_infrastructure::events::backlog::BacklogWatch;
-use flyrtech_infrastructure::plumbing::secret::redact;
+use flyrtech_infrastructure::secrets::redact;
 use flyrtech_infrastructure::store::quota::JourneyQuota;
 use flyrtech_infrastructure::{
     Confirmation, DatasetError, Redis, RedisCache, RedisJourneyStore, RedisSettings, SeedReport,
@@ -76,9 +76,9 @@ pub enum ServeError {
         #[source]
         source: StoreError,
     },
-    /// Redis may evict journeys (see `flyrtech_infrastructure::plumbing::server`).
+    /// Redis may evict journeys (see `flyrtech_infrastructure::connection::server`).
     #[error(transparent)]
-    Server(#[from] flyrtech_infrastructure::plumbing::server::CheckError),
+    Server(#[from] flyrtech_infrastructure::connection::server::CheckError),
     /// The dataset's layout is not the strategy's (see `flyrtech_infrastructure::dataset`).
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -223,7 +223,7 @@ impl Shared {
     /// # Errors
     /// [`ApiError`] 503 naming the setting, or Redis' own unavailability.
     pub async fn check_server(&self) -> Result<(), ApiError> {
-        use flyrtech_infrastructure::plumbing::server::{CheckError, check};
+        use flyrtech_infrastructure::connection::server::{CheckError, check};
         match check(self.store.redis(), self.allow_eviction).await {
             Ok(_) => Ok(()),
             Err(CheckError::Eviction(risk)) => Err(ApiError::eviction_risk(risk.to_string())),
@@ -364,7 +364,8 @@ impl Application {
         // Before the first write: refuses a Redis that may evict journeys, and says so when it
         // keeps nothing on disk.
         let facts =
-            flyrtech_infrastructure::plumbing::server::check(&redis, config.allow_eviction).await?;
+            flyrtech_infrastructure::connection::server::check(&redis, config.allow_eviction)
+                .await?;
         tracing::info!(engine = %facts, "Redis as read at start-up");
         if config
             .store
@@ -641,7 +642,7 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
             // Every metric's help text (promtool check metrics wants one on each).
-            flyrtech_infrastructure::plumbing::telemetry::describe();
+            flyrtech_infrastructure::telemetry::describe();
             handle
         })
         .clone()

@@ -70,7 +70,7 @@ pub async fn ready(State(app): State<AppState>) -> Result<Json<Health>, ApiError
     Ok(Json(app.ready()))
 }
 
-/// Prometheus text format: the store's metrics (see `flyrtech_infrastructure::plumbing::telemetry`) and
+/// Prometheus text format: the store's metrics (see `flyrtech_infrastructure::telemetry`) and
 /// the HTTP ones.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics",
     responses((status = 200, content_type = "text/plain", body = String)))]

@@ -59,10 +59,8 @@ async fn a_migration_killed_part_way_finishes_when_run_again() {
     let mut in_hash = 0;
     for id in &ids {
         let (document, hash): (bool, bool) = redis::pipe()
-            .exists(flyrtech_infrastructure::plumbing::keys::journey_document(
-                id,
-            ))
-            .exists(flyrtech_infrastructure::plumbing::keys::journey_hash(id))
+            .exists(flyrtech_infrastructure::keys::journey_document(id))
+            .exists(flyrtech_infrastructure::keys::journey_hash(id))
             .query_async(&mut redis.shared())
             .await
             .unwrap();

@@ -10,7 +10,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_republishes_after_restart() {
     use flyrtech_core::consumer::{Consumer, StatusHistory};
-    use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
+    use flyrtech_infrastructure::keys::{self, OutboxShard};
 
     let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let url = local.url();

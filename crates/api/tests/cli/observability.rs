@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flyrtech_infrastructure::local::free_port;
-use flyrtech_infrastructure::plumbing::telemetry::cataloged;
+use flyrtech_infrastructure::telemetry::cataloged;
 use flyrtech_tests::{nats, postgres};
 
 use super::{Serving, flyrtech, http, private_redis};
@@ -413,7 +413,7 @@ fn the_runbook_covers_every_alert_and_metric() {
             "docs/operations.md has no section for {alert}"
         );
     }
-    for metric in flyrtech_infrastructure::plumbing::telemetry::CATALOG {
+    for metric in flyrtech_infrastructure::telemetry::CATALOG {
         assert!(
             runbook.contains(&format!("`{}`", metric.name)),
             "docs/operations.md does not name {}",

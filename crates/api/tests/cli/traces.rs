@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 use flyrtech_core::JourneyId;
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_tests::{nats, postgres};
 
 use super::{Serving, flyrtech, http, private_redis};

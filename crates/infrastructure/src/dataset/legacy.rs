@@ -31,8 +31,8 @@ use flyrtech_core::{
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
 use crate::store::strategy::RedisJourneyStore;
 
 /// The original's list of journey ids.
@@ -339,7 +339,7 @@ async fn import_one(
                 "{LEGACY_PREFIX}{id} is not a string"
             )));
         }
-        Err(e) => return Err(crate::plumbing::error::from_redis(e)),
+        Err(e) => return Err(crate::connection::error::from_redis(e)),
     };
     let Some(raw) = raw else {
         return Ok(Imported::Skipped(format!(

@@ -31,10 +31,10 @@ use futures::StreamExt;
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use crate::plumbing::connection::{Conn, Redis};
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys::dataset_field::{HASH_FORM, LAYOUT, MIGRATING_TO};
-use crate::plumbing::keys::{self, OutboxShard};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::{Conn, Redis};
+use crate::keys::dataset_field::{HASH_FORM, LAYOUT, MIGRATING_TO};
+use crate::keys::{self, OutboxShard};
 use crate::store::conversion::{Conversion, ConversionError, Converter};
 use crate::store::hash_fields::{COMPACT, WriteForm, unknown_form};
 use crate::store::layout::Layout;
@@ -381,7 +381,7 @@ fn finish_report(mut report: MigrationReport, started: Instant) -> MigrationRepo
 /// The conversion script, its writes confirmed by `settings.replicas` when set.
 fn converter(redis: &Redis, settings: MigrationSettings) -> Converter {
     Converter::new(settings.replicas.map(|wait| {
-        std::sync::Arc::new(crate::plumbing::replication::Replication::new(
+        std::sync::Arc::new(crate::replication::Replication::new(
             std::sync::Arc::clone(redis.nodes()),
             wait,
         ))

@@ -27,9 +27,9 @@ use flyrtech_core::{
 use serde::Serialize;
 
 use super::read_stream;
+use crate::connection::handle::Redis;
 use crate::events::publisher::read_bus;
-use crate::plumbing::connection::Redis;
-use crate::plumbing::keys::OutboxShard;
+use crate::keys::OutboxShard;
 use crate::store::outbox::decode;
 
 /// Why the audit could not run: one of the two sides it compares could not be read.

@@ -33,9 +33,9 @@ use metrics::gauge;
 use redis::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::keys::{OUTBOX_SHARDS, OutboxShard};
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
+use crate::keys::{OUTBOX_SHARDS, OutboxShard};
 
 /// When a backlog is worth naming, and when writes stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl Last {
         let measured = tokio::time::timeout(MEASURE_TIMEOUT, depth(redis))
             .await
             .unwrap_or_else(|_| {
-                crate::plumbing::telemetry::redis_reachable(false);
+                crate::telemetry::redis_reachable(false);
                 Err(StoreError::unavailable(
                     "the backlog measurement timed out",
                     "timeout",
@@ -245,7 +245,7 @@ async fn per_shard<T: redis::FromRedisValue>(
 /// [`StoreError::Unavailable`].
 pub async fn depth(redis: &Redis) -> Result<Depth, StoreError> {
     let measured = measure(redis).await;
-    crate::plumbing::telemetry::redis_reachable(measured.is_ok());
+    crate::telemetry::redis_reachable(measured.is_ok());
     measured
 }
 

@@ -11,7 +11,7 @@
 //! - [`audit`]: replays the published events against the stored journeys to find lost updates.
 //!
 //! # What it may import
-//! The core crate, [`crate::plumbing`] and [`crate::store`] (the outbox entry's format lives
+//! The core crate, the rooms below the store ([`crate::connection`], [`crate::replication`], [`crate::keys`], [`crate::secrets`], [`crate::telemetry`]) and [`crate::store`] (the outbox entry's format lives
 //! with the store that writes it).
 
 pub mod audit;
@@ -24,8 +24,8 @@ use std::collections::HashMap;
 
 use flyrtech_core::StoreError;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
 
 /// The consumer group every relay joins.
 pub const GROUP: &str = "relay";

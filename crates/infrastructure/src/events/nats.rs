@@ -33,7 +33,7 @@
 //! A traced change (one whose outbox entry carries a `traceparent`) is published under a
 //! producer span, `journey.publish`, in the change's trace, and its message carries that span's
 //! context in a `traceparent` header for the projector's span to join
-//! ([`crate::plumbing::trace_context`]).
+//! ([`crate::telemetry::trace_context`]).
 //!
 //! The publisher returns only once JetStream acknowledged every message of the batch (stored),
 //! in order; the relay acknowledges the outbox entries after that. A batch is published in
@@ -45,7 +45,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use flyrtech_core::{BusError, Envelope, EventPublisher, InvalidInput, PublishError};
 
-use crate::plumbing::trace_context::{self, TRACEPARENT};
+use crate::telemetry::trace_context::{self, TRACEPARENT};
 
 /// The partition count of a stream created without `--partitions`.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -148,7 +148,7 @@ impl JetStream {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(url);
-        let shown = crate::plumbing::secret::redact(url);
+        let shown = crate::secrets::redact(url);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
             .map_err(|e| BusError::unavailable(format!("NATS at {shown} did not answer"), e))?

@@ -22,7 +22,7 @@
 //! primary too: an `XADD` a failover discards after the relay acknowledged its outbox entry is
 //! a change lost on the way out (on a cluster the stream and the outbox shard are on different
 //! primaries, so replication order does not save it). So each batch is appended in one pipeline
-//! with a `WAIT` for the same count (`crate::plumbing::replication`), and a shortfall is a
+//! with a `WAIT` for the same count (`crate::replication`), and a shortfall is a
 //! failed publication: the relay keeps the entries and publishes them again.
 //!
 //! Other buses plug in by implementing [`EventPublisher`]: NATS JetStream is built in
@@ -36,9 +36,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::replication::{ReplicaWait, Replication};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
+use crate::replication::{ReplicaWait, Replication};
 use flyrtech_core::{BusError, Envelope, EventPublisher, PublishError, StoreError};
 use redis::Value;
 
@@ -254,7 +254,7 @@ impl RedisStreamPublisher {
                 .await
                 .store_err()?;
             let lagging: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-            crate::plumbing::telemetry::bus_trimmed_over_cap(dropped);
+            crate::telemetry::bus_trimmed_over_cap(dropped);
             tracing::warn!(
                 stream = %self.stream, dropped, hard_cap = cap, groups = ?lagging,
                 "the event stream passed its hard cap: entries trimmed whether or not every consumer group had read them"

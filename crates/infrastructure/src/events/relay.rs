@@ -26,7 +26,7 @@
 //!   relay that published it would put a change on the bus that the surviving store never
 //!   made, a phantom every consumer keeps. So each batch is read on the primary's own
 //!   connection, in one pipeline with a write of the relay's own after the read and a
-//!   `WAIT`/`WAITAOF` for the same count (`crate::plumbing::replication`, which also serves
+//!   `WAIT`/`WAITAOF` for the same count (`crate::replication`, which also serves
 //!   the store's writes): the confirmation covers everything the read returned. Only then is
 //!   the batch published and acknowledged. A shortfall holds the batch: nothing is published
 //!   or acknowledged, the entries stay pending for this relay and are read and confirmed again
@@ -71,10 +71,10 @@ use redis::{Script, Value};
 
 use super::GROUP;
 use super::backlog::depth;
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys::OutboxShard;
-use crate::plumbing::replication::{ReplicaWait, Replication};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
+use crate::keys::OutboxShard;
+use crate::replication::{ReplicaWait, Replication};
 use crate::store::outbox::decode;
 
 /// How a relay behaves.
@@ -604,7 +604,7 @@ async fn ensure_groups(redis: &Redis) -> Result<(), StoreError> {
             match created {
                 Ok(_) => Ok(()),
                 Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-                Err(e) => Err(crate::plumbing::error::from_redis(e)),
+                Err(e) => Err(crate::connection::error::from_redis(e)),
             }
         })
         .buffer_unordered(32)

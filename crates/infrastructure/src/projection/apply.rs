@@ -477,7 +477,7 @@ async fn project(tx: &impl GenericClient, changes: &[Envelope]) -> Result<(), Pr
         let trace = change
             .trace
             .as_deref()
-            .and_then(crate::plumbing::trace_context::trace_id);
+            .and_then(crate::telemetry::trace_context::trace_id);
         for (position, event) in change.events.iter().enumerate() {
             let journey = change.journey_id.to_string();
             let (segment, from, to) = match &event.kind {

@@ -52,7 +52,7 @@
 //!
 //! # What it may import
 //! The core crate, [`crate::events`] (the JetStream bus the changes arrive on) and
-//! [`crate::plumbing`] (the trace context a change carries); never the store's internals: the audit reads journeys through [`flyrtech_core::JourneyStore`].
+//! [`crate::telemetry`] (the trace context a change carries), [`crate::connection`], [`crate::keys`]; never the store's internals: the audit reads journeys through [`flyrtech_core::JourneyStore`].
 
 pub mod apply;
 pub mod partitioned;

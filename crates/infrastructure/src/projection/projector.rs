@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flyrtech_core::{BusError, Envelope};
 
-use crate::plumbing::trace_context::{self, TRACEPARENT};
+use crate::telemetry::trace_context::{self, TRACEPARENT};
 use serde::Serialize;
 use tokio_postgres::Client;
 

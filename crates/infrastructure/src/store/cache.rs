@@ -1,6 +1,6 @@
 //! The original service's general-purpose cache, on Redis, in a namespace of its own.
 //!
-//! Every cache key is stored under `cache:` ([`crate::plumbing::keys::cache_entry`]), so no cache call can
+//! Every cache key is stored under `cache:` ([`crate::keys::cache_entry`]), so no cache call can
 //! read, overwrite or delete a journey or any other internal key. The original let
 //! `POST /api/cache/journey:JRN-001` replace a journey with any string.
 //!
@@ -27,9 +27,9 @@ use std::sync::Arc;
 use flyrtech_core::{CacheError, CacheKey, CacheService, InvalidInput};
 use redis::{AsyncCommands, Script, Value};
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys;
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
+use crate::keys;
 
 /// [`CacheService`] on Redis, holding at most `max_entries` entries, written on behalf of one
 /// owner ([`RedisCache::owned_by`]).

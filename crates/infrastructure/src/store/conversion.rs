@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use flyrtech_core::{JourneyId, JourneyVersion, StoreError};
 
-use crate::plumbing::connection::Conn;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys;
-use crate::plumbing::replication::Replication;
-use crate::plumbing::script::LuaScript;
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Conn;
+use crate::keys;
+use crate::replication::Replication;
+use crate::replication::script::LuaScript;
 use crate::store::document;
 use crate::store::hash_fields::{self, Form};
 use crate::store::layout::{Copies, Layout};
@@ -95,7 +95,7 @@ impl Converter {
                 Some(
                     values
                         .into_iter()
-                        .map(crate::plumbing::error::decode)
+                        .map(crate::connection::error::decode)
                         .collect(),
                 )
             }

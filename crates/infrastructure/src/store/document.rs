@@ -1,5 +1,5 @@
 //! The document layout: each journey is one JSON string at `journey:{P}:ID` (see
-//! [`crate::plumbing::keys`]), as in the original
+//! [`crate::keys`]), as in the original
 //! service. Shared by every strategy except `hash`.
 //!
 //! A change is written with its outbox entry in one atomic step: MULTI/EXEC under WATCH
@@ -12,10 +12,10 @@ use std::sync::LazyLock;
 use flyrtech_core::{Journey, JourneyId, StoreError};
 use redis::AsyncCommands;
 
-use crate::plumbing::connection::Conn;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys;
-use crate::plumbing::script::LuaScript;
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Conn;
+use crate::keys;
+use crate::replication::script::LuaScript;
 use crate::store::write::WriteContext;
 
 /// Encodes a journey for storage.
@@ -42,7 +42,7 @@ pub(crate) fn decode(id: &JourneyId, raw: &str) -> Result<Journey, StoreError> {
 ///
 /// `atomic`: the pipeline is redis-rs' transaction (`query_async` answers `EXEC`'s reply);
 /// otherwise it holds `MULTI` and `EXEC` as plain commands, so that more can follow `EXEC` in
-/// the same request (its `WAIT`: see `crate::plumbing::replication`).
+/// the same request (its `WAIT`: see `crate::replication`).
 pub(crate) fn commit(journey: &Journey, atomic: bool) -> Result<redis::Pipeline, StoreError> {
     let fields = crate::store::outbox::encode(journey.events.pending())
         .map_err(|e| corrupt(&keys::journey_outbox(&journey.id), e))?;

@@ -39,9 +39,9 @@ use std::time::{Duration, Instant};
 
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, SegmentId, StoreError};
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys::{self, dataset_field};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
+use crate::keys::{self, dataset_field};
 
 const VERSION: &str = "version";
 const STATUS: &str = "status";

@@ -10,8 +10,8 @@
 use flyrtech_core::{JourneyId, StoreError};
 use redis::AsyncCommands;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
 
 /// Lists the id in `index` (idempotent; also repairs an interrupted create).
 pub(crate) async fn add_to_index(

@@ -26,10 +26,10 @@ use std::str::FromStr;
 
 use flyrtech_core::{Journey, JourneyId, StoreError};
 
-use crate::plumbing::connection::Conn;
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::keys;
-use crate::plumbing::script::LuaScript;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Conn;
+use crate::keys;
+use crate::replication::script::LuaScript;
 use crate::store::document;
 use crate::store::hash_fields;
 

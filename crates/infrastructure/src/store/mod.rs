@@ -21,7 +21,7 @@
 //! - `scripts/`: the Lua sources, loaded once and invoked by SHA.
 //!
 //! # What it may import
-//! The core crate and [`crate::plumbing`]. The dataset and the events build on the store; the
+//! The core crate and the rooms below it: [`crate::connection`], [`crate::replication`], [`crate::keys`], [`crate::secrets`], [`crate::telemetry`]. The dataset and the events build on the store; the
 //! store knows neither.
 
 pub mod cache;

@@ -4,13 +4,13 @@
 //! interactor) loses the event when the process dies or the bus fails in between, and publishing
 //! before the write announces a change that may never be stored. Here each strategy appends one
 //! entry to its journey's outbox partition in the same MULTI/EXEC or the same script that writes
-//! the state, in the journey's slot (see [`crate::plumbing::keys`]), so an entry exists if and only if its
+//! the state, in the journey's slot (see [`crate::keys`]), so an entry exists if and only if its
 //! change was stored. A background relay (`crate::events::relay`) publishes entries later, at least once.
 //!
 //! # The entry: one stream entry per acknowledged change
 //! | field | value |
 //! |---|---|
-//! | `change` | the change, its parts separated by one space: the version it produced (the per-journey sequence), the status it changed from, the journey id, the target (the segment id, or empty for the journey's own status), the new status, when the domain decided it (RFC 3339, from the injected clock), the status-changed event's id (UUIDv7), and, when the request was traced, the W3C `traceparent` of the update's span ([`crate::plumbing::trace_context`]) |
+//! | `change` | the change, its parts separated by one space: the version it produced (the per-journey sequence), the status it changed from, the journey id, the target (the segment id, or empty for the journey's own status), the new status, when the domain decided it (RFC 3339, from the injected clock), the status-changed event's id (UUIDv7), and, when the request was traced, the W3C `traceparent` of the update's span ([`crate::telemetry::trace_context`]) |
 //! | `done_id`, `customer`, `total` | on completion only: the `JourneyCompleted` event's id, the passenger's identity, the total price as exact decimal text |
 //!
 //! No part can hold a space: ids are `[A-Za-z0-9._-]`, statuses are names, instants, UUIDs and
@@ -33,7 +33,7 @@ use flyrtech_core::{
 };
 use rust_decimal::Decimal;
 
-use crate::plumbing::trace_context::TRACEPARENT;
+use crate::telemetry::trace_context::TRACEPARENT;
 
 /// The fields of one outbox entry, in order.
 pub type Fields = Vec<(&'static str, String)>;
@@ -73,7 +73,7 @@ impl Stamp {
             at: clock.now(),
             id: EventId::new(),
             completion: completes.then(EventId::new),
-            trace: crate::plumbing::trace_context::current(),
+            trace: crate::telemetry::trace_context::current(),
         }
     }
 
@@ -158,7 +158,7 @@ pub fn encode(events: &[DomainEvent]) -> Result<Fields, RowError> {
         &to,
         first.occurred_at,
         first.id,
-        crate::plumbing::trace_context::current().as_deref(),
+        crate::telemetry::trace_context::current().as_deref(),
     );
     let mut fields = vec![(CHANGE, format!("{} {from} {tail}", first.version))];
     for event in &events[1..] {

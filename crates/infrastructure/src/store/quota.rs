@@ -22,9 +22,9 @@ use std::sync::LazyLock;
 use flyrtech_core::{Quota, StoreError};
 use redis::Script;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::keys;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
+use crate::keys;
 
 static STEP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/quota.lua")));
 

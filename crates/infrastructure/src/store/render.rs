@@ -309,7 +309,7 @@ mod tests {
         );
         let mut hmget = redis::cmd("HMGET");
         hmget
-            .arg(crate::plumbing::keys::journey_hash(&id))
+            .arg(crate::keys::journey_hash(&id))
             .arg(names.as_slice());
         assert_eq!(
             names.read().get_packed_command(),

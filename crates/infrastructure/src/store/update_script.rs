@@ -11,9 +11,9 @@ use flyrtech_core::{
     DomainError, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome,
 };
 
-use crate::plumbing::error::corrupt;
-use crate::plumbing::keys;
-use crate::plumbing::script::LuaScript;
+use crate::connection::error::corrupt;
+use crate::keys;
+use crate::replication::script::LuaScript;
 use crate::store::layout::Layout;
 use crate::store::outbox::Stamp;
 use crate::store::write::{WriteContext, simulate_processing};

@@ -20,10 +20,10 @@ use flyrtech_core::{
 
 use tracing::Instrument;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::replication::Replication;
-use crate::plumbing::script::ScriptCmd;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
+use crate::replication::Replication;
+use crate::replication::script::ScriptCmd;
 
 /// `JourneyNotFound` as `None`: the writer's own layout does not hold the journey (it may not
 /// exist, or a migration may have moved it to the other layout).
@@ -106,7 +106,7 @@ impl WriteContext {
 /// Loads a script Redis does not have (a restart, a failover, `SCRIPT FLUSH`) and sends its
 /// call again.
 async fn reload<T: redis::FromRedisValue>(
-    mut conn: crate::plumbing::connection::Conn,
+    mut conn: crate::connection::handle::Conn,
     call: ScriptCmd,
 ) -> Result<T, StoreError> {
     let _: String = redis::cmd("SCRIPT")
@@ -127,14 +127,14 @@ async fn replicated<T: redis::FromRedisValue>(
     let reply = replication
         .write(&call.key, vec![call.cmd], Some(call.source))
         .instrument(tracing::info_span!(
-            target: crate::plumbing::trace_context::SPANS,
+            target: crate::telemetry::trace_context::SPANS,
             "replicas.confirm"
         ))
         .await?
         .into_iter()
         .next()
         .unwrap_or(redis::Value::Nil);
-    crate::plumbing::error::decode(reply)
+    crate::connection::error::decode(reply)
 }
 
 /// The outcome of a single-attempt, lock-free update.

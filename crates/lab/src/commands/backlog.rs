@@ -11,7 +11,7 @@ use flyrtech_core::{BusError, JourneyId};
 use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
-use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
+use flyrtech_infrastructure::keys::{self, OutboxShard};
 use flyrtech_infrastructure::store::outbox::{self, Fields};
 use flyrtech_infrastructure::{Confirmation, Redis, ReplicaWait};
 use futures::StreamExt;

@@ -149,7 +149,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
     {
         // As serve does: refused in one line where WAITAOF cannot keep its promise.
         let redis = Redis::connect(&super::redis_settings(&settings, &deployment.url)?).await?;
-        flyrtech_infrastructure::plumbing::server::facts(&redis)
+        flyrtech_infrastructure::connection::server::facts(&redis)
             .await?
             .can_wait_aof()?;
     }

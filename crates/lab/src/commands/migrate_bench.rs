@@ -82,7 +82,7 @@ pub async fn migrate_bench(
         anyhow::bail!("--journeys and --concurrency must each be at least 1");
     }
     let listed: u64 = redis::cmd("SCARD")
-        .arg(flyrtech_infrastructure::plumbing::keys::JOURNEY_INDEX)
+        .arg(flyrtech_infrastructure::keys::JOURNEY_INDEX)
         .query_async(&mut redis.shared())
         .await?;
     if listed > 0 {

@@ -21,7 +21,7 @@ use clap::Args;
 use flyrtech_core::{JourneyId, JourneyStore};
 use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::Retention;
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 use serde::Serialize;
 

@@ -6,7 +6,7 @@ use flyrtech_core::JourneyId;
 use flyrtech_infrastructure::events::audit::{AuditError, audit};
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisSettings};
 use serde::Serialize;
 

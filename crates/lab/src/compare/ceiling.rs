@@ -333,7 +333,7 @@ async fn copy_states(
     journeys: &Journeys,
     scratch: &str,
 ) -> Result<(), LabError> {
-    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::keys;
     for chunk in journeys.ids.chunks(1000) {
         let mut pipe = redis::pipe();
         for id in chunk {

@@ -501,7 +501,7 @@ pub struct Machine {
 /// The command line of this process, as reports record it: passwords in URLs replaced by `***`.
 pub fn command_line() -> String {
     let args: Vec<String> = std::env::args().collect();
-    flyrtech_infrastructure::plumbing::secret::redact_words(args.iter().map(String::as_str))
+    flyrtech_infrastructure::secrets::redact_words(args.iter().map(String::as_str))
 }
 
 impl Machine {

@@ -75,7 +75,7 @@ async fn the_cache_cannot_reach_journey_data() {
     journeys.create(&original).await.unwrap();
     let cache = RedisCache::new(conn, RedisCache::DEFAULT_MAX_ENTRIES);
     for raw in [
-        flyrtech_infrastructure::plumbing::keys::journey_document(&id),
+        flyrtech_infrastructure::keys::journey_document(&id),
         format!("journey:{id}"),
         "journeys:index".to_owned(),
     ] {

@@ -9,7 +9,7 @@ use flyrtech_core::{
     DomainError, JourneyStatus, JourneyStore, JourneyVersion, SegmentStatus, StoreError,
 };
 use flyrtech_infrastructure::Strategy;
-use flyrtech_infrastructure::plumbing::acl::Role;
+use flyrtech_infrastructure::secrets::acl::Role;
 use flyrtech_tests::{TestRedis, Topology, journey, segment_id, store, store_delayed, unique_id};
 use rstest_reuse::apply;
 use tokio::sync::Barrier;

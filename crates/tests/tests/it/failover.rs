@@ -6,7 +6,7 @@ use crate::every_strategy;
 use crate::reliability::{acknowledged, connect, seed, wait_for};
 use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
 use flyrtech_infrastructure::{
-    LocalRedis, RedisJourneyStore, ReplicaWait, StoreConfig, Strategy, plumbing::keys,
+    LocalRedis, RedisJourneyStore, ReplicaWait, StoreConfig, Strategy, keys,
 };
 use flyrtech_tests::{
     TestServer, http_client, journey, poll_until, segment_id, serve_config, store_with, unique_id,

@@ -396,7 +396,7 @@ async fn ready_says_when_redis_may_evict_journeys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_is_rendered_from_exactly_what_redis_returned(#[case] strategy: Strategy) {
     use flyrtech_core::{JourneyId, JourneyStore};
-    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::keys;
 
     let redis = TestRedis::single();
     let server = TestServer::start(&redis.url(), strategy).await;

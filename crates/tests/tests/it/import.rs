@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 use flyrtech_core::{JourneyId, JourneyStatus, JourneyStore, SegmentStatus};
 use flyrtech_infrastructure::dataset::legacy::{self, ImportOptions, ImportReport, StatusMap};
-use flyrtech_infrastructure::{
-    Layout, Redis, RedisJourneyStore, Strategy, dataset, plumbing::keys,
-};
+use flyrtech_infrastructure::{Layout, Redis, RedisJourneyStore, Strategy, dataset, keys};
 use flyrtech_tests::{S, TestRedis, store};
 use redis::AsyncCommands;
 use rstest::rstest;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use flyrtech_core::{Journey, JourneyId, JourneyStore, SegmentStatus, StatusChange, StoreError};
 use flyrtech_infrastructure::dataset::{self, DatasetState, MigrationSettings};
 use flyrtech_infrastructure::{
-    DatasetError, Layout, Redis, RedisJourneyStore, StoreConfig, Strategy, plumbing::keys,
+    DatasetError, Layout, Redis, RedisJourneyStore, StoreConfig, Strategy, keys,
 };
 use flyrtech_tests::{
     S, TestRedis, TestServer, Topology, journey, outbox_entries, segment_id, serve_config, store,

@@ -16,7 +16,7 @@ use flyrtech_infrastructure::events::audit::{GapCause, LostReason, audit};
 use flyrtech_infrastructure::events::backlog::depth;
 use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
-use flyrtech_infrastructure::plumbing::keys::{self, OutboxShard};
+use flyrtech_infrastructure::keys::{self, OutboxShard};
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, Strategy};
 use flyrtech_tests::{
     S, TestRedis, Topology, bus, journey, outbox_entries, segment_id, store, store_delayed,

@@ -16,7 +16,7 @@ use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_infrastructure::projection::{self, Projector, ProjectorSettings, reconcile};
 use flyrtech_infrastructure::{
     LocalNats, LocalPostgres, LocalRedis, Redis, RedisJourneyStore, RedisProcess, StoreConfig,
-    Strategy, plumbing::keys,
+    Strategy, keys,
 };
 use flyrtech_tests::{
     TestServer, http_client, journey, nats, poll_until, postgres, segment_id, serve_config,

@@ -373,7 +373,7 @@ fn the_lua_script_round_trips_the_document_exactly() {
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let raw: String = redis::cmd("GET")
-                    .arg(flyrtech_infrastructure::plumbing::keys::journey_document(
+                    .arg(flyrtech_infrastructure::keys::journey_document(
                         &original.id,
                     ))
                     .query_async(&mut conn.shared())

@@ -104,7 +104,7 @@ async fn extend_needs_our_token_and_release_never_frees_another_holders_lock() {
     lock.extend(&mut guard).await.unwrap();
 
     // The lock vanishes on every master (as on expiry): extending must now fail.
-    let lock_key = flyrtech_infrastructure::plumbing::keys::journey_lock(&id);
+    let lock_key = flyrtech_infrastructure::keys::journey_lock(&id);
     assert_eq!(count_on_masters(&lock_masters, "DEL", &lock_key).await, 3);
     assert!(matches!(
         lock.extend(&mut guard).await,
@@ -169,7 +169,7 @@ async fn a_holder_that_pauses_past_its_ttl_is_refused_by_fencing() {
         .unwrap();
 
     // A's lock expires on every master (poll with a bound, no guessed sleep).
-    let lock_key = flyrtech_infrastructure::plumbing::keys::journey_lock(&id);
+    let lock_key = flyrtech_infrastructure::keys::journey_lock(&id);
     let mut expired = false;
     for _ in 0..500 {
         if count_on_masters(&lock_masters, "EXISTS", &lock_key).await == 0 {
@@ -372,7 +372,7 @@ async fn waiters_of_one_process_take_the_lock_in_arrival_order() {
 
     let channel = format!(
         "{}:released",
-        flyrtech_infrastructure::plumbing::keys::journey_lock(&id)
+        flyrtech_infrastructure::keys::journey_lock(&id)
     );
     let mut conn = redis::Client::open(redis.url())
         .unwrap()

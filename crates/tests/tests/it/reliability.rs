@@ -10,7 +10,7 @@ use std::time::Duration;
 use flyrtech_core::{JourneyId, JourneyStore, SegmentStatus, StoreError};
 use flyrtech_infrastructure::{
     Fsync, LocalRedis, Redis, RedisJourneyStore, RedisSettings, ReplicaWait, StoreConfig, Strategy,
-    plumbing::keys,
+    keys,
 };
 use flyrtech_lab::history::Verdict;
 use flyrtech_tests::{
@@ -53,8 +53,7 @@ pub(crate) async fn acknowledged(
             }
             Err(e) => panic!("{id}: {e}"),
         }
-        tokio::time::sleep(flyrtech_infrastructure::plumbing::replication::PROBE_INTERVAL / 2)
-            .await;
+        tokio::time::sleep(flyrtech_infrastructure::replication::PROBE_INTERVAL / 2).await;
     }
     panic!("{id}: never confirmed: {last:?}");
 }

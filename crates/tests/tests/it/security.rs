@@ -151,7 +151,7 @@ async fn without_keys_a_reachable_address_is_refused_unless_insecure() {
 
 mod cache_limits {
     use flyrtech_api::http::cache::CacheLimits;
-    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::keys;
     use flyrtech_infrastructure::{StoreConfig, Strategy};
     use flyrtech_tests::{TestRedis, TestServer, http_client, serve_config};
     use reqwest::StatusCode;
@@ -523,8 +523,8 @@ async fn the_journey_list_comes_in_pages_of_at_most_limit_without_repeats() {
 async fn every_strategy_and_the_relay_run_as_a_least_privilege_user() {
     use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
     use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
-    use flyrtech_infrastructure::plumbing::acl::Role;
-    use flyrtech_infrastructure::plumbing::keys;
+    use flyrtech_infrastructure::keys;
+    use flyrtech_infrastructure::secrets::acl::Role;
     use flyrtech_infrastructure::{Redis, RedisSettings};
 
     async fn create_user(admin: &Redis, url: &str, name: &str, role: Role) -> String {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use flyrtech_api::http::{Application, ServeError};
-use flyrtech_infrastructure::plumbing::server::facts;
+use flyrtech_infrastructure::connection::server::facts;
 use flyrtech_infrastructure::{
     Confirmation, Fsync, LocalRedis, ReplicaWait, StoreConfig, Strategy,
 };

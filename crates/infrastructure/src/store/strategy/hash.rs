@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use flyrtech_core::{Journey, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 use redis::AsyncCommands;
 
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::keys;
+use crate::connection::error::RedisResultExt;
+use crate::keys;
 use crate::store::hash_fields;
 use crate::store::hash_fields::FieldNames;
 use crate::store::layout::Layout;
@@ -122,7 +122,7 @@ impl Hash {
     ) -> Result<Journey, StoreError> {
         let key = keys::journey_hash(id);
         let values: Vec<String> = redis::from_redis_value_ref(values)
-            .map_err(|e| crate::plumbing::error::corrupt(&key, e.to_string()))?;
+            .map_err(|e| crate::connection::error::corrupt(&key, e.to_string()))?;
         let fields: HashMap<&str, &str> = names
             .as_slice()
             .iter()
@@ -136,7 +136,7 @@ impl Hash {
     pub(crate) fn decode_raw(id: &JourneyId, fields: &redis::Value) -> Result<Journey, StoreError> {
         let key = keys::journey_hash(id);
         let fields: Vec<(String, String)> = redis::from_redis_value_ref(fields)
-            .map_err(|e| crate::plumbing::error::corrupt(&key, e.to_string()))?;
+            .map_err(|e| crate::connection::error::corrupt(&key, e.to_string()))?;
         let fields: HashMap<&str, &str> = fields
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str()))

@@ -44,18 +44,18 @@ use flyrtech_core::{
     UpdateOutcome,
 };
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::keys;
-pub use crate::plumbing::replication::ReplicaWait;
-use crate::plumbing::replication::{Replication, Shortfall};
-use crate::plumbing::retry::RetryPolicy;
+use crate::connection::handle::Redis;
+use crate::connection::retry::RetryPolicy;
+use crate::keys;
+pub use crate::replication::ReplicaWait;
+use crate::replication::{Replication, Shortfall};
 use crate::store::document;
 use crate::store::layout::{Copies, Layout};
 use crate::store::render::Rendered;
 use crate::store::update_script::{ScriptCall, UpdateScript};
 use crate::store::write::{WriteContext, absent_here};
 
-pub use crate::plumbing::wakeup::LockWaiters;
+pub use crate::connection::wakeup::LockWaiters;
 pub use redlock::{FencingToken, LockGuard, LockSettings};
 
 /// A concurrency strategy, chosen by name at start-up.
@@ -216,7 +216,7 @@ pub struct RedisJourneyStore {
     other_layout: UpdateScript,
     ctx: WriteContext,
     index: String,
-    telemetry: crate::plumbing::telemetry::UpdateTelemetry,
+    telemetry: crate::telemetry::UpdateTelemetry,
     memo: crate::store::render::RenderMemo,
     /// The form new hashes are written in.
     write_form: crate::store::hash_fields::WriteForm,
@@ -278,7 +278,7 @@ impl RedisJourneyStore {
                 ..base_for_other_layout
             },
             index: config.index.clone(),
-            telemetry: crate::plumbing::telemetry::UpdateTelemetry::new(
+            telemetry: crate::telemetry::UpdateTelemetry::new(
                 config.strategy.name(),
                 config.strategy.takes_lock(),
             ),
@@ -371,7 +371,7 @@ impl RedisJourneyStore {
                         // Only a write that was sent may be in place.
                         unconfirmed |= matches!(e, StoreError::NotReplicated { .. });
                         tries += 1;
-                        tokio::time::sleep(crate::plumbing::replication::PROBE_INTERVAL).await;
+                        tokio::time::sleep(crate::replication::PROBE_INTERVAL).await;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -497,7 +497,7 @@ impl RedisJourneyStore {
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
         let span = tracing::info_span!(
-            target: crate::plumbing::trace_context::SPANS,
+            target: crate::telemetry::trace_context::SPANS,
             "journey.update",
             strategy = self.strategy().name(),
             journey = %id,
@@ -556,7 +556,7 @@ impl JourneyStore for RedisJourneyStore {
     ) -> Result<UpdateOutcome, StoreError> {
         // With traces on, the update is a span of the request's trace (`traced_update`), boxed
         // so that the plain path's future carries none of it: off, it costs one cached check.
-        if crate::plumbing::trace_context::on() {
+        if crate::telemetry::trace_context::on() {
             return Box::pin(self.traced_update(id, change, expected)).await;
         }
         let result = self.update_anywhere(id, change, expected).await;

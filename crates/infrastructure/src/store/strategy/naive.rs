@@ -48,9 +48,7 @@ impl Naive {
                 }
             }
             Applied::Unchanged => {
-                self.ctx
-                    .confirm(&crate::plumbing::keys::journey_document(id))
-                    .await?;
+                self.ctx.confirm(&crate::keys::journey_document(id)).await?;
             }
         }
         Ok(Some(outcome(&journey, applied)))

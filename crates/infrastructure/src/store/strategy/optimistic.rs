@@ -20,9 +20,9 @@
 
 use flyrtech_core::{Applied, JourneyId, JourneyVersion, StatusChange, StoreError, UpdateOutcome};
 
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::keys;
-use crate::plumbing::retry::{Attempts, RetryPolicy};
+use crate::connection::error::RedisResultExt;
+use crate::connection::retry::{Attempts, RetryPolicy};
+use crate::keys;
 use crate::store::document;
 use crate::store::write::{WriteContext, outcome, simulate_processing};
 

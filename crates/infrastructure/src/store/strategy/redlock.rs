@@ -24,7 +24,7 @@
 //! scripts; the release also publishes on the lock's channel. With no lock URLs the store's own
 //! Redis (or cluster) is the single lock node.
 //!
-//! Waiting (`crate::plumbing::wakeup`): a refused acquisition takes a place in this process' queue for
+//! Waiting (`crate::connection::wakeup`): a refused acquisition takes a place in this process' queue for
 //! the lock, subscribes to the lock's release channel (sharded on a cluster), tries once more,
 //! then sleeps until a release wakes it, or until [`LockSettings::wake_fallback`] passes (a lost
 //! notification, or a holder that died and whose lock expired). A new acquisition that finds
@@ -55,13 +55,13 @@ use rand::RngExt;
 use redis::Script;
 use tracing::Instrument;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::{RedisResultExt, corrupt};
-use crate::plumbing::keys;
-use crate::plumbing::retry::{Attempts, RetryPolicy};
-use crate::plumbing::script::LuaScript;
-use crate::plumbing::settings::RedisSettings;
-use crate::plumbing::wakeup::{self, LockWaiters, Waiter, Wakeups};
+use crate::connection::error::{RedisResultExt, corrupt};
+use crate::connection::handle::Redis;
+use crate::connection::retry::{Attempts, RetryPolicy};
+use crate::connection::settings::RedisSettings;
+use crate::connection::wakeup::{self, LockWaiters, Waiter, Wakeups};
+use crate::keys;
+use crate::replication::script::LuaScript;
 use crate::store::document;
 use crate::store::write::{WriteContext, absent_here, simulate_processing};
 
@@ -179,7 +179,7 @@ impl Redlock {
     /// others through the retry budget.
     pub async fn acquire(&self, id: &JourneyId) -> Result<LockGuard, StoreError> {
         // The lock wait, as a span of the update's trace (docs/operations.md, "Traces").
-        let span = tracing::info_span!(target: crate::plumbing::trace_context::SPANS, "lock.acquire", attempts = tracing::field::Empty);
+        let span = tracing::info_span!(target: crate::telemetry::trace_context::SPANS, "lock.acquire", attempts = tracing::field::Empty);
         let mut attempts = Attempts::new(self.retry);
         let acquired = self
             .acquire_within(id, &mut attempts)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use flyrtech_api::config::Connections;
 use flyrtech_infrastructure::store::cache::CacheLimits;
-use flyrtech_infrastructure::{StoreConfig, Strategy, plumbing::keys};
+use flyrtech_infrastructure::{StoreConfig, Strategy, keys};
 use flyrtech_tests::{TestRedis, TestServer, poll_until, serve_config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use flyrtech_api::config::{Connections, QuotaLimits};
 use flyrtech_api::http::cache::CacheLimits;
 use flyrtech_infrastructure::events::backlog::BacklogLimits;
-use flyrtech_infrastructure::plumbing::keys;
+use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{StoreConfig, Strategy};
 use flyrtech_tests::{TestRedis, TestServer, http_client, poll_until, serve_config};
 use reqwest::StatusCode;

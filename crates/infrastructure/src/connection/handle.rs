@@ -3,7 +3,7 @@
 //! [`Redis`] holds two kinds of connection, because the strategies need both:
 //! - a shared, multiplexed connection for single commands and scripts (cheap, reconnects by
 //!   itself), which every task may use at once;
-//! - a pool of dedicated connections per primary for WATCH/MULTI/EXEC ([`crate::plumbing::nodes`]). WATCH
+//! - a pool of dedicated connections per primary for WATCH/MULTI/EXEC ([`crate::connection::nodes`]). WATCH
 //!   state belongs to a connection, so on a shared one another task's EXEC or UNWATCH would
 //!   silently cancel ours (redis-rs issue #565), and a connection replaced between WATCH and
 //!   EXEC would run the transaction unwatched. A pooled connection serves one transaction at a
@@ -21,9 +21,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
-use crate::plumbing::error::{RedisResultExt, from_redis};
-use crate::plumbing::nodes::{NodeAddr, Nodes};
-use crate::plumbing::settings::RedisSettings;
+use crate::connection::error::{RedisResultExt, from_redis};
+use crate::connection::nodes::{NodeAddr, Nodes};
+use crate::connection::settings::RedisSettings;
 
 #[derive(Clone)]
 enum Shared {

@@ -1,5 +1,5 @@
 //! A Lua script call that can travel either way a write goes: alone on the shared connection,
-//! or in a replica-confirmed batch ([`crate::plumbing::replication`]), where `Script::invoke_async` cannot
+//! or in a replica-confirmed batch ([`crate::replication`]), where `Script::invoke_async` cannot
 //! go (it sends on a connection of its choosing). Both load the script and send the call again
 //! when Redis answers `NOSCRIPT` (a restart or a failover empties the script cache).
 

@@ -9,7 +9,7 @@
 //! `WAIT` on a fresh connection, which has no write to wait for and answers at once: an update
 //! acknowledged that no replica holds, lost at the next failover. Here every confirmed write
 //! travels in one pipeline `[writes…, INCR marker, WAIT n t]` on a plain connection that is never
-//! replaced ([`crate::plumbing::nodes`]): if that connection fails before the `WAIT` answers, the outcome
+//! replaced ([`crate::connection::nodes`]): if that connection fails before the `WAIT` answers, the outcome
 //! is unknown and the write is answered [`StoreError::Unavailable`], never success.
 //!
 //! A no-op (the status already was the requested one) is confirmed too: it may be a retry of an
@@ -38,6 +38,13 @@
 //! Optimistic transactions cannot share a connection (their `WATCH` is the connection's); they
 //! send `[MULTI … EXEC, WAIT]` as one pipeline on their own pooled node connection and report
 //! to the same health ([`Replication::commit_on`]).
+//!
+//! # What it may import
+//! The core crate, [`crate::connection`] (one connection per primary), [`crate::keys`] and
+//! [`crate::telemetry`]. `script`: a Lua script call that can travel alone or in a
+//! replica-confirmed batch.
+
+pub(crate) mod script;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -49,9 +56,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::plumbing::error::from_redis;
-use crate::plumbing::keys;
-use crate::plumbing::nodes::{NodeAddr, Nodes, redirected};
+use crate::connection::error::from_redis;
+use crate::connection::nodes::{NodeAddr, Nodes, redirected};
+use crate::keys;
 
 /// Wait for this many replicas to confirm each write, for at most `timeout` (`WAIT`).
 ///
@@ -362,7 +369,7 @@ struct Health {
 impl Health {
     fn refuse(&self, wait: ReplicaWait) -> Result<(), StoreError> {
         if self.lacking.load(Ordering::Acquire) {
-            crate::plumbing::telemetry::replica_refusal();
+            crate::telemetry::replica_refusal();
             return Err(StoreError::ReplicasMissing {
                 confirmed: self.confirmed.load(Ordering::Relaxed),
                 required: wait.replicas,
@@ -431,7 +438,7 @@ impl Primary {
     /// Judges one `WAIT`'s count, starting the probe when the primary now lacks replicas.
     fn judge(self: &Arc<Self>, confirmed: u32, took: Duration) -> Result<(), StoreError> {
         let satisfied = confirmed >= self.wait.replicas;
-        crate::plumbing::telemetry::replica_wait(took, satisfied);
+        crate::telemetry::replica_wait(took, satisfied);
         if self.health.record(confirmed, self.wait.replicas) {
             self.probe();
         }

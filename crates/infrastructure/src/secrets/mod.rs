@@ -6,6 +6,14 @@
 //! `nats://user:password@host`), and they are the first thing an error names. Every such message
 //! goes through [`redact`]; the suite starts the binary with a password and greps everything it
 //! printed for it.
+//!
+//! The room of what must not leak or be over-granted: the redaction here, and [`acl`], the
+//! `ACL SETUSER` line each role needs (least privilege).
+//!
+//! # What it may import
+//! The core crate and [`crate::keys`] (the key patterns a role is granted).
+
+pub mod acl;
 
 /// `url` with the password of its user info (and of each comma-separated seed) replaced by
 /// `***`, whatever its shape: it works on the raw text, never on a parsed URL, so a URL that

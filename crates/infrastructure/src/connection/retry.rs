@@ -6,7 +6,7 @@
 //! them collide again in lockstep. Two losers need less: an optimistic conflict retries at once
 //! for a while ([`Attempts::backoff_after_conflict`]: someone has just committed), and a lock
 //! waiter waits for the lock's release rather than for a timer ([`Attempts::next`] counts its
-//! attempts; `crate::plumbing::wakeup` wakes it).
+//! attempts; `crate::connection::wakeup` wakes it).
 
 use std::time::{Duration, Instant};
 

@@ -17,7 +17,7 @@ pub(crate) fn from_redis(err: RedisError) -> StoreError {
     } else {
         ("reply", "Redis returned an error")
     };
-    crate::plumbing::telemetry::redis_error(kind);
+    crate::telemetry::redis_error(kind);
     StoreError::unavailable(message, err)
 }
 

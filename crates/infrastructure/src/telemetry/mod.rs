@@ -9,6 +9,14 @@
 //! every family a process exports is in it and that every metric the alert rules
 //! (`deploy/prometheus/alerts.yml`) and the dashboard (`deploy/grafana/flyrtech.json`) name is
 //! one of them.
+//!
+//! Also [`trace_context`]: the W3C `traceparent` a change carries from the request to the
+//! projection row.
+//!
+//! # What it may import
+//! The core crate only: every other room records through it.
+
+pub mod trace_context;
 
 use flyrtech_core::{StoreError, UpdateOutcome};
 use std::sync::OnceLock;

@@ -23,8 +23,8 @@ use flyrtech_core::StoreError;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, Value};
 
-use crate::plumbing::error::RedisResultExt;
-use crate::plumbing::settings::RedisSettings;
+use crate::connection::error::RedisResultExt;
+use crate::connection::settings::RedisSettings;
 
 /// `host:port` of one primary.
 pub(crate) type NodeAddr = Arc<str>;
@@ -166,7 +166,7 @@ impl Nodes {
     /// The primary that serves `key`'s slot, as last known.
     pub(crate) fn primary_of(&self, key: &str) -> Result<NodeAddr, StoreError> {
         let slot = if self.cluster {
-            crate::plumbing::keys::slot(key)
+            crate::keys::slot(key)
         } else {
             0
         };

@@ -30,7 +30,7 @@
 //! | `events` | stream | the default bus the relay publishes to (see `outbox::publisher`) |
 //! | `cache:{c}:e:KEY` | string | a general-purpose cache entry, isolated from everything above; all in one slot |
 //! | `cache:{c}:index` | sorted set | the cache's keys by expiry, so its entries can be counted and capped |
-//! | `replication:{TAG}` | string | a counter each replica-confirmed batch increments, so that its `WAIT` covers a no-op too (see `crate::plumbing::replication`); one per hash tag written |
+//! | `replication:{TAG}` | string | a counter each replica-confirmed batch increments, so that its `WAIT` covers a no-op too (see `crate::replication`); one per hash tag written |
 
 use std::sync::OnceLock;
 

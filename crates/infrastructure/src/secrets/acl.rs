@@ -2,7 +2,7 @@
 //! nothing more. A role gets the key patterns it reads or writes, the channels it uses, and the
 //! commands it sends, by name, including those its Lua scripts call (Redis checks a script's
 //! commands against the caller's permissions). No `@dangerous`, no `CONFIG`, no `KEYS`, no
-//! `FLUSHALL`, no key outside the service's names ([`super::keys`]).
+//! `FLUSHALL`, no key outside the service's names ([`crate::keys`]).
 //!
 //! `flyrtech redis-acl` prints these lines; the suite runs every strategy's store and the relay
 //! as such a user on a real Redis and checks what it may not do.

@@ -10,8 +10,8 @@
 
 use flyrtech_core::StoreError;
 
-use crate::plumbing::connection::Redis;
-use crate::plumbing::error::RedisResultExt;
+use crate::connection::error::RedisResultExt;
+use crate::connection::handle::Redis;
 
 /// What the server says about itself, read once at start-up: the engine, its eviction and
 /// persistence, and what it can confirm.

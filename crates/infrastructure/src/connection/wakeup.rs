@@ -32,7 +32,7 @@ use std::time::Duration;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::plumbing::connection::{Redis, Subscriber};
+use crate::connection::handle::{Redis, Subscriber};
 
 /// The channel a lock's release is published on.
 pub(crate) fn channel(lock_key: &str) -> String {
