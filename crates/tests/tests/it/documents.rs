@@ -550,3 +550,48 @@ fn backquoted_paths_are_found_and_patterns_left_out() {
     );
     assert_eq!(found, ["crates/core/src/ports.rs", "docs/lab.md"]);
 }
+
+/// README's description of the main job's table names the columns the lab prints: the narrow
+/// table's by default, and what `--wide` adds only under `--wide`.
+#[test]
+fn the_readme_names_the_columns_the_main_job_prints() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let said = readme
+        .split("It prints a table (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("README describes the main job's table");
+    let (narrow, wide) = said
+        .split_once("; `--wide` adds ")
+        .expect("and what --wide adds");
+    // README's words for the table's headers.
+    let header = |named: &str| {
+        match named.trim().trim_start_matches("and ") {
+            "acknowledged" => "acked",
+            "p50 and p99 latency" => "p50 ms",
+            "lock wait" => "lock wait ms",
+            "Redis round trips" => "RTT/update",
+            "the share of the Redis ceiling where redis-benchmark measured it" => "of ceiling",
+            other => other,
+        }
+        .to_owned()
+    };
+    let default = flyrtech_lab::compare::report::table(&[], false);
+    let every = flyrtech_lab::compare::report::table(&[], true);
+    for named in narrow.split(", ") {
+        let header = header(named);
+        assert!(
+            default.contains(&header),
+            "{named}: {header} not in\n{default}"
+        );
+    }
+    for named in wide.split(", ") {
+        let header = header(named);
+        assert!(
+            !default.contains(&header),
+            "{named} is printed without --wide"
+        );
+        assert!(every.contains(&header), "{named}: {header} not in\n{every}");
+    }
+}
