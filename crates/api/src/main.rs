@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use flyrtech_api::commands::{
     api_key, audit, import_legacy, migrate, project, redis_acl, relay, serve,
 };
-use flyrtech_api::config::{CommonArgs, Settings, tools};
 use flyrtech_api::telemetry::{Telemetry, TraceSettings};
+use flyrtech_cli::config::{CommonArgs, Settings, tools};
 
 /// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
 /// measured with perf: docs/lab.md, "The HTTP path and its ceiling"); mimalloc's thread-local free lists do not.
@@ -30,10 +30,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the journey HTTP API with one strategy (--strategy; default lua).
-    Serve(flyrtech_api::config::ServeArgs),
+    Serve(flyrtech_cli::config::ServeArgs),
     /// Publish the outbox's events to the bus, at least once and in per-journey order
     /// (docs/outbox/SCHEMA.md). Runs until SIGTERM, or with --drain until the outbox is empty.
-    Relay(flyrtech_api::config::RelayArgs),
+    Relay(flyrtech_cli::config::RelayArgs),
     /// Replay the published events and compare them with the stored journeys: lost updates,
     /// version gaps, unpublished events. Exits with status 1 when it finds any.
     Audit(audit::AuditArgs),
@@ -47,7 +47,7 @@ enum Command {
     /// Apply the bus' changes (NATS JetStream, `relay --bus`) to the PostgreSQL projection,
     /// each exactly once and in per-journey order (docs/outbox/SCHEMA.md). Runs until SIGTERM,
     /// or with --drain until every change on the bus is projected.
-    Project(flyrtech_api::config::ProjectArgs),
+    Project(flyrtech_cli::config::ProjectArgs),
     /// Make API keys for `serve --api-keys` (docs/security.md).
     ApiKey(api_key::ApiKeyArgs),
     /// Print the `ACL SETUSER` line a command needs on Redis: least privilege (docs/security.md).

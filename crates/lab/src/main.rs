@@ -3,8 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flyrtech_api::config::{CommonArgs, Settings, tools};
-use flyrtech_api::telemetry::{Telemetry, TraceSettings};
+use flyrtech_cli::config::{CommonArgs, Settings, tools};
 use flyrtech_lab::commands::{backlog, compare, migrate_bench, project_bench, soak, verify};
 
 #[derive(Debug, Parser)]
@@ -45,24 +44,31 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    flyrtech_api::commands::exit_status(run_main())
+    flyrtech_cli::command::exit_status(run_main())
 }
 
 fn run_main() -> anyhow::Result<i32> {
     let (cli, settings) = tools::parse(|cli: &Cli| &cli.common)?;
+    logs();
+    tracing::debug!(command = cli.command.name(), "starting");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
-    let telemetry = {
-        let _inside = runtime.enter();
-        Telemetry::install(cli.command.name(), &TraceSettings::from_env())?
-    };
     // Everything, a private redis-server included, is dropped before the status is returned.
-    let status = runtime.block_on(run(cli.command, settings));
-    telemetry.shutdown();
-    status
+    runtime.block_on(run(cli.command, settings))
+}
+
+/// Log lines on stderr, filtered by `RUST_LOG` (default `info`). The lab exports no traces: it
+/// measures the service, whose own traces say what a request did.
+fn logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 impl Command {
-    /// The subcommand's name, as typed: the process' service name is `flyrtech-<name>`.
+    /// The subcommand's name, as typed.
     fn name(&self) -> &'static str {
         match self {
             Self::Compare(_) => "compare",

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flyrtech_api::config::{Seed, ServeSettings};
 use flyrtech_api::http::Application;
+use flyrtech_cli::config::{Seed, ServeSettings};
 
 use flyrtech_core::{Journey, JourneyId, SegmentId};
 use flyrtech_infrastructure::{

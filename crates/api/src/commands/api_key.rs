@@ -2,13 +2,14 @@
 //! it once, and appends its SHA-256 (never the key) to the keys file `serve --api-keys` loads
 //! (docs/security.md).
 
+use flyrtech_cli::outln;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::DONE;
-use crate::config::Settings;
 use crate::http::auth::{ApiKeys, Scope};
+use flyrtech_cli::config::Settings;
 
 /// Options of `flyrtech api-key`.
 #[derive(Debug, Clone, Args)]

@@ -3,6 +3,7 @@
 //! PostgreSQL projection with them. Exits with [`FOUND`] when it finds anything. The machinery
 //! is `flyrtech_infrastructure::events::{audit, projection}`.
 
+use flyrtech_cli::outln;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -13,9 +14,9 @@ use flyrtech_infrastructure::projection;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, StoreConfig, dataset};
 
 use super::{DONE, FOUND, connect};
-use crate::config::BusArgs;
-use crate::config::DEFAULT_SERVE_STRATEGY;
-use crate::config::Settings;
+use flyrtech_cli::config::BusArgs;
+use flyrtech_cli::config::DEFAULT_SERVE_STRATEGY;
+use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech audit`; [`FOUND`] when it finds anything.
 ///
@@ -118,7 +119,7 @@ pub async fn run_audit<S: JourneyStore>(
     store: &S,
     redis: &Redis,
 ) -> anyhow::Result<AuditReport> {
-    let bus = super::relay::bus_redis(&args.bus, redis).await?;
+    let bus = args.bus.redis(redis).await?;
     let report = audit(store, redis, &bus, args.bus.events_stream(), None).await?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -2,6 +2,7 @@
 //! the configured strategy's layout, never overwriting one that exists (docs/migration.md).
 //! Exits with [`INCOMPLETE`] when some were skipped (each is listed with the reason).
 
+use flyrtech_cli::outln;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use flyrtech_infrastructure::dataset::legacy::{self, ImportOptions, ImportReport
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings};
 
 use super::{DONE, INCOMPLETE, admitted_store, connect, shutdown_signal, write_report};
-use crate::config::Settings;
+use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech import-legacy`; the exit status.
 ///

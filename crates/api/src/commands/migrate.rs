@@ -2,6 +2,7 @@
 //! (docs/migration.md), logging its progress every few seconds and printing a summary. Exits with [`INCOMPLETE`] when some journeys could not be converted (each is
 //! listed with the reason).
 
+use flyrtech_cli::outln;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,7 +10,7 @@ use flyrtech_infrastructure::dataset::{self, MigrationReport, MigrationSettings}
 use flyrtech_infrastructure::{Layout, Redis, ReplicaWait};
 
 use super::{DONE, INCOMPLETE, connect, shutdown_signal, write_report};
-use crate::config::Settings;
+use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech migrate`; the exit status.
 ///

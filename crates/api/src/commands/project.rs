@@ -9,7 +9,7 @@ use flyrtech_infrastructure::projection::{
 };
 
 use super::{DONE, shutdown_signal};
-use crate::config::{ProjectArgs, Settings};
+use flyrtech_cli::config::{ProjectArgs, Settings};
 
 /// Runs `flyrtech project`.
 ///

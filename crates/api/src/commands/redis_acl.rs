@@ -4,12 +4,13 @@
 //! `>PASSWORD` and run the line with `redis-cli` as an administrator.
 
 use clap::{Args, ValueEnum};
+use flyrtech_cli::outln;
 use flyrtech_infrastructure::Strategy;
 use flyrtech_infrastructure::secrets::acl::Role;
 
 use super::DONE;
-use crate::config::DEFAULT_SERVE_STRATEGY;
-use crate::config::Settings;
+use flyrtech_cli::config::DEFAULT_SERVE_STRATEGY;
+use flyrtech_cli::config::Settings;
 
 /// Which command the user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

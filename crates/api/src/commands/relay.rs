@@ -4,17 +4,17 @@
 //! module wires it to its settings ([`RelayArgs`], flags over the file's `[relay]`) and metrics.
 //! [`BusArgs`] (which bus) is shared with `audit`.
 
-use flyrtech_core::{BusError, StoreError};
+use flyrtech_core::BusError;
 use flyrtech_infrastructure::events::nats::{
     JetStream, JetStreamPublisher, StreamLimits, StreamSettings,
 };
 use flyrtech_infrastructure::events::publisher::{Bus, RedisStreamPublisher};
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, RelayStats};
 use flyrtech_infrastructure::keys;
-use flyrtech_infrastructure::{Redis, RedisSettings, ReplicaWait, dataset};
+use flyrtech_infrastructure::{Redis, ReplicaWait, dataset};
 
 use super::{DONE, connect, shutdown_signal};
-use crate::config::{BusArgs, RelayArgs, Settings};
+use flyrtech_cli::config::{BusArgs, RelayArgs, Settings};
 
 /// Runs `flyrtech relay`.
 ///
@@ -38,18 +38,6 @@ pub async fn run(args: &RelayArgs, settings: Settings) -> anyhow::Result<i32> {
     tracing::info!(dataset = %state, confirm = ?settings.replicas, "relaying the outbox");
     relay(args, redis, settings.replicas, shutdown_signal()).await?;
     Ok(DONE)
-}
-
-/// Connects to the Redis bus `bus` names (the journey Redis unless `--events-url` says
-/// otherwise).
-///
-/// # Errors
-/// [`StoreError`] when the bus cannot be reached.
-pub async fn bus_redis(bus: &BusArgs, journeys: &Redis) -> Result<Redis, StoreError> {
-    match &bus.events_url {
-        Some(url) => Redis::connect(&RedisSettings::new(url.clone())).await,
-        None => Ok(journeys.clone()),
-    }
 }
 
 /// The publisher `bus` names: JetStream with `--bus`, else the Redis stream, whose batches
@@ -87,7 +75,7 @@ pub async fn publisher(
         ))),
         None => Ok(Bus::Redis(
             RedisStreamPublisher::new(
-                bus_redis(bus, journeys).await?,
+                bus.redis(journeys).await?,
                 bus.events_stream().to_owned(),
                 Some(bus.retention()),
             )

@@ -1,12 +1,12 @@
 //! `flyrtech serve`: the journey HTTP API with one strategy (default
-//! [`crate::config::DEFAULT_SERVE_STRATEGY`]), on the configured Redis or a private, persistent
+//! [`flyrtech_cli::config::DEFAULT_SERVE_STRATEGY`]), on the configured Redis or a private, persistent
 //! redis-server. The service is [`crate::http`]; its settings, [`ServeSettings`], are made once
 //! from the layers and handed to it whole.
 
 use super::{DONE, shutdown_signal};
-use crate::config::{ServeArgs, ServeSettings, Settings};
-use crate::deployment::Deployment;
 use crate::http::Application;
+use flyrtech_cli::config::{ServeArgs, ServeSettings, Settings};
+use flyrtech_cli::deployment::Deployment;
 
 /// Runs `flyrtech serve` until ctrl-c or SIGTERM.
 ///

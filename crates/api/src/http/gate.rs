@@ -54,7 +54,7 @@ use tracing::Instrument;
 use super::auth::Access;
 use super::limit::{Limiter, Peer};
 use super::problem::ApiError;
-use crate::config::TrustedProxies;
+use flyrtech_cli::config::TrustedProxies;
 
 /// What the gate checks requests against; shared by every route.
 #[derive(Debug)]

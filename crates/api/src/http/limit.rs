@@ -32,7 +32,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::auth::Identity;
 use super::problem::ApiError;
-use crate::config::{RateLimit, TrustedProxies};
+use flyrtech_cli::config::{RateLimit, TrustedProxies};
 
 /// Where a request comes from: put into the request by the accept loop with the connection's
 /// address, and given its [`Client`] by the gate. One extension for both, so that a request's

@@ -62,7 +62,7 @@ use tokio::net::TcpListener;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::problem::ApiError;
-use crate::config::{ConfigError, Connections, ServeSettings, TrustedProxies};
+use flyrtech_cli::config::{ConfigError, Connections, ServeSettings, TrustedProxies};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::QuotaLimits;
+use flyrtech_cli::config::QuotaLimits;
 use flyrtech_infrastructure::events::backlog::BacklogWatch;
 
 use super::limit::Client;

@@ -53,7 +53,7 @@ use tower_service::Service;
 
 use super::gate::GateService;
 use super::limit::Peer;
-use crate::config::{Connections, TrustedProxies};
+use flyrtech_cli::config::{Connections, TrustedProxies};
 
 /// What the loop serves: the router behind the gate.
 type Gated = GateService<Router>;

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{DONE, connect, emit, shutdown_signal};
-use flyrtech_api::config::RelayArgs;
-use flyrtech_api::config::Settings;
+use flyrtech_cli::config::RelayArgs;
+use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech-lab backlog` and prints (and with `--json` writes) its report.
 ///
@@ -116,7 +116,7 @@ pub async fn backlog(
         "backlog written; draining"
     );
 
-    let bus = flyrtech_api::commands::relay::bus_redis(&args.relay.bus, &redis).await?;
+    let bus = args.relay.bus.redis(&redis).await?;
     let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None).confirmed(confirm);
     let settings = RelaySettings {
         confirm,

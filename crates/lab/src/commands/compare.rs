@@ -2,6 +2,7 @@
 //! latency, retries, each strategy's Redis ceiling), printed as tables and optionally written as
 //! JSON and charts (docs/lab.md). The machinery is the lab ([`crate::compare`]).
 
+use flyrtech_cli::outln;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use flyrtech_infrastructure::{Confirmation, Redis, Strategy};
 use super::{DONE, shutdown_signal};
 use crate::compare::report::{self, LabReport, Machine};
 use crate::compare::{Comparison, Knobs, Scenario, chart};
-use flyrtech_api::config::Settings;
-use flyrtech_api::deployment::{Deployment, Private};
+use flyrtech_cli::config::Settings;
+use flyrtech_cli::deployment::{Deployment, Private};
 
 /// Runs `flyrtech-lab compare`.
 ///

@@ -8,7 +8,7 @@ use flyrtech_infrastructure::dataset::{MigrationReport, MigrationSettings};
 use flyrtech_infrastructure::{Layout, Redis, RedisJourneyStore, dataset};
 
 use super::{DONE, FOUND, connect, emit, progress_bar, shutdown_signal};
-use flyrtech_api::config::Settings;
+use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech-lab migrate-bench`; [`FOUND`] when a journey came back different.
 ///

@@ -3,20 +3,12 @@
 //! `main.rs` parses the command line and calls one `run`.
 //!
 //! # Exit statuses
-//! As the service's (`flyrtech_api::commands`): 0 done; 1 a failure, or a finding (lost
+//! As the service's ([`flyrtech_cli::command`]): 0 done; 1 a failure, or a finding (lost
 //! updates, a history that is not linearizable, a resource that kept growing); 2 a usage error;
 //! 3 undecided or partial.
 //!
 //! # What it may import
 //! The comparison, the verify client and the checker of this crate, and the infrastructure.
-
-/// `println!` for what a command reports on standard output, through the service's one writer
-/// of reports: a reader that goes away early (`| head -1`) is not a panic.
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        flyrtech_api::commands::output::line(format_args!($($arg)*))
-    };
-}
 
 pub mod backlog;
 pub mod compare;
@@ -27,7 +19,7 @@ pub mod verify;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-pub(crate) use flyrtech_api::commands::{
+pub(crate) use flyrtech_cli::command::{
     DONE, FOUND, INCOMPLETE, connect, emit, redis_settings, shutdown_signal,
 };
 

@@ -15,8 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{DONE, connect, emit, shutdown_signal};
-use flyrtech_api::commands::project::projector;
-use flyrtech_api::config::Settings;
+use flyrtech_cli::config::Settings;
 use flyrtech_infrastructure::projection::PartitionedProjector;
 
 /// Runs `flyrtech-lab project-bench` and prints (and with `--json` writes) its report.
@@ -327,7 +326,9 @@ async fn join(
 ) -> anyhow::Result<Vec<PartitionedProjector>> {
     let mut group = Vec::with_capacity(count);
     for _ in 0..count {
-        group.push(projector(bus_url, pg_url, ProjectorSettings::default()).await?);
+        let bus = JetStream::connect(bus_url, StreamSettings::default()).await?;
+        let client = projection::connect(pg_url).await?;
+        group.push(PartitionedProjector::join(&bus, client, ProjectorSettings::default()).await?);
     }
     Ok(group)
 }

@@ -29,8 +29,8 @@ use super::{DONE, FOUND, emit, shutdown_signal};
 use crate::compare::chart::{Panel, Scale, write_panels};
 use crate::compare::report::Machine;
 use crate::compare::{redis_version_of, synthetic_journey, synthetic_segment_id};
-use flyrtech_api::config::{MaxAge, Settings, parse_age};
-use flyrtech_api::deployment::{Deployment, Private};
+use flyrtech_cli::config::{MaxAge, Settings, parse_age};
+use flyrtech_cli::deployment::{Deployment, Private};
 
 /// Options of `flyrtech-lab soak`.
 #[derive(Debug, Clone, Args)]

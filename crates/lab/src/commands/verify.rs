@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{DONE, FOUND, INCOMPLETE};
 use crate::verify::{Plan, record};
-use flyrtech_api::config::{MaxAge, Settings, parse_age};
+use flyrtech_cli::config::{MaxAge, Settings, parse_age};
 
 /// Options of `flyrtech-lab verify`.
 #[derive(Debug, Clone, Args)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use flyrtech_api::config::{Seed, ServeSettings};
+use flyrtech_cli::config::{Seed, ServeSettings};
 use flyrtech_infrastructure::{Fsync, LaunchError, LocalRedis, StoreConfig, Strategy};
 use flyrtech_lab::history::{self, Answer, Verdict};
 use flyrtech_lab::verify::{Plan, record};

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use flyrtech_api::config::Connections;
+use flyrtech_cli::config::Connections;
 use flyrtech_infrastructure::{StoreConfig, Strategy};
 use flyrtech_tests::{TestRedis, TestServer, poll_until, serve_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use flyrtech_api::config::Connections;
+use flyrtech_cli::config::Connections;
 use flyrtech_infrastructure::store::cache::CacheLimits;
 use flyrtech_infrastructure::{StoreConfig, Strategy, keys};
 use flyrtech_tests::{TestRedis, TestServer, poll_until, serve_config};

@@ -111,7 +111,7 @@ async fn a_corrupt_journey_is_500_without_retry_after(#[case] strategy: Strategy
 /// key, however many, draw on their address' one budget, as requests without a key do.
 #[tokio::test]
 async fn made_up_keys_share_their_address_budget() {
-    use flyrtech_api::config::RateLimit;
+    use flyrtech_cli::config::RateLimit;
     use flyrtech_infrastructure::StoreConfig;
 
     let redis = TestRedis::single();
@@ -185,7 +185,7 @@ async fn journeys_are_bounded_in_size_and_what_is_refused_never_reaches_redis(
     #[case] strategy: Strategy,
 ) {
     const DEFAULT_MAX_JOURNEY_BYTES: usize =
-        flyrtech_api::config::ServeSettings::DEFAULT_MAX_JOURNEY_BYTES;
+        flyrtech_cli::config::ServeSettings::DEFAULT_MAX_JOURNEY_BYTES;
 
     let redis = TestRedis::single();
     let server = TestServer::start(&redis.url(), strategy).await;

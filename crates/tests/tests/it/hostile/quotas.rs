@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flyrtech_api::config::{Connections, QuotaLimits};
 use flyrtech_api::http::cache::CacheLimits;
+use flyrtech_cli::config::{Connections, QuotaLimits};
 use flyrtech_infrastructure::events::backlog::BacklogLimits;
 use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{StoreConfig, Strategy};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 /// A server with keys (a writer and an admin: two clients that may write).
 pub(crate) async fn server(
     redis: &TestRedis,
-    tune: impl FnOnce(&mut flyrtech_api::config::ServeSettings),
+    tune: impl FnOnce(&mut flyrtech_cli::config::ServeSettings),
 ) -> (TestServer, tempfile::TempDir, String, String) {
     let (dir, keys, [_, writer, admin]) = crate::security::keys();
     let mut config = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));

@@ -67,6 +67,26 @@ impl BusArgs {
         }
     }
 
+    /// Connects to the Redis bus these flags name (the journey Redis unless `--events-url` says
+    /// otherwise).
+    ///
+    /// # Errors
+    /// [`flyrtech_core::StoreError`] when the bus cannot be reached.
+    pub async fn redis(
+        &self,
+        journeys: &flyrtech_infrastructure::Redis,
+    ) -> Result<flyrtech_infrastructure::Redis, flyrtech_core::StoreError> {
+        match &self.events_url {
+            Some(url) => {
+                flyrtech_infrastructure::Redis::connect(
+                    &flyrtech_infrastructure::RedisSettings::new(url.clone()),
+                )
+                .await
+            }
+            None => Ok(journeys.clone()),
+        }
+    }
+
     /// The bus stream's name.
     pub fn events_stream(&self) -> &str {
         self.events_stream.as_deref().unwrap_or(keys::EVENTS)
