@@ -395,3 +395,51 @@ fn the_crate_root_is_a_room_too() {
     assert!(arrows["events"].contains("version"), "{arrows:#?}");
     assert!(!arrows["events"].contains("journey"), "{arrows:#?}");
 }
+
+/// The names of a crate's normal dependencies (its `[dependencies]` table).
+fn dependencies(crate_dir: &str) -> BTreeSet<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(crate_dir)
+        .join("Cargo.toml");
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    manifest
+        .get("dependencies")
+        .and_then(toml::Value::as_table)
+        .map(|deps| deps.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Each binary carries only its own: the service none of the lab's dependencies, the lab none of
+/// the service's, and what both share (cli, infrastructure, core) neither. Read from the
+/// manifests, so that a dependency added to the wrong crate fails here.
+#[test]
+fn each_binary_carries_only_its_own_dependencies() {
+    const LAB_ONLY: &[&str] = &["plotters", "hdrhistogram", "indicatif", "comfy-table"];
+    const SERVICE_ONLY: &[&str] = &[
+        "flyrtech-api",
+        "axum",
+        "opentelemetry-otlp",
+        "utoipa-swagger-ui",
+        "governor",
+    ];
+    for (crate_dir, forbidden) in [
+        ("api", LAB_ONLY),
+        ("lab", SERVICE_ONLY),
+        ("cli", LAB_ONLY),
+        ("cli", SERVICE_ONLY),
+        ("infrastructure", LAB_ONLY),
+        ("infrastructure", SERVICE_ONLY),
+        ("core", LAB_ONLY),
+        ("core", SERVICE_ONLY),
+    ] {
+        let deps = dependencies(crate_dir);
+        assert!(deps.contains("serde"), "{crate_dir}: {deps:?}");
+        let wrong: Vec<_> = forbidden.iter().filter(|d| deps.contains(**d)).collect();
+        assert!(wrong.is_empty(), "{crate_dir} depends on {wrong:?}");
+    }
+    // The lab's own are where they belong.
+    assert!(dependencies("lab").contains("plotters"));
+    assert!(dependencies("api").contains("axum"));
+}
