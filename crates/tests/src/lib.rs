@@ -45,6 +45,24 @@ pub fn binary(path: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     cmd
 }
 
+/// A private standalone Redis that asks for `password` (`requirepass`), and the URL of it with a
+/// given password: `url(pw)` is `redis://:pw@127.0.0.1:PORT`.
+pub async fn redis_with_password(password: &str) -> (TestRedis, impl Fn(&str) -> String) {
+    let local = TestRedis::single();
+    let redis = local.connect().await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(password)
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    let port = local.url().rsplit(':').next().unwrap().to_owned();
+    (local, move |pw: &str| {
+        format!("redis://:{pw}@127.0.0.1:{port}")
+    })
+}
+
 /// Where a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {

@@ -6,18 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_records_its_command_line_without_the_password() {
     const PASSWORD: &str = "pw-7f3a9c-secret";
-    let local = flyrtech_tests::TestRedis::single();
-    let url = local.url();
-    let redis = local.connect().await;
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("requirepass")
-        .arg(PASSWORD)
-        .query_async(&mut redis.shared())
-        .await
-        .unwrap();
-    let port = url.rsplit(':').next().unwrap().to_owned();
-    let with = |pw: &str| format!("redis://:{pw}@127.0.0.1:{port}");
+    let (_local, with) = flyrtech_tests::redis_with_password(PASSWORD).await;
 
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("backlog.json");

@@ -202,42 +202,6 @@ fn the_path_reader_sees_single_paths_groups_and_skips_comments() {
     assert_eq!(found, expected);
 }
 
-#[test]
-fn the_infrastructure_rooms_import_one_way() {
-    let wrong = wrong_arrows("infrastructure", INFRASTRUCTURE);
-    assert!(
-        wrong.is_empty(),
-        "arrows against docs/ARCHITECTURE.md: {wrong:#?}"
-    );
-}
-
-#[test]
-fn the_cli_rooms_import_one_way() {
-    let wrong = wrong_arrows("cli", CLI);
-    assert!(
-        wrong.is_empty(),
-        "arrows against docs/ARCHITECTURE.md: {wrong:#?}"
-    );
-}
-
-#[test]
-fn the_lab_rooms_import_one_way() {
-    let wrong = wrong_arrows("lab", LAB);
-    assert!(
-        wrong.is_empty(),
-        "arrows against docs/ARCHITECTURE.md: {wrong:#?}"
-    );
-}
-
-#[test]
-fn the_api_rooms_import_one_way() {
-    let wrong = wrong_arrows("api", API);
-    assert!(
-        wrong.is_empty(),
-        "arrows against docs/ARCHITECTURE.md: {wrong:#?}"
-    );
-}
-
 /// The modules of one room (`store/document.rs` is `document`, `store/strategy/*` is `strategy`)
 /// and the modules each imports (`crate::store::X`, and `super::X` from a file directly in the
 /// room). The room `""` is the crate's root: its modules are the files and folders beside
@@ -442,4 +406,21 @@ fn each_binary_carries_only_its_own_dependencies() {
     // The lab's own are where they belong.
     assert!(dependencies("lab").contains("plotters"));
     assert!(dependencies("api").contains("axum"));
+}
+
+/// Every crate's rooms import one way (docs/ARCHITECTURE.md).
+#[test]
+fn every_crates_rooms_import_one_way() {
+    for (crate_dir, rules) in [
+        ("infrastructure", INFRASTRUCTURE),
+        ("cli", CLI),
+        ("api", API),
+        ("lab", LAB),
+    ] {
+        let wrong = wrong_arrows(crate_dir, rules);
+        assert!(
+            wrong.is_empty(),
+            "{crate_dir}: arrows against docs/ARCHITECTURE.md: {wrong:#?}"
+        );
+    }
 }
