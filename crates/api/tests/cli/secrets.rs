@@ -23,10 +23,7 @@ async fn a_redis_password_is_never_printed() {
     );
     assert!(!out.status.success(), "{printed}");
     assert!(!printed.contains(WRONG), "{printed}");
-    assert!(
-        printed.contains(&with("***")),
-        "{printed}"
-    );
+    assert!(printed.contains(&with("***")), "{printed}");
 
     // The right one: a running service, asked for its readiness, metrics, a missing journey and
     // a bad body; then stopped. Nothing it printed or answered holds the password.

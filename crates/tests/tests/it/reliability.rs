@@ -108,16 +108,18 @@ async fn an_update_is_acknowledged_only_once_a_replica_confirmed_it(strategy: St
         .update_segment_status(&j.id, &segment_id(1), SegmentStatus::Boarding, None)
         .await;
     deployment.nodes()[1].signal("CONT").unwrap();
-    assert!(
-        matches!(
-            unconfirmed,
-            Err(StoreError::NotReplicated {
-                confirmed: 0,
-                required: 1
-            })
-        ),
-        "{strategy}: {unconfirmed:?}"
-    );
+    // Never acknowledged: refused as not replicated once WAIT gave up, or, on a machine so loaded
+    // that the connection's own deadline passed before WAIT answered, refused with the outcome
+    // unknown. Either is a "may have been applied"; an acknowledgement is the failure.
+    let refused = match &unconfirmed {
+        Err(StoreError::NotReplicated {
+            confirmed: 0,
+            required: 1,
+        }) => true,
+        Err(StoreError::Unavailable { message, .. }) => message.contains("outcome is unknown"),
+        _ => false,
+    };
+    assert!(refused, "{strategy}: {unconfirmed:?}");
     // Applied on the primary all the same: "may have been applied".
     let stored = store.get(&j.id).await.unwrap();
     assert_eq!(stored.segments[1].status, SegmentStatus::Boarding);
