@@ -77,10 +77,10 @@ incident-runs:
     mkdir -p docs/results
     for i in 1 2 3 4 5; do cargo run --release -q -p flyrtech-lab -- compare --strategies local-lock,optimistic,redlock --instances 1 --scenario incident 2>/dev/null | grep -E "^│ (local-lock|optimistic|redlock) "; cargo run --release -q -p flyrtech-lab -- compare --strategies optimistic,redlock --scenario incident 2>/dev/null | grep -E "^│ (optimistic|redlock) "; done | tee docs/results/incident-runs.txt
 
-# Mutation testing (`cargo install --locked cargo-mutants`) over core and the pure parts of infrastructure (key naming, the outbox and hash codecs); hours on two cores, so CI does not run it (docs/testing.md). Writes target/mutants-core/ and target/mutants-infra/.
+# Mutation testing (`cargo install --locked cargo-mutants`) over core, the checker and the pure parts of infrastructure (key naming, the outbox and hash codecs, the reply decoders); hours on two cores, so CI does not run it (docs/testing.md). Writes target/mutants-core/ and target/mutants-infra/.
 mutants:
     cargo mutants -p flyrtech-core -p flyrtech-lab --timeout 30 -j 2 -o target/mutants-core
-    cargo mutants -p flyrtech-infrastructure --timeout 60 -j 2 -o target/mutants-infra -f crates/infrastructure/src/plumbing/keys.rs -f crates/infrastructure/src/store/outbox.rs -f crates/infrastructure/src/store/hash_fields.rs -f crates/infrastructure/src/store/document.rs
+    cargo mutants -p flyrtech-infrastructure --timeout 60 -j 2 -o target/mutants-infra -f crates/infrastructure/src/keys.rs -f crates/infrastructure/src/store/outbox.rs -f crates/infrastructure/src/store/hash_fields.rs -f crates/infrastructure/src/store/document.rs -f crates/infrastructure/src/store/update_script.rs -f crates/infrastructure/src/connection/error.rs
 
 fmt:
     cargo fmt --all

@@ -47,3 +47,27 @@ pub(crate) fn decode<T: redis::FromRedisValue>(value: redis::Value) -> Result<T,
         v => redis::from_redis_value(v).map_err(|e| from_redis(e.into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(err: RedisError) -> String {
+        match from_redis(err) {
+            StoreError::Unavailable { message, .. } => message,
+            other => panic!("not unavailable: {other:?}"),
+        }
+    }
+
+    /// Every Redis failure is `Unavailable`, named for what went wrong: a timeout, the
+    /// connection, or an error reply.
+    #[test]
+    fn a_redis_error_is_unavailable_and_says_why() {
+        let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow");
+        assert_eq!(message(timeout.into()), "Redis did not answer in time");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no");
+        assert_eq!(message(refused.into()), "Redis connection failed");
+        let reply = RedisError::from((redis::ErrorKind::Client, "a reply", "ERR".to_owned()));
+        assert_eq!(message(reply), "Redis returned an error");
+    }
+}
