@@ -337,12 +337,15 @@ async fn a_paused_replica_promoted_after_its_primary_dies(#[case] replicas: Opti
     }
 }
 
-/// A cluster primary SIGKILLed under load (no `--wait-replicas`: after the promotion that shard
-/// has no replica left to wait for): its replica is promoted, the same API instances serve its
-/// slots again without a restart, and every answer the clients were given is explained by one
-/// order (replication on loopback keeps up; the paused-replica test shows the case where it does
-/// not). The control, the original read-modify-write through the same two instances, must fail
-/// the same check.
+/// A cluster primary SIGKILLed under load with `--wait-replicas 1`: its replica is promoted, the
+/// same API instances serve its slots again without a restart, and every answer the clients
+/// were given is explained by one order. Every acknowledged update was on the replica before it
+/// was acknowledged, so the promotion loses none; after it, that shard has no replica left to
+/// confirm a write, and its writes are refused (replicas missing) rather than acknowledged
+/// unconfirmed. Without the wait, an update acknowledged in the instant before the kill may
+/// not have reached the replica: the Valkey pass once saw a version answered, then unseen,
+/// which is exactly the loss asynchronous replication allows. The control, the original
+/// read-modify-write through the same two instances, must fail the same check.
 #[rstest::rstest]
 #[case::lua(S::Lua)]
 #[case::control_naive(S::Naive)]
@@ -354,6 +357,7 @@ async fn a_cluster_primary_killed_under_load_fails_over_losing_nothing_acknowled
     let url = cluster.url();
     let mut store = StoreConfig::new(strategy);
     store.processing_delay = Duration::from_millis(2);
+    store.replicas = wait_for(1);
     let servers = [
         TestServer::start_with(serve_config(&url, store.clone())).await,
         TestServer::start_with(serve_config(&url, store)).await,
