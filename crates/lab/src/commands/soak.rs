@@ -1,5 +1,5 @@
 //! `flyrtech-lab soak`: the resources of a running deployment over time. Starts `serve` and `relay`
-//! as processes of their own (this binary) on one Redis, drives `serve` with PUTs and GETs from
+//! as processes of their own (the `flyrtech` binary beside this one) on one Redis, drives `serve` with PUTs and GETs from
 //! this process for `--duration`, and every `--sample-every` records each process' resident
 //! memory, Redis' `used_memory`, the `events` stream's length and the outbox backlog. Nobody
 //! scrapes `/metrics`: the exporter's own upkeep must keep its memory flat.
