@@ -8,7 +8,7 @@ use std::hash::Hash;
 
 use serde::Serialize;
 
-use super::model::{RegisterOp, Timed, WriteOutcome};
+use super::model::{RegisterOp, Timed, WriteOutcome, window_ends};
 use super::search::{Verdict, linearize};
 use super::{Answer, Call, Initial, Operation};
 use flyrtech_core::JourneyVersion;
@@ -273,14 +273,7 @@ fn shortest_window<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: u64) 
             linearize(&window, s, &mut left) == Verdict::NotLinearizable
         })
     };
-    let mut ends: Vec<u64> = ops
-        .iter()
-        .map(|o| o.deadline)
-        .filter(|d| *d != u64::MAX)
-        .collect();
-    ends.push(u64::MAX);
-    ends.sort_unstable();
-    ends.dedup();
+    let ends = window_ends(ops.iter().map(|o| o.deadline));
     let end = ends[ends
         .partition_point(|&e| !fails(e, 0, Some(initial)))
         .min(ends.len() - 1)];

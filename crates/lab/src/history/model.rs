@@ -53,6 +53,16 @@ pub struct Interval<O> {
 /// One register operation with its interval.
 pub type Timed<S> = Interval<RegisterOp<S>>;
 
+/// Where the search for a violation's shortest window may end: every distinct deadline in
+/// order, then the end of the history (`u64::MAX`, also the deadline of an answer never given).
+pub fn window_ends(deadlines: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut ends: Vec<u64> = deadlines.filter(|d| *d != u64::MAX).collect();
+    ends.push(u64::MAX);
+    ends.sort_unstable();
+    ends.dedup();
+    ends
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! each journey whose registers were explained one by one (a register no order explains is
 //! already a violation, found faster and with a shorter window).
 
-use super::model::Interval;
+use super::model::{Interval, window_ends};
 use super::search::{Model, Verdict, search};
 use super::{Answer, Call, Initial, Operation, Snapshot};
 use flyrtech_core::ids::SegmentId;
@@ -256,14 +256,7 @@ pub fn check_journey(
         let mut left = budget;
         search(model, window, from.clone(), &mut left) == Verdict::NotLinearizable
     };
-    let mut ends: Vec<u64> = ops
-        .iter()
-        .map(|o| o.deadline)
-        .filter(|d| *d != u64::MAX)
-        .collect();
-    ends.push(u64::MAX);
-    ends.sort_unstable();
-    ends.dedup();
+    let ends = window_ends(ops.iter().map(|o| o.deadline));
     let prefix = |end: u64| -> Vec<Interval<JourneyOp>> {
         ops.iter().filter(|o| o.invoke <= end).copied().collect()
     };
