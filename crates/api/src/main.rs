@@ -7,7 +7,7 @@ use flyrtech_api::commands::{
     api_key, audit, import_legacy, migrate, project, redis_acl, relay, serve,
 };
 use flyrtech_api::telemetry::{Telemetry, TraceSettings};
-use flyrtech_cli::config::{CommonArgs, Settings, tools};
+use flyrtech_cli::config::{self, CommonArgs, Settings};
 
 /// glibc's allocator spent a fifth of `serve`'s CPU under load (arena locks, consolidation;
 /// measured with perf: docs/lab.md, "The HTTP path and its ceiling"); mimalloc's thread-local free lists do not.
@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_main() -> anyhow::Result<i32> {
-    let (cli, settings) = tools::parse(|cli: &Cli| &cli.common)?;
+    let (cli, settings) = config::parse(|cli: &mut Cli| &mut cli.common)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     // Inside the runtime: a gRPC trace exporter's client lives there.
     let telemetry = {
@@ -95,13 +95,26 @@ impl Command {
 /// Runs a command; the exit status on success.
 async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     match command {
-        Command::Serve(args) => serve::run(&args, settings).await,
-        Command::Relay(args) => relay::run(&args, settings).await,
-        Command::Audit(args) => audit::run(&args, settings).await,
-        Command::Migrate(args) => migrate::run(&args, settings).await,
-        Command::ImportLegacy(args) => import_legacy::run(&args, settings).await,
-        Command::Project(args) => project::run(&args, settings).await,
-        Command::ApiKey(args) => api_key::run(&args, settings).await,
-        Command::RedisAcl(args) => redis_acl::run(&args, settings).await,
+        Command::Serve(args) => serve::run(&settings.layer(args)?, settings).await,
+        Command::Relay(args) => relay::run(&settings.layer(args)?, settings).await,
+        Command::Audit(args) => audit::run(&settings.layer(args)?, settings).await,
+        Command::Migrate(args) => migrate::run(&settings.layer(args)?, settings).await,
+        Command::ImportLegacy(args) => import_legacy::run(&settings.layer(args)?, settings).await,
+        Command::Project(args) => project::run(&settings.layer(args)?, settings).await,
+        Command::ApiKey(args) => api_key::run(&settings.layer(args)?, settings).await,
+        Command::RedisAcl(args) => redis_acl::run(&settings.layer(args)?, settings).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file's table for this binary's command is checked, not taken for the other binary's.
+    #[test]
+    fn the_configuration_knows_every_command() {
+        use clap::CommandFactory as _;
+        for command in super::Cli::command().get_subcommands() {
+            let name = command.get_name();
+            assert!(flyrtech_cli::config::COMMANDS.contains(&name), "{name}");
+        }
     }
 }

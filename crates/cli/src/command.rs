@@ -4,7 +4,8 @@
 //! # Exit statuses
 //! [`DONE`] (0); 1 for a failure (`error: …` on stderr with its causes, [`exit_status`]) or a
 //! finding ([`FOUND`]: an audit that found lost updates, a history that is not linearizable, a
-//! resource that kept growing); 2 for a usage error (clap's); [`INCOMPLETE`] (3) for partial or
+//! resource that kept growing); 2 for a usage error: a command line clap refuses, or
+//! a configuration that cannot work ([`crate::config::ConfigError`]); [`INCOMPLETE`] (3) for partial or
 //! undecided work (some journeys left out, each listed with the reason; a check out of budget).
 
 use std::path::Path;
@@ -32,7 +33,12 @@ pub fn exit_status(result: anyhow::Result<i32>) -> std::process::ExitCode {
         Err(e) => {
             let message = flyrtech_infrastructure::secrets::redact_text(&format!("{e:#}"));
             eprintln!("error: {message}");
-            std::process::ExitCode::FAILURE
+            let usage = e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<crate::config::ConfigError>()
+                    .is_some_and(|c| !matches!(c, crate::config::ConfigError::Internal(_)))
+            });
+            std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

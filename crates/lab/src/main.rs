@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flyrtech_cli::config::{CommonArgs, Settings, tools};
+use flyrtech_cli::config::{self, CommonArgs, Settings};
 use flyrtech_lab::commands::{backlog, compare, migrate_bench, project_bench, soak, verify};
 
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_main() -> anyhow::Result<i32> {
-    let (cli, settings) = tools::parse(|cli: &Cli| &cli.common)?;
+    let (cli, settings) = config::parse(|cli: &mut Cli| &mut cli.common)?;
     logs();
     tracing::debug!(command = cli.command.name(), "starting");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
@@ -84,11 +84,24 @@ impl Command {
 /// Runs a command; the exit status on success.
 async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
     match command {
-        Command::Compare(args) => compare::run(&args, settings).await,
-        Command::Verify(args) => verify::run(&args, settings).await,
-        Command::Backlog(args) => backlog::run(&args, settings).await,
-        Command::ProjectBench(args) => project_bench::run(&args, settings).await,
-        Command::MigrateBench(args) => migrate_bench::run(&args, settings).await,
-        Command::Soak(args) => soak::run(&args, settings).await,
+        Command::Compare(args) => compare::run(&settings.layer(args)?, settings).await,
+        Command::Verify(args) => verify::run(&settings.layer(args)?, settings).await,
+        Command::Backlog(args) => backlog::run(&settings.layer(args)?, settings).await,
+        Command::ProjectBench(args) => project_bench::run(&settings.layer(args)?, settings).await,
+        Command::MigrateBench(args) => migrate_bench::run(&settings.layer(args)?, settings).await,
+        Command::Soak(args) => soak::run(&settings.layer(args)?, settings).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file's table for this binary's command is checked, not taken for the other binary's.
+    #[test]
+    fn the_configuration_knows_every_command() {
+        use clap::CommandFactory as _;
+        for command in super::Cli::command().get_subcommands() {
+            let name = command.get_name();
+            assert!(flyrtech_cli::config::COMMANDS.contains(&name), "{name}");
+        }
     }
 }

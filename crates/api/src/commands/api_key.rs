@@ -12,14 +12,18 @@ use crate::http::auth::{ApiKeys, Scope};
 use flyrtech_cli::config::Settings;
 
 /// Options of `flyrtech api-key`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyArgs {
+    /// The keys file (`flyrtech api-key --file F new …`).
+    #[arg(long, default_value = ApiKeys::DEFAULT_FILE)]
+    pub file: PathBuf,
     #[command(subcommand)]
     pub action: Action,
 }
 
 /// What to do with keys.
-#[derive(Debug, Clone, Subcommand)]
+#[derive(Debug, Clone, Subcommand, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Make a key: printed once on stdout, its hash appended to the keys file.
     New {
@@ -27,10 +31,8 @@ pub enum Action {
         name: String,
         /// `read`, `write` (also changes journeys and the cache) or `admin` (also /metrics).
         #[arg(long)]
+        #[serde(with = "flyrtech_cli::config::text")]
         scope: Scope,
-        /// The keys file.
-        #[arg(long, default_value = ApiKeys::DEFAULT_FILE)]
-        file: PathBuf,
     },
 }
 
@@ -39,8 +41,9 @@ pub enum Action {
 /// # Errors
 /// A name that is not one word, or the file cannot be written.
 pub async fn run(args: &ApiKeyArgs, _settings: Settings) -> anyhow::Result<i32> {
+    let file = &args.file;
     match &args.action {
-        Action::New { name, scope, file } => {
+        Action::New { name, scope } => {
             let key = ApiKeys::create(file, name, *scope)?;
             eprintln!(
                 "a {scope} key for {name}; its hash is in {}. The key is shown once:",

@@ -85,7 +85,7 @@ fn write_metrics(path: &std::path::Path, findings: &[(&'static str, usize)]) -> 
 }
 
 /// Options of `flyrtech audit`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct AuditArgs {
     /// Write the full report as JSON here.
     #[arg(long)]
@@ -107,6 +107,7 @@ pub struct AuditArgs {
     #[arg(long, requires = "projection")]
     pub repair: bool,
     #[command(flatten)]
+    #[serde(flatten)]
     pub bus: BusArgs,
 }
 

@@ -30,7 +30,7 @@ pub async fn run(args: &ImportArgs, settings: Settings) -> anyhow::Result<i32> {
 }
 
 /// Options of `flyrtech import-legacy`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct ImportArgs {
     /// The original service's Redis [default: the configured Redis itself; the original's keys
     /// and ours cannot collide].

@@ -28,11 +28,12 @@ pub async fn run(args: &MigrateArgs, settings: Settings) -> anyhow::Result<i32> 
 }
 
 /// Options of `flyrtech migrate`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct MigrateArgs {
     /// The layout to move every journey to: `hash` (for the hash strategy) or `document`
     /// (for naive, local-lock, optimistic, redlock and lua).
     #[arg(long)]
+    #[serde(with = "flyrtech_cli::config::text")]
     pub to: Layout,
     /// Partitions converted at once, each with its own pipelines.
     #[arg(long, default_value_t = MigrationSettings::default().concurrency)]

@@ -15,8 +15,8 @@ use flyrtech_cli::config::{ProjectArgs, Settings};
 ///
 /// # Errors
 /// Either server unreachable, or the schema cannot be applied.
-pub async fn run(args: &ProjectArgs, settings: Settings) -> anyhow::Result<i32> {
-    project(&args.layered(&settings.file.project), shutdown_signal()).await?;
+pub async fn run(args: &ProjectArgs, _settings: Settings) -> anyhow::Result<i32> {
+    project(args, shutdown_signal()).await?;
     Ok(DONE)
 }
 

@@ -13,7 +13,8 @@ use flyrtech_cli::config::DEFAULT_SERVE_STRATEGY;
 use flyrtech_cli::config::Settings;
 
 /// Which command the user is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RoleName {
     /// `flyrtech serve` with the configured strategy.
     Serve,
@@ -28,7 +29,7 @@ pub enum RoleName {
 }
 
 /// Options of `flyrtech redis-acl`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct RedisAclArgs {
     /// The command the user is for.
     #[arg(long, value_enum, default_value = "serve")]

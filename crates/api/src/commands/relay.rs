@@ -21,7 +21,6 @@ use flyrtech_cli::config::{BusArgs, RelayArgs, Settings};
 /// # Errors
 /// Bad flags, Redis unreachable at start, a Redis that may evict, or a failing metrics listener.
 pub async fn run(args: &RelayArgs, settings: Settings) -> anyhow::Result<i32> {
-    let args = &args.layered(&settings.file.relay)?;
     let (_deployment, redis) = connect(&settings, "relay").await?;
     // The relay reads only the outbox, which both layouts share: it serves any dataset.
     // Its entries carry no TTL either: refuse a Redis that may evict them.

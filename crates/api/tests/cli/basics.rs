@@ -45,3 +45,71 @@ fn a_report_whose_reader_has_gone_is_not_a_panic() {
         .unwrap();
     assert!(String::from_utf8_lossy(&printed.stdout).contains("ACL SETUSER"));
 }
+
+/// One option through the four layers, on the binary: its default, the file's `[redis-acl]`
+/// table over it, `FLYRTECH_USER` over the file, the flag over all; and a file the binary cannot
+/// take is a usage error (exit 2) naming the key, the file and the line.
+#[test]
+fn an_option_layers_default_file_variable_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flyrtech.toml");
+    std::fs::write(
+        &config,
+        "strategy = \"hash\"\n[redis-acl]\nuser = \"from-file\"\n",
+    )
+    .unwrap();
+    let user = |config: Option<&std::path::Path>, env: Option<&str>, flag: Option<&str>| {
+        let mut command = flyrtech();
+        if let Some(config) = config {
+            command.arg(format!("--config={}", config.display()));
+        }
+        command.arg("redis-acl");
+        if let Some(env) = env {
+            command.env("FLYRTECH_USER", env);
+        }
+        if let Some(flag) = flag {
+            command.args(["--user", flag]);
+        }
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(user(None, None, None), "flyrtech");
+    assert_eq!(user(Some(&config), None, None), "from-file");
+    assert_eq!(user(Some(&config), Some("from-env"), None), "from-env");
+    assert_eq!(
+        user(Some(&config), Some("from-env"), Some("from-flag")),
+        "from-flag"
+    );
+
+    for (text, expected) in [
+        (
+            "[redis-acl]\nuser = \"x\"\nrole = \"serve\"\nusr = \"y\"\n",
+            ["usr", "line 4"],
+        ),
+        ("[redis-acl]\n\nrole = \"kitchen\"\n", ["role", "line 3"]),
+        ("redis_url = 5\n", ["redis_url", "line 1"]),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = flyrtech()
+            .arg(format!("--config={}", config.display()))
+            .arg("redis-acl")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        let file = config.display().to_string();
+        for part in expected.into_iter().chain([file.as_str()]) {
+            assert!(stderr.contains(part), "{text}: {stderr} lacks {part}");
+        }
+    }
+}

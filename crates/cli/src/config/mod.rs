@@ -1,50 +1,46 @@
-//! One configuration, layered: built-in defaults < a TOML file < `FLYRTECH_*` environment
-//! variables < command-line flags.
+//! One configuration for every command: its defaults < a TOML file < `FLYRTECH_*` variables <
+//! flags, merged by one mechanism ([`layers`], on figment) for the shared options and each
+//! command's own alike.
 //!
-//! Clap reads each flag's environment variable itself (a variable counts as given), so the
-//! merge only has to put the file underneath: `flag_or_env.or(file).unwrap_or(default)`. Every
-//! command gets one settings type, built here once and handed to what runs it, as
-//! zero-to-production hands its `Settings` to `Application::build`:
-//!
-//! | command | flags | settings |
+//! | command | options | what it runs with |
 //! |---|---|---|
-//! | every one | [`CommonArgs`] | [`Settings`] |
-//! | `serve` | [`ServeArgs`] | [`ServeSettings`] (what `crate::http::Application::build` takes) |
-//! | `relay` | [`RelayArgs`] | [`RelayArgs::layered`], then its `settings()` |
-//! | `project` | [`ProjectArgs`] | [`ProjectArgs::layered`] |
-//! | the one-shot tools | their own `Args` | the file's table as flags ([`tools`]) |
+//! | every one | [`CommonArgs`] (the file's top) | [`Settings`] |
+//! | `serve` | [`ServeArgs`] (`[serve]`) | [`ServeSettings`] (what the service's `Application::build` takes) |
+//! | `relay` | [`RelayArgs`] (`[relay]`) | its `settings()` |
+//! | `project` | [`ProjectArgs`] (`[project]`) | its `settings()` and `endpoints()` |
+//! | the others | their own `Args` (`[compare]`, `[audit]`, …) | the same, layered |
 //!
-//! The file is typed ([`FileConfig`]): each value is parsed by the same `FromStr` as its flag,
-//! so `fsync = "sometimes"` fails at load with the line, the key and the reason. Keys are the
-//! long flags with underscores: the shared ones at the top, each command's under its name
-//! (`[serve]`, `[relay]`, `[project]`, `[compare]`, `[project-bench]`, …).
+//! A binary calls [`parse`] once; each command's options are layered with [`Settings::layer`]
+//! before it runs. A value is typed by the `FromStr` its flag uses, so `fsync = "sometimes"` in
+//! the file fails with its key, line and reason, before anything starts.
 //!
 //! # What it may import
 //! The infrastructure crate (its settings types: the strategy, the store's, the outbox's and the
-//! cache's limits) and [`crate::deployment`]; never `http`, which imports this.
+//! cache's limits) and [`crate::deployment`]; never the service's HTTP code, which imports this.
 
 mod events;
+mod layers;
 mod serve;
-pub mod tools;
 mod values;
 
 pub use events::{BusArgs, ProjectArgs, RelayArgs};
+pub use layers::{COMMANDS, ConfigFile, Layers, SECRET_KEYS, parse, parse_from, with_variables};
 pub use serve::{
     Connections, DEFAULT_SERVE_STRATEGY, QuotaLimits, RateLimit, ServeArgs, ServeSettings,
     TrustedProxies,
 };
-pub use values::{MaxAge, OrOff, Switch, parse_age};
+pub use values::{MaxAge, OrOff, Switch, parse_age, text};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use flyrtech_core::{Journey, JourneyFile};
 use flyrtech_infrastructure::{Confirmation, ReplicaWait, Strategy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// Options every subcommand shares.
-#[derive(Debug, Clone, Args)]
+/// Options every subcommand shares: the file's top.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct CommonArgs {
     /// TOML configuration file (keys as the long flags, with underscores).
     #[arg(long, env = "FLYRTECH_CONFIG", global = true)]
@@ -60,6 +56,7 @@ pub struct CommonArgs {
     /// Concurrency strategy [default: lua for serve; for the operator commands, the dataset's
     /// own layout's; compare runs those --strategies names].
     #[arg(long, env = "FLYRTECH_STRATEGY", global = true, value_parser = strategy_parser())]
+    #[serde(with = "text::option")]
     pub strategy: Option<Strategy>,
     /// Simulated work between reading a journey and writing it back, in milliseconds.
     #[arg(long, env = "FLYRTECH_PROCESSING_DELAY_MS", global = true)]
@@ -100,69 +97,6 @@ fn strategy_parser() -> impl clap::builder::TypedValueParser<Value = Strategy> {
         .try_map(|name| name.parse::<Strategy>())
 }
 
-/// The file layer: every key optional, every value typed (parsed by its flag's `FromStr`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub redis_url: Option<String>,
-    pub redis_ca: Option<PathBuf>,
-    #[serde(default, deserialize_with = "values::parsed")]
-    pub strategy: Option<Strategy>,
-    pub processing_delay_ms: Option<u64>,
-    pub lock_urls: Option<Vec<String>>,
-    pub allow_eviction: Option<bool>,
-    pub wait_replicas: Option<u32>,
-    pub wait_aof: Option<u32>,
-    pub wait_timeout_ms: Option<u64>,
-    /// `flyrtech serve`'s keys, under `[serve]`.
-    #[serde(default)]
-    pub serve: ServeArgs,
-    /// `flyrtech relay`'s keys, under `[relay]`.
-    #[serde(default)]
-    pub relay: RelayArgs,
-    /// `flyrtech project`'s keys, under `[project]`.
-    #[serde(default)]
-    pub project: ProjectArgs,
-    // The one-shot tools' options, a table each, put in front of the command line's own
-    // ([`tools::with_file_options`]) so that clap parses them as it parses flags.
-    pub compare: Option<toml::Table>,
-    pub verify: Option<toml::Table>,
-    pub audit: Option<toml::Table>,
-    pub backlog: Option<toml::Table>,
-    pub migrate: Option<toml::Table>,
-    #[serde(rename = "import-legacy")]
-    pub import_legacy: Option<toml::Table>,
-    #[serde(rename = "project-bench")]
-    pub project_bench: Option<toml::Table>,
-    #[serde(rename = "migrate-bench")]
-    pub migrate_bench: Option<toml::Table>,
-    pub soak: Option<toml::Table>,
-    #[serde(rename = "api-key")]
-    pub api_key: Option<toml::Table>,
-    #[serde(rename = "redis-acl")]
-    pub redis_acl: Option<toml::Table>,
-}
-
-impl FileConfig {
-    /// The table of the one-shot tool `name` (a subcommand's name), if the file has one.
-    pub fn tool(&self, name: &str) -> Option<&toml::Table> {
-        match name {
-            "compare" => self.compare.as_ref(),
-            "verify" => self.verify.as_ref(),
-            "audit" => self.audit.as_ref(),
-            "backlog" => self.backlog.as_ref(),
-            "migrate" => self.migrate.as_ref(),
-            "import-legacy" => self.import_legacy.as_ref(),
-            "project-bench" => self.project_bench.as_ref(),
-            "migrate-bench" => self.migrate_bench.as_ref(),
-            "soak" => self.soak.as_ref(),
-            "api-key" => self.api_key.as_ref(),
-            "redis-acl" => self.redis_acl.as_ref(),
-            _ => None,
-        }
-    }
-}
-
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -185,14 +119,24 @@ pub enum ConfigError {
     /// A strategy name is not known.
     #[error(transparent)]
     Strategy(#[from] flyrtech_infrastructure::UnknownStrategy),
-    /// A setting's value is not one it takes.
+    /// A setting's value is not one it takes, or the file has a key it should not.
     #[error("invalid {key}: {reason}")]
     Value {
         /// The setting.
-        key: &'static str,
-        /// Why.
+        key: String,
+        /// Why, and which layer gave it.
         reason: String,
     },
+    /// The file has a key no option has, or a table no command has.
+    #[error("{0}")]
+    Unknown(String),
+    /// The command line is not one the binary takes (clap's message; the binaries exit 2 on
+    /// it before this is made, [`parse_from`] returns it).
+    #[error("{0}")]
+    Usage(String),
+    /// The layers could not be merged for a reason that is a bug, not the operator's.
+    #[error("the configuration's layers cannot be merged: {0}")]
+    Internal(String),
     /// The seed file could not be read.
     #[error("cannot read seed file {path}: {source}")]
     SeedRead {
@@ -209,28 +153,18 @@ pub enum ConfigError {
     },
 }
 
-impl FileConfig {
-    /// Reads `path`, or the empty layer when there is no file.
-    ///
-    /// # Errors
-    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Self::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            reason: parse_reason(&text, &e),
-        })
+impl ConfigError {
+    fn internal(what: &str) -> Self {
+        Self::Internal(what.to_owned())
+    }
+
+    fn value(key: &str, reason: impl Into<String>) -> Self {
+        Self::Value {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
-
-/// The keys whose values may hold a secret: URLs, with their passwords.
-const SECRET_KEYS: [&str; 5] = ["redis_url", "lock_urls", "bus", "events_url", "postgres"];
 
 /// Where a TOML error is and what it says, without quoting the file: toml's own `Display`
 /// prints the offending line, which for `redis_url = "redis://:pw@host` is the password.
@@ -289,32 +223,23 @@ pub struct Settings {
     pub allow_eviction: bool,
     /// Replicas each update waits for; `None` when no layer asks for any.
     pub replicas: Option<ReplicaWait>,
-    /// The file layer, for each command's own settings ([`ServeSettings::resolve`],
-    /// [`RelayArgs::layered`], [`ProjectArgs::layered`]).
-    pub file: FileConfig,
+    /// The layers, for the command's own options ([`Settings::layer`]).
+    layers: Layers,
 }
 
 impl Settings {
-    /// Merges the layers.
+    /// What the shared options `args` (already layered) mean, checked.
     ///
     /// # Errors
-    /// A [`ConfigError`] when the file cannot be read or parsed.
-    pub fn resolve(args: &CommonArgs) -> Result<Self, ConfigError> {
-        let file = FileConfig::load(args.config.as_deref())?;
+    /// [`ConfigError::Value`] for a replica wait that cannot work.
+    fn resolve(args: &CommonArgs, layers: Layers) -> Result<Self, ConfigError> {
+        // The variable every Redis client reads, below every layer of ours.
         let redis_url = args
             .redis_url
             .clone()
-            .or_else(|| file.redis_url.clone())
             .or_else(|| std::env::var("REDIS_URL").ok())
             .filter(|u| !u.trim().is_empty());
-        let delay_ms = args.processing_delay_ms.or(file.processing_delay_ms);
-        let strategy = args.strategy.or(file.strategy);
-        let lock_urls = args
-            .lock_urls
-            .clone()
-            .or_else(|| file.lock_urls.clone())
-            .unwrap_or_default();
-        let wait_aof = args.wait_aof.or(file.wait_aof);
+        let wait_aof = args.wait_aof;
         // A WAIT answers from the replicas' acknowledgements of what they received; a WAITAOF
         // to replicas waits for their next report of what their disks hold, about once a
         // second: it gets a longer default and bound.
@@ -322,26 +247,22 @@ impl Settings {
             Some(_) => (DEFAULT_WAIT_AOF_TIMEOUT_MS, 5000),
             None => (DEFAULT_WAIT_TIMEOUT_MS, 999),
         };
-        let wait_timeout = Duration::from_millis(
-            args.wait_timeout_ms
-                .or(file.wait_timeout_ms)
-                .unwrap_or(default_wait),
-        );
+        let wait_timeout = Duration::from_millis(args.wait_timeout_ms.unwrap_or(default_wait));
         if wait_timeout.is_zero() || wait_timeout > Duration::from_millis(longest) {
             return Err(ConfigError::Value {
-                key: "wait_timeout_ms",
+                key: "wait_timeout_ms".into(),
                 reason: format!(
                     "must be between 1 and {longest} (with --wait-replicas a longer WAIT outlives \
                      the 1000 ms command timeout; with --wait-aof the timeout follows the wait)"
                 ),
             });
         }
-        let replicas = match (args.wait_replicas.or(file.wait_replicas), wait_aof) {
+        let replicas = match (args.wait_replicas, wait_aof) {
             (Some(n), Some(_)) if n > 0 => {
-                return Err(ConfigError::Value {
-                    key: "wait_aof",
-                    reason: "choose --wait-replicas (memory) or --wait-aof (disk), not both".into(),
-                });
+                return Err(ConfigError::value(
+                    "wait_aof",
+                    "choose --wait-replicas (memory) or --wait-aof (disk), not both",
+                ));
             }
             (_, Some(replicas)) => Some(ReplicaWait {
                 replicas,
@@ -357,14 +278,26 @@ impl Settings {
         };
         Ok(Self {
             redis_url,
-            redis_ca: args.redis_ca.clone().or_else(|| file.redis_ca.clone()),
-            processing_delay: delay_ms.map(Duration::from_millis),
-            strategy,
-            lock_urls,
-            allow_eviction: args.allow_eviction || file.allow_eviction.unwrap_or(false),
+            redis_ca: args.redis_ca.clone(),
+            processing_delay: args.processing_delay_ms.map(Duration::from_millis),
+            strategy: args.strategy,
+            lock_urls: args.lock_urls.clone().unwrap_or_default(),
+            allow_eviction: args.allow_eviction,
             replicas,
-            file,
+            layers,
         })
+    }
+
+    /// The running command's options `args`, as clap parsed them, with its table of the file
+    /// under them ([`layers`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] for a value of the table its option does not take.
+    pub fn layer<A: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        args: A,
+    ) -> Result<A, ConfigError> {
+        self.layers.command(args)
     }
 }
 
@@ -413,23 +346,21 @@ impl Seed {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn args(
-        config: Option<PathBuf>,
-        strategy: Option<&str>,
-        delay: Option<u64>,
-    ) -> CommonArgs {
-        CommonArgs {
-            config,
-            redis_url: None,
-            redis_ca: None,
-            strategy: strategy.map(|name| name.parse().expect("a strategy's name")),
-            processing_delay_ms: delay,
-            lock_urls: None,
-            allow_eviction: false,
-            wait_replicas: None,
-            wait_aof: None,
-            wait_timeout_ms: None,
-        }
+    /// A binary of three commands, as the service's and the lab's are built.
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "flyrtech")]
+    pub(crate) struct Cli {
+        #[command(flatten)]
+        pub common: CommonArgs,
+        #[command(subcommand)]
+        pub command: Command,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    pub(crate) enum Command {
+        Serve(ServeArgs),
+        Relay(RelayArgs),
+        Project(ProjectArgs),
     }
 
     pub(crate) fn file(text: &str) -> tempfile::NamedTempFile {
@@ -438,16 +369,35 @@ pub(crate) mod tests {
         f
     }
 
+    /// `flyrtech <argv>` with `text` as its config file, each command's options layered.
+    pub(crate) fn parse(argv: &[&str], text: &str) -> Result<(Command, Settings), ConfigError> {
+        let f = file(text);
+        let config = format!("--config={}", f.path().display());
+        let line = ["flyrtech", config.as_str()]
+            .into_iter()
+            .chain(argv.iter().copied());
+        let (cli, settings) = parse_from(line, |cli: &mut Cli| &mut cli.common)?;
+        let command = match cli.command {
+            Command::Serve(args) => Command::Serve(settings.layer(args)?),
+            Command::Relay(args) => Command::Relay(settings.layer(args)?),
+            Command::Project(args) => Command::Project(settings.layer(args)?),
+        };
+        Ok((command, settings))
+    }
+
+    fn shared(argv: &[&str], text: &str) -> Result<Settings, ConfigError> {
+        parse(&[argv, &["relay"]].concat(), text).map(|(_, settings)| settings)
+    }
+
     #[test]
     fn defaults_apply_without_any_layer() {
-        let s = Settings::resolve(&args(None, None, None)).expect("defaults");
+        let s = shared(&[], "").expect("defaults");
         assert_eq!((s.strategy, s.processing_delay), (None, None));
     }
 
     #[test]
     fn the_file_fills_what_flags_and_env_leave_open() {
-        let f = file("strategy = \"lua\"\nprocessing_delay_ms = 7\n");
-        let s = Settings::resolve(&args(Some(f.path().to_owned()), None, None)).expect("file");
+        let s = shared(&[], "strategy = \"lua\"\nprocessing_delay_ms = 7\n").expect("file");
         assert_eq!(
             (s.strategy, s.processing_delay),
             (Some(Strategy::Lua), Some(Duration::from_millis(7)))
@@ -455,33 +405,71 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn flags_and_env_override_the_file() {
-        let f = file("strategy = \"lua\"\nprocessing_delay_ms = 7\n");
-        let s = Settings::resolve(&args(Some(f.path().to_owned()), Some("hash"), Some(3)))
-            .expect("flags");
+    fn flags_override_the_file() {
+        let s = shared(
+            &["--strategy=hash", "--processing-delay-ms=3"],
+            "strategy = \"lua\"\nprocessing_delay_ms = 7\n",
+        )
+        .expect("flags");
         assert_eq!(
             (s.strategy, s.processing_delay),
             (Some(Strategy::Hash), Some(Duration::from_millis(3)))
         );
     }
 
+    /// Every option has a variable: the ones that name their own, and `FLYRTECH_<LONG_NAME>`.
+    #[test]
+    fn every_option_has_a_variable() {
+        use clap::CommandFactory as _;
+        let command = with_variables(Cli::command());
+        let serve = command.find_subcommand("serve").expect("serve");
+        let variable = |cmd: &clap::Command, id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            variable(serve, "rate_burst").as_deref(),
+            Some("FLYRTECH_RATE_BURST")
+        );
+        assert_eq!(
+            variable(serve, "rate_limit").as_deref(),
+            Some("FLYRTECH_RATE_LIMIT")
+        );
+        let project = command.find_subcommand("project").expect("project");
+        assert_eq!(
+            variable(project, "postgres").as_deref(),
+            Some("FLYRTECH_PROJECTION")
+        );
+        for cmd in command.get_subcommands() {
+            for arg in cmd.get_arguments().filter(|a| a.get_long() != Some("help")) {
+                assert!(
+                    arg.get_env().is_some(),
+                    "{} --{:?}",
+                    cmd.get_name(),
+                    arg.get_long()
+                );
+            }
+        }
+    }
+
     #[test]
     fn bad_files_and_names_are_clear_errors() {
-        let typo = file("stratgy = \"lua\"\n");
-        let err = Settings::resolve(&args(Some(typo.path().to_owned()), None, None))
-            .expect_err("unknown key");
+        let err = shared(&[], "stratgy = \"lua\"\n").expect_err("unknown key");
         assert!(err.to_string().contains("stratgy"), "{err}");
         let expected = format!("valid strategies: {}", Strategy::names());
         assert!(expected.contains("naive, local-lock, optimistic, redlock, lua, hash"));
-        let in_file = file("strategy = \"fast\"\n");
-        let err = Settings::resolve(&args(Some(in_file.path().to_owned()), None, None))
-            .expect_err("unknown strategy in the file");
+        let err = shared(&[], "\nstrategy = \"fast\"\n").expect_err("unknown strategy");
         assert!(err.to_string().contains(&expected), "{err}");
-        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = shared(&["--strategy=fast"], "").expect_err("unknown strategy flag");
+        assert!(matches!(err, ConfigError::Usage(_)), "{err}");
     }
 
     /// toml's own message quotes the offending line; ours says where it is and never prints a
-    /// value of a key that holds URLs.
+    /// value of a key that holds URLs, whether the file is not TOML or a value is not one its
+    /// option takes.
     #[test]
     fn a_config_error_never_quotes_a_password() {
         for (text, expected) in [
@@ -509,13 +497,21 @@ pub(crate) mod tests {
                 "[project]\npostgres = \"postgres://u:Sl/ash?Pw#991@h/db\n",
                 "line 2",
             ),
+            (
+                "[project]\n\npostgres = ['postgres://u:Sl/ash?Pw#991@h/db']\n",
+                "line 3",
+            ),
+            ("redis_url = ['redis://u:Sl/ash?Pw#991@h:1']\n", "line 1"),
         ] {
-            let f = file(text);
-            let err = Settings::resolve(&args(Some(f.path().to_owned()), None, None))
-                .expect_err("a bad file");
+            let command = if text.contains("[serve]") {
+                "serve"
+            } else {
+                "project"
+            };
+            let err = parse(&[command], text).expect_err("a bad file");
             let shown = format!("{err:#}");
             assert!(!shown.contains("Pw#991"), "{shown}");
-            assert!(shown.contains(expected), "{shown}");
+            assert!(shown.contains(expected), "{text}: {shown}");
         }
     }
 
@@ -523,15 +519,59 @@ pub(crate) mod tests {
     /// merely begins like a secret one (`redis_url2`) is not taken for it, and its value is
     /// never shown.
     #[test]
-    fn an_unknown_key_is_named_with_its_file() {
+    fn an_unknown_key_is_named_with_its_file_and_line() {
         let f = file("strategy = \"lua\"\nredis_url2 = \"redis://:Sl/ash?Pw#991@h:1\"\n");
-        let err = Settings::resolve(&args(Some(f.path().to_owned()), None, None))
-            .expect_err("an unknown key");
+        let config = format!("--config={}", f.path().display());
+        let err = parse_from(["flyrtech", &config, "relay"], |cli: &mut Cli| {
+            &mut cli.common
+        })
+        .expect_err("an unknown key");
         let shown = format!("{err:#}");
         assert!(shown.contains("line 2"), "{shown}");
         assert!(shown.contains("redis_url2"), "{shown}");
         assert!(shown.contains(&f.path().display().to_string()), "{shown}");
-        assert!(!shown.contains("the value of redis_url"), "{shown}");
         assert!(!shown.contains("Pw#991"), "{shown}");
+        for (text, key, line) in [
+            ("[relay]\nbatch = 1\n\nbach = 64\n", "bach", "line 4"),
+            ("[serve]\nstrategy = \"lua\"\n", "strategy", "line 2"),
+            ("[sever]\nlisten = \"127.0.0.1:1\"\n", "sever", "line 1"),
+            ("listen = \"127.0.0.1:1\"\n", "listen", "line 1"),
+            ("[strategy]\n", "strategy", "line 1"),
+        ] {
+            let shown = parse(&["relay"], text).expect_err(key).to_string();
+            assert!(
+                shown.contains(key) && shown.contains(line),
+                "{text}: {shown}"
+            );
+        }
+        // The other binary's commands have tables of their own in the same file.
+        assert!(parse(&["relay"], "[compare]\nruns = 3\n").is_ok());
+    }
+
+    /// A set of options flattened for clap but not for serde would let the file beat a flag
+    /// unnoticed: the layers refuse it.
+    #[test]
+    fn an_option_serde_cannot_find_is_refused() {
+        #[derive(Debug, clap::Args, Serialize, Deserialize)]
+        struct Nested {
+            #[command(flatten)]
+            bus: BusArgs,
+        }
+        #[derive(Debug, clap::Parser)]
+        struct Two {
+            #[command(flatten)]
+            common: CommonArgs,
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(Debug, clap::Subcommand)]
+        enum Sub {
+            Audit(Nested),
+        }
+        let line = ["flyrtech", "audit", "--events-stream=ev"];
+        let (cli, settings) = parse_from(line, |cli: &mut Two| &mut cli.common).expect("parsed");
+        let Sub::Audit(nested) = cli.command;
+        let err = settings.layer(nested).expect_err("a lost option");
+        assert!(err.to_string().contains("events_stream"), "{err}");
     }
 }

@@ -1,5 +1,6 @@
-//! `serve`'s flags ([`ServeArgs`], also the file's `[serve]` table) and the one settings type it
-//! runs with ([`ServeSettings`]), with every default written once, here.
+//! `serve`'s options ([`ServeArgs`], also the file's `[serve]` table) and the one settings type
+//! it runs with ([`ServeSettings`]). Every default is written once, on the settings type it
+//! configures, and read from there by the option (and so by `--help`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -11,9 +12,9 @@ use flyrtech_infrastructure::store::cache::CacheLimits;
 use flyrtech_infrastructure::store::quota::JourneyQuota;
 use flyrtech_infrastructure::{Fsync, LockSettings, StoreConfig, Strategy};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::values::{MaxAge, OrOff, Switch, parse_age, parsed};
+use super::values::{MaxAge, OrOff, Switch, parse_age, text};
 use super::{ConfigError, Seed, Settings};
 use crate::deployment::Private;
 
@@ -21,13 +22,13 @@ use crate::deployment::Private;
 /// atomic, fast, and it keeps the original's document layout (docs/strategies.md).
 pub const DEFAULT_SERVE_STRATEGY: Strategy = Strategy::Lua;
 
-/// Options of `flyrtech serve`.
-#[derive(Default, Debug, Clone, Args, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Options of `flyrtech serve`, and its `[serve]` table. Each default is read from the settings
+/// type it configures; an option without one is worked out from others (its help says how).
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:5000, the original's port].
-    #[arg(long, env = "FLYRTECH_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    /// Address to listen on (the original's port).
+    #[arg(long, env = "FLYRTECH_LISTEN", default_value_t = ServeSettings::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
     /// A JSON file of journeys (`{"journeys": [...]}`) created at start-up when they do not
     /// exist; existing journeys are never overwritten [default: the sample journeys of
     /// data/journeys.json, built into the binary].
@@ -36,32 +37,32 @@ pub struct ServeArgs {
     /// Create no journeys at start-up.
     #[arg(long, conflicts_with = "seed_file")]
     pub no_seed: bool,
-    /// Longest a request may take before it is answered 503 [default: 10000].
-    #[arg(long, env = "FLYRTECH_REQUEST_TIMEOUT_MS")]
-    pub request_timeout_ms: Option<u64>,
+    /// Longest a request may take before it is answered 503, in milliseconds.
+    #[arg(long, env = "FLYRTECH_REQUEST_TIMEOUT_MS",
+          default_value_t = millis(ServeSettings::DEFAULT_REQUEST_TIMEOUT))]
+    pub request_timeout_ms: u64,
     /// Start a private 3-master cluster instead of one server (when no Redis URL is set). It
     /// keeps nothing on disk: a development convenience.
     #[arg(long)]
     pub cluster: bool,
-    /// Where the private redis-server keeps its data (AOF) when no Redis URL is set
-    /// [default: flyrtech-data, in the working directory].
-    #[arg(long, env = "FLYRTECH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Where the private redis-server keeps its data (AOF) when no Redis URL is set, from the
+    /// working directory.
+    #[arg(long, env = "FLYRTECH_DATA_DIR", default_value = ServeSettings::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
     /// When the private redis-server makes its AOF durable: `everysec` (a crash of any process
-    /// loses nothing acknowledged) or `always` (not even an OS crash does) [default: everysec].
-    #[arg(long, env = "FLYRTECH_FSYNC")]
-    #[serde(deserialize_with = "parsed")]
-    pub fsync: Option<Fsync>,
+    /// loses nothing acknowledged) or `always` (not even an OS crash does).
+    #[arg(long, env = "FLYRTECH_FSYNC", default_value_t = Fsync::default())]
+    #[serde(with = "text")]
+    pub fsync: Fsync,
     /// An outbox whose oldest entry is older than this is named on `/ready` (no relay is keeping
-    /// up): `30s`, `15m`, `1h` or `off` [default: 60s].
-    #[arg(long, env = "FLYRTECH_OUTBOX_STALE_AFTER", value_parser = parse_age)]
-    #[serde(deserialize_with = "parsed")]
-    pub outbox_stale_after: Option<MaxAge>,
+    /// up): `30s`, `15m`, `1h` or `off`.
+    #[arg(long, env = "FLYRTECH_OUTBOX_STALE_AFTER", value_parser = parse_age,
+          default_value_t = MaxAge(Some(BacklogLimits::default().stale_after)))]
+    pub outbox_stale_after: MaxAge,
     /// Outbox entries beyond which journey updates are refused with 503 `outbox-full` until a
-    /// relay catches up, so the outbox cannot fill Redis; 0 turns the cap off
-    /// [default: 5000000].
-    #[arg(long, env = "FLYRTECH_OUTBOX_HARD_CAP")]
-    pub outbox_hard_cap: Option<u64>,
+    /// relay catches up, so the outbox cannot fill Redis; 0 turns the cap off.
+    #[arg(long, env = "FLYRTECH_OUTBOX_HARD_CAP", default_value_t = BacklogLimits::DEFAULT_HARD_CAP)]
+    pub outbox_hard_cap: u64,
     /// The API keys file (`flyrtech api-key new`): requests need `Authorization: Bearer <key>`
     /// with the route's scope. Without it the service runs unauthenticated, on a loopback
     /// address only.
@@ -73,75 +74,80 @@ pub struct ServeArgs {
     /// Serve without API keys on an address other machines can reach.
     #[arg(long)]
     pub insecure_no_auth: bool,
-    /// `off` removes the cache routes [default: on].
-    #[arg(long)]
-    #[serde(deserialize_with = "parsed")]
-    pub cache: Option<Switch>,
-    /// Largest cache value in bytes (413 beyond) [default: 65536].
-    #[arg(long)]
-    pub cache_max_value_bytes: Option<usize>,
-    /// Time to live of a cache entry set without `expirationSeconds` [default: 1h].
-    #[arg(long, value_parser = parse_age)]
-    #[serde(deserialize_with = "parsed")]
-    pub cache_default_ttl: Option<MaxAge>,
-    /// Longest `expirationSeconds` accepted [default: 1d].
-    #[arg(long, value_parser = parse_age)]
-    #[serde(deserialize_with = "parsed")]
-    pub cache_max_ttl: Option<MaxAge>,
-    /// Entries the cache may hold; a new key beyond is answered 507 [default: 10000].
-    #[arg(long)]
-    pub cache_max_entries: Option<u64>,
+    /// `off` removes the cache routes.
+    #[arg(long, default_value_t = Switch::On)]
+    pub cache: Switch,
+    /// Largest cache value in bytes (413 beyond).
+    #[arg(long, default_value_t = CacheLimits::default().max_value_bytes)]
+    pub cache_max_value_bytes: usize,
+    /// Time to live of a cache entry set without `expirationSeconds`.
+    #[arg(long, value_parser = parse_age,
+          default_value_t = MaxAge(Some(CacheLimits::default().default_ttl)))]
+    pub cache_default_ttl: MaxAge,
+    /// Longest `expirationSeconds` accepted.
+    #[arg(long, value_parser = parse_age,
+          default_value_t = MaxAge(Some(CacheLimits::default().max_ttl)))]
+    pub cache_max_ttl: MaxAge,
+    /// Entries the cache may hold; a new key beyond is answered 507.
+    #[arg(long, default_value_t = CacheLimits::default().max_entries)]
+    pub cache_max_entries: u64,
     /// Requests a second each client (API key, or address without one) may send on average;
-    /// `off` for no limit (benchmarks) [default: 1000].
-    #[arg(long, env = "FLYRTECH_RATE_LIMIT")]
-    pub rate_limit: Option<OrOff<u32>>,
+    /// `off` for no limit (benchmarks).
+    #[arg(long, env = "FLYRTECH_RATE_LIMIT",
+          default_value_t = OrOff::On(RateLimit::default().per_second))]
+    pub rate_limit: OrOff<u32>,
     /// Requests a client may send at once above its rate [default: twice the rate].
     #[arg(long)]
     pub rate_burst: Option<u32>,
-    /// Clients the rate limit tracks at most; past them, new clients share one budget
-    /// [default: 100000].
-    #[arg(long)]
-    pub rate_clients: Option<usize>,
+    /// Clients the rate limit tracks at most; past them, new clients share one budget.
+    #[arg(long, default_value_t = RateLimit::DEFAULT_MAX_CLIENTS)]
+    pub rate_clients: usize,
     /// Reverse proxies (networks or addresses, comma-separated) whose `Forwarded` or
     /// `X-Forwarded-For` names the client's address; anyone else's is ignored [default: none].
     #[arg(long, env = "FLYRTECH_TRUSTED_PROXIES")]
-    #[serde(deserialize_with = "parsed")]
+    #[serde(with = "text::option")]
     pub trusted_proxies: Option<TrustedProxies>,
-    /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond) [default: 65536].
-    #[arg(long)]
-    pub max_journey_bytes: Option<usize>,
+    /// Largest journey document `POST /api/journeys` stores, in bytes (413 beyond).
+    #[arg(long, default_value_t = ServeSettings::DEFAULT_MAX_JOURNEY_BYTES)]
+    pub max_journey_bytes: usize,
     /// Longest a connection may go with no request in flight (sending a request's headers, or
-    /// idle after a response) before it is dropped [default: 10000].
-    #[arg(long)]
-    pub header_timeout_ms: Option<u64>,
-    /// Longest a connection may stay open with no request in flight, closed gracefully; it acts
-    /// only when below `--header-timeout-ms`, which otherwise drops an idle connection first
-    /// (to the server, waiting for the next request is waiting for a head) [default: 60000].
-    #[arg(long)]
-    pub idle_timeout_ms: Option<u64>,
-    /// Connections held open at once; one more is closed at once [default: 10000].
-    #[arg(long, env = "FLYRTECH_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
+    /// idle after a response) before it is dropped, in milliseconds.
+    #[arg(long, default_value_t = millis(Connections::default().header_timeout))]
+    pub header_timeout_ms: u64,
+    /// Longest a connection may stay open with no request in flight, closed gracefully, in
+    /// milliseconds; it acts only when below `--header-timeout-ms`, which otherwise drops an
+    /// idle connection first (to the server, waiting for the next request is waiting for a head).
+    #[arg(long, default_value_t = millis(Connections::default().idle_timeout))]
+    pub idle_timeout_ms: u64,
+    /// Connections held open at once; one more is closed at once.
+    #[arg(long, env = "FLYRTECH_MAX_CONNECTIONS",
+          default_value_t = Connections::default().max_connections)]
+    pub max_connections: usize,
     /// Connections one client address (an IPv6 /64 counts as one) may hold at once; one more
     /// from it is closed at once, while other addresses are served. `--trusted-proxies` are
     /// exempt [default: a twentieth of --max-connections, at least 8].
     #[arg(long)]
     pub max_connections_per_client: Option<usize>,
-    /// Longest shutdown waits for requests in flight before closing what is left [default: 10000].
-    #[arg(long)]
-    pub shutdown_grace_ms: Option<u64>,
-    /// Journeys one client (API key, or address without one) may create; `off` for no ceiling
-    /// [default: 100000].
-    #[arg(long)]
-    pub quota_journeys: Option<OrOff<u64>>,
+    /// Longest shutdown waits for requests in flight before closing what is left, in
+    /// milliseconds.
+    #[arg(long, default_value_t = millis(Connections::default().shutdown_grace))]
+    pub shutdown_grace_ms: u64,
+    /// Journeys one client (API key, or address without one) may create; `off` for no ceiling.
+    #[arg(long, default_value_t = OrOff::On(JourneyQuota::DEFAULT_LIMIT))]
+    pub quota_journeys: OrOff<u64>,
     /// Cache entries one client's writes may hold [default: a hundredth of --cache-max-entries,
     /// at least one].
     #[arg(long)]
     pub quota_cache_entries: Option<u64>,
     /// The share of --outbox-hard-cap one client's changes may hold waiting for the relay,
-    /// above 0 and at most 1; `off` for none [default: 0.25].
-    #[arg(long)]
-    pub quota_outbox_share: Option<OrOff<f64>>,
+    /// above 0 and at most 1; `off` for none.
+    #[arg(long, default_value_t = OrOff::On(QuotaLimits::DEFAULT_OUTBOX_SHARE))]
+    pub quota_outbox_share: OrOff<f64>,
+}
+
+/// A duration in whole milliseconds, as the `_ms` options take it.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Everything `serve` runs with, merged once from the layers ([`ServeSettings::resolve`]) and
@@ -203,92 +209,58 @@ impl ServeSettings {
     /// The largest request body: 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-    /// Merges `serve`'s flags (and their variables) over the file's `[serve]` table, on the
-    /// shared settings.
+    /// What `serve`'s options `args` (already layered) mean, on the shared settings, checked.
     ///
     /// # Errors
     /// [`ConfigError::Value`] naming the setting whose value cannot work.
     pub fn resolve(args: &ServeArgs, common: &Settings) -> Result<Self, ConfigError> {
-        let file = &common.file.serve;
         let d = Self::default();
-        let seed = if args.no_seed || file.no_seed {
-            Seed::Nothing
-        } else {
-            args.seed_file
-                .clone()
-                .or_else(|| file.seed_file.clone())
-                .map_or(Seed::Sample, Seed::File)
+        let seed = match (&args.seed_file, args.no_seed) {
+            (_, true) => Seed::Nothing,
+            (Some(file), false) => Seed::File(file.clone()),
+            (None, false) => Seed::Sample,
         };
-        let private = if args.cluster || file.cluster {
+        let private = if args.cluster {
             Private::Cluster
         } else {
             Private::Persistent {
-                dir: args
-                    .data_dir
-                    .clone()
-                    .or_else(|| file.data_dir.clone())
-                    .unwrap_or_else(|| PathBuf::from(Self::DEFAULT_DATA_DIR)),
-                fsync: args.fsync.or(file.fsync).unwrap_or_default(),
+                dir: args.data_dir.clone(),
+                fsync: args.fsync,
             }
         };
-        let stale_after = args
-            .outbox_stale_after
-            .or(file.outbox_stale_after)
-            .unwrap_or(MaxAge(Some(d.backlog.stale_after)));
-        let hard_cap = args
-            .outbox_hard_cap
-            .or(file.outbox_hard_cap)
-            .unwrap_or(BacklogLimits::DEFAULT_HARD_CAP);
         let backlog = BacklogLimits {
-            stale_after: stale_after.0.unwrap_or(Duration::MAX),
-            hard_cap: (hard_cap > 0).then_some(hard_cap),
+            stale_after: args.outbox_stale_after.0.unwrap_or(Duration::MAX),
+            hard_cap: (args.outbox_hard_cap > 0).then_some(args.outbox_hard_cap),
             ..d.backlog
         };
-        let rate_clients = positive(
-            "rate_clients",
-            args.rate_clients.or(file.rate_clients),
-            RateLimit::DEFAULT_MAX_CLIENTS,
-        )?;
-        let rate_limit = match args.rate_limit.or(file.rate_limit) {
-            Some(OrOff::Off) => None,
-            None => Some(RateLimit {
-                max_clients: rate_clients,
-                ..RateLimit::default()
-            }),
-            Some(OrOff::On(per_second)) => {
-                let per_second = positive("rate_limit", Some(per_second), 0)?;
+        let rate_clients = positive("rate_clients", args.rate_clients)?;
+        let rate_limit = match args.rate_limit {
+            OrOff::Off => None,
+            OrOff::On(per_second) => {
+                let per_second = positive("rate_limit", per_second)?;
                 Some(RateLimit {
                     per_second,
                     burst: positive(
                         "rate_burst",
-                        Some(
-                            args.rate_burst
-                                .or(file.rate_burst)
-                                .unwrap_or(per_second.saturating_mul(2)),
-                        ),
-                        0,
+                        args.rate_burst.unwrap_or(per_second.saturating_mul(2)),
                     )?,
                     max_clients: rate_clients,
                 })
             }
         };
         let quotas = QuotaLimits {
-            journeys: match args.quota_journeys.or(file.quota_journeys) {
-                None => d.quotas.journeys,
-                Some(limit) => match limit.value() {
-                    None => None,
-                    Some(n) => Some(positive("quota_journeys", Some(n), 0)?),
-                },
+            journeys: match args.quota_journeys {
+                OrOff::Off => None,
+                OrOff::On(n) => Some(positive("quota_journeys", n)?),
             },
-            outbox_share: match args.quota_outbox_share.or(file.quota_outbox_share) {
-                None => d.quotas.outbox_share,
-                Some(OrOff::Off) => None,
-                Some(OrOff::On(share)) if share > 0.0 && share <= 1.0 => Some(share),
-                Some(OrOff::On(share)) => {
-                    return Err(ConfigError::Value {
-                        key: "quota_outbox_share",
-                        reason: format!("{share} is not a fraction above 0 and at most 1"),
-                    });
+            outbox_share: match args.quota_outbox_share {
+                OrOff::Off => None,
+                OrOff::On(share) if share > 0.0 && share <= 1.0 => Some(share),
+                OrOff::On(share) => {
+                    return Err(ConfigError::value(
+                        "quota_outbox_share",
+                        format!("{share} is not a fraction above 0 and at most 1"),
+                    ));
                 }
             },
             max_clients: rate_clients,
@@ -301,34 +273,23 @@ impl ServeSettings {
         };
         store.replicas = common.replicas;
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            listen: args.listen,
             redis_url: common.redis_url.clone(),
             private,
             redis_ca: common.redis_ca.clone(),
             store,
             allow_eviction: common.allow_eviction,
             seed,
-            request_timeout: args
-                .request_timeout_ms
-                .or(file.request_timeout_ms)
-                .map_or(d.request_timeout, Duration::from_millis),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
             body_limit: d.body_limit,
-            max_journey_bytes: positive(
-                "max_journey_bytes",
-                args.max_journey_bytes.or(file.max_journey_bytes),
-                d.max_journey_bytes,
-            )?,
-            connections: connections(args, file)?,
-            trusted_proxies: args
-                .trusted_proxies
-                .clone()
-                .or_else(|| file.trusted_proxies.clone())
-                .unwrap_or_default(),
+            max_journey_bytes: positive("max_journey_bytes", args.max_journey_bytes)?,
+            connections: connections(args)?,
+            trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
             backlog,
-            api_keys: args.api_keys.clone().or_else(|| file.api_keys.clone()),
-            open_reads: args.open_reads || file.open_reads,
-            insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth,
-            cache: cache_limits(args, file)?,
+            api_keys: args.api_keys.clone(),
+            open_reads: args.open_reads,
+            insecure_no_auth: args.insecure_no_auth,
+            cache: cache_limits(args)?,
             rate_limit,
             quotas,
         })
@@ -394,6 +355,13 @@ impl Default for RateLimit {
 /// The reverse proxies whose forwarding headers are believed (`--trusted-proxies`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
+
+impl std::fmt::Display for TrustedProxies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nets: Vec<String> = self.0.iter().map(IpNet::to_string).collect();
+        f.write_str(&nets.join(","))
+    }
+}
 
 impl std::str::FromStr for TrustedProxies {
     type Err = String;
@@ -489,118 +457,66 @@ impl Default for Connections {
     }
 }
 
-/// `value`, or `default` when no layer sets it; zero is refused.
-fn positive<T: PartialEq + Default>(
-    key: &'static str,
-    value: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let value = value.unwrap_or(default);
+/// `value`, refused when zero.
+fn positive<T: PartialEq + Default>(key: &str, value: T) -> Result<T, ConfigError> {
     if value == T::default() {
-        return Err(ConfigError::Value {
-            key,
-            reason: "must be at least 1".into(),
-        });
+        return Err(ConfigError::value(key, "must be at least 1"));
     }
     Ok(value)
 }
 
-/// The connections' bounds: flags over the file over the defaults.
-fn connections(args: &ServeArgs, file: &ServeArgs) -> Result<Connections, ConfigError> {
-    let d = Connections::default();
-    let ms = |key, flag: Option<u64>, file: Option<u64>, default: Duration| {
-        let ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-        positive(key, flag.or(file), ms).map(Duration::from_millis)
-    };
-    let max_connections = positive(
-        "max_connections",
-        args.max_connections.or(file.max_connections),
-        d.max_connections,
-    )?;
+/// The connections' bounds.
+fn connections(args: &ServeArgs) -> Result<Connections, ConfigError> {
+    let ms = |key, ms| positive(key, ms).map(Duration::from_millis);
+    let max_connections = positive("max_connections", args.max_connections)?;
     Ok(Connections {
-        header_timeout: ms(
-            "header_timeout_ms",
-            args.header_timeout_ms,
-            file.header_timeout_ms,
-            d.header_timeout,
-        )?,
-        idle_timeout: ms(
-            "idle_timeout_ms",
-            args.idle_timeout_ms,
-            file.idle_timeout_ms,
-            d.idle_timeout,
-        )?,
+        header_timeout: ms("header_timeout_ms", args.header_timeout_ms)?,
+        idle_timeout: ms("idle_timeout_ms", args.idle_timeout_ms)?,
         max_connections,
         per_client: positive(
             "max_connections_per_client",
             args.max_connections_per_client
-                .or(file.max_connections_per_client),
-            Connections::default_per_client(max_connections),
+                .unwrap_or(Connections::default_per_client(max_connections)),
         )?
         .min(max_connections),
-        shutdown_grace: ms(
-            "shutdown_grace_ms",
-            args.shutdown_grace_ms,
-            file.shutdown_grace_ms,
-            d.shutdown_grace,
-        )?,
+        shutdown_grace: ms("shutdown_grace_ms", args.shutdown_grace_ms)?,
     })
 }
 
-/// The cache's limits: flags over the file over the defaults.
-fn cache_limits(args: &ServeArgs, file: &ServeArgs) -> Result<CacheLimits, ConfigError> {
-    let d = CacheLimits::default();
-    let duration = |value: Option<MaxAge>, key: &'static str, default: Duration| match value {
-        None => Ok(default),
-        Some(MaxAge(Some(age))) => Ok(age),
-        Some(MaxAge(None)) => Err(ConfigError::Value {
-            key,
-            reason: "must be a duration; off is not allowed".into(),
-        }),
+/// The cache's limits.
+fn cache_limits(args: &ServeArgs) -> Result<CacheLimits, ConfigError> {
+    let duration = |value: MaxAge, key| {
+        value
+            .0
+            .ok_or_else(|| ConfigError::value(key, "must be a duration; off is not allowed"))
     };
-    let max_entries = args
-        .cache_max_entries
-        .or(file.cache_max_entries)
-        .unwrap_or(d.max_entries);
     let limits = CacheLimits {
-        enabled: args.cache.or(file.cache) != Some(Switch::Off),
-        max_value_bytes: args
-            .cache_max_value_bytes
-            .or(file.cache_max_value_bytes)
-            .unwrap_or(d.max_value_bytes),
-        default_ttl: duration(
-            args.cache_default_ttl.or(file.cache_default_ttl),
-            "cache_default_ttl",
-            d.default_ttl,
-        )?,
-        max_ttl: duration(
-            args.cache_max_ttl.or(file.cache_max_ttl),
-            "cache_max_ttl",
-            d.max_ttl,
-        )?,
-        max_entries,
+        enabled: args.cache == Switch::On,
+        max_value_bytes: args.cache_max_value_bytes,
+        default_ttl: duration(args.cache_default_ttl, "cache_default_ttl")?,
+        max_ttl: duration(args.cache_max_ttl, "cache_max_ttl")?,
+        max_entries: args.cache_max_entries,
         max_entries_per_client: args
             .quota_cache_entries
-            .or(file.quota_cache_entries)
-            .unwrap_or(CacheLimits::default_per_client(max_entries)),
+            .unwrap_or(CacheLimits::default_per_client(args.cache_max_entries)),
     };
     if limits.default_ttl > limits.max_ttl {
-        return Err(ConfigError::Value {
-            key: "cache_default_ttl",
-            reason: "is longer than cache_max_ttl".into(),
-        });
+        return Err(ConfigError::value(
+            "cache_default_ttl",
+            "is longer than cache_max_ttl",
+        ));
     }
     if limits.max_entries_per_client == 0 {
-        return Err(ConfigError::Value {
-            key: "quota_cache_entries",
-            reason: "must be at least 1".into(),
-        });
+        return Err(ConfigError::value(
+            "quota_cache_entries",
+            "must be at least 1",
+        ));
     }
     if limits.max_entries == 0 || limits.max_value_bytes == 0 {
-        return Err(ConfigError::Value {
-            key: "cache_max_entries",
-            reason: "the cache's limits must be at least 1 (use --cache off for no cache)".into(),
-        });
+        return Err(ConfigError::value(
+            "cache_max_entries",
+            "the cache's limits must be at least 1 (use --cache off for no cache)",
+        ));
     }
     Ok(limits)
 }
@@ -608,18 +524,40 @@ fn cache_limits(args: &ServeArgs, file: &ServeArgs) -> Result<CacheLimits, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{args, file};
+    use crate::config::tests::{Command, parse};
 
-    fn resolve(flags: &ServeArgs, text: &str) -> Result<ServeSettings, ConfigError> {
-        let f = file(text);
-        let common = Settings::resolve(&args(Some(f.path().to_owned()), None, None))?;
-        ServeSettings::resolve(flags, &common)
+    /// `serve` with the flags `argv` and the file `text`, resolved.
+    fn resolve(argv: &[&str], text: &str) -> Result<ServeSettings, ConfigError> {
+        match parse(&[&["serve"], argv].concat(), text)? {
+            (Command::Serve(args), common) => ServeSettings::resolve(&args, &common),
+            (other, _) => panic!("{other:?}"),
+        }
+    }
+
+    /// The defaults the options read are the settings' own.
+    #[test]
+    fn no_option_set_is_the_default_settings() {
+        let made = resolve(&[], "").expect("defaults");
+        let d = ServeSettings::default();
+        assert_eq!(
+            (made.listen, made.request_timeout, made.max_journey_bytes),
+            (d.listen, d.request_timeout, d.max_journey_bytes)
+        );
+        assert_eq!(
+            (made.connections, made.rate_limit),
+            (d.connections, d.rate_limit)
+        );
+        assert_eq!(
+            (made.cache, made.quotas, made.backlog),
+            (d.cache, d.quotas, d.backlog)
+        );
+        assert_eq!((made.private, made.seed), (d.private, d.seed));
     }
 
     #[test]
     fn serve_settings_layer_and_the_sample_seed_parses() {
         let serve = resolve(
-            &ServeArgs::default(),
+            &[],
             "[serve]\nlisten = \"127.0.0.1:6000\"\nrequest_timeout_ms = 250\n",
         )
         .expect("serve settings");
@@ -629,10 +567,7 @@ mod tests {
         assert_eq!(serve.store.strategy, DEFAULT_SERVE_STRATEGY);
         let sample = serve.seed.load().expect("the built-in sample parses");
         assert!(sample.iter().any(|j| j.id.as_str() == "JRN-001"));
-        let no_seed = ServeArgs {
-            no_seed: true,
-            ..ServeArgs::default()
-        };
+        let no_seed = ["--no-seed"];
         assert_eq!(resolve(&no_seed, "").expect("settings").seed, Seed::Nothing);
         assert_eq!(
             serve.private,
@@ -662,7 +597,7 @@ mod tests {
 
     #[test]
     fn quotas_come_from_flags_over_the_file_with_off_and_clear_errors() {
-        let defaults = resolve(&ServeArgs::default(), "").expect("defaults");
+        let defaults = resolve(&[], "").expect("defaults");
         assert_eq!(defaults.quotas.journeys, Some(JourneyQuota::DEFAULT_LIMIT));
         assert_eq!(
             defaults.quotas.outbox_share,
@@ -672,73 +607,41 @@ mod tests {
 
         let text =
             "[serve]\nquota_journeys = 50\nquota_outbox_share = 0.5\ncache_max_entries = 30\n";
-        let from_file = resolve(&ServeArgs::default(), text).expect("file");
+        let from_file = resolve(&[], text).expect("file");
         assert_eq!(from_file.quotas.journeys, Some(50));
         assert_eq!(from_file.quotas.outbox_share, Some(0.5));
         // A hundredth of the cache unless set, at least one.
         assert_eq!(from_file.cache.max_entries_per_client, 1);
 
-        let flags = ServeArgs {
-            quota_journeys: Some(OrOff::Off),
-            quota_outbox_share: Some(OrOff::Off),
-            quota_cache_entries: Some(7),
-            ..ServeArgs::default()
-        };
+        let flags = [
+            "--quota-journeys=off",
+            "--quota-outbox-share=off",
+            "--quota-cache-entries=7",
+        ];
         let off = resolve(&flags, text).expect("flags");
         assert_eq!((off.quotas.journeys, off.quotas.outbox_share), (None, None));
         assert_eq!(off.cache.max_entries_per_client, 7);
 
-        for (args, key) in [
-            (
-                ServeArgs {
-                    quota_journeys: Some(OrOff::On(0)),
-                    ..ServeArgs::default()
-                },
-                "quota_journeys",
-            ),
-            (
-                ServeArgs {
-                    quota_outbox_share: Some(OrOff::On(1.5)),
-                    ..ServeArgs::default()
-                },
-                "quota_outbox_share",
-            ),
-            (
-                ServeArgs {
-                    quota_outbox_share: Some(OrOff::On(0.0)),
-                    ..ServeArgs::default()
-                },
-                "quota_outbox_share",
-            ),
-            (
-                ServeArgs {
-                    quota_cache_entries: Some(0),
-                    ..ServeArgs::default()
-                },
-                "quota_cache_entries",
-            ),
-            (
-                ServeArgs {
-                    rate_limit: Some(OrOff::On(0)),
-                    ..ServeArgs::default()
-                },
-                "rate_limit",
-            ),
+        for (flag, key) in [
+            ("--quota-journeys=0", "quota_journeys"),
+            ("--quota-outbox-share=1.5", "quota_outbox_share"),
+            ("--quota-outbox-share=0", "quota_outbox_share"),
+            ("--quota-cache-entries=0", "quota_cache_entries"),
+            ("--rate-limit=0", "rate_limit"),
         ] {
-            let err = resolve(&args, "").expect_err(key);
+            let err = resolve(&[flag], "").expect_err(key);
             assert!(err.to_string().contains(key), "{err}");
         }
-        let err = resolve(&ServeArgs::default(), "[serve]\nquota_journeys = true\n")
-            .expect_err("a boolean");
+        let err = resolve(&[], "[serve]\nquota_journeys = true\n").expect_err("a boolean");
         let shown = err.to_string();
-        assert!(shown.contains("boolean"), "{shown}");
+        assert!(shown.contains("found bool true"), "{shown}");
         assert!(shown.contains("quota_journeys"), "{shown}");
+        assert!(shown.contains("line 2"), "{shown}");
     }
 
     #[test]
     fn the_outbox_limits_come_from_flags_over_the_file_and_zero_turns_the_cap_off() {
-        let mut args = ServeArgs::default();
-        let defaults = resolve(&args, "").expect("defaults");
+        let defaults = resolve(&[], "").expect("defaults");
         assert_eq!(defaults.backlog.stale_after, Duration::from_secs(60));
         assert_eq!(
             defaults.backlog.hard_cap,
@@ -746,19 +649,20 @@ mod tests {
         );
 
         let text = "[serve]\noutbox_stale_after = \"5m\"\noutbox_hard_cap = 0\n";
-        let from_file = resolve(&args, text).expect("file");
+        let from_file = resolve(&[], text).expect("file");
         assert_eq!(from_file.backlog.stale_after, Duration::from_secs(300));
         assert_eq!(from_file.backlog.hard_cap, None);
 
-        args.outbox_stale_after = Some(parse_age("off").expect("off"));
-        args.outbox_hard_cap = Some(1000);
-        let flags = resolve(&args, text).expect("flags");
+        let flags = resolve(
+            &["--outbox-stale-after=off", "--outbox-hard-cap=1000"],
+            text,
+        )
+        .expect("flags");
         assert_eq!(flags.backlog.stale_after, Duration::MAX);
         assert_eq!(flags.backlog.hard_cap, Some(1000));
 
-        args.outbox_stale_after = None;
         let refused =
-            resolve(&args, "[serve]\noutbox_stale_after = \"soon\"\n").expect_err("a bad duration");
+            resolve(&[], "[serve]\noutbox_stale_after = \"soon\"\n").expect_err("a bad duration");
         assert!(
             refused.to_string().contains("outbox_stale_after"),
             "{refused}"
@@ -767,14 +671,10 @@ mod tests {
 
     #[test]
     fn serve_keys_belong_in_their_table() {
-        let err = resolve(&ServeArgs::default(), "listen = \"127.0.0.1:6000\"\n")
-            .expect_err("a serve key at the top");
+        let err =
+            resolve(&[], "listen = \"127.0.0.1:6000\"\n").expect_err("a serve key at the top");
         assert!(err.to_string().contains("listen"), "{err}");
-        let err = resolve(
-            &ServeArgs::default(),
-            "[serve]\nlisten_on = \"127.0.0.1:6000\"\n",
-        )
-        .expect_err("a typo");
+        let err = resolve(&[], "[serve]\nlisten_on = \"127.0.0.1:6000\"\n").expect_err("a typo");
         assert!(err.to_string().contains("listen_on"), "{err}");
     }
 }

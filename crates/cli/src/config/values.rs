@@ -1,12 +1,14 @@
-//! The value types a flag and its file key share: each parses with one `FromStr`, so a value is
-//! refused with the same reason whichever layer gave it.
+//! The value types a flag and its file key share: each parses with one `FromStr` and prints
+//! with one `Display`, so a value is refused with the same reason whichever layer gave it, and a
+//! default reads in `--help` as it would be typed. [`text`] carries the same rule into serde for
+//! the layers' merge.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A duration that may be `off` (`--bus-max-age`, `--outbox-stale-after`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,21 @@ impl FromStr for MaxAge {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
         parse_age(raw)
+    }
+}
+
+impl fmt::Display for MaxAge {
+    /// The largest unit that divides the duration exactly: `60s` is `1m`, `86400s` is `1d`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(age) = self.0 else {
+            return f.write_str("off");
+        };
+        let seconds = age.as_secs();
+        let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|(size, _)| seconds % size == 0 && seconds > 0)
+            .map_or((seconds, "s"), |(size, unit)| (seconds / size, unit));
+        write!(f, "{n}{unit}")
     }
 }
 
@@ -65,6 +82,15 @@ impl<T> OrOff<T> {
     }
 }
 
+impl<T: fmt::Display> fmt::Display for OrOff<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::On(v) => v.fmt(f),
+        }
+    }
+}
+
 impl<T: FromStr> FromStr for OrOff<T> {
     type Err = String;
     fn from_str(raw: &str) -> Result<Self, String> {
@@ -103,8 +129,14 @@ impl<'de, T: FromStr> Deserialize<'de> for OrOff<T> {
     }
 }
 
+impl<T: fmt::Display> Serialize for OrOff<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// `on` or `off` (`--cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Switch {
     /// Served.
@@ -124,19 +156,96 @@ impl FromStr for Switch {
     }
 }
 
-/// A file value read as a string and parsed by the type's `FromStr` (for types this crate does
-/// not own, or whose flag takes the same text).
-///
-/// # Errors
-/// The `FromStr` error, which the file's loader reports with the line and the key.
-pub(crate) fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    let text = String::deserialize(deserializer)?;
-    text.parse().map(Some).map_err(de::Error::custom)
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
+impl Serialize for MaxAge {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxAge {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        text::deserialize(deserializer)
+    }
+}
+
+/// Serde for a value that is its text: written with `Display`, read from a string with the
+/// `FromStr` its flag uses (`#[serde(with = "text")]`, or [`text::option`] for an `Option`), for
+/// the types this crate does not own (a strategy, an fsync policy, a layout).
+pub mod text {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    /// Writes `value` as its `Display` text.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<T: fmt::Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    /// Reads a string and parses it with `T`'s `FromStr`.
+    ///
+    /// # Errors
+    /// Not a string, or the `FromStr` error, which the layers report with the key (and the
+    /// file's line).
+    pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+
+    /// The same for an optional value (absent: `None`).
+    pub mod option {
+        use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
+
+        /// Writes the value's text, or nothing.
+        ///
+        /// # Errors
+        /// The serializer's.
+        pub fn serialize<T: fmt::Display, S: Serializer>(
+            value: &Option<T>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => serializer.collect_str(value),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads an optional string and parses it.
+        ///
+        /// # Errors
+        /// As [`super::deserialize`].
+        pub fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+        where
+            D: Deserializer<'de>,
+            T: FromStr,
+            T::Err: fmt::Display,
+        {
+            Option::<String>::deserialize(deserializer)?
+                .map(|text| text.parse().map_err(de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +263,23 @@ mod tests {
         assert!("twelve".parse::<OrOff<u32>>().is_err());
         assert_eq!("off".parse::<Switch>(), Ok(Switch::Off));
         assert!("maybe".parse::<Switch>().is_err());
+    }
+
+    /// What `--help` prints as a default is what the option parses back.
+    #[test]
+    fn each_value_reads_back_its_own_text() {
+        for raw in ["60s", "90s", "15m", "1h", "36h", "1d", "7d", "off"] {
+            let age = parse_age(raw).expect(raw);
+            assert_eq!(parse_age(&age.to_string()), Ok(age), "{raw}");
+        }
+        assert_eq!(MaxAge(Some(Duration::from_secs(3600))).to_string(), "1h");
+        assert_eq!(MaxAge(Some(Duration::from_secs(90))).to_string(), "90s");
+        for value in [OrOff::On(0.25), OrOff::Off] {
+            assert_eq!(value.to_string().parse::<OrOff<f64>>(), Ok(value));
+        }
+        for value in [Switch::On, Switch::Off] {
+            assert_eq!(value.to_string().parse::<Switch>(), Ok(value));
+        }
     }
 
     #[test]

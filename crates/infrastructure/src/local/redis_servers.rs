@@ -118,6 +118,12 @@ impl Fsync {
     }
 }
 
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Fsync {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

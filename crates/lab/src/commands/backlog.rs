@@ -36,7 +36,7 @@ pub async fn run(args: &BacklogArgs, settings: Settings) -> anyhow::Result<i32> 
 }
 
 /// Options of `flyrtech-lab backlog`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct BacklogArgs {
     /// Outbox entries to accumulate before the relay starts.
     #[arg(long, default_value_t = 1_000_000)]
@@ -48,6 +48,7 @@ pub struct BacklogArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub relay: RelayArgs,
 }
 

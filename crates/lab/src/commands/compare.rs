@@ -24,7 +24,7 @@ pub async fn run(args: &CompareArgs, settings: Settings) -> anyhow::Result<i32> 
     compare(args, settings).await.map(|()| DONE)
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize, serde::Deserialize)]
 pub struct CompareArgs {
     /// Comma-separated strategy names, or `all` (the default, unless --strategy,
     /// FLYRTECH_STRATEGY or the config file names one).

@@ -25,7 +25,7 @@ pub async fn run(args: &MigrateBenchArgs, settings: Settings) -> anyhow::Result<
 }
 
 /// Options of `flyrtech-lab migrate-bench`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct MigrateBenchArgs {
     /// Journeys to create, then migrate to the hash layout and back.
     #[arg(long, default_value_t = 1_000_000)]

@@ -33,7 +33,7 @@ pub async fn run(args: &ProjectBenchArgs, settings: Settings) -> anyhow::Result<
 }
 
 /// Options of `flyrtech-lab project-bench`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct ProjectBenchArgs {
     /// Outbox entries in the backlog drained into JetStream and then PostgreSQL.
     #[arg(long, default_value_t = 1_000_000)]

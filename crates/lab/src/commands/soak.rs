@@ -33,7 +33,7 @@ use flyrtech_cli::config::{MaxAge, Settings, parse_age};
 use flyrtech_cli::deployment::{Deployment, Private};
 
 /// Options of `flyrtech-lab soak`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct SoakArgs {
     /// How long the load runs (`90s`, `10m`, `1h`).
     #[arg(long, default_value = "10m", value_parser = parse_age)]

@@ -20,7 +20,7 @@ use crate::verify::{Plan, record};
 use flyrtech_cli::config::{MaxAge, Settings, parse_age};
 
 /// Options of `flyrtech-lab verify`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct VerifyArgs {
     /// The running instances' base URLs, comma-separated (`http://10.0.0.5:5000`); the clients
     /// are spread over them.
