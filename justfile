@@ -20,6 +20,7 @@ bench:
 # One relay draining a backlog of 1,000,000 outbox entries; writes docs/results/backlog.json.
 backlog:
     mkdir -p docs/results
+    cargo build --release -p flyrtech-api
     cargo run --release -p flyrtech-lab -- backlog --entries 1000000 --json docs/results/backlog.json
 
 # 1,000,000 journeys migrated document -> hash -> document on a private redis-server; writes docs/results/migration.json.

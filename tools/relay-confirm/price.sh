@@ -28,7 +28,7 @@ for _ in $(seq 1 200); do
   redis-cli -p "$p1" info replication | grep -q 'state=online' && break
   sleep 0.05
 done
-cargo build --release -q -p flyrtech-lab
+cargo build --release -q -p flyrtech-lab -p flyrtech-api
 rate() {
   # shellcheck disable=SC2086
   target/release/flyrtech-lab --redis-url "redis://127.0.0.1:$p1" $1 backlog --entries "$entries" \

@@ -35,7 +35,8 @@ pub async fn run(args: &RelayArgs, settings: Settings) -> anyhow::Result<i32> {
     }
     let state = dataset::state(&redis).await?;
     tracing::info!(dataset = %state, confirm = ?settings.replicas, "relaying the outbox");
-    relay(args, redis, settings.replicas, shutdown_signal()).await?;
+    let stats = relay(args, redis, settings.replicas, shutdown_signal()).await?;
+    flyrtech_cli::command::write_report(&stats, args.json.as_deref())?;
     Ok(DONE)
 }
 

@@ -117,6 +117,10 @@ pub struct RelayArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Write what was published (published, redelivered, parked, batches, unconfirmed) as JSON
+    /// here when the relay stops.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     pub bus: BusArgs,

@@ -131,8 +131,8 @@ impl Default for RelaySettings {
     }
 }
 
-/// Totals since the relay started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Totals since the relay started (`relay --drain --json` writes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RelayStats {
     /// Envelopes published.
     pub published: u64,

@@ -1,34 +1,36 @@
 //! `flyrtech-lab backlog`: how fast one relay drains a backlog of outbox entries (default
-//! 1,000,000), with the bus' per-journey order checked afterwards; with `--wait-replicas N` or
-//! `--wait-aof N` the relay confirms each batch as `relay` does (what that costs:
+//! 1,000,000), with the bus' per-journey order checked afterwards. The relay is the service's
+//! own process (`flyrtech relay --drain`, found beside this binary or named by
+//! `--service-bin`), timed from its start to its exit, as an operator would run it; with
+//! `--wait-replicas N` or `--wait-aof N` it confirms each batch (what that costs:
 //! `tools/relay-confirm/price.sh`). `fill_outbox` is shared with `project-bench`.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use flyrtech_core::{BusError, JourneyId};
 use flyrtech_infrastructure::events::backlog::depth;
-use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+use flyrtech_infrastructure::events::relay::{RelaySettings, RelayStats};
 use flyrtech_infrastructure::keys::{self, OutboxShard};
 use flyrtech_infrastructure::store::outbox::{self, Fields};
 use flyrtech_infrastructure::{Confirmation, Redis, ReplicaWait};
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::process::Process;
 use super::{DONE, connect, emit, shutdown_signal};
-use flyrtech_cli::config::RelayArgs;
 use flyrtech_cli::config::Settings;
+use flyrtech_cli::deployment::Deployment;
 
 /// Runs `flyrtech-lab backlog` and prints (and with `--json` writes) its report.
 ///
 /// # Errors
 /// Redis unreachable, or interrupted.
 pub async fn run(args: &BacklogArgs, settings: Settings) -> anyhow::Result<i32> {
-    let (_deployment, redis) = connect(&settings, "backlog").await?;
+    let (deployment, redis) = connect(&settings, "backlog").await?;
     let report = tokio::select! {
-        report = backlog(args, redis, settings.replicas) => report?,
+        report = backlog(args, &deployment, redis, settings.replicas) => report?,
         () = shutdown_signal() => anyhow::bail!("interrupted"),
     };
     emit(&report, args.json.as_deref())?;
@@ -47,10 +49,19 @@ pub struct BacklogArgs {
     /// Write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub relay: RelayArgs,
+    /// Entries the relay reads and publishes per outbox shard batch (its `--batch`).
+    #[arg(long, default_value_t = RelaySettings::new().batch)]
+    pub batch: usize,
+    /// Outbox shards the relay processes at once (its `--parallel`).
+    #[arg(long, default_value_t = RelaySettings::new().parallel)]
+    pub parallel: usize,
+    /// The service's binary, which runs the relay [default: `flyrtech` beside this binary].
+    #[arg(long)]
+    pub service_bin: Option<PathBuf>,
 }
+
+/// The longest the relay may take to drain the backlog before the measurement gives up.
+const DRAIN_BOUND: Duration = Duration::from_secs(3600);
 
 /// What `flyrtech-lab backlog` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -83,19 +94,21 @@ pub struct BacklogReport {
 }
 
 /// Fills the outbox with `entries` valid entries over `journeys` journeys, then drains it with
-/// one relay publishing to a fresh bus stream, each batch confirmed by `confirm`'s replicas when
-/// given, and measures the rate.
+/// one `flyrtech relay --drain` publishing to a fresh bus stream, each batch confirmed by
+/// `confirm`'s replicas when given, and measures the rate.
 ///
 /// # Errors
-/// Bad flags or Redis failures.
+/// Bad flags, Redis failures, or a relay that fails.
 pub async fn backlog(
     args: &BacklogArgs,
+    deployment: &Deployment,
     redis: Redis,
     confirm: Option<ReplicaWait>,
 ) -> anyhow::Result<BacklogReport> {
     if args.entries == 0 || args.journeys == 0 {
         anyhow::bail!("--entries and --journeys must each be at least 1");
     }
+    let service = super::service_binary(args.service_bin.as_deref())?;
     let started_at = chrono::Utc::now().to_rfc3339();
     let depth_before = depth(&redis).await?.entries;
     if depth_before > 0 {
@@ -107,7 +120,7 @@ pub async fn backlog(
         "{:06x}",
         rand::RngExt::random::<u32>(&mut rand::rng()) & 0xff_ffff
     );
-    let stream = format!("{}:backlog:{nonce}", args.relay.bus.events_stream());
+    let stream = format!("{}:backlog:{nonce}", keys::EVENTS);
     let fill = Instant::now();
     fill_outbox(&redis, args.entries, args.journeys, &nonce).await?;
     let fill_seconds = fill.elapsed().as_secs_f64();
@@ -117,23 +130,48 @@ pub async fn backlog(
         "backlog written; draining"
     );
 
-    let bus = args.relay.bus.redis(&redis).await?;
-    let publisher = RedisStreamPublisher::new(bus.clone(), stream.clone(), None).confirmed(confirm);
-    let settings = RelaySettings {
-        confirm,
-        ..args.relay.settings()?
+    let dir = tempfile::tempdir()?;
+    let report = dir.path().join("relay.json");
+    let mut line: Vec<String> = match confirm {
+        Some(wait) => vec![
+            match wait.confirmation {
+                Confirmation::Received => "--wait-replicas".into(),
+                Confirmation::OnDisk => "--wait-aof".into(),
+            },
+            wait.replicas.to_string(),
+            "--wait-timeout-ms".into(),
+            wait.timeout.as_millis().to_string(),
+        ],
+        None => Vec::new(),
     };
-    let (batch, parallel) = (settings.batch, settings.parallel);
-    let relay = Relay::new(redis.clone(), publisher, settings).await?;
+    line.extend(
+        [
+            "relay",
+            "--drain",
+            "--events-stream",
+            &stream,
+            "--batch",
+            &args.batch.to_string(),
+            "--parallel",
+            &args.parallel.to_string(),
+            "--json",
+        ]
+        .map(str::to_owned),
+    );
+    line.push(report.display().to_string());
+    let line: Vec<&str> = line.iter().map(String::as_str).collect();
     let drain = Instant::now();
-    let stats = relay.drain().await?;
+    let relay = Process::spawn(&service, "relay", &line, &deployment.url, dir.path())?;
+    relay.finish(DRAIN_BOUND).await?;
     let drain_seconds = drain.elapsed().as_secs_f64();
+    let stats: RelayStats = serde_json::from_slice(&std::fs::read(&report)?)?;
     let left_in_outbox = depth(&redis).await?.entries;
-    let order_kept = bus_order_kept(&bus, &stream).await?;
+    let order_kept = bus_order_kept(&redis, &stream).await?;
     let _: redis::RedisResult<i64> = redis::cmd("DEL")
         .arg(&stream)
-        .query_async(&mut bus.shared())
+        .query_async(&mut redis.shared())
         .await;
+    let (batch, parallel) = (args.batch, args.parallel);
     #[allow(clippy::cast_precision_loss)]
     let rate = stats.published as f64 / drain_seconds.max(1e-9);
     Ok(BacklogReport {

@@ -13,6 +13,7 @@
 pub mod backlog;
 pub mod compare;
 pub mod migrate_bench;
+mod process;
 pub mod project_bench;
 pub mod soak;
 pub mod verify;

@@ -10,8 +10,7 @@
 //! below one second of writes (the relay keeps up).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 use serde::Serialize;
 
+use super::process::Process;
 use super::{DONE, FOUND, emit, shutdown_signal};
 use crate::compare::chart::{Panel, Scale, write_panels};
 use crate::compare::report::Machine;
@@ -144,72 +144,6 @@ pub async fn run(args: &SoakArgs, settings: Settings) -> anyhow::Result<i32> {
     } else {
         FOUND
     })
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL after a bound) when dropped.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(
-        bin: &Path,
-        name: &'static str,
-        args: &[&str],
-        url: &str,
-        dir: &Path,
-    ) -> anyhow::Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
-            .args(args)
-            .env("FLYRTECH_REDIS_URL", url)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        Ok(Self { name, child, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether it still runs; its log's end when it does not.
-    fn check(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            anyhow::bail!(
-                "{} exited ({status}): {}",
-                self.name,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Resident memory of `pid` in MB, from `/proc`.

@@ -222,3 +222,46 @@ fn a_short_soak_samples_serve_the_relay_and_redis() {
     assert!(dir.path().join("soak.png").exists());
     assert!(chart.exists());
 }
+
+/// `flyrtech-lab backlog` end to end, small: the service's relay drains the backlog as a process
+/// of its own (`flyrtech relay --drain`), every entry reaches the bus in per-journey order, and
+/// the relay's own count is the report's.
+#[test]
+fn a_backlog_is_drained_by_the_services_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("backlog.json");
+    let out = lab()
+        .args([
+            "backlog",
+            "--entries",
+            "3000",
+            "--journeys",
+            "70",
+            "--batch",
+            "64",
+        ])
+        .arg(format!("--json={}", json.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["published"], 3000, "{report}");
+    assert_eq!(report["left_in_outbox"], 0, "{report}");
+    assert_eq!(report["order_kept"], true, "{report}");
+    assert_eq!(report["batch"], 64, "{report}");
+    // Named and missing, the service's binary is a clear error before anything is written.
+    let out = lab()
+        .args([
+            "backlog",
+            "--entries",
+            "10",
+            "--service-bin",
+            "/nonexistent/flyrtech",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/flyrtech"), "{stderr}");
+}
