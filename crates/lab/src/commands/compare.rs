@@ -38,7 +38,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub writers: Option<usize>,
     /// Service instances the writers are spread over, each with its own connections and, for
-    /// local-lock, its own lock table [default: 2].
+    /// local-lock, its own lock table [default: 1 for collision, else 2].
     #[arg(long)]
     pub instances: Option<usize>,
     /// Journeys created per run [default: per scenario].
