@@ -1,4 +1,5 @@
-//! The service's processes the lab starts where it needs them running (`serve`, `relay`), as an
+//! The service's processes the lab starts where it needs them running (`serve`, `relay`,
+//! `project`), as an
 //! operator would: the `flyrtech` binary ([`super::service_binary`]) with its own log file, never
 //! outliving the measurement (stopped with SIGTERM, then SIGKILL after a bound, when dropped).
 
@@ -10,7 +11,7 @@ use anyhow::Context;
 
 /// A child process stopped (SIGTERM, then SIGKILL after a bound) when dropped.
 pub(crate) struct Process {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
 }
@@ -18,7 +19,7 @@ pub(crate) struct Process {
 impl Process {
     pub(crate) fn spawn(
         bin: &Path,
-        name: &'static str,
+        name: &str,
         args: &[&str],
         url: &str,
         dir: &Path,
@@ -34,7 +35,11 @@ impl Process {
             .stderr(file)
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
-        Ok(Self { name, child, log })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {

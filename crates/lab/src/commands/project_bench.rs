@@ -1,22 +1,24 @@
 //! `flyrtech-lab project-bench`: the events' way out measured: end-to-end lag (commit to
 //! projection) under the spread scenario, and the drain of a backlog into JetStream and
-//! PostgreSQL, on private nats-server and PostgreSQL unless URLs are given.
+//! PostgreSQL, on private nats-server and PostgreSQL unless URLs are given. The relay and the
+//! projectors are the service's own processes (`flyrtech relay`, `flyrtech project`, found beside
+//! this binary or named by `--service-bin`), as an operator runs them; the lab writes the load
+//! and reads the lag from what the projection recorded (`status_history`: `projected_at` less
+//! `occurred_at`, every projected event).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use flyrtech_infrastructure::events::nats::{JetStream, JetStreamPublisher, StreamSettings};
-use flyrtech_infrastructure::events::publisher::Bus;
-use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+use flyrtech_infrastructure::events::nats::{JetStream, StreamSettings};
+use flyrtech_infrastructure::events::relay::RelayStats;
 use flyrtech_infrastructure::projection::{self, ProjectorSettings};
 use flyrtech_infrastructure::{LocalNats, LocalPostgres, Redis};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::process::Process;
 use super::{DONE, connect, emit, shutdown_signal};
 use flyrtech_cli::config::Settings;
-use flyrtech_infrastructure::projection::PartitionedProjector;
 
 /// Runs `flyrtech-lab project-bench` and prints (and with `--json` writes) its report.
 ///
@@ -56,11 +58,19 @@ pub struct ProjectBenchArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Projectors sharing the stream's partitions in both measurements (each with its own
-    /// PostgreSQL session, in this process).
+    /// Projectors sharing the stream's partitions in both measurements (each a `flyrtech
+    /// project` process).
     #[arg(long, default_value_t = 1)]
     pub projectors: usize,
+    /// The service's binary, which runs the relay and the projectors [default: `flyrtech`
+    /// beside this binary].
+    #[arg(long)]
+    pub service_bin: Option<PathBuf>,
 }
+
+/// The longest one phase (the relay's drain, the projectors' catching up) may take before the
+/// measurement gives up.
+const PHASE_BOUND: Duration = Duration::from_secs(3600);
 
 /// What `flyrtech-lab project-bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -70,10 +80,11 @@ pub struct ProjectBenchReport {
     pub started_at: String,
     pub machine: crate::compare::report::Machine,
     /// End-to-end lag, from the change's occurred-at (taken just before its commit) to the
-    /// commit of its projection, under the spread scenario with the relay and the projector
-    /// running.
+    /// start of the transaction that projected it (`status_history.projected_at`), under the
+    /// spread scenario with the relay and the projectors running.
     pub lag: Lag,
-    /// The backlog: published into JetStream by one relay, then projected by one projector.
+    /// The backlog: published into JetStream by one relay process, then projected by the
+    /// projector processes.
     pub drain: Drain,
 }
 
@@ -149,11 +160,16 @@ pub async fn bench(
         .clone()
         .or_else(|| postgres.as_ref().map(LocalPostgres::url))
         .unwrap_or_default();
+    let service = Service {
+        bin: super::service_binary(args.service_bin.as_deref())?,
+        dir: tempfile::tempdir()?,
+        redis_url: url.to_owned(),
+        bus: bus_url,
+        postgres: pg_url,
+    };
     let lag = measure_lag(
-        url,
+        &service,
         &redis,
-        &bus_url,
-        &pg_url,
         Duration::from_secs_f64(args.lag_secs),
         args.lag_writers,
         args.projectors,
@@ -164,7 +180,7 @@ pub async fn bench(
         p99_ms = lag.p99_ms,
         "lag measured; filling the backlog"
     );
-    let drain = measure_drain(args, &redis, &bus_url, &pg_url).await?;
+    let drain = measure_drain(args, &service, &redis).await?;
     Ok(ProjectBenchReport {
         schema_version: 1,
         command: crate::compare::report::command_line(),
@@ -177,101 +193,165 @@ pub async fn bench(
     })
 }
 
-fn relay_settings() -> RelaySettings {
-    RelaySettings {
-        poll_interval: Duration::from_millis(5),
-        ..RelaySettings::new()
+/// The deployment the service's processes run against, and where their logs go.
+struct Service {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    redis_url: String,
+    bus: String,
+    postgres: String,
+}
+
+impl Service {
+    /// `flyrtech relay` into JetStream, polling every 5 ms; `extra` are more of its options.
+    fn relay(&self, extra: &[&str]) -> anyhow::Result<Process> {
+        let mut line = vec!["relay", "--bus", &self.bus, "--poll-ms", "5"];
+        line.extend_from_slice(extra);
+        Process::spawn(&self.bin, "relay", &line, &self.redis_url, self.dir.path())
+    }
+
+    /// `count` `flyrtech project` processes sharing the stream's partitions.
+    fn projectors(&self, count: usize, extra: &[&str]) -> anyhow::Result<Vec<Process>> {
+        (0..count)
+            .map(|n| {
+                let mut line = vec!["project", "--bus", &self.bus, "--postgres", &self.postgres];
+                line.extend_from_slice(extra);
+                let name = format!("project-{n}");
+                Process::spawn(&self.bin, &name, &line, &self.redis_url, self.dir.path())
+            })
+            .collect()
+    }
+
+    fn logs(&self) -> &Path {
+        self.dir.path()
     }
 }
 
-async fn jetstream_relay(redis: &Redis, bus_url: &str) -> anyhow::Result<Relay<Bus>> {
-    let bus = Bus::JetStream(Box::new(JetStreamPublisher::new(
-        JetStream::connect(bus_url, StreamSettings::default()).await?,
-    )));
-    Ok(Relay::new(redis.clone(), bus, relay_settings()).await?)
+/// Whether every partition's durable consumer has delivered everything on the stream and seen
+/// it acknowledged (`None` while a consumer does not exist yet).
+async fn caught_up(bus: &JetStream) -> anyhow::Result<Option<bool>> {
+    let consumer = ProjectorSettings::default().consumer;
+    for partition in 0..bus.partitions() {
+        let name = format!("{consumer}-p{partition}");
+        let Ok(info) = bus.stream().consumer_info(&name).await else {
+            return Ok(None);
+        };
+        if info.num_pending != 0 || info.num_ack_pending != 0 {
+            return Ok(Some(false));
+        }
+    }
+    Ok(Some(true))
 }
 
-/// The spread scenario (hash, 50 writers, 10,000 journeys) for `window`, with a relay into
-/// JetStream and a projector into PostgreSQL running beside it; every applied change's lag.
+/// Polls `done` every 20 ms until it holds, with every process still running, for at most
+/// `bound`.
+async fn until<F>(
+    what: &str,
+    processes: &mut [Process],
+    bound: Duration,
+    mut done: impl FnMut() -> F,
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        for process in processes.iter_mut() {
+            process.check()?;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what} after {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The spread scenario (hash, 50 writers, 10,000 journeys) for `window`, with the relay into
+/// JetStream and the projectors into PostgreSQL running beside it; every projected event's lag,
+/// read from the projection once it has caught up.
 async fn measure_lag(
-    url: &str,
+    service: &Service,
     redis: &Redis,
-    bus_url: &str,
-    pg_url: &str,
     window: Duration,
     writers: Option<usize>,
     projectors: usize,
 ) -> anyhow::Result<Lag> {
     use crate::compare::{Driver, Knobs, Scenario};
     let strategy = flyrtech_infrastructure::Strategy::Hash;
-    let relay = jetstream_relay(redis, bus_url).await?;
-    let group = join(projectors, bus_url, pg_url).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The relay and the projector run beside the writers, in this task (the writers are tasks
-    // of their own); the relay drains what is left once the writers are done, then both stop.
-    let relay_runs = {
-        let mut stop = stop_rx.clone();
-        relay.run(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-    };
-    let projector_runs = run_group(group, stop_rx, Instant::now());
+    let bus = JetStream::connect(&service.bus, StreamSettings::default()).await?;
+    let mut processes = vec![service.relay(&[])?];
+    processes.extend(service.projectors(projectors, &[])?);
+    // The projectors have joined once every partition has its consumer.
+    let joined = || async { Ok(caught_up(&bus).await?.is_some()) };
+    until("no consumer for every partition", &mut processes, Duration::from_secs(60), joined)
+        .await?;
+    let since = chrono::Utc::now();
     let config = flyrtech_infrastructure::StoreConfig {
         index: crate::compare::LAB_INDEX.to_owned(),
         ..flyrtech_infrastructure::StoreConfig::new(strategy)
     };
-    let driver = std::sync::Arc::new(Driver::library(url, &config, 2).await?);
+    let driver = std::sync::Arc::new(Driver::library(&service.redis_url, &config, 2).await?);
     let knobs = Knobs {
         duration: Some(window),
         writers,
         ..Knobs::default()
     };
     let params = Scenario::Spread.plan(&knobs).remove(0);
-    let writers = async {
-        let report = crate::compare::run(&driver, Scenario::Spread, params).await;
-        // Everything the writers committed is on the bus once the outbox is empty.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline
-            && flyrtech_infrastructure::events::backlog::depth(redis)
-                .await
-                .is_ok_and(|d| d.entries > 0)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = stop_tx.send(true);
-        report
+    let report = crate::compare::run(&driver, Scenario::Spread, params).await?;
+    // Everything the writers committed is on the bus once the outbox is empty, and projected
+    // once every consumer has had all of it acknowledged.
+    let published = || async {
+        Ok(flyrtech_infrastructure::events::backlog::depth(redis).await?.entries == 0)
     };
-    let (_, lags, report) = tokio::join!(relay_runs, projector_runs, writers);
-    let (slots, report) = (lags?, report?);
-    let mut lags = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    for slot in &slots {
-        lags.add(slot)?;
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
+    until("the outbox is not empty", &mut processes, PHASE_BOUND, published).await?;
+    let projected = || async { Ok(caught_up(&bus).await? == Some(true)) };
+    until("the projection is behind", &mut processes, PHASE_BOUND, projected).await?;
+    drop(processes);
+    let client = projection::connect(&service.postgres).await?;
+    let lags = "SELECT (extract(epoch FROM projected_at - occurred_at) * 1000)::float8 AS lag, \
+                projected_at FROM status_history WHERE projected_at >= $1";
+    let totals = client
+        .query_one(
+            &format!(
+                "SELECT count(*)::bigint, \
+                 COALESCE(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), 0), \
+                 COALESCE(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), 0), \
+                 COALESCE(max(lag), 0) FROM ({lags}) t"
+            ),
+            &[&since],
+        )
+        .await?;
+    let slots = client
+        .query(
+            &format!(
+                "SELECT floor(extract(epoch FROM projected_at - $1) / 10)::bigint AS slot, \
+                 percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) \
+                 FROM ({lags}) t GROUP BY slot ORDER BY slot"
+            ),
+            &[&since],
+        )
+        .await?;
     Ok(Lag {
         projectors,
-        p99_ms_by_10s: slots
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| ms(s.value_at_quantile(0.99)))
-            .collect(),
+        p99_ms_by_10s: slots.iter().map(|row| row.get::<_, f64>(1)).collect(),
         strategy: strategy.name().into(),
         writers: report.params.writers,
         updates: report.acknowledged as u64,
         updates_per_second: report.throughput,
-        projected: lags.len(),
-        p50_ms: ms(lags.value_at_quantile(0.5)),
-        p99_ms: ms(lags.value_at_quantile(0.99)),
-        max_ms: ms(lags.max()),
+        projected: u64::try_from(totals.get::<_, i64>(0)).unwrap_or(0),
+        p50_ms: totals.get(1),
+        p99_ms: totals.get(2),
+        max_ms: totals.get(3),
     })
 }
 
-/// `entries` outbox entries relayed into JetStream, then projected into PostgreSQL.
+/// `entries` outbox entries published into JetStream by `flyrtech relay --drain`, then projected
+/// by the projectors with `--drain`, each phase timed from the processes' start to their exit.
 async fn measure_drain(
     args: &ProjectBenchArgs,
+    service: &Service,
     redis: &Redis,
-    bus_url: &str,
-    pg_url: &str,
 ) -> anyhow::Result<Drain> {
     let nonce = format!(
         "{:06x}",
@@ -280,21 +360,25 @@ async fn measure_drain(
     let fill = Instant::now();
     super::backlog::fill_outbox(redis, args.entries, args.journeys, &nonce).await?;
     let fill_seconds = fill.elapsed().as_secs_f64();
-    let relay = jetstream_relay(redis, bus_url).await?;
+    let report = service.logs().join("relay.json");
+    let report_arg = report.display().to_string();
     let publish = Instant::now();
-    let published = relay.drain().await?.published;
+    service
+        .relay(&["--drain", "--json", &report_arg])?
+        .finish(PHASE_BOUND)
+        .await?;
     let publish_seconds = publish.elapsed().as_secs_f64();
+    let published = serde_json::from_slice::<RelayStats>(&std::fs::read(&report)?)?.published;
     tracing::info!(published, publish_seconds, "backlog published; projecting");
-    let group = join(args.projectors, bus_url, pg_url).await?;
-    let partitions = JetStream::connect(bus_url, StreamSettings::default())
+    let project = Instant::now();
+    for projector in service.projectors(args.projectors, &["--drain"])? {
+        projector.finish(PHASE_BOUND).await?;
+    }
+    let project_seconds = project.elapsed().as_secs_f64();
+    let partitions = JetStream::connect(&service.bus, StreamSettings::default())
         .await?
         .partitions();
-    let project = Instant::now();
-    // Nothing more is coming: every projector stops once every partition is caught up.
-    let (_done, stop) = tokio::sync::watch::channel(true);
-    run_group(group, stop, project).await?;
-    let project_seconds = project.elapsed().as_secs_f64();
-    let client = projection::connect(pg_url).await?;
+    let client = projection::connect(&service.postgres).await?;
     let prefix = format!("BACKLOG-{nonce}-%");
     let projected_versions: i64 = client
         .query_one(
@@ -316,61 +400,4 @@ async fn measure_drain(
         projectors: args.projectors,
         partitions,
     })
-}
-
-/// `count` projectors joining the stream's projectors, each with its own PostgreSQL session.
-async fn join(
-    count: usize,
-    bus_url: &str,
-    pg_url: &str,
-) -> anyhow::Result<Vec<PartitionedProjector>> {
-    let mut group = Vec::with_capacity(count);
-    for _ in 0..count {
-        let bus = JetStream::connect(bus_url, StreamSettings::default()).await?;
-        let client = projection::connect(pg_url).await?;
-        group.push(PartitionedProjector::join(&bus, client, ProjectorSettings::default()).await?);
-    }
-    Ok(group)
-}
-
-/// Runs `group` side by side until `stop` is true and every partition is caught up; the lag
-/// of every change applied, in one histogram per 10 s since `since`.
-async fn run_group(
-    group: Vec<PartitionedProjector>,
-    stop: tokio::sync::watch::Receiver<bool>,
-    since: Instant,
-) -> anyhow::Result<Vec<Histogram<u64>>> {
-    const SLOT: Duration = Duration::from_secs(10);
-    let runs = group.into_iter().map(|mut projector| {
-        let stop = stop.clone();
-        async move {
-            let mut slots: Vec<Histogram<u64>> = Vec::new();
-            loop {
-                let applied = projector.step().await?;
-                let now = chrono::Utc::now();
-                let slot = usize::try_from(since.elapsed().as_secs() / SLOT.as_secs())
-                    .unwrap_or(usize::MAX);
-                while slots.len() <= slot {
-                    slots.push(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?);
-                }
-                for at in applied.occurred_at {
-                    let us = (now - at).num_microseconds().unwrap_or(i64::MAX).max(1);
-                    slots[slot].saturating_record(u64::try_from(us).unwrap_or(u64::MAX));
-                }
-                if *stop.borrow() && applied.stats.received == 0 && projector.caught_up().await? {
-                    return anyhow::Ok(slots);
-                }
-            }
-        }
-    });
-    let mut merged: Vec<Histogram<u64>> = Vec::new();
-    for slots in futures::future::try_join_all(runs).await? {
-        for (n, slot) in slots.iter().enumerate() {
-            while merged.len() <= n {
-                merged.push(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?);
-            }
-            merged[n].add(slot)?;
-        }
-    }
-    Ok(merged)
 }

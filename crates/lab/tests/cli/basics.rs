@@ -265,3 +265,40 @@ fn a_backlog_is_drained_by_the_services_relay() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/flyrtech"), "{stderr}");
 }
+
+/// `flyrtech-lab project-bench` end to end, small: the service's relay and two projectors run
+/// as processes of their own, the lag is read from what the projection recorded, and the
+/// backlog's every change is projected once.
+#[test]
+fn project_bench_runs_the_services_relay_and_projectors() {
+    let Some(nats) = flyrtech_tests::nats() else {
+        return;
+    };
+    let Some(postgres) = flyrtech_tests::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("projection.json");
+    let out = lab()
+        .args(["project-bench", "--entries", "2000", "--journeys", "50"])
+        .args(["--lag-secs", "1", "--lag-writers", "4", "--projectors", "2"])
+        .args(["--bus", &nats.url(), "--postgres", &postgres.url()])
+        .arg(format!("--json={}", json.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (lag, drain) = (&report["lag"], &report["drain"]);
+    let updates = lag["updates"].as_u64().unwrap();
+    assert!(updates > 0, "{report}");
+    // An update that leaves a segment's status as it was makes no event: about half of them.
+    let projected = lag["projected"].as_u64().unwrap();
+    assert!(projected > 0 && projected <= updates, "{report}");
+    assert!(lag["p50_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        lag["max_ms"].as_f64().unwrap() >= lag["p99_ms"].as_f64().unwrap(),
+        "{report}"
+    );
+    assert_eq!(drain["projected_versions"], 2000, "{report}");
+}
