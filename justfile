@@ -31,6 +31,7 @@ migrate-bench:
 # The incident for every strategy, each run followed by the relay and the audit; writes docs/results/audit.txt.
 audit:
     mkdir -p docs/results
+    cargo build --release -p flyrtech-api
     cargo run --release -p flyrtech-lab -- compare --strategies all --scenario incident --audit | tee docs/results/audit.txt
 
 # The OpenAPI document against the running service: schemathesis (pinned, in target/api-check/venv), every check, every phase, each strategy (default all six).

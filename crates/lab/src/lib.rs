@@ -19,4 +19,5 @@
 pub mod commands;
 pub mod compare;
 pub mod history;
+pub(crate) mod process;
 pub mod verify;

@@ -499,10 +499,22 @@ pub async fn bus(redis: &Redis, stream: &str) -> Vec<flyrtech_core::Envelope> {
         .collect()
 }
 
-/// Drains the outbox to the bus, audits `ids` and asserts that nothing acknowledged is missing
-/// from the state (no lost update, no version gap); returns how many changes were published.
+/// Drains the outbox to the bus (the library's relay, in this process), audits `ids` and asserts
+/// that nothing acknowledged is missing from the state (no lost update, no version gap); returns
+/// how many changes were published.
 pub async fn assert_audit_clean(redis_url: &str, strategy: Strategy, ids: &[JourneyId]) -> u64 {
-    let audit = flyrtech_lab::compare::audit::drain_and_audit(redis_url, strategy, ids)
+    use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
+    use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
+    let redis = Redis::connect(&RedisSettings::new(redis_url))
+        .await
+        .unwrap();
+    let publisher =
+        RedisStreamPublisher::new(redis.clone(), flyrtech_infrastructure::keys::EVENTS, None);
+    let relay = Relay::new(redis, publisher, RelaySettings::new())
+        .await
+        .unwrap();
+    relay.drain().await.unwrap();
+    let audit = flyrtech_lab::compare::audit::audit_published(redis_url, strategy, ids)
         .await
         .unwrap();
     assert_eq!(

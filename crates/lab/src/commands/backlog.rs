@@ -18,8 +18,8 @@ use flyrtech_infrastructure::{Confirmation, Redis, ReplicaWait};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::process::Process;
 use super::{DONE, connect, emit, shutdown_signal};
+use crate::process::Process;
 use flyrtech_cli::config::Settings;
 use flyrtech_cli::deployment::Deployment;
 

@@ -85,10 +85,14 @@ pub struct CompareArgs {
     /// Start a private 3-master cluster instead of one server (when no Redis URL is set).
     #[arg(long)]
     pub cluster: bool,
-    /// After each run, drain the outbox and audit the run's journeys from their published
-    /// events; the audit's lost-update count is printed beside the lab's.
+    /// After each run, drain the outbox with the service's relay (`flyrtech relay --drain`) and
+    /// audit the run's journeys from their published events; the audit's lost-update count is
+    /// printed beside the lab's.
     #[arg(long)]
     pub audit: bool,
+    /// The service's binary, whose relay `--audit` runs [default: `flyrtech` beside this binary].
+    #[arg(long)]
+    pub service_bin: Option<PathBuf>,
 }
 
 async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
@@ -134,7 +138,10 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         http_floor: args.http_floor.clone(),
         // An explicit Redis URL beside --http names the servers' Redis.
         http_redis: settings.redis_url.clone().filter(|_| !args.http.is_empty()),
-        audit: args.audit,
+        audit: match args.audit {
+            true => Some(super::service_binary(args.service_bin.as_deref())?),
+            false => None,
+        },
         replicas: settings.replicas,
     };
     let private = match (args.cluster, settings.replicas) {

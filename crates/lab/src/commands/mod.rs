@@ -13,7 +13,6 @@
 pub mod backlog;
 pub mod compare;
 pub mod migrate_bench;
-mod process;
 pub mod project_bench;
 pub mod soak;
 pub mod verify;
@@ -24,27 +23,7 @@ pub(crate) use flyrtech_cli::command::{
     DONE, FOUND, INCOMPLETE, connect, emit, redis_settings, shutdown_signal,
 };
 
-/// The service's binary (`flyrtech`), which the lab runs as a user would where it needs the
-/// service running: `named` when given, otherwise the one beside this binary (cargo builds both
-/// into one directory).
-///
-/// # Errors
-/// When there is no such file.
-pub(crate) fn service_binary(
-    named: Option<&std::path::Path>,
-) -> anyhow::Result<std::path::PathBuf> {
-    let path = match named {
-        Some(path) => path.to_owned(),
-        None => std::env::current_exe()?.with_file_name("flyrtech"),
-    };
-    anyhow::ensure!(
-        path.is_file(),
-        "cannot find the service's binary at {} (build it: cargo build --release -p flyrtech-api; \
-         or name it: --service-bin PATH)",
-        path.display()
-    );
-    Ok(path)
-}
+pub(crate) use crate::process::service_binary;
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise.
 pub(crate) fn progress_bar(what: &str) -> ProgressBar {

@@ -16,8 +16,8 @@ use flyrtech_infrastructure::projection::{self, ProjectorSettings};
 use flyrtech_infrastructure::{LocalNats, LocalPostgres, Redis};
 use serde::Serialize;
 
-use super::process::Process;
 use super::{DONE, connect, emit, shutdown_signal};
+use crate::process::Process;
 use flyrtech_cli::config::Settings;
 
 /// Runs `flyrtech-lab project-bench` and prints (and with `--json` writes) its report.
@@ -243,12 +243,13 @@ async fn caught_up(bus: &JetStream) -> anyhow::Result<Option<bool>> {
     Ok(Some(true))
 }
 
-/// Polls `done` every 20 ms until it holds, with every process still running, for at most
-/// `bound`.
+/// Polls `done` every `every` until it holds, with every process still running, for at most
+/// `bound`. Asking JetStream for its consumers' state is not free: polled every few
+/// milliseconds, it took a core from nats-server and slowed the projectors it was waiting for.
 async fn until<F>(
     what: &str,
     processes: &mut [Process],
-    bound: Duration,
+    (every, bound): (Duration, Duration),
     mut done: impl FnMut() -> F,
 ) -> anyhow::Result<()>
 where
@@ -263,7 +264,7 @@ where
             process.check()?;
         }
         anyhow::ensure!(Instant::now() < deadline, "{what} after {bound:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -284,8 +285,14 @@ async fn measure_lag(
     processes.extend(service.projectors(projectors, &[])?);
     // The projectors have joined once every partition has its consumer.
     let joined = || async { Ok(caught_up(&bus).await?.is_some()) };
-    until("no consumer for every partition", &mut processes, Duration::from_secs(60), joined)
-        .await?;
+    let join_bound = (Duration::from_millis(100), Duration::from_secs(60));
+    until(
+        "no consumer for every partition",
+        &mut processes,
+        join_bound,
+        joined,
+    )
+    .await?;
     let since = chrono::Utc::now();
     let config = flyrtech_infrastructure::StoreConfig {
         index: crate::compare::LAB_INDEX.to_owned(),
@@ -302,11 +309,16 @@ async fn measure_lag(
     // Everything the writers committed is on the bus once the outbox is empty, and projected
     // once every consumer has had all of it acknowledged.
     let published = || async {
-        Ok(flyrtech_infrastructure::events::backlog::depth(redis).await?.entries == 0)
+        Ok(flyrtech_infrastructure::events::backlog::depth(redis)
+            .await?
+            .entries
+            == 0)
     };
-    until("the outbox is not empty", &mut processes, PHASE_BOUND, published).await?;
+    let poll = (Duration::from_millis(100), PHASE_BOUND);
+    until("the outbox is not empty", &mut processes, poll, published).await?;
     let projected = || async { Ok(caught_up(&bus).await? == Some(true)) };
-    until("the projection is behind", &mut processes, PHASE_BOUND, projected).await?;
+    let poll = (Duration::from_millis(500), PHASE_BOUND);
+    until("the projection is behind", &mut processes, poll, projected).await?;
     drop(processes);
     let client = projection::connect(&service.postgres).await?;
     let lags = "SELECT (extract(epoch FROM projected_at - occurred_at) * 1000)::float8 AS lag, \

@@ -24,11 +24,11 @@ use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisJourneyStore, RedisSettings, StoreConfig, Strategy};
 use serde::Serialize;
 
-use super::process::Process;
 use super::{DONE, FOUND, emit, shutdown_signal};
 use crate::compare::chart::{Panel, Scale, write_panels};
 use crate::compare::report::Machine;
 use crate::compare::{redis_version_of, synthetic_journey, synthetic_segment_id};
+use crate::process::Process;
 use flyrtech_cli::config::{MaxAge, Settings, parse_age};
 use flyrtech_cli::deployment::{Deployment, Private};
 

@@ -1,14 +1,21 @@
-//! `compare --audit`: after each run, the outbox is drained to the default bus and the run's
-//! journeys are audited from their published events, so the audit's count of lost updates is
-//! printed beside the lab's own.
+//! `compare --audit`: after each run, the outbox is drained to the default bus by the service's
+//! own relay (`flyrtech relay --drain`, a process of its own) and the run's journeys are audited
+//! from their published events, so the audit's count of lost updates is printed beside the
+//! lab's own.
+
+use std::path::Path;
+use std::time::Duration;
 
 use flyrtech_core::JourneyId;
 use flyrtech_infrastructure::events::audit::{AuditError, audit};
-use flyrtech_infrastructure::events::publisher::RedisStreamPublisher;
-use flyrtech_infrastructure::events::relay::{Relay, RelaySettings};
 use flyrtech_infrastructure::keys;
 use flyrtech_infrastructure::{Redis, RedisSettings};
 use serde::Serialize;
+
+use crate::process::Process;
+
+/// The longest the relay may take to drain one run's outbox.
+const DRAIN_BOUND: Duration = Duration::from_secs(600);
 
 /// The audit's counts, as the lab reports them beside its own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -31,13 +38,30 @@ impl std::ops::Add for AuditSummary {
     }
 }
 
-/// Drains the outbox to the default bus on the same Redis, then audits `ids`, reading them
-/// with `strategy`'s layout: what the lab's `--audit` does after each run. Uses connections of
-/// its own, so the run's round-trip counts stay the run's.
+/// Drains the outbox to the default bus on the same Redis with `service`'s relay, then audits
+/// `ids`, reading them with `strategy`'s layout: what the lab's `--audit` does after each run.
+/// Uses connections of its own, so the run's round-trip counts stay the run's.
+///
+/// # Errors
+/// The relay failed, or Redis did.
+pub async fn drain_and_audit(
+    url: &str,
+    strategy: flyrtech_infrastructure::Strategy,
+    ids: &[JourneyId],
+    service: &Path,
+) -> anyhow::Result<AuditSummary> {
+    let logs = tempfile::tempdir()?;
+    Process::spawn(service, "relay", &["relay", "--drain"], url, logs.path())?
+        .finish(DRAIN_BOUND)
+        .await?;
+    Ok(audit_published(url, strategy, ids).await?)
+}
+
+/// Audits `ids` from what the default bus holds, reading them with `strategy`'s layout.
 ///
 /// # Errors
 /// [`AuditError`] from Redis.
-pub async fn drain_and_audit(
+pub async fn audit_published(
     url: &str,
     strategy: flyrtech_infrastructure::Strategy,
     ids: &[JourneyId],
@@ -48,9 +72,6 @@ pub async fn drain_and_audit(
         &flyrtech_infrastructure::StoreConfig::new(strategy),
     )
     .await?;
-    let publisher = RedisStreamPublisher::new(redis.clone(), keys::EVENTS, None);
-    let relay = Relay::new(redis.clone(), publisher, RelaySettings::new()).await?;
-    relay.drain().await?;
     let report = audit(&store, &redis, &redis, keys::EVENTS, Some(ids)).await?;
     Ok(AuditSummary {
         lost_updates: report.lost_updates.len(),

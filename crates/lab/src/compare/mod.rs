@@ -318,7 +318,7 @@ pub async fn run(
     scenario: Scenario,
     params: Params,
 ) -> Result<RunReport, LabError> {
-    run_with(driver, scenario, params, false).await
+    run_with(driver, scenario, params, None).await
 }
 
 /// [`run`], then, with `audit` and an in-process driver, the outbox drained and the run's
@@ -330,7 +330,7 @@ pub async fn run_with(
     driver: &std::sync::Arc<Driver>,
     scenario: Scenario,
     params: Params,
-    audit: bool,
+    audit: Option<&std::path::Path>,
 ) -> Result<RunReport, LabError> {
     if params.writers == 0 || params.journeys == 0 || params.segments == 0 {
         return Err(InvalidInput::new(
@@ -350,10 +350,10 @@ pub async fn run_with(
         };
         let outcome = workload::execute(driver, &ids, &seeded).await?;
         let check = verify::check(driver, &ids, &outcome.acks).await?;
-        if let (true, Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
-            let found = crate::compare::audit::drain_and_audit(url, *strategy, &ids.ids)
+        if let (Some(service), Driver::Library { url, strategy, .. }) = (audit, driver.as_ref()) {
+            let found = crate::compare::audit::drain_and_audit(url, *strategy, &ids.ids, service)
                 .await
-                .map_err(|e| LabError::Task(format!("audit: {e}")))?;
+                .map_err(|e| LabError::Task(format!("audit: {e:#}")))?;
             audits = Some(audits.unwrap_or_default() + found);
         }
         total = Some(match total {
@@ -464,9 +464,9 @@ pub struct Comparison {
     /// The floor of the stack on the same Redis (`crates/lab/examples/floor.rs`): after each
     /// run its routes are measured beside the first server's.
     pub http_floor: Option<String>,
-    /// After each in-process run, drain the outbox and audit the run's journeys
-    /// ([`crate::compare::audit::drain_and_audit`]).
-    pub audit: bool,
+    /// After each in-process run, drain the outbox with this service binary's relay and audit
+    /// the run's journeys ([`crate::compare::audit::drain_and_audit`]).
+    pub audit: Option<std::path::PathBuf>,
     /// Also run every strategy with this replica wait (`--wait-replicas`), right after the run
     /// without it, labelled `STRATEGY +waitN`: the cost of replica-confirmed writes, side by side.
     pub replicas: Option<flyrtech_infrastructure::ReplicaWait>,
@@ -501,7 +501,7 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
     for &scenario in &comparison.scenarios {
         for params in scenario.plan(&comparison.knobs) {
             if let Some(driver) = &http {
-                reports.push(run_with(driver, scenario, params, false).await?);
+                reports.push(run_with(driver, scenario, params, None).await?);
                 continue;
             }
             let waits = std::iter::once(None).chain(comparison.replicas.map(Some));
@@ -523,7 +523,8 @@ pub async fn compare(url: &str, comparison: &Comparison) -> Result<Vec<RunReport
                         journeys = params.journeys, wait_replicas = replicas.map(|r| r.replicas),
                         "running"
                     );
-                    let mut report = run_with(&driver, scenario, params, comparison.audit).await?;
+                    let mut report =
+                        run_with(&driver, scenario, params, comparison.audit.as_deref()).await?;
                     if let Some(wait) = replicas {
                         let how = match wait.confirmation {
                             flyrtech_infrastructure::Confirmation::Received => "wait",

@@ -302,3 +302,43 @@ fn project_bench_runs_the_services_relay_and_projectors() {
     );
     assert_eq!(drain["projected_versions"], 2000, "{report}");
 }
+
+/// `compare --audit`: the service's relay drains each run's outbox as a process of its own, and
+/// the audit of what it published counts the control's lost updates as the lab does.
+#[test]
+fn compare_audits_what_the_services_relay_published() {
+    let out = lab()
+        .args([
+            "compare",
+            "--strategies",
+            "naive,lua",
+            "--scenario",
+            "incident",
+            "--audit",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} (incident):")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("lua")
+            .ends_with("0 lost; audit: 0 lost updates, 0 version gaps in 20 published changes"),
+        "{stdout}"
+    );
+    let naive = line("naive");
+    let lab_lost = naive.split(", ").nth(1).unwrap().split(';').next().unwrap();
+    assert!(lab_lost != "0 lost", "{naive}");
+    let audit_lost = lab_lost.replace(" lost", " lost updates");
+    assert!(naive.contains(&format!("audit: {audit_lost}")), "{naive}");
+}

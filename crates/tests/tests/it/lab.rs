@@ -38,7 +38,7 @@ async fn run(
         http: Vec::new(),
         http_redis: None,
         http_floor: None,
-        audit: false,
+        audit: None,
         replicas: None,
     };
     compare::compare(&redis.url(), &comparison).await.unwrap()
@@ -122,7 +122,7 @@ async fn the_http_mode_drives_running_servers() {
         // Any server answering the floor's routes will do to check the mechanism; the second
         // instance stands in for crates/lab/examples/floor.rs.
         http_floor: Some(servers[1].base.clone()),
-        audit: false,
+        audit: None,
         replicas: None,
     };
     let [r] = compare::compare(&redis.url(), &comparison)
@@ -457,7 +457,7 @@ async fn the_cost_of_waiting_for_a_replica_is_measured_side_by_side() {
         http: Vec::new(),
         http_redis: None,
         http_floor: None,
-        audit: false,
+        audit: None,
         replicas: Some(flyrtech_infrastructure::ReplicaWait {
             replicas: 1,
             timeout: Duration::from_millis(900),

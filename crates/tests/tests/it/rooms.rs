@@ -61,9 +61,11 @@ const CLI: &[Rule] = &[
 const LAB: &[Rule] = &[
     // The checker is pure; the comparison and the verify client record what it judges.
     ("history", &[]),
-    ("compare", &[]),
+    // The service's processes, which the comparison (`--audit`) and the commands start.
+    ("process", &[]),
+    ("compare", &["process"]),
     ("verify", &["history"]),
-    ("commands", &["compare", "verify", "history"]),
+    ("commands", &["compare", "verify", "history", "process"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

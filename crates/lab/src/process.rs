@@ -1,13 +1,38 @@
 //! The service's processes the lab starts where it needs them running (`serve`, `relay`,
-//! `project`), as an
-//! operator would: the `flyrtech` binary ([`super::service_binary`]) with its own log file, never
-//! outliving the measurement (stopped with SIGTERM, then SIGKILL after a bound, when dropped).
+//! `project`), as an operator would: the `flyrtech` binary ([`service_binary`]) with its own log
+//! file, never outliving the measurement (stopped with SIGTERM, then SIGKILL after a bound, when
+//! dropped).
+//!
+//! # What it may import
+//! Nothing of this crate: the comparison and the commands both start processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+/// The service's binary (`flyrtech`), which the lab runs as a user would where it needs the
+/// service running: `named` when given, otherwise the one beside this binary (cargo builds both
+/// into one directory).
+///
+/// # Errors
+/// When there is no such file.
+pub(crate) fn service_binary(
+    named: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = match named {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()?.with_file_name("flyrtech"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "cannot find the service's binary at {} (build it: cargo build --release -p flyrtech-api; \
+         or name it: --service-bin PATH)",
+        path.display()
+    );
+    Ok(path)
+}
 
 /// A child process stopped (SIGTERM, then SIGKILL after a bound) when dropped.
 pub(crate) struct Process {
