@@ -105,16 +105,3 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<i32> {
         Command::RedisAcl(args) => redis_acl::run(&settings.layer(args)?, settings).await,
     }
 }
-
-#[cfg(test)]
-mod tests {
-    /// A file's table for this binary's command is checked, not taken for the other binary's.
-    #[test]
-    fn the_configuration_knows_every_command() {
-        use clap::CommandFactory as _;
-        for command in super::Cli::command().get_subcommands() {
-            let name = command.get_name();
-            assert!(flyrtech_cli::config::COMMANDS.contains(&name), "{name}");
-        }
-    }
-}

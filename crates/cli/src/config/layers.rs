@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 use super::{CommonArgs, ConfigError, Settings};
 
 /// Every command of both binaries: one file may configure the service and the lab, and each
-/// binary checks the tables of its own commands (a test keeps this list and the binaries
-/// together).
+/// binary checks the tables of its own commands (a binary with a command missing here refuses
+/// to start).
 pub const COMMANDS: [&str; 14] = [
     "serve",
     "relay",
@@ -107,6 +107,17 @@ where
     C: CommandFactory + FromArgMatches,
 {
     let command = with_variables(C::command());
+    // A table for a command missing from the list would be taken for the other binary's and
+    // never checked.
+    if let Some(sub) = command
+        .get_subcommands()
+        .find(|sub| !COMMANDS.contains(&sub.get_name()))
+    {
+        return Err(ConfigError::Internal(format!(
+            "the command {} is not in config::COMMANDS",
+            sub.get_name()
+        )));
+    }
     let mut cli = C::from_arg_matches(matches).map_err(|e| ConfigError::Usage(e.to_string()))?;
     let file = ConfigFile::load(common(&mut cli).config.as_deref())?;
     if let Some(file) = &file {
@@ -335,7 +346,6 @@ impl ConfigFile {
                 };
                 return Err(self.unknown(None, key, &reason));
             };
-            debug_assert!(COMMANDS.contains(&key.as_str()), "{key} is not in COMMANDS");
             let own = options(sub);
             if let Some(key) = table.keys().find(|k| !own.contains(k.as_str())) {
                 let reason = if shared.contains(key) {

@@ -548,8 +548,9 @@ pub(crate) mod tests {
         assert!(parse(&["relay"], "[compare]\nruns = 3\n").is_ok());
     }
 
-    /// A set of options flattened for clap but not for serde would let the file beat a flag
-    /// unnoticed: the layers refuse it.
+    /// A command missing from [`COMMANDS`] would have its table taken for the other binary's,
+    /// and a set of options flattened for clap but not for serde would let the file beat a flag
+    /// unnoticed: the layers refuse both.
     #[test]
     fn an_option_serde_cannot_find_is_refused() {
         #[derive(Debug, clap::Args, Serialize, Deserialize)]
@@ -567,10 +568,25 @@ pub(crate) mod tests {
         #[derive(Debug, clap::Subcommand)]
         enum Sub {
             Audit(Nested),
+            /// A command the list of commands lacks.
+            Bogus(ProjectArgs),
         }
         let line = ["flyrtech", "audit", "--events-stream=ev"];
-        let (cli, settings) = parse_from(line, |cli: &mut Two| &mut cli.common).expect("parsed");
-        let Sub::Audit(nested) = cli.command;
+        let err = parse_from(line, |cli: &mut Two| &mut cli.common).expect_err("bogus");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        #[derive(Debug, clap::Parser)]
+        struct One {
+            #[command(flatten)]
+            common: CommonArgs,
+            #[command(subcommand)]
+            command: Only,
+        }
+        #[derive(Debug, clap::Subcommand)]
+        enum Only {
+            Audit(Nested),
+        }
+        let (cli, settings) = parse_from(line, |cli: &mut One| &mut cli.common).expect("parsed");
+        let Only::Audit(nested) = cli.command;
         let err = settings.layer(nested).expect_err("a lost option");
         assert!(err.to_string().contains("events_stream"), "{err}");
     }

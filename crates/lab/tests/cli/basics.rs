@@ -45,16 +45,10 @@ fn compare_starts_its_own_redis_and_reports_the_incident() {
 
 #[test]
 fn the_configured_strategy_is_the_one_compared() {
-    let out = lab()
-        .args(["compare", "--writers", "4"])
-        .env("FLYRTECH_STRATEGY", "lua")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = stdout_of(
+        lab()
+            .args(["compare", "--writers", "4"])
+            .env("FLYRTECH_STRATEGY", "lua"),
     );
     assert!(
         stdout.contains("lua (incident): 4 of 4 updates acknowledged (4 changes), 0 lost"),
@@ -228,24 +222,15 @@ fn a_short_soak_samples_serve_the_relay_and_redis() {
 /// the relay's own count is the report's.
 #[test]
 fn a_backlog_is_drained_by_the_services_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("backlog.json");
-    let out = lab()
-        .args([
-            "backlog",
-            "--entries",
-            "3000",
-            "--journeys",
-            "70",
-            "--batch",
-            "64",
-        ])
-        .arg(format!("--json={}", json.display()))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = report_of(&[
+        "backlog",
+        "--entries",
+        "3000",
+        "--journeys",
+        "70",
+        "--batch",
+        "64",
+    ]);
     assert_eq!(report["published"], 3000, "{report}");
     assert_eq!(report["left_in_outbox"], 0, "{report}");
     assert_eq!(report["order_kept"], true, "{report}");
@@ -277,18 +262,24 @@ fn project_bench_runs_the_services_relay_and_projectors() {
     let Some(postgres) = flyrtech_tests::postgres() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("projection.json");
-    let out = lab()
-        .args(["project-bench", "--entries", "2000", "--journeys", "50"])
-        .args(["--lag-secs", "1", "--lag-writers", "4", "--projectors", "2"])
-        .args(["--bus", &nats.url(), "--postgres", &postgres.url()])
-        .arg(format!("--json={}", json.display()))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (bus, postgres) = (nats.url(), postgres.url());
+    let report = report_of(&[
+        "project-bench",
+        "--entries",
+        "2000",
+        "--journeys",
+        "50",
+        "--lag-secs",
+        "1",
+        "--lag-writers",
+        "4",
+        "--projectors",
+        "2",
+        "--bus",
+        &bus,
+        "--postgres",
+        &postgres,
+    ]);
     let (lag, drain) = (&report["lag"], &report["drain"]);
     let updates = lag["updates"].as_u64().unwrap();
     assert!(updates > 0, "{report}");
@@ -307,23 +298,14 @@ fn project_bench_runs_the_services_relay_and_projectors() {
 /// the audit of what it published counts the control's lost updates as the lab does.
 #[test]
 fn compare_audits_what_the_services_relay_published() {
-    let out = lab()
-        .args([
-            "compare",
-            "--strategies",
-            "naive,lua",
-            "--scenario",
-            "incident",
-            "--audit",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of(lab().args([
+        "compare",
+        "--strategies",
+        "naive,lua",
+        "--scenario",
+        "incident",
+        "--audit",
+    ]));
     let line = |name: &str| {
         stdout
             .lines()
