@@ -107,7 +107,7 @@ pub struct RelayArgs {
     /// Pause between sweeps that found nothing to publish, in milliseconds.
     #[arg(long, default_value_t = millis(RelaySettings::new().poll_interval))]
     pub poll_ms: u64,
-    /// This relay's consumer name [default: `relay-<pid>-<random>`].
+    /// This relay's consumer name \[default: `relay-<pid>-<random>`\].
     #[arg(long)]
     pub consumer: Option<String>,
     /// Modelled bus latency between publishing a batch and acknowledging it, in milliseconds;

@@ -107,7 +107,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML for [`FileConfig`]. Where, and what is wrong, but never the
+    /// The file is not valid TOML. Where, and what is wrong, but never the
     /// offending line itself: it may hold a secret (a URL with its password).
     #[error("invalid config file {path}: {reason}")]
     Parse {
