@@ -14,8 +14,8 @@ use flyrtech_cli::config::Settings;
 /// Options of `flyrtech api-key`.
 #[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyArgs {
-    /// The keys file (`flyrtech api-key --file F new …`).
-    #[arg(long, default_value = ApiKeys::DEFAULT_FILE)]
+    /// The keys file (`[api-key] file` in the config file).
+    #[arg(long, global = true, default_value = ApiKeys::DEFAULT_FILE)]
     pub file: PathBuf,
     #[command(subcommand)]
     pub action: Action,

@@ -113,3 +113,40 @@ fn an_option_layers_default_file_variable_and_flag() {
         }
     }
 }
+
+/// The keys file of `api-key new` comes from its flag on either side of `new`, or from the
+/// file's `[api-key]` table under the flag.
+#[test]
+fn the_keys_file_is_one_option_however_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("flyrtech.toml");
+    let in_file = dir.path().join("from-file");
+    std::fs::write(
+        &config,
+        format!("[api-key]\nfile = {:?}\n", in_file.display().to_string()),
+    )
+    .unwrap();
+    let key = |before: &[&str], after: &[&str]| {
+        let out = flyrtech()
+            .arg(format!("--config={}", config.display()))
+            .arg("api-key")
+            .args(before)
+            .args(["new", "ci", "--scope", "read"])
+            .args(after)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (before, after) = (dir.path().join("before"), dir.path().join("after"));
+    key(&[], &[]);
+    key(&["--file", before.to_str().unwrap()], &[]);
+    key(&[], &["--file", after.to_str().unwrap()]);
+    for file in [&in_file, &before, &after] {
+        let keys = std::fs::read_to_string(file).unwrap();
+        assert_eq!(keys.matches("ci").count(), 1, "{}: {keys}", file.display());
+    }
+}
