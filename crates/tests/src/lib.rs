@@ -45,6 +45,18 @@ pub fn binary(path: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     cmd
 }
 
+/// Runs `command`, asserts that it succeeded (showing its stderr when not) and returns its stdout.
+pub fn stdout_of(command: &mut std::process::Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A private standalone Redis that asks for `password` (`requirepass`), and the URL of it with a
 /// given password: `url(pw)` is `redis://:pw@127.0.0.1:PORT`.
 pub async fn redis_with_password(password: &str) -> (TestRedis, impl Fn(&str) -> String) {

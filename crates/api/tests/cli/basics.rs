@@ -70,14 +70,7 @@ fn an_option_layers_default_file_variable_and_flag() {
         if let Some(flag) = flag {
             command.args(["--user", flag]);
         }
-        let out = command.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        flyrtech_tests::stdout_of(&mut command)
             .split_whitespace()
             .nth(2)
             .unwrap_or_default()

@@ -9,21 +9,12 @@ mod verify;
 
 use std::process::Command;
 
+use flyrtech_tests::stdout_of;
+
 /// `flyrtech-lab` with none of the caller's configuration ([`flyrtech_tests::binary`]). The
 /// service's binary, which `soak` runs, is found beside it (the workspace's tests build both).
 fn lab() -> Command {
     flyrtech_tests::binary(env!("CARGO_BIN_EXE_flyrtech-lab"))
-}
-
-/// Runs `command`, asserts that it succeeded (showing its stderr when not) and returns its stdout.
-fn stdout_of(command: &mut Command) -> String {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `flyrtech-lab` with `args` and `--json` into a file of its own, asserts that it
