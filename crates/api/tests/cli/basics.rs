@@ -120,19 +120,14 @@ fn the_keys_file_is_one_option_however_it_is_given() {
     )
     .unwrap();
     let key = |before: &[&str], after: &[&str]| {
-        let out = flyrtech()
-            .arg(format!("--config={}", config.display()))
-            .arg("api-key")
-            .args(before)
-            .args(["new", "ci", "--scope", "read"])
-            .args(after)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        flyrtech_tests::stdout_of(
+            flyrtech()
+                .arg(format!("--config={}", config.display()))
+                .arg("api-key")
+                .args(before)
+                .args(["new", "ci", "--scope", "read"])
+                .args(after),
+        )
     };
     let (before, after) = (dir.path().join("before"), dir.path().join("after"));
     key(&[], &[]);
