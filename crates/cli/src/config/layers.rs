@@ -168,7 +168,7 @@ pub fn with_variables(command: clap::Command) -> clap::Command {
 
 /// What the layers are made of, beside what clap parsed: the file, and the subcommand's own
 /// matches (which of its options the command line or a variable gave).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Layers {
     file: Option<ConfigFile>,
     /// The shared options' ids.
@@ -201,7 +201,7 @@ impl Layers {
     ) -> Result<A, ConfigError> {
         let parsed = match Value::serialize(&args) {
             Ok(Value::Dict(_, dict)) => dict,
-            _ => return Err(ConfigError::internal("options that are not a table")),
+            _ => return Err(ConfigError::Internal("options that are not a table".into())),
         };
         // Clap copies the shared options into a subcommand's matches, and groups have ids too:
         // only the level's own options are asked where their value came from.

@@ -154,10 +154,6 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn internal(what: &str) -> Self {
-        Self::Internal(what.to_owned())
-    }
-
     fn value(key: &str, reason: impl Into<String>) -> Self {
         Self::Value {
             key: key.to_owned(),
