@@ -107,7 +107,17 @@ async fn an_update_is_acknowledged_only_once_a_replica_confirmed_it(strategy: St
     let unconfirmed = store
         .update_segment_status(&j.id, &segment_id(1), SegmentStatus::Boarding, None)
         .await;
+    // No read shows it while no replica holds it: a failover now would lose it, and the
+    // journey would go back in time for whoever read it.
+    let read = store.get(&j.id).await;
     deployment.nodes()[1].signal("CONT").unwrap();
+    assert!(
+        matches!(
+            read,
+            Err(StoreError::ReplicasMissing { .. } | StoreError::NotReplicated { .. })
+        ),
+        "{strategy}: a read showed a write no replica held: {read:?}"
+    );
     // Never acknowledged: refused as not replicated once WAIT gave up, or, on a machine so loaded
     // that the connection's own deadline passed before WAIT answered, refused with the outcome
     // unknown. Either is a "may have been applied"; an acknowledgement is the failure.
@@ -120,7 +130,12 @@ async fn an_update_is_acknowledged_only_once_a_replica_confirmed_it(strategy: St
         _ => false,
     };
     assert!(refused, "{strategy}: {unconfirmed:?}");
-    // Applied on the primary all the same: "may have been applied".
+    // Applied on the primary all the same ("may have been applied"): read once the replica,
+    // back, holds it.
+    poll_until(Duration::from_secs(20), "a confirmed read", || async {
+        store.get(&j.id).await.is_ok()
+    })
+    .await;
     let stored = store.get(&j.id).await.unwrap();
     assert_eq!(stored.segments[1].status, SegmentStatus::Boarding);
     // The replica is back: the retry is a no-op and is acknowledged.

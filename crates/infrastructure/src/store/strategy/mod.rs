@@ -418,6 +418,20 @@ impl RedisJourneyStore {
         change: &StatusChange,
         expected: Option<JourneyVersion>,
     ) -> Result<UpdateOutcome, StoreError> {
+        // A success is confirmed by its own write (or, for a no-op, by `WriteContext::confirm`);
+        // a refusal that shows the journey's state is confirmed here.
+        match self.update_any_layout(id, change, expected).await {
+            Ok(done) => Ok(done),
+            Err(refused) => self.settled(id, Err(refused)).await,
+        }
+    }
+
+    async fn update_any_layout(
+        &self,
+        id: &JourneyId,
+        change: &StatusChange,
+        expected: Option<JourneyVersion>,
+    ) -> Result<UpdateOutcome, StoreError> {
         for _ in 0..LAYOUT_HOPS {
             if let Some(done) = self.update_here(id, change, expected).await? {
                 return Ok(done);
@@ -439,6 +453,36 @@ impl RedisJourneyStore {
 }
 
 impl RedisJourneyStore {
+    /// `answer`, given only once the replicas required hold what it shows.
+    ///
+    /// A read runs on the shared connection, beside writes whose `WAIT` is still pending: it can
+    /// see a change that no replica holds yet. Answered at once, a failover right after would
+    /// lose that change, and the journey would go back in time for whoever read it (a reader saw
+    /// version 74, the next one sees 73). So with `--wait-replicas`, an answer that shows the
+    /// journey's state (the journey, a 404, a refusal naming its version or its rule) waits
+    /// for a confirmation of the journey's slot sent after the read: the replication stream is
+    /// in order, so replicas that acknowledged it hold everything the read saw. If that
+    /// confirmation fails, the answer is its error (the read's outcome is not known to last).
+    /// Without replicas required, `answer` is returned as it is.
+    async fn settled<T>(
+        &self,
+        id: &JourneyId,
+        answer: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let shows_state = matches!(
+            answer,
+            Ok(_)
+                | Err(StoreError::JourneyNotFound(_)
+                    | StoreError::VersionMismatch { .. }
+                    | StoreError::Rejected(_)
+                    | StoreError::AlreadyExists(_))
+        );
+        if shows_state {
+            self.ctx.confirm(&keys::journey_document(id)).await?;
+        }
+        answer
+    }
+
     /// The journey as JSON text, with its version: what encoding [`JourneyStore::get`]'s
     /// journey gives, from the same one read, decoded and encoded only when the read returned
     /// bytes not rendered before (see [`crate::store::render`]).
@@ -446,6 +490,24 @@ impl RedisJourneyStore {
     /// # Errors
     /// As [`JourneyStore::get`].
     pub async fn get_json(&self, id: &JourneyId) -> Result<Rendered, StoreError> {
+        let read = self.read_json(id).await;
+        self.settled(id, read).await
+    }
+
+    async fn read(&self, id: &JourneyId) -> Result<Journey, StoreError> {
+        let mut conn = self.redis.shared();
+        let here = match &self.writer {
+            ChosenStrategy::Hash(h) => h.read(id).await,
+            _ => document::read(&mut conn, id).await,
+        };
+        match absent_here(here)? {
+            Some(journey) => Ok(journey),
+            // Not in our layout: one atomic read of both finds it wherever it is now.
+            None => Copies::read(&mut conn, id).await?.journey(id),
+        }
+    }
+
+    async fn read_json(&self, id: &JourneyId) -> Result<Rendered, StoreError> {
         use crate::store::render::Raw;
         let raw = match &self.writer {
             ChosenStrategy::Hash(h) => {
@@ -527,16 +589,8 @@ impl RedisJourneyStore {
 
 impl JourneyStore for RedisJourneyStore {
     async fn get(&self, id: &JourneyId) -> Result<Journey, StoreError> {
-        let mut conn = self.redis.shared();
-        let here = match &self.writer {
-            ChosenStrategy::Hash(h) => h.read(id).await,
-            _ => document::read(&mut conn, id).await,
-        };
-        match absent_here(here)? {
-            Some(journey) => Ok(journey),
-            // Not in our layout: one atomic read of both finds it wherever it is now.
-            None => Copies::read(&mut conn, id).await?.journey(id),
-        }
+        let read = self.read(id).await;
+        self.settled(id, read).await
     }
 
     async fn list_ids(&self) -> Result<Vec<JourneyId>, StoreError> {
@@ -545,7 +599,12 @@ impl JourneyStore for RedisJourneyStore {
 
     async fn create(&self, journey: &Journey) -> Result<(), StoreError> {
         let (ctx, index) = (&self.ctx, &self.index);
-        crate::store::layout::create(ctx, index, journey, self.layout(), &self.write_form).await
+        match crate::store::layout::create(ctx, index, journey, self.layout(), &self.write_form)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(refused) => self.settled(&journey.id, Err(refused)).await,
+        }
     }
 
     async fn update(
