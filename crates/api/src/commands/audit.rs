@@ -120,6 +120,12 @@ pub async fn run_audit<S: JourneyStore>(
     store: &S,
     redis: &Redis,
 ) -> anyhow::Result<AuditReport> {
+    if let Some(url) = &args.bus.bus {
+        anyhow::bail!(
+            "audit replays a Redis-stream bus; the JetStream bus {url} is audited through its \
+             projection: project it (flyrtech project) and run audit --projection"
+        );
+    }
     let bus = args.bus.redis(redis).await?;
     let report = audit(store, redis, &bus, args.bus.events_stream(), None).await?;
     if let Some(path) = &args.json {

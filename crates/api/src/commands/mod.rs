@@ -21,6 +21,7 @@ pub mod redis_acl;
 pub mod relay;
 pub mod serve;
 
+use flyrtech_infrastructure::telemetry::health::Dependencies;
 use flyrtech_infrastructure::{Layout, Redis, RedisJourneyStore, StoreConfig, Strategy, dataset};
 
 use flyrtech_cli::config::Settings;
@@ -83,26 +84,55 @@ impl Progress {
     }
 }
 
-/// Serves the process' Prometheus metrics on `GET /metrics` at `addr` (`--metrics-listen` of
-/// `relay` and `project`), from a task of its own; without an address the recorder is installed
-/// all the same, so that gauges are kept.
+/// Serves a worker's operations endpoints at `addr` (`--metrics-listen` of `relay` and
+/// `project`), from a task of its own: its Prometheus metrics on `GET /metrics`, `GET /health`
+/// (200 while the process runs) and `GET /ready` (200 while every dependency in `health`
+/// answers, else 503; both with the dependencies as JSON). Without an address the recorder
+/// is installed all the same, so that gauges are kept.
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn serve_metrics(addr: Option<std::net::SocketAddr>, what: &str) -> anyhow::Result<()> {
+pub async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+    health: Dependencies,
+) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
     let handle = crate::http::prometheus();
     let Some(addr) = addr else {
         return Ok(());
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = handle.clone();
-            async move { handle.render() }
-        }),
-    );
-    tracing::info!(%addr, "serving {what} metrics on /metrics");
+    let ready = health.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let readiness = health.readiness();
+                async move { axum::Json(readiness) }
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let readiness = ready.readiness();
+                let status = if readiness.ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, axum::Json(readiness)) }
+            }),
+        );
+    tracing::info!(%addr, "serving {what} metrics on /metrics, and /health and /ready");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the metrics listener stopped");

@@ -11,6 +11,7 @@ use flyrtech_infrastructure::events::nats::{
 use flyrtech_infrastructure::events::publisher::{Bus, RedisStreamPublisher};
 use flyrtech_infrastructure::events::relay::{Relay, RelaySettings, RelayStats};
 use flyrtech_infrastructure::keys;
+use flyrtech_infrastructure::telemetry::health::{Backoff, Dependencies, Dependency};
 use flyrtech_infrastructure::{Redis, ReplicaWait, dataset};
 
 use super::{DONE, connect, shutdown_signal};
@@ -87,8 +88,12 @@ pub async fn publisher(
 /// Runs the relay until `shutdown` (or, with `--drain`, until the outbox is empty), publishing
 /// only what `confirm`'s replicas hold when the deployment confirms writes.
 ///
+/// Neither Redis nor the bus unreachable ends it: at start it waits for both (a [`Backoff`]
+/// between attempts), and once running the relay retries every failure itself
+/// ([`Relay::run`]); `/ready` and `dependency_reachable` say which one it waits for.
+///
 /// # Errors
-/// Bad flags, Redis unreachable at start, or a failing metrics listener.
+/// Bad flags, or a failing metrics listener.
 pub async fn relay(
     args: &RelayArgs,
     redis: Redis,
@@ -99,9 +104,48 @@ pub async fn relay(
         confirm,
         ..args.settings()?
     };
-    let publisher = publisher(&args.bus, &redis, confirm).await?;
-    super::serve_metrics(args.metrics_listen, "relay").await?;
-    let relay = Relay::new(redis, publisher, settings).await?;
+    let bus = if args.bus.bus.is_some() {
+        Dependency::Nats
+    } else {
+        Dependency::Redis
+    };
+    let health = Dependencies::watch(&[Dependency::Redis, bus]);
+    super::serve_metrics(args.metrics_listen, "relay", health.clone()).await?;
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::default();
+    let relay = loop {
+        let started = async {
+            let publisher = publisher(&args.bus, &redis, confirm)
+                .await
+                .map_err(|e| (bus, anyhow::Error::from(e)))?;
+            health.up(bus);
+            Relay::new(redis.clone(), publisher, settings.clone())
+                .await
+                .map_err(|e| (Dependency::Redis, anyhow::Error::from(e)))
+        };
+        let failure = tokio::select! {
+            started = started => match started {
+                Ok(relay) => break relay.watched(health.clone(), bus),
+                Err(failure) => failure,
+            },
+            () = &mut shutdown => return Ok(RelayStats::default()),
+        };
+        let (dependency, e) = failure;
+        // A bad --bus is the operator's to fix: no retry mends it.
+        if e.downcast_ref::<BusError>()
+            .is_some_and(|e| matches!(e, BusError::InvalidInput(_)))
+        {
+            return Err(e);
+        }
+        health.down(dependency, &e);
+        let pause = backoff.next_delay();
+        tracing::warn!(%dependency, error = %e, retry_in = ?pause, "the relay cannot start yet; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = &mut shutdown => return Ok(RelayStats::default()),
+        }
+    };
+    health.up(Dependency::Redis);
     tracing::info!(
         consumer = %relay.settings().consumer,
         outbox_shards = keys::OUTBOX_SHARDS,

@@ -1,5 +1,5 @@
 //! The events pipeline as processes: a relay and projectors killed part-way, projectors sharing
-//! the partitions.
+//! the partitions, and each worker riding out a restart of what it depends on.
 
 use super::*;
 
@@ -316,10 +316,236 @@ async fn projectors_share_the_partitions_and_take_over_from_a_killed_one() {
     rig.assert_projected_once().await;
 }
 
+/// PostgreSQL stopped (fast shutdown, every session aborted) while `flyrtech project` applies a
+/// stream of changes, then started again: the projector does not exit, its `/ready` answers
+/// 503 naming PostgreSQL while it is down, and once it is back the projector joins again,
+/// finishes, is ready, and every change is applied exactly once (`audit --projection`: 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_rides_out_a_postgres_restart() {
+    let Some(mut rig) = ProjectionRig::relayed("PGR", 200, 5, &[]).await else {
+        return;
+    };
+    let port = flyrtech_infrastructure::local::free_port(false).unwrap();
+    let projector = Worker::start(
+        flyrtech()
+            .args([
+                "project",
+                "--bus",
+                &rig.bus,
+                "--postgres",
+                &rig.db,
+                "--batch",
+                "4",
+            ])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")]),
+        port,
+    );
+    poll(60, "some changes projected", || async {
+        rig.count(POSITIONS).await > 0
+    })
+    .await;
+
+    rig.servers.2.stop();
+    let down = projector.ready_until(503).await;
+    assert!(down.contains("\"postgres\":{\"reachable\":false"), "{down}");
+    projector.assert_running();
+
+    rig.servers.2.start_again().unwrap();
+    rig.reconnect().await;
+    let total = rig.total;
+    poll(120, "every change projected after the restart", || async {
+        projector.assert_running();
+        rig.count(POSITIONS).await == total
+    })
+    .await;
+    projector.ready_until(200).await;
+    projector.terminate();
+    rig.assert_projected_once().await;
+}
+
+/// nats-server killed while `flyrtech relay` publishes and journeys keep changing, then started
+/// again on its store: the relay does not exit, its `/ready` answers 503 naming NATS while it is
+/// down, and once it is back it publishes everything: projected, the bus agrees with the store
+/// (`audit --projection`: 0 differences).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_rides_out_a_nats_restart() {
+    use flyrtech_core::{JourneyStore, SegmentStatus};
+    let Some(mut nats) = service("nats-server", flyrtech_infrastructure::LocalNats::start) else {
+        return;
+    };
+    let local = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
+    let url = local.url();
+    let (redis, ids) = journeys_with_changes(&url, "NRR", 50, 2).await;
+    let port = flyrtech_infrastructure::local::free_port(false).unwrap();
+    let relay = Worker::start(
+        flyrtech()
+            .args(["--redis-url", &url, "relay", "--bus", &nats.url()])
+            .args(["--metrics-listen", &format!("127.0.0.1:{port}")]),
+        port,
+    );
+    relay.ready_until(200).await;
+
+    nats.stop();
+    // Changes made while the bus is gone wait in the outbox.
+    let store = flyrtech_infrastructure::RedisJourneyStore::new(
+        redis.clone(),
+        &flyrtech_infrastructure::StoreConfig::new(flyrtech_infrastructure::Strategy::Lua),
+    )
+    .await
+    .unwrap();
+    for id in &ids {
+        store
+            .update_segment_status(
+                id,
+                &flyrtech_tests::segment_id(0),
+                SegmentStatus::Boarding,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let down = relay.ready_until(503).await;
+    assert!(down.contains("\"nats\":{\"reachable\":false"), "{down}");
+    relay.assert_running();
+
+    nats.start_again().unwrap();
+    relay.ready_until(200).await;
+    poll(60, "the outbox drained after the restart", || async {
+        relay.assert_running();
+        flyrtech_infrastructure::events::backlog::depth(&redis)
+            .await
+            .is_ok_and(|d| d.entries == 0)
+    })
+    .await;
+    relay.terminate();
+    // What reached the bus, projected and compared with the store.
+    let Some(pg) = service("PostgreSQL", flyrtech_infrastructure::LocalPostgres::start) else {
+        return;
+    };
+    let projected = flyrtech()
+        .args([
+            "project",
+            "--drain",
+            "--bus",
+            &nats.url(),
+            "--postgres",
+            &pg.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        projected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&projected.stderr)
+    );
+    let audit = flyrtech()
+        .args(["--redis-url", &url, "--strategy", "lua", "audit"])
+        .args(["--projection", &pg.url()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}
+
+/// A long-running worker (`relay`, `project`) with its operations endpoints on `port`, its log
+/// in a file shown when an assertion about it fails; killed if a test ends without
+/// [`Worker::terminate`].
+struct Worker {
+    child: std::sync::Mutex<std::process::Child>,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Worker {
+    fn start(command: &mut Command, port: u16) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap();
+        Self {
+            child: std::sync::Mutex::new(child),
+            port,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Panics with the log if the worker has exited.
+    fn assert_running(&self) {
+        if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+            panic!("the worker exited ({status}):\n{}", self.log());
+        }
+    }
+
+    /// Polls `/ready` (bounded) until it answers `status`; its body.
+    async fn ready_until(&self, status: u16) -> String {
+        let url = format!("http://127.0.0.1:{}/ready", self.port);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            self.assert_running();
+            if let Ok(r) = http().get(&url).send().await
+                && r.status().as_u16() == status
+            {
+                return r.text().await.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/ready never answered {status}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM; asserts that it exits 0.
+    fn terminate(self) {
+        let mut child = self.child.lock().unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// [`flyrtech_tests::poll_until`] for at most `seconds`.
+async fn poll<F, Fut>(seconds: u64, what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    flyrtech_tests::poll_until(std::time::Duration::from_secs(seconds), what, check).await;
+}
+
 /// A private Redis, nats-server and PostgreSQL; journeys with changes in the outbox, relayed
 /// into JetStream by `flyrtech relay --drain --bus` with `relay_args`.
 struct ProjectionRig {
-    _servers: (
+    servers: (
         flyrtech_infrastructure::LocalRedis,
         flyrtech_infrastructure::LocalNats,
         flyrtech_infrastructure::LocalPostgres,
@@ -364,13 +590,20 @@ impl ProjectionRig {
             .await
             .unwrap();
         Some(Self {
-            _servers: (local, nats, pg),
+            servers: (local, nats, pg),
             url,
             bus,
             db,
             total: i64::try_from(journeys * changes).unwrap(),
             client,
         })
+    }
+
+    /// A new session on the projection's database, after a restart ended the last one.
+    async fn reconnect(&mut self) {
+        self.client = flyrtech_infrastructure::projection::connect(&self.db)
+            .await
+            .unwrap();
     }
 
     /// `flyrtech audit --projection` of the rig's journeys.

@@ -76,6 +76,7 @@ use crate::connection::handle::Redis;
 use crate::keys::OutboxShard;
 use crate::replication::{ReplicaWait, Replication};
 use crate::store::outbox::decode;
+use crate::telemetry::health::{Backoff, Dependencies, Dependency};
 
 /// How a relay behaves.
 #[derive(Debug, Clone)]
@@ -180,6 +181,10 @@ pub struct Relay<P> {
     counters: Counters,
     /// The confirmed reads, when [`RelaySettings::confirm`] asks for them.
     replication: Option<Replication>,
+    /// Where it reports whether Redis and the bus answer.
+    health: Dependencies,
+    /// Which dependency the bus is.
+    bus: Dependency,
 }
 
 /// One delivered entry: its id, its fields (`None` when it was deleted while pending), and how
@@ -210,9 +215,20 @@ impl<P: EventPublisher> Relay<P> {
             release: Script::new(include_str!("../store/scripts/lock_release.lua")),
             counters: Counters::default(),
             replication,
+            health: Dependencies::default(),
+            bus: Dependency::Redis,
         };
         ensure_groups(&relay.redis).await?;
         Ok(relay)
+    }
+
+    /// Reports on `health` whether Redis and `bus` (the dependency the publisher reaches)
+    /// answer, as `/ready` and `dependency_reachable` show them.
+    #[must_use]
+    pub fn watched(mut self, health: Dependencies, bus: Dependency) -> Self {
+        self.health = health;
+        self.bus = bus;
+        self
     }
 
     /// The settings.
@@ -250,17 +266,29 @@ impl<P: EventPublisher> Relay<P> {
         }
     }
 
-    /// Publishes until `shutdown` resolves, finishing the sweep in progress first. Redis
-    /// errors are logged and retried after the poll interval.
+    /// Publishes until `shutdown` resolves, finishing the sweep in progress first. A Redis
+    /// error never ends it: it is logged, Redis is marked unreachable, and the sweep is tried
+    /// again after a [`Backoff`] (a bus error leaves the entries pending for the next sweep).
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> RelayStats {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = Backoff::default();
         loop {
-            let pause = match self.sweep().await {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => self.settings.poll_interval,
+            let swept = self.sweep().await;
+            let pause = match swept {
+                Ok(busy) => {
+                    self.health.up(Dependency::Redis);
+                    backoff.reset();
+                    if busy {
+                        Duration::ZERO
+                    } else {
+                        self.settings.poll_interval
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "relay sweep failed; retrying");
-                    self.settings.poll_interval
+                    self.health.down(Dependency::Redis, &e);
+                    let pause = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?pause, "relay sweep failed; retrying");
+                    pause
                 }
             };
             tokio::select! {
@@ -356,6 +384,10 @@ impl<P: EventPublisher> Relay<P> {
             }
         }
         let outcome = self.publisher.publish(&envelopes).await;
+        match &outcome {
+            Ok(()) | Err(PublishError::Rejected { .. }) => self.health.up(self.bus),
+            Err(e) => self.health.down(self.bus, e),
+        }
         let published = match &outcome {
             Ok(()) => entries.len(),
             Err(e) => e.published().min(entries.len()),

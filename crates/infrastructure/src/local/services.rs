@@ -63,6 +63,20 @@ impl LocalNats {
         wait_for_port(self.port, || self.log_tail(), "nats-server")
     }
 
+    /// Kills it (SIGKILL, as a lost node); its JetStream store stays for [`LocalNats::start_again`].
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same port and store, and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// As [`LocalNats::start`].
+    pub fn start_again(&mut self) -> Result<(), LaunchError> {
+        self.stop();
+        self.spawn()
+    }
+
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -166,6 +180,35 @@ impl LocalPostgres {
         self.port
     }
 
+    /// Stops it as `pg_ctl stop -m fast` does (SIGINT: sessions aborted, a clean shutdown) and
+    /// waits up to 10 s for it to exit; its data stays for [`LocalPostgres::start_again`].
+    pub fn stop(&mut self) {
+        // SIGKILL would leave shared memory and children behind.
+        if let Some(child) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same port and data, and waits until it accepts queries.
+    ///
+    /// # Errors
+    /// As [`LocalPostgres::start`].
+    pub fn start_again(&mut self) -> Result<(), LaunchError> {
+        self.stop();
+        self.spawn(server_user()?)
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -183,22 +226,7 @@ impl LocalPostgres {
 
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
-        // SIGKILL would leave shared memory and children behind; SIGINT is PostgreSQL's fast
-        // shutdown (aborts sessions, exits cleanly).
-        if let Some(child) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    self.child = None;
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        kill(&mut self.child);
+        self.stop();
     }
 }
 

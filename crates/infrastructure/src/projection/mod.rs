@@ -89,3 +89,17 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl ProjectionError {
+    /// The dependency whose failure this is, which a worker waits for and tries again; `None`
+    /// for what no retry mends (a corrupt held change).
+    pub fn dependency(&self) -> Option<crate::telemetry::health::Dependency> {
+        use crate::telemetry::health::Dependency;
+        match self {
+            Self::Postgres(_) => Some(Dependency::Postgres),
+            Self::Bus(_) => Some(Dependency::Nats),
+            Self::Store(_) => Some(Dependency::Redis),
+            Self::Corrupt { .. } => None,
+        }
+    }
+}

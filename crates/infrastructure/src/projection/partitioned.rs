@@ -118,6 +118,13 @@ impl PartitionedProjector {
         &self.stats
     }
 
+    /// Whether its PostgreSQL session is gone (the server restarted, the connection dropped):
+    /// its leases went with the session, so this projector can apply nothing more and must
+    /// be replaced by one that joins again.
+    pub fn session_lost(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// The partitions this projector owns now.
     pub fn owned(&self) -> Vec<u32> {
         self.owned.keys().copied().collect()

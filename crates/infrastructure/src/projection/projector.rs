@@ -205,6 +205,14 @@ pub struct ProjectorStats {
     pub batches: u64,
 }
 
+impl std::ops::AddAssign for ProjectorStats {
+    fn add_assign(&mut self, o: Self) {
+        self.changes += o.changes;
+        self.rejected += o.rejected;
+        self.batches += o.batches;
+    }
+}
+
 /// The durable consumer that feeds the projection.
 #[derive(Debug)]
 pub struct Projector {

@@ -16,6 +16,7 @@
 //! # What it may import
 //! The core crate only: every other room records through it.
 
+pub mod health;
 pub mod trace_context;
 
 use flyrtech_core::{StoreError, UpdateOutcome};
@@ -160,6 +161,13 @@ pub const CATALOG: &[Metric] = &[
         "",
         "serve, relay",
         "1 when the last periodic outbox measurement reached every primary, 0 when it failed.",
+    ),
+    metric(
+        "dependency_reachable",
+        Kind::Gauge,
+        "dependency",
+        "relay, project",
+        "1 while the dependency (redis, nats, postgres) answered its last use, 0 while a worker waits to reach it again.",
     ),
     metric(
         "redis_wait_seconds",
