@@ -49,6 +49,11 @@ pub struct CommonArgs {
     /// private redis-server is started and stopped on exit.
     #[arg(long, env = "FLYRTECH_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// File holding the Redis password (a mounted secret), used for every Redis URL that names
+    /// none: the password stays out of the URL, the command line, the environment and the
+    /// config file. Its trailing newline is not part of it.
+    #[arg(long, env = "FLYRTECH_REDIS_PASSWORD_FILE", global = true)]
+    pub redis_password_file: Option<PathBuf>,
     /// PEM file of the authorities a `rediss://` server's certificate must chain to (a private
     /// CA) [default: the system's roots].
     #[arg(long, env = "FLYRTECH_REDIS_CA", global = true)]
@@ -235,6 +240,24 @@ impl Settings {
             .clone()
             .or_else(|| std::env::var("REDIS_URL").ok())
             .filter(|u| !u.trim().is_empty());
+        let password = args
+            .redis_password_file
+            .as_deref()
+            .map(read_password)
+            .transpose()?;
+        let (redis_url, lock_urls) = match &password {
+            None => (redis_url, args.lock_urls.clone().unwrap_or_default()),
+            Some(password) => (
+                redis_url
+                    .map(|urls| with_password(&urls, password, "redis_url"))
+                    .transpose()?,
+                args.lock_urls
+                    .iter()
+                    .flatten()
+                    .map(|url| with_password(url, password, "lock_urls"))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
         let wait_aof = args.wait_aof;
         // A WAIT answers from the replicas' acknowledgements of what they received; a WAITAOF
         // to replicas waits for their next report of what their disks hold, about once a
@@ -277,7 +300,7 @@ impl Settings {
             redis_ca: args.redis_ca.clone(),
             processing_delay: args.processing_delay_ms.map(Duration::from_millis),
             strategy: args.strategy,
-            lock_urls: args.lock_urls.clone().unwrap_or_default(),
+            lock_urls,
             allow_eviction: args.allow_eviction,
             replicas,
             layers,
@@ -295,6 +318,49 @@ impl Settings {
     ) -> Result<A, ConfigError> {
         self.layers.command(args)
     }
+}
+
+/// The password in `--redis-password-file`: the file's text without its trailing newline.
+fn read_password(path: &std::path::Path) -> Result<String, ConfigError> {
+    let key = "redis_password_file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::value(key, format!("cannot read {}: {e}", path.display())))?;
+    let password = text.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(ConfigError::value(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(password.to_owned())
+}
+
+/// Each of the comma-separated Redis `urls` with `password` in it. A URL that names a password
+/// of its own is refused rather than silently overridden; no error shows a URL, which may hold
+/// a password.
+fn with_password(urls: &str, password: &str, key: &str) -> Result<String, ConfigError> {
+    let one = |text: &str| {
+        let mut url = url::Url::parse(text.trim()).map_err(|e| {
+            ConfigError::value(
+                key,
+                format!("not a URL ({e}); not shown: it may hold a password"),
+            )
+        })?;
+        if url.password().is_some() {
+            return Err(ConfigError::value(
+                key,
+                "names a password and --redis-password-file gives one: keep one of them",
+            ));
+        }
+        url.set_password(Some(password))
+            .map_err(|()| ConfigError::value(key, "a URL without a host cannot take a password"))?;
+        Ok(url.to_string())
+    };
+    Ok(urls
+        .split(',')
+        .map(one)
+        .collect::<Result<Vec<_>, _>>()?
+        .join(","))
 }
 
 /// The journeys seeded at start-up.
@@ -383,6 +449,37 @@ pub(crate) mod tests {
 
     fn shared(argv: &[&str], text: &str) -> Result<Settings, ConfigError> {
         parse(&[argv, &["relay"]].concat(), text).map(|(_, settings)| settings)
+    }
+
+    /// The password file's password goes into every Redis URL, percent-encoded; a URL that has
+    /// a password of its own, or an empty file, is refused, and no error shows a password.
+    #[test]
+    fn the_redis_password_comes_from_a_mounted_file() {
+        let secret = file("p@ss:w/rd\n");
+        let flag = format!("--redis-password-file={}", secret.path().display());
+        let urls = "--redis-url=redis://a:7000,redis://user@b:7001/2";
+        let s = shared(&[&flag, urls, "--lock-urls=redis://c:7002"], "").expect("settings");
+        assert_eq!(
+            s.redis_url.as_deref(),
+            Some("redis://:p%40ss%3Aw%2Frd@a:7000,redis://user:p%40ss%3Aw%2Frd@b:7001/2")
+        );
+        assert_eq!(s.lock_urls, ["redis://:p%40ss%3Aw%2Frd@c:7002"]);
+
+        let twice =
+            shared(&[&flag, "--redis-url=redis://:other@a:7000"], "").expect_err("two passwords");
+        let shown = twice.to_string();
+        assert!(shown.contains("keep one of them"), "{shown}");
+        assert!(
+            !shown.contains("other") && !shown.contains("p@ss"),
+            "{shown}"
+        );
+
+        let empty = file("\n");
+        let flag = format!("--redis-password-file={}", empty.path().display());
+        let shown = shared(&[&flag, "--redis-url=redis://a:1"], "")
+            .expect_err("an empty password")
+            .to_string();
+        assert!(shown.contains("is empty"), "{shown}");
     }
 
     #[test]
