@@ -102,3 +102,7 @@ soak DURATION="10m":
 # What CI runs.
 ci:
     bash .ci/run
+
+# The service's container image (deploy/container/build.sh): the release binary, stripped, on a slim Debian base (made from Debian's packages where no registry answers); prints its size.
+image TAG="flyrtech:dev":
+    deploy/container/build.sh {{TAG}}

@@ -422,22 +422,15 @@ async fn a_relay_rides_out_a_nats_restart() {
     let Some(pg) = service("PostgreSQL", flyrtech_infrastructure::LocalPostgres::start) else {
         return;
     };
-    let projected = flyrtech()
-        .args([
-            "project",
-            "--drain",
-            "--bus",
-            &nats.url(),
-            "--postgres",
-            &pg.url(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        projected.status.success(),
-        "{}",
-        String::from_utf8_lossy(&projected.stderr)
-    );
+    let (bus, db) = (nats.url(), pg.url());
+    flyrtech_tests::stdout_of(flyrtech().args([
+        "project",
+        "--drain",
+        "--bus",
+        &bus,
+        "--postgres",
+        &db,
+    ]));
     let audit = flyrtech()
         .args(["--redis-url", &url, "--strategy", "lua", "audit"])
         .args(["--projection", &pg.url()])

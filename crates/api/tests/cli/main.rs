@@ -6,6 +6,7 @@
 
 mod basics;
 mod dataset;
+mod deployment;
 mod events;
 mod observability;
 mod secrets;
