@@ -106,3 +106,17 @@ ci:
 # The service's container image (deploy/container/build.sh): the release binary, stripped, on a slim Debian base (made from Debian's packages where no registry answers); prints its size.
 image TAG="flyrtech:dev":
     deploy/container/build.sh {{TAG}}
+
+# The whole pipeline on this host's Docker (deploy/compose): the image, then the stack; serve on :8081 and :8082, Prometheus on :9090. The stack's API key: `just key`.
+up:
+    deploy/container/build.sh
+    BASE=$(docker image inspect debian:bookworm-slim >/dev/null 2>&1 && echo debian:bookworm-slim || echo flyrtech/debian:bookworm) docker-compose -f deploy/compose/docker-compose.yml -p flyrtech build
+    docker-compose -f deploy/compose/docker-compose.yml -p flyrtech up --detach
+
+# The compose stack's API key (admin scope), for verify --api-key or curl.
+key:
+    docker run --rm --volume flyrtech_secrets:/secrets:ro --entrypoint cat flyrtech:dev /secrets/token
+
+# Takes the compose stack down with its volumes.
+down:
+    docker-compose -f deploy/compose/docker-compose.yml -p flyrtech down --volumes --remove-orphans

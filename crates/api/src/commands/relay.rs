@@ -64,6 +64,7 @@ pub async fn publisher(
                                 .unwrap_or(i64::MAX),
                         }),
                         partitions: bus.partitions,
+                        replicas: bus.bus_replicas,
                         ..StreamSettings::default()
                     },
                 )

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use flyrtech_tests::docker::{self, docker};
+
 use super::flyrtech;
 
 fn deploy() -> PathBuf {
@@ -64,28 +66,18 @@ const COMMANDS: [&str; 3] = ["serve", "relay", "project"];
 /// are looked up in that command's help.
 fn unknown_options(name: &str, text: &str, help: &mut Help) -> Vec<String> {
     let mut unknown = Vec::new();
-    for document in text.split("\n---") {
+    for document in blocks(text) {
+        let document = document.as_str();
         let lines: Vec<&str> = document
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
             .collect();
-        // A service of the compose file or a Deployment: one command each.
-        let words: Vec<String> = lines
-            .iter()
-            .filter_map(|l| {
-                let l = l.trim_start().trim_start_matches("- ");
-                l.strip_prefix("args:")
-                    .or_else(|| l.strip_prefix("command:"))
-                    .map(str::trim)
-            })
-            .filter_map(|list| serde_json::from_str::<Vec<String>>(list).ok())
-            .flatten()
-            .collect();
-        let command = words
-            .iter()
-            .find(|w| COMMANDS.contains(&w.as_str()))
-            .map_or("serve", String::as_str);
-        for word in &words {
+        // A service of the compose file or a Deployment's pod: one command each. Its flags are
+        // checked when it runs `flyrtech` (a server's own are not ours).
+        let words = command_words(&lines);
+        let ours = words.iter().find(|w| COMMANDS.contains(&w.as_str()));
+        let command = ours.map_or("serve", String::as_str);
+        for word in words.iter().filter(|_| ours.is_some()) {
             let flag = word.split('=').next().unwrap_or(word);
             if flag.starts_with("--") && !help.has_flag(command, flag) {
                 unknown.push(format!("{name}: {command} has no {flag}"));
@@ -122,12 +114,62 @@ fn unknown_options(name: &str, text: &str, help: &mut Help) -> Vec<String> {
     unknown
 }
 
+/// The parts of a YAML file that each configure one process: its documents (`---`), and in
+/// them each key indented by two (a compose service; a Deployment's `template`, a ConfigMap's
+/// file).
+fn blocks(text: &str) -> Vec<String> {
+    let mut blocks = vec![String::new()];
+    for line in text.lines() {
+        let key = line.len() > 2
+            && line.starts_with("  ")
+            && !line[2..].starts_with([' ', '-', '#'])
+            && line.trim_end().ends_with(':');
+        if line.starts_with("---") || key {
+            blocks.push(String::new());
+        }
+        let last = blocks.last_mut().expect("one block at least");
+        last.push_str(line);
+        last.push('\n');
+    }
+    blocks
+}
+
+/// The words of the `args:`, `command:` and `entrypoint:` lists among `lines` (JSON-style
+/// lists, on one line or several).
+fn command_words(lines: &[&str]) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut open: Option<String> = None;
+    for line in lines {
+        let text = line.trim_start().trim_start_matches("- ");
+        let list = match open.take() {
+            Some(mut list) => {
+                list.push_str(text);
+                list
+            }
+            None => match ["args:", "command:", "entrypoint:"]
+                .iter()
+                .find_map(|key| text.strip_prefix(key))
+                .map(str::trim)
+            {
+                Some(rest) if rest.starts_with('[') => rest.to_owned(),
+                _ => continue,
+            },
+        };
+        match serde_json::from_str::<Vec<String>>(&list) {
+            Ok(list) => words.extend(list),
+            Err(_) if !list.trim_end().ends_with(']') => open = Some(list),
+            Err(e) => panic!("not a list of strings ({e}): {list}"),
+        }
+    }
+    words
+}
+
 /// The flag of a config-file key.
 fn flag(key: &str) -> String {
     format!("--{}", key.replace('_', "-"))
 }
 
-/// The `FLYRTECH_*` names in `text`.
+/// The `FLYRTECH_*` names in `text` that a process reads.
 fn variables(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = text;
@@ -136,8 +178,12 @@ fn variables(text: &str) -> Vec<String> {
             .chars()
             .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
             .collect();
+        // `${FLYRTECH_IMAGE}` is compose's own substitution, not a variable of the binary.
+        let substituted = rest[..at].ends_with("${");
         rest = &rest[at + name.len()..];
-        found.push(name);
+        if !substituted {
+            found.push(name);
+        }
     }
     found
 }
@@ -208,6 +254,21 @@ data:
     [serve]
     wait_replicas = 1
 "#;
+    let compose = r#"
+services:
+  redis-1:
+    command: ["--port", "6379",
+              "--appendonly", "yes"]
+  relay:
+    command: ["relay", "--bus", "nats://nats-1:4222",
+              "--bus-replicaz", "3"]
+    environment:
+      FLYRTECH_REDIS_URL: redis://redis-1:6379
+"#;
+    assert_eq!(
+        unknown_options("c.yml", compose, &mut Help::new()),
+        ["c.yml: relay has no --bus-replicaz"]
+    );
     let found = unknown_options("m.yaml", manifest, &mut Help::new());
     assert_eq!(
         found,
@@ -221,71 +282,19 @@ data:
     );
 }
 
-/// `docker ARGS`.
-fn docker() -> std::process::Command {
-    std::process::Command::new("docker")
-}
-
-/// Whether a Docker engine answers. Outside CI its absence skips the image's test; CI has one.
-fn docker_answers() -> bool {
-    let answers = docker()
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !answers {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the image's test: no Docker engine answers"
-        );
-        eprintln!("SKIPPED: this test needs a Docker engine");
-    }
-    answers
-}
-
-/// Something of Docker's this test made, removed when it ends, however it ends.
-struct Made(&'static str, String);
-
-impl Drop for Made {
-    fn drop(&mut self) {
-        let _ = docker()
-            .args([self.0, "--force", &self.1])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 /// The image deploy/container/build.sh makes (with this suite's `flyrtech`, on the base it
 /// makes from Debian's packages where none can be pulled) runs as its unprivileged user on a
 /// read-only root file system, and Docker reports `serve` in it healthy through the image's own
 /// health check; the API answers from outside the container.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_unprivileged_on_a_read_only_root_and_reports_healthy() {
-    if !docker_answers() {
+    if !docker::answers() {
         return;
     }
     let tag = format!("flyrtech:test-{}", std::process::id());
-    let built = std::process::Command::new(deploy().join("container/build.sh"))
-        .arg(&tag)
-        .env("BINARY", env!("CARGO_BIN_EXE_flyrtech"))
-        .output()
-        .unwrap();
-    let _image = Made("rmi", tag.clone());
-    assert!(
-        built.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let _image = docker::image(&tag, Path::new(env!("CARGO_BIN_EXE_flyrtech")));
 
-    let id = flyrtech_tests::stdout_of(docker().args([
-        "run",
-        "--rm",
-        "--read-only",
-        "--entrypoint",
-        "id",
-        &tag,
-    ]));
+    let id = docker::run(docker().args(["run", "--rm", "--read-only", "--entrypoint", "id", &tag]));
     assert!(
         id.starts_with("uid=10001(flyrtech) gid=10001(flyrtech)"),
         "{id}"
@@ -294,7 +303,7 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_reports_healthy() {
     let redis = flyrtech_infrastructure::LocalRedis::standalone().unwrap();
     let port = flyrtech_infrastructure::local::free_port(false).unwrap();
     let name = format!("flyrtech-test-serve-{}", std::process::id());
-    flyrtech_tests::stdout_of(docker().args([
+    docker::run(docker().args([
         "run",
         "--detach",
         "--name",
@@ -308,7 +317,7 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_reports_healthy() {
         &format!("FLYRTECH_LISTEN=127.0.0.1:{port}"),
         &tag,
     ]));
-    let _container = Made("rm", name.clone());
+    let _container = docker::Made::new("rm", &name);
     let health = || {
         let out = docker()
             .args(["inspect", "--format", "{{.State.Health.Status}}", &name])

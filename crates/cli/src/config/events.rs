@@ -45,6 +45,10 @@ pub struct BusArgs {
     /// docs/outbox/SCHEMA.md, "Partitions").
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// With --bus on a JetStream cluster: the stream's replicas (3 on three nodes: the loss of
+    /// one loses nothing) [default: 1 for a new stream, an existing one's own count].
+    #[arg(long)]
+    pub bus_replicas: Option<usize>,
 }
 
 impl BusArgs {

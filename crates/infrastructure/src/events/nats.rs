@@ -92,6 +92,10 @@ pub struct StreamSettings {
     /// stream's must be the same. `None`: whatever the stream records ([`DEFAULT_PARTITIONS`]
     /// for a new one).
     pub partitions: Option<u32>,
+    /// The stream's replicas on a JetStream cluster (3 survives the loss of a node), set when
+    /// this connection creates or updates the stream. `None`: 1 for a new stream, an existing
+    /// one's own count otherwise (a projector never changes it).
+    pub replicas: Option<usize>,
 }
 
 /// How much of the JetStream stream is kept.
@@ -111,6 +115,7 @@ impl Default for StreamSettings {
             duplicate_window: Duration::from_secs(120),
             limits: None,
             partitions: None,
+            replicas: None,
         }
     }
 }
@@ -125,7 +130,8 @@ pub struct JetStream {
 }
 
 impl JetStream {
-    /// Connects to `url` (`nats://host:port`) and creates the stream if it does not exist,
+    /// Connects to `url` (`nats://host:port`, or a cluster's comma-separated seeds) and creates
+    /// the stream if it does not exist,
     /// recording its partition count.
     ///
     /// # Errors
@@ -147,7 +153,8 @@ impl JetStream {
             .connection_timeout(Duration::from_secs(2))
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .connect(url);
+            // A cluster's seeds, comma-separated, as for Redis: the client finds the rest.
+            .connect(url.split(',').map(str::trim).collect::<Vec<_>>());
         let shown = crate::secrets::redact(url);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
@@ -162,6 +169,7 @@ impl JetStream {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: settings.duplicate_window,
+            num_replicas: settings.replicas.unwrap_or(1),
             ..Default::default()
         };
         // Created with our description, or as it is: either way the stream's own record counts.
@@ -198,6 +206,9 @@ impl JetStream {
         }
         if let Some(limits) = settings.limits {
             config.description = description;
+            config.num_replicas = settings
+                .replicas
+                .unwrap_or(stream.cached_info().config.num_replicas);
             config.max_age = limits.max_age.unwrap_or_default();
             config.max_messages = limits.max_messages;
             context.update_stream(config).await.map_err(|e| {

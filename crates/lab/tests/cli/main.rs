@@ -5,6 +5,7 @@
 
 mod basics;
 mod secrets;
+mod stack;
 mod verify;
 
 use std::process::Command;

@@ -1,0 +1,205 @@
+//! Docker for the tests that build the image and run the compose stack: the engine asked, and
+//! what a test made removed however the test ends.
+
+use std::process::{Command, Stdio};
+
+/// `docker`.
+pub fn docker() -> Command {
+    Command::new("docker")
+}
+
+/// Whether a Docker engine answers. Outside CI its absence skips the test (it says so); CI has
+/// one, and there its absence fails the test.
+pub fn answers() -> bool {
+    let answers = docker()
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the container tests: no Docker engine answers"
+        );
+        eprintln!("SKIPPED: this test needs a Docker engine");
+    }
+    answers
+}
+
+/// Runs `command`, asserting success with its output shown; its stdout.
+pub fn run(command: &mut Command) -> String {
+    let out = command.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds the service's image `tag` with deploy/container/build.sh from `binary` (the suite's
+/// own `flyrtech`), on the base it makes from Debian's packages where none can be pulled. The
+/// image is removed when the answer is dropped.
+pub fn image(tag: &str, binary: &std::path::Path) -> Made {
+    let made = Made::new("rmi", tag);
+    run(Command::new(repository().join("deploy/container/build.sh"))
+        .arg(tag)
+        .env("BINARY", binary));
+    made
+}
+
+/// The repository's root.
+pub fn repository() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Something of Docker's a test made (`docker KIND --force NAME` removes it), removed when
+/// dropped.
+#[derive(Debug)]
+pub struct Made {
+    remove: &'static str,
+    name: String,
+}
+
+impl Made {
+    /// `name`, removed by `docker REMOVE --force NAME` (`rm`, `rmi`).
+    pub fn new(remove: &'static str, name: &str) -> Self {
+        Self {
+            remove,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let _ = docker()
+            .args([self.remove, "--force", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The compose stack of deploy/compose as an operator brings it up, under a project of its
+/// own with its published ports on free host ports, the service's image built from `binary`.
+/// Taken down with its volumes and network when dropped (the servers' image and the base stay:
+/// they are caches, made once).
+#[derive(Debug)]
+pub struct Stack {
+    project: String,
+    image: String,
+    /// The host ports of `serve-1` and `serve-2`.
+    pub serve: [u16; 2],
+    /// Prometheus' host port.
+    pub prometheus: u16,
+    base: String,
+    _image: Made,
+}
+
+impl Stack {
+    /// Builds the images and brings the stack up (`docker-compose build`, `up --detach`).
+    pub fn up(binary: &std::path::Path) -> Self {
+        let project = format!("flyrtechtest{}", std::process::id());
+        let tag = format!("flyrtech:{project}");
+        let made = image(&tag, binary);
+        let port = || flyrtech_infrastructure::local::free_port(false).expect("a free port");
+        // build.sh used the public base when present, else made this one.
+        let public = docker()
+            .args(["image", "inspect", "debian:bookworm-slim"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let base = if public {
+            "debian:bookworm-slim"
+        } else {
+            "flyrtech/debian:bookworm"
+        };
+        let stack = Self {
+            project,
+            image: tag,
+            serve: [port(), port()],
+            prometheus: port(),
+            base: base.to_owned(),
+            _image: made,
+        };
+        run(stack.compose().args(["build", "--quiet"]));
+        run(stack.compose().args(["up", "--detach"]));
+        stack
+    }
+
+    /// `docker-compose` on the stack's file and project.
+    pub fn compose(&self) -> Command {
+        let mut cmd = Command::new("docker-compose");
+        cmd.arg("--file")
+            .arg(repository().join("deploy/compose/docker-compose.yml"))
+            .args(["--project-name", &self.project])
+            .env("FLYRTECH_IMAGE", &self.image)
+            .env("BASE", &self.base)
+            .env("SERVE_1_PORT", self.serve[0].to_string())
+            .env("SERVE_2_PORT", self.serve[1].to_string())
+            .env("PROMETHEUS_PORT", self.prometheus.to_string());
+        cmd
+    }
+
+    /// The container of `service`.
+    pub fn container(&self, service: &str) -> String {
+        run(self.compose().args(["ps", "--quiet", service]))
+            .trim()
+            .to_owned()
+    }
+
+    /// `service`'s address on the stack's network (which this host reaches).
+    pub fn ip(&self, service: &str) -> String {
+        let format = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+        run(docker().args(["inspect", "--format", format, &self.container(service)]))
+            .trim()
+            .to_owned()
+    }
+
+    /// Docker's health of `service`'s container (`healthy`, `starting`, …).
+    pub fn health(&self, service: &str) -> String {
+        let format = "{{.State.Health.Status}}";
+        run(docker().args(["inspect", "--format", format, &self.container(service)]))
+            .trim()
+            .to_owned()
+    }
+
+    /// The stack's API key (admin), as its `keys` service made it.
+    pub fn api_key(&self) -> String {
+        let volume = format!("{}_secrets:/secrets:ro", self.project);
+        run(docker().args([
+            "run",
+            "--rm",
+            "--volume",
+            &volume,
+            "--entrypoint",
+            "cat",
+            &self.image,
+            "/secrets/token",
+        ]))
+        .trim()
+        .to_owned()
+    }
+
+    /// The last lines of every service's log.
+    pub fn logs(&self) -> String {
+        let out = self
+            .compose()
+            .args(["logs", "--no-color", "--tail", "20"])
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self
+            .compose()
+            .args(["down", "--volumes", "--remove-orphans", "--timeout", "5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
