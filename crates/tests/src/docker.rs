@@ -182,6 +182,39 @@ impl Stack {
         .to_owned()
     }
 
+    /// `docker ACTION` on `service`'s container: `kill` (SIGKILL, a lost host), `start`,
+    /// `restart` (its stop signal, then started again).
+    pub fn act(&self, action: &str, service: &str) {
+        let container = self.container(service);
+        let mut cmd = docker();
+        cmd.arg(action);
+        if action == "restart" {
+            cmd.args(["--time", "5"]);
+        }
+        run(cmd.arg(&container));
+    }
+
+    /// `command` run in `service`'s container; its stdout.
+    pub fn exec(&self, service: &str, command: &[&str]) -> String {
+        run(docker()
+            .arg("exec")
+            .arg(self.container(service))
+            .args(command))
+    }
+
+    /// The Redis node (`redis-1` … `redis-6`) that is a primary and holds a key matching
+    /// `pattern`.
+    pub fn redis_primary_holding(&self, pattern: &str) -> String {
+        (1..=6)
+            .map(|n| format!("redis-{n}"))
+            .find(|node| {
+                let role = self.exec(node, &["redis-cli", "role"]);
+                let keys = self.exec(node, &["redis-cli", "--scan", "--pattern", pattern]);
+                role.starts_with("master") && !keys.trim().is_empty()
+            })
+            .unwrap_or_else(|| panic!("no primary holds a key matching {pattern}"))
+    }
+
     /// The last lines of every service's log.
     pub fn logs(&self) -> String {
         let out = self

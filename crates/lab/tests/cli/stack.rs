@@ -1,8 +1,8 @@
 //! The whole pipeline as an operator deploys it: the compose stack of deploy/compose (a Redis
 //! Cluster of three primaries with a replica each, two `serve` confirming each write on a
 //! replica, the relay, a three-node NATS JetStream cluster, PostgreSQL, two projectors,
-//! Prometheus) brought up on this host's Docker, `verify` driving both `serve`, then the
-//! projection audited against the store.
+//! Prometheus) brought up on this host's Docker, `verify` driving both `serve` while a nemesis
+//! acts on the containers, then the projection audited against the store.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,12 +11,14 @@ use flyrtech_tests::docker::{self, Stack};
 
 use super::*;
 
-/// Every service up and ready; every answer `verify` got from both instances explained by one
-/// order (at least 99 % of the registers decided); once the relay and the projectors have
-/// drained, the projection equal to the store (`audit --projection`: 0 differences, no
-/// phantom); every process scraped by Prometheus. The stack goes with its volumes.
+/// Every service up and ready; under the faults of [`nemesis`], every answer `verify` got from
+/// both instances explained by one order (at least 99 % of the registers decided: no
+/// acknowledged update lost); every process healthy again, none having exited for good; once
+/// the relay and the projectors have drained, the projection equal to the store (`audit
+/// --projection`: 0 differences, so no phantom either); every process scraped by Prometheus.
+/// The stack goes with its volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_compose_stack_comes_up_and_its_pipeline_loses_nothing() {
+async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
     if !docker::answers() {
         return;
     }
@@ -35,17 +37,18 @@ async fn the_compose_stack_comes_up_and_its_pipeline_loses_nothing() {
         }
     }
 
+    // verify drives both instances while the nemesis acts on the containers.
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("verify.json");
     let key = stack.api_key();
     let targets = stack
         .serve
         .map(|p| format!("--target=http://127.0.0.1:{p}"));
-    let verified = lab()
+    let verify = lab()
         .args([
             "verify",
             "--duration",
-            "8s",
+            "40s",
             "--journeys",
             "4",
             "--clients",
@@ -54,21 +57,44 @@ async fn the_compose_stack_comes_up_and_its_pipeline_loses_nothing() {
         .args(&targets)
         .arg(format!("--api-key={key}"))
         .arg(format!("--json={}", json.display()))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    nemesis(&stack).await;
+    let verified = verify.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert_eq!(
         verified.status.code(),
         Some(0),
-        "{stdout}\n{}",
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&verified.stderr),
         stack.logs()
     );
+    // The figures, for `--nocapture` (docs/results/stack.txt).
+    eprintln!("{stdout}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["verdict"], "linearizable", "{stdout}");
     assert!(report["decided"].as_f64().unwrap() >= 0.99, "{stdout}");
 
+    // Every process is back, none having exited for good.
+    for name in ["serve-1", "serve-2", "relay", "project-1", "project-2"] {
+        while stack.health(name) != "healthy" {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(60),
+                "{name} is {}:\n{}",
+                stack.health(name),
+                stack.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // The relay and the projectors drain: the projection catches up with the store.
-    let redis = format!("redis://{}:6379", stack.ip("redis-1"));
+    let redis = (1..=3)
+        .map(|n| format!("redis://{}:6379", stack.ip(&format!("redis-{n}"))))
+        .collect::<Vec<_>>()
+        .join(",");
     let postgres = format!("postgres://postgres@{}:5432/postgres", stack.ip("postgres"));
     let audited = loop {
         let audit = flyrtech_tests::binary(&service)
@@ -88,6 +114,7 @@ async fn the_compose_stack_comes_up_and_its_pipeline_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(!audited.contains(" 0 changes projected"), "{audited}");
+    eprintln!("{audited}");
 
     // Prometheus scrapes every process of the stack.
     let url = format!("http://127.0.0.1:{}/api/v1/targets", stack.prometheus);
@@ -112,4 +139,25 @@ async fn the_compose_stack_comes_up_and_its_pipeline_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The faults, one after another while verify runs (its 40 s are the schedule; each fault is
+/// spaced so that the clients work between them): a `serve` restarted; a NATS node killed and
+/// started again 3 s later.
+///
+/// Not yet here, each a known defect (docs/deployment.md, "Known defects"): the Redis primary
+/// holding verify's journeys killed and its replica promoted (the relay never reached the
+/// cluster again), and PostgreSQL restarted under the two projectors (changes stayed held).
+async fn nemesis(stack: &Stack) {
+    let pause = |seconds| tokio::time::sleep(Duration::from_secs(seconds));
+    let say = |what: &str| eprintln!("nemesis: {what}");
+    pause(4).await;
+    say("serve-1 restarted");
+    stack.act("restart", "serve-1");
+    pause(3).await;
+    say("nats-2 killed");
+    stack.act("kill", "nats-2");
+    pause(3).await;
+    say("nats-2 started");
+    stack.act("start", "nats-2");
 }
