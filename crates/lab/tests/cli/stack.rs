@@ -25,17 +25,7 @@ async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
     let service = Path::new(env!("CARGO_BIN_EXE_flyrtech-lab")).with_file_name("flyrtech");
     let stack = Stack::up(&service);
     let deadline = Instant::now() + Duration::from_secs(180);
-    for name in ["serve-1", "serve-2", "relay", "project-1", "project-2"] {
-        while stack.health(name) != "healthy" {
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {}:\n{}",
-                stack.health(name),
-                stack.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    all_healthy(&stack, deadline).await;
 
     // verify drives both instances while the nemesis acts on the containers.
     let dir = tempfile::tempdir().unwrap();
@@ -78,17 +68,7 @@ async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
     assert!(report["decided"].as_f64().unwrap() >= 0.99, "{stdout}");
 
     // Every process is back, none having exited for good.
-    for name in ["serve-1", "serve-2", "relay", "project-1", "project-2"] {
-        while stack.health(name) != "healthy" {
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(60),
-                "{name} is {}:\n{}",
-                stack.health(name),
-                stack.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    all_healthy(&stack, deadline + Duration::from_secs(60)).await;
 
     // The relay and the projectors drain: the projection catches up with the store.
     let redis = (1..=3)
@@ -160,4 +140,19 @@ async fn nemesis(stack: &Stack) {
     pause(3).await;
     say("nats-2 started");
     stack.act("start", "nats-2");
+}
+
+/// Polls until Docker reports every flyrtech process of `stack` healthy, at most until `deadline`.
+async fn all_healthy(stack: &Stack, deadline: Instant) {
+    for name in ["serve-1", "serve-2", "relay", "project-1", "project-2"] {
+        while stack.health(name) != "healthy" {
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {}:\n{}",
+                stack.health(name),
+                stack.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
