@@ -194,6 +194,35 @@ impl Stack {
         run(cmd.arg(&container));
     }
 
+    /// Cuts `service` from the stack's network (`docker network disconnect`): its peers' packets
+    /// go unanswered, as when a host drops off the network, and nothing resets its connections.
+    pub fn cut(&self, service: &str) {
+        run(docker().args([
+            "network",
+            "disconnect",
+            &self.network(),
+            &self.container(service),
+        ]));
+    }
+
+    /// Connects `service` to the stack's network again, under its service name (which
+    /// `docker network connect` would not give it back by itself).
+    pub fn heal(&self, service: &str) {
+        run(docker().args([
+            "network",
+            "connect",
+            "--alias",
+            service,
+            &self.network(),
+            &self.container(service),
+        ]));
+    }
+
+    /// The stack's network, as compose names it.
+    fn network(&self) -> String {
+        format!("{}_default", self.project)
+    }
+
     /// `command` run in `service`'s container; its stdout.
     pub fn exec(&self, service: &str, command: &[&str]) -> String {
         run(docker()

@@ -11,13 +11,22 @@
 //!
 //! Whether the URL points at a cluster is asked of the server (`INFO cluster`), so one
 //! `--redis-url` serves both. Every connection counts its round trips, which the lab reports.
+//!
+//! A cluster's shared connection is rebuilt from the seeds when its commands keep timing out
+//! ([`ClusterShared`]). A primary that goes silent without closing its connections (its host
+//! cut from the network, frozen, or gone and back at another address) makes redis-rs retry
+//! the timed-out command on the same connection; it never asks for the new slot map, so after
+//! the replica's promotion every command for that shard would time out for as long as the old
+//! primary stays silent. A fresh connection asks the cluster for its map and reaches the new
+//! primary.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use flyrtech_core::StoreError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
@@ -28,7 +37,81 @@ use crate::connection::settings::RedisSettings;
 #[derive(Clone)]
 enum Shared {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterShared>),
+}
+
+/// Timed-out commands since the last rebuild that make the shared cluster connection be
+/// rebuilt: one may be a slow reply, two in a row on a connection that was fine suggest a node
+/// that no longer answers.
+const REBUILD_AFTER_TIMEOUTS: u32 = 2;
+
+/// The least time between two rebuilds, so that a cluster that is merely slow is not also made
+/// to accept a new set of connections at every timeout.
+const REBUILD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The shared cluster connection, replaced by a fresh one (which reads the slot map anew) when
+/// its commands keep timing out. Commands in flight on the old one finish or time out there;
+/// the next [`Redis::shared`] hands out the new one.
+struct ClusterShared {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    /// Timed-out commands since the last rebuild.
+    timeouts: AtomicU32,
+    rebuilding: AtomicBool,
+    last_rebuild: Mutex<Option<Instant>>,
+}
+
+impl ClusterShared {
+    fn connection(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes a command's outcome; a timeout may start a rebuild in the background.
+    fn observe<T>(self: &Arc<Self>, outcome: &redis::RedisResult<T>) {
+        let Err(e) = outcome else { return };
+        if !e.is_timeout() {
+            return;
+        }
+        if self.timeouts.fetch_add(1, Ordering::Relaxed) + 1 < REBUILD_AFTER_TIMEOUTS {
+            return;
+        }
+        let recent = self
+            .last_rebuild
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < REBUILD_INTERVAL);
+        if recent || self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.rebuild().await });
+    }
+
+    async fn rebuild(&self) {
+        let fresh = self.client.get_async_connection().await;
+        *self
+            .last_rebuild
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        match fresh {
+            Ok(conn) => {
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = conn;
+                self.timeouts.store(0, Ordering::Relaxed);
+                metrics::counter!("redis_cluster_reconnects_total").increment(1);
+                tracing::warn!(
+                    "Redis cluster commands kept timing out: the shared connection was rebuilt \
+                     from the seeds and the slot map read again"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis cluster: rebuilding the shared connection failed");
+            }
+        }
+        self.rebuilding.store(false, Ordering::Release);
+    }
 }
 
 /// A handle on one Redis deployment. Cheap to clone; clones share connections and counters.
@@ -70,7 +153,14 @@ impl Redis {
                 .cluster(seeds.clone())
                 .build()
                 .map_err(invalid_url)?;
-            Shared::Cluster(client.get_async_connection().await.store_err()?)
+            let conn = client.get_async_connection().await.store_err()?;
+            Shared::Cluster(Arc::new(ClusterShared {
+                client,
+                current: RwLock::new(conn),
+                timeouts: AtomicU32::new(0),
+                rebuilding: AtomicBool::new(false),
+                last_rebuild: Mutex::new(None),
+            }))
         } else {
             let url = seeds.first().cloned().unwrap_or_default();
             let client = redis::Client::open(settings.info(&url).map_err(invalid_url)?)
@@ -150,7 +240,7 @@ impl Redis {
     pub fn shared(&self) -> Conn {
         let inner = match &self.shared {
             Shared::Single(c) => Inner::Single(c.clone()),
-            Shared::Cluster(c) => Inner::Cluster(c.clone()),
+            Shared::Cluster(c) => Inner::Cluster(c.connection(), Arc::clone(c)),
         };
         Conn {
             inner,
@@ -271,7 +361,8 @@ impl Subscriber {
 
 enum Inner {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// The shared cluster connection, and what watches its timeouts.
+    Cluster(ClusterConnection, Arc<ClusterShared>),
     Pooled(deadpool_redis::Connection),
 }
 
@@ -287,12 +378,22 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// Runs `$call` on whichever connection `$self` holds; a shared cluster connection's outcome is
+/// also noted, so that repeated timeouts rebuild it.
 macro_rules! each_inner {
-    ($self:ident, $c:ident => $body:expr) => {
+    ($self:ident, $c:ident => $call:expr) => {
         match &mut $self.inner {
-            Inner::Single($c) => $body,
-            Inner::Cluster($c) => $body,
-            Inner::Pooled($c) => $body,
+            Inner::Single($c) => $call,
+            Inner::Pooled($c) => $call,
+            Inner::Cluster($c, watch) => {
+                let watch = Arc::clone(watch);
+                let call = $call;
+                Box::pin(async move {
+                    let outcome = call.await;
+                    watch.observe(&outcome);
+                    outcome
+                })
+            }
         }
     };
 }
@@ -316,7 +417,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
-            Inner::Cluster(c) => c.get_db(),
+            Inner::Cluster(c, _) => c.get_db(),
             Inner::Pooled(c) => c.get_db(),
         }
     }

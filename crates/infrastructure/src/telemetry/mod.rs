@@ -163,6 +163,13 @@ pub const CATALOG: &[Metric] = &[
         "1 when the last periodic outbox measurement reached every primary, 0 when it failed.",
     ),
     metric(
+        "redis_cluster_reconnects_total",
+        Kind::Counter,
+        "",
+        "serve, relay",
+        "Times the shared Redis Cluster connection was rebuilt from the seeds because its commands kept timing out (a primary silent, a node at a new address).",
+    ),
+    metric(
         "dependency_reachable",
         Kind::Gauge,
         "dependency",

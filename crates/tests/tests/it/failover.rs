@@ -483,3 +483,56 @@ async fn failover_round(strategy: Strategy, round: usize) {
         server.stop().await;
     }
 }
+
+/// A cluster primary that stops answering without closing its connections (a host gone from the
+/// network; SIGSTOP here, so no reset reaches the client) while its replica is promoted: the
+/// handle's shared connection, which the relay's sweep and every script use, must reach the new
+/// primary. redis-rs retries a timed-out command on the same connection and never asks for the
+/// new slot map, so without the handle rebuilding its shared cluster connection after repeated
+/// timeouts, every command for that shard times out for as long as the old primary stays silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_connection_follows_a_failover_away_from_a_silent_primary() {
+    let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+    let redis = flyrtech_infrastructure::Redis::connect(
+        &flyrtech_infrastructure::RedisSettings::new(cluster.url()),
+    )
+    .await
+    .unwrap();
+    let key = "silent-primary-probe";
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("before")
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    let victim = flyrtech_tests::primary_holding(cluster.nodes(), key);
+    victim.signal("STOP").unwrap();
+    struct Resume<'a>(&'a flyrtech_infrastructure::RedisProcess);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.signal("CONT");
+        }
+    }
+    let _resume = Resume(victim);
+    // Bounded by the promotion (node timeout 1 s) and a few timed-out commands, not by the victim,
+    // which stays silent until the end of the test.
+    poll_until(
+        Duration::from_secs(45),
+        "a write through the shared connection to the promoted replica",
+        || async {
+            redis::cmd("SET")
+                .arg(key)
+                .arg("after")
+                .query_async::<()>(&mut redis.shared())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let stored: String = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut redis.shared())
+        .await
+        .unwrap();
+    assert_eq!(stored, "after");
+}
