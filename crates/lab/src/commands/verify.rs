@@ -2,8 +2,10 @@
 //! its own ([`crate::verify`]), and checks the history for linearizability
 //! ([`crate::history`]); or, with `--check FILE.jsonl`, checks a history recorded before
 //! or elsewhere (Jepsen's shape, each journey's starting state given by a first read of it:
-//! `crate::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided (the search ran out
-//! of budget somewhere, and found nothing wrong elsewhere).
+//! `crate::history::jepsen`). Exit 0 linearizable, 1 not, 3 undecided: the search ran out
+//! of budget somewhere and found nothing wrong elsewhere, or too few of the writes reached the
+//! journeys to judge them ([`crate::verify::coverage`]: a run the service mostly turned away,
+//! by its rate limit for one, checked almost nothing, and says so with the cause).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::{DONE, FOUND, INCOMPLETE};
+use crate::verify::coverage::Coverage;
 use crate::verify::{Plan, record};
 use flyrtech_cli::config::{MaxAge, Settings, parse_age};
 
@@ -60,6 +63,12 @@ pub struct VerifyArgs {
     /// Write the report here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The least share of writes, in percent, that must reach the journeys (answered 200, 409
+    /// or 412) for a verdict; below it the run is undecided (exit 3) and the cause is named.
+    /// Half by default: a fault run loses seconds of writes, not half of them, while a run
+    /// below it mostly measured the service's gatekeeping (a rate limit, a key, an outage).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub min_reached: u8,
 }
 
 /// What `--json` holds.
@@ -74,6 +83,12 @@ pub struct VerifyReport {
     pub answers: std::collections::BTreeMap<String, u64>,
     /// The share of registers the search decided within its budget.
     pub decided: f64,
+    /// Which writes reached the journeys, and which the service turned away, by cause.
+    pub coverage: Coverage,
+    /// Why the run is undecided although the search found nothing wrong: too few writes reached
+    /// the journeys (`--min-reached`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<String>,
     #[serde(flatten)]
     pub report: Report,
     /// Each violation's window, as the operations themselves.
@@ -185,8 +200,17 @@ fn judge(
     initial: &[history::Initial],
     history: &[Operation],
 ) -> VerifyReport {
-    let report = history::check(history, initial, args.budget);
+    let mut report = history::check(history, initial, args.budget);
+    let coverage = Coverage::of(history);
+    let shortfall = coverage.shortfall(f64::from(args.min_reached) / 100.0);
+    // Nothing wrong found in a history too few writes reached is no verdict; a violation found
+    // stands whatever the share.
+    if shortfall.is_some() && report.verdict == Verdict::Linearizable {
+        report.verdict = Verdict::Undecided;
+    }
     VerifyReport {
+        shortfall,
+        coverage,
         targets,
         duration_seconds,
         journeys: initial.len(),
@@ -300,6 +324,22 @@ fn render(summary: &VerifyReport) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let coverage = &summary.coverage;
+    let _ = writeln!(
+        out,
+        "writes: {} of {} reached the journeys ({:.1} %){}",
+        coverage.reached,
+        coverage.writes,
+        coverage.reached_share() * 100.0,
+        coverage
+            .turned_away
+            .iter()
+            .map(|(cause, n)| format!("; {n} {}", cause.describe()))
+            .collect::<String>()
+    );
+    if let Some(why) = &summary.shortfall {
+        let _ = writeln!(out, "undecided: {why}");
+    }
     for (violation, window) in report.violations.iter().zip(&summary.windows).take(5) {
         let _ = writeln!(
             out,

@@ -15,6 +15,8 @@
 //! # What it may import
 //! The core crate (the history types, the statuses); nothing of the other rooms.
 
+pub mod coverage;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

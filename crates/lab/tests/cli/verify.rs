@@ -113,6 +113,59 @@ async fn verify_exits_by_its_verdict_and_writes_the_history_in_jepsens_shape() {
     );
 }
 
+/// Pointed at a service whose rate limit turns most of its writes away, verify has judged almost
+/// nothing: it is undecided (exit 3) however clean the little it saw, and names the cause and
+/// what to do. With the floor lowered below the share that got through, it judges what it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_rate_limit_mostly_refused_is_undecided_and_names_the_cause() {
+    let redis = TestRedis::single();
+    let mut settings = serve_config(&redis.url(), StoreConfig::new(Strategy::Lua));
+    settings.rate_limit = Some(flyrtech_cli::config::RateLimit {
+        per_second: 20,
+        burst: 20,
+        max_clients: 16,
+    });
+    let limited = TestServer::start_with(settings).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (base, path) = (limited.base.clone(), dir.path().to_owned());
+        move || verify(&base, &path)
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains(": undecided"), "{stdout}");
+    assert!(
+        stdout.contains("of writes were refused by the service's rate limit (429)")
+            && stdout.contains("run serve with --rate-limit off"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let coverage = &report["coverage"];
+    let (writes, reached) = (
+        coverage["writes"].as_u64().unwrap(),
+        coverage["reached"].as_u64().unwrap(),
+    );
+    let limited_writes = coverage["turned_away"]["rate-limit"].as_u64().unwrap();
+    assert!(limited_writes * 2 > writes, "{coverage}");
+    assert!(report["shortfall"].as_str().is_some(), "{report}");
+    // The search itself found nothing wrong in what did get through: undecided, not a violation.
+    assert_eq!(report["verdict"], "undecided");
+    assert_eq!(report["registers"]["not_linearizable"], 0, "{report}");
+    let history = dir.path().join("history.jsonl");
+    assert_eq!(check(&history, &[]).status.code(), Some(3));
+    let floor = reached * 100 / writes.max(1);
+    let judged = check(&history, &["--min-reached", &floor.to_string()]);
+    assert_eq!(
+        judged.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&judged.stdout)
+    );
+}
+
 fn check(path: &std::path::Path, extra: &[&str]) -> std::process::Output {
     lab()
         .args(["verify", "--check"])
