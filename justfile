@@ -12,10 +12,14 @@ compare *ARGS:
 serve *ARGS:
     cargo run --release -p flyrtech-api -- serve {{ARGS}}
 
-# The full comparison: every strategy, every scenario; writes docs/results/ (JSON with the command and machine, charts, terminal output).
+# The full comparison: every strategy, every scenario; writes docs/results/ (JSON with the command and machine, the HTML page, charts, terminal output).
 bench:
     mkdir -p docs/results
-    cargo run --release -p flyrtech-lab -- compare --strategies all --scenario all --json docs/results/lab.json --chart docs/results/scaling.svg | tee docs/results/summary.txt
+    cargo run --release -p flyrtech-lab -- compare --strategies all --scenario all --json docs/results/lab.json --html docs/results/lab.html --chart docs/results/scaling.svg | tee docs/results/summary.txt
+
+# The lab's pages (compare --html, verify --html of naive and lua) opened in headless Chromium, kept with their screenshots in docs/results/pages.
+pages:
+    FLYRTECH_PAGES_DIR={{justfile_directory()}}/docs/results/pages cargo test -p flyrtech-lab --test cli -- pages::
 
 # One relay draining a backlog of 1,000,000 outbox entries; writes docs/results/backlog.json.
 backlog:

@@ -19,5 +19,6 @@
 pub mod commands;
 pub mod compare;
 pub mod history;
+pub mod page;
 pub(crate) mod process;
 pub mod verify;

@@ -12,6 +12,7 @@
 //! - [`binary`]: a built binary of the workspace, run with none of the caller's configuration.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, unreachable_pub)]
 
+pub mod browser;
 pub mod docker;
 pub mod netns;
 

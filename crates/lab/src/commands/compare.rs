@@ -70,6 +70,10 @@ pub struct CompareArgs {
     /// Write the scaling charts here, as .svg and .png.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// Write the comparison here as one self-contained HTML page (the figures of --json, as
+    /// verdicts, charts and tables; nothing fetched, readable offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Drive running `flyrtech serve` instances (comma-separated base URLs) instead of the
     /// library; their strategy is the one they were started with.
     #[arg(long, value_delimiter = ',')]
@@ -176,7 +180,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
     if !targets_table.is_empty() {
         outln!("{targets_table}");
     }
-    if let Some(path) = &args.json {
+    if args.json.is_some() || args.html.is_some() {
         let deployment_kind = if !args.http.is_empty() {
             "http"
         } else if args.cluster || deployment.url.contains(',') {
@@ -184,7 +188,7 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
         } else {
             "standalone"
         };
-        LabReport {
+        let report = LabReport {
             schema_version: report::SCHEMA_VERSION,
             command: crate::compare::report::command_line(),
             started_at,
@@ -192,9 +196,15 @@ async fn compare(args: &CompareArgs, settings: Settings) -> anyhow::Result<()> {
             deployment: deployment_kind.to_owned(),
             runs: runs.clone(),
             targets,
+        };
+        if let Some(path) = &args.json {
+            report.write(path)?;
+            tracing::info!(path = %path.display(), "wrote the JSON report");
         }
-        .write(path)?;
-        tracing::info!(path = %path.display(), "wrote the JSON report");
+        if let Some(path) = &args.html {
+            crate::compare::html::write(&report, path)?;
+            tracing::info!(path = %path.display(), "wrote the HTML report");
+        }
     }
     if let Some(path) = &args.chart {
         for written in chart::write(&runs, path)? {

@@ -517,24 +517,28 @@ fn panels(report: &SoakReport) -> Vec<Panel> {
     }));
     vec![
         Panel {
+            x_names: &[],
             title: "Resident memory (nobody scrapes /metrics)",
             x: "seconds",
             y: "MB",
             series: rss,
         },
         Panel {
+            x_names: &[],
             title: "Redis used_memory",
             x: "seconds",
             y: "MB",
             series: series(&|s| Some(("used_memory".to_owned(), s.redis_used_memory_mb))),
         },
         Panel {
+            x_names: &[],
             title: "Entries: events stream and outbox backlog",
             x: "seconds",
             y: "entries",
             series: entries,
         },
         Panel {
+            x_names: &[],
             title: "Load",
             x: "seconds",
             y: "requests/s",

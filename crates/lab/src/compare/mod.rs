@@ -22,6 +22,7 @@ pub mod ceiling;
 pub mod chart;
 pub mod collision;
 pub mod driver;
+pub mod html;
 pub mod report;
 pub mod verify;
 pub mod workload;
@@ -83,6 +84,31 @@ impl Scenario {
             Self::SameSegment => "same-segment",
             Self::Scaling => "scaling",
             Self::Collision => "collision",
+        }
+    }
+
+    /// What the scenario does, in a sentence (the reports' words).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Incident => {
+                "The original test: one journey of 20 segments, 20 writers each setting its own \
+                 segment at once, 10 ms of processing between read and write."
+            }
+            Self::HotJourney => "One journey, many writers, no processing delay: pure contention.",
+            Self::Spread => {
+                "Writers spread uniformly over 10,000 journeys: throughput without contention."
+            }
+            Self::Mixed => "Segment and journey status updates interleaved on 100 journeys.",
+            Self::SameSegment => {
+                "Many writers on one segment: conflicts, retries, last-writer semantics."
+            }
+            Self::Scaling => {
+                "Sweeps over writers (1 to 256) and document size (2, 20, 200 segments)."
+            }
+            Self::Collision => {
+                "Writers arriving at random over 100 ms, each with a read-to-write window, \
+                 repeated: the probability model's prediction beside the measured loss."
+            }
         }
     }
 

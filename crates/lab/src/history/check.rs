@@ -8,7 +8,7 @@ use std::hash::Hash;
 
 use serde::Serialize;
 
-use super::model::{RegisterOp, Timed, WriteOutcome, window_ends};
+use super::model::{Interval, RegisterOp, Timed, WriteOutcome, window_ends};
 use super::search::{Verdict, linearize};
 use super::{Answer, Call, Initial, Operation};
 use flyrtech_core::JourneyVersion;
@@ -80,6 +80,9 @@ pub struct Violation {
     pub reason: String,
     /// The operations (indices into the history) of the shortest window that shows it.
     pub window: Vec<usize>,
+    /// For a register: the states it can have been in when the window began, given every
+    /// operation that completed before (empty for a version or snapshot violation).
+    pub states_before: Vec<String>,
 }
 
 /// Checks `history` from the journeys' states in `initial`, spending at most `budget` search
@@ -143,25 +146,35 @@ pub fn check(history: &[Operation], initial: &[Initial], budget: u64) -> Report 
             continue;
         };
         let target = Target::Segment(segment);
-        violations.extend(register(ops, *start, budget, &mut counts, |window| {
-            Violation {
+        violations.extend(register(
+            ops,
+            *start,
+            budget,
+            &mut counts,
+            |window, states_before| Violation {
                 journey: journey.clone(),
                 register: target.to_string(),
                 reason: "no order of these operations explains their answers".into(),
                 window,
-            }
-        }));
+                states_before,
+            },
+        ));
     }
     for (journey, ops) in journeys {
         let start = starts[&journey].snapshot.status;
-        violations.extend(register(ops, start, budget, &mut counts, |window| {
-            Violation {
+        violations.extend(register(
+            ops,
+            start,
+            budget,
+            &mut counts,
+            |window, states_before| Violation {
                 journey: journey.clone(),
                 register: Target::Journey.to_string(),
                 reason: "no order of these operations explains their answers".into(),
                 window,
-            }
-        }));
+                states_before,
+            },
+        ));
     }
     violations.extend(versions(history, &starts));
     // Each journey whose registers were each explained, checked whole: a read is one snapshot.
@@ -188,6 +201,7 @@ pub fn check(history: &[Operation], initial: &[Initial], budget: u64) -> Report 
                              answered (a torn read)"
                         .into(),
                     window: window.unwrap_or_default(),
+                    states_before: Vec::new(),
                 });
             }
         }
@@ -236,7 +250,7 @@ fn register<S: Status + Hash>(
     initial: S,
     budget: u64,
     counts: &mut Counts,
-    violation: impl FnOnce(Vec<usize>) -> Violation,
+    violation: impl FnOnce(Vec<usize>, Vec<String>) -> Violation,
 ) -> Option<Violation> {
     ops.sort_by_key(|o| (o.invoke, o.source));
     let mut left = budget;
@@ -251,7 +265,9 @@ fn register<S: Status + Hash>(
         }
         Verdict::NotLinearizable => {
             counts.not_linearizable += 1;
-            Some(violation(shortest_window(&ops, initial, budget)))
+            let window = shortest_window(&ops, initial, budget);
+            let before = states_before(&ops, &window, initial, budget);
+            Some(violation(window, before))
         }
     }
 }
@@ -290,6 +306,39 @@ fn shortest_window<S: Status + Hash>(ops: &[Timed<S>], initial: S, budget: u64) 
         .collect()
 }
 
+/// The states the register can have been in when `window` began: those a read placed after
+/// every operation that completed before the window could have seen. A state whose search ran
+/// out of budget is kept (it may be reachable).
+fn states_before<S: Status + Hash>(
+    ops: &[Timed<S>],
+    window: &[usize],
+    initial: S,
+    budget: u64,
+) -> Vec<String> {
+    let start = ops
+        .iter()
+        .filter(|o| window.contains(&o.source))
+        .map(|o| o.invoke)
+        .min()
+        .unwrap_or(0);
+    let prefix: Vec<Timed<S>> = ops.iter().filter(|o| o.deadline < start).copied().collect();
+    S::ALL
+        .iter()
+        .filter(|&&state| {
+            let mut probe = prefix.clone();
+            probe.push(Interval {
+                invoke: start,
+                deadline: start,
+                op: RegisterOp::Read { saw: state },
+                source: usize::MAX,
+            });
+            let mut left = budget;
+            linearize(&probe, initial, &mut left) != Verdict::NotLinearizable
+        })
+        .map(|state| state.as_str().to_owned())
+        .collect()
+}
+
 /// The journey versions: no two acknowledged changes of a journey at one version (the second
 /// overwrote the first), and no version seen after a higher one had been answered, in real-time
 /// order (a read older than an acknowledged write, a change seen and then unseen).
@@ -313,6 +362,7 @@ fn versions(history: &[Operation], starts: &HashMap<&JourneyId, &Initial>) -> Ve
                              was overwritten (a lost update)"
                         ),
                         window: vec![first, source],
+                        states_before: Vec::new(),
                     });
                 }
                 *version
@@ -354,6 +404,7 @@ fn versions(history: &[Operation], starts: &HashMap<&JourneyId, &Initial>) -> Ve
                          journey went back in time"
                     ),
                     window: vec![earlier, source],
+                    states_before: Vec::new(),
                 });
             }
         }

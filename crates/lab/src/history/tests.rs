@@ -173,13 +173,14 @@ fn the_window_is_the_shortest_stretch_no_order_explains() {
     history.push(read(1, (410, 420), 41, [Scheduled, Scheduled]));
     let report = verdict(&history);
     assert_eq!(report.verdict, Verdict::NotLinearizable);
-    let window = &report
+    let violation = report
         .violations
         .iter()
         .find(|v| v.register == "segment S1")
-        .expect("the segment's violation")
-        .window;
-    assert_eq!(window, &vec![40, 41], "{report:?}");
+        .expect("the segment's violation");
+    assert_eq!(violation.window, vec![40, 41], "{report:?}");
+    // The fortieth write (Scheduled) completed before the window: the only state it can start in.
+    assert_eq!(violation.states_before, vec!["Scheduled"], "{report:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod pages;
 mod secrets;
 mod stack;
 mod verify;

@@ -18,6 +18,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::{DONE, FOUND, INCOMPLETE};
+
+mod page;
 use crate::verify::coverage::Coverage;
 use crate::verify::{Plan, record};
 use flyrtech_cli::config::{MaxAge, Settings, parse_age};
@@ -63,6 +65,15 @@ pub struct VerifyArgs {
     /// Write the report here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the verdict here as one self-contained HTML page: a summary, then a timeline of
+    /// each register no order explains (one lane per client, the shortest window shaded), or
+    /// of one register as an example.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Draw this register's timeline on the page too: `JOURNEY` (its status) or
+    /// `JOURNEY/SEGMENT`; repeatable.
+    #[arg(long, requires = "html")]
+    pub show: Vec<String>,
     /// The least share of writes, in percent, that must reach the journeys (answered 200, 409
     /// or 412) for a verdict; below it the run is undecided (exit 3) and the cause is named.
     /// Half by default: a fault run loses seconds of writes, not half of them, while a run
@@ -136,7 +147,7 @@ pub async fn run(args: &VerifyArgs, _settings: Settings) -> anyhow::Result<i32> 
         &recorded.initial,
         &recorded.history,
     );
-    conclude(args, &summary)
+    conclude(args, &summary, &recorded.history)
 }
 
 /// `verify --check FILE`: the history in `path`, judged as a recorded one would be.
@@ -188,7 +199,7 @@ fn check_file(args: &VerifyArgs, path: &std::path::Path) -> anyhow::Result<i32> 
         &initial,
         &ops,
     );
-    conclude(args, &summary)
+    conclude(args, &summary, &ops)
 }
 
 /// Checks `history` and gathers what the report says of it.
@@ -226,10 +237,19 @@ fn judge(
     }
 }
 
-/// Writes `--json`, prints the verdict, and answers the exit status.
-fn conclude(args: &VerifyArgs, summary: &VerifyReport) -> anyhow::Result<i32> {
+/// Writes `--json` and `--html`, prints the verdict, and answers the exit status.
+fn conclude(
+    args: &VerifyArgs,
+    summary: &VerifyReport,
+    history: &[Operation],
+) -> anyhow::Result<i32> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(summary)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let shown: Vec<page::Shown> = args.show.iter().map(|s| page::Shown::parse(s)).collect();
+        std::fs::write(path, page::render(summary, history, &shown))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     print(summary);
@@ -366,7 +386,19 @@ fn describe(op: &Operation) -> String {
     let end = op
         .complete
         .map_or_else(|| "…".to_owned(), |c| format!("{:.3}", ms(c)));
-    let call = match &op.call {
+    format!(
+        "p{:<4} [{:>10.3} .. {:>10}] {:<32} {}",
+        op.process,
+        ms(op.invoke),
+        end,
+        call_text(&op.call),
+        answer_text(&op.answer)
+    )
+}
+
+/// The request, in a few words (`set S1 Delayed if-match 3`, `read`).
+fn call_text(call: &history::Call) -> String {
+    match call {
         history::Call::SetSegment {
             segment,
             to,
@@ -381,8 +413,12 @@ fn describe(op: &Operation) -> String {
             if_match.map_or_else(String::new, |v| format!(" if-match {v}"))
         ),
         history::Call::Read { .. } => "read".to_owned(),
-    };
-    let answer = match &op.answer {
+    }
+}
+
+/// The answer, in a few words (`saw v3 Confirmed [S1 Delayed, S2 Scheduled]`, or its JSON).
+fn answer_text(answer: &history::Answer) -> String {
+    match answer {
         history::Answer::Observed(seen) => format!(
             "saw v{} {} [{}]",
             seen.version,
@@ -394,11 +430,5 @@ fn describe(op: &Operation) -> String {
                 .join(", ")
         ),
         other => serde_json::to_string(other).unwrap_or_default(),
-    };
-    format!(
-        "p{:<4} [{:>10.3} .. {:>10}] {call:<32} {answer}",
-        op.process,
-        ms(op.invoke),
-        end
-    )
+    }
 }
