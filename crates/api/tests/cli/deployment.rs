@@ -346,3 +346,59 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_reports_healthy() {
         .unwrap();
     assert_eq!(journey.status(), 200, "{}", logs());
 }
+
+/// The compose stack's `grafana` profile, resolved by docker-compose itself: Grafana's
+/// provisioning is the repository's, its data source is the stack's Prometheus service at the
+/// address Prometheus listens on, and the dashboard it loads is deploy/grafana/flyrtech.json,
+/// whose data source variable picks a Prometheus. Without the profile, compose starts no Grafana
+/// (CI cannot pull its public image).
+#[test]
+fn the_grafana_profile_provisions_the_stacks_prometheus_and_its_dashboard() {
+    if !docker::answers() {
+        return;
+    }
+    let file = deploy().join("compose/docker-compose.yml");
+    let config = docker::run(
+        std::process::Command::new("docker-compose")
+            .arg("--file")
+            .arg(&file)
+            .args(["--profile", "grafana", "config"]),
+    );
+    let grafana = deploy().join("grafana").canonicalize().unwrap();
+    for mount in [
+        format!(
+            "{}/provisioning:/etc/grafana/provisioning:ro",
+            grafana.display()
+        ),
+        format!(
+            "{}/flyrtech.json:/var/lib/grafana/dashboards/flyrtech.json:ro",
+            grafana.display()
+        ),
+    ] {
+        assert!(config.contains(&mount), "{mount} not in:\n{config}");
+    }
+    assert!(
+        config.contains("--web.listen-address=0.0.0.0:9090"),
+        "{config}"
+    );
+    assert!(config.contains("\n  prometheus:\n"), "{config}");
+    let datasource =
+        std::fs::read_to_string(grafana.join("provisioning/datasources/prometheus.yml")).unwrap();
+    assert!(
+        datasource.contains("type: prometheus")
+            && datasource.contains("url: http://prometheus:9090"),
+        "{datasource}"
+    );
+    let provider =
+        std::fs::read_to_string(grafana.join("provisioning/dashboards/flyrtech.yml")).unwrap();
+    assert!(
+        provider.contains("path: /var/lib/grafana/dashboards"),
+        "{provider}"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(grafana.join("flyrtech.json")).unwrap())
+            .unwrap();
+    assert_eq!(dashboard["templating"]["list"][0]["query"], "prometheus");
+    // Off by default: compose lists it only under its profile.
+    assert!(config.contains("profiles:\n    - grafana\n"), "{config}");
+}
