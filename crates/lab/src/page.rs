@@ -2,7 +2,9 @@
 //! file each, its styles inline and its charts inline SVG, no script, nothing fetched. The
 //! page's own Content-Security-Policy forbids every load but inline styles and `data:` images,
 //! so a page that tried to reach a network would say so in the browser's console (the suite
-//! opens both pages in headless Chromium and requires a silent console).
+//! opens both pages in headless Chromium and requires a silent console). It imports no other
+//! room: the comparison's and verify's pages build on it, and the reports' figures are written
+//! the same way in tables and on pages ([`figure`]).
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -63,6 +65,23 @@ pub fn document(title: &str, body: Markup) -> String {
     .into_string()
 }
 
+/// A figure to three significant digits, without trailing zeros (`61.8`, `0.8`, `1.05`, `3650`):
+/// what a threshold or a ratio means, not the float's noise.
+pub fn figure(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = usize::try_from((2 - magnitude).max(0)).unwrap_or(0);
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 /// `x` with at most three significant digits and thousands separated (`12,345`, `0.0123`).
 pub fn number(x: f64) -> String {
     if !x.is_finite() {
@@ -83,7 +102,7 @@ pub fn number(x: f64) -> String {
             grouped
         };
     }
-    crate::compare::report::figure(x)
+    figure(x)
 }
 
 /// A count with thousands separated.

@@ -311,22 +311,7 @@ pub fn table(runs: &[RunReport], wide: bool) -> String {
     table.to_string()
 }
 
-/// A figure to three significant digits, without trailing zeros (`61.8`, `0.8`, `1.05`, `3650`):
-/// what a threshold or a ratio means, not the float's noise.
-pub fn figure(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    let magnitude = x.abs().log10().floor() as i32;
-    let decimals = usize::try_from((2 - magnitude).max(0)).unwrap_or(0);
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
-}
+pub use crate::page::figure;
 
 /// One of the lab's targets, checked against this run's measurements.
 #[derive(Debug, Clone, Serialize)]

@@ -63,9 +63,11 @@ const LAB: &[Rule] = &[
     ("history", &[]),
     // The service's processes, which the comparison (`--audit`) and the commands start.
     ("process", &[]),
-    ("compare", &["process"]),
+    // The pages' frame (styles, policy, figures), under both reports.
+    ("page", &[]),
+    ("compare", &["process", "page"]),
     ("verify", &["history"]),
-    ("commands", &["compare", "verify", "history", "process"]),
+    ("commands", &["compare", "verify", "history", "process", "page"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
