@@ -363,6 +363,53 @@ async fn a_projector_rides_out_a_postgres_restart() {
     rig.assert_projected_once().await;
 }
 
+/// The same with two projectors sharing the stream's partitions: both lose their sessions (and
+/// with them their partitions' leases) at once, both join again, and between them every change
+/// is applied exactly once; nothing stays held behind a predecessor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projectors_ride_out_a_postgres_restart() {
+    let Some(mut rig) = ProjectionRig::relayed("PG2", 200, 5, &[]).await else {
+        return;
+    };
+    let projectors: Vec<Worker> = (0..2)
+        .map(|_| {
+            let port = flyrtech_infrastructure::local::free_port(false).unwrap();
+            Worker::start(
+                flyrtech()
+                    .args(["project", "--bus", &rig.bus, "--postgres", &rig.db])
+                    .args(["--batch", "4"])
+                    .args(["--metrics-listen", &format!("127.0.0.1:{port}")]),
+                port,
+            )
+        })
+        .collect();
+    poll(60, "some changes projected", || async {
+        rig.count(POSITIONS).await > 0
+    })
+    .await;
+
+    rig.servers.2.stop();
+    for projector in &projectors {
+        let down = projector.ready_until(503).await;
+        assert!(down.contains("\"postgres\":{\"reachable\":false"), "{down}");
+    }
+    rig.servers.2.start_again().unwrap();
+    rig.reconnect().await;
+    let total = rig.total;
+    poll(120, "every change projected after the restart", || async {
+        for projector in &projectors {
+            projector.assert_running();
+        }
+        rig.count(POSITIONS).await == total
+    })
+    .await;
+    for projector in projectors {
+        projector.ready_until(200).await;
+        projector.terminate();
+    }
+    rig.assert_projected_once().await;
+}
+
 /// nats-server killed while `flyrtech relay` publishes and journeys keep changing, then started
 /// again on its store: the relay does not exit, its `/ready` answers 503 naming NATS while it is
 /// down, and once it is back it publishes everything: projected, the bus agrees with the store

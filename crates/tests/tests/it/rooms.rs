@@ -67,7 +67,10 @@ const LAB: &[Rule] = &[
     ("page", &[]),
     ("compare", &["process", "page"]),
     ("verify", &["history"]),
-    ("commands", &["compare", "verify", "history", "process", "page"]),
+    (
+        "commands",
+        &["compare", "verify", "history", "process", "page"],
+    ),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
