@@ -192,6 +192,7 @@ impl Replication {
         for _ in 0..REDIRECTS {
             let addr = self.nodes.primary_of(key)?;
             let committer = self.committer(&addr);
+            committer.primary.remember(&marker);
             committer.primary.first_look().await;
             committer.primary.health.refuse(self.wait)?;
             let (reply, answer) = oneshot::channel();
@@ -222,9 +223,11 @@ impl Replication {
         self.write(key, Vec::new(), None).await.map(drop)
     }
 
-    /// Refuses at once when the primary `addr` is known to lack its replicas.
-    pub(crate) async fn check(&self, addr: &NodeAddr) -> Result<(), StoreError> {
+    /// Refuses at once when the primary `addr`, which serves `key`, is known to lack its
+    /// replicas.
+    pub(crate) async fn check(&self, key: &str, addr: &NodeAddr) -> Result<(), StoreError> {
         let committer = self.committer(addr);
+        committer.primary.remember(&keys::replication_marker(key));
         committer.primary.first_look().await;
         committer.primary.health.refuse(self.wait)
     }
@@ -406,6 +409,18 @@ struct Primary {
 }
 
 impl Primary {
+    /// Keeps `marker` (a key of a slot this primary serves) for the probe, unless a batch
+    /// already left one. Without it, a primary found lacking replicas at its first look, before
+    /// any batch, was probed with the marker of no key: slot 0, which a cluster primary that
+    /// does not serve it answers with MOVED, so the probe never saw the replicas come back and
+    /// the primary stayed refused for good.
+    fn remember(&self, marker: &str) {
+        let mut kept = self.marker.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.is_empty() {
+            marker.clone_into(&mut kept);
+        }
+    }
+
     /// The first time a primary is written to (at start-up, or a replica promoted by a
     /// failover), its `INFO replication` says how many replicas are online: one without enough
     /// is refused from its first write, not after a first `WAIT` has timed out.
@@ -486,6 +501,9 @@ impl Primary {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
+                if key.is_empty() {
+                    continue;
+                }
                 let mut pipe = redis::pipe();
                 pipe.cmd("INCR").arg(&key).ignore();
                 pipe.add_command(wait_cmd(this.wait, probe_wait(this.wait)));

@@ -536,3 +536,99 @@ async fn the_shared_connection_follows_a_failover_away_from_a_silent_primary() {
         .unwrap();
     assert_eq!(stored, "after");
 }
+
+/// A cluster primary first written to while it has no replica online (here its replica was cut
+/// off: paused, its replication connection killed; after a failover, a promoted replica
+/// is in this state until its old primary rejoins) is refused from its first write, and once the
+/// replica is back its writes are let through again, for every strategy. The probe that watches
+/// for the replica writes a marker of a slot that primary serves: with the marker of no key
+/// (slot 0, served here by another primary) every probe was answered MOVED and the primary
+/// stayed refused for good, which left the compose stack's relay holding a batch forever.
+#[apply(every_strategy)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_first_seen_without_its_replica_is_let_through_once_it_is_back(
+    strategy: Strategy,
+) {
+    let cluster = LocalRedis::cluster_with_replicas(3, 1).unwrap();
+    let redis = connect(&cluster.url()).await;
+    let plain = store_with(&redis, StoreConfig::new(strategy)).await;
+    let ids = seed(&plain, 12, 2).await;
+    // A journey whose primary does not serve slot 0.
+    let slot_zero_owner = cluster
+        .nodes()
+        .iter()
+        .find(|n| {
+            n.raw_command("INFO replication")
+                .is_ok_and(|i| i.contains("role:master"))
+                && n.raw_command("CLUSTER NODES").is_ok_and(|nodes| {
+                    nodes.lines().any(|l| {
+                        l.contains("myself") && l.split_whitespace().any(|w| w.starts_with("0-"))
+                    })
+                })
+        })
+        .map(|n| n.port())
+        .expect("the primary of slot 0");
+    let (id, primary) = ids
+        .iter()
+        .find_map(|id| {
+            let primary = flyrtech_tests::primary_holding(cluster.nodes(), &format!("*{id}*"));
+            (primary.port() != slot_zero_owner).then_some((id.clone(), primary))
+        })
+        .expect("a journey on a primary without slot 0");
+    let replica = cluster
+        .nodes()
+        .iter()
+        .find(|n| {
+            n.raw_command("INFO replication")
+                .is_ok_and(|i| i.contains(&format!("master_port:{}", primary.port())))
+        })
+        .expect("the primary's replica");
+
+    replica.signal("STOP").unwrap();
+    struct Resume<'a>(&'a flyrtech_infrastructure::RedisProcess);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.signal("CONT");
+        }
+    }
+    let resume = Resume(replica);
+    primary.raw_command("CLIENT KILL TYPE replica").unwrap();
+    poll_until(
+        Duration::from_secs(10),
+        "the primary to list no replica",
+        || async {
+            primary
+                .raw_command("INFO replication")
+                .is_ok_and(|i| i.contains("connected_slaves:0"))
+        },
+    )
+    .await;
+    // A store that has never written to that primary: its first look finds no replica.
+    let waiting = store_with(
+        &redis,
+        StoreConfig {
+            replicas: wait_for(1),
+            ..StoreConfig::new(strategy)
+        },
+    )
+    .await;
+    let refused = waiting
+        .update_segment_status(&id, &segment_id(0), SegmentStatus::Delayed, None)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::ReplicasMissing { .. })),
+        "{strategy}: {refused:?}"
+    );
+    drop(resume);
+    poll_until(
+        Duration::from_secs(30),
+        "a write let through once the replica is back",
+        || async {
+            waiting
+                .update_segment_status(&id, &segment_id(0), SegmentStatus::Boarding, None)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+}

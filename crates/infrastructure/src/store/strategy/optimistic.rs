@@ -50,7 +50,7 @@ impl Optimistic {
             let (mut conn, primary) = self.ctx.redis.dedicated(&key).await?;
             if let Some(replication) = &self.ctx.replication {
                 // A primary known to lack its replicas: refused before any work.
-                replication.check(&primary).await?;
+                replication.check(&key, &primary).await?;
             }
             let read: Result<(Option<String>,), _> = redis::pipe()
                 .cmd("UNWATCH")
