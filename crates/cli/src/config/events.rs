@@ -179,7 +179,8 @@ pub struct ProjectArgs {
     pub consumer: String,
     /// How long a delivered change may stay unacknowledged before JetStream redelivers it
     /// (a projector killed mid-batch: how long the rest of its last batch waits for whoever
-    /// takes its partition over), in milliseconds.
+    /// takes its partition over), in milliseconds. A change held three times as long for a
+    /// predecessor that never came is looked for in the stream itself.
     #[arg(long, default_value_t = millis(ProjectorSettings::default().ack_wait))]
     pub ack_wait_ms: u64,
     /// Serve Prometheus metrics on this address (`GET /metrics`): `projector_changes_total` by
@@ -202,6 +203,7 @@ impl ProjectArgs {
             consumer: self.consumer.clone(),
             batch: self.batch,
             ack_wait: Duration::from_millis(self.ack_wait_ms),
+            gap_after: Duration::from_millis(self.ack_wait_ms.saturating_mul(3)),
             ..ProjectorSettings::default()
         })
     }

@@ -234,7 +234,11 @@ impl JetStream {
 
     /// The subject of one journey's changes: `<prefix>.<partition>.<journey id>`.
     pub fn subject(&self, envelope: &Envelope) -> String {
-        let id = envelope.journey_id.as_str();
+        self.journey_subject(envelope.journey_id.as_str())
+    }
+
+    /// The subject of the changes of the journey `id`.
+    pub fn journey_subject(&self, id: &str) -> String {
         format!(
             "{}.{}.{id}",
             self.settings.subject_prefix,

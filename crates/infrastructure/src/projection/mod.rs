@@ -48,6 +48,8 @@
 //! - [`reconcile`](mod@reconcile): the projection compared with the stored journeys (`flyrtech audit
 //!   --projection`).
 //! - [`projector`]: one durable consumer feeding the projection.
+//! - [`gaps`]: the changes that consumer never delivered, read from the stream by the changes
+//!   held behind them.
 //! - [`partitioned`]: several projectors sharing a partitioned stream through PostgreSQL leases.
 //!
 //! # What it may import
@@ -55,12 +57,14 @@
 //! [`crate::telemetry`] (the trace context a change carries), [`crate::connection`], [`crate::keys`]; never the store's internals: the audit reads journeys through [`flyrtech_core::JourneyStore`].
 
 pub mod apply;
+pub mod gaps;
 pub mod partitioned;
 pub mod projector;
 pub mod reconcile;
 pub mod schema;
 
 pub use apply::{AppliedBatch, BatchStats, Outcome, apply_batch};
+pub use gaps::fill_gaps;
 pub use partitioned::{BALANCE_EVERY, PartitionedProjector};
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
 pub use reconcile::{Difference, ProjectionReport, reconcile, repair_ahead};

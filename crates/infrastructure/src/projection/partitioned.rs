@@ -11,9 +11,10 @@ use crate::events::nats::JetStream;
 
 use super::ProjectionError;
 use super::apply::AppliedBatch;
+use super::gaps::fill_gaps;
 use super::projector::{
-    ProjectorSettings, ProjectorStats, PullConsumer, durable_consumer, fetch_and_apply,
-    prepare_schema,
+    Every, ProjectorSettings, ProjectorStats, PullConsumer, durable_consumer, fetch_and_apply,
+    prepare_schema, record,
 };
 use super::schema::namespace;
 
@@ -57,6 +58,7 @@ pub struct PartitionedProjector {
     /// Where the round robin over the owned partitions continues.
     next: u32,
     balanced_at: Option<std::time::Instant>,
+    gaps: Every,
     stats: ProjectorStats,
 }
 
@@ -98,6 +100,7 @@ impl PartitionedProjector {
             owned: BTreeMap::new(),
             next: 0,
             balanced_at: None,
+            gaps: Every::default(),
             stats: ProjectorStats::default(),
         };
         for partition in 0..bus.partitions() {
@@ -234,14 +237,29 @@ impl PartitionedProjector {
         // takes about one idle wait when the bus is quiet.
         let count = u32::try_from(self.owned.len()).unwrap_or(u32::MAX).max(1);
         let wait = (self.settings.idle_wait / count).max(Duration::from_millis(10));
-        fetch_and_apply(
+        let mut applied = fetch_and_apply(
             consumer,
             &mut self.client,
             self.settings.batch,
             wait,
             &mut self.stats,
         )
-        .await
+        .await?;
+        if self.gaps.due(self.settings.gap_after) {
+            let owned = &self.owned;
+            let filled = fill_gaps(
+                &self.bus,
+                &mut self.client,
+                |p| owned.contains_key(&p),
+                self.settings.gap_after,
+            )
+            .await?;
+            self.stats.changes += filled.stats;
+            record(&filled);
+            applied.stats += filled.stats;
+            applied.occurred_at.extend(filled.occurred_at);
+        }
+        Ok(applied)
     }
 
     /// Whether every partition's consumer has delivered everything and nothing awaits an

@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::ProjectionError;
 use super::apply::{AppliedBatch, BatchStats, apply_batch};
+use super::gaps::fill_gaps;
 use super::schema::ensure_schema;
 use crate::events::nats::JetStream;
 
@@ -27,6 +28,10 @@ pub struct ProjectorSettings {
     /// How long an applied but unacknowledged message stays with this projector before
     /// JetStream redelivers it (a projector killed mid-batch).
     pub ack_wait: Duration,
+    /// How long a change may wait in `held_events` for its predecessor before the projector
+    /// reads the missing versions from the stream itself ([`super::gaps`]): three `ack_wait`s
+    /// by default, so that an ordinary redelivery comes first.
+    pub gap_after: Duration,
 }
 
 impl Default for ProjectorSettings {
@@ -36,6 +41,7 @@ impl Default for ProjectorSettings {
             batch: 512,
             idle_wait: Duration::from_millis(200),
             ack_wait: Duration::from_secs(5),
+            gap_after: Duration::from_secs(15),
         }
     }
 }
@@ -103,9 +109,25 @@ pub(super) async fn fetch_and_apply(
         .messages()
         .await
         .map_err(|e| unavailable(&e))?;
+    // The messages delivered before a failure (a server of the cluster lost mid-fetch) are
+    // applied all the same: each redelivery they would otherwise need is one more chance for a
+    // replicated consumer to skip them (`super::gaps`).
     let mut received = Vec::new();
+    let mut failed = None;
     while let Some(message) = messages.next().await {
-        received.push(message.map_err(|e| unavailable(&e))?);
+        match message {
+            Ok(message) => received.push(message),
+            Err(e) => {
+                failed = Some(unavailable(&e));
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        if received.is_empty() {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, kept = received.len(), "the fetch ended early; applying what arrived");
     }
     let mut changes = Vec::with_capacity(received.len());
     let mut keep = Vec::with_capacity(received.len());
@@ -173,7 +195,7 @@ fn traced(
 
 /// The projector's metrics for one applied batch: `projector_changes_total` by outcome and
 /// `projector_lag_seconds` (commit in Redis to commit in PostgreSQL) of each applied change.
-fn record(applied: &AppliedBatch) {
+pub(super) fn record(applied: &AppliedBatch) {
     let s = applied.stats;
     for (outcome, n) in [
         ("applied", s.applied),
@@ -216,6 +238,8 @@ impl std::ops::AddAssign for ProjectorStats {
 /// The durable consumer that feeds the projection.
 #[derive(Debug)]
 pub struct Projector {
+    bus: JetStream,
+    gaps: Every,
     consumer:
         async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
     client: Client,
@@ -237,6 +261,8 @@ impl Projector {
         prepare_schema(&client).await?;
         let consumer = durable_consumer(bus, &settings.consumer, String::new(), &settings).await?;
         Ok(Self {
+            bus: bus.clone(),
+            gaps: Every::default(),
             consumer,
             client,
             settings,
@@ -255,14 +281,28 @@ impl Projector {
     /// [`ProjectionError`]: nothing of the batch was committed or acknowledged (JetStream
     /// redelivers it).
     pub async fn step(&mut self) -> Result<AppliedBatch, ProjectionError> {
-        fetch_and_apply(
+        let mut applied = fetch_and_apply(
             &self.consumer,
             &mut self.client,
             self.settings.batch,
             self.settings.idle_wait,
             &mut self.stats,
         )
-        .await
+        .await?;
+        if self.gaps.due(self.settings.gap_after) {
+            let filled = fill_gaps(
+                &self.bus,
+                &mut self.client,
+                |_| true,
+                self.settings.gap_after,
+            )
+            .await?;
+            self.stats.changes += filled.stats;
+            record(&filled);
+            applied.stats += filled.stats;
+            applied.occurred_at.extend(filled.occurred_at);
+        }
+        Ok(applied)
     }
 
     /// Whether the consumer has delivered everything in the stream and nothing awaits an
@@ -277,5 +317,20 @@ impl Projector {
             .await
             .map_err(|e| BusError::unavailable("cannot read the consumer's state", e))?;
         Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    }
+}
+
+/// When a periodic task of a projector last ran.
+#[derive(Debug, Default)]
+pub(super) struct Every(Option<std::time::Instant>);
+
+impl Every {
+    /// Whether `period` has passed since it last said so (true the first time), noting now.
+    pub(super) fn due(&mut self, period: Duration) -> bool {
+        let due = self.0.is_none_or(|at| at.elapsed() >= period);
+        if due {
+            self.0 = Some(std::time::Instant::now());
+        }
+        due
     }
 }

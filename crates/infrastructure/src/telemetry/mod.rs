@@ -282,6 +282,13 @@ pub const CATALOG: &[Metric] = &[
         "Time from a change's commit in Redis to its commit in PostgreSQL.",
     ),
     metric(
+        "projector_gap_fills_total",
+        Kind::Counter,
+        "",
+        "project",
+        "Changes the bus' consumer never delivered, read from the stream by the changes held behind them.",
+    ),
+    metric(
         "projector_owned_partitions",
         Kind::Gauge,
         "",

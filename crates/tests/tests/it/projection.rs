@@ -563,6 +563,88 @@ async fn jetstream_keeps_one_copy_of_a_republished_change() {
     assert_eq!(js.messages().await.unwrap(), 2);
 }
 
+/// A change the durable consumer never delivers (acknowledged unseen here, as a replicated
+/// consumer whose leader changed can skip one): the later changes wait in held_events only until
+/// they have waited `gap_after`; then the projector reads the missing version from the stream
+/// itself and releases them. Without that the projection stays behind for good: the consumer
+/// reports nothing pending.
+#[tokio::test]
+async fn a_change_the_consumer_skipped_is_read_from_the_stream() {
+    use futures::StreamExt;
+    let (Some(bus), Some(pg)) = (nats(), postgres()) else {
+        return;
+    };
+    let js = JetStream::connect(&bus.url(), StreamSettings::default())
+        .await
+        .unwrap();
+    let id = unique_id("GAP");
+    let (a, b) = (SegmentStatus::Scheduled, SegmentStatus::Delayed);
+    let changes: Vec<Envelope> = (1..=4)
+        .map(|v| {
+            if v % 2 == 1 {
+                change(&id, v, a, b)
+            } else {
+                change(&id, v, b, a)
+            }
+        })
+        .collect();
+    JetStreamPublisher::new(js.clone())
+        .publish(&changes)
+        .await
+        .unwrap();
+    let settings = ProjectorSettings {
+        gap_after: std::time::Duration::from_millis(300),
+        ..ProjectorSettings::default()
+    };
+    let client = projection::connect(&pg.url()).await.unwrap();
+    let mut projector = Projector::new(&js, client, settings.clone()).await.unwrap();
+    let check = projection::connect(&pg.url()).await.unwrap();
+
+    // Version 1 leaves the consumer without reaching the projector.
+    let consumer = js
+        .stream()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&settings.consumer)
+        .await
+        .unwrap();
+    let mut skipped = consumer.fetch().max_messages(1).messages().await.unwrap();
+    skipped
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .double_ack()
+        .await
+        .unwrap();
+
+    projector.step().await.unwrap();
+    assert_eq!(
+        (position(&check, &id).await, held(&check, &id).await),
+        (0, 3)
+    );
+    assert!(
+        projector.caught_up().await.unwrap(),
+        "the bus has nothing more to give"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while position(&check, &id).await < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still at {} with {} held",
+            position(&check, &id).await,
+            held(&check, &id).await
+        );
+        projector.step().await.unwrap();
+    }
+    assert_eq!(held(&check, &id).await, 0);
+    assert_eq!(
+        segment_status(&check, &id).await.as_deref(),
+        Some("Scheduled")
+    );
+    let stats = &projector.stats().changes;
+    assert_eq!((stats.applied, stats.released), (4, 3), "{stats:?}");
+}
+
 /// Every strategy's acknowledged changes, through the outbox, the relay into JetStream and the
 /// projector into PostgreSQL: the projection equals the stored journeys, and every change was
 /// applied exactly once.
