@@ -439,6 +439,23 @@ pub fn primary_holding<'a>(
         .unwrap_or_else(|| panic!("no primary holds a key matching {pattern}"))
 }
 
+/// `process` paused (SIGSTOP) until the answer is dropped (SIGCONT), so that a failing test
+/// does not leave it stopped: a host that went silent without closing its connections.
+pub fn paused(process: &flyrtech_infrastructure::RedisProcess) -> Paused<'_> {
+    process.signal("STOP").expect("SIGSTOP sent");
+    Paused(process)
+}
+
+/// A process [`paused`] until this is dropped.
+#[derive(Debug)]
+pub struct Paused<'a>(&'a flyrtech_infrastructure::RedisProcess);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal("CONT");
+    }
+}
+
 /// Polls `check` every 20 ms until it returns true, for at most `limit`; panics with `what`.
 pub async fn poll_until<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

@@ -506,14 +506,7 @@ async fn the_shared_connection_follows_a_failover_away_from_a_silent_primary() {
         .await
         .unwrap();
     let victim = flyrtech_tests::primary_holding(cluster.nodes(), key);
-    victim.signal("STOP").unwrap();
-    struct Resume<'a>(&'a flyrtech_infrastructure::RedisProcess);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.signal("CONT");
-        }
-    }
-    let _resume = Resume(victim);
+    let _paused = flyrtech_tests::paused(victim);
     // Bounded by the promotion (node timeout 1 s) and a few timed-out commands, not by the victim,
     // which stays silent until the end of the test.
     poll_until(
@@ -584,14 +577,7 @@ async fn a_primary_first_seen_without_its_replica_is_let_through_once_it_is_back
         })
         .expect("the primary's replica");
 
-    replica.signal("STOP").unwrap();
-    struct Resume<'a>(&'a flyrtech_infrastructure::RedisProcess);
-    impl Drop for Resume<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.signal("CONT");
-        }
-    }
-    let resume = Resume(replica);
+    let paused = flyrtech_tests::paused(replica);
     primary.raw_command("CLIENT KILL TYPE replica").unwrap();
     poll_until(
         Duration::from_secs(10),
@@ -619,7 +605,7 @@ async fn a_primary_first_seen_without_its_replica_is_let_through_once_it_is_back
         matches!(refused, Err(StoreError::ReplicasMissing { .. })),
         "{strategy}: {refused:?}"
     );
-    drop(resume);
+    drop(paused);
     poll_until(
         Duration::from_secs(30),
         "a write let through once the replica is back",
