@@ -95,6 +95,8 @@ pub struct Stack {
     /// Prometheus' host port.
     pub prometheus: u16,
     base: String,
+    /// The alert rules Prometheus loads: deploy/prometheus/alerts.yml on a faster clock.
+    rules: tempfile::TempDir,
     _image: Made,
 }
 
@@ -115,12 +117,25 @@ impl Stack {
         } else {
             "flyrtech/debian:bookworm"
         };
+        let rules = tempfile::tempdir().expect("a temporary directory");
+        let deployed = std::fs::read_to_string(repository().join("deploy/prometheus/alerts.yml"))
+            .expect("the alert rules");
+        std::fs::write(
+            rules.path().join("alerts.yml"),
+            faster_rules(&deployed, RULES_CLOCK),
+        )
+        .expect("written");
+        // Readable by Prometheus whatever user its container runs as.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(rules.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("permissions set");
         let stack = Self {
             project,
             image: tag,
             serve: [port(), port()],
             prometheus: port(),
             base: base.to_owned(),
+            rules,
             _image: made,
         };
         run(stack.compose().args(["build", "--quiet"]));
@@ -138,7 +153,8 @@ impl Stack {
             .env("BASE", &self.base)
             .env("SERVE_1_PORT", self.serve[0].to_string())
             .env("SERVE_2_PORT", self.serve[1].to_string())
-            .env("PROMETHEUS_PORT", self.prometheus.to_string());
+            .env("PROMETHEUS_PORT", self.prometheus.to_string())
+            .env("PROMETHEUS_RULES", self.rules.path().join("alerts.yml"));
         cmd
     }
 
@@ -183,12 +199,12 @@ impl Stack {
     }
 
     /// `docker ACTION` on `service`'s container: `kill` (SIGKILL, a lost host), `start`,
-    /// `restart` (its stop signal, then started again).
+    /// `stop` (its stop signal, SIGKILL after 5 s), `restart` (stopped, then started again).
     pub fn act(&self, action: &str, service: &str) {
         let container = self.container(service);
         let mut cmd = docker();
         cmd.arg(action);
-        if action == "restart" {
+        if action == "restart" || action == "stop" {
             cmd.args(["--time", "5"]);
         }
         run(cmd.arg(&container));
@@ -244,6 +260,39 @@ impl Stack {
             .unwrap_or_else(|| panic!("no primary holds a key matching {pattern}"))
     }
 
+    /// The series Prometheus answers to the instant query `promql` (none when it does not
+    /// answer).
+    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let api = format!("http://127.0.0.1:{}/api/v1/query", self.prometheus);
+        let url = reqwest::Url::parse_with_params(&api, [("query", promql)]).expect("a URL");
+        let answer: serde_json::Value = match reqwest::get(url).await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether the alert `name` (its series narrowed by `labels`, PromQL matchers such as
+    /// `instance="serve-1:8080"`, or empty) fired within the last 15 minutes, by Prometheus'
+    /// own `ALERTS` series.
+    pub async fn fired(&self, name: &str, labels: &str) -> bool {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let promql = format!(
+            r#"max_over_time(ALERTS{{alertname="{name}",alertstate="firing"{sep}{labels}}}[15m])"#
+        );
+        !self.query(&promql).await.is_empty()
+    }
+
+    /// Whether the alert `name` (narrowed by `labels`) is pending or firing now.
+    pub async fn alerting(&self, name: &str, labels: &str) -> bool {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let promql = format!(r#"ALERTS{{alertname="{name}"{sep}{labels}}}"#);
+        !self.query(&promql).await.is_empty()
+    }
+
     /// The last lines of every service's log.
     pub fn logs(&self) -> String {
         let out = self
@@ -263,5 +312,58 @@ impl Drop for Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// How many times faster than deployed the stack's Prometheus evaluates the alert rules.
+pub const RULES_CLOCK: u32 = 6;
+
+/// Prometheus rules on a clock `factor` times faster: every `for:` and every range vector in
+/// minutes (`[5m]`) divided by `factor`, in seconds; the expressions otherwise as written. A
+/// `for: 2m` alert then fires after 20 s of its condition, and a `[5m]` rate forgets a fault
+/// in 50 s, so a test can see an alert fire and resolve in a minute. The deployed durations
+/// are promtool's to test (deploy/prometheus/alerts.test.yml).
+pub fn faster_rules(rules: &str, factor: u32) -> String {
+    let faster = |minutes: &str| {
+        minutes
+            .strip_suffix('m')
+            .and_then(|m| m.parse::<u32>().ok())
+            .map(|m| format!("{}s", m * 60 / factor))
+    };
+    let mut out = String::with_capacity(rules.len());
+    for line in rules.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        if let Some(duration) = line.trim_start().strip_prefix("for: ").and_then(faster) {
+            out.push_str(&format!("{indent}for: {duration}\n"));
+            continue;
+        }
+        let mut rest = line;
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..=open]);
+            rest = &rest[open + 1..];
+            if let Some(close) = rest.find(']')
+                && let Some(range) = faster(&rest[..close])
+            {
+                out.push_str(&range);
+                rest = &rest[close..];
+            }
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::faster_rules;
+
+    #[test]
+    fn the_rules_clock_divides_every_for_and_range_in_minutes() {
+        let rules = "      - alert: A\n        expr: |\n          sum(rate(x[5m])) / sum(rate(y[15m])) > 0.01 or up[1m] == 0\n        for: 2m\n        labels:\n          severity: page\n";
+        assert_eq!(
+            faster_rules(rules, 6),
+            "      - alert: A\n        expr: |\n          sum(rate(x[50s])) / sum(rate(y[150s])) > 0.01 or up[10s] == 0\n        for: 20s\n        labels:\n          severity: page\n"
+        );
     }
 }

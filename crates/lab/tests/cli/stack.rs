@@ -15,8 +15,10 @@ use super::*;
 /// both instances explained by one order (at least 99 % of the registers decided: no
 /// acknowledged update lost); every process healthy again, none having exited for good; once
 /// the relay and the projectors have drained, the projection equal to the store (`audit
-/// --projection`: 0 differences, so no phantom either); every process scraped by Prometheus.
-/// The stack goes with its volumes.
+/// --projection`: 0 differences, so no phantom either); every process scraped by Prometheus;
+/// `serve-1` and PostgreSQL stopped until Prometheus' API shows the alerts the runbook names
+/// for them firing, and those alerts resolved once they are back. The stack goes with its
+/// volumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
     if !docker::answers() {
@@ -67,8 +69,37 @@ async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
     assert_eq!(report["verdict"], "linearizable", "{stdout}");
     assert!(report["decided"].as_f64().unwrap() >= 0.99, "{stdout}");
 
+    // The pages: serve-1 and PostgreSQL stopped until the alerts the runbook names for them
+    // fire (on Prometheus' faster clock: `Stack`), then started again.
+    eprintln!("nemesis: serve-1 and postgres stopped until their alerts fire");
+    stack.act("stop", "serve-1");
+    stack.act("stop", "postgres");
+    let stopped = Instant::now();
+    loop {
+        let mut all = true;
+        for (_, alert, labels) in STOPPED_PAGES {
+            all &= stack.fired(alert, labels).await;
+        }
+        if all {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(120),
+            "{:#?}",
+            stack.query("ALERTS").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "pages: {} fired {} s after the stop",
+        STOPPED_PAGES.map(|(_, alert, _)| alert).join(" and "),
+        stopped.elapsed().as_secs()
+    );
+    stack.act("start", "postgres");
+    stack.act("start", "serve-1");
+
     // Every process is back, none having exited for good.
-    all_healthy(&stack, deadline + Duration::from_secs(60)).await;
+    all_healthy(&stack, deadline + Duration::from_secs(120)).await;
 
     // The relay and the projectors drain: the projection catches up with the store.
     let redis = (1..=3)
@@ -87,7 +118,7 @@ async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
             break said;
         }
         assert!(
-            Instant::now() < deadline + Duration::from_secs(60),
+            Instant::now() < deadline + Duration::from_secs(120),
             "{said}\n{}",
             stack.logs()
         );
@@ -126,12 +157,47 @@ async fn the_compose_stack_rides_out_container_faults_losing_nothing() {
             break;
         }
         assert!(
-            Instant::now() < deadline + Duration::from_secs(90),
+            Instant::now() < deadline + Duration::from_secs(150),
             "{targets}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Each page, its fault over, resolved.
+    let over = Instant::now();
+    for (fault, alert, labels) in STOPPED_PAGES {
+        while stack.alerting(alert, labels).await {
+            assert!(
+                over.elapsed() < Duration::from_secs(90),
+                "{alert} ({fault}) still active: {:#?}",
+                stack.query("ALERTS").await
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // The Redis faults' page, for the record: whether the shard's writes were refused long
+    // enough depends on how fast the cluster promoted and the old primary came back.
+    eprintln!(
+        "FlyrtechNotReplicated (a Redis primary lost): fired {}, active now {}",
+        stack.fired("FlyrtechNotReplicated", "").await,
+        stack.alerting("FlyrtechNotReplicated", "").await
+    );
 }
+
+/// The faults held until their page fires, and the alert the runbook (docs/operations.md)
+/// names for each, narrowed to the fault's process or dependency.
+const STOPPED_PAGES: [(&str, &str, &str); 2] = [
+    (
+        "serve-1 stopped",
+        "FlyrtechProcessDown",
+        r#"instance="serve-1:8080""#,
+    ),
+    (
+        "PostgreSQL stopped",
+        "FlyrtechDependencyUnreachable",
+        r#"dependency="postgres""#,
+    ),
+];
 
 /// The faults, one after another while verify runs (its 50 s are the schedule; each fault is
 /// spaced so that the clients work between them): a `serve` restarted; a NATS node killed and
