@@ -24,15 +24,20 @@
 //! hold yet (the relay is behind) is left for the bus to deliver, and the next round looks
 //! again. A partitioned projector fills only the journeys of the partitions it leases.
 //!
-//! Each round looks at the [`JOURNEYS_PER_ROUND`] journeys held longest. It reads each one's
-//! whole subject, which costs as many messages as the stream keeps of that journey. The
-//! stream's limits bound that. Nothing of it runs while no change is held.
+//! A round runs at most once per `gap_after` and reads at most [`JOURNEYS_PER_ROUND`]
+//! journeys: those never read first, then the least recently read, so a gap the stream cannot
+//! fill (the relay is behind, or the stream's limits dropped the change) costs one read per
+//! round in turn and keeps no other journey waiting. Each read is the journey's whole subject,
+//! as many messages as the stream keeps of that journey, which the stream's limits bound.
+//! Nothing of it runs while no change is held, and what it remembers is only the journeys
+//! still held.
 //!
 //! `projector_gap_fills_total` counts the changes found this way. Any of them means the bus
 //! skipped a delivery.
 
+use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flyrtech_core::{BusError, Envelope};
 use futures::StreamExt;
@@ -43,7 +48,7 @@ use super::apply::{AppliedBatch, apply_batch};
 use crate::events::nats::{JetStream, partition_of};
 
 /// The most journeys one round reads from the stream.
-pub const JOURNEYS_PER_ROUND: i64 = 16;
+pub const JOURNEYS_PER_ROUND: usize = 16;
 
 /// How long reading one journey's subject may take before the round gives up on it.
 const READ_LIMIT: Duration = Duration::from_secs(10);
@@ -54,46 +59,73 @@ const STUCK: &str = "SELECT h.journey_id, COALESCE(max(p.last_version), 0), min(
                      FROM held_events h LEFT JOIN journey_positions p USING (journey_id) \
                      GROUP BY h.journey_id \
                      HAVING min(h.held_at) < now() - make_interval(secs => $1) \
-                     ORDER BY min(h.held_at) LIMIT $2";
+                     ORDER BY min(h.held_at)";
 
-/// Fills the gaps of the journeys whose held changes have waited longer than `gap_after`, among
-/// those of the partitions `owned` accepts: the missing versions read from the journey's
-/// subject on `bus` and applied in one transaction per journey. Answers what was applied.
-///
-/// # Errors
-/// [`ProjectionError`] when PostgreSQL or JetStream fails; what was applied before stays.
-pub async fn fill_gaps(
-    bus: &JetStream,
-    client: &mut Client,
-    owned: impl Fn(u32) -> bool,
-    gap_after: Duration,
-) -> Result<AppliedBatch, ProjectionError> {
-    let stuck = client
-        .query(STUCK, &[&gap_after.as_secs_f64(), &JOURNEYS_PER_ROUND])
-        .await?;
-    let mut filled = AppliedBatch::default();
-    for row in stuck {
-        let journey: String = row.get(0);
-        let (position, first_held): (i64, i64) = (row.get(1), row.get(2));
-        if !owned(partition_of(&journey, bus.partitions())) {
-            continue;
+/// One projector's gap filling: when its last round ran, and when it last read each journey
+/// still held.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    round: Option<Instant>,
+    /// The stuck journeys this projector has read, and when. A round reads the ones never read
+    /// first, then the least recently read, so that gaps the stream cannot fill (the relay is
+    /// behind, or the stream's limits dropped the change) do not keep the others waiting. Only
+    /// journeys still stuck are kept.
+    read_at: HashMap<String, Instant>,
+}
+
+impl Gaps {
+    /// At most once per `gap_after`: fills the gaps of the journeys whose held changes have
+    /// waited longer than `gap_after`, among those of the partitions `owned` accepts, at most
+    /// [`JOURNEYS_PER_ROUND`] of them. The missing versions are read from the journey's subject
+    /// on `bus` and applied in one transaction per journey. Answers what was applied.
+    ///
+    /// # Errors
+    /// [`ProjectionError`] when PostgreSQL or JetStream fails; what was applied before stays.
+    pub async fn fill(
+        &mut self,
+        bus: &JetStream,
+        client: &mut Client,
+        owned: impl Fn(u32) -> bool,
+        gap_after: Duration,
+    ) -> Result<AppliedBatch, ProjectionError> {
+        let mut filled = AppliedBatch::default();
+        if self.round.is_some_and(|at| at.elapsed() < gap_after) {
+            return Ok(filled);
         }
-        let (Ok(from), Ok(to)) = (u64::try_from(position + 1), u64::try_from(first_held - 1))
-        else {
-            continue;
-        };
-        let missing = read_subject(bus, &journey, from..=to).await?;
-        if missing.is_empty() {
-            tracing::debug!(%journey, from, to, "held changes wait for versions the stream does not hold yet");
-            continue;
+        self.round = Some(Instant::now());
+        let mut stuck: Vec<(String, i64, i64)> = client
+            .query(STUCK, &[&gap_after.as_secs_f64()])
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .filter(|(journey, _, _): &(String, i64, i64)| {
+                owned(partition_of(journey, bus.partitions()))
+            })
+            .collect();
+        let still: HashSet<&str> = stuck.iter().map(|(j, _, _)| j.as_str()).collect();
+        self.read_at.retain(|j, _| still.contains(j.as_str()));
+        // Never read first (None sorts first), then the least recently read; stable, so the
+        // longest held first among equals.
+        stuck.sort_by_key(|(journey, _, _)| self.read_at.get(journey).copied());
+        for (journey, position, first_held) in stuck.into_iter().take(JOURNEYS_PER_ROUND) {
+            let (Ok(from), Ok(to)) = (u64::try_from(position + 1), u64::try_from(first_held - 1))
+            else {
+                continue;
+            };
+            let missing = read_subject(bus, &journey, from..=to).await?;
+            self.read_at.insert(journey.clone(), Instant::now());
+            if missing.is_empty() {
+                tracing::debug!(%journey, from, to, "held changes wait for versions the stream does not hold yet");
+                continue;
+            }
+            tracing::warn!(%journey, from, to, found = missing.len(), "the bus never delivered these changes; read from the stream");
+            metrics::counter!("projector_gap_fills_total").increment(missing.len() as u64);
+            let applied = apply_batch(client, &missing).await?;
+            filled.stats += applied.stats;
+            filled.occurred_at.extend(applied.occurred_at);
         }
-        tracing::warn!(%journey, from, to, found = missing.len(), "the bus never delivered these changes; read from the stream");
-        metrics::counter!("projector_gap_fills_total").increment(missing.len() as u64);
-        let applied = apply_batch(client, &missing).await?;
-        filled.stats += applied.stats;
-        filled.occurred_at.extend(applied.occurred_at);
+        Ok(filled)
     }
-    Ok(filled)
 }
 
 /// The changes of journey `journey` on `bus` whose version is in `wanted`, in stream order: its

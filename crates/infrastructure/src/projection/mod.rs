@@ -64,7 +64,7 @@ pub mod reconcile;
 pub mod schema;
 
 pub use apply::{AppliedBatch, BatchStats, Outcome, apply_batch};
-pub use gaps::fill_gaps;
+pub use gaps::{Gaps, JOURNEYS_PER_ROUND};
 pub use partitioned::{BALANCE_EVERY, PartitionedProjector};
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
 pub use reconcile::{Difference, ProjectionReport, reconcile, repair_ahead};

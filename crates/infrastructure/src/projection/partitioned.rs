@@ -11,10 +11,10 @@ use crate::events::nats::JetStream;
 
 use super::ProjectionError;
 use super::apply::AppliedBatch;
-use super::gaps::fill_gaps;
+use super::gaps::Gaps;
 use super::projector::{
-    Every, ProjectorSettings, ProjectorStats, PullConsumer, durable_consumer, fetch_and_apply,
-    prepare_schema, record,
+    ProjectorSettings, ProjectorStats, PullConsumer, durable_consumer, fetch_and_apply, fill_gaps,
+    prepare_schema,
 };
 use super::schema::namespace;
 
@@ -58,7 +58,7 @@ pub struct PartitionedProjector {
     /// Where the round robin over the owned partitions continues.
     next: u32,
     balanced_at: Option<std::time::Instant>,
-    gaps: Every,
+    gaps: Gaps,
     stats: ProjectorStats,
 }
 
@@ -100,7 +100,7 @@ impl PartitionedProjector {
             owned: BTreeMap::new(),
             next: 0,
             balanced_at: None,
-            gaps: Every::default(),
+            gaps: Gaps::default(),
             stats: ProjectorStats::default(),
         };
         for partition in 0..bus.partitions() {
@@ -245,20 +245,17 @@ impl PartitionedProjector {
             &mut self.stats,
         )
         .await?;
-        if self.gaps.due(self.settings.gap_after) {
-            let owned = &self.owned;
-            let filled = fill_gaps(
-                &self.bus,
-                &mut self.client,
-                |p| owned.contains_key(&p),
-                self.settings.gap_after,
-            )
-            .await?;
-            self.stats.changes += filled.stats;
-            record(&filled);
-            applied.stats += filled.stats;
-            applied.occurred_at.extend(filled.occurred_at);
-        }
+        let owned = &self.owned;
+        fill_gaps(
+            &mut self.gaps,
+            &self.bus,
+            &mut self.client,
+            |p| owned.contains_key(&p),
+            self.settings.gap_after,
+            &mut self.stats,
+            &mut applied,
+        )
+        .await?;
         Ok(applied)
     }
 

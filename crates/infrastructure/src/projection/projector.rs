@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::ProjectionError;
 use super::apply::{AppliedBatch, BatchStats, apply_batch};
-use super::gaps::fill_gaps;
+use super::gaps::Gaps;
 use super::schema::ensure_schema;
 use crate::events::nats::JetStream;
 
@@ -195,7 +195,7 @@ fn traced(
 
 /// The projector's metrics for one applied batch: `projector_changes_total` by outcome and
 /// `projector_lag_seconds` (commit in Redis to commit in PostgreSQL) of each applied change.
-pub(super) fn record(applied: &AppliedBatch) {
+fn record(applied: &AppliedBatch) {
     let s = applied.stats;
     for (outcome, n) in [
         ("applied", s.applied),
@@ -239,7 +239,7 @@ impl std::ops::AddAssign for ProjectorStats {
 #[derive(Debug)]
 pub struct Projector {
     bus: JetStream,
-    gaps: Every,
+    gaps: Gaps,
     consumer:
         async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
     client: Client,
@@ -262,7 +262,7 @@ impl Projector {
         let consumer = durable_consumer(bus, &settings.consumer, String::new(), &settings).await?;
         Ok(Self {
             bus: bus.clone(),
-            gaps: Every::default(),
+            gaps: Gaps::default(),
             consumer,
             client,
             settings,
@@ -289,19 +289,16 @@ impl Projector {
             &mut self.stats,
         )
         .await?;
-        if self.gaps.due(self.settings.gap_after) {
-            let filled = fill_gaps(
-                &self.bus,
-                &mut self.client,
-                |_| true,
-                self.settings.gap_after,
-            )
-            .await?;
-            self.stats.changes += filled.stats;
-            record(&filled);
-            applied.stats += filled.stats;
-            applied.occurred_at.extend(filled.occurred_at);
-        }
+        fill_gaps(
+            &mut self.gaps,
+            &self.bus,
+            &mut self.client,
+            |_| true,
+            self.settings.gap_after,
+            &mut self.stats,
+            &mut applied,
+        )
+        .await?;
         Ok(applied)
     }
 
@@ -320,17 +317,21 @@ impl Projector {
     }
 }
 
-/// When a periodic task of a projector last ran.
-#[derive(Debug, Default)]
-pub(super) struct Every(Option<std::time::Instant>);
-
-impl Every {
-    /// Whether `period` has passed since it last said so (true the first time), noting now.
-    pub(super) fn due(&mut self, period: Duration) -> bool {
-        let due = self.0.is_none_or(|at| at.elapsed() >= period);
-        if due {
-            self.0 = Some(std::time::Instant::now());
-        }
-        due
-    }
+/// The gaps of `gaps` due now (module `super::gaps`), among the partitions `owned` accepts,
+/// filled; what that applied is added to `stats` and `applied`, and recorded.
+pub(super) async fn fill_gaps(
+    gaps: &mut Gaps,
+    bus: &JetStream,
+    client: &mut Client,
+    owned: impl Fn(u32) -> bool,
+    gap_after: Duration,
+    stats: &mut ProjectorStats,
+    applied: &mut AppliedBatch,
+) -> Result<(), ProjectionError> {
+    let filled = gaps.fill(bus, client, owned, gap_after).await?;
+    stats.changes += filled.stats;
+    record(&filled);
+    applied.stats += filled.stats;
+    applied.occurred_at.extend(filled.occurred_at);
+    Ok(())
 }

@@ -645,6 +645,78 @@ async fn a_change_the_consumer_skipped_is_read_from_the_stream() {
     assert_eq!((stats.applied, stats.released), (4, 3), "{stats:?}");
 }
 
+/// Gaps the stream cannot fill (their first version was never published) keep no other gap
+/// waiting: more of them than a round reads are held longest, and the one journey whose
+/// skipped change is on the stream is filled all the same, within a round or two.
+#[tokio::test]
+async fn gaps_the_stream_cannot_fill_do_not_keep_the_others_waiting() {
+    use futures::StreamExt;
+    let (Some(bus), Some(pg)) = (nats(), postgres()) else {
+        return;
+    };
+    let js = JetStream::connect(&bus.url(), StreamSettings::default())
+        .await
+        .unwrap();
+    let publisher = JetStreamPublisher::new(js.clone());
+    let (a, b) = (SegmentStatus::Scheduled, SegmentStatus::Delayed);
+    let settings = ProjectorSettings {
+        gap_after: std::time::Duration::from_millis(300),
+        ..ProjectorSettings::default()
+    };
+    let client = projection::connect(&pg.url()).await.unwrap();
+    let mut projector = Projector::new(&js, client, settings.clone()).await.unwrap();
+    let check = projection::connect(&pg.url()).await.unwrap();
+
+    // More journeys than a round reads, each held behind a version 1 that was never published.
+    let orphans: Vec<JourneyId> = (0..projection::JOURNEYS_PER_ROUND + 4)
+        .map(|_| unique_id("ORPHAN"))
+        .collect();
+    for id in &orphans {
+        publisher.publish(&[change(id, 2, b, a)]).await.unwrap();
+    }
+    while !projector.caught_up().await.unwrap() {
+        projector.step().await.unwrap();
+    }
+    // Then a journey whose version 1 is on the stream, but skipped by the consumer.
+    let id = unique_id("GAP");
+    publisher
+        .publish(&[change(&id, 1, a, b), change(&id, 2, b, a)])
+        .await
+        .unwrap();
+    let consumer = js
+        .stream()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&settings.consumer)
+        .await
+        .unwrap();
+    let mut skipped = consumer.fetch().max_messages(1).messages().await.unwrap();
+    skipped
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .double_ack()
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while position(&check, &id).await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still at {} with {} held",
+            position(&check, &id).await,
+            held(&check, &id).await
+        );
+        projector.step().await.unwrap();
+    }
+    assert_eq!(held(&check, &id).await, 0);
+    for orphan in &orphans {
+        assert_eq!(
+            (position(&check, orphan).await, held(&check, orphan).await),
+            (0, 1)
+        );
+    }
+}
+
 /// Every strategy's acknowledged changes, through the outbox, the relay into JetStream and the
 /// projector into PostgreSQL: the projection equals the stored journeys, and every change was
 /// applied exactly once.
