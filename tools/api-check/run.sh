@@ -5,6 +5,7 @@
 # Each strategy runs in two modes (API_CHECK_MODES, default "keys open"): with API keys, the
 # fuzzer holding a write key; and without keys, where the document must ask for none.
 # Exits non-zero on the first strategy with any failure. Usage: tools/api-check/run.sh [STRATEGY...]
+# (API_CHECK_BINARY: the flyrtech binary to check, instead of a debug build of this tree.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,8 +24,12 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VER
   "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-cargo build --quiet -p flyrtech-api
-binary=target/debug/flyrtech
+# API_CHECK_BINARY: a binary already built (CI passes the one its suite tested); else a debug build.
+binary=${API_CHECK_BINARY:-}
+if [ -z "$binary" ]; then
+  cargo build --quiet -p flyrtech-api
+  binary=target/debug/flyrtech
+fi
 
 # The service runs as it would exposed: with API keys. Schemathesis holds a write key, so it may
 # change journeys and the cache; /metrics (admin) answers it 403, as the document says.
