@@ -29,7 +29,7 @@
 //! fill (the relay is behind, or the stream's limits dropped the change) costs one read per
 //! round in turn and keeps no other journey waiting. Each read is the journey's whole subject,
 //! as many messages as the stream keeps of that journey, which the stream's limits bound.
-//! Nothing of it runs while no change is held, and what it remembers is only the journeys
+//! While no change is held a round is one query, and what it remembers is only the journeys
 //! still held.
 //!
 //! `projector_gap_fills_total` counts the changes found this way. Any of them means the bus

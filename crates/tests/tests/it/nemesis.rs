@@ -318,10 +318,12 @@ async fn serve_killed_and_restarted(strategy: Strategy, #[values(false, true)] c
 #[apply(every_strategy_across_instances)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_primary_restarted_from_its_aof(strategy: Strategy) {
+    // 8 s: the clients must outlast the restart (the AOF loaded, serve reconnected, and under
+    // redlock the locks the kill left behind expired) by the 300 operations awaited after it.
     let report = checked(
         "aof-restart",
         Rig::start(strategy).await,
-        5,
+        8,
         |mut rig| async move {
             rig.after(300, "operations before the kill").await;
             rig.redis.loopback().nodes()[0].signal("KILL").unwrap();

@@ -563,20 +563,82 @@ async fn jetstream_keeps_one_copy_of_a_republished_change() {
     assert_eq!(js.messages().await.unwrap(), 2);
 }
 
-/// A change the durable consumer never delivers (acknowledged unseen here, as a replicated
-/// consumer whose leader changed can skip one): the later changes wait in held_events only until
-/// they have waited `gap_after`; then the projector reads the missing version from the stream
-/// itself and releases them. Without that the projection stays behind for good: the consumer
-/// reports nothing pending.
+/// A projector whose gaps are looked for in the stream after 300 ms, on a fresh stream and
+/// database, with a second session to read the projection.
+struct GapRig {
+    js: JetStream,
+    projector: Projector,
+    check: Client,
+    consumer: String,
+}
+
+impl GapRig {
+    async fn new(bus: &flyrtech_infrastructure::LocalNats, pg: &LocalPostgres) -> Self {
+        let js = JetStream::connect(&bus.url(), StreamSettings::default())
+            .await
+            .unwrap();
+        let settings = ProjectorSettings {
+            gap_after: std::time::Duration::from_millis(300),
+            ..ProjectorSettings::default()
+        };
+        let client = projection::connect(&pg.url()).await.unwrap();
+        let projector = Projector::new(&js, client, settings.clone()).await.unwrap();
+        let check = projection::connect(&pg.url()).await.unwrap();
+        Self {
+            js,
+            projector,
+            check,
+            consumer: settings.consumer,
+        }
+    }
+
+    async fn publish(&self, changes: &[Envelope]) {
+        JetStreamPublisher::new(self.js.clone())
+            .publish(changes)
+            .await
+            .unwrap();
+    }
+
+    /// The consumer's next message leaves it without reaching the projector (acknowledged
+    /// unseen), as a replicated consumer whose leader changed can skip one.
+    async fn skip_next(&self) {
+        use futures::StreamExt;
+        let consumer = self
+            .js
+            .stream()
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&self.consumer)
+            .await
+            .unwrap();
+        let mut skipped = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let message = skipped.next().await.unwrap().unwrap();
+        message.double_ack().await.unwrap();
+    }
+
+    /// Steps the projector until `id` is projected at `version`, for at most 30 s.
+    async fn project_until(&mut self, id: &JourneyId, version: i64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while position(&self.check, id).await < version {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still at {} with {} held",
+                position(&self.check, id).await,
+                held(&self.check, id).await
+            );
+            self.projector.step().await.unwrap();
+        }
+    }
+}
+
+/// A change the durable consumer never delivers: the later changes wait in held_events only
+/// until they have waited `gap_after`; then the projector reads the missing version from the
+/// stream itself and releases them. Without that the projection stays behind for good: the
+/// consumer reports nothing pending.
 #[tokio::test]
 async fn a_change_the_consumer_skipped_is_read_from_the_stream() {
-    use futures::StreamExt;
     let (Some(bus), Some(pg)) = (nats(), postgres()) else {
         return;
     };
-    let js = JetStream::connect(&bus.url(), StreamSettings::default())
-        .await
-        .unwrap();
+    let mut rig = GapRig::new(&bus, &pg).await;
     let id = unique_id("GAP");
     let (a, b) = (SegmentStatus::Scheduled, SegmentStatus::Delayed);
     let changes: Vec<Envelope> = (1..=4)
@@ -588,60 +650,26 @@ async fn a_change_the_consumer_skipped_is_read_from_the_stream() {
             }
         })
         .collect();
-    JetStreamPublisher::new(js.clone())
-        .publish(&changes)
-        .await
-        .unwrap();
-    let settings = ProjectorSettings {
-        gap_after: std::time::Duration::from_millis(300),
-        ..ProjectorSettings::default()
-    };
-    let client = projection::connect(&pg.url()).await.unwrap();
-    let mut projector = Projector::new(&js, client, settings.clone()).await.unwrap();
-    let check = projection::connect(&pg.url()).await.unwrap();
+    rig.publish(&changes).await;
+    rig.skip_next().await;
 
-    // Version 1 leaves the consumer without reaching the projector.
-    let consumer = js
-        .stream()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&settings.consumer)
-        .await
-        .unwrap();
-    let mut skipped = consumer.fetch().max_messages(1).messages().await.unwrap();
-    skipped
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .double_ack()
-        .await
-        .unwrap();
-
-    projector.step().await.unwrap();
+    rig.projector.step().await.unwrap();
     assert_eq!(
-        (position(&check, &id).await, held(&check, &id).await),
+        (position(&rig.check, &id).await, held(&rig.check, &id).await),
         (0, 3)
     );
     assert!(
-        projector.caught_up().await.unwrap(),
+        rig.projector.caught_up().await.unwrap(),
         "the bus has nothing more to give"
     );
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while position(&check, &id).await < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still at {} with {} held",
-            position(&check, &id).await,
-            held(&check, &id).await
-        );
-        projector.step().await.unwrap();
-    }
-    assert_eq!(held(&check, &id).await, 0);
+    rig.project_until(&id, 4).await;
+    assert_eq!(held(&rig.check, &id).await, 0);
     assert_eq!(
-        segment_status(&check, &id).await.as_deref(),
+        segment_status(&rig.check, &id).await.as_deref(),
         Some("Scheduled")
     );
-    let stats = &projector.stats().changes;
+    let stats = &rig.projector.stats().changes;
     assert_eq!((stats.applied, stats.released), (4, 3), "{stats:?}");
 }
 
@@ -650,68 +678,36 @@ async fn a_change_the_consumer_skipped_is_read_from_the_stream() {
 /// skipped change is on the stream is filled all the same, within a round or two.
 #[tokio::test]
 async fn gaps_the_stream_cannot_fill_do_not_keep_the_others_waiting() {
-    use futures::StreamExt;
     let (Some(bus), Some(pg)) = (nats(), postgres()) else {
         return;
     };
-    let js = JetStream::connect(&bus.url(), StreamSettings::default())
-        .await
-        .unwrap();
-    let publisher = JetStreamPublisher::new(js.clone());
+    let mut rig = GapRig::new(&bus, &pg).await;
     let (a, b) = (SegmentStatus::Scheduled, SegmentStatus::Delayed);
-    let settings = ProjectorSettings {
-        gap_after: std::time::Duration::from_millis(300),
-        ..ProjectorSettings::default()
-    };
-    let client = projection::connect(&pg.url()).await.unwrap();
-    let mut projector = Projector::new(&js, client, settings.clone()).await.unwrap();
-    let check = projection::connect(&pg.url()).await.unwrap();
 
     // More journeys than a round reads, each held behind a version 1 that was never published.
     let orphans: Vec<JourneyId> = (0..projection::JOURNEYS_PER_ROUND + 4)
         .map(|_| unique_id("ORPHAN"))
         .collect();
     for id in &orphans {
-        publisher.publish(&[change(id, 2, b, a)]).await.unwrap();
+        rig.publish(&[change(id, 2, b, a)]).await;
     }
-    while !projector.caught_up().await.unwrap() {
-        projector.step().await.unwrap();
+    while !rig.projector.caught_up().await.unwrap() {
+        rig.projector.step().await.unwrap();
     }
     // Then a journey whose version 1 is on the stream, but skipped by the consumer.
     let id = unique_id("GAP");
-    publisher
-        .publish(&[change(&id, 1, a, b), change(&id, 2, b, a)])
-        .await
-        .unwrap();
-    let consumer = js
-        .stream()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&settings.consumer)
-        .await
-        .unwrap();
-    let mut skipped = consumer.fetch().max_messages(1).messages().await.unwrap();
-    skipped
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .double_ack()
-        .await
-        .unwrap();
+    rig.publish(&[change(&id, 1, a, b), change(&id, 2, b, a)])
+        .await;
+    rig.skip_next().await;
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while position(&check, &id).await < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still at {} with {} held",
-            position(&check, &id).await,
-            held(&check, &id).await
-        );
-        projector.step().await.unwrap();
-    }
-    assert_eq!(held(&check, &id).await, 0);
+    rig.project_until(&id, 2).await;
+    assert_eq!(held(&rig.check, &id).await, 0);
     for orphan in &orphans {
         assert_eq!(
-            (position(&check, orphan).await, held(&check, orphan).await),
+            (
+                position(&rig.check, orphan).await,
+                held(&rig.check, orphan).await
+            ),
             (0, 1)
         );
     }
