@@ -260,37 +260,36 @@ impl Stack {
             .unwrap_or_else(|| panic!("no primary holds a key matching {pattern}"))
     }
 
-    /// The series Prometheus answers to the instant query `promql` (none when it does not
-    /// answer).
-    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+    /// The series Prometheus answers to the instant query `promql`; `None` when it does not
+    /// answer.
+    pub async fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
         let api = format!("http://127.0.0.1:{}/api/v1/query", self.prometheus);
         let url = reqwest::Url::parse_with_params(&api, [("query", promql)]).expect("a URL");
-        let answer: serde_json::Value = match reqwest::get(url).await {
-            Ok(response) => response.json().await.unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
+        let answer: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+        answer["data"]["result"].as_array().cloned()
+    }
+
+    /// Whether Prometheus says the alert `name` (its series narrowed by `labels`, PromQL
+    /// matchers such as `instance="serve-1:8080"`) is in `state` now: `firing`, or `pending`
+    /// and `firing` alike for an empty `state`. `None` when Prometheus does not answer.
+    pub async fn alert(&self, name: &str, labels: &str, state: &str) -> Option<bool> {
+        let state = if state.is_empty() {
+            String::new()
+        } else {
+            format!(r#",alertstate="{state}""#)
         };
-        answer["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let promql = format!(r#"ALERTS{{{}{state}}}"#, matchers(name, labels));
+        self.query(&promql).await.map(|series| !series.is_empty())
     }
 
-    /// Whether the alert `name` (its series narrowed by `labels`, PromQL matchers such as
-    /// `instance="serve-1:8080"`, or empty) fired within the last 15 minutes, by Prometheus'
-    /// own `ALERTS` series.
-    pub async fn fired(&self, name: &str, labels: &str) -> bool {
-        let sep = if labels.is_empty() { "" } else { "," };
+    /// Whether the alert `name` (narrowed by `labels`) fired within the last 15 minutes, by
+    /// Prometheus' own `ALERTS` series; `None` when Prometheus does not answer.
+    pub async fn fired(&self, name: &str, labels: &str) -> Option<bool> {
         let promql = format!(
-            r#"max_over_time(ALERTS{{alertname="{name}",alertstate="firing"{sep}{labels}}}[15m])"#
+            r#"max_over_time(ALERTS{{{},alertstate="firing"}}[15m])"#,
+            matchers(name, labels)
         );
-        !self.query(&promql).await.is_empty()
-    }
-
-    /// Whether the alert `name` (narrowed by `labels`) is pending or firing now.
-    pub async fn alerting(&self, name: &str, labels: &str) -> bool {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let promql = format!(r#"ALERTS{{alertname="{name}"{sep}{labels}}}"#);
-        !self.query(&promql).await.is_empty()
+        self.query(&promql).await.map(|series| !series.is_empty())
     }
 
     /// The last lines of every service's log.
@@ -312,6 +311,15 @@ impl Drop for Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// The PromQL matchers of the alert `name`'s series, narrowed by `labels` (matchers, or empty).
+fn matchers(name: &str, labels: &str) -> String {
+    if labels.is_empty() {
+        format!(r#"alertname="{name}""#)
+    } else {
+        format!(r#"alertname="{name}",{labels}"#)
     }
 }
 

@@ -255,7 +255,7 @@ impl PartitionedProjector {
             &mut self.stats,
             &mut applied,
         )
-        .await?;
+        .await;
         Ok(applied)
     }
 

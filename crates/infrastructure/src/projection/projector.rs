@@ -298,7 +298,7 @@ impl Projector {
             &mut self.stats,
             &mut applied,
         )
-        .await?;
+        .await;
         Ok(applied)
     }
 
@@ -327,11 +327,18 @@ pub(super) async fn fill_gaps(
     gap_after: Duration,
     stats: &mut ProjectorStats,
     applied: &mut AppliedBatch,
-) -> Result<(), ProjectionError> {
-    let filled = gaps.fill(bus, client, owned, gap_after).await?;
+) {
+    // The step's batch is committed and acknowledged by now: a failed round must not make it
+    // look failed (nor mark a dependency down). The next round tries again.
+    let filled = match gaps.fill(bus, client, owned, gap_after).await {
+        Ok(filled) => filled,
+        Err(e) => {
+            tracing::warn!(error = %e, "filling gaps from the stream failed; the next round tries again");
+            return;
+        }
+    };
     stats.changes += filled.stats;
     record(&filled);
     applied.stats += filled.stats;
     applied.occurred_at.extend(filled.occurred_at);
-    Ok(())
 }
